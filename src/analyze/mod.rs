@@ -1,0 +1,7 @@
+//! x86-64 analysis of function images: decoding with iced-x86, basic
+//! blocks, and the RPC call sites that fusion rewrites.
+
+mod cfg;
+pub mod rpc;
+
+pub use rpc::{constant_callees, find_rpc_sites, Callee, RpcSite};

@@ -1,0 +1,202 @@
+//! Finding RPC call sites: indirect calls whose arguments follow the
+//! `invoke_fn` signature (six integer arguments: context, callee name in
+//! `rsi`, input, length and two output pointers in `r8`/`r9`).
+
+use std::collections::BTreeSet;
+
+use iced_x86::{FlowControl, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind, Register};
+use serde::Serialize;
+
+use super::cfg::{FunctionCfg, Origin};
+use crate::elf::Image;
+
+/// The callee of an RPC site.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum Callee {
+    /// The name is a constant string in the image.
+    Constant(String),
+    /// The name is computed at run time.
+    Dynamic,
+}
+
+impl std::fmt::Display for Callee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callee::Constant(n) => f.write_str(n),
+            Callee::Dynamic => f.write_str("dynamic"),
+        }
+    }
+}
+
+/// One RPC call site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RpcSite {
+    /// Address of the call instruction.
+    pub address: u64,
+    /// Length of the call instruction in bytes.
+    pub length: usize,
+    /// The function that contains the call.
+    pub function: Option<String>,
+    pub callee: Callee,
+    /// Address of the constant callee name, when there is one.
+    pub name_address: Option<u64>,
+    /// The call instruction, Intel syntax.
+    pub instruction: String,
+}
+
+const ARGS: [Register; 6] = [
+    Register::RDI,
+    Register::RSI,
+    Register::RDX,
+    Register::RCX,
+    Register::R8,
+    Register::R9,
+];
+
+/// Longest name accepted as a function name.
+const MAX_NAME: usize = 256;
+
+/// All RPC call sites of an image, by address.
+pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
+    let mut sites = Vec::new();
+    for (start, bytes, name) in function_regions(image) {
+        let cfg = FunctionCfg::decode(bytes, start);
+        for (i, x) in cfg.insns.iter().enumerate() {
+            if x.flow_control() != FlowControl::IndirectCall || calls_import(image, x) {
+                continue;
+            }
+            if !has_invoke_arguments(&cfg, i) {
+                continue;
+            }
+            let (callee, name_address) = callee_name(image, &cfg, i);
+            let mut text = String::new();
+            IntelFormatter::new().format(x, &mut text);
+            sites.push(RpcSite {
+                address: x.ip(),
+                length: x.len(),
+                function: name.clone(),
+                callee,
+                name_address,
+                instruction: text,
+            });
+        }
+    }
+    sites.sort_by_key(|s| s.address);
+    sites.dedup_by_key(|s| s.address);
+    sites
+}
+
+/// The code to analyse, one region per function symbol; when the image has
+/// no function symbols for some code, that code is one region per section.
+fn function_regions(image: &Image) -> Vec<(u64, &[u8], Option<String>)> {
+    let mut out = Vec::new();
+    for range in image.code_ranges() {
+        let lo = range.vaddr;
+        let hi = lo + range.bytes.len() as u64;
+        let mut funcs: Vec<_> = image
+            .info
+            .functions
+            .iter()
+            .filter(|f| f.size > 0 && f.address >= lo && f.address + f.size <= hi)
+            .collect();
+        funcs.sort_by_key(|f| (f.address, std::cmp::Reverse(f.size)));
+        funcs.dedup_by_key(|f| f.address);
+        if funcs.is_empty() {
+            out.push((lo, range.bytes, None));
+            continue;
+        }
+        for f in funcs {
+            let off = (f.address - lo) as usize;
+            out.push((
+                f.address,
+                &range.bytes[off..off + f.size as usize],
+                Some(f.name.clone()),
+            ));
+        }
+    }
+    out
+}
+
+/// `call [rip+slot]` through a GOT slot bound to a symbol is a call of an
+/// imported function (`-fno-plt`), never an RPC.
+fn calls_import(image: &Image, x: &Instruction) -> bool {
+    x.op0_kind() == OpKind::Memory
+        && x.is_ip_rel_memory_operand()
+        && image.got_slot_symbol(x.ip_rel_memory_address()).is_some()
+}
+
+/// Every argument register is set on every path to the call (or passed in
+/// from the function's own caller), and the two output-pointer arguments
+/// are set in this function after the last call before it.
+fn has_invoke_arguments(cfg: &FunctionCfg, at: usize) -> bool {
+    ARGS.iter().all(|&r| {
+        let o = cfg.origins(r, at);
+        let own = o.iter().all(|x| matches!(x, Origin::Def(_)));
+        let known = o.iter().all(|x| matches!(x, Origin::Def(_) | Origin::Entry));
+        if matches!(r, Register::R8 | Register::R9) {
+            own
+        } else {
+            known
+        }
+    })
+}
+
+/// Resolve `reg` before instruction `at` to the address of a constant, or
+/// `None` if it is computed (or differs between paths).
+fn constant_address(cfg: &FunctionCfg, reg: Register, at: usize, depth: u32) -> Option<u64> {
+    if depth > 6 {
+        return None;
+    }
+    let mut value = None;
+    for o in cfg.origins(reg, at) {
+        let Origin::Def(i) = o else { return None };
+        let x = &cfg.insns[i];
+        let v = match x.mnemonic() {
+            Mnemonic::Lea if x.is_ip_rel_memory_operand() => Some(x.ip_rel_memory_address()),
+            Mnemonic::Mov if x.op1_kind() == OpKind::Register => {
+                let src = x.op1_register().full_register();
+                if src.is_gpr64() && x.op0_register().is_gpr64() {
+                    constant_address(cfg, src, i, depth + 1)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }?;
+        if value.is_some_and(|p| p != v) {
+            return None;
+        }
+        value = Some(v);
+    }
+    value
+}
+
+fn callee_name(image: &Image, cfg: &FunctionCfg, at: usize) -> (Callee, Option<u64>) {
+    let Some(addr) = constant_address(cfg, Register::RSI, at, 0) else {
+        return (Callee::Dynamic, None);
+    };
+    match image.read_cstr(addr, MAX_NAME + 1) {
+        Some(s) if is_function_name(s) => (
+            Callee::Constant(String::from_utf8_lossy(s).into_owned()),
+            Some(addr),
+        ),
+        _ => (Callee::Dynamic, None),
+    }
+}
+
+/// Function names are short printable ASCII without spaces.
+fn is_function_name(s: &[u8]) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME && s.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// Distinct constant callee names of a set of sites.
+pub fn constant_callees<'a>(sites: impl IntoIterator<Item = &'a RpcSite>) -> BTreeSet<String> {
+    sites
+        .into_iter()
+        .filter_map(|s| match &s.callee {
+            Callee::Constant(n) => Some(n.clone()),
+            Callee::Dynamic => None,
+        })
+        .collect()
+}

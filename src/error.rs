@@ -1,0 +1,59 @@
+//! Error kinds that decide the process exit code.
+//!
+//! Bad input (a file that is missing, not an ELF, the wrong architecture, or
+//! not a function library) is reported as one line naming the file and the
+//! reason, and exits with code 2. Every other failure exits with code 1.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A problem with a file the user gave us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl InputError {
+    pub fn new(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        InputError {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Exit code for bad input.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// The exit code an error chain deserves: 2 if any cause is an [`InputError`].
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|e| e.downcast_ref::<InputError>().is_some()) {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// Render an error chain on one line: `outer: inner: innermost`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string().replace('\n', " ");
+        if parts.last().map(|p| p.contains(&s)).unwrap_or(false) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ")
+}

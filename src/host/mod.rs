@@ -1,0 +1,261 @@
+//! The local FaaS host behind `faasfuse run`: it deploys function libraries
+//! through the worker_v1 ABI and serves requests to a root function, either
+//! all in this process or (`--ipc`) with one worker process per function
+//! and this process as the engine relaying every call, as a FaaS platform
+//! does. It is the oracle fused images are compared against.
+
+mod inproc;
+pub mod ipc;
+mod library;
+pub mod stats;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+pub use library::{CallResult, MAX_DEPTH};
+use library::Library;
+use stats::Percentiles;
+
+use crate::error::InputError;
+
+/// One deployed function: its name and its library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The function name a library serves when none is given: the file name up
+/// to its first dot, without a `lib` prefix (`libbar.so` → `bar`).
+pub fn default_function_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file.split('.').next().unwrap_or("");
+    stem.strip_prefix("lib").unwrap_or(stem).to_string()
+}
+
+impl FunctionSpec {
+    /// Parse `NAME=PATH` or `PATH`. Without a name, the file stem is matched
+    /// case-insensitively against `known` (names callers use), so that
+    /// `libcomposepost.so` serves `ComposePost`.
+    pub fn parse(arg: &str, known: &[String]) -> FunctionSpec {
+        if let Some((name, path)) = arg.split_once('=') {
+            if !name.is_empty() && !name.contains('/') {
+                return FunctionSpec {
+                    name: name.to_string(),
+                    path: PathBuf::from(path),
+                };
+            }
+        }
+        let path = PathBuf::from(arg);
+        let stem = default_function_name(&path);
+        let name = known
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&stem))
+            .cloned()
+            .unwrap_or(stem);
+        FunctionSpec { name, path }
+    }
+}
+
+/// Check that no name is deployed twice.
+pub fn check_unique(specs: &[FunctionSpec]) -> Result<()> {
+    for (i, a) in specs.iter().enumerate() {
+        if let Some(b) = specs[..i].iter().find(|b| b.name == a.name) {
+            return Err(InputError::new(
+                &a.path,
+                format!(
+                    "function name {} is already served by {}",
+                    a.name,
+                    b.path.display()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Validate each library as an x86-64 worker_v1 function library, then
+/// `dlopen` it.
+pub(crate) fn open_libraries(specs: &[FunctionSpec]) -> Result<Vec<Library>> {
+    specs
+        .iter()
+        .map(|s| {
+            crate::elf::Image::load(&s.path)?.require_entry_points()?;
+            Library::open(&s.name, &s.path)
+        })
+        .collect()
+}
+
+/// A running deployment that serves requests.
+pub trait Engine {
+    fn request(&mut self, root: &str, input: &[u8]) -> Result<CallResult>;
+    /// Tear down workers and libraries; returns nested-call times (ns).
+    fn shutdown(self: Box<Self>) -> Result<Vec<u64>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub ipc: bool,
+    /// Serve the inputs this many times (latencies are taken over all).
+    pub repeat: usize,
+    /// Program run as a worker process in `--ipc` mode (this executable).
+    pub worker_exe: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            ipc: false,
+            repeat: 1,
+            worker_exe: None,
+        }
+    }
+}
+
+/// Start a deployment of `specs`.
+pub fn deploy(specs: &[FunctionSpec], opts: &RunOptions) -> Result<Box<dyn Engine>> {
+    check_unique(specs)?;
+    if opts.ipc {
+        // Validate in the engine first so bad input fails before any fork.
+        for s in specs {
+            crate::elf::Image::load(&s.path)?.require_entry_points()?;
+        }
+        let exe = match &opts.worker_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        };
+        Ok(Box::new(ipc::IpcEngine::start(specs, &exe)?))
+    } else {
+        Ok(Box::new(inproc::InProcess::start(specs)?))
+    }
+}
+
+/// One served request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub input: String,
+    pub rc: i32,
+    pub output: String,
+    pub output_len: usize,
+}
+
+/// What `faasfuse run` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub mode: &'static str,
+    pub root: String,
+    pub functions: Vec<(String, PathBuf)>,
+    /// Outputs of the first pass over the inputs.
+    pub results: Vec<RequestRecord>,
+    /// Raw outputs of the first pass (not serialised; `results` has text).
+    #[serde(skip)]
+    pub raw: Vec<CallResult>,
+    pub requests: usize,
+    pub nested_calls: usize,
+    pub request_latency: Option<Percentiles>,
+    /// Round trip of one nested call as the calling worker sees it,
+    /// including the callee's own work.
+    pub nested_call_latency: Option<Percentiles>,
+    pub wall_ns: u64,
+}
+
+/// Deploy `specs`, serve every input to `root` `opts.repeat` times.
+pub fn run(
+    specs: &[FunctionSpec],
+    root: &str,
+    inputs: &[Vec<u8>],
+    opts: &RunOptions,
+) -> Result<RunReport> {
+    if !specs.iter().any(|s| s.name == root) {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        bail!(InputError::new(
+            root,
+            format!(
+                "root function is not deployed (deployed: {})",
+                names.join(", ")
+            )
+        ));
+    }
+    let mut engine = deploy(specs, opts)?;
+    let mut latencies = Vec::with_capacity(inputs.len() * opts.repeat.max(1));
+    let mut raw = Vec::with_capacity(inputs.len());
+    let start = Instant::now();
+    for pass in 0..opts.repeat.max(1) {
+        for input in inputs {
+            let t = Instant::now();
+            let r = engine.request(root, input)?;
+            latencies.push(t.elapsed().as_nanos() as u64);
+            if pass == 0 {
+                raw.push(r);
+            }
+        }
+    }
+    let wall_ns = start.elapsed().as_nanos() as u64;
+    let nested = engine.shutdown()?;
+    let results = inputs
+        .iter()
+        .zip(&raw)
+        .map(|(i, r)| RequestRecord {
+            input: String::from_utf8_lossy(i).into_owned(),
+            rc: r.rc,
+            output: String::from_utf8_lossy(&r.output).into_owned(),
+            output_len: r.output.len(),
+        })
+        .collect();
+    Ok(RunReport {
+        mode: if opts.ipc { "ipc" } else { "in-process" },
+        root: root.to_string(),
+        functions: specs
+            .iter()
+            .map(|s| (s.name.clone(), s.path.clone()))
+            .collect(),
+        results,
+        raw,
+        requests: latencies.len(),
+        nested_calls: nested.len(),
+        request_latency: Percentiles::of(&latencies),
+        nested_call_latency: Percentiles::of(&nested),
+        wall_ns,
+    })
+}
+
+/// Parse `[NAME=]LIB.so` arguments. Names are derived from file stems and
+/// matched case-insensitively against the root's name and every constant
+/// callee name the libraries' RPC sites use.
+pub fn resolve_specs(args: &[String], root: &str) -> Result<Vec<FunctionSpec>> {
+    let mut known = vec![root.to_string()];
+    for a in args {
+        let spec = FunctionSpec::parse(a, &[]);
+        let image = crate::elf::Image::load(&spec.path)?;
+        known.extend(crate::analyze::constant_callees(
+            &crate::analyze::find_rpc_sites(&image),
+        ));
+    }
+    let specs: Vec<FunctionSpec> = args.iter().map(|a| FunctionSpec::parse(a, &known)).collect();
+    check_unique(&specs)?;
+    Ok(specs)
+}
+
+/// Output bytes as one line of text: printable ASCII as is, `\\`, `\n`,
+/// `\t` and `\xNN` for the rest.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}

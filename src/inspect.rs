@@ -1,0 +1,135 @@
+//! `faasfuse inspect`: what a user needs to know about a function library
+//! before fusing it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::analyze::{find_rpc_sites, RpcSite};
+use crate::elf::{Image, ImageInfo};
+
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub path: String,
+    #[serde(flatten)]
+    pub info: ImageInfo,
+    pub rpc_sites: Vec<RpcSite>,
+}
+
+pub fn inspect(path: &Path) -> Result<InspectReport> {
+    let image = Image::load(path)?;
+    let rpc_sites = find_rpc_sites(&image);
+    Ok(InspectReport {
+        path: path.display().to_string(),
+        info: image.info.clone(),
+        rpc_sites,
+    })
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl InspectReport {
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let i = &self.info;
+        let mut s = String::new();
+        let _ = writeln!(s, "{}", self.path);
+        let _ = writeln!(s, "  architecture   {} ELF{} {}", i.machine, i.class, i.elf_type);
+        let _ = writeln!(s, "  PIC            {}", yes(i.pic));
+        let _ = writeln!(
+            s,
+            "  build-id       {}",
+            i.build_id.as_deref().unwrap_or("none")
+        );
+        let _ = writeln!(s, "  soname         {}", i.soname.as_deref().unwrap_or("none"));
+        let _ = writeln!(s, "  DT_NEEDED      {}", list(&i.needed));
+        let _ = writeln!(s, "  ABI entry points:");
+        for e in &i.entry_points {
+            match e.address {
+                Some(a) => {
+                    let _ = writeln!(s, "    {:<26} {:#x}", e.name, a);
+                }
+                None => {
+                    let _ = writeln!(s, "    {:<26} MISSING", e.name);
+                }
+            }
+        }
+        let tls = match &i.tls {
+            Some(t) => format!(
+                "{} bytes ({} initialised), align {}",
+                t.memsz, t.filesz, t.align
+            ),
+            None => "none".into(),
+        };
+        let _ = writeln!(s, "  TLS            {tls}");
+        let _ = writeln!(
+            s,
+            "  IFUNC          {} symbol(s), {} IRELATIVE reloc(s)",
+            i.ifuncs.len(),
+            i.irelative_relocs
+        );
+        let needed_versions: Vec<String> = i
+            .versions
+            .needed
+            .iter()
+            .map(|n| format!("{} ({})", n.file, n.versions.join(" ")))
+            .collect();
+        let _ = writeln!(s, "  versions       needs {}", list(&needed_versions));
+        if !i.versions.defined.is_empty() {
+            let _ = writeln!(s, "                 defines {}", i.versions.defined.join(", "));
+        }
+        let relro = match &i.relro {
+            Some(r) => format!("{:#x}..{:#x}", r.start, r.end),
+            None => "none".into(),
+        };
+        let _ = writeln!(s, "  RELRO          {relro}, BIND_NOW {}", yes(i.bind_now));
+        let _ = writeln!(
+            s,
+            "  CET            IBT {}, SHSTK {}",
+            yes(i.cet.ibt),
+            yes(i.cet.shstk)
+        );
+        let _ = writeln!(s, "  DT_RELR        {}", yes(i.relr));
+        let _ = writeln!(s, "  emit-relocs    {}", yes(i.emit_relocs));
+        let _ = writeln!(s, "  debug info     {}", yes(i.debug_info));
+        let _ = writeln!(s, "  functions ({}):", i.functions.len());
+        for f in &i.functions {
+            let _ = writeln!(
+                s,
+                "    {:#010x} {:>6}  {}{}",
+                f.address,
+                f.size,
+                f.name,
+                if f.exported { "  [exported]" } else { "" }
+            );
+        }
+        let _ = writeln!(s, "  RPC call sites ({}):", self.rpc_sites.len());
+        for r in &self.rpc_sites {
+            let _ = writeln!(
+                s,
+                "    {:#010x}  {:<10} in {}  ({})",
+                r.address,
+                r.callee.to_string(),
+                r.function.as_deref().unwrap_or("?"),
+                r.instruction
+            );
+        }
+        s
+    }
+}

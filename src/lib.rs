@@ -1,0 +1,12 @@
+//! faasfuse: an offline, link-time function fuser for serverless platforms.
+//!
+//! Pipeline stages, one module each, data flowing one way:
+//! `elf` (load input images) → `analyze` (x86 decoding, RPC call sites) →
+//! later stages (profile, plan, merge, verify). `host` is the local FaaS
+//! platform (`faasfuse run`) that every fused image is compared against.
+
+pub mod analyze;
+pub mod elf;
+pub mod error;
+pub mod host;
+pub mod inspect;

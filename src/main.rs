@@ -1,0 +1,196 @@
+//! The faasfuse command line: parses arguments, calls pipeline stages,
+//! prints. No logic of its own.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use faasfuse::error::{exit_code, one_line, InputError};
+use faasfuse::host::{self, stats::human, FunctionSpec, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "faasfuse",
+    version,
+    about = "Fuse serverless function libraries into one ELF shared object",
+    long_about = "faasfuse reads nightcore-style function libraries (x86-64 ELF shared \
+objects exporting the worker_v1 ABI) and production profiles, finds the hot RPC edges \
+between functions, and writes fused shared objects in which those RPCs run as direct \
+calls in one process.\n\n\
+Start with `faasfuse inspect LIB.so` to see a library's RPC call sites, and \
+`faasfuse run` to serve requests from libraries on a local FaaS host.",
+    after_help = "Exit codes: 0 success, 1 failure, 2 bad input (the message names the file)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report what a function library holds: ELF facts, ABI entry points,
+    /// functions and RPC call sites.
+    #[command(after_help = "Examples:\n  faasfuse inspect libfoo.so\n  faasfuse inspect --json libfoo.so | jq '.rpc_sites'")]
+    Inspect {
+        /// The shared object to inspect.
+        library: PathBuf,
+        /// Print one JSON object instead of the text report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve requests on a local FaaS host (the unfused or fused deployment).
+    #[command(
+        long_about = "Deploy function libraries on a local FaaS host and send each INPUT \
+to the ROOT function. The host loads each library, calls faas_init once, creates one \
+worker per nesting depth, routes nested calls (invoke) by function name and fails calls \
+to names that are not deployed.\n\n\
+By default every library runs in this process. With --ipc every function runs in its own \
+worker process and this process is the engine relaying every call over a Unix socket, so \
+each nested call pays a real inter-process round trip, as on a FaaS platform.\n\n\
+Output: one line per input, `rc=<return code>\\t<output>` (non-printable bytes escaped).",
+        after_help = "Examples:\n  faasfuse run libfoo.so libbar.so -- Foo world\n  \
+faasfuse run Foo=build/libfoo.so Bar=build/libbar.so --ipc --repeat 10000 -- Foo world\n  \
+faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo"
+    )]
+    Run {
+        /// Functions to deploy, as NAME=LIB.so or LIB.so (the name is then the
+        /// file stem without `lib`, matched case-insensitively to the names
+        /// callers use: libbar.so serves Bar).
+        #[arg(required = true, value_name = "[NAME=]LIB.so")]
+        functions: Vec<String>,
+        /// Run every function in its own worker process (real IPC per call).
+        #[arg(long)]
+        ipc: bool,
+        /// Serve the inputs N times and print latency percentiles.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        repeat: usize,
+        /// Read more inputs from FILE, one per line (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        inputs: Option<PathBuf>,
+        /// Print one JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Do not print outputs, only the latency summary.
+        #[arg(long)]
+        quiet: bool,
+        /// The root function, then its inputs.
+        #[arg(last = true, required = true, value_name = "ROOT INPUT")]
+        request: Vec<String>,
+    },
+    /// Worker process of `run --ipc` (internal).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        fd: i32,
+        #[arg(long)]
+        name: String,
+        library: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("faasfuse: error: {}", one_line(&e));
+            ExitCode::from(exit_code(&e) as u8)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { library, json } => {
+            let report = faasfuse::inspect::inspect(&library)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::Run {
+            functions,
+            ipc,
+            repeat,
+            inputs,
+            json,
+            quiet,
+            request,
+        } => {
+            let root = request[0].clone();
+            let mut all_inputs: Vec<Vec<u8>> =
+                request[1..].iter().map(|s| s.as_bytes().to_vec()).collect();
+            if let Some(file) = &inputs {
+                all_inputs.extend(read_inputs(file)?);
+            }
+            let specs = faasfuse::host::resolve_specs(&functions, &root)?;
+            let opts = RunOptions {
+                ipc,
+                repeat,
+                worker_exe: None,
+            };
+            let report = host::run(&specs, &root, &all_inputs, &opts)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+                return Ok(());
+            }
+            if !quiet {
+                for r in &report.raw {
+                    writeln!(out, "rc={}\t{}", r.rc, host::escape(&r.output))?;
+                }
+            }
+            if repeat > 1 || quiet {
+                if let Some(p) = &report.request_latency {
+                    writeln!(
+                        out,
+                        "{} mode: {} requests, request latency p50 {} p99 {}",
+                        report.mode,
+                        p.count,
+                        human(p.p50_ns),
+                        human(p.p99_ns)
+                    )?;
+                }
+                if let Some(p) = &report.nested_call_latency {
+                    writeln!(
+                        out,
+                        "{} nested calls, nested call round trip p50 {} p99 {}",
+                        p.count,
+                        human(p.p50_ns),
+                        human(p.p99_ns)
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Command::Worker { fd, name, library } => {
+            faasfuse::host::ipc::worker_main(fd, &name, &library)
+        }
+    }
+}
+
+fn read_inputs(file: &PathBuf) -> Result<Vec<Vec<u8>>> {
+    let mut text = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut text).context("reading stdin")?;
+    } else {
+        text = std::fs::read(file)
+            .map_err(|e| InputError::new(file, format!("cannot read inputs: {e}")))?;
+    }
+    Ok(text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .skip_while(|l| l.is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect())
+}

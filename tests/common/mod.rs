@@ -1,0 +1,169 @@
+//! Shared test support: builds the example functions from source, reads
+//! the workflow descriptions, generates inputs, and runs the faasfuse binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build every fixture variant once per test binary, into a directory of
+/// its own (test binaries run concurrently).
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{stem}"));
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/build-fixtures.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run scripts/build-fixtures.sh");
+        assert!(
+            out.status.success(),
+            "building fixtures failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// Fixture variants the build script produces on this machine.
+pub fn variants() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "bad")
+        .collect();
+    v.sort();
+    v
+}
+
+pub struct Workflow {
+    pub name: String,
+    pub root: String,
+    /// (function name, library file name)
+    pub functions: Vec<(String, String)>,
+    pub keywords: Vec<String>,
+}
+
+pub fn workflows() -> Vec<Workflow> {
+    let text = std::fs::read_to_string(repo().join("fixtures/workflows.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| Workflow {
+            name: w["name"].as_str().unwrap().to_string(),
+            root: w["root"].as_str().unwrap().to_string(),
+            functions: w["functions"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
+            keywords: w["keywords"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
+impl Workflow {
+    /// `NAME=PATH` deployment arguments for a fixture variant, root first.
+    pub fn deploy_args(&self, variant: &str) -> Vec<String> {
+        let dir = fixtures().join(variant);
+        let mut f = self.functions.clone();
+        f.sort_by_key(|(n, _)| n != &self.root);
+        f.iter()
+            .map(|(n, lib)| format!("{n}={}", dir.join(lib).display()))
+            .collect()
+    }
+}
+
+/// splitmix64: a small deterministic generator for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `n` single-line printable inputs mixing random text and the workflow's
+/// keywords, so every branch (errors, exceptions, optional callees) is hit.
+pub fn generate_inputs(w: &Workflow, n: usize, seed: u64) -> Vec<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:;-_=+*#@!?/";
+    let mut rng = Rng::new(seed ^ w.name.len() as u64);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = String::new();
+        if i == 0 {
+            out.push(s);
+            continue;
+        }
+        let pieces = 1 + rng.below(6);
+        for _ in 0..pieces {
+            if !w.keywords.is_empty() && rng.below(3) == 0 {
+                s.push_str(&w.keywords[rng.below(w.keywords.len())]);
+            } else {
+                for _ in 0..1 + rng.below(12) {
+                    s.push(ALPHABET[rng.below(ALPHABET.len())] as char);
+                }
+            }
+            if rng.below(2) == 0 {
+                s.push(' ');
+            }
+        }
+        s.truncate(200);
+        out.push(s);
+    }
+    // Each keyword alone too.
+    for k in &w.keywords {
+        out.push(k.clone());
+    }
+    out
+}
+
+pub fn faasfuse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_faasfuse"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn faasfuse");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Write inputs one per line into a file in the test temp dir.
+pub fn input_file(name: &str, inputs: &[String]) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inputs-{name}-{}.txt", std::process::id()));
+    std::fs::write(&p, inputs.join("\n") + "\n").unwrap();
+    p
+}

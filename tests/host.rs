@@ -1,0 +1,53 @@
+//! `faasfuse run`: the in-process and `--ipc` deployments of every fixture
+//! workflow give identical outputs, error paths included.
+
+mod common;
+use common::*;
+
+/// Serve `inputs` to the workflow's root and return stdout lines.
+fn serve(w: &Workflow, variant: &str, inputs: &[String], ipc: bool) -> Vec<String> {
+    let file = input_file(&format!("{}-{variant}-{ipc}", w.name), inputs);
+    let mut cmd = faasfuse();
+    cmd.arg("run").args(w.deploy_args(variant)).arg("--inputs").arg(&file);
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(&w.root);
+    let out = run_ok(&mut cmd);
+    let _ = std::fs::remove_file(&file);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_workflow(w: &Workflow, variant: &str, n: usize) {
+    let inputs = generate_inputs(w, n, 0xfaa5);
+    let local = serve(w, variant, &inputs, false);
+    let ipc = serve(w, variant, &inputs, true);
+    assert_eq!(local.len(), inputs.len(), "{}: one line per input", w.name);
+    for (i, (a, b)) in local.iter().zip(&ipc).enumerate() {
+        assert_eq!(a, b, "{} ({variant}): input {:?} differs", w.name, inputs[i]);
+    }
+    // The inputs reach both successful and failing requests.
+    let ok = local.iter().filter(|l| l.starts_with("rc=0\t")).count();
+    assert!(ok > n / 10, "{}: only {ok} successful requests", w.name);
+    assert!(ok < local.len(), "{}: no request failed", w.name);
+}
+
+#[test]
+fn ipc_matches_in_process_on_every_workflow() {
+    for w in workflows() {
+        check_workflow(&w, "default", 150);
+    }
+}
+
+#[test]
+fn ipc_matches_in_process_on_variants() {
+    for v in variants().iter().filter(|v| *v != "default") {
+        for w in workflows() {
+            check_workflow(&w, v, 40);
+        }
+    }
+}
