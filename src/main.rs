@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use faasfuse::error::{exit_code, one_line, InputError};
-use faasfuse::host::{self, stats::human, FunctionSpec, RunOptions};
+use faasfuse::host::{self, stats::human, RunOptions};
 
 #[derive(Parser)]
 #[command(

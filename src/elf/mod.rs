@@ -1,1 +1,298 @@
-//! ELF input images.
+//! Loading x86-64 ELF shared objects: validation with errors a user can act
+//! on, the facts `inspect` reports, and address-level access for analysis.
+
+mod check;
+mod info;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use object::elf;
+use object::read::elf::{ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
+use object::LittleEndian as LE;
+
+pub use info::{
+    CetInfo, EntryPoint, FunctionSymbol, ImageInfo, InitFini, RelroInfo, SectionEntry,
+    SegmentEntry, TlsInfo, VersionInfo, VersionNeed,
+};
+
+use crate::error::InputError;
+
+/// The four worker_v1 entry points a function library exports.
+pub const ENTRY_POINTS: [&str; 4] = [
+    "faas_init",
+    "faas_create_func_worker",
+    "faas_destroy_func_worker",
+    "faas_func_call",
+];
+
+/// A validated x86-64 ELF shared object held in memory.
+pub struct Image {
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    pub info: ImageInfo,
+    /// PT_LOAD segments: (vaddr, memsz, file offset, filesz).
+    loads: Vec<(u64, u64, u64, u64)>,
+    /// Executable sections: (name, vaddr, file offset, size).
+    code: Vec<(String, u64, u64, u64)>,
+    /// GOT slots bound to a symbol by a dynamic relocation.
+    got_symbols: BTreeMap<u64, String>,
+    relocs: Vec<DynReloc>,
+}
+
+/// One executable section's bytes.
+pub struct CodeRange<'a> {
+    pub name: &'a str,
+    pub vaddr: u64,
+    pub bytes: &'a [u8],
+}
+
+/// One dynamic relocation (from `.rela.dyn` or `.rela.plt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynReloc {
+    pub offset: u64,
+    pub r_type: u32,
+    pub symbol: Option<String>,
+    pub addend: i64,
+}
+
+impl Image {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Image> {
+        let data = std::fs::read(path).map_err(|e| {
+            let reason = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ if path.is_dir() => "is a directory, not a shared object".to_string(),
+                _ => format!("cannot read: {e}"),
+            };
+            InputError::new(path, reason)
+        })?;
+        Image::parse(path, data)
+    }
+
+    /// Validate `data` (the contents of `path`) as an x86-64 ELF shared
+    /// object and collect its facts.
+    pub fn parse(path: &Path, data: Vec<u8>) -> Result<Image> {
+        check::header(&data).map_err(|reason| InputError::new(path, reason))?;
+        let file = ElfFile64::<LE>::parse(&data[..])
+            .map_err(|e| InputError::new(path, format!("malformed ELF: {e}")))?;
+        check::ranges(&file, data.len() as u64).map_err(|reason| InputError::new(path, reason))?;
+        let info = info::collect(&file)
+            .map_err(|e| InputError::new(path, format!("malformed ELF: {e}")))?;
+        let (loads, code) = layout(&file);
+        let relocs = dynamic_relocs(&file)
+            .map_err(|e| InputError::new(path, format!("malformed relocations: {e}")))?;
+        let got_symbols = relocs
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.r_type,
+                    elf::R_X86_64_GLOB_DAT | elf::R_X86_64_JUMP_SLOT | elf::R_X86_64_64
+                )
+            })
+            .filter_map(|r| Some((r.offset, r.symbol.clone()?)))
+            .collect();
+        Ok(Image {
+            path: path.to_path_buf(),
+            data,
+            info,
+            loads,
+            code,
+            got_symbols,
+            relocs,
+        })
+    }
+
+    /// The file bytes backing `len` bytes at `vaddr`, if all are in the file.
+    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let (seg_va, _, off, filesz) = self
+            .loads
+            .iter()
+            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)?;
+        let rel = vaddr - seg_va;
+        if rel + len as u64 > *filesz {
+            return None;
+        }
+        let start = (off + rel) as usize;
+        self.data.get(start..start + len)
+    }
+
+    /// The NUL-terminated string at `vaddr` (without the NUL), if one ends
+    /// within `max` bytes.
+    pub fn read_cstr(&self, vaddr: u64, max: usize) -> Option<&[u8]> {
+        let (seg_va, _, off, filesz) = self
+            .loads
+            .iter()
+            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)?;
+        let start = (off + (vaddr - seg_va)) as usize;
+        let end = ((off + filesz) as usize).min(self.data.len());
+        let avail = &self.data[start..end];
+        let window = &avail[..avail.len().min(max)];
+        let nul = window.iter().position(|&b| b == 0)?;
+        Some(&window[..nul])
+    }
+
+    /// Every executable section except the PLT stubs.
+    pub fn code_ranges(&self) -> Vec<CodeRange<'_>> {
+        self.code
+            .iter()
+            .filter_map(|(name, va, off, size)| {
+                let bytes = self.data.get(*off as usize..(off + size) as usize)?;
+                Some(CodeRange {
+                    name,
+                    vaddr: *va,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// The function symbol containing `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Option<&FunctionSymbol> {
+        self.info
+            .functions
+            .iter()
+            .filter(|f| vaddr >= f.address && vaddr < f.address + f.size.max(1))
+            .min_by_key(|f| f.size)
+    }
+
+    /// The symbol a GOT slot at `vaddr` is bound to, if any.
+    pub fn got_slot_symbol(&self, vaddr: u64) -> Option<&str> {
+        self.got_symbols.get(&vaddr).map(String::as_str)
+    }
+
+    /// The dynamic relocations, `.rela.dyn` then `.rela.plt`.
+    pub fn dynamic_relocs(&self) -> &[DynReloc] {
+        &self.relocs
+    }
+
+    /// Fail unless the image exports all four worker_v1 entry points.
+    pub fn require_entry_points(&self) -> Result<&Image> {
+        let missing: Vec<&str> = self
+            .info
+            .entry_points
+            .iter()
+            .filter(|e| e.address.is_none())
+            .map(|e| e.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(self)
+        } else {
+            Err(InputError::new(
+                &self.path,
+                format!(
+                    "not a function library: does not export {}",
+                    missing.join(", ")
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+type File<'a> = ElfFile64<'a, LE>;
+
+/// Loadable segments and executable sections.
+#[allow(clippy::type_complexity)]
+fn layout(file: &File) -> (Vec<(u64, u64, u64, u64)>, Vec<(String, u64, u64, u64)>) {
+    let e = LE;
+    let loads = file
+        .elf_program_headers()
+        .iter()
+        .filter(|p| p.p_type(e) == elf::PT_LOAD)
+        .map(|p| (p.p_vaddr(e), p.p_memsz(e), p.p_offset(e), p.p_filesz(e)))
+        .collect();
+    let table = file.elf_section_table();
+    let code = table
+        .iter()
+        .filter(|s| {
+            s.sh_type(e) == elf::SHT_PROGBITS
+                && s.sh_flags(e) & u64::from(elf::SHF_EXECINSTR) != 0
+        })
+        .filter_map(|s| {
+            let name = String::from_utf8_lossy(table.section_name(e, s).ok()?).into_owned();
+            (!name.starts_with(".plt")).then(|| (name, s.sh_addr(e), s.sh_offset(e), s.sh_size(e)))
+        })
+        .collect();
+    (loads, code)
+}
+
+/// The relocations of every allocated `SHT_RELA` section (the dynamic ones).
+fn dynamic_relocs(file: &File) -> object::read::Result<Vec<DynReloc>> {
+    let e = LE;
+    let data = file.data();
+    let table = file.elf_section_table();
+    let mut out = Vec::new();
+    for s in table.iter() {
+        if s.sh_type(e) != elf::SHT_RELA || s.sh_flags(e) & u64::from(elf::SHF_ALLOC) == 0 {
+            continue;
+        }
+        let Some((relas, link)) = s.rela(e, data)? else {
+            continue;
+        };
+        let symbols = table.symbol_table_by_index(e, data, link)?;
+        for r in relas {
+            let sym = r.r_sym(e, false);
+            let symbol = if sym == 0 {
+                None
+            } else {
+                let s = symbols.symbol(object::SymbolIndex(sym as usize))?;
+                Some(String::from_utf8_lossy(s.name(e, symbols.strings())?).into_owned())
+            };
+            out.push(DynReloc {
+                offset: r.r_offset(e),
+                r_type: r.r_type(e, false),
+                symbol,
+                addend: r.r_addend(e),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(data: Vec<u8>) -> String {
+        match Image::parse(Path::new("x.so"), data) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn rejects_non_elf_inputs() {
+        assert!(err(vec![]).contains("empty"));
+        assert!(err(b"hello world\n".to_vec()).contains("not an ELF file"));
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 1;
+        h[5] = 1;
+        assert!(err(h.clone()).contains("32-bit"));
+        h[4] = 2;
+        h[5] = 2;
+        assert!(err(h.clone()).contains("big-endian"));
+        h[5] = 1;
+        h[16] = 3; // ET_DYN
+        h[18] = 183; // EM_AARCH64
+        assert!(err(h.clone()).contains("AArch64"));
+        h[18] = 62;
+        h[16] = 2;
+        assert!(err(h.clone()).contains("executable"));
+    }
+
+    #[test]
+    fn reads_this_test_binary_facts() {
+        // Any PIE on the machine is ET_DYN x86-64: the test binary itself.
+        let exe = std::env::current_exe().unwrap();
+        let img = Image::load(&exe).unwrap();
+        assert_eq!(img.info.machine, "x86-64");
+        assert!(!img.info.functions.is_empty());
+        assert!(img.require_entry_points().is_err());
+        let f = &img.info.functions[img.info.functions.len() / 2];
+        assert_eq!(img.function_at(f.address).map(|g| g.address), Some(f.address));
+    }
+}

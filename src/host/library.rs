@@ -227,10 +227,6 @@ impl Workers {
         })
     }
 
-    pub fn libs(&self) -> &[Library] {
-        &self.libs
-    }
-
     pub fn find(&self, name: &[u8]) -> Option<usize> {
         self.libs.iter().position(|l| l.name.as_bytes() == name)
     }
