@@ -38,7 +38,10 @@ pub const EXIT_FAILURE: i32 = 1;
 
 /// The exit code an error chain deserves: 2 if any cause is an [`InputError`].
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<InputError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
+    {
         EXIT_BAD_INPUT
     } else {
         EXIT_FAILURE

@@ -50,14 +50,22 @@ impl InspectReport {
         let i = &self.info;
         let mut s = String::new();
         let _ = writeln!(s, "{}", self.path);
-        let _ = writeln!(s, "  architecture   {} ELF{} {}", i.machine, i.class, i.elf_type);
+        let _ = writeln!(
+            s,
+            "  architecture   {} ELF{} {}",
+            i.machine, i.class, i.elf_type
+        );
         let _ = writeln!(s, "  PIC            {}", yes(i.pic));
         let _ = writeln!(
             s,
             "  build-id       {}",
             i.build_id.as_deref().unwrap_or("none")
         );
-        let _ = writeln!(s, "  soname         {}", i.soname.as_deref().unwrap_or("none"));
+        let _ = writeln!(
+            s,
+            "  soname         {}",
+            i.soname.as_deref().unwrap_or("none")
+        );
         let _ = writeln!(s, "  DT_NEEDED      {}", list(&i.needed));
         let _ = writeln!(s, "  ABI entry points:");
         for e in &i.entry_points {
@@ -92,7 +100,11 @@ impl InspectReport {
             .collect();
         let _ = writeln!(s, "  versions       needs {}", list(&needed_versions));
         if !i.versions.defined.is_empty() {
-            let _ = writeln!(s, "                 defines {}", i.versions.defined.join(", "));
+            let _ = writeln!(
+                s,
+                "                 defines {}",
+                i.versions.defined.join(", ")
+            );
         }
         let relro = match &i.relro {
             Some(r) => format!("{:#x}..{:#x}", r.start, r.end),

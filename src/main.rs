@@ -33,7 +33,9 @@ struct Cli {
 enum Command {
     /// Report what a function library holds: ELF facts, ABI entry points,
     /// functions and RPC call sites.
-    #[command(after_help = "Examples:\n  faasfuse inspect libfoo.so\n  faasfuse inspect --json libfoo.so | jq '.rpc_sites'")]
+    #[command(
+        after_help = "Examples:\n  faasfuse inspect libfoo.so\n  faasfuse inspect --json libfoo.so | jq '.rpc_sites'"
+    )]
     Inspect {
         /// The shared object to inspect.
         library: PathBuf,
@@ -177,7 +179,9 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn read_inputs(file: &PathBuf) -> Result<Vec<Vec<u8>>> {
     let mut text = Vec::new();
     if file.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut text).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .context("reading stdin")?;
     } else {
         text = std::fs::read(file)
             .map_err(|e| InputError::new(file, format!("cannot read inputs: {e}")))?;

@@ -8,7 +8,10 @@ use common::*;
 fn serve(w: &Workflow, variant: &str, inputs: &[String], ipc: bool) -> Vec<String> {
     let file = input_file(&format!("{}-{variant}-{ipc}", w.name), inputs);
     let mut cmd = faasfuse();
-    cmd.arg("run").args(w.deploy_args(variant)).arg("--inputs").arg(&file);
+    cmd.arg("run")
+        .args(w.deploy_args(variant))
+        .arg("--inputs")
+        .arg(&file);
     if ipc {
         cmd.arg("--ipc");
     }
@@ -28,7 +31,11 @@ fn check_workflow(w: &Workflow, variant: &str, n: usize) {
     let ipc = serve(w, variant, &inputs, true);
     assert_eq!(local.len(), inputs.len(), "{}: one line per input", w.name);
     for (i, (a, b)) in local.iter().zip(&ipc).enumerate() {
-        assert_eq!(a, b, "{} ({variant}): input {:?} differs", w.name, inputs[i]);
+        assert_eq!(
+            a, b,
+            "{} ({variant}): input {:?} differs",
+            w.name, inputs[i]
+        );
     }
     // The inputs reach both successful and failing requests.
     let ok = local.iter().filter(|l| l.starts_with("rc=0\t")).count();

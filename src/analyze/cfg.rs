@@ -60,7 +60,8 @@ impl FunctionCfg {
             insns.push(dec.decode());
         }
         let end = ip + code.len() as u64;
-        let index: HashMap<u64, usize> = insns.iter().enumerate().map(|(i, x)| (x.ip(), i)).collect();
+        let index: HashMap<u64, usize> =
+            insns.iter().enumerate().map(|(i, x)| (x.ip(), i)).collect();
 
         // Leaders: entry, branch targets inside the function, and whatever
         // follows a branch, return or other block end.
@@ -77,7 +78,9 @@ impl FunctionCfg {
                     }
                     leaders.insert(i + 1);
                 }
-                FlowControl::IndirectBranch | FlowControl::Return | FlowControl::Exception
+                FlowControl::IndirectBranch
+                | FlowControl::Return
+                | FlowControl::Exception
                 | FlowControl::Interrupt => {
                     leaders.insert(i + 1);
                 }
@@ -191,7 +194,12 @@ impl FunctionCfg {
                     found = true;
                     break;
                 }
-                if caller_saved && matches!(x.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+                if caller_saved
+                    && matches!(
+                        x.flow_control(),
+                        FlowControl::Call | FlowControl::IndirectCall
+                    )
+                {
                     out.insert(Origin::Clobbered);
                     found = true;
                     break;

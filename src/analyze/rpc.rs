@@ -133,7 +133,9 @@ fn has_invoke_arguments(cfg: &FunctionCfg, at: usize) -> bool {
     ARGS.iter().all(|&r| {
         let o = cfg.origins(r, at);
         let own = o.iter().all(|x| matches!(x, Origin::Def(_)));
-        let known = o.iter().all(|x| matches!(x, Origin::Def(_) | Origin::Entry));
+        let known = o
+            .iter()
+            .all(|x| matches!(x, Origin::Def(_) | Origin::Entry));
         if matches!(r, Register::R8 | Register::R9) {
             own
         } else {

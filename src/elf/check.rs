@@ -57,16 +57,15 @@ pub(super) fn header(d: &[u8]) -> Result<(), String> {
     }
     let machine = u16_at(d, 18);
     if machine != elf::EM_X86_64 {
-        return Err(format!(
-            "built for {}, not x86-64",
-            machine_name(machine)
-        ));
+        return Err(format!("built for {}, not x86-64", machine_name(machine)));
     }
     match u16_at(d, 16) {
         elf::ET_DYN => {}
         elf::ET_EXEC => return Err("an executable (ET_EXEC), not a shared object".into()),
         elf::ET_REL => {
-            return Err("a relocatable object (ET_REL), not a shared object; link it with -shared".into())
+            return Err(
+                "a relocatable object (ET_REL), not a shared object; link it with -shared".into(),
+            )
         }
         elf::ET_CORE => return Err("a core dump, not a shared object".into()),
         t => return Err(format!("ELF type {t}, not a shared object")),
@@ -82,8 +81,18 @@ pub(super) fn header(d: &[u8]) -> Result<(), String> {
             Ok(())
         }
     };
-    table("program header", u64_at(d, 32), u16_at(d, 56), u16_at(d, 54))?;
-    table("section header", u64_at(d, 40), u16_at(d, 60), u16_at(d, 58))?;
+    table(
+        "program header",
+        u64_at(d, 32),
+        u16_at(d, 56),
+        u16_at(d, 54),
+    )?;
+    table(
+        "section header",
+        u64_at(d, 40),
+        u16_at(d, 60),
+        u16_at(d, 58),
+    )?;
     Ok(())
 }
 

@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use object::elf;
-use object::read::elf::{
-    Dyn, ElfFile64, ProgramHeader, SectionHeader, SectionTable, Sym,
-};
+use object::read::elf::{Dyn, ElfFile64, ProgramHeader, SectionHeader, SectionTable, Sym};
 use object::read::Result;
 use object::{LittleEndian as LE, Object};
 use serde::Serialize;
@@ -143,7 +141,12 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
     let data = file.data();
     let table = file.elf_section_table();
     let dynamic = dynamic_entries(table, data)?;
-    let tag = |t: u32| dynamic.iter().find(|(k, _)| *k == t).map(|(_, v)| v.clone());
+    let tag = |t: u32| {
+        dynamic
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, v)| v.clone())
+    };
     let tag_val = |t: u32| {
         dynamic.iter().find_map(|(k, v)| match v {
             DynValue::Num(n) if *k == t => Some(*n),

@@ -208,8 +208,7 @@ fn layout(file: &File) -> (Vec<(u64, u64, u64, u64)>, Vec<(String, u64, u64, u64
     let code = table
         .iter()
         .filter(|s| {
-            s.sh_type(e) == elf::SHT_PROGBITS
-                && s.sh_flags(e) & u64::from(elf::SHF_EXECINSTR) != 0
+            s.sh_type(e) == elf::SHT_PROGBITS && s.sh_flags(e) & u64::from(elf::SHF_EXECINSTR) != 0
         })
         .filter_map(|s| {
             let name = String::from_utf8_lossy(table.section_name(e, s).ok()?).into_owned();
@@ -293,6 +292,9 @@ mod tests {
         assert!(!img.info.functions.is_empty());
         assert!(img.require_entry_points().is_err());
         let f = &img.info.functions[img.info.functions.len() / 2];
-        assert_eq!(img.function_at(f.address).map(|g| g.address), Some(f.address));
+        assert_eq!(
+            img.function_at(f.address).map(|g| g.address),
+            Some(f.address)
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::io::{BufReader, BufWriter};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -87,7 +87,11 @@ impl IpcEngine {
 
     /// Run function `w` at `depth`, relaying its nested calls recursively.
     fn serve(&mut self, w: usize, depth: i32, input: Vec<u8>) -> Result<CallResult> {
-        if self.procs[w].conn.send(&Msg::Call { depth, input }).is_err() {
+        if self.procs[w]
+            .conn
+            .send(&Msg::Call { depth, input })
+            .is_err()
+        {
             return Err(self.lost(w));
         }
         loop {
@@ -230,13 +234,13 @@ impl Router for IpcRouter<'_> {
 }
 
 /// Entry point of a worker process (`faasfuse __worker --fd N --name NAME LIB`).
-pub fn worker_main(fd: i32, name: &str, path: &PathBuf) -> Result<()> {
+pub fn worker_main(fd: i32, name: &str, path: &std::path::Path) -> Result<()> {
     // SAFETY: the engine passed us this socket as descriptor `fd`.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
     let mut conn = Conn::new(stream)?;
     let loaded = super::open_libraries(&[FunctionSpec {
         name: name.to_string(),
-        path: path.clone(),
+        path: path.to_path_buf(),
     }])
     .and_then(Workers::new);
     let workers = match loaded {

@@ -286,7 +286,11 @@ impl Workers {
             (*frame).output.clear();
             (*frame).nested.clear();
             let call = self.libs[lib].call;
-            let rc = call((*frame).handle, input.as_ptr() as *const c_char, input.len());
+            let rc = call(
+                (*frame).handle,
+                input.as_ptr() as *const c_char,
+                input.len(),
+            );
             let output = std::mem::take(&mut (*frame).output);
             (*frame).nested.clear();
             debug_assert_eq!((*frame).lib, lib);

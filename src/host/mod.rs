@@ -16,8 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-pub use library::{CallResult, MAX_DEPTH};
 use library::Library;
+pub use library::{CallResult, MAX_DEPTH};
 use stats::Percentiles;
 
 use crate::error::InputError;
@@ -239,7 +239,10 @@ pub fn resolve_specs(args: &[String], root: &str) -> Result<Vec<FunctionSpec>> {
             &crate::analyze::find_rpc_sites(&image),
         ));
     }
-    let specs: Vec<FunctionSpec> = args.iter().map(|a| FunctionSpec::parse(a, &known)).collect();
+    let specs: Vec<FunctionSpec> = args
+        .iter()
+        .map(|a| FunctionSpec::parse(a, &known))
+        .collect();
     check_unique(&specs)?;
     Ok(specs)
 }

@@ -10,19 +10,35 @@ use std::io::{self, Read, Write};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     /// worker → engine: library loaded and initialised (`text` empty) or not.
-    Ready { error: String },
+    Ready {
+        error: String,
+    },
     /// engine → worker: run the function at this depth.
-    Call { depth: i32, input: Vec<u8> },
+    Call {
+        depth: i32,
+        input: Vec<u8>,
+    },
     /// worker → engine: the function returned.
-    Result { rc: i32, output: Vec<u8> },
+    Result {
+        rc: i32,
+        output: Vec<u8>,
+    },
     /// worker → engine: nested call to `name`.
-    Invoke { name: Vec<u8>, input: Vec<u8> },
+    Invoke {
+        name: Vec<u8>,
+        input: Vec<u8>,
+    },
     /// engine → worker: result of the worker's pending nested call.
-    Reply { rc: i32, output: Vec<u8> },
+    Reply {
+        rc: i32,
+        output: Vec<u8>,
+    },
     /// engine → worker: destroy workers and exit; the worker answers with
     /// `Stats` carrying its nested-call times (ns, little-endian u64s).
     Shutdown,
-    Stats { times: Vec<u8> },
+    Stats {
+        times: Vec<u8>,
+    },
 }
 
 const MAX_FRAME: u64 = 1 << 30;
@@ -66,7 +82,10 @@ impl Msg {
         let text_len = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes")) as u64;
         let data_len = u64::from_le_bytes(head[9..17].try_into().expect("8 bytes"));
         if text_len + data_len > MAX_FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "frame too large",
+            ));
         }
         let mut text = vec![0u8; text_len as usize];
         r.read_exact(&mut text)?;
@@ -127,9 +146,7 @@ mod tests {
                 output: b"x".to_vec(),
             },
             Msg::Shutdown,
-            Msg::Stats {
-                times: vec![9; 16],
-            },
+            Msg::Stats { times: vec![9; 16] },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

@@ -114,7 +114,8 @@ impl Rng {
 /// `n` single-line printable inputs mixing random text and the workflow's
 /// keywords, so every branch (errors, exceptions, optional callees) is hit.
 pub fn generate_inputs(w: &Workflow, n: usize, seed: u64) -> Vec<String> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:;-_=+*#@!?/";
+    const ALPHABET: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:;-_=+*#@!?/";
     let mut rng = Rng::new(seed ^ w.name.len() as u64);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -163,7 +164,8 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Write inputs one per line into a file in the test temp dir.
 pub fn input_file(name: &str, inputs: &[String]) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inputs-{name}-{}.txt", std::process::id()));
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("inputs-{name}-{}.txt", std::process::id()));
     std::fs::write(&p, inputs.join("\n") + "\n").unwrap();
     p
 }
