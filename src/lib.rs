@@ -2,7 +2,7 @@
 //!
 //! Pipeline stages, one module each, data flowing one way:
 //! `elf` (load input images) → `analyze` (x86 decoding, RPC call sites) →
-//! later stages (profile, plan, merge, verify). `host` is the local FaaS
+//! `merge` (fused images) → `verify`; later stages (profile, plan). `host` is the local FaaS
 //! platform (`faasfuse run`) that every fused image is compared against.
 
 pub mod analyze;
@@ -10,3 +10,5 @@ pub mod elf;
 pub mod error;
 pub mod host;
 pub mod inspect;
+pub mod merge;
+pub mod verify;

@@ -1,0 +1,3 @@
+//! Fused images: see DESIGN.
+pub mod eh_frame;
+pub mod runtime;
