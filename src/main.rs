@@ -82,6 +82,49 @@ faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo"
         #[arg(last = true, required = true, value_name = "ROOT INPUT")]
         request: Vec<String>,
     },
+    /// Fuse a root function library and its callees into one shared object.
+    #[command(
+        long_about = "Fuse function libraries into one ELF shared object that the unchanged \
+platform loads as the root function. Every RPC from the root (or a fused callee) to a \
+fused callee runs in-process through the fusion runtime; calls to any other name still go \
+to the host. The first library is the root; every other library must be reachable from it \
+through RPC call sites (see `faasfuse inspect`).\n\n\
+The output is verified (`faasfuse verify`) before it replaces OUT.so; on any error no \
+output file appears. Same inputs give the same bytes.",
+        after_help = "Examples:\n  faasfuse merge libfoo.so libbar.so -o libfoo.fused.so\n  \
+faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.so --manifest fused.json"
+    )]
+    Merge {
+        /// The root library first, then its callees, as [NAME=]LIB.so.
+        #[arg(required = true, value_name = "[NAME=]LIB.so")]
+        libraries: Vec<String>,
+        /// The fused shared object to write.
+        #[arg(short, long, value_name = "OUT.so")]
+        output: PathBuf,
+        /// Also write the manifest (inputs, edges, RPC sites, decisions) as JSON.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// A profile to decide which callees to fuse (needs profile support).
+        #[arg(long, value_name = "perf.data")]
+        profile: Option<PathBuf>,
+        /// Print the manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Skip verifying the output.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Check a (fused) function library: segments, dynamic entries,
+    /// relocations, unwind table, exports, and a load test.
+    Verify {
+        library: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load test child of `verify` (internal).
+    #[command(name = "__load", hide = true)]
+    Load { library: PathBuf },
     /// Worker process of `run --ipc` (internal).
     #[command(name = "__worker", hide = true)]
     Worker {
@@ -130,7 +173,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if let Some(file) = &inputs {
                 all_inputs.extend(read_inputs(file)?);
             }
-            let specs = faasfuse::host::resolve_specs(&functions, &root)?;
+            let specs = faasfuse::host::resolve_specs(&functions, Some(&root))?;
             let opts = RunOptions {
                 ipc,
                 repeat,
@@ -170,6 +213,50 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Merge {
+            libraries,
+            output,
+            manifest,
+            profile,
+            json,
+            no_verify,
+        } => {
+            if let Some(p) = profile {
+                return Err(InputError::new(
+                    p,
+                    "--profile is not supported yet: merge fuses every reachable callee",
+                )
+                .into());
+            }
+            let specs = faasfuse::host::resolve_specs(&libraries, None)?;
+            let exe = std::env::current_exe()?;
+            let verify_with = (!no_verify).then_some(exe.as_path());
+            let report = faasfuse::merge::merge_verified(&specs, &output, verify_with)?;
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(m) = manifest {
+                faasfuse::merge::write_atomically(&m, format!("{text}\n").as_bytes())?;
+            }
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", faasfuse::merge::render(&report));
+            }
+            Ok(())
+        }
+        Command::Verify { library, json } => {
+            let exe = std::env::current_exe()?;
+            let report = faasfuse::verify::verify(&library, Some(&exe))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok() {
+                anyhow::bail!("{}: verification failed", library.display());
+            }
+            Ok(())
+        }
+        Command::Load { library } => faasfuse::verify::load_in_this_process(&library),
         Command::Worker { fd, name, library } => {
             faasfuse::host::ipc::worker_main(fd, &name, &library)
         }

@@ -12,7 +12,7 @@ use object::elf;
 use object::read::elf::{ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
 use object::LittleEndian as LE;
 
-pub use info::{
+pub use info::{reloc_type_name, 
     CetInfo, EntryPoint, FunctionSymbol, ImageInfo, InitFini, RelroInfo, SectionEntry,
     SegmentEntry, TlsInfo, VersionInfo, VersionNeed,
 };

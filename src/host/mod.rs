@@ -230,8 +230,8 @@ pub fn run(
 /// Parse `[NAME=]LIB.so` arguments. Names are derived from file stems and
 /// matched case-insensitively against the root's name and every constant
 /// callee name the libraries' RPC sites use.
-pub fn resolve_specs(args: &[String], root: &str) -> Result<Vec<FunctionSpec>> {
-    let mut known = vec![root.to_string()];
+pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<FunctionSpec>> {
+    let mut known: Vec<String> = root.map(str::to_string).into_iter().collect();
     for a in args {
         let spec = FunctionSpec::parse(a, &[]);
         let image = crate::elf::Image::load(&spec.path)?;

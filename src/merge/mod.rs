@@ -1,3 +1,333 @@
-//! Fused images: see DESIGN.
+//! `faasfuse merge`: fuse a root function library and its callees into one
+//! shared object by image transplant. The root keeps its addresses, each
+//! callee and the fusion runtime are displaced as whole blocks, and new
+//! dynamic metadata, unwind tables and initializer arrays describe them all.
+//! The runtime exports the four entry points and runs fused callees
+//! in-process; every other call still goes to the host.
+
+mod dynsym;
 pub mod eh_frame;
+mod emit;
+mod input;
+mod relocs;
 pub mod runtime;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::analyze::{find_rpc_sites, Callee, RpcSite};
+use crate::elf::Image;
+use crate::error::InputError;
+use crate::host::FunctionSpec;
+use input::Role;
+
+pub use input::decode_relr;
+
+/// Name the runtime's symbols carry in the output's `.symtab`.
+const RUNTIME_NAME: &str = "faasfuse";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestInput {
+    pub name: String,
+    pub path: String,
+    pub role: Role,
+    pub build_id: Option<String>,
+    pub displacement: u64,
+    pub tls_offset: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestSite {
+    /// The function library the site is in.
+    pub image: String,
+    /// Address in the input image.
+    pub input_address: u64,
+    /// Address in the fused image.
+    pub address: u64,
+    pub function: Option<String>,
+    pub callee: Callee,
+    /// What the call does in the fused image.
+    pub handling: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    pub caller: String,
+    pub callee: String,
+    pub sites: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub function: String,
+    pub fused: bool,
+    pub reason: String,
+}
+
+/// What `merge` did, for `--manifest` and for CI logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub output: String,
+    pub root: String,
+    pub inputs: Vec<ManifestInput>,
+    pub edges: Vec<Edge>,
+    pub rpc_sites: Vec<ManifestSite>,
+    pub decisions: Vec<Decision>,
+    pub notes: Vec<String>,
+    pub output_bytes: u64,
+    pub input_bytes: u64,
+    pub dynamic_relocations: usize,
+    pub imports: usize,
+}
+
+/// Fuse `specs` (root first) into `output`.
+pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
+    crate::host::check_unique(specs)?;
+    let root = &specs[0];
+    let mut images = Vec::new();
+    for s in specs {
+        let image = Image::load(&s.path)?;
+        image.require_entry_points()?;
+        let sites = find_rpc_sites(&image);
+        images.push((s.clone(), image, sites));
+    }
+
+    // Reachability from the root through RPC sites; a dynamic site can
+    // reach any function.
+    let mut order = vec![0usize];
+    let mut queue = VecDeque::from([0usize]);
+    let mut edges = Vec::new();
+    let mut seen = BTreeSet::from([0usize]);
+    while let Some(i) = queue.pop_front() {
+        let sites = &images[i].2;
+        let dynamic = sites.iter().any(|s| s.callee == Callee::Dynamic);
+        for (j, (spec, _, _)) in images.iter().enumerate() {
+            let constant = sites
+                .iter()
+                .filter(|s| matches!(&s.callee, Callee::Constant(n) if *n == spec.name))
+                .count();
+            if constant == 0 && !dynamic {
+                continue;
+            }
+            edges.push(Edge {
+                caller: images[i].0.name.clone(),
+                callee: spec.name.clone(),
+                sites: if constant > 0 {
+                    constant
+                } else {
+                    sites.iter().filter(|s| s.callee == Callee::Dynamic).count()
+                },
+            });
+            if seen.insert(j) {
+                order.push(j);
+                queue.push_back(j);
+            }
+        }
+    }
+    for (j, (spec, _, _)) in images.iter().enumerate() {
+        if !seen.contains(&j) {
+            return Err(InputError::new(
+                &spec.path,
+                format!(
+                    "no RPC site of {} or its callees calls {}: nothing to fuse it into",
+                    root.name, spec.name
+                ),
+            )
+            .into());
+        }
+    }
+
+    let mut decisions = vec![Decision {
+        function: root.name.clone(),
+        fused: true,
+        reason: "root: the fused image serves it and exports its entry points".into(),
+    }];
+    let mut parts = Vec::new();
+    let mut site_lists = Vec::new();
+    let mut input_bytes = 0;
+    let mut slots: Vec<Option<(FunctionSpec, Image, Vec<RpcSite>)>> =
+        images.into_iter().map(Some).collect();
+    for (k, &i) in order.iter().enumerate() {
+        let (spec, image, sites) = slots[i].take().expect("each input once");
+        input_bytes += image.data.len() as u64;
+        if k > 0 {
+            let via: Vec<&str> = edges
+                .iter()
+                .filter(|e| e.callee == spec.name)
+                .map(|e| e.caller.as_str())
+                .collect();
+            decisions.push(Decision {
+                function: spec.name.clone(),
+                fused: true,
+                reason: format!("reachable from {} via RPC sites of {}", root.name, via.join(", ")),
+            });
+        }
+        let role = if k == 0 { Role::Root } else { Role::Callee };
+        let part = input::read_part(image, &spec.name, role)?;
+        input::check_supported(&part)?;
+        parts.push(part);
+        site_lists.push(sites);
+    }
+    let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
+    parts.push(input::read_part(runtime, RUNTIME_NAME, Role::Runtime)?);
+
+    let mut notes = Vec::new();
+    for p in &parts[1..] {
+        if !p.debug_sections.is_empty() {
+            notes.push(format!(
+                "{}: debug info of a displaced image is not carried (the root's is)",
+                p.name
+            ));
+        }
+    }
+
+    let out = emit::write(&parts).with_context(|| format!("fusing into {}", output.display()))?;
+    let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    let mut rpc_sites = Vec::new();
+    for ((p, pl), sites) in parts.iter().zip(&out.placements).zip(&site_lists) {
+        for s in sites {
+            let handling = match &s.callee {
+                Callee::Constant(n) if fused.contains(n.as_str()) => {
+                    format!("in-process call of {n} through the fusion runtime")
+                }
+                Callee::Constant(n) => format!("RPC to {n} through the host (not fused)"),
+                Callee::Dynamic => {
+                    "name looked up at run time: fused callees in-process, others through the host"
+                        .into()
+                }
+            };
+            rpc_sites.push(ManifestSite {
+                image: p.name.clone(),
+                input_address: s.address,
+                address: s.address + pl.disp,
+                function: s.function.clone(),
+                callee: s.callee.clone(),
+                handling,
+            });
+        }
+    }
+    write_atomically(output, &out.bytes)?;
+    Ok(Manifest {
+        output: output.display().to_string(),
+        root: root.name.clone(),
+        inputs: parts
+            .iter()
+            .zip(&out.placements)
+            .map(|(p, pl)| ManifestInput {
+                name: p.name.clone(),
+                path: p.path.display().to_string(),
+                role: p.role,
+                build_id: p.build_id.clone(),
+                displacement: pl.disp,
+                tls_offset: pl.tls_offset,
+            })
+            .collect(),
+        edges,
+        rpc_sites,
+        decisions,
+        notes,
+        output_bytes: out.bytes.len() as u64,
+        input_bytes,
+        dynamic_relocations: out.relocations,
+        imports: out.imports,
+    })
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so that a reader never sees a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file = path
+        .file_name()
+        .ok_or_else(|| InputError::new(path, "output path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(InputError::new(path, format!("cannot write output: {e}")).into());
+    }
+    Ok(())
+}
+
+/// Merge into a temporary file, verify it, then move it into place: on any
+/// failure no output appears.
+pub fn merge_verified(
+    specs: &[FunctionSpec],
+    output: &Path,
+    verify_with: Option<&Path>,
+) -> Result<Manifest> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output
+        .file_name()
+        .ok_or_else(|| InputError::new(output, "output path has no file name"))?;
+    let staged = dir.join(format!(".{}.staged{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut manifest = merge(specs, &staged)?;
+        manifest.output = output.display().to_string();
+        if let Some(exe) = verify_with {
+            let report = crate::verify::verify(&staged, Some(exe))?;
+            if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+                anyhow::bail!("fused image failed verification: {}: {}", c.name, c.detail);
+            }
+        }
+        std::fs::rename(&staged, output)
+            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
+        Ok(manifest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    result
+}
+
+/// The human summary of a merge.
+pub fn render(m: &Manifest) -> String {
+    let mut s = format!("{}: root {}\n", m.output, m.root);
+    for i in &m.inputs {
+        s.push_str(&format!(
+            "  {:<8} {:<14} +{:#010x}  {}\n",
+            serde_json::to_value(i.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            i.name,
+            i.displacement,
+            i.path
+        ));
+    }
+    for site in &m.rpc_sites {
+        s.push_str(&format!(
+            "  site {:#010x} in {}::{}: {}\n",
+            site.address,
+            site.image,
+            site.function.as_deref().unwrap_or("?"),
+            site.handling
+        ));
+    }
+    for n in &m.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    s.push_str(&format!(
+        "  {} bytes from {} input bytes; {} dynamic relocations, {} imports\n",
+        m.output_bytes, m.input_bytes, m.dynamic_relocations, m.imports
+    ));
+    s
+}

@@ -1,0 +1,506 @@
+//! What the merger needs from each input image: loadable segments, dynamic
+//! symbols with versions, every dynamic relocation (packed relative ones
+//! decoded), TLS, initializers, RELRO, unwind tables, sections and symbols.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use object::elf;
+use object::read::elf::{
+    Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, SectionTable, Sym,
+};
+use object::LittleEndian as LE;
+
+use crate::elf::{Image, ENTRY_POINTS};
+use crate::error::InputError;
+
+const E: LE = LE;
+type Table<'a> = SectionTable<'a, elf::FileHeader64<LE>, &'a [u8]>;
+
+/// What an input is in the fused image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Root,
+    Callee,
+    Runtime,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub flags: u32,
+    pub align: u64,
+}
+
+/// A symbol version required from a library.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Needed {
+    pub file: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DynSym {
+    pub name: String,
+    pub value: u64,
+    pub size: u64,
+    pub info: u8,
+    pub other: u8,
+    pub defined: bool,
+    pub abs: bool,
+    pub version: Option<Needed>,
+}
+
+impl DynSym {
+    pub fn st_type(&self) -> u8 {
+        self.info & 0xf
+    }
+}
+
+/// A dynamic relocation; packed relative ones appear as `RELATIVE` with the
+/// addend read from the word they relocate.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloc {
+    pub offset: u64,
+    pub r_type: u32,
+    pub sym: u32,
+    pub addend: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Tls {
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: String,
+    pub sh_type: u32,
+    pub flags: u64,
+    pub addr: u64,
+    pub size: u64,
+    pub align: u64,
+    pub entsize: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Symbol {
+    pub name: String,
+    pub value: u64,
+    pub size: u64,
+    pub info: u8,
+}
+
+/// One input image, as the merger sees it.
+pub struct Part {
+    pub name: String,
+    pub path: PathBuf,
+    pub role: Role,
+    pub data: Vec<u8>,
+    pub build_id: Option<String>,
+    pub loads: Vec<Load>,
+    pub needed: Vec<String>,
+    pub runpath: Option<String>,
+    pub soname: Option<String>,
+    pub dynsyms: Vec<DynSym>,
+    pub relocs: Vec<Reloc>,
+    pub tls: Option<Tls>,
+    pub init: Option<u64>,
+    pub fini: Option<u64>,
+    /// (vaddr, entries)
+    pub init_array: Option<(u64, u64)>,
+    pub fini_array: Option<(u64, u64)>,
+    pub relro: Option<(u64, u64)>,
+    pub eh_frame: Option<(u64, u64)>,
+    pub exec_stack: bool,
+    pub static_tls: bool,
+    /// CET feature bits (IBT=1, SHSTK=2) from `.note.gnu.property`.
+    pub cet_bits: u32,
+    pub sections: Vec<Section>,
+    pub symbols: Vec<Symbol>,
+    /// Addresses of the four worker_v1 entry points.
+    pub entry: [u64; 4],
+    pub debug_sections: Vec<(String, u64, u64)>,
+}
+
+impl Part {
+    /// Lowest and highest (exclusive) virtual address of the loaded image.
+    pub fn span(&self) -> (u64, u64) {
+        let lo = self.loads.iter().map(|l| l.vaddr).min().unwrap_or(0);
+        let hi = self.loads.iter().map(|l| l.vaddr + l.memsz).max().unwrap_or(0);
+        (lo, hi)
+    }
+
+    /// The file bytes behind `len` bytes at `vaddr`.
+    pub fn bytes_at(&self, vaddr: u64, len: u64) -> Option<&[u8]> {
+        let l = self
+            .loads
+            .iter()
+            .find(|l| vaddr >= l.vaddr && vaddr + len <= l.vaddr + l.filesz)?;
+        let off = (l.offset + vaddr - l.vaddr) as usize;
+        self.data.get(off..off + len as usize)
+    }
+
+    pub fn word_at(&self, vaddr: u64) -> Option<u64> {
+        self.bytes_at(vaddr, 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+
+    fn err(&self, reason: impl Into<String>) -> anyhow::Error {
+        InputError::new(&self.path, reason).into()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Read everything the merger needs from a validated image.
+pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
+    let Image {
+        path, data, info, ..
+    } = image;
+    let mut part = Part {
+        name: name.to_string(),
+        path,
+        role,
+        data: Vec::new(),
+        build_id: info.build_id.clone(),
+        loads: Vec::new(),
+        needed: info.needed.clone(),
+        runpath: None,
+        soname: info.soname.clone(),
+        dynsyms: Vec::new(),
+        relocs: Vec::new(),
+        tls: None,
+        init: info.init_fini.init,
+        fini: info.init_fini.fini,
+        init_array: None,
+        fini_array: None,
+        relro: info.relro.as_ref().map(|r| (r.start, r.end)),
+        eh_frame: None,
+        exec_stack: false,
+        static_tls: false,
+        cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
+        sections: Vec::new(),
+        symbols: Vec::new(),
+        entry: [0; 4],
+        debug_sections: Vec::new(),
+    };
+    if !info.pic {
+        return Err(part.err("not position-independent (has text relocations); rebuild it with -fPIC"));
+    }
+    let file = ElfFile64::<LE>::parse(&data[..])?;
+    let table = file.elf_section_table();
+    for p in file.elf_program_headers() {
+        match p.p_type(E) {
+            elf::PT_LOAD => part.loads.push(Load {
+                vaddr: p.p_vaddr(E),
+                memsz: p.p_memsz(E),
+                offset: p.p_offset(E),
+                filesz: p.p_filesz(E),
+                flags: p.p_flags(E),
+                align: p.p_align(E).max(1),
+            }),
+            elf::PT_TLS => {
+                part.tls = Some(Tls {
+                    vaddr: p.p_vaddr(E),
+                    filesz: p.p_filesz(E),
+                    memsz: p.p_memsz(E),
+                    align: p.p_align(E).max(1),
+                })
+            }
+            elf::PT_GNU_STACK => part.exec_stack = p.p_flags(E) & elf::PF_X != 0,
+            elf::PT_INTERP => {
+                return Err(part.err("an executable (has PT_INTERP), not a function library"))
+            }
+            _ => {}
+        }
+    }
+    read_dynamic(&mut part, table, &data)?;
+    read_dynsyms(&mut part, table, &data)?;
+    read_relocs(&mut part, table, &data)?;
+    read_sections(&mut part, table, &data)?;
+    read_symbols(&mut part, &file)?;
+    for (i, ep) in ENTRY_POINTS.iter().enumerate() {
+        let sym = part
+            .dynsyms
+            .iter()
+            .find(|s| s.defined && s.name == *ep && s.st_type() == elf::STT_FUNC);
+        match sym {
+            Some(s) => part.entry[i] = s.value,
+            None if role == Role::Runtime => {}
+            None => return Err(part.err(format!("not a function library: does not export {ep}"))),
+        }
+    }
+    part.data = data;
+    Ok(part)
+}
+
+fn read_dynamic(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+    let Some((dyns, link)) = table.dynamic(E, data)? else {
+        return Err(part.err("no dynamic section"));
+    };
+    let strings = table.strings(E, data, link)?;
+    let (mut ia, mut ias, mut fa, mut fas) = (None, 0, None, 0);
+    for d in dyns {
+        let Some(tag) = d.tag32(E) else { continue };
+        let v = d.d_val(E);
+        match tag {
+            elf::DT_NULL => break,
+            elf::DT_INIT_ARRAY => ia = Some(v),
+            elf::DT_INIT_ARRAYSZ => ias = v / 8,
+            elf::DT_FINI_ARRAY => fa = Some(v),
+            elf::DT_FINI_ARRAYSZ => fas = v / 8,
+            elf::DT_RUNPATH | elf::DT_RPATH => part.runpath = Some(text(d.string(E, strings)?)),
+            elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
+            elf::DT_PREINIT_ARRAY => {
+                return Err(part.err("has DT_PREINIT_ARRAY, which a shared object may not use"))
+            }
+            _ => {}
+        }
+    }
+    part.init_array = ia.map(|a| (a, ias));
+    part.fini_array = fa.map(|a| (a, fas));
+    Ok(())
+}
+
+fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+    let syms = table.symbols(E, data, elf::SHT_DYNSYM)?;
+    let versions = table.versions(E, data)?;
+    for (i, s) in syms.iter().enumerate() {
+        let version = match &versions {
+            Some(v) if i > 0 => {
+                let idx = v.version_index(E, object::SymbolIndex(i));
+                match v.version(idx)? {
+                    Some(ver) => ver.file().map(|f| Needed {
+                        file: text(f),
+                        version: text(ver.name()),
+                    }),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        part.dynsyms.push(DynSym {
+            name: text(s.name(E, syms.strings())?),
+            value: s.st_value(E),
+            size: s.st_size(E),
+            info: s.st_info(),
+            other: s.st_other(),
+            defined: s.st_shndx(E) != elf::SHN_UNDEF,
+            abs: s.st_shndx(E) == elf::SHN_ABS,
+            version,
+        });
+    }
+    Ok(())
+}
+
+fn read_relocs(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+    for s in table.iter() {
+        if s.sh_flags(E) & u64::from(elf::SHF_ALLOC) == 0 {
+            continue;
+        }
+        match s.sh_type(E) {
+            elf::SHT_RELA => {
+                let Some((relas, _)) = s.rela(E, data)? else {
+                    continue;
+                };
+                for r in relas {
+                    part.relocs.push(Reloc {
+                        offset: r.r_offset(E),
+                        r_type: r.r_type(E, false),
+                        sym: r.r_sym(E, false),
+                        addend: r.r_addend(E),
+                    });
+                }
+            }
+            elf::SHT_REL => return Err(part.err("uses REL relocations; x86-64 images use RELA")),
+            elf::SHT_RELR => {
+                let words = s.data(E, data)?;
+                let mut addrs = Vec::new();
+                decode_relr(words, &mut addrs);
+                part.data_relr(data, &addrs)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Part {
+    /// Add the relative relocations of packed (`DT_RELR`) entries; their
+    /// addends are the words in the file.
+    fn data_relr(&mut self, data: &[u8], addrs: &[u64]) -> Result<()> {
+        for &a in addrs {
+            let l = self
+                .loads
+                .iter()
+                .find(|l| a >= l.vaddr && a + 8 <= l.vaddr + l.filesz)
+                .ok_or_else(|| self.err(format!("packed relocation at {a:#x} outside the file")))?;
+            let off = (l.offset + a - l.vaddr) as usize;
+            let word = u64::from_le_bytes(data[off..off + 8].try_into().unwrap());
+            self.relocs.push(Reloc {
+                offset: a,
+                r_type: elf::R_X86_64_RELATIVE,
+                sym: 0,
+                addend: word as i64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decode `SHT_RELR` words into the addresses they relocate.
+pub fn decode_relr(words: &[u8], out: &mut Vec<u64>) {
+    let mut next = 0u64;
+    for w in words.chunks_exact(8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap());
+        if w & 1 == 0 {
+            out.push(w);
+            next = w + 8;
+        } else {
+            let mut bits = w >> 1;
+            let mut at = next;
+            while bits != 0 {
+                if bits & 1 != 0 {
+                    out.push(at);
+                }
+                bits >>= 1;
+                at += 8;
+            }
+            next += 63 * 8;
+        }
+    }
+}
+
+/// Sections whose contents the fused image regenerates or drops.
+fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
+    flags & u64::from(elf::SHF_TLS) != 0
+        || matches!(
+            sh_type,
+            elf::SHT_DYNSYM
+                | elf::SHT_DYNAMIC
+                | elf::SHT_GNU_HASH
+                | elf::SHT_HASH
+                | elf::SHT_GNU_VERSYM
+                | elf::SHT_GNU_VERDEF
+                | elf::SHT_GNU_VERNEED
+                | elf::SHT_RELA
+                | elf::SHT_RELR
+                | elf::SHT_NOTE
+                | elf::SHT_INIT_ARRAY
+                | elf::SHT_FINI_ARRAY
+                | elf::SHT_PREINIT_ARRAY
+        )
+        || matches!(name, ".interp" | ".dynstr" | ".eh_frame_hdr" | ".eh_frame")
+}
+
+fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+    for s in table.iter().skip(1) {
+        let name = text(table.section_name(E, s)?);
+        let flags = s.sh_flags(E);
+        if name == ".eh_frame" {
+            part.eh_frame = Some((s.sh_addr(E), s.sh_size(E)));
+        }
+        if flags & u64::from(elf::SHF_ALLOC) == 0 {
+            if name.starts_with(".debug_") {
+                part.debug_sections
+                    .push((name, s.sh_offset(E), s.sh_size(E)));
+            }
+            continue;
+        }
+        if regenerated(&name, s.sh_type(E), flags) {
+            continue;
+        }
+        part.sections.push(Section {
+            name,
+            sh_type: s.sh_type(E),
+            flags,
+            addr: s.sh_addr(E),
+            size: s.sh_size(E),
+            align: s.sh_addralign(E),
+            entsize: s.sh_entsize(E),
+        });
+    }
+    let _ = data;
+    Ok(())
+}
+
+/// Function and object symbols, from `.symtab` or, when stripped, `.dynsym`.
+fn read_symbols(part: &mut Part, file: &ElfFile64<LE>) -> Result<()> {
+    let symtab = file.elf_symbol_table();
+    let source = if symtab.is_empty() {
+        file.elf_dynamic_symbol_table()
+    } else {
+        symtab
+    };
+    for s in source.iter() {
+        let t = s.st_type();
+        if !matches!(t, elf::STT_FUNC | elf::STT_OBJECT | elf::STT_GNU_IFUNC)
+            || s.st_shndx(E) == elf::SHN_UNDEF
+            || s.st_shndx(E) == elf::SHN_ABS
+        {
+            continue;
+        }
+        let name = text(s.name(E, source.strings())?);
+        if name.is_empty() {
+            continue;
+        }
+        part.symbols.push(Symbol {
+            name,
+            value: s.st_value(E),
+            size: s.st_size(E),
+            info: s.st_info(),
+        });
+    }
+    part.symbols.sort_by(|a, b| (a.value, &a.name).cmp(&(b.value, &b.name)));
+    part.symbols.dedup_by(|a, b| a.value == b.value && a.name == b.name);
+    Ok(())
+}
+
+/// Refuse what the transplant cannot carry.
+pub fn check_supported(part: &Part) -> Result<()> {
+    for r in &part.relocs {
+        match r.r_type {
+            elf::R_X86_64_RELATIVE
+            | elf::R_X86_64_IRELATIVE
+            | elf::R_X86_64_64
+            | elf::R_X86_64_GLOB_DAT
+            | elf::R_X86_64_JUMP_SLOT
+            | elf::R_X86_64_DTPMOD64
+            | elf::R_X86_64_DTPOFF64
+            | elf::R_X86_64_TPOFF64
+            | elf::R_X86_64_NONE => {}
+            elf::R_X86_64_TLSDESC => bail!(InputError::new(
+                &part.path,
+                "uses TLS descriptors (-mtls-dialect=gnu2), which faasfuse cannot yet relocate"
+            )),
+            t => bail!(InputError::new(
+                &part.path,
+                format!(
+                    "has a dynamic relocation of type {} at {:#x}, which faasfuse cannot carry",
+                    crate::elf::reloc_type_name(t),
+                    r.offset
+                )
+            )),
+        }
+        if r.sym as usize >= part.dynsyms.len() && r.sym != 0 {
+            bail!(InputError::new(
+                &part.path,
+                format!("relocation at {:#x} names symbol {} beyond .dynsym", r.offset, r.sym)
+            ));
+        }
+    }
+    if part.loads.is_empty() {
+        bail!(InputError::new(&part.path, "no loadable segments"));
+    }
+    Ok(())
+}

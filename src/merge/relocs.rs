@@ -1,0 +1,154 @@
+//! Rewriting each input's dynamic relocations for its place in the fused
+//! image: every image binds the symbols it defines to its own (displaced)
+//! definitions, imports stay symbolic, TLS offsets move by the image's
+//! offset in the combined TLS block.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Result};
+use object::elf;
+
+use super::dynsym::DynSymtab;
+use super::input::{Part, Role};
+use super::runtime::TABLE_SYMBOL;
+use crate::error::InputError;
+
+/// One output relocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rela {
+    pub offset: u64,
+    pub r_type: u32,
+    pub sym: u32,
+    pub addend: i64,
+}
+
+impl Rela {
+    pub fn relative(offset: u64, target: u64) -> Rela {
+        Rela {
+            offset,
+            r_type: elf::R_X86_64_RELATIVE,
+            sym: 0,
+            addend: target as i64,
+        }
+    }
+}
+
+/// Result of rewriting: relocations and words to change in the copied
+/// image bytes (address in the output, new value).
+#[derive(Default)]
+pub struct Rewritten {
+    pub relas: Vec<Rela>,
+    pub patches: Vec<(u64, u64)>,
+}
+
+/// Rewrite `part`'s relocations. `disp` is its displacement, `tls_x` its
+/// block's offset in the combined TLS block, `table` the fused table's
+/// address (the runtime's one import the merger defines).
+pub fn rewrite(
+    part: &Part,
+    disp: u64,
+    tls_x: u64,
+    table: u64,
+    syms: &mut DynSymtab,
+    out: &mut Rewritten,
+) -> Result<()> {
+    let d = disp as i64;
+    let x = tls_x as i64;
+    let reloc_at: HashSet<u64> = part.relocs.iter().map(|r| r.offset).collect();
+    for r in &part.relocs {
+        let offset = r.offset + disp;
+        let sym = (r.sym != 0).then(|| &part.dynsyms[r.sym as usize]);
+        let own = sym.filter(|s| s.defined);
+        let push = |out: &mut Rewritten, r_type, sym, addend| {
+            out.relas.push(Rela {
+                offset,
+                r_type,
+                sym,
+                addend,
+            })
+        };
+        match r.r_type {
+            elf::R_X86_64_NONE => {}
+            elf::R_X86_64_RELATIVE | elf::R_X86_64_IRELATIVE => {
+                push(out, r.r_type, 0, r.addend + d)
+            }
+            elf::R_X86_64_64 | elf::R_X86_64_GLOB_DAT | elf::R_X86_64_JUMP_SLOT => match (sym, own)
+            {
+                (None, _) => push(out, elf::R_X86_64_64, 0, r.addend),
+                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => {
+                    out.relas.push(Rela::relative(offset, (table as i64 + r.addend) as u64))
+                }
+                (_, Some(s)) if s.abs => {
+                    push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend)
+                }
+                (_, Some(s)) if s.st_type() == elf::STT_GNU_IFUNC => {
+                    if r.addend != 0 {
+                        bail!(InputError::new(
+                            &part.path,
+                            format!("IFUNC relocation with addend at {:#x}", r.offset)
+                        ));
+                    }
+                    push(out, elf::R_X86_64_IRELATIVE, 0, s.value as i64 + d)
+                }
+                (_, Some(s)) if s.st_type() == elf::STT_TLS => bail!(InputError::new(
+                    &part.path,
+                    format!("address relocation against TLS symbol {}", s.name)
+                )),
+                (_, Some(s)) => push(out, elf::R_X86_64_RELATIVE, 0, s.value as i64 + d + r.addend),
+                (Some(s), None) => {
+                    let i = syms.import(s);
+                    let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
+                        elf::R_X86_64_GLOB_DAT
+                    } else {
+                        r.r_type
+                    };
+                    push(out, t, i, r.addend)
+                }
+            },
+            elf::R_X86_64_DTPMOD64 => match (sym, own) {
+                (Some(s), None) => {
+                    let i = syms.import(s);
+                    push(out, r.r_type, i, r.addend)
+                }
+                (None, _) => {
+                    push(out, r.r_type, 0, 0);
+                    // The module-local offset word follows the module id.
+                    let next = r.offset + 8;
+                    if !reloc_at.contains(&next) {
+                        let word = part.word_at(next).unwrap_or(0);
+                        out.patches.push((next + disp, word.wrapping_add(tls_x)));
+                    }
+                }
+                (_, Some(_)) => push(out, r.r_type, 0, 0),
+            },
+            elf::R_X86_64_DTPOFF64 | elf::R_X86_64_TPOFF64 => match (sym, own) {
+                (Some(s), None) => {
+                    let i = syms.import(s);
+                    push(out, r.r_type, i, r.addend)
+                }
+                (None, _) => push(out, r.r_type, 0, r.addend + x),
+                (_, Some(s)) => push(out, r.r_type, 0, s.value as i64 + x + r.addend),
+            },
+            t => bail!(InputError::new(
+                &part.path,
+                format!("unsupported relocation type {t} at {:#x}", r.offset)
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Order for `.rela.dyn`: relative first (counted by `DT_RELACOUNT`),
+/// symbolic next, IFUNC relocations last so resolvers see a relocated image.
+pub fn sort(relas: &mut [Rela]) -> usize {
+    let rank = |r: &Rela| match r.r_type {
+        elf::R_X86_64_RELATIVE => 0,
+        elf::R_X86_64_IRELATIVE => 2,
+        _ => 1,
+    };
+    relas.sort_by_key(|r| (rank(r), r.offset));
+    relas
+        .iter()
+        .filter(|r| r.r_type == elf::R_X86_64_RELATIVE)
+        .count()
+}
