@@ -276,7 +276,8 @@ fn load_test(exe: &Path, path: &Path) -> Result<String> {
 pub fn load_in_this_process(path: &Path) -> Result<()> {
     use std::ffi::{CStr, CString};
     use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes())?;
+    let abs = std::fs::canonicalize(path)?;
+    let c = CString::new(abs.as_os_str().as_bytes())?;
     // SAFETY: dlopen/dlsym/dlclose with valid C strings; the handle is
     // closed before returning.
     unsafe {

@@ -77,7 +77,9 @@ impl Library {
     /// `dlopen` a library that has already been validated as a worker_v1
     /// function library (see `elf::Image::require_entry_points`).
     pub fn open(name: &str, path: &Path) -> Result<Library> {
-        let cpath = CString::new(path.as_os_str().as_encoded_bytes())
+        // A path without a slash would make dlopen search the library path.
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let cpath = CString::new(abs.as_os_str().as_encoded_bytes())
             .map_err(|_| InputError::new(path, "path contains a NUL byte"))?;
         // RTLD_LOCAL keeps each library's exports (`helper`, `g_state`) out of
         // the other libraries' symbol lookup, as separate processes would.

@@ -305,7 +305,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     if relro.is_some() {
         phnum += 1;
     }
-    let mut dyn_count = needed.len() + 4 + 4 + 3 + 4 + 2 + 2 + 1;
+    let mut dyn_count = needed.len() + 17;
     dyn_count += usize::from(soname_off.is_some()) + usize::from(runpath_off.is_some());
     if encoded.verneed_count > 0 {
         dyn_count += 2;

@@ -1,0 +1,61 @@
+/*
+ * faasfuse_rt.h - the fused table: what `faasfuse merge` tells the fusion
+ * runtime about the images it fused.
+ *
+ * The merger defines `faasfuse_fused_table` in the fused shared object; the
+ * runtime only references it (an undefined, default-visibility symbol, so
+ * the runtime image carries a dynamic relocation against it that the merger
+ * resolves). images[0] is the root function, images[1..count) the fused
+ * callees. Every pointer and address in the table is a run-time address
+ * (the merger emits R_X86_64_RELATIVE relocations for them).
+ *
+ * The layout is fixed; src/merge/runtime.rs mirrors the sizes and offsets.
+ */
+#ifndef FAASFUSE_RT_H
+#define FAASFUSE_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faas_worker.h"
+
+/* "FFTABLE1" read as a little-endian 64-bit integer. */
+#define FF_TABLE_MAGIC UINT64_C(0x31454c4241544646)
+
+/* Deepest nesting served, as the host does (src/host/library.rs MAX_DEPTH). */
+#define FF_MAX_DEPTH 64
+
+/* One fused image: its name and its own worker_v1 entry points. 56 bytes. */
+struct ff_image {
+    const char *name;  /* function name, NUL-terminated */
+    int (*init)(void); /* the image's own faas_init */
+    int (*create)(void *caller_ctx, faas_invoke_fn invoke, faas_append_fn append,
+                  void **handle);
+    int (*destroy)(void *handle);
+    int (*call)(void *handle, const char *input, size_t len);
+    /* [relro_start, relro_end): made read-only by the runtime after load
+     * (callees only; the root's PT_GNU_RELRO is handled by ld.so); 0,0 = none */
+    uintptr_t relro_start;
+    uintptr_t relro_end;
+};
+
+struct ff_table {
+    uint64_t magic;  /* FF_TABLE_MAGIC */
+    uint64_t count;  /* number of images; images[0] is the root */
+    struct ff_image images[];
+};
+
+_Static_assert(sizeof(struct ff_image) == 56, "ff_image layout");
+_Static_assert(offsetof(struct ff_image, name) == 0, "ff_image.name");
+_Static_assert(offsetof(struct ff_image, init) == 8, "ff_image.init");
+_Static_assert(offsetof(struct ff_image, create) == 16, "ff_image.create");
+_Static_assert(offsetof(struct ff_image, destroy) == 24, "ff_image.destroy");
+_Static_assert(offsetof(struct ff_image, call) == 32, "ff_image.call");
+_Static_assert(offsetof(struct ff_image, relro_start) == 40, "ff_image.relro_start");
+_Static_assert(offsetof(struct ff_image, relro_end) == 48, "ff_image.relro_end");
+_Static_assert(offsetof(struct ff_table, images) == 16, "ff_table header");
+
+/* Defined by the merger in the fused image. */
+extern const struct ff_table faasfuse_fused_table __attribute__((visibility("default")));
+
+#endif /* FAASFUSE_RT_H */
