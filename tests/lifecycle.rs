@@ -1,0 +1,229 @@
+//! Fused-image lifecycle and tooling: initializers and `faas_init` run once,
+//! callees first; finalizers run at `dlclose` in reverse; thread-local data
+//! of two images works from several threads; exceptions inside a fused
+//! callee are caught; gdb, perf and valgrind see a well-formed image.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+struct Built {
+    dir: PathBuf,
+    fused: PathBuf,
+    driver: PathBuf,
+    deploy: Vec<String>,
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Build the lifecycle test libraries, the driver, and their fused image.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let data = repo().join("tests/data");
+        let inc = repo().join("fixtures/include");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle");
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = dir.join("libtraceroot.so");
+        let callee = dir.join("libtracecallee.so");
+        sh(Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-g"])
+            .arg("-I")
+            .arg(&inc)
+            .arg(data.join("traceroot.c"))
+            .arg("-o")
+            .arg(&root));
+        sh(Command::new("g++")
+            .args(["-shared", "-fPIC", "-O2"])
+            .arg("-I")
+            .arg(&inc)
+            .arg(data.join("tracecallee.cc"))
+            .arg("-o")
+            .arg(&callee));
+        let driver = dir.join("driver");
+        sh(Command::new("gcc")
+            .args(["-O2", "-pthread"])
+            .arg("-I")
+            .arg(&inc)
+            .arg(data.join("driver.c"))
+            .arg("-o")
+            .arg(&driver)
+            .arg("-ldl"));
+        let deploy = vec![
+            format!("TraceRoot={}", root.display()),
+            format!("TraceCallee={}", callee.display()),
+        ];
+        let fused = dir.join("libtraceroot.fused.so");
+        run_ok(faasfuse().arg("merge").args(&deploy).arg("-o").arg(&fused));
+        Built {
+            dir,
+            fused,
+            driver,
+            deploy,
+        }
+    })
+}
+
+fn drive(lib: &Path, threads: u32, calls: u32, input: &str, trace: &Path) -> String {
+    let _ = std::fs::remove_file(trace);
+    let out = Command::new(&built().driver)
+        .arg(lib)
+        .arg(threads.to_string())
+        .arg(calls.to_string())
+        .arg(input)
+        .env("FAASFUSE_TRACE", trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn initializers_run_once_callees_first_and_finalizers_at_dlclose() {
+    let b = built();
+    let trace = b.dir.join("trace-order.txt");
+    drive(&b.fused, 1, 1, "abc", &trace);
+    let lines: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "ctor callee",
+            "ctor root",
+            "init callee",
+            "init root",
+            "dlclose",
+            "dtor root",
+            "dtor callee",
+            "exit"
+        ],
+        "lifecycle order"
+    );
+}
+
+#[test]
+fn thread_local_data_of_two_images_from_several_threads() {
+    let b = built();
+    let out = drive(&b.fused, 4, 7, "abcd", &b.dir.join("trace-tls.txt"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4);
+    for l in lines {
+        // Each image's own counter and its own `helper`/`g_state`.
+        assert_eq!(l, "root calls=7 helper=1 callee calls=7 helper=20 len=4");
+    }
+}
+
+#[test]
+fn exceptions_inside_a_fused_callee_are_caught() {
+    let b = built();
+    let out = drive(&b.fused, 1, 1, "xyz", &b.dir.join("trace-exc.txt"));
+    assert!(out.contains("caught=bad input: xyz"), "{out}");
+}
+
+#[test]
+fn fused_image_matches_unfused_on_the_host() {
+    let b = built();
+    let inputs = ["abc", "xyz", "", "hello world"];
+    let serve = |deploy: &[String]| {
+        let o = run_ok(faasfuse().arg("run").args(deploy).arg("--").arg("TraceRoot").args(inputs));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let fused = [format!("TraceRoot={}", b.fused.display())];
+    assert_eq!(serve(&b.deploy), serve(&fused));
+}
+
+#[test]
+fn gdb_backtrace_from_a_fused_callee_reaches_the_root() {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        eprintln!("gdb not installed; skipped");
+        return;
+    }
+    let b = built();
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
+        .args(["-ex", "break TraceCallee::faas_func_call", "-ex", "run", "-ex", "bt"])
+        .arg("--args")
+        .arg(&b.driver)
+        .arg(&b.fused)
+        .args(["1", "1", "abc"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let pos = |needle: &str| bt.iter().position(|l| l.contains(needle));
+    let callee = pos("TraceCallee::faas_func_call").expect(&text);
+    // The root keeps its debug info, so gdb may name its frame from DWARF.
+    let root = pos("TraceRoot::faas_func_call")
+        .or_else(|| pos("traceroot.c"))
+        .expect(&text);
+    let serve = pos("serve").expect(&text);
+    assert!(callee < root && root < serve, "{text}");
+}
+
+#[test]
+fn perf_attributes_samples_to_fused_function_names() {
+    let b = built();
+    let data = b.dir.join("perf.data");
+    let rec = Command::new("perf")
+        .args(["record", "-q", "-g", "-F", "5000", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&b.driver)
+        .arg(&b.fused)
+        .args(["1", "200000", "abc"])
+        .output();
+    let Ok(rec) = rec else {
+        eprintln!("perf not installed; skipped");
+        return;
+    };
+    if !rec.status.success() {
+        eprintln!(
+            "perf record not permitted here; skipped: {}",
+            String::from_utf8_lossy(&rec.stderr)
+        );
+        return;
+    }
+    let rep = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "--sort", "sym", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert!(text.contains("TraceCallee::"), "{text}");
+    assert!(text.contains("TraceRoot::"), "{text}");
+}
+
+#[test]
+fn valgrind_finds_no_errors_in_a_fused_run() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("valgrind not installed; skipped");
+        return;
+    }
+    let b = built();
+    let out = Command::new("valgrind")
+        .args(["-q", "--error-exitcode=1"])
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run")
+        .arg(format!("TraceRoot={}", b.fused.display()))
+        .args(["--", "TraceRoot", "abc", "xyz", ""])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "valgrind: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
