@@ -76,7 +76,10 @@ pub fn verify(path: &Path, load_with: Option<&Path>) -> Result<VerifyReport> {
 
 fn entry_points(image: &Image) -> Result<String> {
     image.require_entry_points()?;
-    Ok("faas_init, faas_create_func_worker, faas_destroy_func_worker, faas_func_call exported".into())
+    Ok(
+        "faas_init, faas_create_func_worker, faas_destroy_func_worker, faas_func_call exported"
+            .into(),
+    )
 }
 
 type File<'a> = ElfFile64<'a, LE>;
@@ -91,7 +94,9 @@ fn loads(file: &File) -> Vec<(u64, u64, bool)> {
 }
 
 fn in_loads(loads: &[(u64, u64, bool)], addr: u64, len: u64) -> bool {
-    loads.iter().any(|(v, m, _)| addr >= *v && addr + len <= v + m)
+    loads
+        .iter()
+        .any(|(v, m, _)| addr >= *v && addr + len <= v + m)
 }
 
 fn segments(file: &File, len: u64) -> Result<String> {
@@ -118,12 +123,16 @@ fn segments(file: &File, len: u64) -> Result<String> {
             bail!("segment at {va:#x} extends beyond the file");
         }
         if n > 0 && va < prev_end {
-            bail!("segment at {va:#x} is unsorted or overlaps the previous one (ends {prev_end:#x})");
+            bail!(
+                "segment at {va:#x} is unsorted or overlaps the previous one (ends {prev_end:#x})"
+            );
         }
         prev_end = va + ms;
         n += 1;
     }
-    Ok(format!("{n} loadable segments sorted, aligned, within the file"))
+    Ok(format!(
+        "{n} loadable segments sorted, aligned, within the file"
+    ))
 }
 
 fn dynamic(file: &File, loads: &[(u64, u64, bool)]) -> Result<String> {
@@ -153,7 +162,9 @@ fn dynamic(file: &File, loads: &[(u64, u64, bool)]) -> Result<String> {
     ];
     let mut n = 0;
     for (tag, size) in pairs {
-        let Some(&addr) = sizes.get(&tag) else { continue };
+        let Some(&addr) = sizes.get(&tag) else {
+            continue;
+        };
         let len = size.and_then(|s| sizes.get(&s).copied()).unwrap_or(1);
         if !in_loads(loads, addr, len.max(1)) {
             bail!("dynamic entry {tag} = {addr:#x} (+{len:#x}) is outside every loadable segment");
@@ -251,7 +262,10 @@ fn eh_frame_hdr(file: &File, image: &Image) -> Result<String> {
     for &pc in listed.iter().step_by((listed.len() / 64).max(1)) {
         let fde = table.fde_for_address(&eh, &bases, pc, |s, b, o| s.cie_from_offset(b, o))?;
         if fde.initial_address() != pc {
-            bail!("table entry {pc:#x} leads to FDE at {:#x}", fde.initial_address());
+            bail!(
+                "table entry {pc:#x} leads to FDE at {:#x}",
+                fde.initial_address()
+            );
         }
     }
     Ok(format!("{} FDEs, sorted and complete", listed.len()))

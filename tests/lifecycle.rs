@@ -84,7 +84,11 @@ fn drive(lib: &Path, threads: u32, calls: u32, input: &str, trace: &Path) -> Str
         .env("FAASFUSE_TRACE", trace)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -138,7 +142,14 @@ fn fused_image_matches_unfused_on_the_host() {
     let b = built();
     let inputs = ["abc", "xyz", "", "hello world"];
     let serve = |deploy: &[String]| {
-        let o = run_ok(faasfuse().arg("run").args(deploy).arg("--").arg("TraceRoot").args(inputs));
+        let o = run_ok(
+            faasfuse()
+                .arg("run")
+                .args(deploy)
+                .arg("--")
+                .arg("TraceRoot")
+                .args(inputs),
+        );
         String::from_utf8(o.stdout).unwrap()
     };
     let fused = [format!("TraceRoot={}", b.fused.display())];
@@ -154,7 +165,14 @@ fn gdb_backtrace_from_a_fused_callee_reaches_the_root() {
     let b = built();
     let out = Command::new("gdb")
         .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-        .args(["-ex", "break TraceCallee::faas_func_call", "-ex", "run", "-ex", "bt"])
+        .args([
+            "-ex",
+            "break TraceCallee::faas_func_call",
+            "-ex",
+            "run",
+            "-ex",
+            "bt",
+        ])
         .arg("--args")
         .arg(&b.driver)
         .arg(&b.fused)

@@ -48,13 +48,27 @@ fn compare(w: &Workflow, variant: &str, n: usize, ipc_too: bool) {
     let unfused = serve(&w.deploy_args(variant), &w.root, &file, false);
     let fused_deploy = vec![format!("{}={}", w.root, out.display())];
     let fused = serve(&fused_deploy, &w.root, &file, false);
-    assert_lines_equal(&unfused, &fused, &inputs, &format!("{} {variant} in-process", w.name));
+    assert_lines_equal(
+        &unfused,
+        &fused,
+        &inputs,
+        &format!("{} {variant} in-process", w.name),
+    );
     if ipc_too {
         let fused_ipc = serve(&fused_deploy, &w.root, &file, true);
-        assert_lines_equal(&unfused, &fused_ipc, &inputs, &format!("{} {variant} ipc", w.name));
+        assert_lines_equal(
+            &unfused,
+            &fused_ipc,
+            &inputs,
+            &format!("{} {variant} ipc", w.name),
+        );
     }
     let ok = unfused.lines().filter(|l| l.starts_with("rc=0\t")).count();
-    assert!(ok > 0 && ok < inputs.len(), "{}: both success and error paths", w.name);
+    assert!(
+        ok > 0 && ok < inputs.len(),
+        "{}: both success and error paths",
+        w.name
+    );
 }
 
 fn assert_lines_equal(a: &str, b: &str, inputs: &[String], what: &str) {
@@ -87,7 +101,11 @@ fn output_is_clean_for_elf_tools_and_verify() {
         for w in workflows() {
             let out = out_dir().join(format!("{}-{v}-tools.so", w.name));
             fuse(&w, &v, &out);
-            if let Ok(o) = Command::new("eu-elflint").args(["--gnu-ld", "--quiet"]).arg(&out).output() {
+            if let Ok(o) = Command::new("eu-elflint")
+                .args(["--gnu-ld", "--quiet"])
+                .arg(&out)
+                .output()
+            {
                 assert!(
                     o.status.success() && o.stdout.is_empty(),
                     "eu-elflint {}:\n{}{}",
@@ -96,10 +114,18 @@ fn output_is_clean_for_elf_tools_and_verify() {
                     String::from_utf8_lossy(&o.stderr)
                 );
             }
-            let o = Command::new("readelf").args(["-W", "-a"]).arg(&out).output().unwrap();
+            let o = Command::new("readelf")
+                .args(["-W", "-a"])
+                .arg(&out)
+                .output()
+                .unwrap();
             assert!(o.status.success());
             let err = String::from_utf8_lossy(&o.stderr);
-            assert!(err.trim().is_empty(), "readelf warnings on {}: {err}", out.display());
+            assert!(
+                err.trim().is_empty(),
+                "readelf warnings on {}: {err}",
+                out.display()
+            );
             run_ok(faasfuse().arg("verify").arg(&out));
             let r = run_ok(faasfuse().arg("inspect").arg("--json").arg(&out));
             let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
@@ -144,7 +170,13 @@ fn unreachable_input_is_an_error_naming_it() {
     let mut args = w.deploy_args("default");
     args.push(foreign.display().to_string());
     let out = out_dir().join("unreachable.so");
-    let o = faasfuse().arg("merge").args(&args).arg("-o").arg(&out).output().unwrap();
+    let o = faasfuse()
+        .arg("merge")
+        .args(&args)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains(&foreign.display().to_string()), "{err}");

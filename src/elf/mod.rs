@@ -12,9 +12,9 @@ use object::elf;
 use object::read::elf::{ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
 use object::LittleEndian as LE;
 
-pub use info::{reloc_type_name, 
-    CetInfo, EntryPoint, FunctionSymbol, ImageInfo, InitFini, RelroInfo, SectionEntry,
-    SegmentEntry, TlsInfo, VersionInfo, VersionNeed,
+pub use info::{
+    reloc_type_name, CetInfo, EntryPoint, FunctionSymbol, ImageInfo, InitFini, RelroInfo,
+    SectionEntry, SegmentEntry, TlsInfo, VersionInfo, VersionNeed,
 };
 
 use crate::error::InputError;

@@ -118,9 +118,9 @@ pub fn elf_hash(name: &str) -> u32 {
 }
 
 pub fn gnu_hash(name: &str) -> u32 {
-    name.as_bytes()
-        .iter()
-        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
+    name.as_bytes().iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
 }
 
 /// Encoded tables, given the string table to add names to.
@@ -170,7 +170,15 @@ impl DynSymtab {
         for e in &self.exports {
             let name = strtab.add(&e.name);
             let info = (elf::STB_GLOBAL << 4) | elf::STT_FUNC;
-            push_sym(&mut dynsym, name, info, elf::STV_DEFAULT, e.shndx, e.value, e.size);
+            push_sym(
+                &mut dynsym,
+                name,
+                info,
+                elf::STV_DEFAULT,
+                e.shndx,
+                e.value,
+                e.size,
+            );
             versym.extend_from_slice(&1u16.to_le_bytes());
         }
         let mut verneed = Vec::new();

@@ -124,7 +124,10 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         let (lo, hi) = p.span();
         let disp = if i == 0 {
             if lo != 0 {
-                bail!("{}: root image does not start at address 0", p.path.display());
+                bail!(
+                    "{}: root image does not start at address 0",
+                    p.path.display()
+                );
             }
             0
         } else {
@@ -171,7 +174,14 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let mut syms = DynSymtab::default();
     let mut probe = Rewritten::default();
     for (p, pl) in parts.iter().zip(&placements) {
-        relocs::rewrite(p, pl.disp, pl.tls_offset.unwrap_or(0), 0, &mut syms, &mut probe)?;
+        relocs::rewrite(
+            p,
+            pl.disp,
+            pl.tls_offset.unwrap_or(0),
+            0,
+            &mut syms,
+            &mut probe,
+        )?;
     }
     let runtime_index = parts.len() - 1;
     let rt = &parts[runtime_index];
@@ -204,7 +214,11 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let section_of = |addr: u64| -> u16 {
         sections
             .iter()
-            .position(|s| s.flags & u64::from(elf::SHF_ALLOC) != 0 && addr >= s.addr && addr < s.addr + s.size.max(1))
+            .position(|s| {
+                s.flags & u64::from(elf::SHF_ALLOC) != 0
+                    && addr >= s.addr
+                    && addr < s.addr + s.size.max(1)
+            })
             .unwrap_or(0) as u16
     };
     for (i, name) in crate::elf::ENTRY_POINTS.iter().enumerate() {
@@ -277,9 +291,9 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let eh = EhFrameLayout::parse(&eh_inputs)?;
 
     let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);
-    let static_tls = parts.iter().any(|p| {
-        p.static_tls || p.relocs.iter().any(|r| r.r_type == elf::R_X86_64_TPOFF64)
-    });
+    let static_tls = parts
+        .iter()
+        .any(|p| p.static_tls || p.relocs.iter().any(|r| r.r_type == elf::R_X86_64_TPOFF64));
     let relro = parts[0].relro;
     let exec_stack = parts.iter().any(|p| p.exec_stack);
 
@@ -292,7 +306,13 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     // Counts that decide sizes.
     let table_relocs: usize = parts[..n]
         .iter()
-        .map(|p| 5 + if p.role == Role::Callee && p.relro.is_some() { 2 } else { 0 })
+        .map(|p| {
+            5 + if p.role == Role::Callee && p.relro.is_some() {
+                2
+            } else {
+                0
+            }
+        })
         .sum();
     let rela_count = probe.relas.len() + init_entries.len() + fini_entries.len() + table_relocs;
     let mut phnum = 1 + parts.iter().map(|p| p.loads.len()).sum::<usize>() + 2 + 1 + 1 + 1 + 1;
@@ -324,7 +344,11 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     };
     let phdr_slot = cur.place(phnum as u64 * 56, 8);
     let build_id_slot = cur.place(36, 4);
-    let prop_slot = if cet != 0 { Some(cur.place(32, 8)) } else { None };
+    let prop_slot = if cet != 0 {
+        Some(cur.place(32, 8))
+    } else {
+        None
+    };
     let hash_slot = cur.place(encoded.gnu_hash.len() as u64, 8);
     let dynsym_slot = cur.place(encoded.dynsym.len() as u64, 8);
     let dynstr_slot = cur.place(dynstr.bytes.len() as u64, 1);
@@ -380,7 +404,8 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     table[8..16].copy_from_slice(&(n as u64).to_le_bytes());
     let mut name_cursor = names_at;
     for (k, (p, pl)) in parts[..n].iter().zip(&placements).enumerate() {
-        let entry = table_slot.vaddr + runtime::TABLE_HEADER_SIZE + runtime::IMAGE_ENTRY_SIZE * k as u64;
+        let entry =
+            table_slot.vaddr + runtime::TABLE_HEADER_SIZE + runtime::IMAGE_ENTRY_SIZE * k as u64;
         let name_addr = table_slot.vaddr + name_cursor;
         let at = name_cursor as usize;
         table[at..at + p.name.len()].copy_from_slice(p.name.as_bytes());
@@ -398,8 +423,14 @@ pub fn write(parts: &[Part]) -> Result<Output> {
             relas.push(Rela::relative(entry + f, ep + pl.disp));
         }
         if let (Role::Callee, Some((s, e))) = (p.role, p.relro) {
-            relas.push(Rela::relative(entry + runtime::ENTRY_RELRO_START, s + pl.disp));
-            relas.push(Rela::relative(entry + runtime::ENTRY_RELRO_END, e + pl.disp));
+            relas.push(Rela::relative(
+                entry + runtime::ENTRY_RELRO_START,
+                s + pl.disp,
+            ));
+            relas.push(Rela::relative(
+                entry + runtime::ENTRY_RELRO_END,
+                e + pl.disp,
+            ));
         }
     }
     if relas.len() != rela_count {
@@ -475,24 +506,53 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let dynsym_idx = add(".dynsym", elf::SHT_DYNSYM, a, dynsym_slot, 8, 24);
     let dynstr_idx = add(".dynstr", elf::SHT_STRTAB, a, dynstr_slot, 1, 0);
     let versym_idx = add(".gnu.version", elf::SHT_GNU_VERSYM, a, versym_slot, 2, 2);
-    let verneed_idx = (encoded.verneed_count > 0)
-        .then(|| add(".gnu.version_r", elf::SHT_GNU_VERNEED, a, verneed_slot, 4, 0));
+    let verneed_idx = (encoded.verneed_count > 0).then(|| {
+        add(
+            ".gnu.version_r",
+            elf::SHT_GNU_VERNEED,
+            a,
+            verneed_slot,
+            4,
+            0,
+        )
+    });
     let rela_idx = add(".rela.dyn", elf::SHT_RELA, a, rela_slot, 8, 24);
     add(".eh_frame_hdr", elf::SHT_PROGBITS, a, hdr_slot, 4, 0);
     add(".eh_frame", elf::SHT_PROGBITS, a, eh_slot, 8, 0);
     let dynamic_idx = add(".dynamic", elf::SHT_DYNAMIC, wa, dynamic_slot, 8, 16);
     add(".init_array", elf::SHT_INIT_ARRAY, wa, init_slot, 8, 8);
     add(".fini_array", elf::SHT_FINI_ARRAY, wa, fini_slot, 8, 8);
-    add(".data.rel.ro.faasfuse", elf::SHT_PROGBITS, wa, table_slot, 8, 0);
+    add(
+        ".data.rel.ro.faasfuse",
+        elf::SHT_PROGBITS,
+        wa,
+        table_slot,
+        8,
+        0,
+    );
     if tls_size > 0 {
-        add(".tdata", elf::SHT_PROGBITS, wa | elf::SHF_TLS, tdata_slot, tls_align, 0);
+        add(
+            ".tdata",
+            elf::SHT_PROGBITS,
+            wa | elf::SHF_TLS,
+            tdata_slot,
+            tls_align,
+            0,
+        );
         if tls_size > tls_filesz {
             let tbss = Slot {
                 vaddr: tdata_slot.vaddr + tls_filesz,
                 offset: tdata_slot.offset + tls_filesz,
                 size: tls_size - tls_filesz,
             };
-            let i = add(".tbss", elf::SHT_NOBITS, wa | elf::SHF_TLS, tbss, tls_align, 0);
+            let i = add(
+                ".tbss",
+                elf::SHT_NOBITS,
+                wa | elf::SHF_TLS,
+                tbss,
+                tls_align,
+                0,
+            );
             let _ = i;
         }
     }
@@ -597,18 +657,60 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         memsz,
         align,
     };
-    phdrs.push(seg(elf::PT_LOAD, elf::PF_R, r_start, r_end, r_end - r_start.vaddr, page));
-    phdrs.push(seg(elf::PT_LOAD, elf::PF_R | elf::PF_W, rw_start, rw_end, rw_end - rw_start.vaddr, page));
-    phdrs.push(seg(elf::PT_DYNAMIC, elf::PF_R | elf::PF_W, dynamic_slot, dynamic_slot.vaddr + dynamic_slot.size, dynamic_slot.size, 8));
-    phdrs.push(seg(elf::PT_NOTE, elf::PF_R, build_id_slot, build_id_slot.vaddr + 36, 36, 4));
+    phdrs.push(seg(
+        elf::PT_LOAD,
+        elf::PF_R,
+        r_start,
+        r_end,
+        r_end - r_start.vaddr,
+        page,
+    ));
+    phdrs.push(seg(
+        elf::PT_LOAD,
+        elf::PF_R | elf::PF_W,
+        rw_start,
+        rw_end,
+        rw_end - rw_start.vaddr,
+        page,
+    ));
+    phdrs.push(seg(
+        elf::PT_DYNAMIC,
+        elf::PF_R | elf::PF_W,
+        dynamic_slot,
+        dynamic_slot.vaddr + dynamic_slot.size,
+        dynamic_slot.size,
+        8,
+    ));
+    phdrs.push(seg(
+        elf::PT_NOTE,
+        elf::PF_R,
+        build_id_slot,
+        build_id_slot.vaddr + 36,
+        36,
+        4,
+    ));
     if let Some(s) = prop_slot {
         phdrs.push(seg(elf::PT_NOTE, elf::PF_R, s, s.vaddr + 32, 32, 8));
         phdrs.push(seg(elf::PT_GNU_PROPERTY, elf::PF_R, s, s.vaddr + 32, 32, 8));
     }
     if tls_size > 0 {
-        phdrs.push(seg(elf::PT_TLS, elf::PF_R, tdata_slot, tdata_slot.vaddr + tls_filesz, tls_size, tls_align));
+        phdrs.push(seg(
+            elf::PT_TLS,
+            elf::PF_R,
+            tdata_slot,
+            tdata_slot.vaddr + tls_filesz,
+            tls_size,
+            tls_align,
+        ));
     }
-    phdrs.push(seg(elf::PT_GNU_EH_FRAME, elf::PF_R, hdr_slot, hdr_slot.vaddr + hdr_slot.size, hdr_slot.size, 4));
+    phdrs.push(seg(
+        elf::PT_GNU_EH_FRAME,
+        elf::PF_R,
+        hdr_slot,
+        hdr_slot.vaddr + hdr_slot.size,
+        hdr_slot.size,
+        4,
+    ));
     phdrs.push(Phdr {
         p_type: elf::PT_GNU_STACK,
         flags: elf::PF_R | elf::PF_W | if exec_stack { elf::PF_X } else { 0 },
@@ -706,9 +808,9 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     for (p, pl) in parts.iter().zip(&placements) {
         if let (Some(t), Some(x)) = (p.tls, pl.tls_offset) {
             if t.filesz > 0 {
-                let src = p
-                    .bytes_at(t.vaddr, t.filesz)
-                    .ok_or_else(|| anyhow::anyhow!("{}: TLS image outside the file", p.path.display()))?;
+                let src = p.bytes_at(t.vaddr, t.filesz).ok_or_else(|| {
+                    anyhow::anyhow!("{}: TLS image outside the file", p.path.display())
+                })?;
                 tdata[x as usize..(x + t.filesz) as usize].copy_from_slice(src);
             }
         }
@@ -736,7 +838,14 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         sh.extend_from_slice(&s.entsize.to_le_bytes());
     }
     out[shoff as usize..].copy_from_slice(&sh);
-    write_elf_header(&mut out, phdr_slot.offset, phdrs.len(), shoff, sections.len(), shstrtab_idx);
+    write_elf_header(
+        &mut out,
+        phdr_slot.offset,
+        phdrs.len(),
+        shoff,
+        sections.len(),
+        shstrtab_idx,
+    );
     let id = build_id(&out);
     let at = build_id_slot.offset as usize + 16;
     out[at..at + 20].copy_from_slice(&id);
@@ -856,10 +965,23 @@ fn symtab_bytes(
     (out, strtab.bytes, first_global)
 }
 
-fn write_elf_header(out: &mut [u8], phoff: u64, phnum: usize, shoff: u64, shnum: usize, shstrndx: usize) {
+fn write_elf_header(
+    out: &mut [u8],
+    phoff: u64,
+    phnum: usize,
+    shoff: u64,
+    shnum: usize,
+    shstrndx: usize,
+) {
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(b"\x7fELF");
-    h.extend_from_slice(&[elf::ELFCLASS64, elf::ELFDATA2LSB, elf::EV_CURRENT, elf::ELFOSABI_SYSV, 0]);
+    h.extend_from_slice(&[
+        elf::ELFCLASS64,
+        elf::ELFDATA2LSB,
+        elf::EV_CURRENT,
+        elf::ELFOSABI_SYSV,
+        0,
+    ]);
     h.extend_from_slice(&[0; 7]);
     h.extend_from_slice(&elf::ET_DYN.to_le_bytes());
     h.extend_from_slice(&elf::EM_X86_64.to_le_bytes());

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use object::elf;
-use object::read::elf::{
-    Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, SectionTable, Sym,
-};
+use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, SectionTable, Sym};
 use object::LittleEndian as LE;
 
 use crate::elf::{Image, ENTRY_POINTS};
@@ -134,7 +132,12 @@ impl Part {
     /// Lowest and highest (exclusive) virtual address of the loaded image.
     pub fn span(&self) -> (u64, u64) {
         let lo = self.loads.iter().map(|l| l.vaddr).min().unwrap_or(0);
-        let hi = self.loads.iter().map(|l| l.vaddr + l.memsz).max().unwrap_or(0);
+        let hi = self
+            .loads
+            .iter()
+            .map(|l| l.vaddr + l.memsz)
+            .max()
+            .unwrap_or(0);
         (lo, hi)
     }
 
@@ -195,7 +198,9 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
         debug_sections: Vec::new(),
     };
     if !info.pic {
-        return Err(part.err("not position-independent (has text relocations); rebuild it with -fPIC"));
+        return Err(
+            part.err("not position-independent (has text relocations); rebuild it with -fPIC")
+        );
     }
     let file = ElfFile64::<LE>::parse(&data[..])?;
     let table = file.elf_section_table();
@@ -461,8 +466,10 @@ fn read_symbols(part: &mut Part, file: &ElfFile64<LE>) -> Result<()> {
             info: s.st_info(),
         });
     }
-    part.symbols.sort_by(|a, b| (a.value, &a.name).cmp(&(b.value, &b.name)));
-    part.symbols.dedup_by(|a, b| a.value == b.value && a.name == b.name);
+    part.symbols
+        .sort_by(|a, b| (a.value, &a.name).cmp(&(b.value, &b.name)));
+    part.symbols
+        .dedup_by(|a, b| a.value == b.value && a.name == b.name);
     Ok(())
 }
 
@@ -495,7 +502,10 @@ pub fn check_supported(part: &Part) -> Result<()> {
         if r.sym as usize >= part.dynsyms.len() && r.sym != 0 {
             bail!(InputError::new(
                 &part.path,
-                format!("relocation at {:#x} names symbol {} beyond .dynsym", r.offset, r.sym)
+                format!(
+                    "relocation at {:#x} names symbol {} beyond .dynsym",
+                    r.offset, r.sym
+                )
             ));
         }
     }

@@ -163,7 +163,11 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
             decisions.push(Decision {
                 function: spec.name.clone(),
                 fused: true,
-                reason: format!("reachable from {} via RPC sites of {}", root.name, via.join(", ")),
+                reason: format!(
+                    "reachable from {} via RPC sites of {}",
+                    root.name,
+                    via.join(", ")
+                ),
             });
         }
         let role = if k == 0 { Role::Root } else { Role::Callee };
@@ -281,7 +285,11 @@ pub fn merge_verified(
     let name = output
         .file_name()
         .ok_or_else(|| InputError::new(output, "output path has no file name"))?;
-    let staged = dir.join(format!(".{}.staged{}", name.to_string_lossy(), std::process::id()));
+    let staged = dir.join(format!(
+        ".{}.staged{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut manifest = merge(specs, &staged)?;
         manifest.output = output.display().to_string();
@@ -307,7 +315,10 @@ pub fn render(m: &Manifest) -> String {
     for i in &m.inputs {
         s.push_str(&format!(
             "  {:<8} {:<14} +{:#010x}  {}\n",
-            serde_json::to_value(i.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            serde_json::to_value(i.role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             i.name,
             i.displacement,
             i.path

@@ -75,12 +75,10 @@ pub fn rewrite(
             elf::R_X86_64_64 | elf::R_X86_64_GLOB_DAT | elf::R_X86_64_JUMP_SLOT => match (sym, own)
             {
                 (None, _) => push(out, elf::R_X86_64_64, 0, r.addend),
-                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => {
-                    out.relas.push(Rela::relative(offset, (table as i64 + r.addend) as u64))
-                }
-                (_, Some(s)) if s.abs => {
-                    push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend)
-                }
+                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => out
+                    .relas
+                    .push(Rela::relative(offset, (table as i64 + r.addend) as u64)),
+                (_, Some(s)) if s.abs => push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend),
                 (_, Some(s)) if s.st_type() == elf::STT_GNU_IFUNC => {
                     if r.addend != 0 {
                         bail!(InputError::new(
@@ -94,7 +92,12 @@ pub fn rewrite(
                     &part.path,
                     format!("address relocation against TLS symbol {}", s.name)
                 )),
-                (_, Some(s)) => push(out, elf::R_X86_64_RELATIVE, 0, s.value as i64 + d + r.addend),
+                (_, Some(s)) => push(
+                    out,
+                    elf::R_X86_64_RELATIVE,
+                    0,
+                    s.value as i64 + d + r.addend,
+                ),
                 (Some(s), None) => {
                     let i = syms.import(s);
                     let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
