@@ -36,6 +36,18 @@ struct ff_buf {
 
 struct ff_worker;
 
+/* Arena chunk holding nested outputs; the newest chunk is the list head. */
+struct ff_chunk {
+    struct ff_chunk *next;
+    size_t cap;
+    size_t used;
+    char data[];
+};
+
+/* Chunks up to this size are kept for reuse when a call ends. */
+#define FF_CHUNK_REUSE (1u << 20)
+#define FF_CHUNK_MIN 4000u
+
 /* One worker of one image at one depth; its address is the caller_ctx that
  * image passes back to rt_invoke/rt_append. Allocated once, never moved. */
 struct ff_frame {
@@ -45,9 +57,7 @@ struct ff_frame {
     int append_failed; /* an append ran out of memory during this call */
     void *handle;
     struct ff_buf out; /* this call's output (unused by the root frame) */
-    char **kept;       /* outputs of the nested calls this call made */
-    size_t nkept;
-    size_t kept_cap;
+    struct ff_chunk *kept; /* copies of the outputs of this call's nested calls */
 };
 
 /* What faas_create_func_worker returns: one root worker and its callees. */
@@ -113,26 +123,50 @@ static int ff_buf_append(struct ff_buf *b, const char *data, size_t len)
     return 0;
 }
 
-/* Keep a nested call's output alive until frame f's call ends. */
-static int ff_keep(struct ff_frame *f, char *data)
+/* Copy a nested call's output into frame f's arena, where it stays valid
+ * until f's own call ends. No allocation once the arena has grown. */
+static const char *ff_keep(struct ff_frame *f, const char *data, size_t len)
 {
-    if (f->nkept == f->kept_cap) {
-        size_t cap = f->kept_cap ? f->kept_cap * 2 : 8;
-        char **p = realloc(f->kept, cap * sizeof *p);
-        if (!p)
-            return -1;
-        f->kept = p;
-        f->kept_cap = cap;
+    if (len > SIZE_MAX - 16)
+        return NULL;
+    size_t need = (len + 1 + 7) & ~(size_t)7;
+    struct ff_chunk *c = f->kept;
+    if (!c || c->cap - c->used < need) {
+        size_t cap = need > FF_CHUNK_MIN ? need : FF_CHUNK_MIN;
+        struct ff_chunk *n = malloc(sizeof *n + cap);
+        if (!n)
+            return NULL;
+        n->next = c;
+        n->cap = cap;
+        n->used = 0;
+        f->kept = c = n;
     }
-    f->kept[f->nkept++] = data;
-    return 0;
+    char *p = c->data + c->used;
+    memcpy(p, data, len);
+    p[len] = '\0';
+    c->used += need;
+    return p;
 }
 
+/* End of f's call: its nested outputs expire; keep one chunk for reuse. */
 static void ff_free_kept(struct ff_frame *f)
 {
-    for (size_t i = 0; i < f->nkept; i++)
-        free(f->kept[i]);
-    f->nkept = 0;
+    struct ff_chunk *c = f->kept;
+    if (!c)
+        return;
+    struct ff_chunk *rest = c->next;
+    if (c->cap > FF_CHUNK_REUSE) {
+        rest = c;
+        f->kept = NULL;
+    } else {
+        c->next = NULL;
+        c->used = 0;
+    }
+    while (rest) {
+        struct ff_chunk *n = rest->next;
+        free(rest);
+        rest = n;
+    }
 }
 
 static void ff_frame_free(struct ff_frame *f)
@@ -239,17 +273,15 @@ static int rt_invoke(void *ctx, const char *name, const char *input, size_t len,
     ff_free_kept(f); /* the callee's own nested outputs end with its call */
     if (rc != 0 || f->append_failed)
         return -1;
-    if (!f->out.data) {
+    if (f->out.len == 0) {
         *output = ff_empty;
         return 0;
     }
-    if (ff_keep(caller, f->out.data) != 0)
+    const char *kept = ff_keep(caller, f->out.data, f->out.len);
+    if (!kept)
         return -1;
-    *output = f->out.data;
+    *output = kept;
     *output_len = f->out.len;
-    f->out.data = NULL;
-    f->out.len = 0;
-    f->out.cap = 0;
     return 0;
 }
 
