@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use iced_x86::{FlowControl, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind, Register};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind, Register};
 use serde::Serialize;
 
 use super::cfg::{FunctionCfg, Origin};
@@ -59,8 +59,46 @@ const MAX_NAME: usize = 256;
 
 /// All RPC call sites of an image, by address.
 pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
+    let regions = function_regions(image);
+    // Functions are independent: analyse them on every core.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = regions.len().div_ceil(threads).max(1);
+    let mut sites: Vec<RpcSite> = std::thread::scope(|scope| {
+        let workers: Vec<_> = regions
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || sites_in(image, part)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("analysis thread"))
+            .collect()
+    });
+    sites.sort_by_key(|s| s.address);
+    sites.dedup_by_key(|s| s.address);
+    sites
+}
+
+/// Whether the code holds any indirect call (most functions do not, and
+/// skip the control-flow analysis).
+fn has_indirect_call(code: &[u8], ip: u64) -> bool {
+    let mut dec = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut x = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut x);
+        if x.flow_control() == FlowControl::IndirectCall {
+            return true;
+        }
+    }
+    false
+}
+
+fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcSite> {
     let mut sites = Vec::new();
-    for (start, bytes, name) in function_regions(image) {
+    for (start, bytes, name) in regions {
+        let (start, bytes) = (*start, *bytes);
+        if !has_indirect_call(bytes, start) {
+            continue;
+        }
         let cfg = FunctionCfg::decode(bytes, start);
         for (i, x) in cfg.insns.iter().enumerate() {
             if x.flow_control() != FlowControl::IndirectCall || calls_import(image, x) {
@@ -82,8 +120,6 @@ pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
             });
         }
     }
-    sites.sort_by_key(|s| s.address);
-    sites.dedup_by_key(|s| s.address);
     sites
 }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Generate a large synthetic function library: NAME calls CALLEE through an
+RPC site and carries MB megabytes of code in many small functions (each with
+unwind info), plus data with relocations, like a big C++ service.
+
+Usage: biglib.py NAME CALLEE MB OUTDIR   (writes OUTDIR/NAME.S and NAME.c)
+"""
+import os
+import sys
+
+name, callee, mb, outdir = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+func_bytes = 1024
+count = max(1, int(mb * 1024 * 1024 / func_bytes))
+reps = (func_bytes - 8) // 4
+asm = [".text"]
+for i in range(count):
+    f = f"{name}_work_{i}"
+    asm += [f".globl {f}", f".type {f}, @function", f"{f}:", ".cfi_startproc",
+            "  mov %rdi, %rax", f"  .rept {reps}", "  addq $1, %rax", "  .endr",
+            "  ret", ".cfi_endproc", f".size {f}, .-{f}"]
+# A table of function pointers: one dynamic relocation per function.
+asm += [".section .data.rel.ro,\"aw\"", ".align 8", f".globl {name}_table", f"{name}_table:"]
+asm += [f"  .quad {name}_work_{i}" for i in range(0, count, 16)]
+asm.append('.section .note.GNU-stack,"",@progbits')
+with open(os.path.join(outdir, f"{name}.S"), "w") as fh:
+    fh.write("\n".join(asm) + "\n")
+
+c = f"""
+#include <stdlib.h>
+#include <stdio.h>
+#include "faas_worker.h"
+struct w {{ void *ctx; faas_invoke_fn invoke; faas_append_fn append; }};
+long {name}_work_0(long);
+int faas_init(void) {{ return 0; }}
+int faas_create_func_worker(void *ctx, faas_invoke_fn i, faas_append_fn a, void **h) {{
+    struct w *x = malloc(sizeof *x); if (!x) return -1;
+    x->ctx = ctx; x->invoke = i; x->append = a; *h = x; return 0; }}
+int faas_destroy_func_worker(void *h) {{ free(h); return 0; }}
+int faas_func_call(void *h, const char *in, size_t len) {{
+    struct w *x = h; const char *out = ""; size_t olen = 0; char buf[64];
+    if ({1 if callee != "-" else 0} && x->invoke(x->ctx, "{callee}", in, len, &out, &olen) != 0) return -1;
+    int n = snprintf(buf, sizeof buf, "{name}:%ld:", {name}_work_0((long)len));
+    x->append(x->ctx, buf, (size_t)n); x->append(x->ctx, out, olen); return 0; }}
+"""
+with open(os.path.join(outdir, f"{name}.c"), "w") as fh:
+    fh.write(c)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Merge time, peak memory and output size against input size: the fixture
+# workflows, then synthetic pairs of function libraries with SIZES megabytes
+# of code each (default "1 4 20 50").
+#
+# Usage: scripts/bench-merge.sh [SIZES...]     Writes out/bench/merge.csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZES=("${@:-1 4 20 50}")
+[ $# -eq 0 ] && SIZES=(1 4 20 50)
+OUT=out/bench/merge
+mkdir -p "$OUT"
+cargo build --release --quiet
+FF=$PWD/target/release/faasfuse
+CSV=out/bench/merge.csv
+echo "case,input_bytes,output_bytes,size_overhead_pct,merge_seconds,peak_rss_kb,rss_over_input" > "$CSV"
+
+measure() { # label out.so args...
+  local label="$1" so="$2"; shift 2
+  /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$FF" merge "$@" -o "$so" --json > "$OUT/m.json"
+  read -r secs rss < "$OUT/time.txt"
+  python3 - "$label" "$OUT/m.json" "$secs" "$rss" >> "$CSV" <<'PY'
+import json, sys
+label, m, secs, rss = sys.argv[1], json.load(open(sys.argv[2])), float(sys.argv[3]), int(sys.argv[4])
+i, o = m["input_bytes"], m["output_bytes"]
+print(f"{label},{i},{o},{100 * (o - i) / i:.1f},{secs:.3f},{rss},{rss * 1024 / i:.2f}")
+PY
+}
+
+scripts/build-fixtures.sh out/bench/fixtures > /dev/null
+python3 - out/bench/fixtures/default <<'PY' > "$OUT/workflows.txt"
+import json, sys
+for w in json.load(open("fixtures/workflows.json"))["workflows"]:
+    fns = sorted(w["functions"].items(), key=lambda kv: kv[0] != w["root"])
+    print(w["name"], " ".join(f"{n}={sys.argv[1]}/{l}" for n, l in fns))
+PY
+while read -r name args; do
+  # shellcheck disable=SC2086
+  measure "fixture-$name" "$OUT/$name.fused.so" $args
+done < "$OUT/workflows.txt"
+
+for mb in "${SIZES[@]}"; do
+  d="$OUT/big$mb"; mkdir -p "$d"
+  python3 benches/gen/biglib.py BigA BigB "$mb" "$d"
+  python3 benches/gen/biglib.py BigB - "$mb" "$d"
+  for n in BigA BigB; do
+    gcc -shared -fPIC -O2 -Ifixtures/include "$d/$n.c" "$d/$n.S" -o "$d/lib${n,,}.so"
+  done
+  measure "synthetic-${mb}MB-x2" "$d/fused.so" BigA="$d/libbiga.so" BigB="$d/libbigb.so"
+done
+column -s, -t "$CSV"
