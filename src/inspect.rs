@@ -113,9 +113,11 @@ impl InspectReport {
         let _ = writeln!(s, "  RELRO          {relro}, BIND_NOW {}", yes(i.bind_now));
         let _ = writeln!(
             s,
-            "  CET            IBT {}, SHSTK {}",
+            "  CET            IBT {}, SHSTK {} (marking); {} of {} functions start with endbr64",
             yes(i.cet.ibt),
-            yes(i.cet.shstk)
+            yes(i.cet.shstk),
+            i.endbr_functions,
+            i.functions.len()
         );
         let _ = writeln!(s, "  DT_RELR        {}", yes(i.relr));
         let _ = writeln!(s, "  emit-relocs    {}", yes(i.emit_relocs));

@@ -111,6 +111,9 @@ pub struct ImageInfo {
     pub relro: Option<RelroInfo>,
     pub bind_now: bool,
     pub cet: CetInfo,
+    /// Functions that start with an `endbr64` landing pad
+    /// (`-fcf-protection`), whether or not the image is marked.
+    pub endbr_functions: usize,
     /// Static relocations kept by `-Wl,--emit-relocs`.
     pub emit_relocs: bool,
     pub debug_info: bool,
@@ -227,6 +230,7 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
         relro,
         bind_now,
         cet: cet(table, data)?,
+        endbr_functions: 0,
         emit_relocs,
         debug_info: section_names.contains(".debug_info"),
         relr,

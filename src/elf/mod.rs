@@ -94,7 +94,7 @@ impl Image {
             })
             .filter_map(|r| Some((r.offset, r.symbol.clone()?)))
             .collect();
-        Ok(Image {
+        let mut image = Image {
             path: path.to_path_buf(),
             data,
             info,
@@ -102,7 +102,15 @@ impl Image {
             code,
             got_symbols,
             relocs,
-        })
+        };
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        image.info.endbr_functions = image
+            .info
+            .functions
+            .iter()
+            .filter(|f| image.read_vaddr(f.address, 4) == Some(&ENDBR64[..]))
+            .count();
+        Ok(image)
     }
 
     /// The file bytes backing `len` bytes at `vaddr`, if all are in the file.

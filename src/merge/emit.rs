@@ -924,14 +924,16 @@ fn symtab_bytes(
 ) -> (Vec<u8>, Vec<u8>, u32) {
     let mut strtab = StrTab::new();
     let mut out = vec![0u8; 24];
-    let shndx = |addr: u64| {
+    // The section that holds the whole symbol (empty sections hold nothing).
+    let shndx = |addr: u64, size: u64| {
         sections
             .iter()
             .position(|s| {
                 s.flags & u64::from(elf::SHF_ALLOC) != 0
                     && s.flags & u64::from(elf::SHF_TLS) == 0
+                    && s.size > 0
                     && addr >= s.addr
-                    && addr < s.addr + s.size.max(1)
+                    && addr + size <= s.addr + s.size
             })
             .map(|i| i as u16)
     };
@@ -939,7 +941,9 @@ fn symtab_bytes(
     for (p, pl) in parts.iter().zip(placements) {
         for s in &p.symbols {
             let value = s.value + pl.disp;
-            let Some(ndx) = shndx(value) else { continue };
+            let Some(ndx) = shndx(value, s.size) else {
+                continue;
+            };
             let name = strtab.add(&format!("{}::{}", p.name, s.name));
             let t = s.info & 0xf;
             let info = (elf::STB_LOCAL << 4) | t;
