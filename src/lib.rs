@@ -11,4 +11,5 @@ pub mod error;
 pub mod host;
 pub mod inspect;
 pub mod merge;
+pub mod output;
 pub mod verify;

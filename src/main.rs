@@ -234,7 +234,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let report = faasfuse::merge::merge_verified(&specs, &output, verify_with)?;
             let text = serde_json::to_string_pretty(&report)?;
             if let Some(m) = manifest {
-                faasfuse::merge::write_atomically(&m, format!("{text}\n").as_bytes())?;
+                faasfuse::output::write_atomically(&m, format!("{text}\n").as_bytes(), false)?;
             }
             if json {
                 println!("{text}");

@@ -13,8 +13,7 @@ mod relocs;
 pub mod runtime;
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -214,7 +213,7 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
             });
         }
     }
-    write_atomically(output, &out.bytes)?;
+    crate::output::write_atomically(output, &out.bytes, true)?;
     Ok(Manifest {
         output: output.display().to_string(),
         root: root.name.clone(),
@@ -241,36 +240,6 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
     })
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory
-/// and a rename, so that a reader never sees a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file = path
-        .file_name()
-        .ok_or_else(|| InputError::new(path, "output path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        file.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(InputError::new(path, format!("cannot write output: {e}")).into());
-    }
-    Ok(())
-}
-
 /// Merge into a temporary file, verify it, then move it into place: on any
 /// failure no output appears.
 pub fn merge_verified(
@@ -278,18 +247,7 @@ pub fn merge_verified(
     output: &Path,
     verify_with: Option<&Path>,
 ) -> Result<Manifest> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = output
-        .file_name()
-        .ok_or_else(|| InputError::new(output, "output path has no file name"))?;
-    let staged = dir.join(format!(
-        ".{}.staged{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let staged = crate::output::sibling_temp(output, "staged")?;
     let result = (|| {
         let mut manifest = merge(specs, &staged)?;
         manifest.output = output.display().to_string();
@@ -299,8 +257,7 @@ pub fn merge_verified(
                 anyhow::bail!("fused image failed verification: {}: {}", c.name, c.detail);
             }
         }
-        std::fs::rename(&staged, output)
-            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
+        crate::output::commit(&staged, output)?;
         Ok(manifest)
     })();
     if result.is_err() {
