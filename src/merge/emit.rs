@@ -134,7 +134,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
             align_up(vcur, page) - lo - lo % page
         };
         let mut load_offsets = Vec::new();
-        for (j, l) in p.loads.iter().enumerate() {
+        for (j, l) in p.pieces.iter().enumerate() {
             let off = if i == 0 && j == 0 {
                 l.offset
             } else {
@@ -315,7 +315,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         })
         .sum();
     let rela_count = probe.relas.len() + init_entries.len() + fini_entries.len() + table_relocs;
-    let mut phnum = 1 + parts.iter().map(|p| p.loads.len()).sum::<usize>() + 2 + 1 + 1 + 1 + 1;
+    let mut phnum = 1 + parts.iter().map(|p| p.pieces.len()).sum::<usize>() + 2 + 1 + 1 + 1 + 1;
     if cet != 0 {
         phnum += 2;
     }
@@ -332,10 +332,13 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     }
 
     // 4. New read-only segment.
-    let r_vaddr = align_up(vcur, page);
+    // New segments start on a new page in memory but right after the
+    // previous bytes in the file (offset and address stay congruent).
+    let fcur = align_up(fcur, 8);
+    let r_vaddr = align_up(vcur, page) + fcur % page;
     let mut cur = Cursor {
         vaddr: r_vaddr,
-        offset: congruent(fcur, r_vaddr, page),
+        offset: fcur,
     };
     let r_start = Slot {
         vaddr: cur.vaddr,
@@ -360,10 +363,10 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let r_end = cur.vaddr;
 
     // 5. New writable segment.
-    let rw_vaddr = align_up(r_end, page);
+    let rw_vaddr = align_up(r_end, page) + cur.offset % page;
     let mut cur = Cursor {
         vaddr: rw_vaddr,
-        offset: congruent(cur.offset, rw_vaddr, page),
+        offset: cur.offset,
     };
     let rw_start = Slot {
         vaddr: cur.vaddr,
@@ -636,7 +639,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         align: 8,
     }];
     for (p, pl) in parts.iter().zip(&placements) {
-        for (l, off) in p.loads.iter().zip(&pl.load_offsets) {
+        for (l, off) in p.pieces.iter().zip(&pl.load_offsets) {
             phdrs.push(Phdr {
                 p_type: elf::PT_LOAD,
                 flags: l.flags,
@@ -739,7 +742,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     // 11. Bytes.
     let mut out = vec![0u8; total as usize];
     for (p, pl) in parts.iter().zip(&placements) {
-        for (l, off) in p.loads.iter().zip(&pl.load_offsets) {
+        for (l, off) in p.pieces.iter().zip(&pl.load_offsets) {
             let src = &p.data[l.offset as usize..(l.offset + l.filesz) as usize];
             out[*off as usize..(*off + l.filesz) as usize].copy_from_slice(src);
         }
@@ -860,7 +863,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
 
 /// Where an input address of `part` lands in the output file.
 fn file_offset(part: &Part, pl: &Placement, vaddr: u64) -> u64 {
-    for (l, off) in part.loads.iter().zip(&pl.load_offsets) {
+    for (l, off) in part.pieces.iter().zip(&pl.load_offsets) {
         if vaddr >= l.vaddr && vaddr <= l.vaddr + l.memsz {
             return off + (vaddr - l.vaddr).min(l.filesz);
         }

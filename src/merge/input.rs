@@ -104,6 +104,10 @@ pub struct Part {
     pub data: Vec<u8>,
     pub build_id: Option<String>,
     pub loads: Vec<Load>,
+    /// The parts of `loads` the fused image copies: read-only loads lose
+    /// the metadata the fused image regenerates (ELF and program headers,
+    /// dynamic symbols, relocations, notes, unwind tables), whole pages of it.
+    pub pieces: Vec<Load>,
     pub needed: Vec<String>,
     pub runpath: Option<String>,
     pub soname: Option<String>,
@@ -177,6 +181,7 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
         data: Vec::new(),
         build_id: info.build_id.clone(),
         loads: Vec::new(),
+        pieces: Vec::new(),
         needed: info.needed.clone(),
         runpath: None,
         soname: info.soname.clone(),
@@ -234,6 +239,7 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
     read_relocs(&mut part, table, &data)?;
     read_sections(&mut part, table, &data)?;
     read_symbols(&mut part, &file)?;
+    part.pieces = live_pieces(&part);
     for (i, ep) in ENTRY_POINTS.iter().enumerate() {
         let sym = part
             .dynsyms
@@ -437,6 +443,55 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
     }
     let _ = data;
     Ok(())
+}
+
+/// Split each read-only load into the runs of it that hold live sections
+/// (every allocated section the fused image does not regenerate), cutting
+/// only dead stretches of at least a page so that no two pieces share a
+/// page. The root keeps its first bytes: the output's ELF header goes there.
+/// Without section headers nothing is known to be dead and loads stay whole.
+fn live_pieces(part: &Part) -> Vec<Load> {
+    let page = part.loads.iter().map(|l| l.align).max().unwrap_or(1).max(0x1000);
+    if part.sections.is_empty() {
+        return part.loads.clone();
+    }
+    let mut out = Vec::new();
+    for l in &part.loads {
+        let end = l.vaddr + l.memsz;
+        if l.flags & elf::PF_W != 0 || l.filesz != l.memsz {
+            out.push(*l);
+            continue;
+        }
+        let mut live: Vec<(u64, u64)> = part
+            .sections
+            .iter()
+            .filter(|s| s.sh_type != elf::SHT_NOBITS && s.size > 0)
+            .map(|s| (s.addr.max(l.vaddr), (s.addr + s.size).min(end)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        if part.role == Role::Root && l.vaddr == 0 {
+            live.push((0, 64.min(end)));
+        }
+        live.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in live {
+            match runs.last_mut() {
+                Some(r) if a < r.1 + page || a / page <= (r.1 - 1) / page => r.1 = r.1.max(b),
+                _ => runs.push((a, b)),
+            }
+        }
+        for (a, b) in runs {
+            out.push(Load {
+                vaddr: a,
+                memsz: b - a,
+                offset: l.offset + (a - l.vaddr),
+                filesz: b - a,
+                flags: l.flags,
+                align: l.align,
+            });
+        }
+    }
+    out
 }
 
 /// Function and object symbols, from `.symtab` or, when stripped, `.dynsym`.
