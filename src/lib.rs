@@ -12,4 +12,5 @@ pub mod host;
 pub mod inspect;
 pub mod merge;
 pub mod output;
+pub mod profile;
 pub mod verify;

@@ -1,0 +1,3 @@
+//! Profile ingestion: reading `perf.data` (LBR branch stacks and call
+//! chains) and BOLT `.fdata`, mapping samples to function images by
+//! build-id, and aggregating branch, call and RPC-site counts per image.
