@@ -27,6 +27,7 @@ const FLAGS: &[&str] = &[
     "-Wextra",
     "-fvisibility=hidden",
     "-fcf-protection=full",
+    "-fexceptions",
     "-nostartfiles",
     "-Wl,--build-id",
     "-Wl,-z,now",

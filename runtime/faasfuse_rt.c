@@ -49,7 +49,7 @@ struct ff_chunk {
 #define FF_CHUNK_MIN 4000u
 
 /* One worker of one image at one depth; its address is the caller_ctx that
- * image passes back to rt_invoke/rt_append. Allocated once, never moved. */
+ * image passes back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved. */
 struct ff_frame {
     struct ff_worker *w;
     size_t image;
@@ -177,8 +177,15 @@ static void ff_frame_free(struct ff_frame *f)
     free(f);
 }
 
-static int rt_invoke(void *ctx, const char *name, const char *input, size_t len,
-                     const char **output, size_t *output_len);
+/* The invoke_fn every fused image's workers get (tier 0: name lookup per
+ * call), and what lowered RPC sites call directly: the dispatcher (tier 1)
+ * and, through a per-callee entry stub that passes the callee's table index
+ * in place of its name, the callee itself (tier 2). `faasfuse merge` finds
+ * both by name in this image's symbol table. */
+int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
+                         const char **output, size_t *output_len);
+int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
+                           const char **output, size_t *output_len);
 
 static void rt_append(void *ctx, const char *data, size_t len)
 {
@@ -229,7 +236,7 @@ static struct ff_frame *ff_frame_get(struct ff_worker *w, size_t k, uint32_t dep
     f->image = k;
     f->depth = depth;
     void *h = NULL;
-    if (im->create(f, rt_invoke, rt_append, &h) != 0) {
+    if (im->create(f, faasfuse_rt_dispatch, rt_append, &h) != 0) {
         free(f);
         return NULL;
     }
@@ -238,8 +245,8 @@ static struct ff_frame *ff_frame_get(struct ff_worker *w, size_t k, uint32_t dep
     return f;
 }
 
-static int rt_invoke(void *ctx, const char *name, const char *input, size_t len,
-                     const char **output, size_t *output_len)
+int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
+                         const char **output, size_t *output_len)
 {
     struct ff_frame *caller = ctx;
     if (!caller || !output || !output_len)
@@ -248,16 +255,32 @@ static int rt_invoke(void *ctx, const char *name, const char *input, size_t len,
     *output_len = 0;
     if (!name)
         return -1;
-    uint32_t depth = caller->depth + 1;
-    if (depth > FF_MAX_DEPTH)
-        return -1;
     struct ff_worker *w = caller->w;
     size_t k = ff_lookup(w, name);
     if (k == SIZE_MAX) {
+        if (caller->depth + 1 > FF_MAX_DEPTH)
+            return -1;
         if (!w->host_invoke)
             return -1;
         return w->host_invoke(w->host_ctx, name, input, len, output, output_len);
     }
+    return faasfuse_rt_call_image(ctx, k, input, len, output, output_len);
+}
+
+int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
+                           const char **output, size_t *output_len)
+{
+    struct ff_frame *caller = ctx;
+    if (!caller || !output || !output_len)
+        return -1;
+    *output = NULL;
+    *output_len = 0;
+    uint32_t depth = caller->depth + 1;
+    if (depth > FF_MAX_DEPTH)
+        return -1;
+    struct ff_worker *w = caller->w;
+    if (k >= w->count)
+        return -1;
     struct ff_frame *f = ff_frame_get(w, k, depth);
     if (!f)
         return -1;
@@ -322,7 +345,7 @@ int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append
     w->count = (size_t)t->count;
     root->w = w;
     void *h = NULL;
-    int rc = t->images[0].create(root, rt_invoke, rt_append, &h);
+    int rc = t->images[0].create(root, faasfuse_rt_dispatch, rt_append, &h);
     if (rc != 0) {
         free(root);
         free(w);

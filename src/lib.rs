@@ -10,6 +10,7 @@ pub mod elf;
 pub mod error;
 pub mod host;
 pub mod inspect;
+pub mod lower;
 pub mod merge;
 pub mod output;
 pub mod profile;

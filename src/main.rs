@@ -113,6 +113,14 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// Skip verifying the output.
         #[arg(long)]
         no_verify: bool,
+        /// How far to rewrite RPC call sites: `none` keeps every site an
+        /// indirect call through the fusion runtime (tier 0), `dispatch`
+        /// makes each a direct call of the runtime's dispatcher (tier 1),
+        /// `direct` also calls a constant-named fused callee's entry stub
+        /// directly (tier 2). Each lowered site is guarded: if its target at
+        /// run time is not the runtime, the original target is called.
+        #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
+        lower: faasfuse::lower::Level,
     },
     /// Check a (fused) function library: segments, dynamic entries,
     /// relocations, unwind table, exports, and a load test.
@@ -220,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             profile,
             json,
             no_verify,
+            lower,
         } => {
             if let Some(p) = profile {
                 return Err(InputError::new(
@@ -231,7 +240,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let specs = faasfuse::host::resolve_specs(&libraries, None)?;
             let exe = std::env::current_exe()?;
             let verify_with = (!no_verify).then_some(exe.as_path());
-            let report = faasfuse::merge::merge_verified(&specs, &output, verify_with)?;
+            let report = faasfuse::merge::merge_verified(&specs, &output, verify_with, lower)?;
             let text = serde_json::to_string_pretty(&report)?;
             if let Some(m) = manifest {
                 faasfuse::output::write_atomically(&m, format!("{text}\n").as_bytes(), false)?;

@@ -14,7 +14,7 @@ use super::cfg::{FunctionCfg, Origin};
 use crate::elf::Image;
 
 /// The callee of an RPC site.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum Callee {
     /// The name is a constant string in the image.

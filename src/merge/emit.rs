@@ -12,6 +12,7 @@ use super::eh_frame::{EhFrameInput, EhFrameLayout};
 use super::input::{Part, Role};
 use super::relocs::{self, Rela, Rewritten};
 use super::runtime;
+use crate::lower::{self, Dest, SitePlan, SiteRecord};
 
 fn align_up(v: u64, a: u64) -> u64 {
     if a <= 1 {
@@ -103,12 +104,15 @@ pub struct Output {
     pub placements: Vec<Placement>,
     pub relocations: usize,
     pub imports: usize,
+    /// Every RPC site, with its tier, at its fused address.
+    pub sites: Vec<SiteRecord>,
 }
 
 const DYN_ENTRY: u64 = 16;
 
-/// Lay out and encode the fused image of `parts` (root first, runtime last).
-pub fn write(parts: &[Part]) -> Result<Output> {
+/// Lay out and encode the fused image of `parts` (root first, runtime last),
+/// rewriting the RPC sites `plans` (one list per part) lowers.
+pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     let page = parts
         .iter()
         .flat_map(|p| p.loads.iter().map(|l| l.align))
@@ -151,6 +155,47 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         });
     }
 
+    // 1b. New code: one thunk per lowered site, then the entry stubs of the
+    //     images tier-2 sites call.
+    let runtime_index = parts.len() - 1;
+    let rt_disp = placements[runtime_index].disp;
+    let rt_symbol = |name: &str| {
+        parts[runtime_index]
+            .symbols
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value + rt_disp)
+            .ok_or_else(|| anyhow::anyhow!("fusion runtime lacks {name}"))
+    };
+    let mut stub_images: Vec<usize> = plans
+        .iter()
+        .flatten()
+        .filter_map(|p| match p.lowered.as_ref()?.dest {
+            Dest::Image(k) => Some(k),
+            Dest::Dispatch => None,
+        })
+        .collect();
+    stub_images.sort_unstable();
+    stub_images.dedup();
+    let thunks_size: u64 = plans
+        .iter()
+        .flatten()
+        .filter_map(|p| p.lowered.as_ref())
+        .map(|l| align_up(l.thunk_size, 16))
+        .sum();
+    let text_size = thunks_size + lower::STUB_SIZE * stub_images.len() as u64;
+    let text = (text_size > 0).then(|| {
+        let offset = align_up(fcur, 16);
+        let slot = Slot {
+            vaddr: align_up(vcur, page) + offset % page,
+            offset,
+            size: text_size,
+        };
+        vcur = slot.vaddr + text_size;
+        fcur = offset + text_size;
+        slot
+    });
+
     // 2. Combined TLS block.
     let mut tls_size = 0u64;
     let mut tls_align = 1u64;
@@ -183,9 +228,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
             &mut probe,
         )?;
     }
-    let runtime_index = parts.len() - 1;
     let rt = &parts[runtime_index];
-    let rt_disp = placements[runtime_index].disp;
 
     // Section headers of the copied images (indices are final: new
     // sections follow them).
@@ -288,6 +331,11 @@ pub fn write(parts: &[Part]) -> Result<Output> {
             })
         })
         .collect();
+    let unwind = text.map(|t| lower::unwind_blob(t.vaddr, t.size));
+    let mut eh_inputs = eh_inputs;
+    if let Some(b) = &unwind {
+        eh_inputs.push(EhFrameInput { bytes: b, vaddr: 0 });
+    }
     let eh = EhFrameLayout::parse(&eh_inputs)?;
 
     let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);
@@ -318,6 +366,9 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let mut phnum = 1 + parts.iter().map(|p| p.pieces.len()).sum::<usize>() + 2 + 1 + 1 + 1 + 1;
     if cet != 0 {
         phnum += 2;
+    }
+    if text.is_some() {
+        phnum += 1;
     }
     if tls_size > 0 {
         phnum += 1;
@@ -441,7 +492,73 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     }
     let relative_count = relocs::sort(&mut relas);
 
-    // 7. Encode the new contents.
+    // 7. Encode the new contents: lowered sites first.
+    let mut code = Vec::new();
+    let mut site_patches = Vec::new();
+    let mut code_symbols: Vec<(String, u64, u64)> = Vec::new();
+    let mut records = Vec::new();
+    let dispatch = if text.is_some() {
+        Some((
+            rt_symbol("faasfuse_rt_dispatch")?,
+            rt_symbol("faasfuse_rt_call_image")?,
+        ))
+    } else {
+        None
+    };
+    let text_start = text.map_or(0, |t| t.vaddr);
+    let mut at = text_start;
+    let stub_at = |k: usize| {
+        let i = stub_images.iter().position(|&x| x == k).unwrap_or(0) as u64;
+        text_start + thunks_size + lower::STUB_SIZE * i
+    };
+    for ((p, pl), list) in parts.iter().zip(&placements).zip(plans) {
+        for plan in list {
+            let mut thunk = None;
+            if let (Some(l), Some((dispatch, _))) = (&plan.lowered, dispatch) {
+                let dest = match l.dest {
+                    Dest::Dispatch => dispatch,
+                    Dest::Image(k) => stub_at(k),
+                };
+                let mut b = lower::thunk_bytes(l, pl.disp, at, dispatch, dest)?;
+                if b.len() as u64 != l.thunk_size {
+                    bail!("internal error: thunk size changed with its address");
+                }
+                b.resize(align_up(l.thunk_size, 16) as usize, 0xcc);
+                code.extend_from_slice(&b);
+                site_patches.push(lower::patch_site(l, pl.disp, at)?);
+                let to = match l.dest {
+                    Dest::Dispatch => "dispatch".to_string(),
+                    Dest::Image(k) => format!("to_{}", parts[k].name),
+                };
+                code_symbols.push((
+                    format!("{}::{to}@{:#x}", p.name, plan.site.address),
+                    at,
+                    l.thunk_size,
+                ));
+                thunk = Some(at);
+                at += b.len() as u64;
+            }
+            records.push(SiteRecord {
+                image: p.name.clone(),
+                function: plan.site.function.clone(),
+                input_address: plan.site.address,
+                address: plan.site.address + pl.disp,
+                callee: plan.site.callee.clone(),
+                tier: plan.tier(),
+                thunk,
+                reason: plan.reason.clone(),
+            });
+        }
+    }
+    if let Some((_, call_image)) = dispatch {
+        for &k in &stub_images {
+            let here = stub_at(k);
+            code.extend(lower::stub_bytes(k, here, call_image)?);
+            code_symbols.push((format!("{}::entry_stub", parts[k].name), here, 10));
+        }
+    }
+    let sites_json = serde_json::to_vec_pretty(&records)?;
+
     let (eh_bytes, hdr_bytes) = eh.emit(eh_slot.vaddr, hdr_slot.vaddr)?;
     let mut dynamic: Vec<(u32, u64)> = Vec::new();
     for off in &needed_off {
@@ -522,6 +639,16 @@ pub fn write(parts: &[Part]) -> Result<Output> {
     let rela_idx = add(".rela.dyn", elf::SHT_RELA, a, rela_slot, 8, 24);
     add(".eh_frame_hdr", elf::SHT_PROGBITS, a, hdr_slot, 4, 0);
     add(".eh_frame", elf::SHT_PROGBITS, a, eh_slot, 8, 0);
+    if let Some(t) = text {
+        add(
+            ".text.faasfuse.rpc",
+            elf::SHT_PROGBITS,
+            elf::SHF_ALLOC | elf::SHF_EXECINSTR,
+            t,
+            16,
+            0,
+        );
+    }
     let dynamic_idx = add(".dynamic", elf::SHT_DYNAMIC, wa, dynamic_slot, 8, 16);
     add(".init_array", elf::SHT_INIT_ARRAY, wa, init_slot, 8, 8);
     add(".fini_array", elf::SHT_FINI_ARRAY, wa, fini_slot, 8, 8);
@@ -587,7 +714,19 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         });
         fend += size;
     }
-    let (symtab, strtab, first_global) = symtab_bytes(parts, &placements, &sections, &syms);
+    fend = align_up(fend, 8);
+    let sites_off = fend;
+    sections.push(OutSection {
+        name: lower::SITES_SECTION.into(),
+        sh_type: elf::SHT_PROGBITS,
+        offset: sites_off,
+        size: sites_json.len() as u64,
+        align: 1,
+        ..Default::default()
+    });
+    fend += sites_json.len() as u64;
+    let (symtab, strtab, first_global) =
+        symtab_bytes(parts, &placements, &sections, &syms, &code_symbols);
     fend = align_up(fend, 8);
     let symtab_off = fend;
     fend += symtab.len() as u64;
@@ -650,6 +789,17 @@ pub fn write(parts: &[Part]) -> Result<Output> {
                 align: page,
             });
         }
+    }
+    if let Some(t) = text {
+        phdrs.push(Phdr {
+            p_type: elf::PT_LOAD,
+            flags: elf::PF_R | elf::PF_X,
+            offset: t.offset,
+            vaddr: t.vaddr,
+            filesz: t.size,
+            memsz: t.size,
+            align: page,
+        });
     }
     let seg = |p_type, flags, start: Slot, end_vaddr: u64, memsz: u64, align| Phdr {
         p_type,
@@ -747,8 +897,17 @@ pub fn write(parts: &[Part]) -> Result<Output> {
             out[*off as usize..(*off + l.filesz) as usize].copy_from_slice(src);
         }
     }
+    for (vaddr, bytes) in &site_patches {
+        let off = output_range(&phdrs, *vaddr, bytes.len() as u64)
+            .ok_or_else(|| anyhow::anyhow!("internal error: site outside the file"))?;
+        out[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    if let Some(t) = text {
+        out[t.offset as usize..(t.offset + t.size) as usize].copy_from_slice(&code);
+    }
+    out[sites_off as usize..sites_off as usize + sites_json.len()].copy_from_slice(&sites_json);
     for (vaddr, value) in &rw.patches {
-        let off = output_offset(&phdrs, *vaddr)
+        let off = output_range(&phdrs, *vaddr, 8)
             .ok_or_else(|| anyhow::anyhow!("internal error: patch outside the file"))?;
         out[off..off + 8].copy_from_slice(&value.to_le_bytes());
     }
@@ -858,6 +1017,7 @@ pub fn write(parts: &[Part]) -> Result<Output> {
         placements,
         relocations: relas.len(),
         imports: syms.imports.len(),
+        sites: records,
     })
 }
 
@@ -871,10 +1031,11 @@ fn file_offset(part: &Part, pl: &Placement, vaddr: u64) -> u64 {
     0
 }
 
-fn output_offset(phdrs: &[Phdr], vaddr: u64) -> Option<usize> {
+/// The file offset of `len` bytes at `vaddr`, if a loaded segment holds them.
+fn output_range(phdrs: &[Phdr], vaddr: u64, len: u64) -> Option<usize> {
     phdrs
         .iter()
-        .find(|p| p.p_type == elf::PT_LOAD && vaddr >= p.vaddr && vaddr + 8 <= p.vaddr + p.filesz)
+        .find(|p| p.p_type == elf::PT_LOAD && vaddr >= p.vaddr && vaddr + len <= p.vaddr + p.filesz)
         .map(|p| (p.offset + vaddr - p.vaddr) as usize)
 }
 
@@ -924,6 +1085,7 @@ fn symtab_bytes(
     placements: &[Placement],
     sections: &[OutSection],
     syms: &DynSymtab,
+    code_symbols: &[(String, u64, u64)],
 ) -> (Vec<u8>, Vec<u8>, u32) {
     let mut strtab = StrTab::new();
     let mut out = vec![0u8; 24];
@@ -958,6 +1120,19 @@ fn symtab_bytes(
             out.extend_from_slice(&s.size.to_le_bytes());
             count += 1;
         }
+    }
+    for (name, value, size) in code_symbols {
+        let Some(ndx) = shndx(*value, *size) else {
+            continue;
+        };
+        let name = strtab.add(name);
+        out.extend_from_slice(&name.to_le_bytes());
+        out.push((elf::STB_LOCAL << 4) | elf::STT_FUNC);
+        out.push(elf::STV_DEFAULT);
+        out.extend_from_slice(&ndx.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        count += 1;
     }
     let first_global = count;
     for e in &syms.exports {

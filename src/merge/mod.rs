@@ -22,6 +22,7 @@ use crate::analyze::{find_rpc_sites, Callee, RpcSite};
 use crate::elf::Image;
 use crate::error::InputError;
 use crate::host::FunctionSpec;
+use crate::lower::{self, Level, SitePlan};
 use input::Role;
 
 pub use input::decode_relr;
@@ -49,7 +50,12 @@ pub struct ManifestSite {
     pub address: u64,
     pub function: Option<String>,
     pub callee: Callee,
-    /// What the call does in the fused image.
+    /// 0: indirect call through the runtime; 1: direct call of the
+    /// runtime's dispatcher; 2: direct call of the callee's entry stub.
+    pub tier: u8,
+    /// The site's thunk in the fused image, when lowered.
+    pub thunk: Option<u64>,
+    /// What the call does in the fused image, and why it has its tier.
     pub handling: String,
 }
 
@@ -84,7 +90,7 @@ pub struct Manifest {
 }
 
 /// Fuse `specs` (root first) into `output`.
-pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
+pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Manifest> {
     crate::host::check_unique(specs)?;
     let root = &specs[0];
     let mut images = Vec::new();
@@ -146,7 +152,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
         reason: "root: the fused image serves it and exports its entry points".into(),
     }];
     let mut parts = Vec::new();
-    let mut site_lists = Vec::new();
+    let mut plans: Vec<Vec<SitePlan>> = Vec::new();
+    let table: Vec<String> = order.iter().map(|&i| images[i].0.name.clone()).collect();
     let mut input_bytes = 0;
     let mut slots: Vec<Option<(FunctionSpec, Image, Vec<RpcSite>)>> =
         images.into_iter().map(Some).collect();
@@ -169,14 +176,15 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
                 ),
             });
         }
+        plans.push(lower::plan(&image, &sites, &table, level));
         let role = if k == 0 { Role::Root } else { Role::Callee };
         let part = input::read_part(image, &spec.name, role)?;
         input::check_supported(&part)?;
         parts.push(part);
-        site_lists.push(sites);
     }
     let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
     parts.push(input::read_part(runtime, RUNTIME_NAME, Role::Runtime)?);
+    plans.push(Vec::new());
 
     let mut notes = Vec::new();
     for p in &parts[1..] {
@@ -188,14 +196,15 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
         }
     }
 
-    let out = emit::write(&parts).with_context(|| format!("fusing into {}", output.display()))?;
+    let out = emit::write(&parts, &plans).with_context(|| format!("fusing into {}", output.display()))?;
     let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-    let mut rpc_sites = Vec::new();
-    for ((p, pl), sites) in parts.iter().zip(&out.placements).zip(&site_lists) {
-        for s in sites {
-            let handling = match &s.callee {
+    let rpc_sites = out
+        .sites
+        .iter()
+        .map(|r| {
+            let reaches = match &r.callee {
                 Callee::Constant(n) if fused.contains(n.as_str()) => {
-                    format!("in-process call of {n} through the fusion runtime")
+                    format!("in-process call of {n}")
                 }
                 Callee::Constant(n) => format!("RPC to {n} through the host (not fused)"),
                 Callee::Dynamic => {
@@ -203,16 +212,18 @@ pub fn merge(specs: &[FunctionSpec], output: &Path) -> Result<Manifest> {
                         .into()
                 }
             };
-            rpc_sites.push(ManifestSite {
-                image: p.name.clone(),
-                input_address: s.address,
-                address: s.address + pl.disp,
-                function: s.function.clone(),
-                callee: s.callee.clone(),
-                handling,
-            });
-        }
-    }
+            ManifestSite {
+                image: r.image.clone(),
+                input_address: r.input_address,
+                address: r.address,
+                function: r.function.clone(),
+                callee: r.callee.clone(),
+                tier: r.tier,
+                thunk: r.thunk,
+                handling: format!("{reaches}; tier {}: {}", r.tier, r.reason),
+            }
+        })
+        .collect();
     crate::output::write_atomically(output, &out.bytes, true)?;
     Ok(Manifest {
         output: output.display().to_string(),
@@ -246,10 +257,11 @@ pub fn merge_verified(
     specs: &[FunctionSpec],
     output: &Path,
     verify_with: Option<&Path>,
+    level: Level,
 ) -> Result<Manifest> {
     let staged = crate::output::sibling_temp(output, "staged")?;
     let result = (|| {
-        let mut manifest = merge(specs, &staged)?;
+        let mut manifest = merge(specs, &staged, level)?;
         manifest.output = output.display().to_string();
         if let Some(exe) = verify_with {
             let report = crate::verify::verify(&staged, Some(exe))?;

@@ -1,0 +1,173 @@
+//! Machine code for lowered sites: the rewritten site, its thunk, the
+//! per-callee entry stubs, and the unwind entry that covers them.
+
+use anyhow::{anyhow, Result};
+use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+
+use super::{Lowered, Target};
+
+/// Size reserved for one entry stub (`mov esi, k; jmp call_image`).
+pub const STUB_SIZE: u64 = 16;
+
+fn encode_all(insns: &[Instruction], at: u64) -> Result<Vec<u8>> {
+    let mut enc = Encoder::new(64);
+    let mut rip = at;
+    for x in insns {
+        let n = enc
+            .encode(x, rip)
+            .map_err(|e| anyhow!("encoding `{x}`: {e}"))?;
+        rip += n as u64;
+    }
+    Ok(enc.take_buffer())
+}
+
+/// The moved instructions as they must run in the thunk: displaced by
+/// `disp`, with `rsp`-based operands 8 higher (the return address is
+/// pushed).
+fn relocate(x: &Instruction, disp: u64) -> Instruction {
+    let mut y = *x;
+    if y.is_ip_rel_memory_operand() {
+        y.set_memory_displacement64(x.ip_rel_memory_address().wrapping_add(disp));
+    } else if y.memory_base() == Register::RSP {
+        y.set_memory_displacement64(x.memory_displacement64().wrapping_add(8));
+        // 1 = the shortest form that fits (the encoder widens it).
+        y.set_memory_displ_size(1);
+    }
+    y
+}
+
+/// A `call [mem]` operand read into `r11` from the thunk.
+fn load_target(call: &Instruction, disp: u64) -> Result<Instruction> {
+    let m = relocate(call, disp);
+    let displ = m.memory_displacement64() as i64;
+    let mem = MemoryOperand::new(
+        m.memory_base(),
+        m.memory_index(),
+        m.memory_index_scale(),
+        displ,
+        if displ == 0 { 0 } else { 1 },
+        false,
+        m.memory_segment(),
+    );
+    Ok(Instruction::with2(Code::Mov_r64_rm64, Register::R11, mem)?)
+}
+
+/// The thunk of a lowered site placed at `at`, the site's image displaced
+/// by `disp`; `dispatch` is the runtime's dispatcher and `dest` where the
+/// guarded call goes.
+pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) -> Result<Vec<u8>> {
+    let mut insns: Vec<Instruction> = l.moved.iter().map(|x| relocate(x, disp)).collect();
+    let target = match l.target {
+        Target::Reg(r) => r,
+        Target::Mem(call) => {
+            insns.push(load_target(&call, disp)?);
+            Register::R11
+        }
+    };
+    let scratch = if target == Register::R10 {
+        Register::R11
+    } else {
+        Register::R10
+    };
+    insns.push(Instruction::with2(
+        Code::Lea_r64_m,
+        scratch,
+        MemoryOperand::with_base_displ(Register::RIP, dispatch as i64),
+    )?);
+    insns.push(Instruction::with2(Code::Cmp_rm64_r64, target, scratch)?);
+    // Sizes do not depend on addresses (rel32 and disp32 forms), so the
+    // fallback's address is known from a first encoding.
+    let mut jne = Instruction::with_branch(Code::Jne_rel32_64, at)?;
+    let jmp = Instruction::with_branch(Code::Jmp_rel32_64, dest)?;
+    let head = encode_all(&insns, at)?.len() as u64;
+    jne.set_near_branch64(at + head + 6 + 5);
+    insns.push(jne);
+    insns.push(jmp);
+    insns.push(Instruction::with1(Code::Jmp_rm64, target)?);
+    encode_all(&insns, at)
+}
+
+/// An entry stub for fused image `k`: the dispatcher's arguments with the
+/// name replaced by the image's index, to the runtime's `call_image`.
+pub fn stub_bytes(k: usize, at: u64, call_image: u64) -> Result<Vec<u8>> {
+    let insns = [
+        Instruction::with2(Code::Mov_r32_imm32, Register::ESI, k as u32)?,
+        Instruction::with_branch(Code::Jmp_rel32_64, call_image)?,
+    ];
+    let mut b = encode_all(&insns, at)?;
+    b.resize(STUB_SIZE as usize, 0xcc);
+    Ok(b)
+}
+
+/// The rewritten site: NOPs where the moved instructions were, then a
+/// `call rel32` to the thunk ending at the original return address.
+/// Returns the output address of the first byte and the bytes.
+pub fn patch_site(l: &Lowered, disp: u64, thunk: u64) -> Result<(u64, Vec<u8>)> {
+    let start = l.window_start + disp;
+    let end = l.call_end + disp;
+    let mut bytes = nops((end - start - 5) as usize);
+    let call = Instruction::with_branch(Code::Call_rel32_64, thunk)?;
+    bytes.extend(encode_all(&[call], end - 5)?);
+    Ok((start, bytes))
+}
+
+/// `n` bytes of the recommended multi-byte NOPs.
+fn nops(mut n: usize) -> Vec<u8> {
+    const NOPS: [&[u8]; 9] = [
+        &[0x90],
+        &[0x66, 0x90],
+        &[0x0f, 0x1f, 0x00],
+        &[0x0f, 0x1f, 0x40, 0x00],
+        &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+        &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    ];
+    let mut out = Vec::with_capacity(n);
+    while n > 0 {
+        let k = n.min(NOPS.len());
+        out.extend_from_slice(NOPS[k - 1]);
+        n -= k;
+    }
+    out
+}
+
+/// A CIE and one FDE covering `[start, start + len)` with the rule of a
+/// function entry (CFA = rsp + 8, return address at CFA - 8, every other
+/// register unchanged), which holds everywhere in thunks and stubs: they
+/// are entered by a call and push nothing. Encoded as if the blob were at
+/// address 0 (its PC-relative field is rebased where it lands).
+pub fn unwind_blob(start: u64, len: u64) -> Vec<u8> {
+    let mut cie = vec![
+        0, 0, 0, 0, // CIE id
+        1, // version
+        b'z', b'R', 0, // augmentation
+        1,    // code alignment
+        0x78, // data alignment -8
+        16,   // return address register (rip)
+        1,    // augmentation data length
+        0x1b, // FDE pointers: pcrel | sdata4
+        0x0c, 7, 8, // DW_CFA_def_cfa rsp, 8
+        0x90, 1, // DW_CFA_offset rip, cfa-8
+    ];
+    while (cie.len() + 4) % 8 != 0 {
+        cie.push(0); // DW_CFA_nop
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&(cie.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cie);
+    let fde_at = out.len();
+    let mut fde = Vec::new();
+    fde.extend_from_slice(&((fde_at + 4) as u32).to_le_bytes()); // back to the CIE
+    let field = (fde_at + 8) as u64;
+    fde.extend_from_slice(&(start.wrapping_sub(field) as u32).to_le_bytes());
+    fde.extend_from_slice(&(len as u32).to_le_bytes());
+    fde.push(0); // augmentation data length
+    while (fde.len() + 4) % 8 != 0 {
+        fde.push(0);
+    }
+    out.extend_from_slice(&(fde.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fde);
+    out
+}

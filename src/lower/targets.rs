@@ -1,0 +1,99 @@
+//! Every address control can enter other than by falling through: targets
+//! of direct branches and calls anywhere in the image (a function's cold
+//! part jumps back into its hot part), jump-table entries, and exception
+//! landing pads. Code may be moved only from between such addresses.
+
+use std::collections::BTreeSet;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+
+use super::landing_pads;
+use crate::elf::Image;
+
+/// Most entries one jump table is read for.
+const MAX_TABLE: u64 = 4096;
+
+pub struct BranchTargets {
+    pub targets: BTreeSet<u64>,
+    /// Functions (by start address) with an indirect jump whose targets
+    /// were not found: nothing inside them may move.
+    pub unresolved: BTreeSet<u64>,
+}
+
+/// Decode every function of `image` and collect what enters code.
+pub fn collect(image: &Image) -> BranchTargets {
+    let code: Vec<(u64, u64)> = image
+        .code_ranges()
+        .iter()
+        .map(|r| (r.vaddr, r.vaddr + r.bytes.len() as u64))
+        .collect();
+    let in_code = |a: u64| code.iter().any(|&(lo, hi)| a >= lo && a < hi);
+    let mut targets = BTreeSet::new();
+    let mut unresolved = BTreeSet::new();
+    for f in image.info.functions.iter().filter(|f| f.size > 0) {
+        let Some(bytes) = image.read_vaddr(f.address, f.size as usize) else {
+            continue;
+        };
+        targets.insert(f.address);
+        let mut dec = Decoder::with_ip(64, bytes, f.address, DecoderOptions::NONE);
+        let mut x = Instruction::default();
+        let mut tables = Vec::new();
+        let mut indirect_jump = false;
+        while dec.can_decode() {
+            dec.decode_out(&mut x);
+            match x.flow_control() {
+                FlowControl::ConditionalBranch
+                | FlowControl::UnconditionalBranch
+                | FlowControl::Call => {
+                    targets.insert(x.near_branch_target());
+                }
+                // A jump through a GOT slot is a tail call of an import.
+                FlowControl::IndirectBranch
+                    if !(x.op0_kind() == OpKind::Memory && x.is_ip_rel_memory_operand()) =>
+                {
+                    indirect_jump = true;
+                }
+                _ => {}
+            }
+            // Jump tables are addressed PC-relatively outside the code.
+            if x.is_ip_rel_memory_operand() && !in_code(x.ip_rel_memory_address()) {
+                tables.push(x.ip_rel_memory_address());
+            }
+        }
+        if !indirect_jump {
+            continue;
+        }
+        // Read each candidate table as `int32` offsets from its base while
+        // they land in code: more targets than real only makes moving code
+        // rarer, never wrong.
+        let mut found = false;
+        for base in tables {
+            for i in 0..MAX_TABLE {
+                let Some(b) = image.read_vaddr(base + 4 * i, 4) else {
+                    break;
+                };
+                let e = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+                let t = base.wrapping_add_signed(i64::from(e));
+                if !in_code(t) {
+                    break;
+                }
+                targets.insert(t);
+                found = true;
+            }
+        }
+        if !found {
+            unresolved.insert(f.address);
+        }
+    }
+    let (pads, unknown) = landing_pads::collect(image);
+    targets.extend(pads);
+    for start in unknown {
+        if let Some(f) = image.function_at(start) {
+            unresolved.insert(f.address);
+        }
+    }
+    BranchTargets {
+        targets,
+        unresolved,
+    }
+}
