@@ -9,23 +9,45 @@ use serde::Serialize;
 
 use crate::analyze::{find_rpc_sites, RpcSite};
 use crate::elf::{Image, ImageInfo};
+use crate::error::InputError;
+use crate::lower::{SiteRecord, SITES_SECTION};
 
 #[derive(Debug, Serialize)]
 pub struct InspectReport {
     pub path: String,
     #[serde(flatten)]
     pub info: ImageInfo,
+    /// Indirect RPC call sites found in the code.
     pub rpc_sites: Vec<RpcSite>,
+    /// In a fused image: every RPC site of its input images with its tier
+    /// (what `merge` recorded; lowered sites are direct calls now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused_sites: Option<Vec<SiteRecord>>,
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport> {
     let image = Image::load(path)?;
     let rpc_sites = find_rpc_sites(&image);
+    let fused_sites = fused_sites(&image)?;
     Ok(InspectReport {
         path: path.display().to_string(),
         info: image.info.clone(),
         rpc_sites,
+        fused_sites,
     })
+}
+
+/// The site list `merge` leaves in a fused image, if this is one.
+fn fused_sites(image: &Image) -> Result<Option<Vec<SiteRecord>>> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(&*image.data)?;
+    let Some(section) = file.section_by_name(SITES_SECTION) else {
+        return Ok(None);
+    };
+    let bad = |e: String| InputError::new(&image.path, format!("{SITES_SECTION}: {e}"));
+    let data = section.data().map_err(|e| bad(e.to_string()))?;
+    let sites = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(sites))
 }
 
 fn yes(b: bool) -> &'static str {
@@ -143,6 +165,21 @@ impl InspectReport {
                 r.function.as_deref().unwrap_or("?"),
                 r.instruction
             );
+        }
+        if let Some(sites) = &self.fused_sites {
+            let _ = writeln!(s, "  fused RPC sites ({}):", sites.len());
+            for r in sites {
+                let _ = writeln!(
+                    s,
+                    "    {:#010x}  tier {}  {:<10} in {}::{}  ({})",
+                    r.address,
+                    r.tier,
+                    r.callee.to_string(),
+                    r.image,
+                    r.function.as_deref().unwrap_or("?"),
+                    r.reason
+                );
+            }
         }
         s
     }

@@ -9,34 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn out_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("merge-out");
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dir("merge-out")
 }
 
-/// Fuse every function of `w` (root first) into `out`.
 fn fuse(w: &Workflow, variant: &str, out: &Path) -> serde_json::Value {
-    let manifest = out.with_extension("json");
-    run_ok(
-        faasfuse()
-            .arg("merge")
-            .args(w.deploy_args(variant))
-            .arg("-o")
-            .arg(out)
-            .arg("--manifest")
-            .arg(&manifest),
-    );
-    serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap()
-}
-
-fn serve(deploy: &[String], root: &str, inputs: &Path, ipc: bool) -> String {
-    let mut cmd = faasfuse();
-    cmd.arg("run").args(deploy).arg("--inputs").arg(inputs);
-    if ipc {
-        cmd.arg("--ipc");
-    }
-    cmd.arg("--").arg(root);
-    String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+    fuse_workflow(w, variant, out, &[])
 }
 
 fn compare(w: &Workflow, variant: &str, n: usize, ipc_too: bool) {
@@ -69,14 +46,6 @@ fn compare(w: &Workflow, variant: &str, n: usize, ipc_too: bool) {
         "{}: both success and error paths",
         w.name
     );
-}
-
-fn assert_lines_equal(a: &str, b: &str, inputs: &[String], what: &str) {
-    let (a, b): (Vec<_>, Vec<_>) = (a.lines().collect(), b.lines().collect());
-    assert_eq!(a.len(), b.len(), "{what}: line count");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!(x, y, "{what}: input {:?}", inputs[i]);
-    }
 }
 
 #[test]

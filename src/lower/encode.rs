@@ -142,7 +142,7 @@ pub fn unwind_blob(start: u64, len: u64) -> Vec<u8> {
     let mut cie = vec![
         0, 0, 0, 0, // CIE id
         1, // version
-        b'z', b'R', 0, // augmentation
+        b'z', b'R', 0,    // augmentation
         1,    // code alignment
         0x78, // data alignment -8
         16,   // return address register (rip)

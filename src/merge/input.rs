@@ -451,7 +451,13 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
 /// page. The root keeps its first bytes: the output's ELF header goes there.
 /// Without section headers nothing is known to be dead and loads stay whole.
 fn live_pieces(part: &Part) -> Vec<Load> {
-    let page = part.loads.iter().map(|l| l.align).max().unwrap_or(1).max(0x1000);
+    let page = part
+        .loads
+        .iter()
+        .map(|l| l.align)
+        .max()
+        .unwrap_or(1)
+        .max(0x1000);
     if part.sections.is_empty() {
         return part.loads.clone();
     }

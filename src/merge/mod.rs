@@ -196,7 +196,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Mani
         }
     }
 
-    let out = emit::write(&parts, &plans).with_context(|| format!("fusing into {}", output.display()))?;
+    let out =
+        emit::write(&parts, &plans).with_context(|| format!("fusing into {}", output.display()))?;
     let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     let rpc_sites = out
         .sites

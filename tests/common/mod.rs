@@ -169,3 +169,69 @@ pub fn input_file(name: &str, inputs: &[String]) -> PathBuf {
     std::fs::write(&p, inputs.join("\n") + "\n").unwrap();
     p
 }
+
+/// A directory for a test's outputs, created on first use.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Fuse every function of `w` (root first) into `out` with `extra` merge
+/// arguments; returns the manifest.
+pub fn fuse_workflow(w: &Workflow, variant: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let manifest = out.with_extension("json");
+    run_ok(
+        faasfuse()
+            .arg("merge")
+            .args(w.deploy_args(variant))
+            .arg("-o")
+            .arg(out)
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(extra),
+    );
+    serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap()
+}
+
+/// Serve `inputs` (a file, one per line) on the local host; its stdout.
+pub fn serve(deploy: &[String], root: &str, inputs: &Path, ipc: bool) -> String {
+    let mut cmd = faasfuse();
+    cmd.arg("run").args(deploy).arg("--inputs").arg(inputs);
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(root);
+    String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+}
+
+/// Same output line for every input.
+pub fn assert_lines_equal(a: &str, b: &str, inputs: &[String], what: &str) {
+    let (a, b): (Vec<_>, Vec<_>) = (a.lines().collect(), b.lines().collect());
+    assert_eq!(a.len(), b.len(), "{what}: line count");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "{what}: input {:?}", inputs[i]);
+    }
+}
+
+/// Compile one C or C++ test library from tests/data into `dir`.
+pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
+    let out = dir.join(format!("lib{stem}.so"));
+    let cc = if source.ends_with(".c") { "gcc" } else { "g++" };
+    let o = Command::new(cc)
+        .args(["-shared", "-fPIC", "-O2", "-g"])
+        .arg("-I")
+        .arg(repo().join("fixtures/include"))
+        .arg(repo().join("tests/data").join(source))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cc} {source}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
