@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cost of one nested call, measured side by side in one run: unfused over
-# IPC (one worker process per function), unfused in one process, fused
-# (through the fusion runtime), and a direct C call in one library (the
-# physical limit). Per-call cost = (p50 with N nested calls - p50 with 0) / N.
+# IPC (one worker process per function), unfused in one process, fused at
+# each lowering tier (0: indirect call through the runtime's dispatcher,
+# 1: direct call of the dispatcher, 2: direct call of the callee's entry
+# stub), and a direct C call in one library (the physical limit). Per-call cost = (p50 with N nested calls - p50 with 0) / N.
 #
 # Usage: scripts/bench-nested.sh [REPEAT]    (default 200 requests per point)
 # Writes out/bench/nested.csv.
@@ -17,8 +18,10 @@ CFLAGS="-shared -fPIC -O2 -Ifixtures/include"
 for f in benchcaller benchcallee benchdirect; do
   gcc $CFLAGS "benches/functions/$f.c" -o "$OUT/lib$f.so"
 done
-"$FF" merge BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so" \
-  -o "$OUT/libbenchcaller.fused.so" > /dev/null
+for level in none dispatch direct; do
+  "$FF" merge BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so" \
+    --lower "$level" -o "$OUT/libbenchcaller.fused-$level.so" > /dev/null
+done
 
 p50() { # deploy... -- N : prints request p50 in ns
   local n="${*: -1}"; local args=("${@:1:$#-1}")
@@ -27,7 +30,6 @@ p50() { # deploy... -- N : prints request p50 in ns
 }
 
 UNFUSED=(BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so")
-FUSED=(BenchCaller="$OUT/libbenchcaller.fused.so")
 DIRECT=(BenchCaller="$OUT/libbenchdirect.so")
 
 echo "mode,nested_calls_per_request,p50_request_ns,p50_empty_request_ns,ns_per_nested_call" > "$OUT/nested.csv"
@@ -43,7 +45,9 @@ PY
 }
 row unfused-ipc 100 "${UNFUSED[@]}" --ipc
 row unfused-in-process 1000 "${UNFUSED[@]}"
-row fused 10000 "${FUSED[@]}"
+row fused-tier0 10000 BenchCaller="$OUT/libbenchcaller.fused-none.so"
+row fused-tier1 10000 BenchCaller="$OUT/libbenchcaller.fused-dispatch.so"
+row fused-tier2 10000 BenchCaller="$OUT/libbenchcaller.fused-direct.so"
 row direct-c-call 10000 "${DIRECT[@]}"
 
 python3 - "$OUT/nested.csv" <<'PY'
@@ -52,7 +56,11 @@ rows = {r["mode"]: float(r["ns_per_nested_call"]) for r in csv.DictReader(open(s
 print(f'{"mode":<20} {"ns per nested call":>20}')
 for m, v in rows.items():
     print(f"{m:<20} {v:>20.1f}")
-ipc, fused, direct = rows["unfused-ipc"], rows["fused"], rows["direct-c-call"]
-print(f"\nunfused IPC / fused:           {ipc / max(fused, 0.01):,.0f}x")
-print(f"fused overhead over direct C:  {fused - direct:.1f} ns")
+ipc, direct = rows["unfused-ipc"], rows["direct-c-call"]
+t0, t2 = rows["fused-tier0"], rows["fused-tier2"]
+print(f"\nunfused IPC / fused tier 0:    {ipc / max(t0, 0.01):,.0f}x")
+print(f"unfused IPC / fused tier 2:    {ipc / max(t2, 0.01):,.0f}x")
+print(f"tier 0 over direct C call:     {t0 - direct:.1f} ns")
+print(f"tier 2 over direct C call:     {t2 - direct:.1f} ns")
+print(f"tier 2 / direct C call:        {t2 / max(direct, 0.01):.1f}x")
 PY
