@@ -171,3 +171,91 @@ pub fn unwind_blob(start: u64, len: u64) -> Vec<u8> {
     out.extend_from_slice(&fde);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+
+    #[test]
+    fn nops_decode_as_nops_of_the_exact_length() {
+        for n in 0..40 {
+            let b = nops(n);
+            assert_eq!(b.len(), n);
+            let mut d = Decoder::with_ip(64, &b, 0, DecoderOptions::NONE);
+            assert!(d.iter().all(|x| x.mnemonic() == Mnemonic::Nop));
+        }
+    }
+
+    #[test]
+    fn unwind_blob_parses_and_covers_the_region() {
+        let blob = unwind_blob(0x5000, 0x40);
+        let eh = EhFrame::new(&blob, LittleEndian);
+        let bases = BaseAddresses::default().set_eh_frame(0);
+        let mut entries = eh.entries(&bases);
+        let mut fdes = 0;
+        while let Some(e) = entries.next().unwrap() {
+            if let CieOrFde::Fde(p) = e {
+                let fde = p.parse(EhFrame::cie_from_offset).unwrap();
+                assert_eq!(fde.initial_address(), 0x5000);
+                assert_eq!(fde.len(), 0x40);
+                fdes += 1;
+            }
+        }
+        assert_eq!(fdes, 1);
+    }
+
+    fn decode(b: &[u8], ip: u64) -> Vec<Instruction> {
+        Decoder::with_ip(64, b, ip, DecoderOptions::NONE)
+            .iter()
+            .collect()
+    }
+
+    #[test]
+    fn thunk_runs_moved_code_then_guards_the_target() {
+        // mov rsi, [rsp+0x10]; lea rdx, [rip+0x100]; call [rbx+8]
+        let code = [
+            0x48, 0x8b, 0x74, 0x24, 0x10, 0x48, 0x8d, 0x15, 0x00, 0x01, 0x00, 0x00, 0xff, 0x53,
+            0x08,
+        ];
+        let insns = decode(&code, 0x1000);
+        let l = Lowered {
+            tier: 2,
+            dest: super::super::Dest::Image(1),
+            window_start: 0x1000,
+            call_end: 0x100f,
+            moved: insns[..2].to_vec(),
+            target: Target::Mem(insns[2]),
+            thunk_size: 0,
+        };
+        let disp = 0x10000;
+        let at = 0x40000;
+        let b = thunk_bytes(&l, disp, at, 0x50000, 0x60000).unwrap();
+        let t = decode(&b, at);
+        // rsp operand 8 higher; RIP-relative target displaced.
+        assert_eq!(t[0].memory_base(), Register::RSP);
+        assert_eq!(t[0].memory_displacement64(), 0x18);
+        assert_eq!(t[1].ip_rel_memory_address(), 0x100c + 0x100 + disp);
+        // The target read into r11 and compared with the dispatcher.
+        assert_eq!(t[2].op0_register(), Register::R11);
+        assert_eq!(t[2].memory_base(), Register::RBX);
+        assert_eq!(t[3].ip_rel_memory_address(), 0x50000);
+        assert_eq!(t[4].mnemonic(), Mnemonic::Cmp);
+        assert_eq!(t[5].mnemonic(), Mnemonic::Jne);
+        assert_eq!(t[5].near_branch_target(), t[7].ip());
+        assert_eq!(t[6].near_branch_target(), 0x60000);
+        assert_eq!(t[7].mnemonic(), Mnemonic::Jmp);
+        assert_eq!(t[7].op0_register(), Register::R11);
+        assert_eq!(t.len(), 8);
+
+        let (start, patch) = patch_site(&l, disp, at).unwrap();
+        assert_eq!(start, 0x1000 + disp);
+        assert_eq!(patch.len(), 15);
+        let p = decode(&patch, start);
+        let call = p.last().unwrap();
+        assert_eq!(call.mnemonic(), Mnemonic::Call);
+        assert_eq!(call.next_ip(), 0x100f + disp);
+        assert_eq!(call.near_branch_target(), at);
+    }
+}
