@@ -50,6 +50,23 @@ row fused-tier1 10000 BenchCaller="$OUT/libbenchcaller.fused-dispatch.so"
 row fused-tier2 10000 BenchCaller="$OUT/libbenchcaller.fused-direct.so"
 row direct-c-call 10000 "${DIRECT[@]}"
 
+# Instructions per nested call (callgrind counts instructions, so this is
+# repeatable on a busy machine): (count with N calls - count with 0) / N.
+insns() { # deploy -- N : prints instructions executed
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$FF" run "$1" -- BenchCaller "$2" 2>&1 >/dev/null |
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+echo "mode,instructions_per_nested_call" > "$OUT/nested-insns.csv"
+if command -v valgrind > /dev/null; then
+  for m in none:fused-tier0 dispatch:fused-tier1 direct:fused-tier2; do
+    dep="BenchCaller=$OUT/libbenchcaller.fused-${m%%:*}.so"
+    a=$(insns "$dep" 2000); b=$(insns "$dep" 0)
+    echo "${m#*:},$(( (a - b) / 2000 ))" >> "$OUT/nested-insns.csv"
+  done
+  a=$(insns "${DIRECT[0]}" 2000); b=$(insns "${DIRECT[0]}" 0)
+  echo "direct-c-call,$(( (a - b) / 2000 ))" >> "$OUT/nested-insns.csv"
+fi
+
 python3 - "$OUT/nested.csv" <<'PY'
 import csv, sys
 rows = {r["mode"]: float(r["ns_per_nested_call"]) for r in csv.DictReader(open(sys.argv[1]))}
@@ -63,4 +80,9 @@ print(f"unfused IPC / fused tier 2:    {ipc / max(t2, 0.01):,.0f}x")
 print(f"tier 0 over direct C call:     {t0 - direct:.1f} ns")
 print(f"tier 2 over direct C call:     {t2 - direct:.1f} ns")
 print(f"tier 2 / direct C call:        {t2 / max(direct, 0.01):.1f}x")
+ins = list(csv.DictReader(open(sys.argv[1].replace("nested.csv", "nested-insns.csv"))))
+if ins:
+    print(f'\n{"mode":<20} {"instructions per nested call":>30}')
+    for r in ins:
+        print(f'{r["mode"]:<20} {r["instructions_per_nested_call"]:>30}')
 PY
