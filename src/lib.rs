@@ -6,6 +6,7 @@
 //! platform (`faasfuse run`) that every fused image is compared against.
 
 pub mod analyze;
+pub mod build;
 pub mod elf;
 pub mod error;
 pub mod host;
@@ -13,5 +14,6 @@ pub mod inspect;
 pub mod lower;
 pub mod merge;
 pub mod output;
+pub mod plan;
 pub mod profile;
 pub mod verify;

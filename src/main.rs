@@ -61,8 +61,12 @@ faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo"
         /// Functions to deploy, as NAME=LIB.so or LIB.so (the name is then the
         /// file stem without `lib`, matched case-insensitively to the names
         /// callers use: libbar.so serves Bar).
-        #[arg(required = true, value_name = "[NAME=]LIB.so")]
+        #[arg(required_unless_present = "config", value_name = "[NAME=]LIB.so")]
         functions: Vec<String>,
+        /// Deploy every function of a func_config.json (e.g. the one
+        /// `faasfuse build` writes), in addition to any given libraries.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Run every function in its own worker process (real IPC per call).
         #[arg(long)]
         ipc: bool,
@@ -122,6 +126,74 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
         lower: faasfuse::lower::Level,
     },
+    /// Choose fusion groups for a deployment from a profile.
+    #[command(
+        long_about = "Build the RPC graph of a deployment (functions from func_config.json, \
+RPC edges from the profile's call counts and the libraries' static call sites) and choose \
+fusion groups: one per entry function (entries marked \"entry\": true, else functions no \
+other function calls), holding the callees that remove the most RPC cost.\n\n\
+Cost model: an edge's calls times --rpc-cost-us, credited to a group for the share of the \
+caller's executions that run inside it. Never fused: edges called on fewer than \
+--cold of their caller's executions, functions of another trust domain (\"domain\"), \
+callees that break the root's maxImageBytes, cpuBudget or maxMemoryBytes. Groups with up \
+to 14 candidate callees are solved exactly (every subset), larger ones greedily. With \
+--previous, a root keeps its previous group unless the new one removes more than \
+--hysteresis more cost.\n\n\
+PROFILE is a profile JSON from `faasfuse profile` or a weights JSON: \
+{\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}}.",
+        after_help = "Examples:\n  faasfuse plan --config func_config.json --profile profile.json\n  \
+faasfuse plan --config func_config.json --profile new.json --previous plan.json -o plan.json --svg graph.svg"
+    )]
+    Plan {
+        #[arg(long, value_name = "func_config.json")]
+        config: PathBuf,
+        #[arg(long, value_name = "PROFILE")]
+        profile: PathBuf,
+        /// The plan in force; its groups are kept unless clearly beaten.
+        #[arg(long, value_name = "plan.json")]
+        previous: Option<PathBuf>,
+        /// Write the plan as JSON.
+        #[arg(short, long, value_name = "plan.json")]
+        output: Option<PathBuf>,
+        /// Write the RPC graph in Graphviz DOT.
+        #[arg(long, value_name = "FILE")]
+        dot: Option<PathBuf>,
+        /// Write the RPC graph as SVG (needs Graphviz `dot`; DOT is written beside).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Print the plan as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Plan, fuse every group, verify, and write the fused deployment.
+    #[command(
+        long_about = "The CI step: `faasfuse plan`, then `faasfuse merge` and `faasfuse verify` \
+for every group with callees, then OUT_DIR/func_config.json pointing each group's root at \
+its fused image (every other function keeps its library and still serves RPCs that were \
+not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).",
+        after_help = "Example:\n  faasfuse build --config func_config.json --profile profile.json --out-dir fused/\n  \
+faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
+    )]
+    Build {
+        #[arg(long, value_name = "func_config.json")]
+        config: PathBuf,
+        #[arg(long, value_name = "PROFILE")]
+        profile: PathBuf,
+        #[arg(long, value_name = "plan.json")]
+        previous: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// How far to rewrite RPC call sites (see `faasfuse merge --help`).
+        #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
+        lower: faasfuse::lower::Level,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
     /// Check a (fused) function library: segments, dynamic entries,
     /// relocations, unwind table, exports, and a load test.
     Verify {
@@ -142,6 +214,36 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         name: String,
         library: PathBuf,
     },
+}
+
+/// Planner settings shared by `plan` and `build`.
+#[derive(clap::Args)]
+struct Tuning {
+    /// Cost of one RPC in microseconds.
+    #[arg(long, default_value_t = 39.0, value_name = "US")]
+    rpc_cost_us: f64,
+    /// Edges called on fewer than this share of their caller's executions
+    /// stay RPCs.
+    #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
+    cold: f64,
+    /// Keep a previous group unless the new one removes more than this share
+    /// more cost.
+    #[arg(long, default_value_t = 0.10, value_name = "SHARE")]
+    hysteresis: f64,
+    /// Use the greedy heuristic for every group.
+    #[arg(long)]
+    greedy: bool,
+}
+
+impl Tuning {
+    fn options(&self) -> faasfuse::plan::Options {
+        faasfuse::plan::Options {
+            rpc_cost_us: self.rpc_cost_us,
+            cold_threshold: self.cold,
+            hysteresis: self.hysteresis,
+            greedy_only: self.greedy,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -168,6 +270,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Run {
             functions,
+            config,
             ipc,
             repeat,
             inputs,
@@ -181,7 +284,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             if let Some(file) = &inputs {
                 all_inputs.extend(read_inputs(file)?);
             }
-            let specs = faasfuse::host::resolve_specs(&functions, Some(&root))?;
+            let mut specs = faasfuse::host::resolve_specs(&functions, Some(&root))?;
+            if let Some(c) = &config {
+                let c = faasfuse::plan::Config::load(c)?;
+                specs.extend(c.functions.iter().map(|f| faasfuse::host::FunctionSpec {
+                    name: f.func_name.clone(),
+                    path: f.library.clone(),
+                }));
+                faasfuse::host::check_unique(&specs)?;
+            }
             let opts = RunOptions {
                 ipc,
                 repeat,
@@ -249,6 +360,89 @@ fn dispatch(cli: Cli) -> Result<()> {
                 println!("{text}");
             } else {
                 print!("{}", faasfuse::merge::render(&report));
+            }
+            Ok(())
+        }
+        Command::Plan {
+            config,
+            profile,
+            previous,
+            output,
+            dot,
+            svg,
+            json,
+            tuning,
+        } => {
+            let c = faasfuse::plan::Config::load(&config)?;
+            let w = faasfuse::plan::load_weights(&profile)?;
+            let prev = previous
+                .as_deref()
+                .map(faasfuse::plan::Plan::load)
+                .transpose()?;
+            let p = faasfuse::plan::plan(&c, &w, &profile, &tuning.options(), prev.as_ref())?;
+            let text = serde_json::to_string_pretty(&p)?;
+            if let Some(o) = &output {
+                faasfuse::output::write_atomically(o, format!("{text}\n").as_bytes(), false)?;
+            }
+            if dot.is_some() || svg.is_some() {
+                let dot_path = dot
+                    .clone()
+                    .unwrap_or_else(|| svg.as_ref().expect("svg").with_extension("dot"));
+                if faasfuse::build::write_graph(&p, &dot_path, svg.as_deref())?.is_none()
+                    && svg.is_some()
+                {
+                    eprintln!(
+                        "faasfuse: Graphviz `dot` not found: wrote {} only",
+                        dot_path.display()
+                    );
+                }
+            }
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", faasfuse::plan::table(&p));
+            }
+            Ok(())
+        }
+        Command::Build {
+            config,
+            profile,
+            previous,
+            out_dir,
+            lower,
+            json,
+            tuning,
+        } => {
+            let c = faasfuse::plan::Config::load(&config)?;
+            let w = faasfuse::plan::load_weights(&profile)?;
+            let prev = previous
+                .as_deref()
+                .map(faasfuse::plan::Plan::load)
+                .transpose()?;
+            let exe = std::env::current_exe()?;
+            let (p, built) = faasfuse::build::build(
+                &c,
+                &w,
+                &profile,
+                &tuning.options(),
+                prev.as_ref(),
+                &out_dir,
+                lower,
+                Some(&exe),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&built)?);
+            } else {
+                print!("{}", faasfuse::plan::table(&p));
+                println!();
+                for i in &built.images {
+                    println!("fused {} ({} B): {}", i.members.join(" + "), i.bytes, i.path);
+                }
+                println!("deployment: {}", built.config);
+                println!(
+                    "graph: {}",
+                    built.graph_svg.as_deref().unwrap_or(&built.graph_dot)
+                );
             }
             Ok(())
         }

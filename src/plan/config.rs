@@ -1,0 +1,112 @@
+//! The deployment description: nightcore's `func_config.json` (an array of
+//! `funcName`, `funcId`, `minWorkers`, `maxWorkers`) extended per entry with
+//! the function's `library` and optional `domain`, `entry`, `maxImageBytes`,
+//! `cpuBudget`, `memoryBytes` and `maxMemoryBytes`. Unknown fields are kept and written back.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FuncEntry {
+    pub func_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub func_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u64>,
+    /// The function library (relative paths are relative to the config).
+    pub library: PathBuf,
+    /// Trust domain (tenant); functions of different domains never fuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Invoked from outside the deployment (a fusion group may be rooted
+    /// here). When no entry says, every function may root a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<bool>,
+    /// Largest fused image rooted here, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_image_bytes: Option<u64>,
+    /// Largest sum of CPU shares (0..1 of all samples) in a group rooted here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_budget: Option<f64>,
+    /// This function's memory (its worker's size); a fused group needs the
+    /// sum of its members'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Largest memory of a group rooted here (the sum of its members'
+    /// `memoryBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub functions: Vec<FuncEntry>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        let mut functions: Vec<FuncEntry> = serde_json::from_str(&text)
+            .map_err(|e| InputError::new(path, format!("not a function config: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut seen = BTreeSet::new();
+        for f in &mut functions {
+            if f.func_name.is_empty() {
+                return Err(InputError::new(path, "an entry has an empty funcName").into());
+            }
+            if !seen.insert(f.func_name.clone()) {
+                return Err(InputError::new(
+                    path,
+                    format!("function {} is listed twice", f.func_name),
+                )
+                .into());
+            }
+            if f.library.is_relative() {
+                f.library = base.join(&f.library);
+            }
+            if !f.library.is_file() {
+                return Err(InputError::new(
+                    path,
+                    format!(
+                        "library of {} not found: {}",
+                        f.func_name,
+                        f.library.display()
+                    ),
+                )
+                .into());
+            }
+            if let Some(c) = f.cpu_budget {
+                if !(0.0..=1.0).contains(&c) {
+                    return Err(InputError::new(
+                        path,
+                        format!("cpuBudget of {} must be within 0..1", f.func_name),
+                    )
+                    .into());
+                }
+            }
+        }
+        if functions.is_empty() {
+            return Err(InputError::new(path, "no functions").into());
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            functions,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&FuncEntry> {
+        self.functions.iter().find(|f| f.func_name == name)
+    }
+}

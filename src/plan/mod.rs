@@ -1,0 +1,264 @@
+//! `faasfuse plan` and `faasfuse build`: from a deployment description and
+//! a profile to fusion groups (which callees to fuse into which entry
+//! functions), and from the plan to fused images and a new deployment.
+
+pub mod config;
+pub mod graph;
+mod render;
+pub mod solve;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Result;
+use petgraph::visit::EdgeRef;
+use serde::{Deserialize, Serialize};
+
+pub use config::{Config, FuncEntry};
+pub use graph::{RpcGraph, Weights};
+pub use render::{dot, table};
+use solve::{Limits, Verdict};
+
+use crate::error::InputError;
+
+/// Planner settings; the defaults are documented in `faasfuse plan --help`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Options {
+    /// Cost of one RPC, in microseconds (nightcore's measured nested call).
+    pub rpc_cost_us: f64,
+    /// Edges called on fewer than this share of their caller's executions
+    /// are cold and stay RPCs.
+    pub cold_threshold: f64,
+    /// A previous group is kept unless the new one removes more than this
+    /// share more RPC cost.
+    pub hysteresis: f64,
+    /// Use the greedy heuristic even where enumeration is possible.
+    #[serde(default)]
+    pub greedy_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            rpc_cost_us: 39.0,
+            cold_threshold: 0.01,
+            hysteresis: 0.10,
+            greedy_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub root: String,
+    /// Root first, then the fused callees by name.
+    pub members: Vec<String>,
+    pub removed_calls: f64,
+    pub removed_cost_us: f64,
+    pub image_bytes: u64,
+    pub cpu: f64,
+    /// Found by enumeration (optimal under the model) or greedily.
+    pub exact: bool,
+    pub kept_from_previous: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanEdge {
+    pub caller: String,
+    pub callee: String,
+    pub calls: f64,
+    pub static_sites: usize,
+    /// Calls per execution of the caller (see `cold_threshold`).
+    pub share: f64,
+    /// `fused` (inside some group), `cold`, or `rpc`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    pub root: String,
+    pub function: String,
+    pub fused: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub options: Options,
+    pub functions: Vec<graph::NodeSummary>,
+    pub edges: Vec<PlanEdge>,
+    pub groups: Vec<Group>,
+    pub decisions: Vec<Decision>,
+    /// Total removed RPC cost per profile window, microseconds.
+    pub objective_us: f64,
+}
+
+impl Plan {
+    pub fn load(path: &Path) -> Result<Plan> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        Ok(serde_json::from_str(&text)
+            .map_err(|e| InputError::new(path, format!("not a faasfuse plan: {e}")))?)
+    }
+}
+
+/// Read a profile for planning: a weights JSON (`calls`, `cpu`,
+/// `external`) or a profile JSON written by `faasfuse profile`.
+pub fn load_weights(path: &Path) -> Result<Weights> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
+    if v.get("calls").is_some() {
+        return Ok(serde_json::from_value(v)
+            .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?);
+    }
+    Err(InputError::new(path, "neither a weights file nor a faasfuse profile").into())
+}
+
+fn limits(entry: &FuncEntry, o: &Options) -> Limits {
+    Limits {
+        max_image_bytes: entry.max_image_bytes,
+        cpu_budget: entry.cpu_budget,
+        memory_bytes: entry.max_memory_bytes,
+        cold: o.cold_threshold,
+    }
+}
+
+/// Plan fusion groups for `config` under `weights`.
+pub fn plan(
+    config: &Config,
+    weights: &Weights,
+    profile: &Path,
+    options: &Options,
+    previous: Option<&Plan>,
+) -> Result<Plan> {
+    let rg = RpcGraph::build(config, weights, profile)?;
+    let g = &rg.g;
+    let mut groups = Vec::new();
+    let mut decisions = Vec::new();
+    for entry in &config.functions {
+        let root = rg.index[&entry.func_name];
+        if !g[root].entry {
+            continue;
+        }
+        let l = limits(entry, options);
+        let solved = solve::solve(&rg, root, &l, options.greedy_only);
+        let mut members = solved.members.clone();
+        let mut removed = solved.removed_calls;
+        let mut kept = false;
+        let prev = previous.and_then(|p| p.groups.iter().find(|x| x.root == entry.func_name));
+        if let Some(p) = prev {
+            let old: Option<BTreeSet<_>> = p.members.iter().map(|m| rg.index.get(m).copied()).collect();
+            if let Some(old) = old {
+                let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
+                let old_removed = solve::removed_calls(&rg, root, &old);
+                if old != members
+                    && same_domain
+                    && old.contains(&root)
+                    && removed <= old_removed * (1.0 + options.hysteresis)
+                {
+                    members = old;
+                    removed = old_removed;
+                    kept = true;
+                }
+            }
+        }
+        let mut names: Vec<String> = members
+            .iter()
+            .filter(|&&m| m != root)
+            .map(|&m| g[m].name.clone())
+            .collect();
+        names.sort();
+        names.insert(0, entry.func_name.clone());
+        for (&c, v) in &solved.verdicts {
+            let fused = members.contains(&c);
+            let reason = if kept && (fused != (*v == Verdict::Fused)) {
+                format!(
+                    "kept as in the previous plan: the new grouping would remove at most {:.0}% more RPC cost (hysteresis {:.0}%)",
+                    100.0 * (solved.removed_calls / removed.max(1e-9) - 1.0),
+                    100.0 * options.hysteresis
+                )
+            } else {
+                match v {
+                    Verdict::Fused => format!(
+                        "fused: removes RPCs worth {:.0} us per profile window in this group",
+                        (removed - solve::removed_calls(&rg, root, &{
+                            let mut m = members.clone();
+                            m.remove(&c);
+                            m
+                        }))
+                        .max(0.0)
+                            * options.rpc_cost_us
+                    ),
+                    Verdict::Cold { share } => format!(
+                        "not fused: the edge to it is cold ({:.2}% of its caller's executions < {:.2}%)",
+                        100.0 * share,
+                        100.0 * options.cold_threshold
+                    ),
+                    Verdict::OtherDomain => format!(
+                        "not fused: trust domain {} differs from the root's {}",
+                        g[c].domain.as_deref().unwrap_or("(none)"),
+                        g[root].domain.as_deref().unwrap_or("(none)")
+                    ),
+                    Verdict::OverBudget(why) => format!("not fused: over budget: {why}"),
+                    Verdict::NoGain => "not fused: removes no more RPC cost in this group".into(),
+                }
+            };
+            decisions.push(Decision {
+                root: entry.func_name.clone(),
+                function: g[c].name.clone(),
+                fused,
+                reason,
+            });
+        }
+        groups.push(Group {
+            root: entry.func_name.clone(),
+            image_bytes: members.iter().map(|&m| g[m].image_bytes).sum::<u64>()
+                + solve::RUNTIME_BYTES,
+            cpu: members.iter().map(|&m| g[m].cpu).sum(),
+            members: names,
+            removed_calls: removed,
+            removed_cost_us: removed * options.rpc_cost_us,
+            exact: solved.exact,
+            kept_from_previous: kept,
+        });
+    }
+    let fused_pair = |a: &str, b: &str| {
+        groups
+            .iter()
+            .any(|gr| gr.members.iter().any(|m| m == a) && gr.members.iter().any(|m| m == b) && gr.members.len() > 1)
+    };
+    let mut edges: Vec<PlanEdge> = g
+        .edge_references()
+        .map(|e| {
+            let (u, v) = (e.source(), e.target());
+            let share = solve::edge_share(&rg, u, e.weight().calls);
+            let status = if fused_pair(&g[u].name, &g[v].name) {
+                "fused"
+            } else if share < options.cold_threshold {
+                "cold"
+            } else {
+                "rpc"
+            };
+            PlanEdge {
+                caller: g[u].name.clone(),
+                callee: g[v].name.clone(),
+                calls: e.weight().calls,
+                static_sites: e.weight().static_sites,
+                share,
+                status: status.into(),
+            }
+        })
+        .collect();
+    edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+    let objective_us = groups.iter().map(|g| g.removed_cost_us).sum();
+    Ok(Plan {
+        options: options.clone(),
+        functions: rg.summaries(),
+        edges,
+        groups,
+        decisions,
+        objective_us,
+    })
+}

@@ -1,0 +1,274 @@
+//! Choosing fusion groups. Each group is rooted at an entry function and
+//! holds callees reachable from it through hot, same-domain edges inside
+//! the group; a callee may be copied into several groups.
+//!
+//! Cost model: a group's image serves every execution of its root. A member
+//! `u` runs inside the group when a member calls it in-process, so the
+//! share of `u`'s executions inside group G is
+//! `f(u) = Σ_{q∈G} calls(q→u)·f(q) / executions(u)` with `f(root) = 1`
+//! (a fixed point, bounded by 1, so cycles are safe). The RPCs a group
+//! removes are `Σ_{u,v∈G} calls(u→v)·f(u)`; their cost is that count times
+//! the cost of one RPC. Groups are independent under this model, so the
+//! plan is the best group per root: exact (every candidate subset) when a
+//! root has at most [`EXACT_LIMIT`] candidates, greedy (add the callee with
+//! the largest gain while budgets allow) otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use super::graph::RpcGraph;
+
+/// Candidates up to which a root's group is found by enumeration.
+pub const EXACT_LIMIT: usize = 14;
+
+/// Budgets and thresholds that apply to one root's group.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_image_bytes: Option<u64>,
+    pub cpu_budget: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// Edges below this share of their caller's executions are cold.
+    pub cold: f64,
+}
+
+/// Why a candidate is not in a group, or why it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Fused,
+    Cold { share: f64 },
+    OtherDomain,
+    OverBudget(String),
+    NoGain,
+}
+
+pub struct Solved {
+    pub members: BTreeSet<NodeIndex>,
+    pub removed_calls: f64,
+    pub exact: bool,
+    pub verdicts: BTreeMap<NodeIndex, Verdict>,
+}
+
+/// Share of its executions below which an edge is cold: `executions(u)`,
+/// or when unknown (an entry without request counts) the hottest edge out
+/// of `u`, which a callee called once per request matches.
+pub fn edge_share(rg: &RpcGraph, u: NodeIndex, calls: f64) -> f64 {
+    let g = &rg.g;
+    let base = if g[u].executions > 0.0 {
+        g[u].executions
+    } else {
+        g.edges(u).map(|e| e.weight().calls).fold(0.0, f64::max)
+    };
+    if base > 0.0 {
+        calls / base
+    } else {
+        0.0
+    }
+}
+
+/// Removed RPCs of group `members` rooted at `root`.
+pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>) -> f64 {
+    let g = &rg.g;
+    let mut f: BTreeMap<NodeIndex, f64> = members.iter().map(|&m| (m, 0.0)).collect();
+    f.insert(root, 1.0);
+    for _ in 0..64 {
+        let mut changed = false;
+        for &u in members {
+            if u == root {
+                continue;
+            }
+            let exec = g[u].executions;
+            if exec <= 0.0 {
+                continue;
+            }
+            let inside: f64 = g
+                .edges_directed(u, Direction::Incoming)
+                .filter(|e| members.contains(&e.source()))
+                .map(|e| e.weight().calls * f[&e.source()])
+                .sum();
+            let v = (inside / exec).min(1.0);
+            if (v - f[&u]).abs() > 1e-12 {
+                f.insert(u, v);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    members
+        .iter()
+        .map(|&u| {
+            g.edges(u)
+                .filter(|e| members.contains(&e.target()))
+                .map(|e| e.weight().calls * f[&u])
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// The first budget `members` break, if any.
+fn over_budget(rg: &RpcGraph, members: &BTreeSet<NodeIndex>, l: &Limits) -> Option<String> {
+    let g = &rg.g;
+    let bytes: u64 = members.iter().map(|&m| g[m].image_bytes).sum::<u64>() + RUNTIME_BYTES;
+    if let Some(max) = l.max_image_bytes {
+        if bytes > max {
+            return Some(format!("image {bytes} B > maxImageBytes {max} B"));
+        }
+    }
+    let cpu: f64 = members.iter().map(|&m| g[m].cpu).sum();
+    if let Some(max) = l.cpu_budget {
+        if cpu > max {
+            return Some(format!("CPU share {cpu:.3} > cpuBudget {max:.3}"));
+        }
+    }
+    let mem: u64 = members.iter().map(|&m| g[m].memory_bytes).sum();
+    if let Some(max) = l.memory_bytes {
+        if mem > max {
+            return Some(format!("memory {mem} B > memoryBytes {max} B"));
+        }
+    }
+    None
+}
+
+/// Approximate size the fusion runtime adds to an image.
+pub const RUNTIME_BYTES: u64 = 16 * 1024;
+
+/// Callees that may join `root`'s group: reachable through hot edges
+/// between functions of the root's domain. Everything else gets its verdict.
+fn candidates(
+    rg: &RpcGraph,
+    root: NodeIndex,
+    l: &Limits,
+    verdicts: &mut BTreeMap<NodeIndex, Verdict>,
+) -> Vec<NodeIndex> {
+    let g = &rg.g;
+    let mut seen = BTreeSet::from([root]);
+    let mut stack = vec![root];
+    let mut out = Vec::new();
+    while let Some(u) = stack.pop() {
+        let mut edges: Vec<_> = g.edges(u).collect();
+        edges.sort_by_key(|e| e.target());
+        for e in edges {
+            let v = e.target();
+            if seen.contains(&v) {
+                continue;
+            }
+            if g[v].domain != g[root].domain {
+                verdicts.entry(v).or_insert(Verdict::OtherDomain);
+                continue;
+            }
+            let share = edge_share(rg, u, e.weight().calls);
+            if share < l.cold {
+                verdicts.entry(v).or_insert(Verdict::Cold { share });
+                continue;
+            }
+            verdicts.remove(&v);
+            seen.insert(v);
+            out.push(v);
+            stack.push(v);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every member is reached from the root through hot edges inside.
+fn connected(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>, l: &Limits) -> bool {
+    let mut seen = BTreeSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(u) = stack.pop() {
+        for e in rg.g.edges(u) {
+            let v = e.target();
+            if members.contains(&v)
+                && edge_share(rg, u, e.weight().calls) >= l.cold
+                && seen.insert(v)
+            {
+                stack.push(v);
+            }
+        }
+    }
+    seen.len() == members.len()
+}
+
+/// The best group rooted at `root`.
+pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, force_greedy: bool) -> Solved {
+    let mut verdicts = BTreeMap::new();
+    let cands = candidates(rg, root, l, &mut verdicts);
+    let exact = !force_greedy && cands.len() <= EXACT_LIMIT;
+    let base = BTreeSet::from([root]);
+    let members = if exact {
+        let mut best = (removed_calls(rg, root, &base), base.clone());
+        for mask in 1u32..(1 << cands.len()) {
+            let mut m = base.clone();
+            m.extend((0..cands.len()).filter(|i| mask >> i & 1 == 1).map(|i| cands[i]));
+            if !connected(rg, root, &m, l) || over_budget(rg, &m, l).is_some() {
+                continue;
+            }
+            let r = removed_calls(rg, root, &m);
+            // Strictly better, or as good with fewer members.
+            if r > best.0 + 1e-9 || ((r - best.0).abs() <= 1e-9 && m.len() < best.1.len()) {
+                best = (r, m);
+            }
+        }
+        best.1
+    } else {
+        greedy(rg, root, &cands, l)
+    };
+    // Verdicts of candidates left out.
+    for &c in &cands {
+        if members.contains(&c) {
+            verdicts.insert(c, Verdict::Fused);
+            continue;
+        }
+        let mut with = members.clone();
+        with.insert(c);
+        let v = match over_budget(rg, &with, l) {
+            Some(why) => Verdict::OverBudget(why),
+            None => Verdict::NoGain,
+        };
+        verdicts.insert(c, v);
+    }
+    Solved {
+        removed_calls: removed_calls(rg, root, &members),
+        members,
+        exact,
+        verdicts,
+    }
+}
+
+fn greedy(rg: &RpcGraph, root: NodeIndex, cands: &[NodeIndex], l: &Limits) -> BTreeSet<NodeIndex> {
+    let mut members = BTreeSet::from([root]);
+    let mut value = removed_calls(rg, root, &members);
+    loop {
+        let mut best: Option<(f64, NodeIndex)> = None;
+        for &c in cands {
+            if members.contains(&c) {
+                continue;
+            }
+            // Only callees of the group so far (hot edges) can join.
+            let reachable = rg.g.edges_directed(c, Direction::Incoming).any(|e| {
+                members.contains(&e.source())
+                    && edge_share(rg, e.source(), e.weight().calls) >= l.cold
+            });
+            if !reachable {
+                continue;
+            }
+            let mut m = members.clone();
+            m.insert(c);
+            if over_budget(rg, &m, l).is_some() {
+                continue;
+            }
+            let gain = removed_calls(rg, root, &m) - value;
+            if gain > 1e-9 && best.is_none_or(|(g, _)| gain > g) {
+                best = Some((gain, c));
+            }
+        }
+        let Some((gain, c)) = best else { break };
+        members.insert(c);
+        value += gain;
+    }
+    members
+}
