@@ -136,7 +136,8 @@ Cost model: an edge's calls times --rpc-cost-us, credited to a group for the sha
 caller's executions that run inside it. Never fused: edges called on fewer than \
 --cold of their caller's executions, functions of another trust domain (\"domain\"), \
 callees that break the root's maxImageBytes, cpuBudget or maxMemoryBytes. Groups with up \
-to 14 candidate callees are solved exactly (every subset), larger ones greedily. With \
+to 14 candidate callees are solved exactly (every subset), larger ones by a beam search \
+(width 4096 / candidates, at least 4). With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
 PROFILE is a profile JSON from `faasfuse profile` or a weights JSON: \
@@ -230,9 +231,9 @@ struct Tuning {
     /// more cost.
     #[arg(long, default_value_t = 0.10, value_name = "SHARE")]
     hysteresis: f64,
-    /// Use the greedy heuristic for every group.
+    /// Use the beam-search heuristic for every group (see --help).
     #[arg(long)]
-    greedy: bool,
+    heuristic: bool,
 }
 
 impl Tuning {
@@ -241,7 +242,7 @@ impl Tuning {
             rpc_cost_us: self.rpc_cost_us,
             cold_threshold: self.cold,
             hysteresis: self.hysteresis,
-            greedy_only: self.greedy,
+            heuristic_only: self.heuristic,
         }
     }
 }
@@ -436,7 +437,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                 print!("{}", faasfuse::plan::table(&p));
                 println!();
                 for i in &built.images {
-                    println!("fused {} ({} B): {}", i.members.join(" + "), i.bytes, i.path);
+                    println!(
+                        "fused {} ({} B): {}",
+                        i.members.join(" + "),
+                        i.bytes,
+                        i.path
+                    );
                 }
                 println!("deployment: {}", built.config);
                 println!(

@@ -128,8 +128,40 @@ impl RpcGraph {
                 }
             }
         }
-        // Executions: external requests plus calls in; functions nobody
-        // calls are the entries when the config marks none.
+        Ok(Self::finish(g, index, any_entry))
+    }
+
+    /// A graph of given nodes and edges (`(caller, callee, calls)`), e.g. a
+    /// generated one; `executions` of a node is its external requests.
+    pub fn from_parts(nodes: Vec<Node>, edges: &[(usize, usize, f64)]) -> Self {
+        let mut g = DiGraph::new();
+        let mut index = BTreeMap::new();
+        let any_entry = nodes.iter().any(|n| n.entry);
+        for n in nodes {
+            let name = n.name.clone();
+            index.insert(name, g.add_node(n));
+        }
+        for &(a, b, calls) in edges {
+            g.add_edge(
+                NodeIndex::new(a),
+                NodeIndex::new(b),
+                Edge {
+                    calls,
+                    static_sites: 1,
+                },
+            );
+        }
+        Self::finish(g, index, any_entry)
+    }
+
+    /// Executions: external requests plus calls in. When nothing marks
+    /// entries, functions nobody calls are the entries, or every function
+    /// if there are none (a cycle).
+    fn finish(
+        mut g: DiGraph<Node, Edge>,
+        index: BTreeMap<String, NodeIndex>,
+        any_entry: bool,
+    ) -> Self {
         let incoming: Vec<f64> = g
             .node_indices()
             .map(|n| {
@@ -152,7 +184,7 @@ impl RpcGraph {
                 n.entry = true;
             }
         }
-        Ok(RpcGraph { g, index })
+        RpcGraph { g, index }
     }
 
     pub fn node(&self, name: &str) -> &Node {

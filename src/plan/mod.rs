@@ -6,6 +6,7 @@ pub mod config;
 pub mod graph;
 mod render;
 pub mod solve;
+pub mod synthetic;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -32,9 +33,9 @@ pub struct Options {
     /// A previous group is kept unless the new one removes more than this
     /// share more RPC cost.
     pub hysteresis: f64,
-    /// Use the greedy heuristic even where enumeration is possible.
+    /// Use the beam-search heuristic even where enumeration is possible.
     #[serde(default)]
-    pub greedy_only: bool,
+    pub heuristic_only: bool,
 }
 
 impl Default for Options {
@@ -43,7 +44,7 @@ impl Default for Options {
             rpc_cost_us: 39.0,
             cold_threshold: 0.01,
             hysteresis: 0.10,
-            greedy_only: false,
+            heuristic_only: false,
         }
     }
 }
@@ -107,8 +108,8 @@ impl Plan {
 pub fn load_weights(path: &Path) -> Result<Weights> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
     if v.get("calls").is_some() {
         return Ok(serde_json::from_value(v)
             .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?);
@@ -143,13 +144,14 @@ pub fn plan(
             continue;
         }
         let l = limits(entry, options);
-        let solved = solve::solve(&rg, root, &l, options.greedy_only);
+        let solved = solve::solve(&rg, root, &l, options.heuristic_only);
         let mut members = solved.members.clone();
         let mut removed = solved.removed_calls;
         let mut kept = false;
         let prev = previous.and_then(|p| p.groups.iter().find(|x| x.root == entry.func_name));
         if let Some(p) = prev {
-            let old: Option<BTreeSet<_>> = p.members.iter().map(|m| rg.index.get(m).copied()).collect();
+            let old: Option<BTreeSet<_>> =
+                p.members.iter().map(|m| rg.index.get(m).copied()).collect();
             if let Some(old) = old {
                 let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
                 let old_removed = solve::removed_calls(&rg, root, &old);
@@ -225,9 +227,11 @@ pub fn plan(
         });
     }
     let fused_pair = |a: &str, b: &str| {
-        groups
-            .iter()
-            .any(|gr| gr.members.iter().any(|m| m == a) && gr.members.iter().any(|m| m == b) && gr.members.len() > 1)
+        groups.iter().any(|gr| {
+            gr.members.iter().any(|m| m == a)
+                && gr.members.iter().any(|m| m == b)
+                && gr.members.len() > 1
+        })
     };
     let mut edges: Vec<PlanEdge> = g
         .edge_references()

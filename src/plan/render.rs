@@ -17,7 +17,7 @@ pub fn table(p: &Plan) -> String {
     for g in &p.groups {
         let mut note = String::new();
         if !g.exact {
-            note.push_str(" (greedy)");
+            note.push_str(" (heuristic)");
         }
         if g.kept_from_previous {
             note.push_str(" (kept)");
@@ -98,7 +98,11 @@ pub fn dot(p: &Plan) -> String {
     }
     for e in &p.edges {
         let width = 1.0 + 4.0 * e.calls / max_calls;
-        let style = if e.status == "cold" { "dashed" } else { "solid" };
+        let style = if e.status == "cold" {
+            "dashed"
+        } else {
+            "solid"
+        };
         let _ = writeln!(
             s,
             "  {} -> {} [label={}, penwidth={width:.1}, style={style}];",

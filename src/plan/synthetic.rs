@@ -1,0 +1,82 @@
+//! Random deployments for testing and benchmarking the planner: a layered
+//! call graph (entries call services that call deeper services), a few
+//! cycles, log-uniform call counts, sizes and CPU shares, budgets on the
+//! entries and a couple of trust domains.
+
+use super::graph::{Node, RpcGraph};
+use super::solve::Limits;
+
+/// A small deterministic generator (xorshift).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Log-uniform in `[lo, hi)`.
+    pub fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp()
+    }
+}
+
+/// A random deployment of `n` functions and the limits of each entry.
+pub fn deployment(n: usize, seed: u64) -> (RpcGraph, Vec<Limits>) {
+    let mut r = Rng::new(seed);
+    let entries = (n / 10).max(1);
+    let domains = ["a", "a", "a", "b"];
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(Node {
+            name: format!("F{i}"),
+            library: format!("libf{i}.so"),
+            image_bytes: r.log_uniform(8e3, 2e6) as u64,
+            cpu: r.log_uniform(1e-4, 0.05),
+            memory_bytes: r.log_uniform(16e6, 512e6) as u64,
+            domain: Some(domains[r.below(4) as usize].to_string()),
+            entry: i < entries,
+            executions: if i < entries {
+                r.log_uniform(1e3, 1e5)
+            } else {
+                0.0
+            },
+        });
+    }
+    let mut edges = Vec::new();
+    for callee in 1..n {
+        // One to three callers among the functions before it.
+        let k = 1 + r.below(3) as usize;
+        for _ in 0..k {
+            let caller = r.below(callee as u64) as usize;
+            if !edges.iter().any(|&(a, b, _)| a == caller && b == callee) {
+                edges.push((caller, callee, r.log_uniform(1.0, 1e5).round()));
+            }
+        }
+    }
+    // A few back edges make cycles.
+    for _ in 0..n / 20 {
+        let a = r.below(n as u64) as usize;
+        let b = r.below(a as u64 + 1) as usize;
+        edges.push((a, b, r.log_uniform(1.0, 1e3).round()));
+    }
+    let limits = (0..n)
+        .map(|_| Limits {
+            max_image_bytes: Some(r.log_uniform(1e6, 8e6) as u64),
+            cpu_budget: Some(0.05 + 0.2 * r.unit()),
+            memory_bytes: None,
+            cold: 0.01,
+        })
+        .collect();
+    (RpcGraph::from_parts(nodes, &edges), limits)
+}
