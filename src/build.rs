@@ -71,8 +71,7 @@ pub fn build(
     verify_with: Option<&Path>,
 ) -> Result<(Plan, Built)> {
     let p = plan::plan(config, weights, profile, options, previous)?;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("creating {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
     for g in p.groups.iter().filter(|g| g.members.len() > 1) {
@@ -81,7 +80,11 @@ pub fn build(
             .iter()
             .map(|m| FunctionSpec {
                 name: m.clone(),
-                path: config.get(m).expect("planned from the config").library.clone(),
+                path: config
+                    .get(m)
+                    .expect("planned from the config")
+                    .library
+                    .clone(),
             })
             .collect();
         let file = format!("lib{}.fused.so", g.root.to_lowercase());
