@@ -1,0 +1,294 @@
+//! `faasfuse plan` and `faasfuse build` on the example deployment: hot
+//! edges fused, a cold edge left an RPC that still reaches its callee
+//! through the host, trust domains and size budgets respected, hysteresis
+//! against a previous plan, and clear errors for bad configurations.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+/// The fan-out deployment (Frontend calls Inventory, Pricing, Recommend),
+/// with `extra` fields merged into the entry of each named function.
+fn write_config(dir: &Path, extra: &[(&str, serde_json::Value)]) -> PathBuf {
+    let lib = fixtures().join("default");
+    let mut entries = Vec::new();
+    for (i, (name, file)) in [
+        ("Frontend", "libfrontend.so"),
+        ("Inventory", "libinventory.so"),
+        ("Pricing", "libpricing.so"),
+        ("Recommend", "librecommend.so"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut e = serde_json::json!({
+            "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
+            "library": lib.join(file), "queue": "keep-me",
+        });
+        if *name == "Frontend" {
+            e["entry"] = true.into();
+        }
+        for (n, v) in extra {
+            if n == name {
+                for (k, x) in v.as_object().unwrap() {
+                    e[k] = x.clone();
+                }
+            }
+        }
+        entries.push(e);
+    }
+    let p = dir.join("func_config.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    p
+}
+
+/// Weights as a profile window of 10,000 requests would give them.
+fn write_weights(dir: &Path, name: &str, pricing: f64, recommend: f64) -> PathBuf {
+    let w = serde_json::json!({
+        "calls": {"Frontend": {"Inventory": 100000, "Pricing": pricing, "Recommend": recommend}},
+        "cpu": {"Frontend": 0.2, "Inventory": 0.1, "Pricing": 0.15, "Recommend": 0.05},
+        "external": {"Frontend": 10000},
+    });
+    let p = dir.join(name);
+    std::fs::write(&p, w.to_string()).unwrap();
+    p
+}
+
+fn plan_json(config: &Path, profile: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = run_ok(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(config)
+            .arg("--profile")
+            .arg(profile)
+            .arg("--json")
+            .args(extra),
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn members(plan: &serde_json::Value, root: &str) -> Vec<String> {
+    plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["root"] == root)
+        .unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
+    let dir = scratch_dir("plan-build");
+    let config = write_config(&dir, &[]);
+    // Recommend is called on 0.5% of requests: cold.
+    let profile = write_weights(&dir, "profile.json", 25000.0, 50.0);
+    let out = dir.join("fused");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = run_ok(
+        faasfuse()
+            .arg("build")
+            .arg("--config")
+            .arg(&config)
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--out-dir")
+            .arg(&out),
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("cold"), "{text}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(members(&plan, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    let cold = plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == "Recommend")
+        .unwrap();
+    assert_eq!(cold["status"], "cold");
+    assert!(out.join("graph.dot").is_file());
+    let dot = std::fs::read_to_string(out.join("graph.dot")).unwrap();
+    assert!(dot.contains("style=dashed") && dot.contains("cluster_"));
+
+    // The new deployment: Frontend's fused image, the rest unchanged.
+    let deployed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("func_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(deployed[0]["library"], "libfrontend.fused.so");
+    assert_eq!(deployed[0]["queue"], "keep-me", "unknown fields are kept");
+
+    let w = workflows().into_iter().find(|w| w.name == "fanout").unwrap();
+    let inputs = generate_inputs(&w, 300, 0x91a);
+    assert!(inputs.iter().any(|i| i.contains("rec")));
+    let file = input_file("plan-build", &inputs);
+    let run = |cfg: &Path| {
+        let mut cmd = faasfuse();
+        cmd.arg("run")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--ipc")
+            .arg("--inputs")
+            .arg(&file)
+            .args(["--", "Frontend"]);
+        String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+    };
+    let before = run(&config);
+    let after = run(&out.join("func_config.json"));
+    assert_lines_equal(&before, &after, &inputs, "built deployment");
+    assert!(after.contains("rec="), "the cold callee still answers: {after}");
+}
+
+#[test]
+fn trust_domains_are_never_crossed() {
+    let dir = scratch_dir("plan-domain");
+    let config = write_config(&dir, &[("Pricing", serde_json::json!({"domain": "tenant-b"}))]);
+    let profile = write_weights(&dir, "profile.json", 1e9, 5000.0);
+    let plan = plan_json(&config, &profile, &[]);
+    let m = members(&plan, "Frontend");
+    assert!(!m.contains(&"Pricing".to_string()), "{m:?}");
+    let d = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["function"] == "Pricing")
+        .unwrap();
+    assert!(d["reason"].as_str().unwrap().contains("trust domain"), "{d}");
+}
+
+#[test]
+fn a_size_budget_smaller_than_a_callee_keeps_it_out_with_the_reason() {
+    let dir = scratch_dir("plan-size");
+    let lib = fixtures().join("default");
+    let size = |f: &str| std::fs::metadata(lib.join(f)).unwrap().len();
+    // Room for the root, Inventory and the runtime, not for Pricing too.
+    let budget = size("libfrontend.so") + size("libinventory.so") + 16 * 1024 + 1000;
+    let config = write_config(
+        &dir,
+        &[("Frontend", serde_json::json!({"maxImageBytes": budget}))],
+    );
+    let profile = write_weights(&dir, "profile.json", 5000.0, 5000.0);
+    let o = run_ok(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(&config)
+            .arg("--profile")
+            .arg(&profile),
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("over budget") && text.contains("maxImageBytes"), "{text}");
+    let plan = plan_json(&config, &profile, &[]);
+    assert_eq!(members(&plan, "Frontend"), ["Frontend", "Inventory"]);
+}
+
+#[test]
+fn previous_plan_holds_against_small_changes_and_yields_to_large_ones() {
+    let dir = scratch_dir("plan-hysteresis");
+    let lib = fixtures().join("default");
+    let size = |f: &str| std::fs::metadata(lib.join(f)).unwrap().len();
+    // Room for one of the two equal-sized leaf services besides Inventory.
+    let leaf = size("libpricing.so").max(size("librecommend.so"));
+    let budget = size("libfrontend.so") + size("libinventory.so") + leaf + 16 * 1024 + 1000;
+    let config = write_config(
+        &dir,
+        &[("Frontend", serde_json::json!({"maxImageBytes": budget}))],
+    );
+    let first = write_weights(&dir, "p1.json", 20000.0, 15000.0);
+    let plan1 = plan_json(&config, &first, &[]);
+    assert_eq!(members(&plan1, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    let prev = dir.join("plan1.json");
+    std::fs::write(&prev, plan1.to_string()).unwrap();
+
+    // Recommend now slightly hotter than Pricing: keep the previous group.
+    let small = write_weights(&dir, "p2.json", 20000.0, 21000.0);
+    let without = plan_json(&config, &small, &[]);
+    assert_eq!(members(&without, "Frontend"), ["Frontend", "Inventory", "Recommend"]);
+    let with = plan_json(&config, &small, &["--previous", prev.to_str().unwrap()]);
+    assert_eq!(members(&with, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    assert_eq!(with["groups"][0]["kept_from_previous"], true);
+
+    // A large shift changes it.
+    let large = write_weights(&dir, "p3.json", 20000.0, 60000.0);
+    let moved = plan_json(&config, &large, &["--previous", prev.to_str().unwrap()]);
+    assert_eq!(members(&moved, "Frontend"), ["Frontend", "Inventory", "Recommend"]);
+}
+
+#[test]
+fn bad_configs_and_profiles_fail_with_one_line_naming_the_file() {
+    let dir = scratch_dir("plan-bad");
+    let config = write_config(&dir, &[]);
+    let profile = write_weights(&dir, "profile.json", 1.0, 1.0);
+    let check = |cfg: &Path, prof: &Path, needle: &str| {
+        let o = faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--profile")
+            .arg(prof)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    };
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dup = dir.join("dup.json");
+    let mut d = v.clone();
+    d.as_array_mut().unwrap().push(v[1].clone());
+    std::fs::write(&dup, d.to_string()).unwrap();
+    check(&dup, &profile, "listed twice");
+    let missing = dir.join("missing.json");
+    v[2]["library"] = "/nonexistent/libpricing.so".into();
+    std::fs::write(&missing, v.to_string()).unwrap();
+    check(&missing, &profile, "not found");
+    let unknown = dir.join("unknown.json");
+    std::fs::write(&unknown, r#"{"calls": {"Frontend": {"Checkout": 5}}}"#).unwrap();
+    check(&config, &unknown, "Checkout");
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "not json").unwrap();
+    check(&config, &garbage, "garbage.json");
+}
+
+#[test]
+fn cycles_are_fused_safely() {
+    // Frontend and Inventory call each other in the profile: planning
+    // terminates and the group's image serves requests (the runtime's depth
+    // limit bounds any recursion, as the host's does).
+    let dir = scratch_dir("plan-cycle");
+    let config = write_config(&dir, &[]);
+    let w = serde_json::json!({
+        "calls": {"Frontend": {"Inventory": 1000, "Pricing": 1000}, "Inventory": {"Frontend": 500}},
+    });
+    let profile = dir.join("cycle.json");
+    std::fs::write(&profile, w.to_string()).unwrap();
+    let plan = plan_json(&config, &profile, &[]);
+    assert!(members(&plan, "Frontend").contains(&"Inventory".to_string()));
+    let out = dir.join("fused");
+    run_ok(
+        faasfuse()
+            .arg("build")
+            .arg("--config")
+            .arg(&config)
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--out-dir")
+            .arg(&out),
+    );
+    let o = run_ok(
+        faasfuse()
+            .arg("run")
+            .arg("--config")
+            .arg(out.join("func_config.json"))
+            .args(["--", "Frontend", "red shoes"]),
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("rc=0"));
+}
