@@ -58,6 +58,35 @@ pub fn write_graph(p: &Plan, dot_path: &Path, svg_path: Option<&Path>) -> Result
     }
 }
 
+/// `merge --profile`: the planner over just `specs` (the first the root);
+/// returns the libraries to fuse, root first, and the plan that chose them.
+pub fn plan_merge(
+    specs: &[FunctionSpec],
+    weights: &Weights,
+    profile: &Path,
+    options: &Options,
+) -> Result<(Vec<FunctionSpec>, Plan)> {
+    let config = Config::from_specs(specs);
+    let p = plan::plan(&config, weights, profile, options, None)?;
+    let group = p
+        .groups
+        .iter()
+        .find(|g| g.root == specs[0].name)
+        .ok_or_else(|| anyhow::anyhow!("no group for the root {}", specs[0].name))?;
+    let chosen = group
+        .members
+        .iter()
+        .map(|m| {
+            specs
+                .iter()
+                .find(|s| &s.name == m)
+                .cloned()
+                .expect("members come from the specs")
+        })
+        .collect();
+    Ok((chosen, p))
+}
+
 /// Plan, merge every group, verify, and write the new deployment.
 #[allow(clippy::too_many_arguments)]
 pub fn build(

@@ -108,8 +108,10 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// Also write the manifest (inputs, edges, RPC sites, decisions) as JSON.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
-        /// A profile to decide which callees to fuse (needs profile support).
-        #[arg(long, value_name = "perf.data")]
+        /// A profile (see `faasfuse plan --help`): fuse only the callees the
+        /// planner chooses for the root among the given libraries (hot
+        /// edges, within budgets); without it every reachable callee is fused.
+        #[arg(long, value_name = "PROFILE")]
         profile: Option<PathBuf>,
         /// Print the manifest as JSON on stdout.
         #[arg(long)]
@@ -342,17 +344,29 @@ fn dispatch(cli: Cli) -> Result<()> {
             no_verify,
             lower,
         } => {
-            if let Some(p) = profile {
-                return Err(InputError::new(
+            let mut specs = faasfuse::host::resolve_specs(&libraries, None)?;
+            let mut planned = None;
+            if let Some(p) = &profile {
+                let w = faasfuse::plan::load_weights(p)?;
+                let (chosen, plan) = faasfuse::build::plan_merge(
+                    &specs,
+                    &w,
                     p,
-                    "--profile is not supported yet: merge fuses every reachable callee",
-                )
-                .into());
+                    &faasfuse::plan::Options::default(),
+                )?;
+                specs = chosen;
+                planned = Some(plan);
             }
-            let specs = faasfuse::host::resolve_specs(&libraries, None)?;
             let exe = std::env::current_exe()?;
             let verify_with = (!no_verify).then_some(exe.as_path());
-            let report = faasfuse::merge::merge_verified(&specs, &output, verify_with, lower)?;
+            let mut report = faasfuse::merge::merge_verified(&specs, &output, verify_with, lower)?;
+            if let Some(p) = planned {
+                report.notes.extend(
+                    p.decisions
+                        .iter()
+                        .map(|d| format!("profile: {} <- {}: {}", d.root, d.function, d.reason)),
+                );
+            }
             let text = serde_json::to_string_pretty(&report)?;
             if let Some(m) = manifest {
                 faasfuse::output::write_atomically(&m, format!("{text}\n").as_bytes(), false)?;

@@ -105,7 +105,10 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     assert!(text.contains("cold"), "{text}");
     let plan: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
-    assert_eq!(members(&plan, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
     let cold = plan["edges"]
         .as_array()
         .unwrap()
@@ -124,7 +127,10 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     assert_eq!(deployed[0]["library"], "libfrontend.fused.so");
     assert_eq!(deployed[0]["queue"], "keep-me", "unknown fields are kept");
 
-    let w = workflows().into_iter().find(|w| w.name == "fanout").unwrap();
+    let w = workflows()
+        .into_iter()
+        .find(|w| w.name == "fanout")
+        .unwrap();
     let inputs = generate_inputs(&w, 300, 0x91a);
     assert!(inputs.iter().any(|i| i.contains("rec")));
     let file = input_file("plan-build", &inputs);
@@ -142,13 +148,19 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     let before = run(&config);
     let after = run(&out.join("func_config.json"));
     assert_lines_equal(&before, &after, &inputs, "built deployment");
-    assert!(after.contains("rec="), "the cold callee still answers: {after}");
+    assert!(
+        after.contains("rec="),
+        "the cold callee still answers: {after}"
+    );
 }
 
 #[test]
 fn trust_domains_are_never_crossed() {
     let dir = scratch_dir("plan-domain");
-    let config = write_config(&dir, &[("Pricing", serde_json::json!({"domain": "tenant-b"}))]);
+    let config = write_config(
+        &dir,
+        &[("Pricing", serde_json::json!({"domain": "tenant-b"}))],
+    );
     let profile = write_weights(&dir, "profile.json", 1e9, 5000.0);
     let plan = plan_json(&config, &profile, &[]);
     let m = members(&plan, "Frontend");
@@ -159,7 +171,10 @@ fn trust_domains_are_never_crossed() {
         .iter()
         .find(|d| d["function"] == "Pricing")
         .unwrap();
-    assert!(d["reason"].as_str().unwrap().contains("trust domain"), "{d}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("trust domain"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -183,7 +198,10 @@ fn a_size_budget_smaller_than_a_callee_keeps_it_out_with_the_reason() {
             .arg(&profile),
     );
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("over budget") && text.contains("maxImageBytes"), "{text}");
+    assert!(
+        text.contains("over budget") && text.contains("maxImageBytes"),
+        "{text}"
+    );
     let plan = plan_json(&config, &profile, &[]);
     assert_eq!(members(&plan, "Frontend"), ["Frontend", "Inventory"]);
 }
@@ -202,22 +220,34 @@ fn previous_plan_holds_against_small_changes_and_yields_to_large_ones() {
     );
     let first = write_weights(&dir, "p1.json", 20000.0, 15000.0);
     let plan1 = plan_json(&config, &first, &[]);
-    assert_eq!(members(&plan1, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    assert_eq!(
+        members(&plan1, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
     let prev = dir.join("plan1.json");
     std::fs::write(&prev, plan1.to_string()).unwrap();
 
     // Recommend now slightly hotter than Pricing: keep the previous group.
     let small = write_weights(&dir, "p2.json", 20000.0, 21000.0);
     let without = plan_json(&config, &small, &[]);
-    assert_eq!(members(&without, "Frontend"), ["Frontend", "Inventory", "Recommend"]);
+    assert_eq!(
+        members(&without, "Frontend"),
+        ["Frontend", "Inventory", "Recommend"]
+    );
     let with = plan_json(&config, &small, &["--previous", prev.to_str().unwrap()]);
-    assert_eq!(members(&with, "Frontend"), ["Frontend", "Inventory", "Pricing"]);
+    assert_eq!(
+        members(&with, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
     assert_eq!(with["groups"][0]["kept_from_previous"], true);
 
     // A large shift changes it.
     let large = write_weights(&dir, "p3.json", 20000.0, 60000.0);
     let moved = plan_json(&config, &large, &["--previous", prev.to_str().unwrap()]);
-    assert_eq!(members(&moved, "Frontend"), ["Frontend", "Inventory", "Recommend"]);
+    assert_eq!(
+        members(&moved, "Frontend"),
+        ["Frontend", "Inventory", "Recommend"]
+    );
 }
 
 #[test]
@@ -291,4 +321,34 @@ fn cycles_are_fused_safely() {
             .args(["--", "Frontend", "red shoes"]),
     );
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("rc=0"));
+}
+
+#[test]
+fn merge_with_a_profile_fuses_only_what_the_planner_chooses() {
+    let dir = scratch_dir("plan-merge");
+    let profile = write_weights(&dir, "profile.json", 25000.0, 50.0);
+    let lib = fixtures().join("default");
+    let out = dir.join("frontend.so");
+    let o = run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(format!("Frontend={}", lib.join("libfrontend.so").display()))
+            .arg(lib.join("libinventory.so"))
+            .arg(lib.join("libpricing.so"))
+            .arg(lib.join("librecommend.so"))
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--json")
+            .arg("-o")
+            .arg(&out),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Frontend", "Inventory", "Pricing", "faasfuse"]);
+    assert!(m["notes"].to_string().contains("cold"), "{}", m["notes"]);
 }

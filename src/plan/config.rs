@@ -106,6 +106,33 @@ impl Config {
         })
     }
 
+    /// A deployment of just these libraries, the first one its entry (what
+    /// `merge --profile` plans over).
+    pub fn from_specs(specs: &[crate::host::FunctionSpec]) -> Config {
+        let functions = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| FuncEntry {
+                func_name: s.name.clone(),
+                func_id: None,
+                min_workers: None,
+                max_workers: None,
+                library: s.path.clone(),
+                domain: None,
+                entry: Some(i == 0),
+                max_image_bytes: None,
+                cpu_budget: None,
+                memory_bytes: None,
+                max_memory_bytes: None,
+                extra: Default::default(),
+            })
+            .collect();
+        Config {
+            path: PathBuf::from("<command line>"),
+            functions,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&FuncEntry> {
         self.functions.iter().find(|f| f.func_name == name)
     }
