@@ -217,6 +217,13 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
         name: String,
         library: PathBuf,
     },
+    /// Record the taken branches of commands under ptrace as an LBR
+    /// perf.data (internal: test data).
+    #[command(name = "__record-lbr", hide = true)]
+    RecordLbr(faasfuse::profile::record::RecordArgs),
+    /// Write a large synthetic LBR perf.data (internal: benchmarks).
+    #[command(name = "__gen-lbr", hide = true)]
+    GenLbr(faasfuse::profile::record::gen::GenArgs),
 }
 
 /// Planner settings shared by `plan` and `build`.
@@ -247,6 +254,24 @@ impl Tuning {
             heuristic_only: self.heuristic,
         }
     }
+}
+
+/// What `plan` and `build` read: the deployment, the profile's weights
+/// and the previous plan, if any.
+fn planning_inputs(
+    config: &std::path::Path,
+    profile: &std::path::Path,
+    previous: Option<&std::path::Path>,
+) -> Result<(
+    faasfuse::plan::Config,
+    faasfuse::plan::Weights,
+    Option<faasfuse::plan::Plan>,
+)> {
+    Ok((
+        faasfuse::plan::Config::load(config)?,
+        faasfuse::plan::load_weights(profile)?,
+        previous.map(faasfuse::plan::Plan::load).transpose()?,
+    ))
 }
 
 fn main() -> ExitCode {
@@ -388,12 +413,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             tuning,
         } => {
-            let c = faasfuse::plan::Config::load(&config)?;
-            let w = faasfuse::plan::load_weights(&profile)?;
-            let prev = previous
-                .as_deref()
-                .map(faasfuse::plan::Plan::load)
-                .transpose()?;
+            let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
             let p = faasfuse::plan::plan(&c, &w, &profile, &tuning.options(), prev.as_ref())?;
             let text = serde_json::to_string_pretty(&p)?;
             if let Some(o) = &output {
@@ -428,12 +448,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             tuning,
         } => {
-            let c = faasfuse::plan::Config::load(&config)?;
-            let w = faasfuse::plan::load_weights(&profile)?;
-            let prev = previous
-                .as_deref()
-                .map(faasfuse::plan::Plan::load)
-                .transpose()?;
+            let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
             let exe = std::env::current_exe()?;
             let (p, built) = faasfuse::build::build(
                 &c,
@@ -483,6 +498,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Worker { fd, name, library } => {
             faasfuse::host::ipc::worker_main(fd, &name, &library)
         }
+        Command::RecordLbr(a) => faasfuse::profile::record::record_main(a),
+        Command::GenLbr(a) => faasfuse::profile::record::gen::gen_main(a),
     }
 }
 

@@ -70,18 +70,7 @@ fn lowered_images_stay_clean_for_elflint_and_verify() {
         for level in ["dispatch", "direct"] {
             let out = out_dir().join(format!("{}-clean-{level}.so", w.name));
             fuse_workflow(&w, "default", &out, &["--lower", level]);
-            if let Ok(o) = Command::new("eu-elflint")
-                .args(["--gnu-ld", "--quiet"])
-                .arg(&out)
-                .output()
-            {
-                assert!(
-                    o.status.success() && o.stdout.is_empty(),
-                    "eu-elflint {}:\n{}",
-                    out.display(),
-                    String::from_utf8_lossy(&o.stdout)
-                );
-            }
+            assert_elflint_clean(&out);
             run_ok(faasfuse().arg("verify").arg(&out));
         }
     }

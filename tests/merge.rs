@@ -70,19 +70,7 @@ fn output_is_clean_for_elf_tools_and_verify() {
         for w in workflows() {
             let out = out_dir().join(format!("{}-{v}-tools.so", w.name));
             fuse(&w, &v, &out);
-            if let Ok(o) = Command::new("eu-elflint")
-                .args(["--gnu-ld", "--quiet"])
-                .arg(&out)
-                .output()
-            {
-                assert!(
-                    o.status.success() && o.stdout.is_empty(),
-                    "eu-elflint {}:\n{}{}",
-                    out.display(),
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
+            assert_elflint_clean(&out);
             let o = Command::new("readelf")
                 .args(["-W", "-a"])
                 .arg(&out)

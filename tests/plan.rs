@@ -69,6 +69,19 @@ fn plan_json(config: &Path, profile: &Path, extra: &[&str]) -> serde_json::Value
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+fn build(config: &Path, profile: &Path, out: &Path) -> std::process::Output {
+    run_ok(
+        faasfuse()
+            .arg("build")
+            .arg("--config")
+            .arg(config)
+            .arg("--profile")
+            .arg(profile)
+            .arg("--out-dir")
+            .arg(out),
+    )
+}
+
 fn members(plan: &serde_json::Value, root: &str) -> Vec<String> {
     plan["groups"]
         .as_array()
@@ -91,16 +104,7 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     let profile = write_weights(&dir, "profile.json", 25000.0, 50.0);
     let out = dir.join("fused");
     let _ = std::fs::remove_dir_all(&out);
-    let o = run_ok(
-        faasfuse()
-            .arg("build")
-            .arg("--config")
-            .arg(&config)
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--out-dir")
-            .arg(&out),
-    );
+    let o = build(&config, &profile, &out);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("cold"), "{text}");
     let plan: serde_json::Value =
@@ -303,16 +307,7 @@ fn cycles_are_fused_safely() {
     let plan = plan_json(&config, &profile, &[]);
     assert!(members(&plan, "Frontend").contains(&"Inventory".to_string()));
     let out = dir.join("fused");
-    run_ok(
-        faasfuse()
-            .arg("build")
-            .arg("--config")
-            .arg(&config)
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--out-dir")
-            .arg(&out),
-    );
+    build(&config, &profile, &out);
     let o = run_ok(
         faasfuse()
             .arg("run")

@@ -235,3 +235,20 @@ pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
     );
     out
 }
+
+/// `eu-elflint --gnu-ld` finds nothing wrong (skipped without elfutils).
+pub fn assert_elflint_clean(path: &Path) {
+    if let Ok(o) = Command::new("eu-elflint")
+        .args(["--gnu-ld", "--quiet"])
+        .arg(path)
+        .output()
+    {
+        assert!(
+            o.status.success() && o.stdout.is_empty(),
+            "eu-elflint {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
