@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Per-workflow request latency and throughput, side by side in one run:
+# the unfused deployment (one worker process per function, --ipc) against
+# the fused root served alone (--ipc) at each lowering tier (--lower none,
+# dispatch, direct), and the fused root in the host's own process (no IPC
+# at all: the limit for a fused deployment).
+#
+# Usage: scripts/bench-workflows.sh [ROUNDS]   (default 100 rounds of 64 inputs)
+# Writes out/bench/workflows.csv and out/bench/workflows.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-100}"
+OUT=out/bench/workflows
+mkdir -p "$OUT"
+cargo build --release --quiet
+FF=target/release/faasfuse
+scripts/build-fixtures.sh "$OUT/lib" > /dev/null
+LIB="$OUT/lib/default"
+
+python3 - "$LIB" "$OUT" <<'PY' > "$OUT/workflows.tsv"
+import itertools, json, sys
+lib, out = sys.argv[1], sys.argv[2]
+words = ["alpha", "beta", "red shoes", "x", "12", "hello world"]
+for w in json.load(open("fixtures/workflows.json"))["workflows"]:
+    fns = sorted(w["functions"].items(), key=lambda kv: kv[0] != w["root"])
+    combos = itertools.cycle(itertools.product((w["keywords"] or ["x"]) + words, words))
+    with open(f"{out}/{w['name']}.inputs", "w") as f:
+        for _ in range(64):
+            f.write(" ".join(next(combos)) + "\n")
+    print(w["name"], w["root"], " ".join(f"{n}={lib}/{l}" for n, l in fns), sep="\t")
+PY
+
+CSV=out/bench/workflows.csv
+echo "workflow,mode,p50_us,p99_us,requests_per_s" > "$CSV"
+measure() { # workflow mode root deploy...
+  local wf="$1" mode="$2" root="$3"; shift 3
+  "$FF" run "$@" --repeat "$ROUNDS" --inputs "$OUT/$wf.inputs" --json -- "$root" > "$OUT/r.json"
+  python3 - "$OUT/r.json" "$wf" "$mode" >> "$CSV" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+q = r["request_latency"]
+print(f'{sys.argv[2]},{sys.argv[3]},{q["p50_ns"]/1000:.2f},{q["p99_ns"]/1000:.2f},{r["requests"]/(r["wall_ns"]/1e9):.0f}')
+PY
+}
+while IFS=$'\t' read -r name root libs; do
+  # shellcheck disable=SC2086
+  measure "$name" unfused-ipc "$root" $libs --ipc
+  for level in none dispatch direct; do
+    # shellcheck disable=SC2086
+    "$FF" merge $libs --lower "$level" -o "$OUT/$name-$level.so" > /dev/null
+    measure "$name" "fused-$level-ipc" "$root" "$root=$OUT/$name-$level.so" --ipc
+  done
+  measure "$name" fused-direct-in-process "$root" "$root=$OUT/$name-direct.so"
+done < "$OUT/workflows.tsv"
+
+python3 - "$CSV" <<'PY'
+import csv, collections, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+by = collections.defaultdict(dict)
+for r in rows:
+    by[r["workflow"]][r["mode"]] = r
+modes = ["unfused-ipc", "fused-none-ipc", "fused-dispatch-ipc", "fused-direct-ipc", "fused-direct-in-process"]
+print(f'{"workflow":<9}' + "".join(f"{m:>25}" for m in modes) + f'{"speedup":>9}')
+wide = open(sys.argv[1].replace(".csv", "-p50.csv"), "w")
+wide.write("workflow," + ",".join(modes) + "\n")
+for wf, m in by.items():
+    cells = "".join(f'{m[x]["p50_us"] + " / " + m[x]["p99_us"] + " us":>25}' for x in modes)
+    speed = float(m["unfused-ipc"]["p50_us"]) / float(m["fused-direct-ipc"]["p50_us"])
+    print(f"{wf:<9}{cells}{speed:>8.1f}x")
+    wide.write(wf + "," + ",".join(m[x]["p50_us"] for x in modes) + "\n")
+print("(p50 / p99 request latency; speedup = unfused-ipc p50 / fused-direct-ipc p50)")
+PY
+python3 scripts/plot.py bars out/bench/workflows-p50.csv out/bench/workflows.svg workflow \
+  unfused-ipc fused-none-ipc fused-dispatch-ipc fused-direct-ipc fused-direct-in-process \
+  --title "request latency p50 per workflow" --unit us
+echo "wrote $CSV, out/bench/workflows.svg"
