@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Merge time, peak memory and output size against input size: the fixture
 # workflows, then synthetic pairs of function libraries with SIZES megabytes
-# of code each (default "1 4 20 50").
+# of code each (default "1 4 20 50 100"): a scaling curve. Writes
+# out/bench/merge.csv and out/bench/merge-time.svg, merge-memory.svg.
 #
 # Usage: scripts/bench-merge.sh [SIZES...]     Writes out/bench/merge.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZES=("${@:-1 4 20 50}")
-[ $# -eq 0 ] && SIZES=(1 4 20 50)
+SIZES=("$@")
+[ $# -eq 0 ] && SIZES=(1 4 20 50 100)
 OUT=out/bench/merge
 mkdir -p "$OUT"
 cargo build --release --quiet
@@ -49,3 +50,15 @@ for mb in "${SIZES[@]}"; do
   measure "synthetic-${mb}MB-x2" "$d/fused.so" BigA="$d/libbiga.so" BigB="$d/libbigb.so"
 done
 column -s, -t "$CSV"
+python3 - "$CSV" > out/bench/merge-scaling.csv <<'PY'
+import csv, sys
+print("input_mb,merge_seconds,peak_rss_mb,input_size_mb")
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["case"].startswith("synthetic"):
+        mb = int(r["input_bytes"]) / 1e6
+        print(f'{mb:.2f},{max(float(r["merge_seconds"]), 0.001)},{int(r["peak_rss_kb"]) / 1024:.1f},{mb:.2f}')
+PY
+python3 scripts/plot.py lines out/bench/merge-scaling.csv out/bench/merge-time.svg input_mb merge_seconds \
+  --title "merge time vs input size" --unit s
+python3 scripts/plot.py lines out/bench/merge-scaling.csv out/bench/merge-memory.svg input_mb peak_rss_mb input_size_mb \
+  --title "merge peak memory vs input size" --unit MB

@@ -86,3 +86,12 @@ if ins:
     for r in ins:
         print(f'{r["mode"]:<20} {r["instructions_per_nested_call"]:>30}')
 PY
+python3 - "$OUT/nested.csv" > "$OUT/nested-plot.csv" <<'PY'
+import csv, sys
+print("mode,ns_per_nested_call")
+for r in csv.DictReader(open(sys.argv[1])):
+    print(f'{r["mode"]},{r["ns_per_nested_call"]}')
+PY
+python3 scripts/plot.py bars "$OUT/nested-plot.csv" "$OUT/nested.svg" mode ns_per_nested_call \
+  --title "cost of one nested call" --unit ns
+echo "wrote $OUT/nested.csv, $OUT/nested-insns.csv, $OUT/nested.svg"
