@@ -1,3 +1,10 @@
 //! Profile ingestion: reading `perf.data` (LBR branch stacks and call
 //! chains) and BOLT `.fdata`, mapping samples to function images by
 //! build-id, and aggregating branch, call and RPC-site counts per image.
+
+pub mod aggregate;
+pub mod images;
+pub mod ingest;
+pub mod perfdata;
+pub mod unwind;
+pub mod record;

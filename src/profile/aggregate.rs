@@ -1,0 +1,268 @@
+//! The profile: per image branch, call, function and RPC-site counts, and
+//! the planner's view of it (calls per RPC edge, CPU share per function).
+//! Deterministic (sorted maps) and mergeable by summing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Written as `format` so readers can tell a profile from other JSON.
+pub const FORMAT: &str = "faasfuse-profile";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub format: String,
+    pub version: u32,
+    /// The inputs summed into this profile.
+    pub sources: Vec<String>,
+    pub stats: Stats,
+    /// `caller -> callee -> calls`: the executions of the caller's RPC sites
+    /// with a constant callee name (branch counts from LBR profiles, sample
+    /// counts from call-chain profiles).
+    pub calls: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Share of all samples (0..1) attributed to each function's image: the
+    /// innermost frame of a sample that lies in a given image.
+    pub cpu: BTreeMap<String, f64>,
+    /// Requests from outside the deployment (not measured by profiles).
+    #[serde(default)]
+    pub external: BTreeMap<String, f64>,
+    pub images: BTreeMap<String, ImageProfile>,
+    /// Samples whose instruction pointer lies outside every image, by
+    /// mapped file (`[kernel]`, `[unknown]` for unmapped addresses).
+    pub unmatched: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub samples: u64,
+    /// Samples with a branch stack.
+    pub lbr_samples: u64,
+    /// Samples with a call chain (frame pointers or a DWARF-unwound stack).
+    pub callchain_samples: u64,
+    /// Branch-stack entries counted.
+    pub branches: u64,
+    /// Samples whose instruction pointer lies in an image.
+    pub matched_samples: u64,
+    pub lost_samples: u64,
+    pub records: u64,
+    /// Records skipped as malformed (`--lenient`).
+    pub bad_records: u64,
+    /// DWARF stacks that could not be walked past their first frame.
+    pub unwind_failures: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageProfile {
+    pub path: String,
+    pub build_id: Option<String>,
+    /// The file names this image was mapped as in the profile.
+    #[serde(default)]
+    pub mapped_as: Vec<String>,
+    /// Samples whose instruction pointer lies in this image.
+    pub samples: u64,
+    /// Samples whose innermost frame in any image lies in this one.
+    pub attributed_samples: u64,
+    /// Per function symbol: self and attributed samples.
+    pub functions: BTreeMap<String, FunctionCount>,
+    /// Taken branches inside the image, by ELF virtual address.
+    pub branches: Vec<BranchCount>,
+    /// Taken branches from this image to another one.
+    pub external_branches: u64,
+    /// Function calls inside the image (LBR calls and adjacent frames of
+    /// call chains).
+    pub calls: Vec<CallCount>,
+    pub rpc_sites: Vec<SiteCount>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCount {
+    pub samples: u64,
+    pub attributed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BranchCount {
+    pub from: u64,
+    pub to: u64,
+    pub count: u64,
+    pub mispred: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallCount {
+    pub caller: String,
+    pub callee: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteCount {
+    /// Address of the call instruction.
+    pub address: u64,
+    pub function: Option<String>,
+    /// The callee's constant name, or `dynamic`.
+    pub callee: String,
+    /// Executions counted from branch stacks (branches leaving the call).
+    pub branch_count: u64,
+    /// Samples whose call chain passes through the call.
+    pub sample_count: u64,
+}
+
+impl SiteCount {
+    pub fn is_dynamic(&self) -> bool {
+        self.callee == "dynamic"
+    }
+}
+
+impl Profile {
+    pub fn new(sources: Vec<String>) -> Profile {
+        Profile {
+            format: FORMAT.into(),
+            version: VERSION,
+            sources,
+            ..Profile::default()
+        }
+    }
+
+    /// Branch counts measure RPC executions when the profile has any.
+    fn by_branches(&self) -> bool {
+        self.stats.lbr_samples > 0
+            || self
+                .images
+                .values()
+                .any(|i| i.rpc_sites.iter().any(|s| s.branch_count > 0))
+    }
+
+    /// Recompute `calls` and `cpu` from the per-image counts.
+    pub fn derive(&mut self) {
+        let by_branches = self.by_branches();
+        self.calls.clear();
+        self.cpu.clear();
+        for (name, img) in &self.images {
+            for s in img.rpc_sites.iter().filter(|s| !s.is_dynamic()) {
+                let n = if by_branches {
+                    s.branch_count
+                } else {
+                    s.sample_count
+                };
+                if n > 0 {
+                    *self
+                        .calls
+                        .entry(name.clone())
+                        .or_default()
+                        .entry(s.callee.clone())
+                        .or_default() += n as f64;
+                }
+            }
+            let share = if self.stats.samples > 0 {
+                img.attributed_samples as f64 / self.stats.samples as f64
+            } else {
+                0.0
+            };
+            self.cpu.insert(name.clone(), share);
+        }
+    }
+
+    /// Add `other` to this profile.
+    pub fn merge(&mut self, other: Profile) -> Result<(), String> {
+        self.sources.extend(other.sources);
+        let (a, b) = (&mut self.stats, other.stats);
+        a.samples += b.samples;
+        a.lbr_samples += b.lbr_samples;
+        a.callchain_samples += b.callchain_samples;
+        a.branches += b.branches;
+        a.matched_samples += b.matched_samples;
+        a.lost_samples += b.lost_samples;
+        a.records += b.records;
+        a.bad_records += b.bad_records;
+        a.unwind_failures += b.unwind_failures;
+        for (k, v) in other.unmatched {
+            *self.unmatched.entry(k).or_default() += v;
+        }
+        for (k, v) in other.external {
+            *self.external.entry(k).or_default() += v;
+        }
+        for (name, img) in other.images {
+            match self.images.get_mut(&name) {
+                None => {
+                    self.images.insert(name, img);
+                }
+                Some(mine) => {
+                    if mine.build_id.is_some()
+                        && img.build_id.is_some()
+                        && mine.build_id != img.build_id
+                    {
+                        return Err(format!(
+                            "{name} is build {} in one profile and {} in another",
+                            mine.build_id.as_deref().unwrap_or("-"),
+                            img.build_id.as_deref().unwrap_or("-")
+                        ));
+                    }
+                    mine.merge(img);
+                }
+            }
+        }
+        self.derive();
+        Ok(())
+    }
+}
+
+impl ImageProfile {
+    fn merge(&mut self, o: ImageProfile) {
+        for m in o.mapped_as {
+            if !self.mapped_as.contains(&m) {
+                self.mapped_as.push(m);
+            }
+        }
+        self.mapped_as.sort();
+        self.samples += o.samples;
+        self.attributed_samples += o.attributed_samples;
+        for (k, v) in o.functions {
+            let f = self.functions.entry(k).or_default();
+            f.samples += v.samples;
+            f.attributed += v.attributed;
+        }
+        let mut br: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+        for b in self.branches.drain(..).chain(o.branches) {
+            let e = br.entry((b.from, b.to)).or_default();
+            e.0 += b.count;
+            e.1 += b.mispred;
+        }
+        self.branches = br
+            .into_iter()
+            .map(|((from, to), (count, mispred))| BranchCount {
+                from,
+                to,
+                count,
+                mispred,
+            })
+            .collect();
+        self.external_branches += o.external_branches;
+        let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for c in self.calls.drain(..).chain(o.calls) {
+            *calls.entry((c.caller, c.callee)).or_default() += c.count;
+        }
+        self.calls = calls
+            .into_iter()
+            .map(|((caller, callee), count)| CallCount {
+                caller,
+                callee,
+                count,
+            })
+            .collect();
+        let mut sites: BTreeMap<u64, SiteCount> = BTreeMap::new();
+        for s in self.rpc_sites.drain(..).chain(o.rpc_sites) {
+            match sites.get_mut(&s.address) {
+                Some(m) => {
+                    m.branch_count += s.branch_count;
+                    m.sample_count += s.sample_count;
+                }
+                None => {
+                    sites.insert(s.address, s);
+                }
+            }
+        }
+        self.rpc_sites = sites.into_values().collect();
+    }
+}

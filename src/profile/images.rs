@@ -1,0 +1,311 @@
+//! Which image an address belongs to: the function libraries given with
+//! `--lib`, matched to each process's executable mappings by build-id
+//! first (paths differ inside containers) and path second.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::LittleEndian as LE;
+
+use super::perfdata::Mmap;
+use crate::analyze::{find_rpc_sites, RpcSite};
+use crate::elf::Image;
+
+/// A function library given with `--lib [NAME=]LIB.so`.
+pub struct Lib {
+    /// The function name it serves (callers' name for it).
+    pub name: String,
+    pub image: Image,
+    pub build_id: Option<Vec<u8>>,
+    pub sites: Vec<RpcSite>,
+    /// PT_LOAD segments: (file offset, file size, vaddr).
+    loads: Vec<(u64, u64, u64)>,
+    canonical: Option<PathBuf>,
+    /// Function symbols sorted by address: (address, size, name).
+    symbols: Vec<(u64, u64, String)>,
+}
+
+impl Lib {
+    /// Load `path` as the image serving `name`.
+    pub fn load(name: &str, path: &Path) -> Result<Lib> {
+        let image = Image::load(path)?;
+        let sites = find_rpc_sites(&image);
+        let build_id = image.info.build_id.as_deref().and_then(hex_decode);
+        let loads = ElfFile64::<LE>::parse(&image.data[..])
+            .map(|f| {
+                f.elf_program_headers()
+                    .iter()
+                    .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
+                    .map(|p| (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut symbols: Vec<(u64, u64, String)> = image
+            .info
+            .functions
+            .iter()
+            .map(|f| (f.address, f.size, f.name.clone()))
+            .collect();
+        // Prefer the global name where aliases share an address.
+        symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        symbols.dedup_by_key(|s| s.0);
+        Ok(Lib {
+            name: name.to_string(),
+            canonical: path.canonicalize().ok(),
+            image,
+            build_id,
+            sites,
+            loads,
+            symbols,
+        })
+    }
+
+    /// The virtual address that file offset `off` is loaded at.
+    pub fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(o, sz, _)| off >= *o && off < o + sz.max(&1))
+            .map(|(o, _, va)| off - o + va)
+    }
+
+    /// The function symbol containing `vaddr`: (start, name).
+    pub fn symbol_at(&self, vaddr: u64) -> Option<(u64, &str)> {
+        let i = self.symbols.partition_point(|s| s.0 <= vaddr);
+        let (start, size, name) = self.symbols.get(i.checked_sub(1)?)?;
+        (vaddr < start + (*size).max(1)).then_some((*start, name.as_str()))
+    }
+
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.image.info.build_id.clone()
+    }
+}
+
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where an address lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Loc {
+    /// In function library `lib` at ELF virtual address `vaddr`.
+    Lib {
+        lib: usize,
+        vaddr: u64,
+    },
+    /// In another mapped file (index into [`AddressSpaces::dsos`]).
+    Dso(usize),
+    Kernel,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    end: u64,
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// vaddr = address - bias.
+    Lib {
+        lib: usize,
+        bias: u64,
+    },
+    Dso(usize),
+}
+
+/// One executable mapping of an image outside `--lib`, kept for unwinding.
+#[derive(Debug, Clone)]
+pub struct DsoMapping {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+}
+
+/// Executable mappings of every process seen, and the libraries they map.
+pub struct AddressSpaces<'a> {
+    pub libs: &'a [Lib],
+    procs: HashMap<u32, BTreeMap<u64, Mapping>>,
+    /// Build-ids by file name (HEADER_BUILD_ID).
+    build_ids: HashMap<String, Vec<u8>>,
+    /// Mapped files that are not function libraries, by name.
+    pub dsos: Vec<String>,
+    dso_index: HashMap<String, usize>,
+    /// Mapped file names matched to each library.
+    pub matched_paths: Vec<Vec<String>>,
+}
+
+/// User-space addresses end below this (x86-64 canonical lower half).
+const USER_END: u64 = 0x0000_8000_0000_0000;
+
+impl<'a> AddressSpaces<'a> {
+    pub fn new(libs: &'a [Lib], build_ids: &[(Vec<u8>, String)]) -> Self {
+        let mut s = AddressSpaces {
+            libs,
+            procs: HashMap::new(),
+            build_ids: HashMap::new(),
+            dsos: Vec::new(),
+            dso_index: HashMap::new(),
+            matched_paths: vec![Vec::new(); libs.len()],
+        };
+        for (id, name) in build_ids {
+            s.add_build_id(id.clone(), name.clone());
+        }
+        s
+    }
+
+    pub fn add_build_id(&mut self, id: Vec<u8>, filename: String) {
+        self.build_ids.insert(filename, id);
+    }
+
+    /// The library a mapped file is, if any.
+    fn match_lib(&self, m: &Mmap) -> Option<usize> {
+        let id = m
+            .build_id
+            .as_ref()
+            .or_else(|| self.build_ids.get(&m.filename));
+        if let Some(id) = id {
+            if let Some(i) = self
+                .libs
+                .iter()
+                .position(|l| l.build_id.as_ref() == Some(id))
+            {
+                return Some(i);
+            }
+        }
+        let path = Path::new(&m.filename);
+        let canonical = path.canonicalize().ok();
+        let by_path = self
+            .libs
+            .iter()
+            .position(|l| canonical.is_some() && l.canonical == canonical)
+            .or_else(|| {
+                self.libs
+                    .iter()
+                    .position(|l| l.image.path.file_name() == path.file_name())
+            })?;
+        // A known build-id that differs means another build of that file.
+        match (id, &self.libs[by_path].build_id) {
+            (Some(a), Some(b)) if a != b => None,
+            _ => Some(by_path),
+        }
+    }
+
+    fn dso(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.dso_index.get(name) {
+            return i;
+        }
+        self.dsos.push(name.to_string());
+        self.dso_index.insert(name.to_string(), self.dsos.len() - 1);
+        self.dsos.len() - 1
+    }
+
+    /// Record an executable mapping; the library it maps, if one.
+    pub fn mmap(&mut self, m: &Mmap) -> Option<usize> {
+        if !m.exec || m.len == 0 {
+            return None;
+        }
+        let end = m.addr.saturating_add(m.len);
+        let lib = self.match_lib(m);
+        let target = match lib {
+            Some(i) => {
+                let Some(va) = self.libs[i].vaddr_of_offset(m.pgoff) else {
+                    return None;
+                };
+                if !self.matched_paths[i].contains(&m.filename) {
+                    self.matched_paths[i].push(m.filename.clone());
+                }
+                Target::Lib {
+                    lib: i,
+                    bias: m.addr.wrapping_sub(va),
+                }
+            }
+            None => Target::Dso(self.dso(&m.filename)),
+        };
+        let maps = self.procs.entry(m.pid).or_default();
+        // A new mapping replaces whatever it overlaps.
+        let overlapping: Vec<u64> = maps
+            .range(..end)
+            .rev()
+            .take_while(|(_, v)| v.end > m.addr)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in overlapping {
+            maps.remove(&k);
+        }
+        maps.insert(m.addr, Mapping { end, target });
+        lib
+    }
+
+    /// A new process starts with a copy of its parent's mappings.
+    pub fn fork(&mut self, pid: u32, ppid: u32) {
+        if pid != ppid {
+            let parent = self.procs.get(&ppid).cloned().unwrap_or_default();
+            self.procs.insert(pid, parent);
+        }
+    }
+
+    /// A process that exec'd or exited has no mappings.
+    pub fn clear(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    /// Where `addr` of process `pid` lies.
+    pub fn resolve(&self, pid: u32, addr: u64) -> Loc {
+        if addr >= USER_END {
+            return Loc::Kernel;
+        }
+        let Some(maps) = self.procs.get(&pid) else {
+            return Loc::Unknown;
+        };
+        Self::lookup(maps, addr)
+    }
+
+    fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Loc {
+        match maps.range(..=addr).next_back() {
+            Some((_, m)) if addr < m.end => match m.target {
+                Target::Lib { lib, bias } => Loc::Lib {
+                    lib,
+                    vaddr: addr.wrapping_sub(bias),
+                },
+                Target::Dso(d) => Loc::Dso(d),
+            },
+            _ => Loc::Unknown,
+        }
+    }
+
+    /// A resolver for one process (saves the process lookup per address).
+    pub fn process(&self, pid: u32) -> Process<'_> {
+        Process {
+            maps: self.procs.get(&pid),
+        }
+    }
+}
+
+pub struct Process<'s> {
+    maps: Option<&'s BTreeMap<u64, Mapping>>,
+}
+
+impl Process<'_> {
+    pub fn resolve(&self, addr: u64) -> Loc {
+        if addr >= USER_END {
+            return Loc::Kernel;
+        }
+        match self.maps {
+            Some(m) => AddressSpaces::lookup(m, addr),
+            None => Loc::Unknown,
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! One pass over a perf.data: every event updates the address spaces (and
+//! unwinders), every sample adds to hash-map accumulators whose size is
+//! bounded by distinct addresses; symbols and RPC sites are attached once
+//! at the end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::Result;
+use iced_x86::{Decoder, DecoderOptions, FlowControl};
+
+use super::aggregate::{BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount};
+use super::images::{AddressSpaces, Lib, Loc};
+use super::perfdata::{self, attr, event, Event, Sample};
+use super::unwind::Unwinders;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Skip malformed records instead of failing.
+    pub lenient: bool,
+    /// Show a progress bar on a terminal for large inputs.
+    pub progress: bool,
+}
+
+/// What is counted for one image while reading.
+#[derive(Default)]
+struct Acc {
+    /// (from, to) -> (count, mispredicted).
+    branches: HashMap<(u64, u64), (u64, u64)>,
+    /// Branches leaving each source address, wherever they go.
+    outgoing: HashMap<u64, u64>,
+    external: u64,
+    /// Self samples by address.
+    ips: HashMap<u64, u64>,
+    /// Attributed samples by (innermost in-image) address.
+    attributed: HashMap<u64, u64>,
+    /// Adjacent call-chain frames in this image: (callee address, return
+    /// address) -> samples.
+    frames: HashMap<(u64, u64), u64>,
+    /// Samples whose chain holds this return address.
+    returns: HashMap<u64, u64>,
+}
+
+struct Ingest<'l> {
+    libs: &'l [Lib],
+    spaces: AddressSpaces<'l>,
+    unwinders: Option<Unwinders>,
+    acc: Vec<Acc>,
+    unmatched: HashMap<Loc, u64>,
+    stats: super::aggregate::Stats,
+    /// Return addresses of RPC sites per image.
+    site_returns: Vec<HashSet<u64>>,
+    chain: Vec<u64>,
+    unwound: Vec<u64>,
+    seen: Vec<(usize, u64)>,
+}
+
+/// Read a perf.data and aggregate it over `libs`.
+pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> {
+    let mut events = perfdata::open(path, opts.lenient)?;
+    let header = events.reader.header.clone();
+    let dwarf = header.pipe
+        || header
+            .attrs
+            .iter()
+            .any(|a| a.has(attr::SAMPLE_REGS_USER) && a.has(attr::SAMPLE_STACK_USER));
+    let mut ing = Ingest {
+        libs,
+        spaces: AddressSpaces::new(libs, &header.build_ids),
+        unwinders: dwarf.then(|| Unwinders::new(libs, &header.build_ids)),
+        acc: libs.iter().map(|_| Acc::default()).collect(),
+        unmatched: HashMap::new(),
+        stats: Default::default(),
+        site_returns: libs
+            .iter()
+            .map(|l| {
+                l.sites
+                    .iter()
+                    .map(|s| s.address + s.length as u64)
+                    .collect()
+            })
+            .collect(),
+        chain: Vec::new(),
+        unwound: Vec::new(),
+        seen: Vec::new(),
+    };
+    let total = if header.pipe {
+        0
+    } else {
+        header.data_end - header.data_offset
+    };
+    let bar = progress_bar(opts.progress, total);
+    let mut n = 0u64;
+    loop {
+        let ev = events.next().map_err(|e| e.at(path))?;
+        let Some(ev) = ev else { break };
+        n += 1;
+        if n % 65536 == 0 {
+            if let Some(b) = &bar {
+                b.set_position(events.reader.position() - header.data_offset);
+            }
+        }
+        ing.event(ev, events.reader.attrs());
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let rs = &events.reader.stats;
+    ing.stats.records = rs.records;
+    ing.stats.bad_records = rs.bad_records;
+    ing.stats.lost_samples = rs.lost_samples;
+    Ok(ing.finish(vec![path.display().to_string()]))
+}
+
+fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
+    const LARGE: u64 = 64 << 20;
+    if !enabled
+        || total < LARGE
+        || !std::io::stderr().is_terminal()
+        || !std::io::stdout().is_terminal()
+    {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} reading {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec}, {eta} left",
+    ) {
+        b.set_style(style);
+    }
+    Some(b)
+}
+
+impl Ingest<'_> {
+    fn event(&mut self, ev: Event, attrs: &[attr::Attr]) {
+        match ev {
+            Event::Sample(s) => {
+                let attr = attrs.get(s.attr);
+                self.sample(&s, attr)
+            }
+            Event::Mmap(m) => {
+                let lib = self.spaces.mmap(&m);
+                if let Some(u) = &mut self.unwinders {
+                    u.mmap(&m, lib);
+                }
+            }
+            Event::Comm {
+                pid,
+                tid,
+                exec: true,
+                ..
+            } if pid == tid => self.clear(pid),
+            Event::Exit { pid, tid } if pid == tid => self.clear(pid),
+            Event::Fork { pid, ppid } => {
+                self.spaces.fork(pid, ppid);
+                if let Some(u) = &mut self.unwinders {
+                    u.fork(pid, ppid);
+                }
+            }
+            Event::BuildId { build_id, filename } => {
+                if let Some(u) = &mut self.unwinders {
+                    u.add_build_id(build_id.clone(), filename.clone());
+                }
+                self.spaces.add_build_id(build_id, filename);
+            }
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self, pid: u32) {
+        self.spaces.clear(pid);
+        if let Some(u) = &mut self.unwinders {
+            u.clear(pid);
+        }
+    }
+
+    fn sample(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+        self.stats.samples += 1;
+        if !s.branches.is_empty() {
+            self.stats.lbr_samples += 1;
+            self.branches(s, attr);
+        }
+        // The frames: the sampled address, then return addresses.
+        self.chain.clear();
+        if !s.regs.is_empty() && !s.stack.is_empty() {
+            if let Some(u) = &mut self.unwinders {
+                u.unwind(s, &mut self.unwound);
+            }
+            self.chain.push(s.ip);
+            self.chain.extend_from_slice(&self.unwound);
+        } else if !s.callchain.is_empty() {
+            let mut user = false;
+            for &ip in &s.callchain {
+                if ip >= event::CONTEXT_MAX {
+                    user = ip == event::CONTEXT_USER;
+                    continue;
+                }
+                if user {
+                    self.chain.push(ip);
+                }
+            }
+            if self.chain.is_empty() {
+                self.chain.push(s.ip);
+            }
+        } else {
+            self.chain.push(s.ip);
+        }
+        if self.chain.len() > 1 {
+            self.stats.callchain_samples += 1;
+        }
+
+        let proc = self.spaces.process(s.pid);
+        let ip = if s.cpumode == event::MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
+            proc.resolve(s.ip)
+        } else {
+            Loc::Kernel
+        };
+        match ip {
+            Loc::Lib { lib, vaddr } => {
+                self.stats.matched_samples += 1;
+                *self.acc[lib].ips.entry(vaddr).or_default() += 1;
+            }
+            other => *self.unmatched.entry(other).or_default() += 1,
+        }
+        self.seen.clear();
+        let mut attributed = false;
+        let mut prev: Option<(usize, u64)> = None;
+        for (i, &addr) in self.chain.iter().enumerate() {
+            let loc = if i == 0 { ip } else { proc.resolve(addr) };
+            let Loc::Lib { lib, vaddr } = loc else {
+                prev = None;
+                continue;
+            };
+            // A return address lies after its call: look up the call.
+            let at = if i == 0 { vaddr } else { vaddr.wrapping_sub(1) };
+            if !attributed {
+                *self.acc[lib].attributed.entry(at).or_default() += 1;
+                attributed = true;
+            }
+            if i > 0 {
+                if let Some((plib, pat)) = prev {
+                    if plib == lib {
+                        *self.acc[lib].frames.entry((pat, vaddr)).or_default() += 1;
+                    }
+                }
+                if self.site_returns[lib].contains(&vaddr) && !self.seen.contains(&(lib, vaddr)) {
+                    self.seen.push((lib, vaddr));
+                    *self.acc[lib].returns.entry(vaddr).or_default() += 1;
+                }
+            }
+            prev = Some((lib, at));
+        }
+    }
+
+    /// Count a branch stack. Stacks of consecutive samples overlap when the
+    /// period is below the stack depth: only the newest `period` entries are
+    /// new, so only those are counted.
+    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+        let period = match attr {
+            Some(a) if a.has(attr::SAMPLE_PERIOD) => s.period,
+            Some(a) if !a.freq() => a.sample_period,
+            _ => 0,
+        };
+        let n = if period == 0 {
+            s.branches.len()
+        } else {
+            s.branches
+                .len()
+                .min(usize::try_from(period).unwrap_or(usize::MAX))
+        };
+        let proc = self.spaces.process(s.pid);
+        for b in &s.branches[..n] {
+            self.stats.branches += 1;
+            let Loc::Lib { lib, vaddr: from } = proc.resolve(b.from) else {
+                continue;
+            };
+            let acc = &mut self.acc[lib];
+            *acc.outgoing.entry(from).or_default() += 1;
+            match proc.resolve(b.to) {
+                Loc::Lib { lib: l2, vaddr: to } if l2 == lib => {
+                    let e = acc.branches.entry((from, to)).or_default();
+                    e.0 += 1;
+                    e.1 += b.mispredicted() as u64;
+                }
+                _ => acc.external += 1,
+            }
+        }
+    }
+
+    fn finish(self, sources: Vec<String>) -> Profile {
+        let mut p = Profile::new(sources);
+        p.stats = self.stats;
+        if let Some(u) = &self.unwinders {
+            p.stats.unwind_failures = u.failed;
+        }
+        for (loc, n) in &self.unmatched {
+            let name = match loc {
+                Loc::Dso(d) => self.spaces.dsos[*d].clone(),
+                Loc::Kernel => "[kernel]".into(),
+                _ => "[unknown]".into(),
+            };
+            *p.unmatched.entry(name).or_default() += n;
+        }
+        for (i, (lib, acc)) in self.libs.iter().zip(self.acc).enumerate() {
+            let mut img = image_profile(lib, acc);
+            img.mapped_as = self.spaces.matched_paths[i].clone();
+            img.mapped_as.sort();
+            p.images.insert(lib.name.clone(), img);
+        }
+        p.derive();
+        p
+    }
+}
+
+/// Name of the function holding `vaddr`, or its address.
+pub fn symbol_name(lib: &Lib, vaddr: u64) -> String {
+    lib.symbol_at(vaddr)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("{vaddr:#x}"))
+}
+
+/// Whether the instruction at `vaddr` is a call.
+fn is_call(lib: &Lib, vaddr: u64) -> bool {
+    let Some(bytes) = lib
+        .image
+        .read_vaddr(vaddr, 15)
+        .or_else(|| lib.image.read_vaddr(vaddr, 1))
+    else {
+        return false;
+    };
+    let mut d = Decoder::with_ip(64, bytes, vaddr, DecoderOptions::NONE);
+    let ins = d.decode();
+    !ins.is_invalid()
+        && matches!(
+            ins.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        )
+}
+
+fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
+    let mut functions: BTreeMap<String, FunctionCount> = BTreeMap::new();
+    for (va, n) in &acc.ips {
+        functions.entry(symbol_name(lib, *va)).or_default().samples += n;
+    }
+    for (va, n) in &acc.attributed {
+        functions
+            .entry(symbol_name(lib, *va))
+            .or_default()
+            .attributed += n;
+    }
+    let mut branches: Vec<BranchCount> = acc
+        .branches
+        .iter()
+        .map(|(&(from, to), &(count, mispred))| BranchCount {
+            from,
+            to,
+            count,
+            mispred,
+        })
+        .collect();
+    branches.sort();
+    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut call_site: HashMap<u64, bool> = HashMap::new();
+    for b in &branches {
+        if *call_site
+            .entry(b.from)
+            .or_insert_with(|| is_call(lib, b.from))
+        {
+            *calls
+                .entry((symbol_name(lib, b.from), symbol_name(lib, b.to)))
+                .or_default() += b.count;
+        }
+    }
+    for (&(callee_at, ret), n) in &acc.frames {
+        *calls
+            .entry((
+                symbol_name(lib, ret.wrapping_sub(1)),
+                symbol_name(lib, callee_at),
+            ))
+            .or_default() += n;
+    }
+    let rpc_sites = lib
+        .sites
+        .iter()
+        .map(|s| SiteCount {
+            address: s.address,
+            function: s.function.clone(),
+            callee: s.callee.to_string(),
+            branch_count: acc.outgoing.get(&s.address).copied().unwrap_or(0),
+            sample_count: acc
+                .returns
+                .get(&(s.address + s.length as u64))
+                .copied()
+                .unwrap_or(0),
+        })
+        .collect();
+    ImageProfile {
+        path: lib.image.path.display().to_string(),
+        build_id: lib.build_id_hex(),
+        mapped_as: Vec::new(),
+        samples: acc.ips.values().sum(),
+        attributed_samples: acc.attributed.values().sum(),
+        functions,
+        branches,
+        external_branches: acc.external,
+        calls: calls
+            .into_iter()
+            .map(|((caller, callee), count)| CallCount {
+                caller,
+                callee,
+                count,
+            })
+            .collect(),
+        rpc_sites,
+    }
+}

@@ -1,0 +1,312 @@
+//! The records faasfuse uses, decoded into owned values: address-space
+//! changes (MMAP/MMAP2, COMM, FORK, EXIT) and samples.
+
+use super::attr::*;
+use super::cursor::{c_string, Cursor};
+
+// Record types (perf_event_type and perf's own user types).
+pub const RECORD_MMAP: u32 = 1;
+pub const RECORD_LOST: u32 = 2;
+pub const RECORD_COMM: u32 = 3;
+pub const RECORD_EXIT: u32 = 4;
+pub const RECORD_FORK: u32 = 7;
+pub const RECORD_SAMPLE: u32 = 9;
+pub const RECORD_MMAP2: u32 = 10;
+pub const RECORD_LOST_SAMPLES: u32 = 13;
+pub const RECORD_HEADER_ATTR: u32 = 64;
+pub const RECORD_HEADER_BUILD_ID: u32 = 67;
+pub const RECORD_FINISHED_ROUND: u32 = 68;
+pub const RECORD_AUXTRACE: u32 = 71;
+pub const RECORD_COMPRESSED: u32 = 81;
+pub const RECORD_COMPRESSED2: u32 = 83;
+
+// header.misc bits.
+pub const MISC_CPUMODE_MASK: u16 = 7;
+pub const MISC_USER: u16 = 2;
+/// MMAP: a data (non-executable) mapping. COMM: the process exec'd.
+pub const MISC_MMAP_DATA_OR_COMM_EXEC: u16 = 1 << 13;
+/// MMAP2 carries a build-id instead of device and inode numbers.
+pub const MISC_MMAP_BUILD_ID: u16 = 1 << 14;
+/// A build-id record's size byte is valid.
+pub const MISC_BUILD_ID_SIZE: u16 = 1 << 15;
+
+const PROT_EXEC: u32 = 4;
+
+/// Callchain context markers (`PERF_CONTEXT_*`) are the top 4095 values.
+pub const CONTEXT_MAX: u64 = u64::MAX - 4095;
+pub const CONTEXT_USER: u64 = (-512i64) as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mmap {
+    pub pid: u32,
+    pub tid: u32,
+    pub addr: u64,
+    pub len: u64,
+    pub pgoff: u64,
+    pub exec: bool,
+    pub build_id: Option<Vec<u8>>,
+    pub filename: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Branch {
+    pub from: u64,
+    pub to: u64,
+    pub flags: u64,
+}
+
+impl Branch {
+    pub fn mispredicted(&self) -> bool {
+        self.flags & 1 != 0
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub attr: usize,
+    pub cpumode: u16,
+    pub ip: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub addr: u64,
+    pub id: u64,
+    pub cpu: u32,
+    pub period: u64,
+    /// Raw PERF_SAMPLE_CALLCHAIN entries, context markers included.
+    pub callchain: Vec<u64>,
+    pub hw_index: Option<u64>,
+    pub branches: Vec<Branch>,
+    /// REGS_USER values in mask order (empty when the sample has none).
+    pub regs: Vec<u64>,
+    pub regs_mask: u64,
+    /// The copied user stack, starting at the sampled stack pointer.
+    pub stack: Vec<u8>,
+}
+
+impl Sample {
+    /// Value of the user register with perf's x86 index `reg` (0 = AX,
+    /// 6 = BP, 7 = SP, 8 = IP).
+    pub fn reg(&self, reg: u32) -> Option<u64> {
+        if self.regs_mask & (1 << reg) == 0 {
+            return None;
+        }
+        let index = (self.regs_mask & ((1u64 << reg) - 1)).count_ones() as usize;
+        self.regs.get(index).copied()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Mmap(Mmap),
+    Comm {
+        pid: u32,
+        tid: u32,
+        exec: bool,
+        comm: String,
+    },
+    Fork {
+        pid: u32,
+        ppid: u32,
+    },
+    Exit {
+        pid: u32,
+        tid: u32,
+    },
+    Sample(Sample),
+    /// A build-id for a file name (pipe mode puts these in the stream).
+    BuildId {
+        build_id: Vec<u8>,
+        filename: String,
+    },
+    Lost(u64),
+    /// PERF_RECORD_FINISHED_ROUND: everything before is safe to sort.
+    FinishedRound,
+}
+
+pub type Decoded = Result<Option<Event>, String>;
+
+/// Decode an MMAP or MMAP2 body.
+pub fn mmap(kind: u32, misc: u16, body: &[u8]) -> Decoded {
+    let mut c = Cursor::new(body);
+    let short = || "truncated MMAP record".to_string();
+    let pid = c.u32().ok_or_else(short)?;
+    let tid = c.u32().ok_or_else(short)?;
+    let addr = c.u64().ok_or_else(short)?;
+    let len = c.u64().ok_or_else(short)?;
+    let pgoff = c.u64().ok_or_else(short)?;
+    let (exec, build_id) = if kind == RECORD_MMAP2 {
+        let id = c.bytes(24).ok_or_else(short)?;
+        let prot = c.u32().ok_or_else(short)?;
+        let _flags = c.u32().ok_or_else(short)?;
+        let build_id = (misc & MISC_MMAP_BUILD_ID != 0).then(|| {
+            let n = (id[0] as usize).min(20);
+            id[4..4 + n].to_vec()
+        });
+        (prot & PROT_EXEC != 0, build_id)
+    } else {
+        (misc & MISC_MMAP_DATA_OR_COMM_EXEC == 0, None)
+    };
+    Ok(Some(Event::Mmap(Mmap {
+        pid,
+        tid,
+        addr,
+        len,
+        pgoff,
+        exec,
+        build_id,
+        filename: c_string(c.rest()),
+    })))
+}
+
+pub fn comm(misc: u16, body: &[u8]) -> Decoded {
+    let mut c = Cursor::new(body);
+    let pid = c.u32().ok_or("truncated COMM record")?;
+    let tid = c.u32().ok_or("truncated COMM record")?;
+    Ok(Some(Event::Comm {
+        pid,
+        tid,
+        exec: misc & MISC_MMAP_DATA_OR_COMM_EXEC != 0,
+        comm: c_string(c.rest()),
+    }))
+}
+
+/// FORK and EXIT share a layout: pid, ppid, tid, ptid, time.
+pub fn fork_exit(kind: u32, body: &[u8]) -> Decoded {
+    let mut c = Cursor::new(body);
+    let pid = c.u32().ok_or("truncated FORK/EXIT record")?;
+    let ppid = c.u32().ok_or("truncated FORK/EXIT record")?;
+    let tid = c.u32().ok_or("truncated FORK/EXIT record")?;
+    Ok(Some(if kind == RECORD_FORK {
+        Event::Fork { pid, ppid }
+    } else {
+        Event::Exit { pid, tid }
+    }))
+}
+
+/// A build-id record: pid, 20 id bytes, size byte, padding, file name.
+pub fn build_id(misc: u16, body: &[u8]) -> Result<(Vec<u8>, String), String> {
+    let mut c = Cursor::new(body);
+    let short = || "truncated build-id record".to_string();
+    let _pid = c.u32().ok_or_else(short)?;
+    let id = c.bytes(24).ok_or_else(short)?;
+    let mut n = if misc & MISC_BUILD_ID_SIZE != 0 {
+        (id[20] as usize).min(20)
+    } else {
+        20
+    };
+    if misc & MISC_BUILD_ID_SIZE == 0 {
+        // Old perf padded short ids (e.g. 16-byte MD5 ones) with zeros.
+        while n > 0 && id[n - 1] == 0 {
+            n -= 1;
+        }
+    }
+    Ok((id[..n].to_vec(), c_string(c.rest())))
+}
+
+/// Decode a PERF_RECORD_SAMPLE body laid out by `attr`.
+pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sample, String> {
+    let mut c = Cursor::new(body);
+    let mut s = Sample {
+        attr: index,
+        cpumode: misc & MISC_CPUMODE_MASK,
+        ..Sample::default()
+    };
+    let short = |what: &str| format!("sample ends inside its {what}");
+    if attr.has(SAMPLE_IDENTIFIER) {
+        s.id = c.u64().ok_or_else(|| short("identifier"))?;
+    }
+    if attr.has(SAMPLE_IP) {
+        s.ip = c.u64().ok_or_else(|| short("ip"))?;
+    }
+    if attr.has(SAMPLE_TID) {
+        s.pid = c.u32().ok_or_else(|| short("pid"))?;
+        s.tid = c.u32().ok_or_else(|| short("tid"))?;
+    }
+    if attr.has(SAMPLE_TIME) {
+        s.time = c.u64().ok_or_else(|| short("time"))?;
+    }
+    if attr.has(SAMPLE_ADDR) {
+        s.addr = c.u64().ok_or_else(|| short("addr"))?;
+    }
+    if attr.has(SAMPLE_ID) {
+        s.id = c.u64().ok_or_else(|| short("id"))?;
+    }
+    if attr.has(SAMPLE_STREAM_ID) {
+        c.u64().ok_or_else(|| short("stream id"))?;
+    }
+    if attr.has(SAMPLE_CPU) {
+        s.cpu = c.u32().ok_or_else(|| short("cpu"))?;
+        c.u32().ok_or_else(|| short("cpu"))?;
+    }
+    if attr.has(SAMPLE_PERIOD) {
+        s.period = c.u64().ok_or_else(|| short("period"))?;
+    }
+    if attr.has(SAMPLE_READ) {
+        read_block(&mut c, attr.read_format).ok_or_else(|| short("read values"))?;
+    }
+    if attr.has(SAMPLE_CALLCHAIN) {
+        let nr = c.u64().ok_or_else(|| short("callchain"))?;
+        let words = checked_words(&c, nr).ok_or_else(|| short("callchain"))?;
+        let bytes = c.bytes(words * 8).ok_or_else(|| short("callchain"))?;
+        s.callchain = words_of(bytes);
+    }
+    if attr.has(SAMPLE_RAW) {
+        let size = c.u32().ok_or_else(|| short("raw data"))?;
+        c.skip(size as usize).ok_or_else(|| short("raw data"))?;
+    }
+    if attr.has(SAMPLE_BRANCH_STACK) {
+        let nr = c.u64().ok_or_else(|| short("branch stack"))?;
+        if attr.branch_sample_type & BRANCH_HW_INDEX != 0 {
+            s.hw_index = Some(c.u64().ok_or_else(|| short("branch stack"))?);
+        }
+        let words = checked_words(&c, nr.saturating_mul(3)).ok_or_else(|| short("branch stack"))?;
+        let bytes = c.bytes(words * 8).ok_or_else(|| short("branch stack"))?;
+        s.branches = bytes
+            .chunks_exact(24)
+            .map(|e| Branch {
+                from: u64::from_le_bytes(e[0..8].try_into().unwrap_or_default()),
+                to: u64::from_le_bytes(e[8..16].try_into().unwrap_or_default()),
+                flags: u64::from_le_bytes(e[16..24].try_into().unwrap_or_default()),
+            })
+            .collect();
+        if attr.branch_sample_type & BRANCH_COUNTERS != 0 {
+            c.skip(nr as usize * 8)
+                .ok_or_else(|| short("branch counters"))?;
+        }
+    }
+    if attr.has(SAMPLE_REGS_USER) {
+        let abi = c.u64().ok_or_else(|| short("user registers"))?;
+        if abi != 0 {
+            let n = attr.user_reg_count();
+            let bytes = c.bytes(n * 8).ok_or_else(|| short("user registers"))?;
+            s.regs = words_of(bytes);
+            s.regs_mask = attr.sample_regs_user;
+        }
+    }
+    if attr.has(SAMPLE_STACK_USER) {
+        let size = c.u64().ok_or_else(|| short("user stack"))?;
+        if size != 0 {
+            let size = usize::try_from(size).map_err(|_| short("user stack"))?;
+            let data = c.bytes(size).ok_or_else(|| short("user stack"))?;
+            let dyn_size = c.u64().ok_or_else(|| short("user stack"))?;
+            let used = (dyn_size as usize).min(data.len());
+            s.stack = data[..used].to_vec();
+        }
+    }
+    // Later fields (weight, data_src, ...) are not used.
+    Ok(s)
+}
+
+/// `nr` u64 words, if that many fit in what is left.
+fn checked_words(c: &Cursor, nr: u64) -> Option<usize> {
+    let nr = usize::try_from(nr).ok()?;
+    (nr <= c.remaining() / 8).then_some(nr)
+}
+
+fn words_of(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+        .collect()
+}

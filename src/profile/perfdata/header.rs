@@ -1,0 +1,192 @@
+//! The perf.data file header: the event attributes, where the record stream
+//! lies, and the feature sections after it (build-ids).
+
+use std::io::{Read, Seek, SeekFrom};
+
+use super::attr::{Attr, ATTR_SIZE_VER0};
+use super::cursor::Cursor;
+use super::event;
+use super::FormatError;
+
+/// "PERFILE2", read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PERFILE2");
+/// The same magic written by a big-endian machine.
+const MAGIC_SWAPPED: u64 = u64::from_be_bytes(*b"PERFILE2");
+const FILE_HEADER_SIZE: u64 = 104;
+const PIPE_HEADER_SIZE: u64 = 16;
+/// Feature bit of the build-id table (HEADER_BUILD_ID).
+const FEATURE_BUILD_ID: usize = 2;
+/// Largest attr table or feature section read into memory.
+const MAX_TABLE: u64 = 64 << 20;
+
+/// What the header says about the file.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    /// Written to a pipe (`perf record -o -`): no sections, attributes
+    /// arrive as records.
+    pub pipe: bool,
+    pub attrs: Vec<Attr>,
+    pub data_offset: u64,
+    pub data_end: u64,
+    /// Build-ids from the HEADER_BUILD_ID feature: (id, file name).
+    pub build_ids: Vec<(Vec<u8>, String)>,
+    /// Feature bits set in the header.
+    pub features: Vec<usize>,
+}
+
+fn err(offset: u64, reason: impl Into<String>) -> FormatError {
+    FormatError {
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn read_exact_at<R: Read + Seek>(
+    f: &mut R,
+    offset: u64,
+    len: u64,
+    file_len: u64,
+    what: &str,
+) -> Result<Vec<u8>, FormatError> {
+    if len > MAX_TABLE || offset.checked_add(len).map_or(true, |end| end > file_len) {
+        return Err(err(
+            offset,
+            format!("{what} ({len} bytes) runs past the end of the file ({file_len} bytes)"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(&mut buf))
+        .map_err(|e| err(offset, format!("cannot read {what}: {e}")))?;
+    Ok(buf)
+}
+
+/// Read and check the header of a perf.data file of `file_len` bytes.
+pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatError> {
+    let mut head = [0u8; 16];
+    if file_len < PIPE_HEADER_SIZE {
+        return Err(err(
+            0,
+            format!("not a perf.data file: only {file_len} bytes"),
+        ));
+    }
+    f.read_exact(&mut head)
+        .map_err(|e| err(0, format!("cannot read: {e}")))?;
+    let mut c = Cursor::new(&head);
+    let magic = c.u64().unwrap_or(0);
+    let size = c.u64().unwrap_or(0);
+    if magic == MAGIC_SWAPPED {
+        return Err(err(0, "big-endian perf.data files are not supported"));
+    }
+    if magic != MAGIC {
+        return Err(err(
+            0,
+            "not a perf.data file (no PERFILE2 magic; perf.data version 1 is not supported)",
+        ));
+    }
+    if size == PIPE_HEADER_SIZE {
+        return Ok(Header {
+            pipe: true,
+            data_offset: PIPE_HEADER_SIZE,
+            data_end: u64::MAX,
+            ..Header::default()
+        });
+    }
+    if size < FILE_HEADER_SIZE {
+        return Err(err(
+            8,
+            format!("header size {size} is below {FILE_HEADER_SIZE}"),
+        ));
+    }
+    let rest = read_exact_at(f, 16, FILE_HEADER_SIZE - 16, file_len, "file header")?;
+    let mut c = Cursor::new(&rest);
+    let attr_size = c.u64().unwrap_or(0);
+    let (attrs_off, attrs_size) = (c.u64().unwrap_or(0), c.u64().unwrap_or(0));
+    let (data_off, data_size) = (c.u64().unwrap_or(0), c.u64().unwrap_or(0));
+    let _event_types = c.skip(16);
+    let bitmap: Vec<u64> = (0..4).map(|_| c.u64().unwrap_or(0)).collect();
+
+    if attr_size < ATTR_SIZE_VER0 as u64 + 16 || attr_size > 4096 {
+        return Err(err(
+            16,
+            format!("attribute entry size {attr_size} is not plausible"),
+        ));
+    }
+    if attrs_size % attr_size != 0 || attrs_size == 0 {
+        return Err(err(
+            32,
+            format!("attribute table size {attrs_size} is not a multiple of {attr_size}"),
+        ));
+    }
+    let table = read_exact_at(f, attrs_off, attrs_size, file_len, "attribute table")?;
+    let mut attrs = Vec::new();
+    for (i, entry) in table.chunks_exact(attr_size as usize).enumerate() {
+        let at = attrs_off + i as u64 * attr_size;
+        let body = &entry[..entry.len() - 16];
+        let mut attr = Attr::parse(body).map_err(|r| err(at, r))?;
+        let mut ids = Cursor::new(&entry[entry.len() - 16..]);
+        let (ids_off, ids_size) = (ids.u64().unwrap_or(0), ids.u64().unwrap_or(0));
+        if ids_size > 0 {
+            let raw = read_exact_at(f, ids_off, ids_size, file_len, "sample id table")?;
+            attr.ids = raw
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+                .collect();
+        }
+        attrs.push(attr);
+    }
+
+    let data_end = data_off
+        .checked_add(data_size)
+        .ok_or_else(|| err(48, "data section size overflows"))?;
+    if data_off < FILE_HEADER_SIZE || data_end > file_len {
+        return Err(err(
+            40,
+            format!(
+                "data section {data_off}..{data_end} lies outside the file ({file_len} bytes): the file is truncated"
+            ),
+        ));
+    }
+
+    let features: Vec<usize> = (0..256)
+        .filter(|&b| bitmap[b / 64] & (1 << (b % 64)) != 0)
+        .collect();
+    let mut header = Header {
+        pipe: false,
+        attrs,
+        data_offset: data_off,
+        data_end,
+        build_ids: Vec::new(),
+        features: features.clone(),
+    };
+    if let Some(slot) = features.iter().position(|&b| b == FEATURE_BUILD_ID) {
+        let at = data_end + slot as u64 * 16;
+        let sec = read_exact_at(f, at, 16, file_len, "feature section table")?;
+        let mut c = Cursor::new(&sec);
+        let (off, size) = (c.u64().unwrap_or(0), c.u64().unwrap_or(0));
+        let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
+        header.build_ids = build_id_table(&raw, off)?;
+    }
+    Ok(header)
+}
+
+/// The HEADER_BUILD_ID feature: a run of build-id records.
+fn build_id_table(raw: &[u8], base: u64) -> Result<Vec<(Vec<u8>, String)>, FormatError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 8 <= raw.len() {
+        let misc = u16::from_le_bytes([raw[pos + 4], raw[pos + 5]]);
+        let size = u16::from_le_bytes([raw[pos + 6], raw[pos + 7]]) as usize;
+        if size < 8 || pos + size > raw.len() {
+            return Err(err(
+                base + pos as u64,
+                format!("build-id record of {size} bytes does not fit its table"),
+            ));
+        }
+        let rec = event::build_id(misc, &raw[pos + 8..pos + size])
+            .map_err(|r| err(base + pos as u64, r))?;
+        out.push(rec);
+        pos += size;
+    }
+    Ok(out)
+}
