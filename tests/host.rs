@@ -58,3 +58,44 @@ fn ipc_matches_in_process_on_variants() {
         }
     }
 }
+
+/// The `--json` report of serving `inputs` to the workflow's root.
+fn report(w: &Workflow, inputs: &[String], ipc: bool) -> serde_json::Value {
+    let file = input_file(&format!("{}-calls-{ipc}", w.name), inputs);
+    let mut cmd = faasfuse();
+    cmd.arg("run")
+        .args(w.deploy_args("default"))
+        .arg("--inputs")
+        .arg(&file)
+        .arg("--json");
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(&w.root);
+    serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap()
+}
+
+#[test]
+fn both_modes_count_the_same_nested_calls_per_edge() {
+    for w in workflows() {
+        let inputs = generate_inputs(&w, 60, 0xca11);
+        let a = report(&w, &inputs, false);
+        let b = report(&w, &inputs, true);
+        assert_eq!(a["calls"], b["calls"], "{}", w.name);
+        assert_eq!(a["external"][&w.root], inputs.len());
+        let total: u64 = a["calls"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|m| m.as_object().unwrap().values())
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        // Calls refused past the depth limit are attempts, not calls.
+        assert!(total <= a["nested_calls"].as_u64().unwrap(), "{}", w.name);
+        assert!(total > 0, "{}", w.name);
+    }
+    // The hello chain: Foo calls Bar once per request.
+    let hello = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let r = report(&hello, &["a".into(), "b".into(), "fail".into()], false);
+    assert_eq!(r["calls"]["Foo"]["Bar"], 3);
+}

@@ -347,3 +347,40 @@ fn merge_with_a_profile_fuses_only_what_the_planner_chooses() {
     assert_eq!(names, ["Frontend", "Inventory", "Pricing", "faasfuse"]);
     assert!(m["notes"].to_string().contains("cold"), "{}", m["notes"]);
 }
+
+#[test]
+fn a_run_report_is_a_profile_too() {
+    // The host's own trace of the unfused deployment: Recommend is asked
+    // for on 1 request in 200.
+    let dir = scratch_dir("plan-trace");
+    let config = write_config(&dir, &[]);
+    let mut inputs: Vec<String> = (0..199).map(|i| format!("red shoes {i}")).collect();
+    inputs.push("rec please".into());
+    let file = input_file("plan-trace", &inputs);
+    let o = run_ok(
+        faasfuse()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ipc")
+            .arg("--json")
+            .arg("--inputs")
+            .arg(&file)
+            .args(["--", "Frontend"]),
+    );
+    let trace = dir.join("trace.json");
+    std::fs::write(&trace, &o.stdout).unwrap();
+    let plan = plan_json(&config, &trace, &[]);
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
+    let rec = plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == "Recommend")
+        .unwrap();
+    assert_eq!(rec["status"], "cold", "{rec}");
+    assert_eq!(rec["calls"], 1.0);
+}

@@ -25,9 +25,10 @@ impl Router for LocalRouter<'_> {
 
 impl InProcess {
     pub fn start(specs: &[FunctionSpec]) -> Result<InProcess> {
-        Ok(InProcess {
-            workers: Workers::new(open_libraries(specs)?)?,
-        })
+        let workers = Workers::new(open_libraries(specs)?)?;
+        // Libraries loaded and initialised: a branch recorder starts here.
+        crate::profile::record::stop_for_tracer();
+        Ok(InProcess { workers })
     }
 }
 
@@ -41,6 +42,10 @@ impl Engine for InProcess {
             workers: &self.workers,
         };
         Ok(self.workers.call(lib, 0, input, &router))
+    }
+
+    fn call_counts(&self) -> super::CallCounts {
+        self.workers.call_counts()
     }
 
     fn shutdown(self: Box<Self>) -> Result<Vec<u64>> {

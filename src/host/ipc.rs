@@ -48,6 +48,8 @@ struct WorkerProc {
 /// The engine side: one worker process per function.
 pub struct IpcEngine {
     procs: Vec<WorkerProc>,
+    /// Nested calls relayed, by (calling worker, callee name).
+    counts: std::collections::HashMap<(usize, Vec<u8>), u64>,
 }
 
 impl IpcEngine {
@@ -64,7 +66,10 @@ impl IpcEngine {
                 _ => bail!("worker process for {} failed to start", p.name),
             }
         }
-        Ok(IpcEngine { procs })
+        Ok(IpcEngine {
+            procs,
+            counts: Default::default(),
+        })
     }
 
     fn find(&self, name: &[u8]) -> Option<usize> {
@@ -101,6 +106,7 @@ impl IpcEngine {
             };
             match msg {
                 Msg::Invoke { name, input } => {
+                    *self.counts.entry((w, name.clone())).or_default() += 1;
                     let r = match self.find(&name) {
                         Some(t) if depth < MAX_DEPTH as i32 => self.serve(t, depth + 1, input)?,
                         _ => CallResult::failed(),
@@ -163,6 +169,17 @@ impl Engine for IpcEngine {
             .find(root.as_bytes())
             .ok_or_else(|| anyhow!("function {root} is not deployed"))?;
         self.serve(w, 0, input.to_vec())
+    }
+
+    fn call_counts(&self) -> super::CallCounts {
+        let mut out = super::CallCounts::new();
+        for ((w, name), n) in &self.counts {
+            *out.entry(self.procs[*w].name.clone())
+                .or_default()
+                .entry(String::from_utf8_lossy(name).into_owned())
+                .or_default() += n;
+        }
+        out
     }
 
     fn shutdown(mut self: Box<Self>) -> Result<Vec<u64>> {
@@ -245,6 +262,7 @@ pub fn worker_main(fd: i32, name: &str, path: &std::path::Path) -> Result<()> {
     .and_then(Workers::new);
     let workers = match loaded {
         Ok(w) => {
+            crate::profile::record::stop_for_tracer();
             conn.send(&Msg::Ready {
                 error: String::new(),
             })?;

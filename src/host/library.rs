@@ -154,6 +154,8 @@ struct Frame {
     nested: Vec<Vec<u8>>,
     /// Where nested-call round-trip times (ns) are recorded.
     times: *const RefCell<Vec<u64>>,
+    /// Where nested calls are counted by (caller library, callee name).
+    counts: *const RefCell<HashMap<(usize, Vec<u8>), u64>>,
 }
 
 unsafe extern "C" fn host_invoke(
@@ -177,6 +179,13 @@ unsafe extern "C" fn host_invoke(
         std::slice::from_raw_parts(input as *const u8, input_len).to_vec()
     };
     let depth = (*frame).depth + 1;
+    if depth <= MAX_DEPTH {
+        // Calls past the depth limit fail without being served.
+        *(*(*frame).counts)
+            .borrow_mut()
+            .entry(((*frame).lib, name.clone()))
+            .or_default() += 1;
+    }
     let start = std::time::Instant::now();
     let result = if depth > MAX_DEPTH {
         CallResult::failed()
@@ -213,6 +222,7 @@ pub struct Workers {
     frames: RefCell<HashMap<(usize, u32), Box<Frame>>>,
     libs: Vec<Library>,
     nested_times: Box<RefCell<Vec<u64>>>,
+    counts: Box<RefCell<HashMap<(usize, Vec<u8>), u64>>>,
 }
 
 impl Workers {
@@ -226,7 +236,20 @@ impl Workers {
             frames: Default::default(),
             libs,
             nested_times: Box::default(),
+            counts: Box::default(),
         })
+    }
+
+    /// Nested calls made by this process's workers, by caller and callee.
+    pub fn call_counts(&self) -> super::CallCounts {
+        let mut out = super::CallCounts::new();
+        for ((lib, name), n) in self.counts.borrow().iter() {
+            *out.entry(self.libs[*lib].name.clone())
+                .or_default()
+                .entry(String::from_utf8_lossy(name).into_owned())
+                .or_default() += n;
+        }
+        out
     }
 
     pub fn find(&self, name: &[u8]) -> Option<usize> {
@@ -254,6 +277,7 @@ impl Workers {
             output: Vec::new(),
             nested: Vec::new(),
             times: &*self.nested_times,
+            counts: &*self.counts,
         });
         let l = &self.libs[lib];
         let ctx = &mut *frame as *mut Frame as *mut c_void;

@@ -95,8 +95,13 @@ pub(crate) fn open_libraries(specs: &[FunctionSpec]) -> Result<Vec<Library>> {
 }
 
 /// A running deployment that serves requests.
+/// Nested calls by caller and callee name.
+pub type CallCounts = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
 pub trait Engine {
     fn request(&mut self, root: &str, input: &[u8]) -> Result<CallResult>;
+    /// Nested calls served so far, by caller and callee name.
+    fn call_counts(&self) -> CallCounts;
     /// Tear down workers and libraries; returns nested-call times (ns).
     fn shutdown(self: Box<Self>) -> Result<Vec<u64>>;
 }
@@ -160,6 +165,11 @@ pub struct RunReport {
     pub raw: Vec<CallResult>,
     pub requests: usize,
     pub nested_calls: usize,
+    /// Nested calls by caller and callee name, over all passes: the
+    /// platform's own trace, usable as a profile by `faasfuse plan`.
+    pub calls: CallCounts,
+    /// Requests from outside, per function (the root's).
+    pub external: std::collections::BTreeMap<String, u64>,
     pub request_latency: Option<Percentiles>,
     /// Round trip of one nested call as the calling worker sees it,
     /// including the callee's own work.
@@ -199,6 +209,7 @@ pub fn run(
         }
     }
     let wall_ns = start.elapsed().as_nanos() as u64;
+    let calls = engine.call_counts();
     let nested = engine.shutdown()?;
     let results = inputs
         .iter()
@@ -221,6 +232,8 @@ pub fn run(
         raw,
         requests: latencies.len(),
         nested_calls: nested.len(),
+        calls,
+        external: [(root.to_string(), latencies.len() as u64)].into(),
         request_latency: Percentiles::of(&latencies),
         nested_call_latency: Percentiles::of(&nested),
         wall_ns,
