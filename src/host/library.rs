@@ -155,8 +155,11 @@ struct Frame {
     /// Where nested-call round-trip times (ns) are recorded.
     times: *const RefCell<Vec<u64>>,
     /// Where nested calls are counted by (caller library, callee name).
-    counts: *const RefCell<HashMap<(usize, Vec<u8>), u64>>,
+    counts: *const EdgeCounts,
 }
+
+/// Nested calls by (caller library, callee name).
+type EdgeCounts = RefCell<HashMap<(usize, Vec<u8>), u64>>;
 
 unsafe extern "C" fn host_invoke(
     ctx: *mut c_void,
@@ -222,7 +225,7 @@ pub struct Workers {
     frames: RefCell<HashMap<(usize, u32), Box<Frame>>>,
     libs: Vec<Library>,
     nested_times: Box<RefCell<Vec<u64>>>,
-    counts: Box<RefCell<HashMap<(usize, Vec<u8>), u64>>>,
+    counts: Box<EdgeCounts>,
 }
 
 impl Workers {
