@@ -150,8 +150,10 @@ faasfuse plan --config func_config.json --profile new.json --previous plan.json 
     Plan {
         #[arg(long, value_name = "func_config.json")]
         config: PathBuf,
-        #[arg(long, value_name = "PROFILE")]
-        profile: PathBuf,
+        /// One or more: profiles from `faasfuse profile`, weights files, or
+        /// platform traces (`faasfuse run --json` reports).
+        #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
+        profile: Vec<PathBuf>,
         /// The plan in force; its groups are kept unless clearly beaten.
         #[arg(long, value_name = "plan.json")]
         previous: Option<PathBuf>,
@@ -182,8 +184,10 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     Build {
         #[arg(long, value_name = "func_config.json")]
         config: PathBuf,
-        #[arg(long, value_name = "PROFILE")]
-        profile: PathBuf,
+        /// One or more: profiles from `faasfuse profile`, weights files, or
+        /// platform traces (`faasfuse run --json` reports).
+        #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
+        profile: Vec<PathBuf>,
         #[arg(long, value_name = "plan.json")]
         previous: Option<PathBuf>,
         #[arg(long, value_name = "DIR")]
@@ -197,6 +201,9 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// Read perf.data or BOLT profiles of function libraries: branch, call
+    /// and RPC-site counts per library, as JSON and BOLT .fdata.
+    Profile(faasfuse::profile::cli::ProfileArgs),
     /// Check a (fused) function library: segments, dynamic entries,
     /// relocations, unwind table, exports, and a load test.
     Verify {
@@ -260,7 +267,7 @@ impl Tuning {
 /// and the previous plan, if any.
 fn planning_inputs(
     config: &std::path::Path,
-    profile: &std::path::Path,
+    profile: &[PathBuf],
     previous: Option<&std::path::Path>,
 ) -> Result<(
     faasfuse::plan::Config,
@@ -372,7 +379,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let mut specs = faasfuse::host::resolve_specs(&libraries, None)?;
             let mut planned = None;
             if let Some(p) = &profile {
-                let w = faasfuse::plan::load_weights(p)?;
+                let w = faasfuse::plan::load_weights(std::slice::from_ref(p))?;
                 let (chosen, plan) = faasfuse::build::plan_merge(
                     &specs,
                     &w,
@@ -414,7 +421,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             tuning,
         } => {
             let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
-            let p = faasfuse::plan::plan(&c, &w, &profile, &tuning.options(), prev.as_ref())?;
+            let p = faasfuse::plan::plan(&c, &w, &profile[0], &tuning.options(), prev.as_ref())?;
             let text = serde_json::to_string_pretty(&p)?;
             if let Some(o) = &output {
                 faasfuse::output::write_atomically(o, format!("{text}\n").as_bytes(), false)?;
@@ -453,7 +460,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let (p, built) = faasfuse::build::build(
                 &c,
                 &w,
-                &profile,
+                &profile[0],
                 &tuning.options(),
                 prev.as_ref(),
                 &out_dir,
@@ -481,6 +488,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Profile(a) => faasfuse::profile::cli::run(a),
         Command::Verify { library, json } => {
             let exe = std::env::current_exe()?;
             let report = faasfuse::verify::verify(&library, Some(&exe))?;

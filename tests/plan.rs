@@ -384,3 +384,53 @@ fn a_run_report_is_a_profile_too() {
     assert_eq!(rec["status"], "cold", "{rec}");
     assert_eq!(rec["calls"], 1.0);
 }
+
+#[test]
+fn a_trace_names_the_callees_of_a_transport_function() {
+    // ComposePost sends every RPC through one function with a run-time
+    // name: no static edge exists; the platform trace supplies them, and
+    // a sampled profile still gives CPU shares.
+    let dir = scratch_dir("plan-social");
+    let w = workflows()
+        .into_iter()
+        .find(|w| w.name == "social")
+        .unwrap();
+    let lib = fixtures().join("default");
+    let entries: Vec<serde_json::Value> = w
+        .functions
+        .iter()
+        .map(|(name, file)| {
+            serde_json::json!({"funcName": name, "library": lib.join(file), "entry": *name == w.root})
+        })
+        .collect();
+    let config = dir.join("func_config.json");
+    std::fs::write(&config, serde_json::to_string(&entries).unwrap()).unwrap();
+    let inputs = generate_inputs(&w, 100, 0x50c1);
+    let file = input_file("plan-social", &inputs);
+    let o = run_ok(
+        faasfuse()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--json")
+            .arg("--inputs")
+            .arg(&file)
+            .arg("--")
+            .arg(&w.root),
+    );
+    let trace = dir.join("trace.json");
+    std::fs::write(&trace, &o.stdout).unwrap();
+    let cpu = dir.join("cpu.json");
+    std::fs::write(
+        &cpu,
+        r#"{"calls": {}, "cpu": {"ComposePost": 0.4, "Text": 0.2}}"#,
+    )
+    .unwrap();
+    let plan = plan_json(&config, &cpu, &["--profile", trace.to_str().unwrap()]);
+    let mut m = members(&plan, "ComposePost");
+    m.sort();
+    assert_eq!(m, ["ComposePost", "Text", "UniqueId", "UserTimeline"]);
+    let f = plan["functions"].as_array().unwrap();
+    let cp = f.iter().find(|x| x["name"] == "ComposePost").unwrap();
+    assert_eq!(cp["cpu"], 0.4);
+}

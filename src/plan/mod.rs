@@ -103,18 +103,62 @@ impl Plan {
     }
 }
 
-/// Read a profile for planning: a weights JSON (`calls`, `cpu`,
-/// `external`) or a profile JSON written by `faasfuse profile`.
-pub fn load_weights(path: &Path) -> Result<Weights> {
+/// Read one planning input: a profile JSON from `faasfuse profile`, a
+/// weights JSON (`calls`, `cpu`, `external`), or a platform trace (the
+/// `faasfuse run --json` report). Returns the weights and whether its call
+/// counts are exact (a trace) rather than sampled.
+fn read_weights(path: &Path) -> Result<(Weights, bool)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
-    if v.get("calls").is_some() {
-        return Ok(serde_json::from_value(v)
-            .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?);
+    if v.get("calls").is_none() {
+        let why = "neither a profile, a weights file nor a run report";
+        return Err(InputError::new(path, why).into());
     }
-    Err(InputError::new(path, "neither a weights file nor a faasfuse profile").into())
+    let trace = v.get("nested_calls").is_some();
+    let w = serde_json::from_value(v)
+        .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?;
+    Ok((w, trace))
+}
+
+/// Combine planning inputs. Sampled inputs are summed (CPU shares
+/// averaged); a platform trace's exact call counts, which also name callees
+/// computed at run time, then replace the sampled counts of every caller
+/// the trace saw, and its request counts fill `external`.
+pub fn load_weights(paths: &[std::path::PathBuf]) -> Result<Weights> {
+    let mut sampled = Weights::default();
+    let mut traced = Weights::default();
+    let mut sampled_inputs = 0;
+    for p in paths {
+        let (w, trace) = read_weights(p)?;
+        let into = if trace {
+            &mut traced
+        } else {
+            sampled_inputs += 1;
+            &mut sampled
+        };
+        for (caller, callees) in w.calls {
+            let row = into.calls.entry(caller).or_default();
+            for (callee, n) in callees {
+                *row.entry(callee).or_default() += n;
+            }
+        }
+        for (f, c) in w.cpu {
+            *into.cpu.entry(f).or_default() += c;
+        }
+        for (f, n) in w.external {
+            *into.external.entry(f).or_default() += n;
+        }
+    }
+    if sampled_inputs > 1 {
+        for c in sampled.cpu.values_mut() {
+            *c /= f64::from(sampled_inputs);
+        }
+    }
+    sampled.calls.extend(traced.calls);
+    sampled.external.extend(traced.external);
+    Ok(sampled)
 }
 
 fn limits(entry: &FuncEntry, o: &Options) -> Limits {
