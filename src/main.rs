@@ -201,8 +201,6 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
         #[command(flatten)]
         tuning: Tuning,
     },
-    /// Read perf.data or BOLT profiles of function libraries: branch, call
-    /// and RPC-site counts per library, as JSON and BOLT .fdata.
     Profile(faasfuse::profile::cli::ProfileArgs),
     /// Check a (fused) function library: segments, dynamic entries,
     /// relocations, unwind table, exports, and a load test.

@@ -63,12 +63,18 @@ pub struct ImageProfile {
     pub samples: u64,
     /// Samples whose innermost frame in any image lies in this one.
     pub attributed_samples: u64,
+    /// Self samples by address (for BOLT's no-LBR `.fdata`).
+    #[serde(default)]
+    pub addresses: Vec<AddressCount>,
     /// Per function symbol: self and attributed samples.
     pub functions: BTreeMap<String, FunctionCount>,
-    /// Taken branches inside the image, by ELF virtual address.
+    /// Taken branches from this image, by ELF virtual address; `to` is
+    /// null for a branch into another image.
     pub branches: Vec<BranchCount>,
-    /// Taken branches from this image to another one.
-    pub external_branches: u64,
+    /// Fall-through edges between basic blocks on the paths between
+    /// branches (from a block's last instruction to the next block).
+    #[serde(default)]
+    pub fallthroughs: Vec<BranchCount>,
     /// Function calls inside the image (LBR calls and adjacent frames of
     /// call chains).
     pub calls: Vec<CallCount>,
@@ -82,9 +88,15 @@ pub struct FunctionCount {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AddressCount {
+    pub address: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BranchCount {
     pub from: u64,
-    pub to: u64,
+    pub to: Option<u64>,
     pub count: u64,
     pub mispred: u64,
 }
@@ -223,22 +235,16 @@ impl ImageProfile {
             f.samples += v.samples;
             f.attributed += v.attributed;
         }
-        let mut br: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-        for b in self.branches.drain(..).chain(o.branches) {
-            let e = br.entry((b.from, b.to)).or_default();
-            e.0 += b.count;
-            e.1 += b.mispred;
+        let mut at: BTreeMap<u64, u64> = BTreeMap::new();
+        for a in self.addresses.drain(..).chain(o.addresses) {
+            *at.entry(a.address).or_default() += a.count;
         }
-        self.branches = br
+        self.addresses = at
             .into_iter()
-            .map(|((from, to), (count, mispred))| BranchCount {
-                from,
-                to,
-                count,
-                mispred,
-            })
+            .map(|(address, count)| AddressCount { address, count })
             .collect();
-        self.external_branches += o.external_branches;
+        self.branches = sum_branches(self.branches.drain(..).chain(o.branches));
+        self.fallthroughs = sum_branches(self.fallthroughs.drain(..).chain(o.fallthroughs));
         let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
         for c in self.calls.drain(..).chain(o.calls) {
             *calls.entry((c.caller, c.callee)).or_default() += c.count;
@@ -265,4 +271,22 @@ impl ImageProfile {
         }
         self.rpc_sites = sites.into_values().collect();
     }
+}
+
+/// Branch counts summed by (from, to), sorted.
+pub fn sum_branches(all: impl Iterator<Item = BranchCount>) -> Vec<BranchCount> {
+    let mut br: BTreeMap<(u64, Option<u64>), (u64, u64)> = BTreeMap::new();
+    for b in all {
+        let e = br.entry((b.from, b.to)).or_default();
+        e.0 += b.count;
+        e.1 += b.mispred;
+    }
+    br.into_iter()
+        .map(|((from, to), (count, mispred))| BranchCount {
+            from,
+            to,
+            count,
+            mispred,
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::LittleEndian as LE;
 
 use super::perfdata::Mmap;
+use super::symbols::Symbols;
 use crate::analyze::{find_rpc_sites, RpcSite};
 use crate::elf::Image;
 
@@ -23,8 +24,7 @@ pub struct Lib {
     /// PT_LOAD segments: (file offset, file size, vaddr).
     loads: Vec<(u64, u64, u64)>,
     canonical: Option<PathBuf>,
-    /// Function symbols sorted by address: (address, size, name).
-    symbols: Vec<(u64, u64, String)>,
+    pub symbols: Symbols,
 }
 
 impl Lib {
@@ -42,15 +42,7 @@ impl Lib {
                     .collect()
             })
             .unwrap_or_default();
-        let mut symbols: Vec<(u64, u64, String)> = image
-            .info
-            .functions
-            .iter()
-            .map(|f| (f.address, f.size, f.name.clone()))
-            .collect();
-        // Prefer the global name where aliases share an address.
-        symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        symbols.dedup_by_key(|s| s.0);
+        let symbols = Symbols::new(&image);
         Ok(Lib {
             name: name.to_string(),
             canonical: path.canonicalize().ok(),
@@ -70,11 +62,9 @@ impl Lib {
             .map(|(o, _, va)| off - o + va)
     }
 
-    /// The function symbol containing `vaddr`: (start, name).
-    pub fn symbol_at(&self, vaddr: u64) -> Option<(u64, &str)> {
-        let i = self.symbols.partition_point(|s| s.0 <= vaddr);
-        let (start, size, name) = self.symbols.get(i.checked_sub(1)?)?;
-        (vaddr < start + (*size).max(1)).then_some((*start, name.as_str()))
+    /// The name of the function symbol containing `vaddr`.
+    pub fn symbol_at(&self, vaddr: u64) -> Option<&str> {
+        self.symbols.at(vaddr).map(|s| s.name.as_str())
     }
 
     pub fn build_id_hex(&self) -> Option<String> {

@@ -10,7 +10,9 @@ use std::path::Path;
 use anyhow::Result;
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
 
-use super::aggregate::{BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount};
+use super::aggregate::{
+    AddressCount, BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount,
+};
 use super::images::{AddressSpaces, Lib, Loc};
 use super::perfdata::{self, attr, event, Event, Sample};
 use super::unwind::Unwinders;
@@ -25,21 +27,20 @@ pub struct Options {
 
 /// What is counted for one image while reading.
 #[derive(Default)]
-struct Acc {
-    /// (from, to) -> (count, mispredicted).
-    branches: HashMap<(u64, u64), (u64, u64)>,
-    /// Branches leaving each source address, wherever they go.
-    outgoing: HashMap<u64, u64>,
-    external: u64,
+pub(crate) struct Acc {
+    /// (from, to) -> (count, mispredicted); `to` is None outside the image.
+    pub(crate) branches: HashMap<(u64, Option<u64>), (u64, u64)>,
+    /// Straight-line runs between consecutive branches: (start, end).
+    pub(crate) traces: HashMap<super::traces::Trace, u64>,
     /// Self samples by address.
-    ips: HashMap<u64, u64>,
+    pub(crate) ips: HashMap<u64, u64>,
     /// Attributed samples by (innermost in-image) address.
-    attributed: HashMap<u64, u64>,
+    pub(crate) attributed: HashMap<u64, u64>,
     /// Adjacent call-chain frames in this image: (callee address, return
     /// address) -> samples.
-    frames: HashMap<(u64, u64), u64>,
+    pub(crate) frames: HashMap<(u64, u64), u64>,
     /// Samples whose chain holds this return address.
-    returns: HashMap<u64, u64>,
+    pub(crate) returns: HashMap<u64, u64>,
 }
 
 struct Ingest<'l> {
@@ -150,7 +151,8 @@ impl Ingest<'_> {
                 exec: true,
                 ..
             } if pid == tid => self.clear(pid),
-            Event::Exit { pid, tid } if pid == tid => self.clear(pid),
+            // Mappings outlive EXIT: the last samples of a process may
+            // carry the same time.
             Event::Fork { pid, ppid } => {
                 self.spaces.fork(pid, ppid);
                 if let Some(u) = &mut self.unwinders {
@@ -269,21 +271,42 @@ impl Ingest<'_> {
                 .min(usize::try_from(period).unwrap_or(usize::MAX))
         };
         let proc = self.spaces.process(s.pid);
+        // Entry i+1 is older than entry i: the code between its target and
+        // entry i's source ran straight through.
+        for i in 0..n.min(s.branches.len() - 1) {
+            let (older, newer) = (&s.branches[i + 1], &s.branches[i]);
+            if let (
+                Loc::Lib { lib, vaddr: start },
+                Loc::Lib {
+                    lib: l2,
+                    vaddr: end,
+                },
+            ) = (proc.resolve(older.to), proc.resolve(newer.from))
+            {
+                if lib == l2 {
+                    let came_from = match proc.resolve(older.from) {
+                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
+                        _ => None,
+                    };
+                    *self.acc[lib]
+                        .traces
+                        .entry((start, end, came_from))
+                        .or_default() += 1;
+                }
+            }
+        }
         for b in &s.branches[..n] {
             self.stats.branches += 1;
             let Loc::Lib { lib, vaddr: from } = proc.resolve(b.from) else {
                 continue;
             };
-            let acc = &mut self.acc[lib];
-            *acc.outgoing.entry(from).or_default() += 1;
-            match proc.resolve(b.to) {
-                Loc::Lib { lib: l2, vaddr: to } if l2 == lib => {
-                    let e = acc.branches.entry((from, to)).or_default();
-                    e.0 += 1;
-                    e.1 += b.mispredicted() as u64;
-                }
-                _ => acc.external += 1,
-            }
+            let to = match proc.resolve(b.to) {
+                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
+                _ => None,
+            };
+            let e = self.acc[lib].branches.entry((from, to)).or_default();
+            e.0 += 1;
+            e.1 += b.mispredicted() as u64;
         }
     }
 
@@ -315,7 +338,7 @@ impl Ingest<'_> {
 /// Name of the function holding `vaddr`, or its address.
 pub fn symbol_name(lib: &Lib, vaddr: u64) -> String {
     lib.symbol_at(vaddr)
-        .map(|(_, n)| n.to_string())
+        .map(str::to_string)
         .unwrap_or_else(|| format!("{vaddr:#x}"))
 }
 
@@ -337,7 +360,7 @@ fn is_call(lib: &Lib, vaddr: u64) -> bool {
         )
 }
 
-fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
+pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
     let mut functions: BTreeMap<String, FunctionCount> = BTreeMap::new();
     for (va, n) in &acc.ips {
         functions.entry(symbol_name(lib, *va)).or_default().samples += n;
@@ -360,15 +383,36 @@ fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
         .collect();
     branches.sort();
     let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces);
+    let fallthroughs = ft
+        .into_iter()
+        .map(|((from, to), count)| BranchCount {
+            from,
+            to: Some(to),
+            count,
+            mispred: 0,
+        })
+        .collect();
     let mut call_site: HashMap<u64, bool> = HashMap::new();
+    let mut outgoing: HashMap<u64, u64> = HashMap::new();
     for b in &branches {
+        // A call never branches to its next instruction: such an edge is a
+        // fall-through read from an .fdata.
+        let len = lib.image.read_vaddr(b.from, 15).map_or(0, |c| {
+            Decoder::with_ip(64, c, b.from, DecoderOptions::NONE)
+                .decode()
+                .len() as u64
+        });
+        if b.to != Some(b.from + len) {
+            *outgoing.entry(b.from).or_default() += b.count;
+        }
         if *call_site
             .entry(b.from)
             .or_insert_with(|| is_call(lib, b.from))
         {
-            *calls
-                .entry((symbol_name(lib, b.from), symbol_name(lib, b.to)))
-                .or_default() += b.count;
+            let callee =
+                b.to.map_or_else(|| "[external]".to_string(), |t| symbol_name(lib, t));
+            *calls.entry((symbol_name(lib, b.from), callee)).or_default() += b.count;
         }
     }
     for (&(callee_at, ret), n) in &acc.frames {
@@ -386,7 +430,7 @@ fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
             address: s.address,
             function: s.function.clone(),
             callee: s.callee.to_string(),
-            branch_count: acc.outgoing.get(&s.address).copied().unwrap_or(0),
+            branch_count: outgoing.get(&s.address).copied().unwrap_or(0),
             sample_count: acc
                 .returns
                 .get(&(s.address + s.length as u64))
@@ -394,7 +438,15 @@ fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
                 .unwrap_or(0),
         })
         .collect();
+    let mut addresses: Vec<AddressCount> = acc
+        .ips
+        .iter()
+        .map(|(&address, &count)| AddressCount { address, count })
+        .collect();
+    addresses.sort();
     ImageProfile {
+        addresses,
+        fallthroughs,
         path: lib.image.path.display().to_string(),
         build_id: lib.build_id_hex(),
         mapped_as: Vec::new(),
@@ -402,7 +454,6 @@ fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
         attributed_samples: acc.attributed.values().sum(),
         functions,
         branches,
-        external_branches: acc.external,
         calls: calls
             .into_iter()
             .map(|((caller, callee), count)| CallCount {

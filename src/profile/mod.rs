@@ -3,8 +3,12 @@
 //! build-id, and aggregating branch, call and RPC-site counts per image.
 
 pub mod aggregate;
+pub mod cli;
+pub mod fdata;
 pub mod images;
 pub mod ingest;
 pub mod perfdata;
-pub mod unwind;
 pub mod record;
+pub mod symbols;
+pub mod traces;
+pub mod unwind;

@@ -1,0 +1,196 @@
+//! Function symbols of an image for naming profile addresses, including
+//! PLT entries (`puts@PLT`), under the names BOLT gives them: a local
+//! symbol is `name/N` (its Nth local definition of that name), so `.fdata`
+//! written here reads in llvm-bolt and `.fdata` from perf2bolt reads here.
+
+use std::collections::HashMap;
+
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+use object::read::elf::{ElfFile64, SectionHeader, Sym as _};
+use object::LittleEndian as LE;
+
+use crate::elf::Image;
+
+#[derive(Debug, Clone)]
+pub struct Sym {
+    pub start: u64,
+    pub size: u64,
+    /// The symbol's own name (`helper`, `puts@PLT`).
+    pub name: String,
+    /// The name BOLT uses (`helper/1` for a local `helper`).
+    pub bolt: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    /// Sorted by start, without overlaps at the same address.
+    syms: Vec<Sym>,
+    by_bolt: HashMap<String, usize>,
+}
+
+impl Symbols {
+    pub fn new(image: &Image) -> Symbols {
+        let mut syms: Vec<Sym> = Vec::new();
+        let mut locals: HashMap<String, usize> = HashMap::new();
+        for (name, start, size, local) in function_symbols(image) {
+            let bolt = if local {
+                let n = locals.entry(name.clone()).or_default();
+                *n += 1;
+                format!("{name}/{n}")
+            } else {
+                name.clone()
+            };
+            syms.push(Sym {
+                start,
+                size,
+                name,
+                bolt,
+            });
+        }
+        for (start, size, name) in plt_entries(image) {
+            let name = format!("{name}@PLT");
+            syms.push(Sym {
+                start,
+                size,
+                bolt: name.clone(),
+                name,
+            });
+        }
+        // One symbol per address, the first in symbol-table order (BOLT's
+        // choice among aliases); the sort is stable.
+        syms.sort_by_key(|s| s.start);
+        let mut by_bolt = HashMap::new();
+        let mut out: Vec<Sym> = Vec::new();
+        for s in syms {
+            if out.last().is_some_and(|l| l.start == s.start) {
+                // An alias: still findable by its name.
+                by_bolt.entry(s.bolt.clone()).or_insert(out.len() - 1);
+                continue;
+            }
+            by_bolt.insert(s.bolt.clone(), out.len());
+            out.push(s);
+        }
+        // A symbol of size 0 (crt code) reaches to the next one or the end
+        // of its section, as in BOLT.
+        let sections: Vec<(u64, u64)> = image
+            .code_ranges()
+            .iter()
+            .map(|c| (c.vaddr, c.vaddr + c.bytes.len() as u64))
+            .collect();
+        for i in 0..out.len() {
+            if out[i].size == 0 {
+                let start = out[i].start;
+                let section_end = sections
+                    .iter()
+                    .find(|(a, b)| (*a..*b).contains(&start))
+                    .map_or(start + 1, |(_, b)| *b);
+                let next = out.get(i + 1).map_or(u64::MAX, |n| n.start);
+                out[i].size = section_end.min(next) - start;
+            }
+        }
+        Symbols { syms: out, by_bolt }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Sym> {
+        self.syms.iter()
+    }
+
+    /// The symbol containing `vaddr`.
+    pub fn at(&self, vaddr: u64) -> Option<&Sym> {
+        let i = self.syms.partition_point(|s| s.start <= vaddr);
+        let s = self.syms.get(i.checked_sub(1)?)?;
+        (vaddr < s.start + s.size.max(1)).then_some(s)
+    }
+
+    /// A symbol by BOLT name, or by plain name for a BOLT name of another
+    /// numbering (`name/2`, `name/file.c/1`).
+    pub fn by_bolt_name(&self, name: &str) -> Option<&Sym> {
+        if let Some(&i) = self.by_bolt.get(name) {
+            return self.syms.get(i);
+        }
+        let plain = name.split('/').next()?;
+        self.syms.iter().find(|s| s.name == plain).or_else(|| {
+            self.by_bolt
+                .get(&format!("{plain}/1"))
+                .and_then(|&i| self.syms.get(i))
+        })
+    }
+}
+
+/// Defined function symbols in symbol-table order (`.symtab`, else
+/// `.dynsym`): (name, address, size, local).
+fn function_symbols(image: &Image) -> Vec<(String, u64, u64, bool)> {
+    let Ok(file) = ElfFile64::<LE>::parse(&image.data[..]) else {
+        return Vec::new();
+    };
+    let symtab = file.elf_symbol_table();
+    let table = if symtab.is_empty() {
+        file.elf_dynamic_symbol_table()
+    } else {
+        symtab
+    };
+    let mut out = Vec::new();
+    for s in table.iter() {
+        let kind = s.st_type();
+        if (kind != object::elf::STT_FUNC && kind != object::elf::STT_GNU_IFUNC)
+            || s.st_shndx(LE) == object::elf::SHN_UNDEF
+        {
+            continue;
+        }
+        let Ok(name) = s.name(LE, table.strings()) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        out.push((
+            String::from_utf8_lossy(name).into_owned(),
+            s.st_value(LE),
+            s.st_size(LE),
+            s.st_bind() == object::elf::STB_LOCAL,
+        ));
+    }
+    out
+}
+
+/// PLT entries `(start, size, imported name)`, from the GOT slot each
+/// entry jumps through.
+fn plt_entries(image: &Image) -> Vec<(u64, u64, String)> {
+    let Ok(file) = ElfFile64::<LE>::parse(&image.data[..]) else {
+        return Vec::new();
+    };
+    let table = file.elf_section_table();
+    let mut out = Vec::new();
+    for s in table.iter() {
+        let name = table.section_name(LE, s).unwrap_or_default();
+        if !name.starts_with(b".plt") {
+            continue;
+        }
+        let (addr, size, off) = (s.sh_addr(LE), s.sh_size(LE), s.sh_offset(LE));
+        let Some(bytes) = image.data.get(off as usize..(off + size) as usize) else {
+            continue;
+        };
+        // .plt.got entries are 8 bytes unless they start with endbr64.
+        let entry = if name == b".plt.got" && !bytes.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+            8
+        } else {
+            16
+        };
+        let mut d = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
+        while d.can_decode() {
+            let ins = d.decode();
+            if ins.mnemonic() != Mnemonic::Jmp
+                || ins.op0_kind() != OpKind::Memory
+                || ins.memory_base() != Register::RIP
+            {
+                continue;
+            }
+            let slot = ins.memory_displacement64();
+            if let Some(sym) = image.got_slot_symbol(slot) {
+                let start = addr + (ins.ip() - addr) / entry * entry;
+                out.push((start, entry, sym.to_string()));
+            }
+        }
+    }
+    out
+}
