@@ -1,77 +1,113 @@
 #!/usr/bin/env bash
-# The main job on the bundled example functions: build faasfuse and the
-# example function libraries, show the RPC sites faasfuse finds, serve every
-# workflow unfused (one worker process per function, real IPC), fuse each
-# workflow's root with its callees, serve the fused root alone under the same
-# load, check both give identical outputs, and print a before/after table.
+# The main job on the bundled example functions, start to finish:
+#   1. build faasfuse and the example function libraries (gcc/g++);
+#   2. serve every workflow on the unfused deployment (one worker process
+#      per function, real IPC) under load, recording a profile with
+#      `perf record --call-graph dwarf` (or, where perf is missing or not
+#      permitted, the bundled fixtures/profile.json) and the platform's own
+#      call trace;
+#   3. `faasfuse profile`, then `faasfuse build`: plan fusion groups, merge,
+#      verify, write the fused deployment;
+#   4. serve the same load on the fused deployment, check every output is
+#      identical, and print a before/after table.
 #
-# Usage: scripts/demo.sh [ROUNDS]   (default 200 rounds over 64 inputs)
+# Usage: scripts/demo.sh [ROUNDS]   (default 100 rounds of 64 requests per workflow)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${1:-200}"
+ROUNDS="${1:-100}"
 OUT=out/demo
-mkdir -p "$OUT/fused"
+rm -rf "$OUT"
+mkdir -p "$OUT"
 
+echo "== Building faasfuse and the example functions"
 cargo build --release --quiet
-FF=target/release/faasfuse
+FF=$PWD/target/release/faasfuse
 scripts/build-fixtures.sh "$OUT/lib" > /dev/null
-LIB="$OUT/lib/default"
+LIB="$PWD/$OUT/lib/default"
 
-echo "== RPC call sites (faasfuse inspect)"
-for so in "$LIB"/*.so; do
-  "$FF" inspect --json "$so" | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-sites = ", ".join(s["callee"].get("name", "dynamic") + " in " + s["function"] for s in r["rpc_sites"])
-print("  %-22s %s" % (r["path"].split("/")[-1], sites or "-"))'
-done
-
-# One line per workflow: name, root, NAME=LIB arguments root first; and its
-# 64 request inputs built from the workflow's keywords.
-python3 - "$LIB" "$OUT" <<'PY' > "$OUT/workflows.tsv"
+# The deployment: every function of every workflow (workflow roots are the
+# entries), and 64 requests per workflow built from its keywords.
+python3 - "$LIB" "$OUT" <<'PY'
 import itertools, json, sys
 lib, out = sys.argv[1], sys.argv[2]
 words = ["alpha", "beta", "red shoes", "x", "12", "hello world"]
+config, rows = [], []
 for w in json.load(open("fixtures/workflows.json"))["workflows"]:
-    fns = sorted(w["functions"].items(), key=lambda kv: kv[0] != w["root"])
-    kws = w["keywords"] or ["x"]
-    combos = itertools.cycle(itertools.product(kws + words, words))
+    for name, file in w["functions"].items():
+        if not any(e["funcName"] == name for e in config):
+            config.append({"funcName": name, "funcId": len(config) + 1, "minWorkers": 1,
+                           "maxWorkers": 8, "library": f"{lib}/{file}", "entry": name == w["root"]})
+    combos = itertools.cycle(itertools.product((w["keywords"] or ["x"]) + words, words))
     with open(f"{out}/{w['name']}.inputs", "w") as f:
         for _ in range(64):
-            a, b = next(combos)
-            f.write(f"{a} {b}\n")
-    print(w["name"], w["root"], " ".join(f"{n}={lib}/{l}" for n, l in fns), sep="\t")
+            f.write(" ".join(next(combos)) + "\n")
+    rows.append(f'{w["name"]}\t{w["root"]}\t{len(w["functions"])}\n')
+json.dump(config, open(f"{out}/func_config.json", "w"), indent=2)
+open(f"{out}/workflows.tsv", "w").writelines(rows)
 PY
 
+# serve CONFIG TAG: every workflow under load, one JSON report each.
+serve() {
+  while IFS=$'\t' read -r name root _; do
+    "$FF" run --config "$1" --ipc --repeat "$ROUNDS" --inputs "$OUT/$name.inputs" --json \
+      -- "$root" > "$OUT/$2-$name.json"
+  done < "$OUT/workflows.tsv"
+}
+export -f serve
+export FF OUT ROUNDS
+
+echo "== Serving the unfused deployment ($ROUNDS x 64 requests per workflow, --ipc)"
+serve "$OUT/func_config.json" before
+PROFILES=("$OUT"/before-*.json)
+echo "== Profiling it: perf record --call-graph dwarf (a shorter load)"
+if command -v perf > /dev/null && perf record -q -o "$OUT/probe.data" -e cpu-clock -- true 2> "$OUT/perf-probe.txt"; then
+  perf record -q -e cpu-clock -F 2000 --call-graph dwarf,16384 -o "$OUT/perf.data" \
+    -- bash -c "ROUNDS=$(( (ROUNDS + 4) / 5 )) serve $OUT/func_config.json profiled" 2> "$OUT/perf-record.txt"
+  LIBS=$(python3 -c 'import json,sys; print(" ".join("--lib %s=%s" % (e["funcName"], e["library"]) for e in json.load(open(sys.argv[1]))))' "$OUT/func_config.json")
+  # shellcheck disable=SC2086
+  "$FF" profile "$OUT/perf.data" $LIBS -o "$OUT/profile.json" > "$OUT/profile.txt"
+  echo "   recorded $(du -h "$OUT/perf.data" | cut -f1) of perf.data; profile: $OUT/profile.json"
+  PROFILES+=("$OUT/profile.json")
+else
+  echo "   perf cannot record here ($(head -1 "$OUT/perf-probe.txt" 2>/dev/null || echo 'not installed')); using fixtures/profile.json"
+  PROFILES+=(fixtures/profile.json)
+fi
+
+echo "== faasfuse build"
+"$FF" build --config "$OUT/func_config.json" --profile "${PROFILES[@]}" --out-dir "$OUT/fused" | sed 's/^/   /'
+
+echo "== Serving the fused deployment (same load, --ipc)"
+serve "$OUT/fused/func_config.json" after
+
 echo
-echo "== Serving each workflow: $ROUNDS rounds of 64 requests, unfused (--ipc) vs fused root alone (--ipc)"
-printf '%-8s %5s %5s %10s %10s %10s %10s %8s %9s %9s %9s  %s\n' \
-  workflow procs after "p50 before" "p50 after" "p99 before" "p99 after" speedup "req/s bef" "req/s aft" "KB b/a" outputs
-while IFS=$'\t' read -r name root libs; do
-  # shellcheck disable=SC2086
-  "$FF" run $libs --ipc --repeat "$ROUNDS" --inputs "$OUT/$name.inputs" --json -- "$root" > "$OUT/$name.unfused.json"
-  # shellcheck disable=SC2086
-  "$FF" merge $libs -o "$OUT/fused/$name.so" --manifest "$OUT/fused/$name.manifest.json" > /dev/null
-  "$FF" run "$root=$OUT/fused/$name.so" --ipc --repeat "$ROUNDS" --inputs "$OUT/$name.inputs" --json -- "$root" > "$OUT/$name.fused.json"
-  # shellcheck disable=SC2086
-  python3 - "$OUT" "$name" $libs <<'PY'
+python3 - "$OUT" <<'PY'
 import json, os, sys
-out, name, libs = sys.argv[1], sys.argv[2], [a.split("=", 1)[1] for a in sys.argv[3:]]
-b = json.load(open(f"{out}/{name}.unfused.json"))
-a = json.load(open(f"{out}/{name}.fused.json"))
-same = [(r["rc"], r["output"]) for r in b["results"]] == [(r["rc"], r["output"]) for r in a["results"]]
-def us(r, k): return r["request_latency"][k] / 1000
-def rps(r): return r["requests"] / (r["wall_ns"] / 1e9)
-kb_b = sum(os.path.getsize(l) for l in libs) / 1024
-kb_a = os.path.getsize(f"{out}/fused/{name}.so") / 1024
-print(f'{name:8} {len(b["functions"]):5} {len(a["functions"]):5} '
-      f'{us(b,"p50_ns"):8.1f}us {us(a,"p50_ns"):8.1f}us {us(b,"p99_ns"):8.1f}us {us(a,"p99_ns"):8.1f}us '
-      f'{us(b,"p50_ns")/us(a,"p50_ns"):7.1f}x {rps(b):9.0f} {rps(a):9.0f} {kb_b:4.0f}/{kb_a:<4.0f}  '
-      f'{"identical" if same else "DIFFER"}')
-if not same:
-    sys.exit(f"{name}: fused outputs differ from the unfused deployment")
+out = sys.argv[1]
+plan = json.load(open(f"{out}/fused/plan.json"))
+groups = {g["root"]: g for g in plan["groups"]}
+config = {e["funcName"]: e for e in json.load(open(f"{out}/func_config.json"))}
+print(f'{"workflow":<9} {"procs":>9} {"p50 us":>17} {"p99 us":>19} {"req/s":>15} {"image KB":>13}  outputs')
+bad = []
+for line in open(f"{out}/workflows.tsv"):
+    name, root, nfun = line.split()
+    b, a = (json.load(open(f"{out}/{t}-{name}.json")) for t in ("before", "after"))
+    same = [(r["rc"], r["output"]) for r in b["results"]] == [(r["rc"], r["output"]) for r in a["results"]]
+    if not same:
+        bad.append(name)
+    members = groups.get(root, {}).get("members", [root])
+    touched = set([root]) | {c for cs in b["calls"].values() for c in cs}
+    procs_after = 1 + len(touched - set(members))
+    q = lambda r, k: r["request_latency"][k] / 1000
+    rps = lambda r: r["requests"] / (r["wall_ns"] / 1e9)
+    kb_b = sum(os.path.getsize(config[m]["library"]) for m in members) / 1024
+    fused = f"{out}/fused/lib{root.lower()}.fused.so"
+    kb_a = os.path.getsize(fused) / 1024 if os.path.exists(fused) else kb_b
+    print(f'{name:<9} {len(touched):>4} -> {procs_after:<2} {q(b,"p50_ns"):>7.0f} -> {q(a,"p50_ns"):<6.0f} '
+          f'{q(b,"p99_ns"):>8.0f} -> {q(a,"p99_ns"):<7.0f} {rps(b):>6.0f} -> {rps(a):<6.0f} '
+          f'{kb_b:>5.0f} -> {kb_a:<5.0f}  {"identical" if same else "DIFFER"}')
+print("\nprocs: worker processes a request passes through; image KB: the group's libraries -> its fused image")
+svg, dot = f"{out}/fused/graph.svg", f"{out}/fused/graph.dot"
+print(f"plan: {out}/fused/plan.json   graph: {svg if os.path.exists(svg) else dot}")
+if bad:
+    sys.exit(f"fused outputs differ from the unfused deployment: {', '.join(bad)}")
 PY
-done < "$OUT/workflows.tsv"
-echo
-echo "procs: worker processes serving a request; KB b/a: sum of the input libraries / the fused image."
-echo "Reports: $OUT/*.json; fused images and manifests: $OUT/fused/"

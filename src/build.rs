@@ -103,7 +103,9 @@ pub fn build(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
-    for g in p.groups.iter().filter(|g| g.members.len() > 1) {
+    // A group that removes RPCs gets an image, even alone: a function that
+    // calls itself then does so in-process.
+    for g in p.groups.iter().filter(|g| g.removed_calls > 0.0) {
         let specs: Vec<FunctionSpec> = g
             .members
             .iter()

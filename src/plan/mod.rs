@@ -274,7 +274,7 @@ pub fn plan(
         groups.iter().any(|gr| {
             gr.members.iter().any(|m| m == a)
                 && gr.members.iter().any(|m| m == b)
-                && gr.members.len() > 1
+                && gr.removed_calls > 0.0
         })
     };
     let mut edges: Vec<PlanEdge> = g

@@ -65,7 +65,12 @@ fn id(name: &str) -> String {
 pub fn dot(p: &Plan) -> String {
     let mut s = String::from("digraph rpc {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     let max_calls = p.edges.iter().map(|e| e.calls).fold(1.0, f64::max);
-    for (i, g) in p.groups.iter().filter(|g| g.members.len() > 1).enumerate() {
+    for (i, g) in p
+        .groups
+        .iter()
+        .filter(|g| g.removed_calls > 0.0)
+        .enumerate()
+    {
         let _ = writeln!(
             s,
             "  subgraph cluster_{i} {{\n    label={};\n    style=dashed; color=blue;",
@@ -86,7 +91,7 @@ pub fn dot(p: &Plan) -> String {
             size / 2.0
         );
     }
-    for g in p.groups.iter().filter(|g| g.members.len() > 1) {
+    for g in p.groups.iter().filter(|g| g.removed_calls > 0.0) {
         for m in &g.members {
             let _ = writeln!(
                 s,
