@@ -522,3 +522,59 @@ fn generated_profile_is_read_by_perf_and_counts_match() {
     assert_script_matches(&r);
     assert_perf2bolt_matches(&r, &d.join("libparse.so"), "gen-parse");
 }
+
+/// Branches as (image file, address in the image) pairs; None outside
+/// the traced images.
+fn by_image(t: &Truth, from_inside_only: bool) -> HashMap<(Loc2, Loc2), u64> {
+    let at = |pid: u32, a: u64| -> Loc2 {
+        t.image_address(pid, a)
+            .filter(|(i, _)| i.traced)
+            .map(|(i, v)| (i.path.rsplit('/').next().unwrap().to_string(), v))
+    };
+    let mut c = HashMap::new();
+    for b in &t.branches {
+        let (from, to) = (at(b.pid, b.from), at(b.pid, b.to));
+        if from.is_none() && (from_inside_only || to.is_none()) {
+            continue;
+        }
+        *c.entry((from, to)).or_default() += b.count;
+    }
+    c
+}
+
+type Loc2 = Option<(String, u64)>;
+
+#[test]
+fn single_stepping_sees_the_same_branches_and_those_entering_the_images() {
+    let w = workflow("hello");
+    let mut c = vec![env!("CARGO_BIN_EXE_faasfuse").to_string(), "run".into()];
+    c.extend(w.deploy_args("default"));
+    c.extend(["--", "Foo", "world"].map(String::from));
+    let fast = record("hello-bp", 1, std::slice::from_ref(&c));
+    let dir = scratch_dir("record");
+    let (data, truth) = (dir.join("hello-ss.data"), dir.join("hello-ss.json"));
+    run_ok(
+        faasfuse()
+            .args(["__record-lbr", "--single-step", "-o"])
+            .arg(&data)
+            .arg("--truth")
+            .arg(&truth)
+            .arg("--")
+            .args(&c),
+    );
+    let slow = Recording {
+        data,
+        truth: Truth::read(&truth).unwrap(),
+        stdout: String::new(),
+    };
+    // Emulating branches at breakpoints and single-stepping agree on every
+    // branch leaving a traced instruction.
+    assert_eq!(by_image(&fast.truth, true), by_image(&slow.truth, true));
+    // Single-stepping also sees returns and calls into the images.
+    let entering = by_image(&slow.truth, false)
+        .keys()
+        .filter(|(f, t)| f.is_none() && t.is_some())
+        .count();
+    assert!(entering > 0);
+    assert_script_matches(&slow);
+}

@@ -208,7 +208,8 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         bases.push(row);
     }
     let limit = a.size_mb << 20;
-    let mut counts: HashMap<(u32, u64, u64), (u64, u64)> = HashMap::new();
+    // (count, mispredicted) per process and branch.
+    let mut counts = vec![(0u64, 0u64); procs as usize * branches.len()];
     let mut stack = Vec::with_capacity(MAX_BRANCHES);
     let n = branches.len() as f64;
     let mut total = 0u64;
@@ -220,7 +221,8 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         stack.clear();
         for _ in 0..MAX_BRANCHES {
             // Skewed: a few branches are very hot, most are cold.
-            let b = &branches[((rng.unit().powi(4)) * n) as usize];
+            let i = ((rng.unit().powi(4)) * n) as usize;
+            let b = &branches[i];
             let base = bases[p as usize][b.lib];
             let r = rng.next();
             let e = BranchEntry {
@@ -229,7 +231,7 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
                 mispred: r & 15 == 0,
                 cycles: ((r >> 8) % 64 + 1) as u16,
             };
-            let c = counts.entry((pid, e.from, e.to)).or_default();
+            let c = &mut counts[p as usize * branches.len() + i];
             c.0 += 1;
             c.1 += u64::from(e.mispred);
             stack.push(e);
@@ -240,7 +242,22 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
     let samples = w.samples();
     let size = w.finish()?;
     if let Some(t) = &a.truth {
-        let mut list: Vec<BranchCount> = counts
+        // Merge by address, as a reader would (a library listed twice).
+        let mut merged: HashMap<(u32, u64, u64), (u64, u64)> = HashMap::new();
+        for (k, &(count, mispred)) in counts.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let p = (k / branches.len()) as u32;
+            let b = &branches[k % branches.len()];
+            let base = bases[p as usize][b.lib];
+            let e = merged
+                .entry((100_000 + p, base + b.from, base + b.to))
+                .or_default();
+            e.0 += count;
+            e.1 += mispred;
+        }
+        let mut list: Vec<BranchCount> = merged
             .into_iter()
             .map(|((pid, from, to), (count, mispred))| BranchCount {
                 pid,

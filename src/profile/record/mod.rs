@@ -150,6 +150,10 @@ pub struct RecordArgs {
     /// Do not pin the tracer and the commands to one CPU.
     #[arg(long)]
     pub no_pin: bool,
+    /// Single-step every instruction (a trap each, slow: a few requests
+    /// only) to also record branches into the images from untraced code.
+    #[arg(long)]
+    pub single_step: bool,
     /// Leave PERF_SAMPLE_BRANCH_HW_INDEX out of the branch sample type.
     #[arg(long)]
     pub no_hw_index: bool,
@@ -182,6 +186,7 @@ pub fn record_main(a: RecordArgs) -> Result<()> {
             ptrace::ImageFilter::Matching(a.images.clone())
         },
         pin_cpu: !a.no_pin,
+        single_step: a.single_step,
     };
     let truth = ptrace::record(&commands, &ropts, &mut w);
     let size = w.finish()?;

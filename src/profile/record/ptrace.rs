@@ -94,6 +94,10 @@ pub struct RecordOptions {
     /// Run the tracer and its tracees on one CPU (cross-CPU wake-ups make
     /// every trap several times slower on virtual machines).
     pub pin_cpu: bool,
+    /// Single-step every instruction instead of trapping on the images'
+    /// branches: also records branches from untraced code into the images
+    /// (returns from libc, calls from the host), at a trap per instruction.
+    pub single_step: bool,
 }
 
 impl Default for RecordOptions {
@@ -102,6 +106,7 @@ impl Default for RecordOptions {
             every: 1,
             images: ImageFilter::Default,
             pin_cpu: true,
+            single_step: false,
         }
     }
 }
@@ -117,6 +122,9 @@ struct Site {
 struct Proc {
     mem: File,
     armed: bool,
+    /// Single-step mode: traced images' address ranges, decoded instructions.
+    ranges: Vec<(u64, u64)>,
+    decoded: HashMap<u64, Instruction>,
     sites: Arc<HashMap<u64, Site>>,
     comm: String,
 }
@@ -129,6 +137,9 @@ struct Thread {
     pending: u64,
     /// Single-stepping over the site at this address.
     stepping: Option<u64>,
+    /// Single-step mode: the thread is stepped; where it was before.
+    step_all: bool,
+    last_ip: Option<u64>,
     /// Predictor state: 2-bit counters of conditional branches, last
     /// targets of indirect ones, a return stack.
     counters: HashMap<u64, u8>,
@@ -145,6 +156,8 @@ impl Thread {
             ring: VecDeque::with_capacity(MAX_BRANCHES),
             pending: 0,
             stepping: None,
+            step_all: false,
+            last_ip: None,
             counters: HashMap::new(),
             last_target: HashMap::new(),
             returns: Vec::new(),
@@ -471,6 +484,8 @@ impl Recorder<'_> {
                 Ok(v.insert(Proc {
                     mem,
                     armed: false,
+                    ranges: Vec::new(),
+                    decoded: HashMap::new(),
                     sites: Arc::new(HashMap::new()),
                     comm: String::new(),
                 }))
@@ -491,6 +506,7 @@ impl Recorder<'_> {
         let time = now_ns();
         self.writer.comm(tgid, tgid, &comm, time)?;
         let mut sites = HashMap::new();
+        let mut ranges = Vec::new();
         let mut patches: Vec<(u64, Vec<u8>)> = Vec::new();
         for m in &maps {
             let build_id = self.build_id(&m.path);
@@ -524,6 +540,10 @@ impl Recorder<'_> {
                 traced,
             });
             if !traced {
+                continue;
+            }
+            if self.opts.single_step {
+                ranges.push((m.start, m.end));
                 continue;
             }
             let file = file.ok_or_else(|| anyhow!("{}: not an ELF file", m.path))?;
@@ -586,6 +606,7 @@ impl Recorder<'_> {
         }
         p.armed = true;
         p.sites = Arc::new(sites);
+        p.ranges = ranges;
         p.comm = comm;
         Ok(())
     }
@@ -692,6 +713,64 @@ impl Recorder<'_> {
         Ok(())
     }
 
+    /// Resume `tid`: single-step it in single-step mode, else let it run.
+    fn resume(&mut self, tid: u32, sig: i32) {
+        let armed = |r: &Self, tgid: u32| r.procs.get(&tgid).is_some_and(|p| p.armed);
+        let t = self.thread(tid);
+        let (tgid, step_all) = (t.tgid, t.step_all);
+        let step = self.opts.single_step && (step_all || armed(self, tgid));
+        if step {
+            self.thread(tid).step_all = true;
+            let _ = ptrace(libc::PTRACE_SINGLESTEP, tid, 0, sig as usize);
+        } else {
+            cont(tid, sig);
+        }
+    }
+
+    /// Single-step mode: `tid` executed one instruction.
+    fn on_step(&mut self, tid: u32, tgid: u32) -> Result<()> {
+        let regs = get_regs(tid)?;
+        let prev = self.thread(tid).last_ip.replace(regs.rip);
+        let Some(prev) = prev else {
+            return Ok(());
+        };
+        let Some(p) = self.procs.get_mut(&tgid) else {
+            return Ok(());
+        };
+        let inside = |a: u64| p.ranges.iter().any(|&(s, e)| a >= s && a < e);
+        if !inside(prev) && !inside(regs.rip) {
+            return Ok(());
+        }
+        let insn = match p.decoded.get(&prev) {
+            Some(i) => *i,
+            None => {
+                let mut code = [0u8; 15];
+                let n = p.mem.read_at(&mut code, prev).unwrap_or(0);
+                let mut dec = Decoder::with_ip(64, &code[..n], prev, DecoderOptions::NONE);
+                let i = dec.decode();
+                p.decoded.insert(prev, i);
+                i
+            }
+        };
+        let branch = matches!(
+            insn.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::ConditionalBranch
+                | FlowControl::Return
+                | FlowControl::Call
+                | FlowControl::IndirectCall
+        );
+        if branch {
+            if regs.rip != insn.next_ip() {
+                self.record(tid, &insn, regs.rip)?;
+            } else {
+                self.thread(tid).mispredicted(&insn, false, regs.rip);
+            }
+        }
+        Ok(())
+    }
+
     /// A new process forked from `parent`: it inherited the parent's
     /// breakpoints (unless it was a vfork sharing its memory).
     fn on_fork(&mut self, parent: u32, child: u32, vfork: bool) -> Result<()> {
@@ -702,6 +781,7 @@ impl Recorder<'_> {
             return Ok(());
         }
         let sites = pp.sites.clone();
+        let ranges = pp.ranges.clone();
         let comm = pp.comm.clone();
         let maps: Vec<ImageInfo> = self
             .images
@@ -731,6 +811,7 @@ impl Recorder<'_> {
         let p = self.proc_mem(child)?;
         p.armed = true;
         p.sites = sites;
+        p.ranges = ranges;
         p.comm = comm;
         self.thread(child).tgid = child;
         Ok(())
@@ -818,12 +899,17 @@ impl Recorder<'_> {
                     }
                     _ => {}
                 }
-                cont(tid, 0);
+                self.resume(tid, 0);
                 continue;
             }
             if sig == libc::SIGTRAP {
                 if let Some(at) = self.thread(tid).stepping.take() {
                     self.on_stepped(tid, tgid, at)?;
+                    continue;
+                }
+                if self.thread(tid).step_all {
+                    self.on_step(tid, tgid)?;
+                    self.resume(tid, 0);
                     continue;
                 }
                 let regs = match get_regs(tid) {
@@ -836,9 +922,9 @@ impl Recorder<'_> {
                 // The first exec stop of a command (PTRACE_TRACEME), or a
                 // trap of the program's own.
                 if first {
-                    cont(tid, 0);
+                    self.resume(tid, 0);
                 } else {
-                    cont(tid, sig);
+                    self.resume(tid, sig);
                 }
                 continue;
             }
@@ -855,10 +941,10 @@ impl Recorder<'_> {
                         .with_context(|| format!("arming process {tgid}"))?;
                 }
                 // Our stop (or the stop of a new tracee): swallow it.
-                cont(tid, 0);
+                self.resume(tid, 0);
                 continue;
             }
-            cont(tid, sig);
+            self.resume(tid, sig);
         }
     }
 }
