@@ -17,16 +17,22 @@
 //! Instructions it does not emulate (`loop`, `jrcxz`, far returns, or a
 //! stack write that fails) are single-stepped over instead.
 //!
-//! Single-stepping every instruction (the obvious design) costs a trap per
-//! instruction, 30–100 µs each on a virtual machine; a trap per branch
-//! instruction executed in the traced images keeps a fixture run of a
-//! hundred requests to about a second.
+//! Single-stepping every instruction costs a trap per instruction, 30–100 µs
+//! each on a virtual machine, and the host's own code runs thousands of
+//! instructions per request; a trap per branch instruction executed in the
+//! traced images keeps a fixture run of a hundred requests well under a
+//! second. `--single-step` ([`RecordOptions::single_step`]) does step every
+//! instruction after the stop, for a few requests: it compares each
+//! instruction's successor with its fall-through address and records taken
+//! branches whose source *or* target is in a traced image. On the branches
+//! leaving the images both modes agree exactly (a test checks it).
 //!
-//! What is recorded: every taken branch whose *source* is in a traced image
-//! (including calls and jumps out of it: PLT jumps into libc, the indirect
-//! call of an RPC site into the host). Branches from untraced code into an
-//! image (a return from libc, the host calling `faas_func_call`) are not,
-//! as if the LBR filter were limited to the images' code. Forks and threads
+//! What is recorded (default mode): every taken branch whose *source* is
+//! in a traced image (including calls and jumps out of it: PLT jumps into
+//! libc, the indirect call of an RPC site into the host). Branches from
+//! untraced code into an image (a return from libc, the host calling
+//! `faas_func_call`) are not, as if the LBR filter were limited to the
+//! images' code; `--single-step` records those too. Forks and threads
 //! are followed; each process is armed by its own stop, so `run --ipc`
 //! records every worker process.
 //!
