@@ -21,8 +21,8 @@ pub struct Lib {
     pub image: Image,
     pub build_id: Option<Vec<u8>>,
     pub sites: Vec<RpcSite>,
-    /// PT_LOAD segments: (file offset, file size, vaddr).
-    loads: Vec<(u64, u64, u64)>,
+    /// PT_LOAD segments: (file offset, file size, vaddr, executable).
+    loads: Vec<(u64, u64, u64, bool)>,
     canonical: Option<PathBuf>,
     pub symbols: Symbols,
 }
@@ -38,7 +38,10 @@ impl Lib {
                 f.elf_program_headers()
                     .iter()
                     .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-                    .map(|p| (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE)))
+                    .map(|p| {
+                        let x = p.p_flags(LE) & object::elf::PF_X != 0;
+                        (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -54,12 +57,10 @@ impl Lib {
         })
     }
 
-    /// The virtual address that file offset `off` is loaded at.
+    /// The virtual address that file offset `off` is loaded at, for an
+    /// executable mapping starting at `off`.
     pub fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|(o, sz, _)| off >= *o && off < o + sz.max(&1))
-            .map(|(o, _, va)| off - o + va)
+        vaddr_of_mapping(&self.loads, off)
     }
 
     /// The name of the function symbol containing `vaddr`.
@@ -70,6 +71,21 @@ impl Lib {
     pub fn build_id_hex(&self) -> Option<String> {
         self.image.info.build_id.clone()
     }
+}
+
+/// The vaddr a mapping at file offset `pgoff` starts at. Mappings start
+/// at page boundaries, segments need not: a segment's pages begin at its
+/// offset and vaddr rounded down. Executable segments are preferred, since
+/// only executable mappings are looked up.
+pub fn vaddr_of_mapping(loads: &[(u64, u64, u64, bool)], pgoff: u64) -> Option<u64> {
+    const PAGE: u64 = 0xfff;
+    let fits = |(o, sz, _, _): &&(u64, u64, u64, bool)| pgoff >= o & !PAGE && pgoff < o + sz;
+    let seg = loads
+        .iter()
+        .filter(fits)
+        .find(|l| l.3)
+        .or_else(|| loads.iter().find(fits))?;
+    Some(pgoff - (seg.0 & !PAGE) + (seg.2 & !PAGE))
 }
 
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
@@ -211,9 +227,7 @@ impl<'a> AddressSpaces<'a> {
         let lib = self.match_lib(m);
         let target = match lib {
             Some(i) => {
-                let Some(va) = self.libs[i].vaddr_of_offset(m.pgoff) else {
-                    return None;
-                };
+                let va = self.libs[i].vaddr_of_offset(m.pgoff)?;
                 if !self.matched_paths[i].contains(&m.filename) {
                     self.matched_paths[i].push(m.filename.clone());
                 }

@@ -94,7 +94,7 @@ pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> 
     let bar = progress_bar(opts.progress, total);
     let mut n = 0u64;
     loop {
-        let ev = events.next().map_err(|e| e.at(path))?;
+        let ev = events.next_event().map_err(|e| e.at(path))?;
         let Some(ev) = ev else { break };
         n += 1;
         if n % 65536 == 0 {

@@ -13,7 +13,7 @@ use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{LittleEndian as LE, Object, ObjectSection};
 
-use super::images::Lib;
+use super::images::{vaddr_of_mapping, Lib};
 use super::perfdata::{Mmap, Sample};
 
 /// perf's x86 user register numbers.
@@ -40,8 +40,8 @@ impl Deref for Bytes {
 /// mapping it.
 struct Unwindable {
     data: Arc<Vec<u8>>,
-    /// (file offset, file size, vaddr) of each PT_LOAD.
-    loads: Vec<(u64, u64, u64)>,
+    /// (file offset, file size, vaddr, executable) of each PT_LOAD.
+    loads: Vec<(u64, u64, u64, bool)>,
     sections: HashMap<&'static str, (u64, Range<usize>)>,
 }
 
@@ -52,7 +52,10 @@ impl Unwindable {
             .elf_program_headers()
             .iter()
             .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-            .map(|p| (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE)))
+            .map(|p| {
+                let x = p.p_flags(LE) & object::elf::PF_X != 0;
+                (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
+            })
             .collect();
         let mut sections = HashMap::new();
         for name in [".text", ".eh_frame", ".eh_frame_hdr", ".got"] {
@@ -73,11 +76,8 @@ impl Unwindable {
     }
 
     fn module(&self, name: &str, m: &Mmap) -> Option<Module<Bytes>> {
-        let (o, _, va) = self
-            .loads
-            .iter()
-            .find(|(o, sz, _)| m.pgoff >= *o && m.pgoff < o + sz)?;
-        let base_avma = m.addr.wrapping_sub(m.pgoff - o + va);
+        let va = vaddr_of_mapping(&self.loads, m.pgoff)?;
+        let base_avma = m.addr.wrapping_sub(va);
         let svma = |n: &str| {
             self.sections
                 .get(n)

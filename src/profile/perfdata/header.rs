@@ -51,7 +51,7 @@ fn read_exact_at<R: Read + Seek>(
     if len > MAX_TABLE || offset.checked_add(len).map_or(true, |end| end > file_len) {
         return Err(err(
             offset,
-            format!("{what} ({len} bytes) runs past the end of the file ({file_len} bytes)"),
+            format!("{what} ({len} bytes) runs past the end of the file ({file_len} bytes): the file is truncated"),
         ));
     }
     let mut buf = vec![0u8; len as usize];
@@ -159,13 +159,27 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
         build_ids: Vec::new(),
         features: features.clone(),
     };
-    if let Some(slot) = features.iter().position(|&b| b == FEATURE_BUILD_ID) {
-        let at = data_end + slot as u64 * 16;
-        let sec = read_exact_at(f, at, 16, file_len, "feature section table")?;
-        let mut c = Cursor::new(&sec);
+    // Every feature section must lie in the file: a cut-off file shows here.
+    let table = read_exact_at(
+        f,
+        data_end,
+        features.len() as u64 * 16,
+        file_len,
+        "feature section table",
+    )?;
+    for (slot, (&bit, sec)) in features.iter().zip(table.chunks_exact(16)).enumerate() {
+        let mut c = Cursor::new(sec);
         let (off, size) = (c.u64().unwrap_or(0), c.u64().unwrap_or(0));
-        let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
-        header.build_ids = build_id_table(&raw, off)?;
+        if off.checked_add(size).map_or(true, |end| end > file_len) {
+            return Err(err(
+                data_end + slot as u64 * 16,
+                format!("feature section {bit} ({size} bytes at {off}) runs past the end of the file ({file_len} bytes): the file is truncated"),
+            ));
+        }
+        if bit == FEATURE_BUILD_ID {
+            let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
+            header.build_ids = build_id_table(&raw, off)?;
+        }
     }
     Ok(header)
 }

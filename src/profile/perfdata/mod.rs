@@ -64,8 +64,11 @@ pub fn read_all(bytes: &[u8], lenient: bool) -> Result<(Header, Vec<Event>, Stat
     c.set_position(header.data_offset);
     let mut o = Ordered::new(Reader::new(c, header, lenient));
     let mut events = Vec::new();
-    while let Some(e) = o.next()? {
+    while let Some(e) = o.next_event()? {
         events.push(e);
     }
     Ok((o.reader.header.clone(), events, o.reader.stats.clone()))
 }
+
+#[cfg(test)]
+mod tests;

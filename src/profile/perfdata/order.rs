@@ -83,7 +83,7 @@ impl<R: Read> Ordered<R> {
     }
 
     /// The next event in time order (file order when events lack times).
-    pub fn next(&mut self) -> Result<Option<Event>, FormatError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, FormatError> {
         loop {
             if let Some(Reverse(top)) = self.heap.peek() {
                 if self.done || top.time <= self.bound || self.queued > MAX_QUEUED {
@@ -92,7 +92,7 @@ impl<R: Read> Ordered<R> {
             } else if self.done {
                 return Ok(None);
             }
-            let Some(Timed { time, event, .. }) = self.reader.next()? else {
+            let Some(Timed { time, event, .. }) = self.reader.next_record()? else {
                 self.done = true;
                 continue;
             };

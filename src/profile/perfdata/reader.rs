@@ -186,7 +186,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next event in file order, or `None` at the end.
-    pub fn next(&mut self) -> Result<Option<Timed>, FormatError> {
+    pub fn next_record(&mut self) -> Result<Option<Timed>, FormatError> {
         loop {
             if let Some(t) = self.next_pending()? {
                 return Ok(Some(t));
@@ -457,6 +457,7 @@ fn expand(
     let mut input = InBuffer::around(data);
     let mut chunk = vec![0u8; 256 << 10];
     loop {
+        let before = input.pos();
         let mut out = OutBuffer::around(&mut chunk[..]);
         dec.run(&mut input, &mut out)
             .map_err(|e| format!("corrupt zstd data: {e}"))?;
@@ -468,8 +469,8 @@ fn expand(
         if input.pos() >= data.len() && n < chunk.len() {
             return Ok(());
         }
-        if n == 0 && input.pos() >= data.len() {
-            return Ok(());
+        if n == 0 && input.pos() == before {
+            return Err("corrupt zstd data: no progress".into());
         }
     }
 }

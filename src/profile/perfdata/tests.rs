@@ -1,0 +1,296 @@
+//! Round trips through a minimal perf.data writer, and the guarantee that
+//! no input makes the reader panic.
+
+use proptest::prelude::*;
+
+use super::attr::*;
+use super::event::*;
+use super::*;
+
+const ATTR_SIZE: usize = 128;
+
+fn attr(sample_type: u64, branch_sample_type: u64, regs: u64, stack: u32) -> Vec<u8> {
+    let mut a = vec![0u8; ATTR_SIZE];
+    a[4..8].copy_from_slice(&(ATTR_SIZE as u32).to_le_bytes());
+    a[16..24].copy_from_slice(&1000u64.to_le_bytes());
+    a[24..32].copy_from_slice(&sample_type.to_le_bytes());
+    let flags: u64 = 1 << 18; // sample_id_all
+    a[40..48].copy_from_slice(&flags.to_le_bytes());
+    a[72..80].copy_from_slice(&branch_sample_type.to_le_bytes());
+    a[80..88].copy_from_slice(&regs.to_le_bytes());
+    a[88..92].copy_from_slice(&stack.to_le_bytes());
+    a
+}
+
+fn record(kind: u32, misc: u16, body: &[u8]) -> Vec<u8> {
+    let mut body = body.to_vec();
+    while (body.len() + 8) % 8 != 0 {
+        body.push(0);
+    }
+    let mut r = Vec::new();
+    r.extend_from_slice(&kind.to_le_bytes());
+    r.extend_from_slice(&misc.to_le_bytes());
+    r.extend_from_slice(&((body.len() + 8) as u16).to_le_bytes());
+    r.extend_from_slice(&body);
+    r
+}
+
+fn u64s(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A perf.data with one attribute, `data` as its records and a build-id
+/// table of `(id, file)`.
+fn file(attr: &[u8], data: &[u8], build_ids: &[(&[u8], &str)]) -> Vec<u8> {
+    let attrs_off = 104u64;
+    let attr_size = (attr.len() + 16) as u64;
+    let data_off = attrs_off + attr_size;
+    let mut f = Vec::new();
+    f.extend_from_slice(b"PERFILE2");
+    f.extend_from_slice(&u64s(&[
+        104,
+        attr_size,
+        attrs_off,
+        attr_size,
+        data_off,
+        data.len() as u64,
+        0,
+        0,
+    ]));
+    let features: u64 = if build_ids.is_empty() { 0 } else { 1 << 2 };
+    f.extend_from_slice(&u64s(&[features, 0, 0, 0]));
+    f.extend_from_slice(attr);
+    f.extend_from_slice(&u64s(&[0, 0]));
+    f.extend_from_slice(data);
+    if !build_ids.is_empty() {
+        let mut table = Vec::new();
+        for (id, name) in build_ids {
+            let mut body = vec![0u8; 4];
+            let mut idb = [0u8; 24];
+            idb[..id.len()].copy_from_slice(id);
+            idb[20] = id.len() as u8;
+            body.extend_from_slice(&idb);
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            table.extend(record(RECORD_HEADER_BUILD_ID, MISC_BUILD_ID_SIZE, &body));
+        }
+        let sec = f.len() as u64 + 16;
+        f.extend_from_slice(&u64s(&[sec, table.len() as u64]));
+        f.extend_from_slice(&table);
+    }
+    f
+}
+
+fn mmap2(
+    pid: u32,
+    addr: u64,
+    len: u64,
+    pgoff: u64,
+    build_id: Option<&[u8]>,
+    name: &str,
+    time: u64,
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&u64s(&[addr, len, pgoff]));
+    let mut id = [0u8; 24];
+    if let Some(bid) = build_id {
+        id[0] = bid.len() as u8;
+        id[4..4 + bid.len()].copy_from_slice(bid);
+    }
+    b.extend_from_slice(&id);
+    b.extend_from_slice(&5u32.to_le_bytes()); // PROT_READ|PROT_EXEC
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    while b.len() % 8 != 0 {
+        b.push(0);
+    }
+    // sample_id trailer: tid, time.
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&time.to_le_bytes());
+    let misc = if build_id.is_some() {
+        MISC_USER | MISC_MMAP_BUILD_ID
+    } else {
+        MISC_USER
+    };
+    record(RECORD_MMAP2, misc, &b)
+}
+
+const LBR: u64 = SAMPLE_IP | SAMPLE_TID | SAMPLE_TIME | SAMPLE_PERIOD | SAMPLE_BRANCH_STACK;
+
+fn lbr_sample(pid: u32, time: u64, hw_index: bool, branches: &[(u64, u64, bool)]) -> Vec<u8> {
+    let mut b = u64s(&[branches.first().map_or(0, |x| x.0)]);
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&pid.to_le_bytes());
+    b.extend_from_slice(&u64s(&[time, 32, branches.len() as u64]));
+    if hw_index {
+        b.extend_from_slice(&u64s(&[7]));
+    }
+    for &(from, to, mispred) in branches {
+        b.extend_from_slice(&u64s(&[from, to, if mispred { 1 } else { 2 }]));
+    }
+    record(RECORD_SAMPLE, MISC_USER, &b)
+}
+
+fn sample_file(hw_index: bool) -> Vec<u8> {
+    let bst = if hw_index { BRANCH_HW_INDEX | 1 } else { 1 };
+    let mut data = mmap2(
+        7,
+        0x7000_0000,
+        0x1000,
+        0x1000,
+        Some(&[0xab; 20]),
+        "/lib/libx.so",
+        10,
+    );
+    data.extend(lbr_sample(
+        7,
+        20,
+        hw_index,
+        &[
+            (0x7000_0010, 0x7000_0020, true),
+            (0x7000_0030, 0x7000_0040, false),
+        ],
+    ));
+    data.extend(record(RECORD_FINISHED_ROUND, 0, &[]));
+    file(
+        &attr(LBR, bst, 0, 0),
+        &data,
+        &[(&[0xab; 20], "/lib/libx.so")],
+    )
+}
+
+#[test]
+fn decodes_branch_stacks_with_and_without_hw_index() {
+    for hw in [false, true] {
+        let (h, events, stats) = read_all(&sample_file(hw), false).unwrap();
+        assert_eq!(
+            h.build_ids,
+            vec![(vec![0xab; 20], "/lib/libx.so".to_string())]
+        );
+        assert_eq!(stats.samples, 1);
+        let Event::Mmap(m) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!((m.addr, m.pgoff, m.exec), (0x7000_0000, 0x1000, true));
+        assert_eq!(m.build_id.as_deref(), Some(&[0xab; 20][..]));
+        let Event::Sample(s) = &events[1] else {
+            panic!()
+        };
+        assert_eq!(s.hw_index, hw.then_some(7));
+        assert_eq!(s.period, 32);
+        assert_eq!(s.branches.len(), 2);
+        assert_eq!(
+            (s.branches[0].from, s.branches[0].to),
+            (0x7000_0010, 0x7000_0020)
+        );
+        assert!(s.branches[0].mispredicted() && !s.branches[1].mispredicted());
+    }
+}
+
+#[test]
+fn orders_events_by_time_within_rounds() {
+    // The sample is written before the MMAP it needs (another CPU's buffer).
+    let mut data = lbr_sample(7, 20, false, &[(0x7000_0010, 0x7000_0020, false)]);
+    data.extend(mmap2(7, 0x7000_0000, 0x1000, 0, None, "/lib/libx.so", 10));
+    data.extend(record(RECORD_FINISHED_ROUND, 0, &[]));
+    let (_, events, _) = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap();
+    assert!(matches!(events[0], Event::Mmap(_)), "{events:?}");
+    assert!(matches!(events[1], Event::Sample(_)));
+}
+
+#[test]
+fn expands_zstd_compressed_records() {
+    let mut inner = mmap2(7, 0x7000_0000, 0x1000, 0, None, "/lib/libx.so", 10);
+    inner.extend(lbr_sample(7, 20, false, &[(1, 2, false)]));
+    // Split across two compressed records, one stream.
+    let z = zstd::bulk::compress(&inner, 3).unwrap();
+    let (a, b) = z.split_at(z.len() / 2);
+    // COMPRESSED2 gives the data size, so the record can be padded.
+    let mut data = Vec::new();
+    for part in [a, b] {
+        let mut body = u64s(&[part.len() as u64]);
+        body.extend_from_slice(part);
+        data.extend(record(RECORD_COMPRESSED2, 0, &body));
+    }
+    let (_, events, stats) = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap();
+    assert_eq!(stats.compressed_records, 2);
+    assert_eq!(events.len(), 2, "{events:?}");
+}
+
+#[test]
+fn reads_callchains_registers_and_stacks() {
+    let st = SAMPLE_IP
+        | SAMPLE_TID
+        | SAMPLE_TIME
+        | SAMPLE_CALLCHAIN
+        | SAMPLE_REGS_USER
+        | SAMPLE_STACK_USER;
+    let regs_mask = (1 << 6) | (1 << 7) | (1 << 8);
+    let mut b = u64s(&[0x1234]);
+    b.extend_from_slice(&[3, 0, 0, 0, 3, 0, 0, 0]);
+    b.extend_from_slice(&u64s(&[5, 3, CONTEXT_USER, 0x1234, 0x5678]));
+    b.extend_from_slice(&u64s(&[2, 0xb0, 0x5000, 0x1234])); // abi, bp, sp, ip
+    b.extend_from_slice(&u64s(&[16, 0x1111, 0x2222, 8])); // size, data, dyn_size
+    let data = record(RECORD_SAMPLE, MISC_USER, &b);
+    let (_, events, _) = read_all(&file(&attr(st, 0, regs_mask, 16), &data, &[]), false).unwrap();
+    let Event::Sample(s) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(s.callchain, vec![CONTEXT_USER, 0x1234, 0x5678]);
+    assert_eq!(
+        (s.reg(6), s.reg(7), s.reg(8)),
+        (Some(0xb0), Some(0x5000), Some(0x1234))
+    );
+    assert_eq!(s.stack, 0x1111u64.to_le_bytes().to_vec());
+}
+
+#[test]
+fn truncated_and_corrupt_files_name_the_byte_offset() {
+    let f = sample_file(true);
+    let cut = f.len() - 40;
+    // The header still claims the full data section.
+    let e = read_all(&f[..cut], false).unwrap_err();
+    assert!(e.reason.contains("truncated"), "{e:?}");
+    // A record cut off at the end of a stream (perf killed mid-write).
+    let mut data = lbr_sample(7, 20, false, &[(1, 2, false)]);
+    data.truncate(data.len() - 8);
+    let e = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap_err();
+    assert_eq!(e.offset, 104 + ATTR_SIZE as u64 + 16);
+    assert!(e.reason.contains("cut off"), "{e:?}");
+    let mut bad = f.clone();
+    let data_off = 104 + ATTR_SIZE + 16;
+    let second = data_off + u16::from_le_bytes([bad[data_off + 6], bad[data_off + 7]]) as usize;
+    bad[second + 6] = 3; // record size 3
+    let e = read_all(&bad, false).unwrap_err();
+    assert_eq!(e.offset, second as u64);
+    assert!(e.reason.contains("below 8"), "{e:?}");
+    let (_, events, stats) = read_all(&bad, true).unwrap();
+    assert_eq!(stats.bad_records, 1);
+    assert_eq!(stats.truncated_at, Some(second as u64));
+    assert_eq!(events.len(), 1);
+    assert!(read_all(b"PERFILE2", false).is_err());
+    assert!(read_all(&[0u8; 200], false)
+        .unwrap_err()
+        .reason
+        .contains("not a perf.data"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// No mutation or truncation of a valid file panics the reader.
+    #[test]
+    fn never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+                    cut in any::<usize>(), hw in any::<bool>(), lenient in any::<bool>()) {
+        let mut f = sample_file(hw);
+        for (at, v) in flips {
+            let n = f.len();
+            f[at % n] = v;
+        }
+        let keep = cut % (f.len() + 1);
+        let _ = read_all(&f[..keep], lenient);
+    }
+}

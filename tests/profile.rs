@@ -1,0 +1,527 @@
+//! `faasfuse profile`: real perf call-chain profiles (DWARF and frame
+//! pointers, one process and `run --ipc` workers), LBR profiles checked
+//! against the recorder's exact counts and against perf2bolt's `.fdata`,
+//! BOLT formats in and out, merging, and damaged inputs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use faasfuse::profile::record::Truth;
+use serde_json::Value;
+
+const PERF2BOLT: &str = "/usr/lib/llvm-16/bin/perf2bolt";
+
+fn workflow(name: &str) -> Workflow {
+    workflows().into_iter().find(|w| w.name == name).unwrap()
+}
+
+fn lib_args(w: &Workflow) -> Vec<String> {
+    w.deploy_args("default")
+        .into_iter()
+        .flat_map(|a| ["--lib".to_string(), a])
+        .collect()
+}
+
+fn dir() -> PathBuf {
+    scratch_dir("profile")
+}
+
+/// Whether `perf record` works here; prints why not when it does not.
+fn perf_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let out = Command::new("perf")
+            .args(["record", "-q", "-e", "cpu-clock:u", "-o"])
+            .arg(dir().join("probe.data"))
+            .args(["--", "true"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                eprintln!(
+                    "skipping: perf record fails here: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("skipping: perf is not installed ({e})");
+                false
+            }
+        }
+    })
+}
+
+/// `perf record <how> -- faasfuse run <workflow> --repeat N`.
+fn perf_record(tag: &str, w: &Workflow, how: &[&str], ipc: bool, repeat: usize) -> PathBuf {
+    let data = dir().join(format!("{tag}.data"));
+    let inputs = input_file(&format!("prof-{tag}"), &generate_inputs(w, 40, 3));
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-o"])
+        .arg(&data)
+        .args(how)
+        .arg("--");
+    cmd.arg(env!("CARGO_BIN_EXE_faasfuse")).arg("run");
+    cmd.args(w.deploy_args("default"));
+    cmd.arg("--inputs")
+        .arg(&inputs)
+        .args(["--quiet", "--repeat"]);
+    cmd.arg(repeat.to_string());
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(&w.root);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "perf record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
+/// `faasfuse profile INPUTS --lib ... -o OUT.json [extra]`: the profile.
+fn profile(tag: &str, inputs: &[&Path], libs: &[String], extra: &[&str]) -> Value {
+    let out = dir().join(format!("{tag}.json"));
+    run_ok(
+        faasfuse()
+            .arg("profile")
+            .args(inputs)
+            .args(libs)
+            .arg("-o")
+            .arg(&out)
+            .args(extra),
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn calls(p: &Value, a: &str, b: &str) -> f64 {
+    p["calls"][a][b].as_f64().unwrap_or(0.0)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[test]
+fn dwarf_call_chains_rank_the_rpc_edges_hot() {
+    if !perf_available() {
+        return;
+    }
+    let w = workflow("chain");
+    let data = perf_record(
+        "chain-dwarf",
+        &w,
+        &["-e", "cpu-clock:u", "--call-graph", "dwarf"],
+        false,
+        300,
+    );
+    let p = profile("chain-dwarf", &[&data], &lib_args(&w), &[]);
+    let st = &p["stats"];
+    assert!(u(&st["callchain_samples"]) * 2 > u(&st["samples"]), "{st}");
+    // Every RPC edge of the workflow is seen, and nothing else.
+    for (a, b) in [
+        ("Parse", "Validate"),
+        ("Validate", "Enrich"),
+        ("Enrich", "Store"),
+    ] {
+        assert!(calls(&p, a, b) > 0.0, "{a} -> {b} not seen: {}", p["calls"]);
+    }
+    let edges: usize = p["calls"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m.as_object().unwrap().len())
+        .sum();
+    assert_eq!(edges, 3, "{}", p["calls"]);
+    // Samples land in the right images, mapped by build-id.
+    for (name, lib) in &w.functions {
+        let img = &p["images"][name];
+        assert!(u(&img["attributed_samples"]) > 0, "{name}: {img}");
+        let mapped: Vec<&str> = img["mapped_as"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert!(
+            mapped.iter().all(|m| m.ends_with(lib.as_str())),
+            "{name}: {mapped:?}"
+        );
+    }
+    // The root runs everything below it: its share is the largest.
+    let cpu = |n: &str| p["cpu"][n].as_f64().unwrap();
+    assert!(cpu("Parse") > cpu("Store"), "{}", p["cpu"]);
+}
+
+#[test]
+fn frame_pointer_call_chains_map_samples_to_images() {
+    if !perf_available() {
+        return;
+    }
+    let w = workflow("hello");
+    let data = perf_record("hello-fp", &w, &["-e", "cpu-clock:u", "-g"], false, 3000);
+    let p = profile("hello-fp", &[&data], &lib_args(&w), &[]);
+    assert!(u(&p["stats"]["callchain_samples"]) > 0, "{}", p["stats"]);
+    let in_libs = u(&p["images"]["Foo"]["samples"]) + u(&p["images"]["Bar"]["samples"]);
+    assert_eq!(in_libs, u(&p["stats"]["matched_samples"]));
+    assert!(in_libs > 0, "{}", p["stats"]);
+    // Samples outside the libraries are reported per file.
+    let unmatched = p["unmatched"].as_object().unwrap();
+    assert!(
+        unmatched.keys().any(|k| k.ends_with("/faasfuse")),
+        "{unmatched:?}"
+    );
+}
+
+#[test]
+fn ipc_worker_processes_aggregate_in_one_pass() {
+    if !perf_available() {
+        return;
+    }
+    let w = workflow("hello");
+    let data = perf_record(
+        "hello-ipc",
+        &w,
+        &["-e", "cpu-clock:u", "--call-graph", "dwarf"],
+        true,
+        400,
+    );
+    let p = profile("hello-ipc", &[&data], &lib_args(&w), &["--json"]);
+    // Foo and Bar run in different worker processes.
+    for name in ["Foo", "Bar"] {
+        let img = &p["images"][name];
+        assert!(u(&img["attributed_samples"]) > 0, "{name}: {img}");
+        assert_eq!(
+            img["mapped_as"].as_array().unwrap().len(),
+            1,
+            "{name}: {img}"
+        );
+    }
+    assert!(calls(&p, "Foo", "Bar") > 0.0, "{}", p["calls"]);
+}
+
+fn record_lbr(tag: &str, w: &Workflow, every: u64) -> (PathBuf, Truth) {
+    let data = dir().join(format!("{tag}.data"));
+    let truth = dir().join(format!("{tag}.truth.json"));
+    let inputs = input_file(&format!("lbr-{tag}"), &generate_inputs(w, 30, 5));
+    run_ok(
+        faasfuse()
+            .arg("__record-lbr")
+            .arg("-o")
+            .arg(&data)
+            .args(["--every", &every.to_string(), "--truth"])
+            .arg(&truth)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_faasfuse"))
+            .arg("run")
+            .args(w.deploy_args("default"))
+            .arg("--inputs")
+            .arg(&inputs)
+            .args(["--quiet", "--"])
+            .arg(&w.root),
+    );
+    let t = Truth::read(&truth).unwrap();
+    (data, t)
+}
+
+/// The truth's branches of image `path` as (from, to) -> (count, mispred).
+fn truth_branches(t: &Truth, path: &str) -> BTreeMap<(u64, Option<u64>), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for b in &t.branches {
+        let Some((img, from)) = t.image_address(b.pid, b.from) else {
+            continue;
+        };
+        if !img.path.ends_with(path) {
+            continue;
+        }
+        let to = t
+            .image_address(b.pid, b.to)
+            .filter(|(i, _)| i.path == img.path)
+            .map(|(_, a)| a);
+        let e: &mut (u64, u64) = out.entry((from, to)).or_default();
+        e.0 += b.count;
+        e.1 += b.mispred;
+    }
+    out
+}
+
+fn profile_branches(p: &Value, name: &str) -> BTreeMap<(u64, Option<u64>), (u64, u64)> {
+    p["images"][name]["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                (u(&b["from"]), b["to"].as_u64()),
+                (u(&b["count"]), u(&b["mispred"])),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn lbr_branch_counts_equal_the_recorded_truth() {
+    let w = workflow("chain");
+    for every in [1, 32] {
+        let (data, truth) = record_lbr(&format!("chain-lbr-{every}"), &w, every);
+        let p = profile(&format!("chain-lbr-{every}"), &[&data], &lib_args(&w), &[]);
+        for (name, lib) in &w.functions {
+            assert_eq!(
+                profile_branches(&p, name),
+                truth_branches(&truth, lib),
+                "{name}, --every {every}"
+            );
+        }
+        // RPC edges: each site's executions (the branches leaving it).
+        assert_eq!(
+            calls(&p, "Parse", "Validate"),
+            calls(&p, "Validate", "Enrich") + calls(&p, "Parse", "Validate")
+                - calls(&p, "Validate", "Enrich")
+        );
+        for (a, b) in [
+            ("Parse", "Validate"),
+            ("Validate", "Enrich"),
+            ("Enrich", "Store"),
+        ] {
+            assert!(calls(&p, a, b) > 0.0, "{a} -> {b}: {}", p["calls"]);
+        }
+    }
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut l: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn fdata_equals_perf2bolt_output() {
+    if !Path::new(PERF2BOLT).exists() {
+        eprintln!("skipping: {PERF2BOLT} is not installed (Debian bolt-16)");
+        return;
+    }
+    for name in ["chain", "social"] {
+        let w = workflow(name);
+        let (data, _) = record_lbr(&format!("{name}-bolt"), &w, 32);
+        let fdir = dir().join(format!("{name}-fdata"));
+        profile(
+            &format!("{name}-bolt"),
+            &[&data],
+            &lib_args(&w),
+            &["--fdata-dir", fdir.to_str().unwrap()],
+        );
+        for (func, lib) in &w.functions {
+            let theirs = dir().join(format!("{name}-{func}.perf2bolt.fdata"));
+            let out = Command::new(PERF2BOLT)
+                .arg(fixtures().join("default").join(lib))
+                .arg("-p")
+                .arg(&data)
+                .arg("-o")
+                .arg(&theirs)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "perf2bolt: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                sorted_lines(&fdir.join(format!("{func}.fdata"))),
+                sorted_lines(&theirs),
+                "{name}/{func}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fdata_and_preaggregated_round_trip() {
+    let w = workflow("hello");
+    let (data, _) = record_lbr("hello-rt", &w, 32);
+    let f1 = dir().join("rt1");
+    let p = profile(
+        "hello-rt",
+        &[&data],
+        &lib_args(&w),
+        &["--fdata-dir", f1.to_str().unwrap()],
+    );
+    let bar = fixtures().join("default/libbar.so");
+    let bar_lib = format!("Bar={}", bar.display());
+    // .fdata in, .fdata out: the same text.
+    let f2 = dir().join("rt2");
+    let q = profile(
+        "hello-rt-fdata",
+        &[&f1.join("Bar.fdata")],
+        &["--lib".into(), bar_lib.clone()],
+        &["--fdata-dir", f2.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read_to_string(f1.join("Bar.fdata")).unwrap(),
+        std::fs::read_to_string(f2.join("Bar.fdata")).unwrap()
+    );
+    assert!(u(&q["stats"]["branches"]) > 0);
+    // The RPC site counts survive the trip through Foo's .fdata.
+    let foo_lib = format!("Foo={}", fixtures().join("default/libfoo.so").display());
+    let r = profile(
+        "hello-rt-foo",
+        &[&f1.join("Foo.fdata")],
+        &["--lib".into(), foo_lib],
+        &[],
+    );
+    assert_eq!(calls(&r, "Foo", "Bar"), calls(&p, "Foo", "Bar"));
+    assert!(calls(&p, "Foo", "Bar") > 0.0);
+    // Pre-aggregated text with build-id locations gives the same branches.
+    let id = p["images"]["Bar"]["build_id"].as_str().unwrap();
+    let mut text = String::from("E cycles\n");
+    for b in p["images"]["Bar"]["branches"].as_array().unwrap() {
+        let to = b["to"]
+            .as_u64()
+            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
+        text += &format!(
+            "B {id}:{:x} {to} {} {}\n",
+            u(&b["from"]),
+            u(&b["count"]),
+            u(&b["mispred"])
+        );
+    }
+    let pa = dir().join("bar.preagg");
+    std::fs::write(&pa, text).unwrap();
+    let s = profile("hello-rt-preagg", &[&pa], &lib_args(&w), &[]);
+    assert_eq!(profile_branches(&s, "Bar"), profile_branches(&p, "Bar"));
+}
+
+#[test]
+fn merge_sums_profiles() {
+    let w = workflow("hello");
+    let (data, _) = record_lbr("hello-merge", &w, 1);
+    let p = profile("hello-merge", &[&data], &lib_args(&w), &[]);
+    let a = dir().join("hello-merge.json");
+    let out = dir().join("merged.json");
+    let o = run_ok(
+        faasfuse()
+            .args(["profile", "merge"])
+            .arg(&a)
+            .arg(&a)
+            .arg("-o")
+            .arg(&out)
+            .arg("--json"),
+    );
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(calls(&m, "Foo", "Bar"), 2.0 * calls(&p, "Foo", "Bar"));
+    assert_eq!(summary["calls"], m["calls"]);
+    assert_eq!(u(&m["stats"]["samples"]), 2 * u(&p["stats"]["samples"]));
+    let doubled: BTreeMap<_, _> = profile_branches(&p, "Bar")
+        .into_iter()
+        .map(|(k, (c, x))| (k, (2 * c, 2 * x)))
+        .collect();
+    assert_eq!(profile_branches(&m, "Bar"), doubled);
+    // Two inputs to `profile` sum the same way.
+    let both = profile("hello-merge-2", &[&data, &data], &lib_args(&w), &[]);
+    assert_eq!(both["calls"], m["calls"]);
+    assert_eq!(both["images"], m["images"]);
+}
+
+#[test]
+fn damaged_inputs_fail_with_the_byte_offset_or_are_skipped() {
+    let w = workflow("hello");
+    let (data, _) = record_lbr("hello-bad", &w, 1);
+    let bytes = std::fs::read(&data).unwrap();
+    let libs = lib_args(&w);
+    let run = |tag: &str, content: &[u8], extra: &[&str]| {
+        let p = dir().join(tag);
+        std::fs::write(&p, content).unwrap();
+        let o = faasfuse()
+            .arg("profile")
+            .arg(&p)
+            .args(&libs)
+            .args(extra)
+            .output()
+            .unwrap();
+        (p, o)
+    };
+    for (i, cut) in [bytes.len() / 3, bytes.len() / 2, bytes.len() - 13, 100, 20]
+        .into_iter()
+        .enumerate()
+    {
+        let (p, o) = run(&format!("cut{i}.data"), &bytes[..cut], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "cut at {cut}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&p.display().to_string()) && err.contains("at byte"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A flipped record size inside the data: an error at that offset, or
+    // with --lenient, a profile of what came before.
+    let mut bad = bytes.clone();
+    let data_off = u64::from_le_bytes(bad[40..48].try_into().unwrap()) as usize;
+    let mut at = data_off;
+    for _ in 0..20 {
+        at += u16::from_le_bytes([bad[at + 6], bad[at + 7]]) as usize;
+    }
+    bad[at + 6] = 1;
+    bad[at + 7] = 0;
+    let (_, o) = run("flip.data", &bad, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("at byte {at}")), "{err}");
+    let (_, o) = run("flip-lenient.data", &bad, &["--lenient", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u(&s["stats"]["bad_records"]), 1, "{s}");
+    // Garbage of every kind: one line, exit 2, never a panic.
+    let mut rng = Rng::new(9);
+    let noise: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    for (tag, content) in [
+        ("noise.data", &noise[..]),
+        ("empty.data", &b""[..]),
+        ("text.data", &b"hello\n"[..]),
+    ] {
+        let (_, o) = run(tag, content, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{tag}: {err}");
+        assert_eq!(err.lines().count(), 1, "{tag}: {err}");
+    }
+    let mut header_noise = bytes[..16].to_vec();
+    header_noise.extend_from_slice(&noise);
+    let (_, o) = run("header-noise.data", &header_noise, &["--lenient"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let o = run_ok(faasfuse().args(["profile", "--help"]));
+    let help = String::from_utf8(o.stdout).unwrap();
+    for s in [
+        "--call-graph dwarf",
+        "--fdata-dir",
+        "profile merge",
+        "build-id",
+        "Examples:",
+    ] {
+        assert!(help.contains(s), "missing {s:?}:\n{help}");
+    }
+    let o = faasfuse().args(["profile", "x.data"]).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
