@@ -294,12 +294,15 @@ impl<'a> AddressSpaces<'a> {
     pub fn process(&self, pid: u32) -> Process<'_> {
         Process {
             maps: self.procs.get(&pid),
+            last: std::cell::Cell::new(None),
         }
     }
 }
 
 pub struct Process<'s> {
     maps: Option<&'s BTreeMap<u64, Mapping>>,
+    /// The mapping that answered last: branches cluster in few mappings.
+    last: std::cell::Cell<Option<(u64, Mapping)>>,
 }
 
 impl Process<'_> {
@@ -307,9 +310,32 @@ impl Process<'_> {
         if addr >= USER_END {
             return Loc::Kernel;
         }
-        match self.maps {
-            Some(m) => AddressSpaces::lookup(m, addr),
-            None => Loc::Unknown,
+        if let Some((start, m)) = self.last.get() {
+            if addr >= start && addr < m.end {
+                return m.loc(addr);
+            }
+        }
+        let Some(maps) = self.maps else {
+            return Loc::Unknown;
+        };
+        match maps.range(..=addr).next_back() {
+            Some((&start, m)) if addr < m.end => {
+                self.last.set(Some((start, *m)));
+                m.loc(addr)
+            }
+            _ => Loc::Unknown,
+        }
+    }
+}
+
+impl Mapping {
+    fn loc(&self, addr: u64) -> Loc {
+        match self.target {
+            Target::Lib { lib, bias } => Loc::Lib {
+                lib,
+                vaddr: addr.wrapping_sub(bias),
+            },
+            Target::Dso(d) => Loc::Dso(d),
         }
     }
 }

@@ -13,6 +13,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use super::aggregate::{
     AddressCount, BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount,
 };
+use super::fasthash::FastMap;
 use super::images::{AddressSpaces, Lib, Loc};
 use super::perfdata::{self, attr, event, Event, Sample};
 use super::unwind::Unwinders;
@@ -29,18 +30,18 @@ pub struct Options {
 #[derive(Default)]
 pub(crate) struct Acc {
     /// (from, to) -> (count, mispredicted); `to` is None outside the image.
-    pub(crate) branches: HashMap<(u64, Option<u64>), (u64, u64)>,
+    pub(crate) branches: FastMap<(u64, Option<u64>), (u64, u64)>,
     /// Straight-line runs between consecutive branches: (start, end).
-    pub(crate) traces: HashMap<super::traces::Trace, u64>,
+    pub(crate) traces: FastMap<super::traces::Trace, u64>,
     /// Self samples by address.
-    pub(crate) ips: HashMap<u64, u64>,
+    pub(crate) ips: FastMap<u64, u64>,
     /// Attributed samples by (innermost in-image) address.
-    pub(crate) attributed: HashMap<u64, u64>,
+    pub(crate) attributed: FastMap<u64, u64>,
     /// Adjacent call-chain frames in this image: (callee address, return
     /// address) -> samples.
-    pub(crate) frames: HashMap<(u64, u64), u64>,
+    pub(crate) frames: FastMap<(u64, u64), u64>,
     /// Samples whose chain holds this return address.
-    pub(crate) returns: HashMap<u64, u64>,
+    pub(crate) returns: FastMap<u64, u64>,
 }
 
 struct Ingest<'l> {
@@ -55,6 +56,7 @@ struct Ingest<'l> {
     chain: Vec<u64>,
     unwound: Vec<u64>,
     seen: Vec<(usize, u64)>,
+    locs: Vec<(Loc, Loc)>,
 }
 
 /// Read a perf.data and aggregate it over `libs`.
@@ -85,6 +87,7 @@ pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> 
         chain: Vec::new(),
         unwound: Vec::new(),
         seen: Vec::new(),
+        locs: Vec::new(),
     };
     let total = if header.pipe {
         0
@@ -271,20 +274,27 @@ impl Ingest<'_> {
                 .min(usize::try_from(period).unwrap_or(usize::MAX))
         };
         let proc = self.spaces.process(s.pid);
+        let mut locs = std::mem::take(&mut self.locs);
+        locs.clear();
+        locs.extend(
+            s.branches
+                .iter()
+                .map(|b| (proc.resolve(b.from), proc.resolve(b.to))),
+        );
         // Entry i+1 is older than entry i: the code between its target and
         // entry i's source ran straight through.
         for i in 0..n.min(s.branches.len() - 1) {
-            let (older, newer) = (&s.branches[i + 1], &s.branches[i]);
+            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
             if let (
                 Loc::Lib { lib, vaddr: start },
                 Loc::Lib {
                     lib: l2,
                     vaddr: end,
                 },
-            ) = (proc.resolve(older.to), proc.resolve(newer.from))
+            ) = (older_to, newer_from)
             {
                 if lib == l2 {
-                    let came_from = match proc.resolve(older.from) {
+                    let came_from = match older_from {
                         Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
                         _ => None,
                     };
@@ -295,12 +305,12 @@ impl Ingest<'_> {
                 }
             }
         }
-        for b in &s.branches[..n] {
+        for (b, &(from, to)) in s.branches[..n].iter().zip(&locs) {
             self.stats.branches += 1;
-            let Loc::Lib { lib, vaddr: from } = proc.resolve(b.from) else {
+            let Loc::Lib { lib, vaddr: from } = from else {
                 continue;
             };
-            let to = match proc.resolve(b.to) {
+            let to = match to {
                 Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
                 _ => None,
             };
@@ -308,6 +318,7 @@ impl Ingest<'_> {
             e.0 += 1;
             e.1 += b.mispredicted() as u64;
         }
+        self.locs = locs;
     }
 
     fn finish(self, sources: Vec<String>) -> Profile {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
+use super::fasthash::FastMap;
 use super::images::Lib;
 
 /// A straight-line run: (start, end, source address of the branch that
@@ -88,6 +89,22 @@ impl Blocks {
         b
     }
 
+    /// BOLT gives up on a function with an indirect jump it cannot read as
+    /// a jump table (a tail call through a register): such a function is
+    /// not "simple" and gets no fall-through edges. A jump table shows as
+    /// an indexed load shortly before the jump.
+    fn simple(code: &[u8], ip: u64) -> bool {
+        let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+        let insns: Vec<Instruction> =
+            std::iter::from_fn(|| d.can_decode().then(|| d.decode())).collect();
+        insns.iter().enumerate().all(|(k, x)| {
+            x.flow_control() != FlowControl::IndirectBranch
+                || insns[k.saturating_sub(8)..k].iter().any(|p| {
+                    p.memory_index() != iced_x86::Register::None && p.memory_index_scale() >= 4
+                })
+        })
+    }
+
     fn containing(&self, addr: u64) -> Option<usize> {
         self.starts.partition_point(|&s| s <= addr).checked_sub(1)
     }
@@ -111,7 +128,7 @@ fn split_functions(lib: &Lib) -> HashSet<u64> {
 /// The fall-through edges of `traces` ((start, end, source of the branch
 /// that began the trace) -> count) in `lib`: (from, to) -> count, and how
 /// many traces did not match the code.
-pub fn fallthroughs(lib: &Lib, traces: &HashMap<Trace, u64>) -> (BTreeMap<(u64, u64), u64>, u64) {
+pub fn fallthroughs(lib: &Lib, traces: &FastMap<Trace, u64>) -> (BTreeMap<(u64, u64), u64>, u64) {
     let mut out: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     let mut bad = 0;
     let mut cache: HashMap<u64, Option<Blocks>> = HashMap::new();
@@ -128,7 +145,7 @@ pub fn fallthroughs(lib: &Lib, traces: &HashMap<Trace, u64>) -> (BTreeMap<(u64, 
         let inside = |a: u64| a >= f.start && a < f.start + f.size;
         let blocks = cache.entry(f.start).or_insert_with(|| {
             let code = lib.image.read_vaddr(f.start, f.size as usize)?;
-            Some(Blocks::of(code, f.start))
+            Blocks::simple(code, f.start).then(|| Blocks::of(code, f.start))
         });
         let Some(b) = blocks else {
             bad += n;

@@ -19,7 +19,8 @@ struct Queued {
     time: u64,
     seq: u64,
     size: usize,
-    event: Event,
+    /// Boxed: heap operations move only a pointer.
+    event: Box<Event>,
 }
 
 impl PartialEq for Queued {
@@ -79,7 +80,7 @@ impl<R: Read> Ordered<R> {
         let Reverse(q) = self.heap.pop()?;
         self.queued -= q.size;
         self.bound = self.bound.max(q.time);
-        Some(q.event)
+        Some(*q.event)
     }
 
     /// The next event in time order (file order when events lack times).
@@ -115,7 +116,7 @@ impl<R: Read> Ordered<R> {
                 time,
                 seq: self.seq,
                 size,
-                event,
+                event: Box::new(event),
             }));
         }
     }
