@@ -212,7 +212,9 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     },
     /// Load test child of `verify` (internal).
     #[command(name = "__load", hide = true)]
-    Load { library: PathBuf },
+    Load {
+        library: PathBuf,
+    },
     /// Worker process of `run --ipc` (internal).
     #[command(name = "__worker", hide = true)]
     Worker {
