@@ -21,7 +21,10 @@ objects exporting the worker_v1 ABI) and production profiles, finds the hot RPC 
 between functions, and writes fused shared objects in which those RPCs run as direct \
 calls in one process.\n\n\
 Start with `faasfuse inspect LIB.so` to see a library's RPC call sites, and \
-`faasfuse run` to serve requests from libraries on a local FaaS host.",
+`faasfuse run` to serve requests from libraries on a local FaaS host. In CI: \
+`faasfuse profile perf.data --lib ...` reads a production profile, `faasfuse build` \
+plans fusion groups from it and writes the fused deployment; `faasfuse merge` fuses \
+given libraries directly.",
     after_help = "Exit codes: 0 success, 1 failure, 2 bad input (the message names the file)."
 )]
 struct Cli {
