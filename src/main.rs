@@ -266,6 +266,26 @@ impl Tuning {
     }
 }
 
+/// Write `value` as JSON to `file` (if given), and print it as JSON or as
+/// the human `text`.
+fn report_out<T: serde::Serialize>(
+    value: &T,
+    file: Option<&std::path::Path>,
+    json: bool,
+    text: String,
+) -> Result<()> {
+    let j = serde_json::to_string_pretty(value)?;
+    if let Some(f) = file {
+        faasfuse::output::write_atomically(f, format!("{j}\n").as_bytes(), false)?;
+    }
+    if json {
+        println!("{j}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
 /// What `plan` and `build` read: the deployment, the profile's weights
 /// and the previous plan, if any.
 fn planning_inputs(
@@ -402,16 +422,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                         .map(|d| format!("profile: {} <- {}: {}", d.root, d.function, d.reason)),
                 );
             }
-            let text = serde_json::to_string_pretty(&report)?;
-            if let Some(m) = manifest {
-                faasfuse::output::write_atomically(&m, format!("{text}\n").as_bytes(), false)?;
-            }
-            if json {
-                println!("{text}");
-            } else {
-                print!("{}", faasfuse::merge::render(&report));
-            }
-            Ok(())
+            report_out(
+                &report,
+                manifest.as_deref(),
+                json,
+                faasfuse::merge::render(&report),
+            )
         }
         Command::Plan {
             config,
@@ -425,10 +441,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
             let p = faasfuse::plan::plan(&c, &w, &profile[0], &tuning.options(), prev.as_ref())?;
-            let text = serde_json::to_string_pretty(&p)?;
-            if let Some(o) = &output {
-                faasfuse::output::write_atomically(o, format!("{text}\n").as_bytes(), false)?;
-            }
             if dot.is_some() || svg.is_some() {
                 let dot_path = dot
                     .clone()
@@ -442,12 +454,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            if json {
-                println!("{text}");
-            } else {
-                print!("{}", faasfuse::plan::table(&p));
-            }
-            Ok(())
+            report_out(&p, output.as_deref(), json, faasfuse::plan::table(&p))
         }
         Command::Build {
             config,

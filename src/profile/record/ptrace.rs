@@ -580,16 +580,7 @@ impl Recorder<'_> {
                     if insn.is_invalid() {
                         continue;
                     }
-                    let is_branch = matches!(
-                        insn.flow_control(),
-                        FlowControl::UnconditionalBranch
-                            | FlowControl::IndirectBranch
-                            | FlowControl::ConditionalBranch
-                            | FlowControl::Return
-                            | FlowControl::Call
-                            | FlowControl::IndirectCall
-                    );
-                    if is_branch {
+                    if is_branch(&insn) {
                         let i = (insn.ip() - at) as usize;
                         sites.insert(
                             insn.ip(),
@@ -758,16 +749,7 @@ impl Recorder<'_> {
                 i
             }
         };
-        let branch = matches!(
-            insn.flow_control(),
-            FlowControl::UnconditionalBranch
-                | FlowControl::IndirectBranch
-                | FlowControl::ConditionalBranch
-                | FlowControl::Return
-                | FlowControl::Call
-                | FlowControl::IndirectCall
-        );
-        if branch {
+        if is_branch(&insn) {
             if regs.rip != insn.next_ip() {
                 self.record(tid, &insn, regs.rip)?;
             } else {
@@ -1042,4 +1024,17 @@ pub fn record(
         images: rec.images,
         branches,
     })
+}
+
+/// Whether `insn` transfers control (what LBR records when taken).
+fn is_branch(insn: &iced_x86::Instruction) -> bool {
+    matches!(
+        insn.flow_control(),
+        FlowControl::UnconditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::ConditionalBranch
+            | FlowControl::Return
+            | FlowControl::Call
+            | FlowControl::IndirectCall
+    )
 }
