@@ -1,7 +1,9 @@
 //! BOLT's profile formats. `.fdata` names each address as a function
 //! symbol and an offset into it, as perf2bolt writes it:
 //!
-//!     1 <from sym> <hex off> 1 <to sym> <hex off> <mispredicts> <count>
+//! ```text
+//! 1 <from sym> <hex off> 1 <to sym> <hex off> <mispredicts> <count>
+//! ```
 //!
 //! with `0 [unknown] 0` for a target outside the image, or, without branch
 //! stacks (`no_lbr` header), `1 <sym> <hex off> <count>` per sampled
