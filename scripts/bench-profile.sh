@@ -8,7 +8,7 @@
 #   - perf2bolt-16 with one library (it reads one binary per run);
 # and checks that both tools write the same .fdata for that library.
 #
-# Usage: scripts/bench-profile.sh [SIZE_MB]     Writes out/bench/profile.csv.
+# Usage: scripts/bench-profile.sh [SIZE_MB]     Writes out/bench/profile.csv and profile.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1100}
@@ -56,3 +56,6 @@ else
   echo "perf2bolt-16 not installed (Debian bolt-16): faasfuse only" >&2
 fi
 column -s, -t "$CSV"
+python3 scripts/plot.py bars "$CSV" out/bench/profile.svg tool mb_per_s \
+  --title "profile ingestion throughput (same perf.data)" --unit MB/s
+echo "wrote $CSV, out/bench/profile.svg"
