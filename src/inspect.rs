@@ -27,8 +27,19 @@ pub struct InspectReport {
 
 pub fn inspect(path: &Path) -> Result<InspectReport> {
     let image = Image::load(path)?;
-    let rpc_sites = find_rpc_sites(&image);
+    let mut rpc_sites = find_rpc_sites(&image);
     let fused_sites = fused_sites(&image)?;
+    if fused_sites.is_some() {
+        // The fusion runtime's own calls (its exported entry points call the
+        // images', its dispatcher calls the host's invoke) are not RPC sites
+        // of the fused functions.
+        rpc_sites.retain(|s| {
+            !s.function.as_deref().is_some_and(|f| {
+                f.starts_with(crate::merge::RUNTIME_SYMBOL_PREFIX)
+                    || crate::elf::ENTRY_POINTS.contains(&f)
+            })
+        });
+    }
     Ok(InspectReport {
         path: path.display().to_string(),
         info: image.info.clone(),

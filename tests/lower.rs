@@ -242,6 +242,14 @@ fn objdump_and_inspect_show_the_lowered_sites() {
 
     let r = run_ok(faasfuse().arg("inspect").arg("--json").arg(&out));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    // Lowered sites are direct calls now; the runtime's own calls are not
+    // reported as sites.
+    assert_eq!(
+        report["rpc_sites"].as_array().unwrap().len(),
+        0,
+        "{}",
+        report["rpc_sites"]
+    );
     let fused = report["fused_sites"].as_array().expect("fused_sites");
     assert_eq!(fused.len(), 1);
     assert_eq!(fused[0]["tier"], 2);

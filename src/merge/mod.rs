@@ -30,6 +30,9 @@ pub use input::decode_relr;
 /// Name the runtime's symbols carry in the output's `.symtab`.
 const RUNTIME_NAME: &str = "faasfuse";
 
+/// Prefix of the runtime's function names in a fused image's `.symtab`.
+pub const RUNTIME_SYMBOL_PREFIX: &str = "faasfuse::";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ManifestInput {
     pub name: String,
