@@ -151,15 +151,8 @@ PROFILE is a profile JSON from `faasfuse profile` or a weights JSON: \
 faasfuse plan --config func_config.json --profile new.json --previous plan.json -o plan.json --svg graph.svg"
     )]
     Plan {
-        #[arg(long, value_name = "func_config.json")]
-        config: PathBuf,
-        /// One or more: profiles from `faasfuse profile`, weights files, or
-        /// platform traces (`faasfuse run --json` reports).
-        #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
-        profile: Vec<PathBuf>,
-        /// The plan in force; its groups are kept unless clearly beaten.
-        #[arg(long, value_name = "plan.json")]
-        previous: Option<PathBuf>,
+        #[command(flatten)]
+        inputs: PlanInputs,
         /// Write the plan as JSON.
         #[arg(short, long, value_name = "plan.json")]
         output: Option<PathBuf>,
@@ -185,14 +178,8 @@ not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graph
 faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     )]
     Build {
-        #[arg(long, value_name = "func_config.json")]
-        config: PathBuf,
-        /// One or more: profiles from `faasfuse profile`, weights files, or
-        /// platform traces (`faasfuse run --json` reports).
-        #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
-        profile: Vec<PathBuf>,
-        #[arg(long, value_name = "plan.json")]
-        previous: Option<PathBuf>,
+        #[command(flatten)]
+        inputs: PlanInputs,
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// How far to rewrite RPC call sites (see `faasfuse merge --help`).
@@ -234,6 +221,21 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     /// Write a large synthetic LBR perf.data (internal: benchmarks).
     #[command(name = "__gen-lbr", hide = true)]
     GenLbr(faasfuse::profile::record::gen::GenArgs),
+}
+
+/// What `plan` and `build` read.
+#[derive(clap::Args)]
+struct PlanInputs {
+    /// The deployment (nightcore func_config.json with `library` per entry).
+    #[arg(long, value_name = "func_config.json")]
+    config: PathBuf,
+    /// One or more: profiles from `faasfuse profile`, weights files, or
+    /// platform traces (`faasfuse run --json` reports).
+    #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
+    profile: Vec<PathBuf>,
+    /// The plan in force; its groups are kept unless clearly beaten.
+    #[arg(long, value_name = "plan.json")]
+    previous: Option<PathBuf>,
 }
 
 /// Planner settings shared by `plan` and `build`.
@@ -289,18 +291,19 @@ fn report_out<T: serde::Serialize>(
 /// What `plan` and `build` read: the deployment, the profile's weights
 /// and the previous plan, if any.
 fn planning_inputs(
-    config: &std::path::Path,
-    profile: &[PathBuf],
-    previous: Option<&std::path::Path>,
+    i: &PlanInputs,
 ) -> Result<(
     faasfuse::plan::Config,
     faasfuse::plan::Weights,
     Option<faasfuse::plan::Plan>,
 )> {
     Ok((
-        faasfuse::plan::Config::load(config)?,
-        faasfuse::plan::load_weights(profile)?,
-        previous.map(faasfuse::plan::Plan::load).transpose()?,
+        faasfuse::plan::Config::load(&i.config)?,
+        faasfuse::plan::load_weights(&i.profile)?,
+        i.previous
+            .as_deref()
+            .map(faasfuse::plan::Plan::load)
+            .transpose()?,
     ))
 }
 
@@ -430,17 +433,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             )
         }
         Command::Plan {
-            config,
-            profile,
-            previous,
+            inputs,
             output,
             dot,
             svg,
             json,
             tuning,
         } => {
-            let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
-            let p = faasfuse::plan::plan(&c, &w, &profile[0], &tuning.options(), prev.as_ref())?;
+            let (c, w, prev) = planning_inputs(&inputs)?;
+            let p =
+                faasfuse::plan::plan(&c, &w, &inputs.profile[0], &tuning.options(), prev.as_ref())?;
             if dot.is_some() || svg.is_some() {
                 let dot_path = dot
                     .clone()
@@ -457,20 +459,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             report_out(&p, output.as_deref(), json, faasfuse::plan::table(&p))
         }
         Command::Build {
-            config,
-            profile,
-            previous,
+            inputs,
             out_dir,
             lower,
             json,
             tuning,
         } => {
-            let (c, w, prev) = planning_inputs(&config, &profile, previous.as_deref())?;
+            let (c, w, prev) = planning_inputs(&inputs)?;
             let exe = std::env::current_exe()?;
             let (p, built) = faasfuse::build::build(
                 &c,
                 &w,
-                &profile[0],
+                &inputs.profile[0],
                 &tuning.options(),
                 prev.as_ref(),
                 &out_dir,

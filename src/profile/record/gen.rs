@@ -257,17 +257,7 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
             e.0 += count;
             e.1 += mispred;
         }
-        let mut list: Vec<BranchCount> = merged
-            .into_iter()
-            .map(|((pid, from, to), (count, mispred))| BranchCount {
-                pid,
-                from,
-                to,
-                count,
-                mispred,
-            })
-            .collect();
-        list.sort_by_key(|b| (b.pid, b.from, b.to));
+        let list = BranchCount::sorted(&merged);
         Truth {
             every: MAX_BRANCHES as u64,
             taken_branches: total,

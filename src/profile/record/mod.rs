@@ -91,6 +91,26 @@ pub struct BranchCount {
     pub mispred: u64,
 }
 
+impl BranchCount {
+    /// Counts keyed by (pid, from, to) as a list sorted by that key.
+    pub fn sorted<'a>(
+        counts: impl IntoIterator<Item = (&'a (u32, u64, u64), &'a (u64, u64))>,
+    ) -> Vec<BranchCount> {
+        let mut list: Vec<BranchCount> = counts
+            .into_iter()
+            .map(|(&(pid, from, to), &(count, mispred))| BranchCount {
+                pid,
+                from,
+                to,
+                count,
+                mispred,
+            })
+            .collect();
+        list.sort_by_key(|b| (b.pid, b.from, b.to));
+        list
+    }
+}
+
 /// Ground truth of a recording (`--truth FILE`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Truth {

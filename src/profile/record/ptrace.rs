@@ -1005,18 +1005,7 @@ pub fn record(
     if !rec.failures.is_empty() {
         bail!("traced command failed: {}", rec.failures.join("; "));
     }
-    let mut branches: Vec<BranchCount> = rec
-        .truth
-        .iter()
-        .map(|(&(pid, from, to), &(count, mispred))| BranchCount {
-            pid,
-            from,
-            to,
-            count,
-            mispred,
-        })
-        .collect();
-    branches.sort_by_key(|b| (b.pid, b.from, b.to));
+    let branches = BranchCount::sorted(&rec.truth);
     Ok(Truth {
         every: opts.every,
         taken_branches: rec.taken,
