@@ -145,8 +145,10 @@ to 14 candidate callees are solved exactly (every subset), larger ones by a beam
 (width 4096 / candidates, at least 4). With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
-PROFILE is a profile JSON from `faasfuse profile` or a weights JSON: \
-{\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}}.",
+PROFILE is a profile JSON from `faasfuse profile`, a weights JSON \
+({\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}}), \
+or a platform trace (a `faasfuse run --json` report): sampled inputs are summed, and a \
+trace's exact call counts replace them for every caller it saw.",
         after_help = "Examples:\n  faasfuse plan --config func_config.json --profile profile.json\n  \
 faasfuse plan --config func_config.json --profile new.json --previous plan.json -o plan.json --svg graph.svg"
     )]
