@@ -100,6 +100,20 @@ pub fn dot(p: &Plan) -> String {
                 id(m)
             );
         }
+        // The calls that run in-process inside this group's image.
+        let inside = |n: &String| g.members.contains(n);
+        for e in p
+            .edges
+            .iter()
+            .filter(|e| inside(&e.caller) && inside(&e.callee))
+        {
+            let _ = writeln!(
+                s,
+                "  {} -> {} [color=blue];",
+                id(&format!("{}@{}", e.caller, g.root)),
+                id(&format!("{}@{}", e.callee, g.root))
+            );
+        }
     }
     for e in &p.edges {
         let width = 1.0 + 4.0 * e.calls / max_calls;
