@@ -47,6 +47,11 @@ pub struct Edge {
     pub calls: f64,
     /// RPC sites with this callee's constant name in the caller.
     pub static_sites: usize,
+    /// Calls per execution of the caller, what the cold threshold is
+    /// compared with: `calls / executions(caller)`, or when those are
+    /// unknown (an entry without request counts) over the hottest edge out
+    /// of the caller, which a callee called once per request matches.
+    pub share: f64,
 }
 
 pub struct RpcGraph {
@@ -99,6 +104,7 @@ impl RpcGraph {
                         Edge {
                             calls,
                             static_sites: 0,
+                            share: 0.0,
                         },
                     );
                 }
@@ -122,6 +128,7 @@ impl RpcGraph {
                             Edge {
                                 calls: 0.0,
                                 static_sites: 1,
+                                share: 0.0,
                             },
                         );
                     }
@@ -148,6 +155,7 @@ impl RpcGraph {
                 Edge {
                     calls,
                     static_sites: 1,
+                    share: 0.0,
                 },
             );
         }
@@ -182,6 +190,17 @@ impl RpcGraph {
         if !g.node_weights().any(|n| n.entry) {
             for n in g.node_weights_mut() {
                 n.entry = true;
+            }
+        }
+        for n in g.node_indices() {
+            let base = if g[n].executions > 0.0 {
+                g[n].executions
+            } else {
+                g.edges(n).map(|e| e.weight().calls).fold(0.0, f64::max)
+            };
+            let out: Vec<_> = g.edges(n).map(|e| e.id()).collect();
+            for e in out {
+                g[e].share = if base > 0.0 { g[e].calls / base } else { 0.0 };
             }
         }
         RpcGraph { g, index }

@@ -281,7 +281,7 @@ pub fn plan(
         .edge_references()
         .map(|e| {
             let (u, v) = (e.source(), e.target());
-            let share = solve::edge_share(&rg, u, e.weight().calls);
+            let share = e.weight().share;
             let status = if fused_pair(&g[u].name, &g[v].name) {
                 "fused"
             } else if share < options.cold_threshold {

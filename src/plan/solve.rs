@@ -50,23 +50,6 @@ pub struct Solved {
     pub verdicts: BTreeMap<NodeIndex, Verdict>,
 }
 
-/// Share of its executions below which an edge is cold: `executions(u)`,
-/// or when unknown (an entry without request counts) the hottest edge out
-/// of `u`, which a callee called once per request matches.
-pub fn edge_share(rg: &RpcGraph, u: NodeIndex, calls: f64) -> f64 {
-    let g = &rg.g;
-    let base = if g[u].executions > 0.0 {
-        g[u].executions
-    } else {
-        g.edges(u).map(|e| e.weight().calls).fold(0.0, f64::max)
-    };
-    if base > 0.0 {
-        calls / base
-    } else {
-        0.0
-    }
-}
-
 /// Removed RPCs of group `members` rooted at `root`.
 pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>) -> f64 {
     let g = &rg.g;
@@ -159,7 +142,7 @@ fn candidates(
                 verdicts.entry(v).or_insert(Verdict::OtherDomain);
                 continue;
             }
-            let share = edge_share(rg, u, e.weight().calls);
+            let share = e.weight().share;
             if share < l.cold {
                 verdicts.entry(v).or_insert(Verdict::Cold { share });
                 continue;
@@ -181,10 +164,7 @@ fn connected(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>, l: &
     while let Some(u) = stack.pop() {
         for e in rg.g.edges(u) {
             let v = e.target();
-            if members.contains(&v)
-                && edge_share(rg, u, e.weight().calls) >= l.cold
-                && seen.insert(v)
-            {
+            if members.contains(&v) && e.weight().share >= l.cold && seen.insert(v) {
                 stack.push(v);
             }
         }
@@ -260,10 +240,9 @@ fn beam(rg: &RpcGraph, root: NodeIndex, cands: &[NodeIndex], l: &Limits) -> BTre
                 if members.contains(&c) {
                     continue;
                 }
-                let reachable = rg.g.edges_directed(c, Direction::Incoming).any(|e| {
-                    members.contains(&e.source())
-                        && edge_share(rg, e.source(), e.weight().calls) >= l.cold
-                });
+                let reachable =
+                    rg.g.edges_directed(c, Direction::Incoming)
+                        .any(|e| members.contains(&e.source()) && e.weight().share >= l.cold);
                 if !reachable {
                     continue;
                 }
