@@ -17,18 +17,7 @@ FF=target/release/faasfuse
 scripts/build-fixtures.sh "$OUT/lib" > /dev/null
 LIB="$OUT/lib/default"
 
-python3 - "$LIB" "$OUT" <<'PY' > "$OUT/workflows.tsv"
-import itertools, json, sys
-lib, out = sys.argv[1], sys.argv[2]
-words = ["alpha", "beta", "red shoes", "x", "12", "hello world"]
-for w in json.load(open("fixtures/workflows.json"))["workflows"]:
-    fns = sorted(w["functions"].items(), key=lambda kv: kv[0] != w["root"])
-    combos = itertools.cycle(itertools.product((w["keywords"] or ["x"]) + words, words))
-    with open(f"{out}/{w['name']}.inputs", "w") as f:
-        for _ in range(64):
-            f.write(" ".join(next(combos)) + "\n")
-    print(w["name"], w["root"], " ".join(f"{n}={lib}/{l}" for n, l in fns), sep="\t")
-PY
+python3 scripts/workflow-inputs.py "$PWD/$LIB" "$OUT"
 
 CSV=out/bench/workflows.csv
 echo "workflow,mode,p50_us,p99_us,requests_per_s" > "$CSV"
@@ -42,7 +31,7 @@ q = r["request_latency"]
 print(f'{sys.argv[2]},{sys.argv[3]},{q["p50_ns"]/1000:.2f},{q["p99_ns"]/1000:.2f},{r["requests"]/(r["wall_ns"]/1e9):.0f}')
 PY
 }
-while IFS=$'\t' read -r name root libs; do
+while IFS=$'\t' read -r name root _ libs; do
   # shellcheck disable=SC2086
   measure "$name" unfused-ipc "$root" $libs --ipc
   for level in none dispatch direct; do

@@ -25,26 +25,9 @@ FF=$PWD/target/release/faasfuse
 scripts/build-fixtures.sh "$OUT/lib" > /dev/null
 LIB="$PWD/$OUT/lib/default"
 
-# The deployment: every function of every workflow (workflow roots are the
-# entries), and 64 requests per workflow built from its keywords.
-python3 - "$LIB" "$OUT" <<'PY'
-import itertools, json, sys
-lib, out = sys.argv[1], sys.argv[2]
-words = ["alpha", "beta", "red shoes", "x", "12", "hello world"]
-config, rows = [], []
-for w in json.load(open("fixtures/workflows.json"))["workflows"]:
-    for name, file in w["functions"].items():
-        if not any(e["funcName"] == name for e in config):
-            config.append({"funcName": name, "funcId": len(config) + 1, "minWorkers": 1,
-                           "maxWorkers": 8, "library": f"{lib}/{file}", "entry": name == w["root"]})
-    combos = itertools.cycle(itertools.product((w["keywords"] or ["x"]) + words, words))
-    with open(f"{out}/{w['name']}.inputs", "w") as f:
-        for _ in range(64):
-            f.write(" ".join(next(combos)) + "\n")
-    rows.append(f'{w["name"]}\t{w["root"]}\t{len(w["functions"])}\n')
-json.dump(config, open(f"{out}/func_config.json", "w"), indent=2)
-open(f"{out}/workflows.tsv", "w").writelines(rows)
-PY
+# The deployment (every function of every workflow, roots as entries) and
+# 64 requests per workflow.
+python3 scripts/workflow-inputs.py "$LIB" "$OUT"
 
 # serve CONFIG TAG: every workflow under load, one JSON report each.
 serve() {
@@ -89,7 +72,7 @@ config = {e["funcName"]: e for e in json.load(open(f"{out}/func_config.json"))}
 print(f'{"workflow":<9} {"procs":>9} {"p50 us":>17} {"p99 us":>19} {"req/s":>15} {"image KB":>13}  outputs')
 bad = []
 for line in open(f"{out}/workflows.tsv"):
-    name, root, nfun = line.split()
+    name, root, nfun = line.split("\t")[:3]
     b, a = (json.load(open(f"{out}/{t}-{name}.json")) for t in ("before", "after"))
     same = [(r["rc"], r["output"]) for r in b["results"]] == [(r["rc"], r["output"]) for r in a["results"]]
     if not same:
