@@ -7,22 +7,9 @@ use common::*;
 /// Serve `inputs` to the workflow's root and return stdout lines.
 fn serve(w: &Workflow, variant: &str, inputs: &[String], ipc: bool) -> Vec<String> {
     let file = input_file(&format!("{}-{variant}-{ipc}", w.name), inputs);
-    let mut cmd = faasfuse();
-    cmd.arg("run")
-        .args(w.deploy_args(variant))
-        .arg("--inputs")
-        .arg(&file);
-    if ipc {
-        cmd.arg("--ipc");
-    }
-    cmd.arg("--").arg(&w.root);
-    let out = run_ok(&mut cmd);
+    let out = common::serve(&w.deploy_args(variant), &w.root, &file, ipc);
     let _ = std::fs::remove_file(&file);
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    out.lines().map(str::to_string).collect()
 }
 
 fn check_workflow(w: &Workflow, variant: &str, n: usize) {

@@ -230,6 +230,15 @@ fn assert_rpc_sites_counted(r: &Recording, w: &Workflow) {
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let nested = report["nested_calls"].as_u64().unwrap();
     assert!(nested > 0);
+    let sites = rpc_sites(w);
+    assert!(!sites.is_empty());
+    let taken = rpc_branches_taken(r, &sites);
+    assert_eq!(taken, nested as u64, "RPC call branches vs nested calls");
+}
+
+/// Every RPC site `inspect` finds in `w`'s libraries, as (canonical
+/// library path, address).
+fn rpc_sites(w: &Workflow) -> Vec<(std::path::PathBuf, u64)> {
     let mut sites = Vec::new();
     for (_, lib) in &w.functions {
         let path = fixtures().join("default").join(lib);
@@ -240,7 +249,11 @@ fn assert_rpc_sites_counted(r: &Recording, w: &Workflow) {
             sites.push((canonical.clone(), s["address"].as_u64().unwrap()));
         }
     }
-    assert!(!sites.is_empty());
+    sites
+}
+
+/// Recorded executions of the call instructions at `sites`.
+fn rpc_branches_taken(r: &Recording, sites: &[(std::path::PathBuf, u64)]) -> u64 {
     let mut taken = 0;
     for b in &r.truth.branches {
         let Some((img, at)) = r.truth.image_address(b.pid, b.from) else {
@@ -251,7 +264,7 @@ fn assert_rpc_sites_counted(r: &Recording, w: &Workflow) {
             taken += b.count;
         }
     }
-    assert_eq!(taken, nested as u64, "RPC call branches vs nested calls");
+    taken
 }
 
 #[test]
@@ -298,26 +311,8 @@ fn several_processes_with_several_images_in_one_file() {
         .iter()
         .map(|v| v["nested_calls"].as_u64().unwrap())
         .sum();
-    let mut sites = 0;
-    for w in [&hello, &chain] {
-        for (_, lib) in &w.functions {
-            let path = fixtures().join("default").join(lib);
-            let out = run_ok(faasfuse().arg("inspect").arg("--json").arg(&path));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let canonical = std::fs::canonicalize(&path).unwrap();
-            for s in v["rpc_sites"].as_array().unwrap() {
-                let at = s["address"].as_u64().unwrap();
-                for b in &r.truth.branches {
-                    if let Some((img, a)) = r.truth.image_address(b.pid, b.from) {
-                        if a == at && std::fs::canonicalize(&img.path).unwrap() == canonical {
-                            sites += b.count;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    assert_eq!(sites, total);
+    let sites: Vec<_> = [&hello, &chain].into_iter().flat_map(rpc_sites).collect();
+    assert_eq!(rpc_branches_taken(r, &sites), total);
 }
 
 /// Function and PLT entry addresses by the names BOLT gives them.
