@@ -243,7 +243,7 @@ fn window(
 /// address pushed, so `rsp`-based memory operands are adjusted) and not be
 /// a landing pad of indirect branches.
 fn movable(x: &Instruction, factory: &mut InstructionInfoFactory) -> Result<(), String> {
-    let what = || format!("cannot move `{}` at {:#x}", x.mnemonic_str(), x.ip());
+    let what = || format!("cannot move `{x}` at {:#x}", x.ip());
     if x.code() == Code::Endbr64 {
         return Err(format!("{}: an indirect-branch landing pad", what()));
     }
@@ -260,14 +260,4 @@ fn movable(x: &Instruction, factory: &mut InstructionInfoFactory) -> Result<(), 
         return Err(format!("{}: it reads or writes rsp", what()));
     }
     Ok(())
-}
-
-trait MnemonicStr {
-    fn mnemonic_str(&self) -> String;
-}
-
-impl MnemonicStr for Instruction {
-    fn mnemonic_str(&self) -> String {
-        format!("{:?}", self.mnemonic()).to_lowercase()
-    }
 }
