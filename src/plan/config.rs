@@ -1,7 +1,7 @@
 //! The deployment description: nightcore's `func_config.json` (an array of
 //! `funcName`, `funcId`, `minWorkers`, `maxWorkers`) extended per entry with
 //! the function's `library` and optional `domain`, `entry`, `maxImageBytes`,
-//! `cpuBudget`, `memoryBytes` and `maxMemoryBytes`. Unknown fields are kept and written back.
+//! `cpuBudget`, `memoryBytes`, `maxMemoryBytes` and `reentrant`. Unknown fields are kept and written back.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,13 @@ pub struct FuncEntry {
     /// `memoryBytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_bytes: Option<u64>,
+    /// The function tolerates being re-entered in one process (it keeps no
+    /// per-process state across a nested call). nightcore never re-enters a
+    /// busy worker process, so by default a call that would re-enter a
+    /// fused image stays an RPC; a re-entrant function is served in-process
+    /// by an extra worker instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reentrant: Option<bool>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -124,6 +131,7 @@ impl Config {
                 cpu_budget: None,
                 memory_bytes: None,
                 max_memory_bytes: None,
+                reentrant: None,
                 extra: Default::default(),
             })
             .collect();
