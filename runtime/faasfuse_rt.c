@@ -4,22 +4,38 @@
  * `faasfuse merge` copies this image into every fused shared object. It
  * exports the four worker_v1 entry points in place of the root function's
  * and wraps them: the root's worker gets a runtime frame as caller_ctx and
- * the runtime's own invoke/append, so a nested call to any image in the fused
- * table (root included) runs in-process, on a worker created lazily per
- * (image, depth) exactly as the host would create it. A call to any other
- * name goes to the host's invoke unchanged.
+ * the runtime's own invoke/append, so a nested call to an image in the fused
+ * table runs in-process. A call to any other name goes to the host's invoke
+ * unchanged.
  *
- * Semantics follow the host (src/host/library.rs): *output is cleared first;
- * a nesting depth above FF_MAX_DEPTH fails; a failing callee gives -1 and
- * its output is discarded; a nested output stays valid until the caller's
- * own call ends (it is owned by the caller's frame and freed then).
+ * The process model is nightcore's (src/worker/v1 of the platform): each
+ * function's process creates exactly one worker, before any request, and is
+ * never re-entered while it runs a call (a nested call to a busy function
+ * goes to another process). Functions may rely on that and keep per-process
+ * state in globals (their caller context, a static scratch buffer). So:
+ * - faas_create_func_worker creates one worker per fused image, callees
+ *   first, then the root's, and every call reuses it;
+ * - a call into an image that is already running on this call stack goes to
+ *   the host's invoke as a real RPC (the platform serves it in another
+ *   process), unless the image is flagged re-entrant: then an extra worker,
+ *   created on first use, serves it in-process;
+ * - every fused call gets a private copy of its input followed by a NUL, as
+ *   a worker process receives it;
+ * - the root's worker serves one call at a time on the thread that called
+ *   faas_func_call; a nested call from any other thread (or outside a call)
+ *   fails with -1 and one line on stderr, never touching shared state
+ *   (nightcore's worker aborts the process in that case).
  *
- * No mutable global state except what the load-time constructor records:
- * different runtime workers may run on different threads at once.
+ * Semantics follow the platform: *output is cleared first; a failing callee
+ * gives -1 and its output is discarded; a nested output stays valid until
+ * the caller's own call ends (it is owned by the caller's frame and freed
+ * then); a nesting depth above FF_MAX_DEPTH fails.
  */
 #define _DEFAULT_SOURCE 1
 
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,19 +64,22 @@ struct ff_chunk {
 #define FF_CHUNK_REUSE (1u << 20)
 #define FF_CHUNK_MIN 4000u
 
-/* One worker of one image at one depth; its address is the caller_ctx that
- * image passes back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved. */
+/* One worker of one image; its address is the caller_ctx that image passes
+ * back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved. */
 struct ff_frame {
     struct ff_worker *w;
     size_t image;
-    uint32_t depth;
+    uint32_t depth;    /* nesting depth of the call it runs (0: the root's) */
+    int active;        /* running a call now */
     int append_failed; /* an append ran out of memory during this call */
     void *handle;
-    struct ff_buf out; /* this call's output (unused by the root frame) */
-    struct ff_chunk *kept; /* copies of the outputs of this call's nested calls */
+    struct ff_frame *extra; /* next worker of a re-entrant image, or NULL */
+    struct ff_buf in;       /* private NUL-terminated copy of this call's input */
+    struct ff_buf out;      /* this call's output (unused by the root frame) */
+    struct ff_chunk *kept;  /* copies of the outputs of this call's nested calls */
 };
 
-/* What faas_create_func_worker returns: one root worker and its callees. */
+/* What faas_create_func_worker returns: one worker per fused image. */
 struct ff_worker {
     void *host_ctx;
     faas_invoke_fn host_invoke;
@@ -69,7 +88,9 @@ struct ff_worker {
     size_t count;
     const char *cached_name; /* last name pointer found in the table ... */
     size_t cached_index;     /* ... and where (re-checked with strcmp) */
-    struct ff_frame *frames[]; /* [depth * count + image], depth 0..FF_MAX_DEPTH */
+    pthread_t owner;         /* thread running the root's current call ... */
+    int running;             /* ... while this is set (atomic access) */
+    struct ff_frame *frames[]; /* [image]: its one worker */
 };
 
 /* Set by the constructor only: a callee's RELRO range could not be made
@@ -82,7 +103,7 @@ static const struct ff_table *ff_table(void)
 {
     const struct ff_table *t = &faasfuse_fused_table;
     if (t->magic != FF_TABLE_MAGIC || t->count == 0 ||
-        t->count > SIZE_MAX / sizeof(struct ff_frame *) / (FF_MAX_DEPTH + 1) - 1)
+        t->count > SIZE_MAX / sizeof(struct ff_frame *) - 1)
         return NULL;
     return t;
 }
@@ -173,6 +194,7 @@ static void ff_frame_free(struct ff_frame *f)
 {
     ff_free_kept(f);
     free(f->kept);
+    free(f->in.data);
     free(f->out.data);
     free(f);
 }
@@ -187,12 +209,33 @@ int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t 
 int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
                            const char **output, size_t *output_len);
 
+/* Is this thread the one running the root's current call? Anything else
+ * must not touch the worker's frames. */
+static int ff_on_owner_thread(const struct ff_worker *w)
+{
+    return __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) &&
+           pthread_equal(w->owner, pthread_self());
+}
+
+static void ff_refuse_thread(const struct ff_frame *f, const char *what, const char *callee)
+{
+    const struct ff_image *im = &f->w->table->images[f->image];
+    fprintf(stderr,
+            "faasfuse: %s %s%s from a second thread or outside a call: refused "
+            "(one call at a time per process, on the thread that runs it)\n",
+            im->name ? im->name : "?", what, callee ? callee : "");
+}
+
 static void rt_append(void *ctx, const char *data, size_t len)
 {
     struct ff_frame *f = ctx;
     if (!f || !data || len == 0)
         return;
     struct ff_worker *w = f->w;
+    if (!ff_on_owner_thread(w)) {
+        ff_refuse_thread(f, "appended output", NULL);
+        return;
+    }
     if (f->image == 0 && f->depth == 0) {
         if (w->host_append)
             w->host_append(w->host_ctx, data, len);
@@ -220,13 +263,11 @@ static size_t ff_lookup(struct ff_worker *w, const char *name)
     return SIZE_MAX;
 }
 
-/* The worker of image k at `depth`, created on first use. */
-static struct ff_frame *ff_frame_get(struct ff_worker *w, size_t k, uint32_t depth)
+/* Create a worker of image k. */
+static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
 {
-    struct ff_frame **slot = &w->frames[(size_t)depth * w->count + k];
-    if (*slot)
-        return *slot;
     const struct ff_image *im = &w->table->images[k];
+    *rc = -1;
     if (!im->create)
         return NULL;
     struct ff_frame *f = calloc(1, sizeof *f);
@@ -234,15 +275,67 @@ static struct ff_frame *ff_frame_get(struct ff_worker *w, size_t k, uint32_t dep
         return NULL;
     f->w = w;
     f->image = k;
-    f->depth = depth;
     void *h = NULL;
-    if (im->create(f, faasfuse_rt_dispatch, rt_append, &h) != 0) {
+    *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
+    if (*rc != 0) {
         free(f);
         return NULL;
     }
     f->handle = h;
-    *slot = f;
     return f;
+}
+
+/* The worker that serves a call into image k now: its one worker when idle;
+ * for a re-entrant image, the first idle extra worker (created on first
+ * use); NULL when the image is busy and not re-entrant. */
+static struct ff_frame *ff_idle_worker(struct ff_worker *w, size_t k, int *failed)
+{
+    struct ff_frame *f = w->frames[k];
+    *failed = 0;
+    if (!f->active)
+        return f;
+    if (!(w->table->images[k].flags & FF_IMAGE_REENTRANT))
+        return NULL;
+    while (f->active) {
+        if (!f->extra) {
+            int rc;
+            f->extra = ff_frame_new(w, k, &rc);
+            if (!f->extra) {
+                *failed = 1;
+                return NULL;
+            }
+        }
+        f = f->extra;
+    }
+    return f;
+}
+
+/* End of a worker's call, on return or while an exception unwinds: it is
+ * idle again, and its own nested outputs expire. */
+static void ff_end_call(struct ff_frame **running)
+{
+    struct ff_frame *f = *running;
+    /* An atomic store: gcc drops a plain one on the unwinding path as dead
+     * before the noreturn _Unwind_Resume. */
+    __atomic_store_n(&f->active, 0, __ATOMIC_RELAXED);
+    ff_free_kept(f);
+}
+
+/* End of the root's call: no call runs in this process any more. */
+static void ff_end_root_call(struct ff_worker **running)
+{
+    struct ff_worker *w = *running;
+    ff_end_call(&w->frames[0]);
+    __atomic_store_n(&w->running, 0, __ATOMIC_RELEASE);
+}
+
+static int ff_host_invoke(struct ff_frame *caller, const char *name, const char *input,
+                          size_t len, const char **output, size_t *output_len)
+{
+    struct ff_worker *w = caller->w;
+    if (caller->depth + 1 > FF_MAX_DEPTH || !w->host_invoke)
+        return -1;
+    return w->host_invoke(w->host_ctx, name, input, len, output, output_len);
 }
 
 int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
@@ -256,14 +349,13 @@ int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t 
     if (!name)
         return -1;
     struct ff_worker *w = caller->w;
-    size_t k = ff_lookup(w, name);
-    if (k == SIZE_MAX) {
-        if (caller->depth + 1 > FF_MAX_DEPTH)
-            return -1;
-        if (!w->host_invoke)
-            return -1;
-        return w->host_invoke(w->host_ctx, name, input, len, output, output_len);
+    if (!ff_on_owner_thread(w)) {
+        ff_refuse_thread(caller, "invoked ", name);
+        return -1;
     }
+    size_t k = ff_lookup(w, name);
+    if (k == SIZE_MAX)
+        return ff_host_invoke(caller, name, input, len, output, output_len);
     return faasfuse_rt_call_image(ctx, k, input, len, output, output_len);
 }
 
@@ -275,25 +367,44 @@ int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
         return -1;
     *output = NULL;
     *output_len = 0;
-    uint32_t depth = caller->depth + 1;
-    if (depth > FF_MAX_DEPTH)
-        return -1;
     struct ff_worker *w = caller->w;
     if (k >= w->count)
         return -1;
-    struct ff_frame *f = ff_frame_get(w, k, depth);
-    if (!f)
+    if (!ff_on_owner_thread(w)) {
+        ff_refuse_thread(caller, "invoked ", w->table->images[k].name);
         return -1;
-    if (!input || len == 0) {
-        input = ff_empty;
-        len = 0;
     }
+    uint32_t depth = caller->depth + 1;
+    if (depth > FF_MAX_DEPTH)
+        return -1;
+    int failed;
+    struct ff_frame *f = ff_idle_worker(w, k, &failed);
+    if (!f) {
+        if (failed)
+            return -1;
+        /* Busy and not re-entrant: the platform would send this call to
+         * another process of the function, and so does the host. */
+        return ff_host_invoke(caller, w->table->images[k].name, input, len, output,
+                              output_len);
+    }
+    /* A private NUL-terminated copy, as a worker process receives it. */
+    f->in.len = 0;
+    if (ff_buf_append(&f->in, input && len ? input : ff_empty, input ? len : 0) != 0 ||
+        !f->in.data)
+        return -1;
     f->out.len = 0;
     if (f->out.data)
         f->out.data[0] = '\0';
     f->append_failed = 0;
-    int rc = w->table->images[k].call(f->handle, input, len);
-    ff_free_kept(f); /* the callee's own nested outputs end with its call */
+    f->depth = depth;
+    int rc;
+    {
+        /* An exception thrown by the callee unwinds through here into its
+         * caller (-fexceptions): the cleanup still ends the call. */
+        struct ff_frame *running __attribute__((cleanup(ff_end_call))) = f;
+        f->active = 1;
+        rc = w->table->images[k].call(f->handle, f->in.data, f->in.len);
+    }
     if (rc != 0 || f->append_failed)
         return -1;
     if (f->out.len == 0) {
@@ -324,35 +435,48 @@ int faas_init(void)
     return 0;
 }
 
+static void ff_destroy_frames(struct ff_worker *w, size_t from)
+{
+    const struct ff_image *im = w->table->images;
+    for (size_t k = from; k < w->count; k++) {
+        struct ff_frame *f = w->frames[k];
+        while (f) {
+            struct ff_frame *next = f->extra;
+            if (im[k].destroy)
+                im[k].destroy(f->handle);
+            ff_frame_free(f);
+            f = next;
+        }
+        w->frames[k] = NULL;
+    }
+}
+
+/* One worker per fused image, created now, before any request, as each
+ * function's process creates its one worker on the platform: callees first
+ * (reverse table order), then the root's. */
 int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append_fn append,
                             void **handle)
 {
     const struct ff_table *t = ff_table();
-    if (!t || !handle || !t->images[0].create)
+    if (!t || !handle)
         return -1;
-    size_t slots = (size_t)t->count * (FF_MAX_DEPTH + 1);
-    struct ff_worker *w = calloc(1, sizeof *w + slots * sizeof(struct ff_frame *));
-    struct ff_frame *root = calloc(1, sizeof *root);
-    if (!w || !root) {
-        free(w);
-        free(root);
+    struct ff_worker *w = calloc(1, sizeof *w + (size_t)t->count * sizeof(struct ff_frame *));
+    if (!w)
         return -1;
-    }
     w->host_ctx = caller_ctx;
     w->host_invoke = invoke;
     w->host_append = append;
     w->table = t;
     w->count = (size_t)t->count;
-    root->w = w;
-    void *h = NULL;
-    int rc = t->images[0].create(root, faasfuse_rt_dispatch, rt_append, &h);
-    if (rc != 0) {
-        free(root);
-        free(w);
-        return rc;
+    for (size_t k = w->count; k-- > 0;) {
+        int rc;
+        w->frames[k] = ff_frame_new(w, k, &rc);
+        if (!w->frames[k]) {
+            ff_destroy_frames(w, k + 1);
+            free(w);
+            return rc ? rc : -1;
+        }
     }
-    root->handle = h;
-    w->frames[0] = root;
     *handle = w;
     return 0;
 }
@@ -363,31 +487,27 @@ int faas_func_call(void *handle, const char *input, size_t input_len)
     if (!w)
         return -1;
     struct ff_frame *root = w->frames[0];
-    int rc = w->table->images[0].call(root->handle, input, input_len);
-    ff_free_kept(root);
-    return rc;
+    struct ff_worker *running __attribute__((cleanup(ff_end_root_call))) = w;
+    w->owner = pthread_self();
+    __atomic_store_n(&w->running, 1, __ATOMIC_RELEASE);
+    root->active = 1;
+    return w->table->images[0].call(root->handle, input, input_len);
 }
 
+/* The root's worker first, then the callees' in table order (the reverse
+ * of creation). The platform never calls this; a host that does gets every
+ * worker destroyed once. */
 int faas_destroy_func_worker(void *handle)
 {
     struct ff_worker *w = handle;
     if (!w)
         return -1;
-    const struct ff_image *im = w->table->images;
-    /* Deepest first; within a depth, the higher image index first. */
-    for (uint32_t d = FF_MAX_DEPTH; d >= 1; d--) {
-        for (size_t k = w->count; k-- > 0;) {
-            struct ff_frame *f = w->frames[(size_t)d * w->count + k];
-            if (!f)
-                continue;
-            if (im[k].destroy)
-                im[k].destroy(f->handle);
-            ff_frame_free(f);
-        }
-    }
     struct ff_frame *root = w->frames[0];
-    int rc = im[0].destroy ? im[0].destroy(root->handle) : -1;
+    int rc = w->table->images[0].destroy ? w->table->images[0].destroy(root->handle) : -1;
+    /* Extra workers of a re-entrant root go with the callees'. */
+    w->frames[0] = root->extra;
     ff_frame_free(root);
+    ff_destroy_frames(w, 0);
     free(w);
     return rc;
 }

@@ -25,7 +25,12 @@
 /* Deepest nesting served, as the host does (src/host/library.rs MAX_DEPTH). */
 #define FF_MAX_DEPTH 64
 
-/* One fused image: its name and its own worker_v1 entry points. 56 bytes. */
+/* ff_image.flags: the function tolerates re-entry in one process, so a
+ * call into it while it is already running is served in-process by an extra
+ * worker instead of going to the host. */
+#define FF_IMAGE_REENTRANT UINT64_C(1)
+
+/* One fused image: its name and its own worker_v1 entry points. 64 bytes. */
 struct ff_image {
     const char *name;  /* function name, NUL-terminated */
     int (*init)(void); /* the image's own faas_init */
@@ -37,6 +42,7 @@ struct ff_image {
      * (callees only; the root's PT_GNU_RELRO is handled by ld.so); 0,0 = none */
     uintptr_t relro_start;
     uintptr_t relro_end;
+    uint64_t flags; /* FF_IMAGE_* */
 };
 
 struct ff_table {
@@ -45,7 +51,7 @@ struct ff_table {
     struct ff_image images[];
 };
 
-_Static_assert(sizeof(struct ff_image) == 56, "ff_image layout");
+_Static_assert(sizeof(struct ff_image) == 64, "ff_image layout");
 _Static_assert(offsetof(struct ff_image, name) == 0, "ff_image.name");
 _Static_assert(offsetof(struct ff_image, init) == 8, "ff_image.init");
 _Static_assert(offsetof(struct ff_image, create) == 16, "ff_image.create");
@@ -53,6 +59,7 @@ _Static_assert(offsetof(struct ff_image, destroy) == 24, "ff_image.destroy");
 _Static_assert(offsetof(struct ff_image, call) == 32, "ff_image.call");
 _Static_assert(offsetof(struct ff_image, relro_start) == 40, "ff_image.relro_start");
 _Static_assert(offsetof(struct ff_image, relro_end) == 48, "ff_image.relro_end");
+_Static_assert(offsetof(struct ff_image, flags) == 56, "ff_image.flags");
 _Static_assert(offsetof(struct ff_table, images) == 16, "ff_table header");
 
 /* Defined by the merger in the fused image. */

@@ -120,7 +120,16 @@ pub fn build(
             .collect();
         let file = format!("lib{}.fused.so", g.root.to_lowercase());
         let path = out_dir.join(&file);
-        let manifest = crate::merge::merge_verified(&specs, &path, verify_with, level)
+        let opts = crate::merge::MergeOptions {
+            level,
+            reentrant: g
+                .members
+                .iter()
+                .filter(|m| config.get(m).and_then(|e| e.reentrant) == Some(true))
+                .cloned()
+                .collect(),
+        };
+        let manifest = crate::merge::merge_verified(&specs, &path, verify_with, &opts)
             .with_context(|| format!("fusing the group of {}", g.root))?;
         let e = entries
             .iter_mut()

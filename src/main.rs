@@ -130,6 +130,13 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// run time is not the runtime, the original target is called.
         #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
         lower: faasfuse::lower::Level,
+        /// Declare function NAME re-entrant (repeatable): a call into it while
+        /// it is already running is served in-process by an extra worker. By
+        /// default such a call stays an RPC through the host, because the
+        /// platform never re-enters a busy worker process and a function may
+        /// rely on that (state in globals, a static buffer).
+        #[arg(long, value_name = "NAME")]
+        reentrant: Vec<String>,
     },
     /// Choose fusion groups for a deployment from a profile.
     #[command(
@@ -403,8 +410,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             no_verify,
             lower,
+            reentrant,
         } => {
             let mut specs = faasfuse::host::resolve_specs(&libraries, None)?;
+            let mut opts = faasfuse::merge::MergeOptions {
+                level: lower,
+                reentrant: reentrant.into_iter().collect(),
+            };
+            opts.check(&specs)?;
             let mut planned = None;
             if let Some(p) = &profile {
                 let w = faasfuse::plan::load_weights(std::slice::from_ref(p))?;
@@ -419,7 +432,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             let exe = std::env::current_exe()?;
             let verify_with = (!no_verify).then_some(exe.as_path());
-            let mut report = faasfuse::merge::merge_verified(&specs, &output, verify_with, lower)?;
+            opts.reentrant
+                .retain(|r| specs.iter().any(|s| &s.name == r));
+            let mut report = faasfuse::merge::merge_verified(&specs, &output, verify_with, &opts)?;
             if let Some(p) = planned {
                 report.notes.extend(
                     p.decisions

@@ -461,6 +461,12 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
         let entry =
             table_slot.vaddr + runtime::TABLE_HEADER_SIZE + runtime::IMAGE_ENTRY_SIZE * k as u64;
         let name_addr = table_slot.vaddr + name_cursor;
+        if p.reentrant {
+            let f = (runtime::TABLE_HEADER_SIZE
+                + runtime::IMAGE_ENTRY_SIZE * k as u64
+                + runtime::ENTRY_FLAGS) as usize;
+            table[f..f + 8].copy_from_slice(&runtime::FLAG_REENTRANT.to_le_bytes());
+        }
         let at = name_cursor as usize;
         table[at..at + p.name.len()].copy_from_slice(p.name.as_bytes());
         name_cursor += p.name.len() as u64 + 1;

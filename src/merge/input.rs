@@ -130,6 +130,9 @@ pub struct Part {
     /// Addresses of the four worker_v1 entry points.
     pub entry: [u64; 4],
     pub debug_sections: Vec<(String, u64, u64)>,
+    /// Declared re-entrant: a call into it while it runs is served
+    /// in-process by an extra worker instead of going to the host.
+    pub reentrant: bool,
 }
 
 impl Part {
@@ -201,6 +204,7 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
         symbols: Vec::new(),
         entry: [0; 4],
         debug_sections: Vec::new(),
+        reentrant: false,
     };
     if !info.pic {
         return Err(

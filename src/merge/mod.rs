@@ -67,6 +67,40 @@ pub struct Edge {
     pub caller: String,
     pub callee: String,
     pub sites: usize,
+    /// The callee can already be running when the caller calls it (the edge
+    /// closes a cycle). Such a call stays an RPC through the host, as the
+    /// platform sends it to another process, unless the callee is declared
+    /// re-entrant.
+    pub may_reenter: bool,
+    /// What a call on this edge does in the fused image.
+    pub handling: String,
+}
+
+/// How to merge.
+#[derive(Debug, Clone, Default)]
+pub struct MergeOptions {
+    pub level: Level,
+    /// Functions declared re-entrant: a call into one while it runs is
+    /// served in-process by an extra worker instead of as an RPC.
+    pub reentrant: BTreeSet<String>,
+}
+
+impl MergeOptions {
+    /// Every function declared re-entrant is one of `specs`.
+    pub fn check(&self, specs: &[FunctionSpec]) -> Result<()> {
+        match self
+            .reentrant
+            .iter()
+            .find(|r| !specs.iter().any(|s| &s.name == *r))
+        {
+            Some(r) => Err(InputError::new(
+                r.as_str(),
+                "declared re-entrant but not among the libraries to fuse",
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,8 +127,10 @@ pub struct Manifest {
 }
 
 /// Fuse `specs` (root first) into `output`.
-pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Manifest> {
+pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<Manifest> {
     crate::host::check_unique(specs)?;
+    let level = opts.level;
+    opts.check(specs)?;
     let root = &specs[0];
     let mut images = Vec::new();
     for s in specs {
@@ -129,6 +165,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Mani
                 } else {
                     sites.iter().filter(|s| s.callee == Callee::Dynamic).count()
                 },
+                may_reenter: false,
+                handling: String::new(),
             });
             if seen.insert(j) {
                 order.push(j);
@@ -148,6 +186,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Mani
             .into());
         }
     }
+
+    mark_reentry(&mut edges, &root.name, &opts.reentrant);
 
     let mut decisions = vec![Decision {
         function: root.name.clone(),
@@ -181,7 +221,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Mani
         }
         plans.push(lower::plan(&image, &sites, &table, level));
         let role = if k == 0 { Role::Root } else { Role::Callee };
-        let part = input::read_part(image, &spec.name, role)?;
+        let mut part = input::read_part(image, &spec.name, role)?;
+        part.reentrant = opts.reentrant.contains(&spec.name);
         input::check_supported(&part)?;
         parts.push(part);
     }
@@ -255,17 +296,56 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, level: Level) -> Result<Mani
     })
 }
 
+/// Mark the edges that close a cycle (the callee reaches the caller, itself
+/// included): when such a call finds its callee running, the fused image
+/// sends it to the host, as the platform never re-enters a busy process.
+fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
+    let reaches = |from: &str, to: &str| -> bool {
+        let mut seen = BTreeSet::from([from]);
+        let mut stack = vec![from];
+        while let Some(n) = stack.pop() {
+            if n == to {
+                return true;
+            }
+            for e in edges.iter().filter(|e| e.caller == n) {
+                if seen.insert(e.callee.as_str()) {
+                    stack.push(e.callee.as_str());
+                }
+            }
+        }
+        false
+    };
+    let marks: Vec<bool> = edges
+        .iter()
+        .map(|e| e.callee == root || reaches(&e.callee, &e.caller))
+        .collect();
+    for (e, m) in edges.iter_mut().zip(marks) {
+        e.may_reenter = m;
+        e.handling = match (m, reentrant.contains(&e.callee)) {
+            (false, _) => "in-process".into(),
+            (true, true) => format!(
+                "in-process; when {} is already running, an extra worker of it serves the call (declared re-entrant)",
+                e.callee
+            ),
+            (true, false) => format!(
+                "in-process when {0} is idle; when {0} is already running the call stays an RPC through the host (the platform never re-enters a busy process; declare {0} re-entrant to serve it in-process)",
+                e.callee
+            ),
+        };
+    }
+}
+
 /// Merge into a temporary file, verify it, then move it into place: on any
 /// failure no output appears.
 pub fn merge_verified(
     specs: &[FunctionSpec],
     output: &Path,
     verify_with: Option<&Path>,
-    level: Level,
+    opts: &MergeOptions,
 ) -> Result<Manifest> {
     let staged = crate::output::sibling_temp(output, "staged")?;
     let result = (|| {
-        let mut manifest = merge(specs, &staged, level)?;
+        let mut manifest = merge(specs, &staged, opts)?;
         manifest.output = output.display().to_string();
         if let Some(exe) = verify_with {
             let report = crate::verify::verify(&staged, Some(exe))?;
@@ -304,6 +384,12 @@ pub fn render(m: &Manifest) -> String {
             site.image,
             site.function.as_deref().unwrap_or("?"),
             site.handling
+        ));
+    }
+    for e in m.edges.iter().filter(|e| e.may_reenter) {
+        s.push_str(&format!(
+            "  edge {} -> {}: {}\n",
+            e.caller, e.callee, e.handling
         ));
     }
     for n in &m.notes {

@@ -25,7 +25,7 @@ pub const TABLE_MAGIC: u64 = 0x3145_4c42_4154_4646;
 pub const TABLE_HEADER_SIZE: u64 = 16;
 
 /// Size of one `ff_image` entry.
-pub const IMAGE_ENTRY_SIZE: u64 = 56;
+pub const IMAGE_ENTRY_SIZE: u64 = 64;
 
 /// Offset in an entry of `name`: the function's name, a NUL-terminated string.
 pub const ENTRY_NAME: u64 = 0;
@@ -42,6 +42,11 @@ pub const ENTRY_CALL: u64 = 32;
 pub const ENTRY_RELRO_START: u64 = 40;
 /// Offset in an entry of `relro_end`: end (exclusive) of that range.
 pub const ENTRY_RELRO_END: u64 = 48;
+/// Offset in an entry of `flags`: [`FLAG_REENTRANT`] and nothing else yet.
+pub const ENTRY_FLAGS: u64 = 56;
+/// `ff_image.flags`: the function may be re-entered in one process (an
+/// extra worker serves the inner call instead of the host).
+pub const FLAG_REENTRANT: u64 = 1;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +93,7 @@ mod tests {
             ENTRY_CALL,
             ENTRY_RELRO_START,
             ENTRY_RELRO_END,
+            ENTRY_FLAGS,
         ];
         for (i, off) in offsets.iter().enumerate() {
             assert_eq!(*off, 8 * i as u64);
