@@ -25,6 +25,9 @@ pub struct Export {
     pub value: u64,
     pub size: u64,
     pub shndx: u16,
+    /// `st_info`: a global function (the entry points) or an input's
+    /// `STB_GNU_UNIQUE` object or function.
+    pub info: u8,
 }
 
 #[derive(Default)]
@@ -61,6 +64,9 @@ pub struct DynSymtab {
     pub imports: Vec<(ImportKey, DynSym)>,
     index: HashMap<ImportKey, u32>,
     pub exports: Vec<Export>,
+    /// `.dynsym` index of each exported `STB_GNU_UNIQUE` symbol, known once
+    /// imports and exports are final (0 before: a counting pass).
+    pub unique: HashMap<String, u32>,
 }
 
 impl DynSymtab {
@@ -149,6 +155,23 @@ impl DynSymtab {
             .sort_by_key(|e| (gnu_hash(&e.name) % nb, e.name.clone()));
     }
 
+    /// Record the final `.dynsym` index of every unique export.
+    pub fn index_unique(&mut self) {
+        let base = 1 + self.imports.len() as u32;
+        self.unique = self
+            .exports
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.info >> 4 == elf::STB_GNU_UNIQUE)
+            .map(|(i, e)| (e.name.clone(), base + i as u32))
+            .collect();
+    }
+
+    /// The `.dynsym` index of the unique export `name` (0 while counting).
+    pub fn unique_index(&self, name: &str) -> u32 {
+        self.unique.get(name).copied().unwrap_or(0)
+    }
+
     pub fn encode(&self, strtab: &mut StrTab) -> Encoded {
         let versions = self.needed_versions();
         let mut dynsym = vec![0u8; 24];
@@ -169,11 +192,10 @@ impl DynSymtab {
         }
         for e in &self.exports {
             let name = strtab.add(&e.name);
-            let info = (elf::STB_GLOBAL << 4) | elf::STT_FUNC;
             push_sym(
                 &mut dynsym,
                 name,
-                info,
+                e.info,
                 elf::STV_DEFAULT,
                 e.shndx,
                 e.value,

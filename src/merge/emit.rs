@@ -276,9 +276,30 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
             value: s.value + rt_disp,
             size: s.size,
             shndx: section_of(s.value + rt_disp),
+            info: (elf::STB_GLOBAL << 4) | elf::STT_FUNC,
         });
     }
+    // STB_GNU_UNIQUE definitions stay exported: the dynamic linker binds
+    // every reference to such a name, in any object of the process, to one
+    // definition (C++ inline statics and template statics shared with
+    // libstdc++ or Boost rely on it). The first image defining a name
+    // exports it; every image's references to it stay symbolic.
+    for (p, pl) in parts.iter().zip(&placements) {
+        for s in p.dynsyms.iter().filter(|s| s.is_unique_definition()) {
+            if syms.exports.iter().any(|e| e.name == s.name) {
+                continue;
+            }
+            syms.exports.push(Export {
+                name: s.name.clone(),
+                value: s.value + pl.disp,
+                size: s.size,
+                shndx: section_of(s.value + pl.disp),
+                info: s.info,
+            });
+        }
+    }
     syms.sort_exports();
+    syms.index_unique();
 
     // Strings of the dynamic section.
     let mut dynstr = StrTab::new();
@@ -435,6 +456,7 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     // 6. Relocations for real.
     let mut rw = Rewritten::default();
     let mut syms2 = DynSymtab::default();
+    syms2.unique = syms.unique.clone();
     for (p, pl) in parts.iter().zip(&placements) {
         relocs::rewrite(
             p,
@@ -497,6 +519,14 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
         bail!("internal error: relocation count changed between passes");
     }
     let relative_count = relocs::sort(&mut relas);
+    // GNU extensions in the dynamic tables (unique symbols, IFUNCs) mark the
+    // file as GNU ABI, as the link editor does; readers interpret them then.
+    let osabi =
+        if !syms.unique.is_empty() || relas.iter().any(|r| r.r_type == elf::R_X86_64_IRELATIVE) {
+            elf::ELFOSABI_GNU
+        } else {
+            elf::ELFOSABI_SYSV
+        };
 
     // 7. Encode the new contents: lowered sites first.
     let mut code = Vec::new();
@@ -580,6 +610,17 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     if static_tls {
         flags |= elf::DF_STATIC_TLS;
     }
+    // An input that is never unloaded keeps that promise fused: marked so,
+    // or defining a unique symbol (the dynamic linker never unloads an
+    // object whose unique definition it bound, since other objects' references
+    // may point into it).
+    let mut flags_1 = elf::DF_1_NOW;
+    if parts
+        .iter()
+        .any(|p| p.nodelete || p.dynsyms.iter().any(|s| s.is_unique_definition()))
+    {
+        flags_1 |= elf::DF_1_NODELETE;
+    }
     dynamic.extend([
         (elf::DT_INIT_ARRAY, init_slot.vaddr),
         (elf::DT_INIT_ARRAYSZ, init_slot.size),
@@ -595,7 +636,7 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
         (elf::DT_RELAENT, 24),
         (elf::DT_RELACOUNT, relative_count as u64),
         (elf::DT_FLAGS, u64::from(flags)),
-        (elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW)),
+        (elf::DT_FLAGS_1, u64::from(flags_1)),
         (elf::DT_VERSYM, versym_slot.vaddr),
     ]);
     if encoded.verneed_count > 0 {
@@ -1013,6 +1054,7 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
         shoff,
         sections.len(),
         shstrtab_idx,
+        osabi,
     );
     let id = build_id(&out);
     let at = build_id_slot.offset as usize + 16;
@@ -1160,16 +1202,11 @@ fn write_elf_header(
     shoff: u64,
     shnum: usize,
     shstrndx: usize,
+    osabi: u8,
 ) {
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(b"\x7fELF");
-    h.extend_from_slice(&[
-        elf::ELFCLASS64,
-        elf::ELFDATA2LSB,
-        elf::EV_CURRENT,
-        elf::ELFOSABI_SYSV,
-        0,
-    ]);
+    h.extend_from_slice(&[elf::ELFCLASS64, elf::ELFDATA2LSB, elf::EV_CURRENT, osabi, 0]);
     h.extend_from_slice(&[0; 7]);
     h.extend_from_slice(&elf::ET_DYN.to_le_bytes());
     h.extend_from_slice(&elf::EM_X86_64.to_le_bytes());

@@ -57,6 +57,11 @@ impl DynSym {
     pub fn st_type(&self) -> u8 {
         self.info & 0xf
     }
+
+    /// A definition with `STB_GNU_UNIQUE` binding: one per process.
+    pub fn is_unique_definition(&self) -> bool {
+        self.defined && !self.abs && self.info >> 4 == object::elf::STB_GNU_UNIQUE
+    }
 }
 
 /// A dynamic relocation; packed relative ones appear as `RELATIVE` with the
@@ -122,6 +127,8 @@ pub struct Part {
     pub relro: Option<(u64, u64)>,
     pub eh_frame: Option<(u64, u64)>,
     pub exec_stack: bool,
+    /// Marked `DF_1_NODELETE`: never unloaded.
+    pub nodelete: bool,
     pub static_tls: bool,
     /// CET feature bits (IBT=1, SHSTK=2) from `.note.gnu.property`.
     pub cet_bits: u32,
@@ -198,6 +205,7 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
         relro: info.relro.as_ref().map(|r| (r.start, r.end)),
         eh_frame: None,
         exec_stack: false,
+        nodelete: false,
         static_tls: false,
         cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
         sections: Vec::new(),
@@ -276,6 +284,7 @@ fn read_dynamic(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
             elf::DT_FINI_ARRAYSZ => fas = v / 8,
             elf::DT_RUNPATH | elf::DT_RPATH => part.runpath = Some(text(d.string(E, strings)?)),
             elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
+            elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
             elf::DT_PREINIT_ARRAY => {
                 return Err(part.err("has DT_PREINIT_ARRAY, which a shared object may not use"))
             }

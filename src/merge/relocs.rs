@@ -79,6 +79,14 @@ pub fn rewrite(
                     .relas
                     .push(Rela::relative(offset, (table as i64 + r.addend) as u64)),
                 (_, Some(s)) if s.abs => push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend),
+                (_, Some(s)) if s.is_unique_definition() => {
+                    let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
+                        elf::R_X86_64_GLOB_DAT
+                    } else {
+                        r.r_type
+                    };
+                    push(out, t, syms.unique_index(&s.name), r.addend)
+                }
                 (_, Some(s)) if s.st_type() == elf::STT_GNU_IFUNC => {
                     if r.addend != 0 {
                         bail!(InputError::new(
