@@ -434,3 +434,68 @@ fn a_trace_names_the_callees_of_a_transport_function() {
     let cp = f.iter().find(|x| x["name"] == "ComposePost").unwrap();
     assert_eq!(cp["cpu"], 0.4);
 }
+
+#[test]
+fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
+    // Frontend and Inventory call each other: Frontend→Inventory runs in
+    // the image, Inventory→Frontend finds Frontend running and stays an
+    // RPC, so it removes nothing.
+    let dir = scratch_dir("plan-reenter");
+    let config = write_config(&dir, &[]);
+    let w = serde_json::json!({
+        "calls": {"Frontend": {"Inventory": 1000, "Pricing": 700}, "Inventory": {"Frontend": 500}},
+        "external": {"Frontend": 1000},
+    });
+    let profile = dir.join("cycle.json");
+    std::fs::write(&profile, w.to_string()).unwrap();
+    let removed = |plan: &serde_json::Value| {
+        plan["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["root"] == "Frontend")
+            .unwrap()["removed_calls"]
+            .as_f64()
+            .unwrap()
+    };
+    let plan = plan_json(&config, &profile, &[]);
+    assert_eq!(removed(&plan), 1700.0, "{plan:#}");
+    // Declared re-entrant, the back edge runs in-process too.
+    let config = write_config(
+        &dir,
+        &[("Frontend", serde_json::json!({"reentrant": true}))],
+    );
+    let plan = plan_json(&config, &profile, &[]);
+    assert_eq!(removed(&plan), 2200.0, "{plan:#}");
+
+    // A function that only calls itself: nothing to fuse unless declared
+    // re-entrant.
+    let lib = fixtures().join("default").join("libloop.so");
+    let weights = dir.join("loop.json");
+    std::fs::write(
+        &weights,
+        r#"{"calls": {"Loop": {"Loop": 3000}}, "external": {"Loop": 1000}}"#,
+    )
+    .unwrap();
+    for (reentrant, want) in [(false, 0.0), (true, 3000.0)] {
+        let mut e = serde_json::json!({"funcName": "Loop", "library": lib, "entry": true});
+        if reentrant {
+            e["reentrant"] = true.into();
+        }
+        let c = dir.join(format!("loop-{reentrant}.json"));
+        std::fs::write(&c, serde_json::json!([e]).to_string()).unwrap();
+        let plan = plan_json(&c, &weights, &[]);
+        assert_eq!(
+            plan["groups"][0]["removed_calls"].as_f64(),
+            Some(want),
+            "{plan:#}"
+        );
+        let out = dir.join(format!("loop-{reentrant}"));
+        build(&c, &weights, &out);
+        let built: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("func_config.json")).unwrap())
+                .unwrap();
+        let library = built[0]["library"].as_str().unwrap();
+        assert_eq!(library.ends_with(".fused.so"), reentrant, "{built:#}");
+    }
+}

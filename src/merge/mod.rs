@@ -296,9 +296,10 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
     })
 }
 
-/// Mark the edges that close a cycle (the callee reaches the caller, itself
-/// included): when such a call finds its callee running, the fused image
-/// sends it to the host, as the platform never re-enters a busy process.
+/// Mark the edges whose call can find the callee running: into the root
+/// (always running), or into a function that reaches the caller (itself
+/// included) without passing through the root. The fused image sends such
+/// a call to the host, as the platform never re-enters a busy process.
 fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
     let reaches = |from: &str, to: &str| -> bool {
         let mut seen = BTreeSet::from([from]);
@@ -307,7 +308,7 @@ fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
             if n == to {
                 return true;
             }
-            for e in edges.iter().filter(|e| e.caller == n) {
+            for e in edges.iter().filter(|e| e.caller == n && e.callee != root) {
                 if seen.insert(e.callee.as_str()) {
                     stack.push(e.callee.as_str());
                 }

@@ -40,6 +40,8 @@ pub struct Node {
     pub entry: bool,
     /// Executions in the profile window: external requests plus calls in.
     pub executions: f64,
+    /// Declared re-entrant: a call into it while it runs can stay in-process.
+    pub reentrant: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +81,7 @@ impl RpcGraph {
                 domain: f.domain.clone(),
                 entry: f.entry == Some(true),
                 executions: weights.external.get(&f.func_name).copied().unwrap_or(0.0),
+                reentrant: f.reentrant == Some(true),
             });
             index.insert(f.func_name.clone(), i);
         }

@@ -249,6 +249,7 @@ pub fn plan(
                     ),
                     Verdict::OverBudget(why) => format!("not fused: over budget: {why}"),
                     Verdict::NoGain => "not fused: removes no more RPC cost in this group".into(),
+                    Verdict::Reenters => "not fused: every call to it in this group finds it already running, and the platform never re-enters a busy process, so those calls stay RPCs (declare it \"reentrant\": true to fuse them)".into(),
                 }
             };
             decisions.push(Decision {

@@ -8,7 +8,11 @@
 //! `f(u) = Σ_{q∈G} calls(q→u)·f(q) / executions(u)` with `f(root) = 1`
 //! (a fixed point, bounded by 1, so cycles are safe). The RPCs a group
 //! removes are `Σ_{u,v∈G} calls(u→v)·f(u)`; their cost is that count times
-//! the cost of one RPC. Groups are independent under this model, so the
+//! the cost of one RPC. A call that can find its callee already running
+//! (the callee is the root, the caller itself, or reaches the caller inside
+//! the group) stays an RPC in the fused image, as the platform never
+//! re-enters a busy process, unless the callee is declared re-entrant: such
+//! edges remove nothing. Groups are independent under this model, so the
 //! plan is the best group per root: exact (every candidate subset) when a
 //! root has at most [`EXACT_LIMIT`] candidates, a beam search otherwise.
 
@@ -37,10 +41,14 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Fused,
-    Cold { share: f64 },
+    Cold {
+        share: f64,
+    },
     OtherDomain,
     OverBudget(String),
     NoGain,
+    /// Every call to it inside the group would re-enter a running function.
+    Reenters,
 }
 
 pub struct Solved {
@@ -50,9 +58,50 @@ pub struct Solved {
     pub verdicts: BTreeMap<NodeIndex, Verdict>,
 }
 
+/// Edges inside `members` whose call can find the callee running, so that
+/// it stays an RPC: into the root (always running), or into a member that
+/// reaches the caller (itself included) inside the group without passing
+/// through the root, i.e. lies on some call stack of the image below the
+/// root and above the caller; unless the callee is declared re-entrant.
+fn reentering(
+    rg: &RpcGraph,
+    root: NodeIndex,
+    members: &BTreeSet<NodeIndex>,
+) -> BTreeSet<(NodeIndex, NodeIndex)> {
+    let g = &rg.g;
+    let reaches = |from: NodeIndex, to: NodeIndex| {
+        let mut seen = BTreeSet::from([from]);
+        let mut stack = vec![from];
+        while let Some(n) = stack.pop() {
+            if n == to {
+                return true;
+            }
+            for e in g.edges(n) {
+                let t = e.target();
+                if t != root && members.contains(&t) && seen.insert(t) {
+                    stack.push(t);
+                }
+            }
+        }
+        false
+    };
+    let mut out = BTreeSet::new();
+    for &u in members {
+        for e in g.edges(u) {
+            let v = e.target();
+            if members.contains(&v) && !g[v].reentrant && (v == root || reaches(v, u)) {
+                out.insert((u, v));
+            }
+        }
+    }
+    out
+}
+
 /// Removed RPCs of group `members` rooted at `root`.
 pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>) -> f64 {
     let g = &rg.g;
+    let stays = reentering(rg, root, members);
+    let inside = |u: NodeIndex, v: NodeIndex| members.contains(&v) && !stays.contains(&(u, v));
     let mut f: BTreeMap<NodeIndex, f64> = members.iter().map(|&m| (m, 0.0)).collect();
     f.insert(root, 1.0);
     for _ in 0..64 {
@@ -65,12 +114,12 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
             if exec <= 0.0 {
                 continue;
             }
-            let inside: f64 = g
+            let calls_in: f64 = g
                 .edges_directed(u, Direction::Incoming)
-                .filter(|e| members.contains(&e.source()))
+                .filter(|e| members.contains(&e.source()) && inside(e.source(), u))
                 .map(|e| e.weight().calls * f[&e.source()])
                 .sum();
-            let v = (inside / exec).min(1.0);
+            let v = (calls_in / exec).min(1.0);
             if (v - f[&u]).abs() > 1e-12 {
                 f.insert(u, v);
                 changed = true;
@@ -84,7 +133,7 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
         .iter()
         .map(|&u| {
             g.edges(u)
-                .filter(|e| members.contains(&e.target()))
+                .filter(|e| inside(u, e.target()))
                 .map(|e| e.weight().calls * f[&u])
                 .sum::<f64>()
         })
@@ -208,8 +257,14 @@ pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, heuristic: bool) -> Sol
         }
         let mut with = members.clone();
         with.insert(c);
+        let stays = reentering(rg, root, &with);
+        let only_reentry =
+            rg.g.edges_directed(c, Direction::Incoming)
+                .filter(|e| with.contains(&e.source()))
+                .all(|e| stays.contains(&(e.source(), c)));
         let v = match over_budget(rg, &with, l) {
             Some(why) => Verdict::OverBudget(why),
+            None if only_reentry => Verdict::Reenters,
             None => Verdict::NoGain,
         };
         verdicts.insert(c, v);

@@ -51,6 +51,7 @@ pub fn deployment(n: usize, seed: u64) -> (RpcGraph, Vec<Limits>) {
             } else {
                 0.0
             },
+            reentrant: false,
         });
     }
     let mut edges = Vec::new();
