@@ -7,7 +7,7 @@ use common::*;
 /// Serve `inputs` to the workflow's root and return stdout lines.
 fn serve(w: &Workflow, variant: &str, inputs: &[String], ipc: bool) -> Vec<String> {
     let file = input_file(&format!("{}-{variant}-{ipc}", w.name), inputs);
-    let out = common::serve(&w.deploy_args(variant), &w.root, &file, ipc);
+    let out = common::serve(&w.run_args(variant), &w.root, &file, ipc);
     let _ = std::fs::remove_file(&file);
     out.lines().map(str::to_string).collect()
 }
@@ -51,7 +51,7 @@ fn report(w: &Workflow, inputs: &[String], ipc: bool) -> serde_json::Value {
     let file = input_file(&format!("{}-calls-{ipc}", w.name), inputs);
     let mut cmd = faasfuse();
     cmd.arg("run")
-        .args(w.deploy_args("default"))
+        .args(w.run_args("default"))
         .arg("--inputs")
         .arg(&file)
         .arg("--json");

@@ -52,6 +52,9 @@ pub struct Workflow {
     /// (function name, library file name)
     pub functions: Vec<(String, String)>,
     pub keywords: Vec<String>,
+    /// Functions declared re-entrant (`run --reentrant`): the in-process
+    /// host serves their recursion with extra workers instead of failing.
+    pub reentrant: Vec<String>,
 }
 
 pub fn workflows() -> Vec<Workflow> {
@@ -76,6 +79,10 @@ pub fn workflows() -> Vec<Workflow> {
                 .iter()
                 .map(|k| k.as_str().unwrap().to_string())
                 .collect(),
+            reentrant: w["reentrant"]
+                .as_array()
+                .map(|a| a.iter().map(|k| k.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -89,6 +96,19 @@ impl Workflow {
         f.iter()
             .map(|(n, lib)| format!("{n}={}", dir.join(lib).display()))
             .collect()
+    }
+}
+
+impl Workflow {
+    /// `faasfuse run` arguments serving the unfused deployment of a fixture
+    /// variant: [`Workflow::deploy_args`] plus `--reentrant` for each
+    /// function the workflow declares re-entrant.
+    pub fn run_args(&self, variant: &str) -> Vec<String> {
+        let mut a = self.deploy_args(variant);
+        for f in &self.reentrant {
+            a.extend(["--reentrant".to_string(), f.clone()]);
+        }
+        a
     }
 }
 
