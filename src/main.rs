@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use faasfuse::error::{exit_code, one_line, InputError};
@@ -393,8 +393,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if f.reentrant == Some(true) {
                         opts.reentrant.push(f.func_name.clone());
                     }
-                    opts.pools
-                        .insert(f.func_name.clone(), host::PoolLimits::of_entry(f));
+                    let limits = host::PoolLimits::of_entry(f);
+                    if let Err(why) = limits.check() {
+                        bail!(InputError::new(&c.path, format!("{}: {why}", f.func_name)));
+                    }
+                    opts.pools.insert(f.func_name.clone(), limits);
                 }
                 faasfuse::host::check_unique(&specs)?;
             }

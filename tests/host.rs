@@ -303,6 +303,21 @@ fn the_process_pool_follows_func_config_and_a_full_pool_fails_the_request() {
         "{err}"
     );
     assert!(err.contains("input 2"), "{err}");
+    // Limits that allow no process are an input error naming the config.
+    let c = recurse_config(
+        "bad-pool",
+        serde_json::json!({"minWorkers": 3, "maxWorkers": 2}),
+    );
+    let config = ["--config".to_string(), c.display().to_string()];
+    let (code, err) = pm_fail(&config, "R", &texts(&["0"]), true, &[], "bad-pool");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: R: minWorkers 3 exceeds maxWorkers 2",
+            c.display()
+        )),
+        "{err}"
+    );
     // `reentrant: true` in the config serves the in-process recursion.
     let c = recurse_config("reentrant", serde_json::json!({"reentrant": true}));
     let config = ["--config".to_string(), c.display().to_string()];

@@ -84,13 +84,8 @@ impl IpcEngine {
         let mut pools = Vec::new();
         for spec in specs {
             let l = limits.get(&spec.name).copied().unwrap_or_default();
-            if l.max == 0 || l.min > l.max {
-                bail!(
-                    "function {}: minWorkers {} and maxWorkers {} allow no worker process",
-                    spec.name,
-                    l.min,
-                    l.max
-                );
+            if let Err(why) = l.check() {
+                bail!(crate::error::InputError::new(spec.name.as_str(), why));
             }
             pools.push(Pool {
                 spec: spec.clone(),
@@ -108,7 +103,7 @@ impl IpcEngine {
         // wait for each to load its library and create its worker.
         let mut started = Vec::new();
         for (f, pool) in engine.pools.iter().enumerate() {
-            for _ in 0..pool.limits.min.max(1) {
+            for _ in 0..pool.limits.min {
                 started.push((f, spawn(&pool.spec, &engine.exe)?));
             }
         }

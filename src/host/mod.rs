@@ -137,6 +137,20 @@ impl Default for PoolLimits {
 }
 
 impl PoolLimits {
+    /// Whether the limits allow a worker process; why not otherwise.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.max == 0 {
+            Err("maxWorkers 0 allows no worker process".into())
+        } else if self.min > self.max {
+            Err(format!(
+                "minWorkers {} exceeds maxWorkers {}",
+                self.min, self.max
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// From a func_config.json entry's `minWorkers`/`maxWorkers`.
     pub fn of_entry(f: &crate::plan::FuncEntry) -> PoolLimits {
         let d = PoolLimits::default();
