@@ -255,6 +255,20 @@ fn recurse_static_in_process_fails_clearly_unless_declared_reentrant() {
     // One worker, plus one per nesting depth it was re-entered at.
     assert_eq!(report["workers"]["R"], 6, "{report}");
     assert!(report.get("processes").is_none());
+    // A re-entrant name that is not deployed is an input error.
+    let (code, err) = pm_fail(
+        &w.deploy_args(),
+        "R",
+        &texts(&["0"]),
+        false,
+        &["--reentrant", "Q"],
+        "rec-undeployed",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Q: declared re-entrant but not deployed"),
+        "{err}"
+    );
     // --reentrant changes nothing under --ipc.
     let (_, r, _) = pm_serve(
         &w.deploy_args(),

@@ -192,6 +192,14 @@ impl Default for RunOptions {
 /// Start a deployment of `specs`.
 pub fn deploy(specs: &[FunctionSpec], opts: &RunOptions) -> Result<Box<dyn Engine>> {
     check_unique(specs)?;
+    for name in &opts.reentrant {
+        if !specs.iter().any(|s| &s.name == name) {
+            bail!(InputError::new(
+                name.as_str(),
+                "declared re-entrant but not deployed"
+            ));
+        }
+    }
     if opts.ipc {
         // Validate in the engine first so bad input fails before any fork.
         for s in specs {
