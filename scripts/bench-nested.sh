@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cost of one nested call, measured side by side in one run: unfused over
-# IPC (one worker process per function), unfused in one process, fused at
+# IPC (a pool of worker processes per function), unfused in one process, fused at
 # each lowering tier (0: indirect call through the runtime's dispatcher,
 # 1: direct call of the dispatcher, 2: direct call of the callee's entry
 # stub), and a direct C call in one library (the physical limit). Per-call cost = (p50 with N nested calls - p50 with 0) / N.

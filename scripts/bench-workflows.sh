@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Per-workflow request latency and throughput, side by side in one run:
-# the unfused deployment (one worker process per function, --ipc) against
+# the unfused deployment (a pool of worker processes per function, --ipc) against
 # the fused root served alone (--ipc) at each lowering tier (--lower none,
 # dispatch, direct), and the fused root in the host's own process (no IPC
 # at all: the limit for a fused deployment).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled example functions, start to finish:
 #   1. build faasfuse and the example function libraries (gcc/g++);
-#   2. serve every workflow on the unfused deployment (one worker process
-#      per function, real IPC) under load, recording a profile with
+#   2. serve every workflow on the unfused deployment (a pool of worker
+#      processes per function, real IPC) under load, recording a profile with
 #      `perf record --call-graph dwarf` (or, where perf is missing or not
 #      permitted, the bundled fixtures/profile.json) and the platform's own
 #      call trace;

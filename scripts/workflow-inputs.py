@@ -17,10 +17,14 @@ lib, out = sys.argv[1], sys.argv[2]
 words = ["alpha", "beta", "red shoes", "x", "12", "hello world"]
 config, rows = [], []
 for w in json.load(open("fixtures/workflows.json"))["workflows"]:
+    # A function that calls itself (listed re-entrant) runs each nesting level
+    # in a worker process of its own: give it one per level the host allows.
+    recursive = set(w.get("reentrant", []))
     for name, file in w["functions"].items():
         if not any(e["funcName"] == name for e in config):
             config.append({"funcName": name, "funcId": len(config) + 1, "minWorkers": 1,
-                           "maxWorkers": 8, "library": f"{lib}/{file}", "entry": name == w["root"]})
+                           "maxWorkers": 65 if name in recursive else 8,
+                           "library": f"{lib}/{file}", "entry": name == w["root"]})
     combos = itertools.cycle(itertools.product((w["keywords"] or ["x"]) + words, words))
     with open(f"{out}/{w['name']}.inputs", "w") as f:
         for _ in range(64):

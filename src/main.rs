@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use faasfuse::error::{exit_code, one_line, InputError};
@@ -49,16 +49,33 @@ enum Command {
     /// Serve requests on a local FaaS host (the unfused or fused deployment).
     #[command(
         long_about = "Deploy function libraries on a local FaaS host and send each INPUT \
-to the ROOT function. The host loads each library, calls faas_init once, creates one \
-worker per nesting depth, routes nested calls (invoke) by function name and fails calls \
-to names that are not deployed.\n\n\
-By default every library runs in this process. With --ipc every function runs in its own \
-worker process and this process is the engine relaying every call over a Unix socket, so \
-each nested call pays a real inter-process round trip, as on a FaaS platform.\n\n\
-Output: one line per input, `rc=<return code>\\t<output>` (non-printable bytes escaped).",
+to the ROOT function. The host reproduces nightcore's process model: each library is \
+loaded (dlopen RTLD_LAZY) and never unloaded, faas_init runs once, exactly one worker is \
+created (faas_create_func_worker) before the first request and reused for every call, one \
+call at a time, and never destroyed; a busy worker is never re-entered. Every call gets a \
+private copy of its input followed by a NUL byte. Nested calls (invoke) are routed by \
+function name; calls to names that are not deployed fail. A nested call from a thread \
+other than the one running the caller's current call fails (-1, one line on stderr).\n\n\
+With --ipc (nightcore's model): a pool of worker processes per function, this process \
+being the engine relaying every call over Unix sockets, so each nested call pays a real \
+inter-process round trip. A call goes to an idle process of the callee; if none is idle a \
+new one starts, up to maxWorkers (65 by default: one per nesting level; minWorkers, \
+default 1, start up front; both from func_config.json with --config). Recursion A->A \
+reaches a second process of A. A call that finds every process busy on the call stack \
+and the pool full fails the request (nightcore would wait forever).\n\n\
+By default every library runs in this process with its one worker: a nested call to a \
+function that is already running on the call stack fails the request, since one process \
+cannot serve it as nightcore would, unless the function is declared re-entrant \
+(--reentrant NAME, or \"reentrant\": true in func_config.json); then an extra worker per \
+nesting depth serves it.\n\n\
+Nesting is limited to 64 nested levels; a deeper call fails with -1.\n\n\
+Output: one line per input, `rc=<return code>\\t<output>` (non-printable bytes escaped); \
+with --json, `results[].output_hex` has the exact bytes.",
         after_help = "Examples:\n  faasfuse run libfoo.so libbar.so -- Foo world\n  \
 faasfuse run Foo=build/libfoo.so Bar=build/libbar.so --ipc --repeat 10000 -- Foo world\n  \
-faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo"
+faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo\n  \
+faasfuse run libloop.so --reentrant Loop -- Loop abc\n  \
+faasfuse run libecho.so --inputs records.bin --inputs-format len32 --json -- Echo"
     )]
     Run {
         /// Functions to deploy, as NAME=LIB.so or LIB.so (the name is then the
@@ -70,15 +87,25 @@ faasfuse run libfoo.so libbar.so --inputs requests.txt --json -- Foo"
         /// `faasfuse build` writes), in addition to any given libraries.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Run every function in its own worker process (real IPC per call).
+        /// Run every function in a pool of worker processes, nightcore's
+        /// model (real IPC per call).
         #[arg(long)]
         ipc: bool,
+        /// Declare function NAME re-entrant: in-process, a nested call to it
+        /// while it runs gets an extra worker instead of failing (repeatable).
+        #[arg(long, value_name = "NAME")]
+        reentrant: Vec<String>,
         /// Serve the inputs N times and print latency percentiles.
         #[arg(long, default_value_t = 1, value_name = "N")]
         repeat: usize,
-        /// Read more inputs from FILE, one per line (`-` for stdin).
+        /// Read more inputs from FILE (`-` for stdin), in --inputs-format.
         #[arg(long, value_name = "FILE")]
         inputs: Option<PathBuf>,
+        /// How --inputs is split: `lines` (one input per line, a trailing
+        /// `\r` dropped) or `len32` (records of a 4-byte little-endian
+        /// length then that many bytes, for binary inputs).
+        #[arg(long, value_enum, default_value_t = InputsFormat::Lines, value_name = "FORMAT")]
+        inputs_format: InputsFormat,
         /// Print one JSON report instead of text.
         #[arg(long)]
         json: bool,
@@ -342,8 +369,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             functions,
             config,
             ipc,
+            reentrant,
             repeat,
             inputs,
+            inputs_format,
             json,
             quiet,
             request,
@@ -352,22 +381,33 @@ fn dispatch(cli: Cli) -> Result<()> {
             let mut all_inputs: Vec<Vec<u8>> =
                 request[1..].iter().map(|s| s.as_bytes().to_vec()).collect();
             if let Some(file) = &inputs {
-                all_inputs.extend(read_inputs(file)?);
+                all_inputs.extend(read_inputs(file, inputs_format)?);
             }
             let mut specs = faasfuse::host::resolve_specs(&functions, Some(&root))?;
-            if let Some(c) = &config {
-                let c = faasfuse::plan::Config::load(c)?;
-                specs.extend(c.functions.iter().map(|f| faasfuse::host::FunctionSpec {
-                    name: f.func_name.clone(),
-                    path: f.library.clone(),
-                }));
-                faasfuse::host::check_unique(&specs)?;
-            }
-            let opts = RunOptions {
+            let mut opts = RunOptions {
                 ipc,
                 repeat,
-                worker_exe: None,
+                reentrant,
+                ..RunOptions::default()
             };
+            if let Some(c) = &config {
+                let c = faasfuse::plan::Config::load(c)?;
+                for f in &c.functions {
+                    specs.push(faasfuse::host::FunctionSpec {
+                        name: f.func_name.clone(),
+                        path: f.library.clone(),
+                    });
+                    if f.reentrant == Some(true) {
+                        opts.reentrant.push(f.func_name.clone());
+                    }
+                    let limits = host::PoolLimits::of_entry(f);
+                    if let Err(why) = limits.check() {
+                        bail!(InputError::new(&c.path, format!("{}: {why}", f.func_name)));
+                    }
+                    opts.pools.insert(f.func_name.clone(), limits);
+                }
+                faasfuse::host::check_unique(&specs)?;
+            }
             let report = host::run(&specs, &root, &all_inputs, &opts)?;
             let mut out = std::io::stdout().lock();
             if json {
@@ -538,7 +578,16 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn read_inputs(file: &PathBuf) -> Result<Vec<Vec<u8>>> {
+/// How `run --inputs` splits its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum InputsFormat {
+    /// One input per line.
+    Lines,
+    /// Records: a 4-byte little-endian length, then that many bytes.
+    Len32,
+}
+
+fn read_inputs(file: &PathBuf, format: InputsFormat) -> Result<Vec<Vec<u8>>> {
     let mut text = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin()
@@ -547,6 +596,15 @@ fn read_inputs(file: &PathBuf) -> Result<Vec<Vec<u8>>> {
     } else {
         text = std::fs::read(file)
             .map_err(|e| InputError::new(file, format!("cannot read inputs: {e}")))?;
+    }
+    if format == InputsFormat::Len32 {
+        return split_len32(&text).map_err(|(offset, why)| {
+            InputError::new(
+                file,
+                format!("truncated len32 record at byte {offset}: {why}"),
+            )
+            .into()
+        });
     }
     Ok(text
         .split(|&b| b == b'\n')
@@ -559,4 +617,29 @@ fn read_inputs(file: &PathBuf) -> Result<Vec<Vec<u8>>> {
         .into_iter()
         .rev()
         .collect())
+}
+
+/// Split `len32` records; a truncated one gives its byte offset and why.
+fn split_len32(mut data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, (usize, String)> {
+    let total = data.len();
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let offset = total - data.len();
+        let Some((head, rest)) = data.split_first_chunk::<4>() else {
+            return Err((
+                offset,
+                format!("{} bytes left, a length needs 4", data.len()),
+            ));
+        };
+        let len = u32::from_le_bytes(*head) as usize;
+        if rest.len() < len {
+            return Err((
+                offset,
+                format!("length {len} but only {} bytes follow", rest.len()),
+            ));
+        }
+        out.push(rest[..len].to_vec());
+        data = &rest[len..];
+    }
+    Ok(out)
 }

@@ -39,7 +39,7 @@ fn every_level_matches_unfused_on_every_workflow_and_variant() {
                 for w in workflows() {
                     let inputs = generate_inputs(&w, 1000, 0x10e5);
                     let file = input_file(&format!("lower-{}-{v}", w.name), &inputs);
-                    let unfused = serve(&w.deploy_args(v), &w.root, &file, false);
+                    let unfused = serve(&w.run_args(v), &w.root, &file, false);
                     for level in LEVELS {
                         let out = out_dir().join(format!("{}-{v}-{level}.so", w.name));
                         let m = fuse_workflow(&w, v, &out, &["--lower", level]);

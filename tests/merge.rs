@@ -22,7 +22,7 @@ fn compare(w: &Workflow, variant: &str, n: usize, ipc_too: bool) {
     assert_eq!(manifest["root"], w.root.as_str());
     let inputs = generate_inputs(w, n, 0x5eed);
     let file = input_file(&format!("merge-{}-{variant}", w.name), &inputs);
-    let unfused = serve(&w.deploy_args(variant), &w.root, &file, false);
+    let unfused = serve(&w.run_args(variant), &w.root, &file, false);
     let fused_deploy = vec![format!("{}={}", w.root, out.display())];
     let fused = serve(&fused_deploy, &w.root, &file, false);
     assert_lines_equal(

@@ -1,10 +1,17 @@
-//! A function library opened with `dlopen`, its four worker_v1 entry points
-//! and the per-depth workers the host creates for it.
+//! A function library opened with `dlopen`, its worker_v1 entry points, and
+//! the workers (frames) the host creates for it.
+//!
+//! The process model is nightcore's (`src/worker/v1/` in ut-osa/nightcore):
+//! a library is loaded `RTLD_LAZY` and never unloaded, `faas_init` runs once,
+//! a worker is created once and reused for every call, one call at a time,
+//! and `faas_destroy_func_worker` is never called. Every call gets a private
+//! copy of its input followed by a NUL byte, as nightcore's message buffers
+//! provide.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Result};
 
@@ -21,11 +28,11 @@ pub type InvokeFn = unsafe extern "C" fn(
 pub type AppendFn = unsafe extern "C" fn(caller_ctx: *mut c_void, data: *const c_char, len: usize);
 type InitFn = unsafe extern "C" fn() -> c_int;
 type CreateFn = unsafe extern "C" fn(*mut c_void, InvokeFn, AppendFn, *mut *mut c_void) -> c_int;
-type DestroyFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CallFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize) -> c_int;
 
-/// Deepest nesting the host serves; a deeper nested call fails, as a
-/// platform's call-depth limit would, instead of overflowing the stack.
+/// Deepest nesting the host serves (a request runs at depth 0); a deeper
+/// nested call fails with -1, as a platform's call-depth limit would,
+/// instead of overflowing the stack or exhausting the process pool.
 pub const MAX_DEPTH: u32 = 64;
 
 /// What one call of a function produced.
@@ -44,20 +51,23 @@ impl CallResult {
     }
 }
 
-/// Where a worker's nested calls go: straight to another library in this
-/// process, or to the engine over a socket.
+/// Where a worker's nested calls go: to another library in this process,
+/// or to the engine over a socket. `caller` is the calling function's name,
+/// `depth` the depth of the calling call.
 pub trait Router {
-    fn invoke(&self, name: &[u8], input: &[u8], depth: u32) -> CallResult;
+    fn invoke(&self, caller: &str, depth: u32, name: &[u8], input: &[u8]) -> CallResult;
 }
 
-/// A loaded function library.
+/// A loaded function library. It is never unloaded: nightcore never calls
+/// `dlclose`, functions may rely on that (a thread or an `atexit` handler
+/// left behind keeps running its code), and a library with `STB_GNU_UNIQUE`
+/// symbols (C++ inline statics, template statics) could not be unloaded
+/// anyway.
 pub struct Library {
     pub name: String,
     pub path: PathBuf,
-    handle: *mut c_void,
     init: InitFn,
     create: CreateFn,
-    destroy: DestroyFn,
     call: CallFn,
 }
 
@@ -81,17 +91,18 @@ impl Library {
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let cpath = CString::new(abs.as_os_str().as_encoded_bytes())
             .map_err(|_| InputError::new(path, "path contains a NUL byte"))?;
-        // RTLD_LOCAL keeps each library's exports (`helper`, `g_state`) out of
-        // the other libraries' symbol lookup, as separate processes would.
+        // RTLD_LAZY as nightcore loads a function; RTLD_LOCAL keeps each
+        // library's exports (`helper`, `g_state`) out of the other
+        // libraries' symbol lookup, as separate processes would.
         // SAFETY: loading a shared object runs its initializers; the file was
         // validated as an x86-64 shared object beforehand.
-        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
         if handle.is_null() {
             return Err(InputError::new(path, format!("dlopen failed: {}", dl_error())).into());
         }
         let sym = |s: &str| -> Result<*mut c_void> {
             let c = CString::new(s).expect("static symbol name");
-            // SAFETY: handle is a live dlopen handle.
+            // SAFETY: handle is a live dlopen handle (never closed).
             let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
             if p.is_null() {
                 Err(InputError::new(path, format!("missing export {s}")).into())
@@ -99,18 +110,17 @@ impl Library {
                 Ok(p)
             }
         };
+        // faas_destroy_func_worker is required by validation but never
+        // called: nightcore never destroys a worker.
+        sym("faas_destroy_func_worker")?;
         // SAFETY: the symbols are the worker_v1 entry points with these types.
         unsafe {
             Ok(Library {
                 name: name.to_string(),
                 path: path.to_path_buf(),
-                handle,
                 init: std::mem::transmute::<*mut c_void, InitFn>(sym("faas_init")?),
                 create: std::mem::transmute::<*mut c_void, CreateFn>(sym(
                     "faas_create_func_worker",
-                )?),
-                destroy: std::mem::transmute::<*mut c_void, DestroyFn>(sym(
-                    "faas_destroy_func_worker",
                 )?),
                 call: std::mem::transmute::<*mut c_void, CallFn>(sym("faas_func_call")?),
             })
@@ -130,36 +140,122 @@ impl Library {
         }
         Ok(())
     }
+
+    /// Create a worker with `faas_create_func_worker`. Its frame lives as
+    /// long as the process (nightcore never destroys a worker, and a thread
+    /// the function left behind may still hold its `caller_ctx`).
+    pub fn create_worker(
+        &self,
+        router: *const dyn Router,
+        times: *const TimeLog,
+    ) -> Result<&'static Frame> {
+        let frame: &'static Frame = Box::leak(Box::new(Frame {
+            name: self.name.clone(),
+            call: self.call,
+            handle: UnsafeCell::new(std::ptr::null_mut()),
+            owner: AtomicU64::new(0),
+            state: UnsafeCell::new(CallState::default()),
+            router,
+            times,
+        }));
+        let ctx = frame as *const Frame as *mut c_void;
+        let mut handle = std::ptr::null_mut();
+        // Created outside of any call: an invoke from inside
+        // faas_create_func_worker fails (no call is running).
+        // SAFETY: entry point of a loaded library; ctx stays valid forever.
+        let rc = unsafe { (self.create)(ctx, host_invoke, host_append, &mut handle) };
+        if rc != 0 {
+            bail!(
+                "{}: faas_create_func_worker of {} returned {rc}",
+                self.path.display(),
+                self.name
+            );
+        }
+        // SAFETY: no call runs on this frame yet.
+        unsafe { *frame.handle.get() = handle };
+        Ok(frame)
+    }
 }
 
-impl Drop for Library {
-    fn drop(&mut self) {
-        // SAFETY: every worker of this library was destroyed before (Workers
-        // is dropped first), so no code of it runs any more.
+/// Nested-call round-trip times (ns) of the workers of one process.
+pub type TimeLog = std::cell::RefCell<Vec<u64>>;
+
+#[derive(Default)]
+struct CallState {
+    depth: u32,
+    output: Vec<u8>,
+    /// Outputs of nested calls, kept alive until the current call ends.
+    nested: Vec<Vec<u8>>,
+}
+
+/// One worker of one library. Its address is the `caller_ctx` the library
+/// passes back to `invoke` and `append`.
+pub struct Frame {
+    name: String,
+    call: CallFn,
+    handle: UnsafeCell<*mut c_void>,
+    /// `pthread_self()` of the thread running this worker's current call,
+    /// 0 while it is idle. Only this is read by other threads.
+    owner: AtomicU64,
+    /// Touched only by the owner thread during a call.
+    state: UnsafeCell<CallState>,
+    router: *const dyn Router,
+    times: *const TimeLog,
+}
+
+fn this_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+impl Frame {
+    /// Whether a call of this worker is running (it is on the call stack).
+    pub fn busy(&self) -> bool {
+        self.owner.load(Ordering::Acquire) != 0
+    }
+
+    /// Run one call at `depth` on this thread, with a private NUL-terminated
+    /// copy of `input`. The caller guarantees the worker is idle, and that
+    /// the frame's router and time log outlive the call.
+    pub fn call(&self, depth: u32, input: &[u8]) -> CallResult {
+        debug_assert!(!self.busy());
+        let mut copy = Vec::with_capacity(input.len() + 1);
+        copy.extend_from_slice(input);
+        copy.push(0);
+        // SAFETY: the worker is idle, so nothing else touches its state; the
+        // state is only touched by this thread until `owner` is cleared.
         unsafe {
-            libc::dlclose(self.handle);
+            {
+                let s = &mut *self.state.get();
+                s.depth = depth;
+                s.output.clear();
+                s.nested.clear();
+            }
+            self.owner.store(this_thread(), Ordering::Release);
+            let rc = (self.call)(
+                *self.handle.get(),
+                copy.as_ptr() as *const c_char,
+                input.len(),
+            );
+            self.owner.store(0, Ordering::Release);
+            let s = &mut *self.state.get();
+            s.nested.clear();
+            CallResult {
+                rc,
+                output: std::mem::take(&mut s.output),
+            }
         }
     }
 }
 
-/// One worker of one library at one nesting depth. Its address is the
-/// `caller_ctx` the library passes back to `invoke` and `append`.
-struct Frame {
-    lib: usize,
-    depth: u32,
-    handle: *mut c_void,
-    router: *const dyn Router,
-    output: Vec<u8>,
-    /// Outputs of nested calls, kept alive until the current call ends.
-    nested: Vec<Vec<u8>>,
-    /// Where nested-call round-trip times (ns) are recorded.
-    times: *const RefCell<Vec<u64>>,
-    /// Where nested calls are counted by (caller library, callee name).
-    counts: *const EdgeCounts,
+/// The callee name of an invoke, for messages.
+unsafe fn name_of(func_name: *const c_char) -> String {
+    if func_name.is_null() {
+        "(null)".into()
+    } else {
+        CStr::from_ptr(func_name).to_string_lossy().into_owned()
+    }
 }
-
-/// Nested calls by (caller library, callee name).
-type EdgeCounts = RefCell<HashMap<(usize, Vec<u8>), u64>>;
 
 unsafe extern "C" fn host_invoke(
     ctx: *mut c_void,
@@ -169,39 +265,45 @@ unsafe extern "C" fn host_invoke(
     output: *mut *const c_char,
     output_len: *mut usize,
 ) -> c_int {
-    let frame = ctx as *mut Frame;
+    let frame = ctx as *const Frame;
     if frame.is_null() || func_name.is_null() || output.is_null() || output_len.is_null() {
         return -1;
     }
+    let frame = &*frame;
     *output = std::ptr::null();
     *output_len = 0;
-    let name = CStr::from_ptr(func_name).to_bytes().to_vec();
-    let input = if input_len == 0 || input.is_null() {
-        Vec::new()
-    } else {
-        std::slice::from_raw_parts(input as *const u8, input_len).to_vec()
-    };
-    let depth = (*frame).depth + 1;
-    if depth <= MAX_DEPTH {
-        // Calls past the depth limit fail without being served.
-        *(*(*frame).counts)
-            .borrow_mut()
-            .entry(((*frame).lib, name.clone()))
-            .or_default() += 1;
+    let owner = frame.owner.load(Ordering::Acquire);
+    if owner != this_thread() {
+        let why = if owner == 0 {
+            "while no call of it is running"
+        } else {
+            "from a second thread"
+        };
+        eprintln!(
+            "faasfuse: {} invoked {} {why}; one call at a time per process, on the thread \
+             that runs it (nightcore aborts the worker)",
+            frame.name,
+            name_of(func_name)
+        );
+        return -1;
     }
-    let start = std::time::Instant::now();
-    let result = if depth > MAX_DEPTH {
-        CallResult::failed()
+    let name = CStr::from_ptr(func_name).to_bytes();
+    let input = if input_len == 0 || input.is_null() {
+        &[][..]
     } else {
-        (*(*frame).router).invoke(&name, &input, depth)
+        std::slice::from_raw_parts(input as *const u8, input_len)
     };
-    (*(*frame).times)
+    let depth = (*frame.state.get()).depth;
+    let start = std::time::Instant::now();
+    let result = (*frame.router).invoke(&frame.name, depth, name, input);
+    (*frame.times)
         .borrow_mut()
         .push(start.elapsed().as_nanos() as u64);
     if result.rc != 0 {
         return -1;
     }
-    let nested = &mut (*frame).nested;
+    // SAFETY: this thread owns the frame; nested calls are done with it.
+    let nested = &mut (*frame.state.get()).nested;
     nested.push(result.output);
     let kept = nested.last().expect("just pushed");
     *output = kept.as_ptr() as *const c_char;
@@ -210,146 +312,20 @@ unsafe extern "C" fn host_invoke(
 }
 
 unsafe extern "C" fn host_append(ctx: *mut c_void, data: *const c_char, len: usize) {
-    let frame = ctx as *mut Frame;
+    let frame = ctx as *const Frame;
     if frame.is_null() || data.is_null() || len == 0 {
         return;
     }
-    (*frame)
+    let frame = &*frame;
+    if frame.owner.load(Ordering::Acquire) != this_thread() {
+        eprintln!(
+            "faasfuse: {} appended output from a thread that does not run its current call \
+             (or while no call is running); ignored",
+            frame.name
+        );
+        return;
+    }
+    (*frame.state.get())
         .output
         .extend_from_slice(std::slice::from_raw_parts(data as *const u8, len));
-}
-
-/// The libraries of one process and their workers, created lazily per
-/// (library, depth) so that re-entrant calls use different workers.
-pub struct Workers {
-    frames: RefCell<HashMap<(usize, u32), Box<Frame>>>,
-    libs: Vec<Library>,
-    nested_times: Box<RefCell<Vec<u64>>>,
-    counts: Box<EdgeCounts>,
-}
-
-impl Workers {
-    /// Take ownership of opened libraries and run each one's `faas_init`,
-    /// in the given order.
-    pub fn new(libs: Vec<Library>) -> Result<Workers> {
-        for lib in &libs {
-            lib.init()?;
-        }
-        Ok(Workers {
-            frames: Default::default(),
-            libs,
-            nested_times: Box::default(),
-            counts: Box::default(),
-        })
-    }
-
-    /// Nested calls made by this process's workers, by caller and callee.
-    pub fn call_counts(&self) -> super::CallCounts {
-        let mut out = super::CallCounts::new();
-        for ((lib, name), n) in self.counts.borrow().iter() {
-            *out.entry(self.libs[*lib].name.clone())
-                .or_default()
-                .entry(String::from_utf8_lossy(name).into_owned())
-                .or_default() += n;
-        }
-        out
-    }
-
-    pub fn find(&self, name: &[u8]) -> Option<usize> {
-        self.libs.iter().position(|l| l.name.as_bytes() == name)
-    }
-
-    /// Durations (ns) of every nested call made by this process's workers.
-    pub fn take_nested_times(&self) -> Vec<u64> {
-        std::mem::take(&mut self.nested_times.borrow_mut())
-    }
-
-    fn frame(&self, lib: usize, depth: u32, router: &dyn Router) -> Result<*mut Frame> {
-        let mut frames = self.frames.borrow_mut();
-        if let Some(f) = frames.get_mut(&(lib, depth)) {
-            // SAFETY: only the lifetime is erased; `router` outlives every call.
-            f.router = unsafe { erase(router) };
-            return Ok(&mut **f as *mut Frame);
-        }
-        let mut frame = Box::new(Frame {
-            lib,
-            depth,
-            handle: std::ptr::null_mut(),
-            // SAFETY: as above.
-            router: unsafe { erase(router) },
-            output: Vec::new(),
-            nested: Vec::new(),
-            times: &*self.nested_times,
-            counts: &*self.counts,
-        });
-        let l = &self.libs[lib];
-        let ctx = &mut *frame as *mut Frame as *mut c_void;
-        let mut handle = std::ptr::null_mut();
-        // SAFETY: entry point of a loaded library; ctx stays valid (boxed).
-        let rc = unsafe { (l.create)(ctx, host_invoke, host_append, &mut handle) };
-        if rc != 0 {
-            bail!(
-                "{}: faas_create_func_worker of {} returned {rc}",
-                l.path.display(),
-                l.name
-            );
-        }
-        frame.handle = handle;
-        let ptr = &mut *frame as *mut Frame;
-        frames.insert((lib, depth), frame);
-        Ok(ptr)
-    }
-
-    /// Call library `lib` at nesting `depth` (0 for a request from outside).
-    pub fn call(&self, lib: usize, depth: u32, input: &[u8], router: &dyn Router) -> CallResult {
-        let frame = match self.frame(lib, depth, router) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("faasfuse: {}", crate::error::one_line(&e));
-                return CallResult::failed();
-            }
-        };
-        // SAFETY: the frame is boxed and not borrowed elsewhere while its own
-        // worker runs; nested calls use frames of greater depth.
-        unsafe {
-            (*frame).output.clear();
-            (*frame).nested.clear();
-            let call = self.libs[lib].call;
-            let rc = call(
-                (*frame).handle,
-                input.as_ptr() as *const c_char,
-                input.len(),
-            );
-            let output = std::mem::take(&mut (*frame).output);
-            (*frame).nested.clear();
-            debug_assert_eq!((*frame).lib, lib);
-            CallResult { rc, output }
-        }
-    }
-}
-
-/// Forget the lifetime of a router reference; the caller guarantees the
-/// router outlives every call made through the frame.
-unsafe fn erase(r: &dyn Router) -> *const dyn Router {
-    std::mem::transmute::<&dyn Router, &'static dyn Router>(r) as *const dyn Router
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        let mut frames = std::mem::take(&mut *self.frames.borrow_mut())
-            .into_iter()
-            .collect::<Vec<_>>();
-        // Deterministic teardown: by library, then deepest worker first.
-        frames.sort_by_key(|((lib, depth), _)| (*lib, std::cmp::Reverse(*depth)));
-        for ((lib, _), frame) in frames {
-            // SAFETY: entry point of a loaded library, called once per worker.
-            unsafe {
-                (self.libs[lib].destroy)(frame.handle);
-            }
-        }
-        // Libraries are closed in reverse load order.
-        while let Some(lib) = self.libs.pop() {
-            drop(lib);
-        }
-    }
 }

@@ -1,8 +1,9 @@
 //! The local FaaS host behind `faasfuse run`: it deploys function libraries
 //! through the worker_v1 ABI and serves requests to a root function, either
-//! all in this process or (`--ipc`) with one worker process per function
-//! and this process as the engine relaying every call, as a FaaS platform
-//! does. It is the oracle fused images are compared against.
+//! all in this process or (`--ipc`) with nightcore's process model: a pool
+//! of worker processes per function, one worker per process, never
+//! re-entered, and this process as the engine relaying every call. It is
+//! the oracle fused images are compared against.
 
 mod inproc;
 pub mod ipc;
@@ -13,7 +14,7 @@ mod wire;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use library::Library;
@@ -99,11 +100,65 @@ pub(crate) fn open_libraries(specs: &[FunctionSpec]) -> Result<Vec<Library>> {
 pub type CallCounts = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
 
 pub trait Engine {
+    /// Serve one request. `Err` when the request cannot be served as the
+    /// platform would (a re-entry in one process, a full process pool) or
+    /// the deployment broke.
     fn request(&mut self, root: &str, input: &[u8]) -> Result<CallResult>;
     /// Nested calls served so far, by caller and callee name.
     fn call_counts(&self) -> CallCounts;
-    /// Tear down workers and libraries; returns nested-call times (ns).
+    /// Workers (in-process) or worker processes (`--ipc`) started so far,
+    /// per function.
+    fn instances(&self) -> std::collections::BTreeMap<String, u64>;
+    /// Stop serving; returns nested-call times (ns). Workers are not
+    /// destroyed nor libraries unloaded: nightcore never does.
     fn shutdown(self: Box<Self>) -> Result<Vec<u64>>;
+}
+
+/// Worker processes of one function in `--ipc` mode: `min` started up
+/// front, at most `max` (nightcore's `minWorkers`, `maxWorkers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    pub min: usize,
+    pub max: usize,
+}
+
+/// Default pool size: one process per nesting level a request may reach
+/// (depths 0..=MAX_DEPTH), so that the depth limit, not the pool, bounds
+/// recursion, as it does in-process.
+pub const DEFAULT_MAX_WORKERS: usize = MAX_DEPTH as usize + 1;
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            min: 1,
+            max: DEFAULT_MAX_WORKERS,
+        }
+    }
+}
+
+impl PoolLimits {
+    /// Whether the limits allow a worker process; why not otherwise.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.max == 0 {
+            Err("maxWorkers 0 allows no worker process".into())
+        } else if self.min > self.max {
+            Err(format!(
+                "minWorkers {} exceeds maxWorkers {}",
+                self.min, self.max
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// From a func_config.json entry's `minWorkers`/`maxWorkers`.
+    pub fn of_entry(f: &crate::plan::FuncEntry) -> PoolLimits {
+        let d = PoolLimits::default();
+        PoolLimits {
+            min: f.min_workers.map_or(d.min, |n| n as usize),
+            max: f.max_workers.map_or(d.max, |n| n as usize),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +168,13 @@ pub struct RunOptions {
     pub repeat: usize,
     /// Program run as a worker process in `--ipc` mode (this executable).
     pub worker_exe: Option<PathBuf>,
+    /// Functions that tolerate re-entry in one process: in-process, a
+    /// nested call to one that is running gets an extra worker instead of
+    /// failing. (No effect with `--ipc`: processes are never re-entered.)
+    pub reentrant: Vec<String>,
+    /// Process pool limits by function name (`--ipc`); default
+    /// [`PoolLimits::default`].
+    pub pools: std::collections::BTreeMap<String, PoolLimits>,
 }
 
 impl Default for RunOptions {
@@ -121,6 +183,8 @@ impl Default for RunOptions {
             ipc: false,
             repeat: 1,
             worker_exe: None,
+            reentrant: Vec::new(),
+            pools: Default::default(),
         }
     }
 }
@@ -128,6 +192,14 @@ impl Default for RunOptions {
 /// Start a deployment of `specs`.
 pub fn deploy(specs: &[FunctionSpec], opts: &RunOptions) -> Result<Box<dyn Engine>> {
     check_unique(specs)?;
+    for name in &opts.reentrant {
+        if !specs.iter().any(|s| &s.name == name) {
+            bail!(InputError::new(
+                name.as_str(),
+                "declared re-entrant but not deployed"
+            ));
+        }
+    }
     if opts.ipc {
         // Validate in the engine first so bad input fails before any fork.
         for s in specs {
@@ -137,9 +209,9 @@ pub fn deploy(specs: &[FunctionSpec], opts: &RunOptions) -> Result<Box<dyn Engin
             Some(p) => p.clone(),
             None => std::env::current_exe()?,
         };
-        Ok(Box::new(ipc::IpcEngine::start(specs, &exe)?))
+        Ok(Box::new(ipc::IpcEngine::start(specs, &opts.pools, &exe)?))
     } else {
-        Ok(Box::new(inproc::InProcess::start(specs)?))
+        Ok(Box::new(inproc::InProcess::start(specs, &opts.reentrant)?))
     }
 }
 
@@ -148,7 +220,10 @@ pub fn deploy(specs: &[FunctionSpec], opts: &RunOptions) -> Result<Box<dyn Engin
 pub struct RequestRecord {
     pub input: String,
     pub rc: i32,
+    /// The output as text (invalid UTF-8 replaced).
     pub output: String,
+    /// The output bytes in lowercase hex, lossless.
+    pub output_hex: String,
     pub output_len: usize,
 }
 
@@ -174,6 +249,13 @@ pub struct RunReport {
     /// Round trip of one nested call as the calling worker sees it,
     /// including the callee's own work.
     pub nested_call_latency: Option<Percentiles>,
+    /// `--ipc`: worker processes started per function (the pool sizes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<std::collections::BTreeMap<String, u64>>,
+    /// In-process: workers created per function (1, more for re-entrant
+    /// functions that were re-entered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<std::collections::BTreeMap<String, u64>>,
     pub wall_ns: u64,
 }
 
@@ -199,9 +281,11 @@ pub fn run(
     let mut raw = Vec::with_capacity(inputs.len());
     let start = Instant::now();
     for pass in 0..opts.repeat.max(1) {
-        for input in inputs {
+        for (i, input) in inputs.iter().enumerate() {
             let t = Instant::now();
-            let r = engine.request(root, input)?;
+            let r = engine
+                .request(root, input)
+                .with_context(|| format!("input {} ({:?})", i + 1, escape(input)))?;
             latencies.push(t.elapsed().as_nanos() as u64);
             if pass == 0 {
                 raw.push(r);
@@ -210,6 +294,7 @@ pub fn run(
     }
     let wall_ns = start.elapsed().as_nanos() as u64;
     let calls = engine.call_counts();
+    let instances = engine.instances();
     let nested = engine.shutdown()?;
     let results = inputs
         .iter()
@@ -218,6 +303,7 @@ pub fn run(
             input: String::from_utf8_lossy(i).into_owned(),
             rc: r.rc,
             output: String::from_utf8_lossy(&r.output).into_owned(),
+            output_hex: r.output.iter().map(|b| format!("{b:02x}")).collect(),
             output_len: r.output.len(),
         })
         .collect();
@@ -236,6 +322,8 @@ pub fn run(
         external: [(root.to_string(), latencies.len() as u64)].into(),
         request_latency: Percentiles::of(&latencies),
         nested_call_latency: Percentiles::of(&nested),
+        processes: opts.ipc.then(|| instances.clone()),
+        workers: (!opts.ipc).then_some(instances),
         wall_ns,
     })
 }

@@ -13,7 +13,7 @@ pub enum Msg {
     Ready {
         error: String,
     },
-    /// engine → worker: run the function at this depth.
+    /// engine → worker: run the function (its call is at this depth).
     Call {
         depth: i32,
         input: Vec<u8>,
@@ -33,8 +33,9 @@ pub enum Msg {
         rc: i32,
         output: Vec<u8>,
     },
-    /// engine → worker: destroy workers and exit; the worker answers with
-    /// `Stats` carrying its nested-call times (ns, little-endian u64s).
+    /// engine → worker: exit (the worker is not destroyed, the library not
+    /// unloaded, as on nightcore); the worker answers with `Stats` carrying
+    /// its nested-call times (ns, little-endian u64s).
     Shutdown,
     Stats {
         times: Vec<u8>,
@@ -44,6 +45,19 @@ pub enum Msg {
 const MAX_FRAME: u64 = 1 << 30;
 
 impl Msg {
+    /// The message's name, for protocol errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Ready { .. } => "Ready",
+            Msg::Call { .. } => "Call",
+            Msg::Result { .. } => "Result",
+            Msg::Invoke { .. } => "Invoke",
+            Msg::Reply { .. } => "Reply",
+            Msg::Shutdown => "Shutdown",
+            Msg::Stats { .. } => "Stats",
+        }
+    }
+
     fn parts(&self) -> (u8, i32, &[u8], &[u8]) {
         match self {
             Msg::Ready { error } => (1, 0, error.as_bytes(), &[]),

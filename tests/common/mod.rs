@@ -52,6 +52,9 @@ pub struct Workflow {
     /// (function name, library file name)
     pub functions: Vec<(String, String)>,
     pub keywords: Vec<String>,
+    /// Functions declared re-entrant (`run --reentrant`): the in-process
+    /// host serves their recursion with extra workers instead of failing.
+    pub reentrant: Vec<String>,
 }
 
 pub fn workflows() -> Vec<Workflow> {
@@ -76,6 +79,10 @@ pub fn workflows() -> Vec<Workflow> {
                 .iter()
                 .map(|k| k.as_str().unwrap().to_string())
                 .collect(),
+            reentrant: w["reentrant"]
+                .as_array()
+                .map(|a| a.iter().map(|k| k.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -89,6 +96,19 @@ impl Workflow {
         f.iter()
             .map(|(n, lib)| format!("{n}={}", dir.join(lib).display()))
             .collect()
+    }
+}
+
+impl Workflow {
+    /// `faasfuse run` arguments serving the unfused deployment of a fixture
+    /// variant: [`Workflow::deploy_args`] plus `--reentrant` for each
+    /// function the workflow declares re-entrant.
+    pub fn run_args(&self, variant: &str) -> Vec<String> {
+        let mut a = self.deploy_args(variant);
+        for f in &self.reentrant {
+            a.extend(["--reentrant".to_string(), f.clone()]);
+        }
+        a
     }
 }
 
@@ -251,4 +271,101 @@ pub fn assert_elflint_clean(path: &Path) {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// A process-model workflow of tests/data/pm_workflows.json, its test
+/// functions built (see [`build_pm_libs`]).
+pub struct PmWorkflow {
+    pub name: String,
+    pub root: String,
+    /// (function name, built library), root first.
+    pub functions: Vec<(String, PathBuf)>,
+    pub inputs: Vec<Vec<u8>>,
+}
+
+impl PmWorkflow {
+    /// `NAME=PATH` arguments deploying it (for `run` or `merge`), root first.
+    pub fn deploy_args(&self) -> Vec<String> {
+        self.functions
+            .iter()
+            .map(|(n, p)| format!("{n}={}", p.display()))
+            .collect()
+    }
+    /// The built library of function `name`.
+    pub fn lib(&self, name: &str) -> &Path {
+        &self.functions.iter().find(|(n, _)| n == name).unwrap().1
+    }
+}
+
+/// Build every process-model test function (tests/data/pm_*.c) once per
+/// test binary and return the workflows of tests/data/pm_workflows.json
+/// with their libraries: the unfused deployments whose `run --ipc` answers
+/// a fused image of the same functions must reproduce.
+pub fn build_pm_libs() -> &'static [PmWorkflow] {
+    static W: OnceLock<Vec<PmWorkflow>> = OnceLock::new();
+    W.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let dir = scratch_dir(&format!("pm-libs-{stem}"));
+        let text = std::fs::read_to_string(repo().join("tests/data/pm_workflows.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut built: std::collections::BTreeMap<String, PathBuf> = Default::default();
+        v["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let root = w["root"].as_str().unwrap().to_string();
+                let mut functions: Vec<(String, PathBuf)> = w["functions"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(name, src)| {
+                        let src = src.as_str().unwrap().to_string();
+                        let lib = built
+                            .entry(src.clone())
+                            .or_insert_with(|| build_test_lib(&src, &dir))
+                            .clone();
+                        (name.clone(), lib)
+                    })
+                    .collect();
+                functions.sort_by_key(|(n, _)| n != &root);
+                PmWorkflow {
+                    name: w["name"].as_str().unwrap().to_string(),
+                    root,
+                    functions,
+                    inputs: w["inputs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().as_bytes().to_vec())
+                        .collect(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// The process-model workflow called `name`.
+pub fn pm_workflow(name: &str) -> &'static PmWorkflow {
+    build_pm_libs().iter().find(|w| w.name == name).unwrap()
+}
+
+/// Write inputs as `run --inputs-format len32` records (a 4-byte
+/// little-endian length, then the bytes) into a file in the test temp dir.
+pub fn len32_file(name: &str, inputs: &[Vec<u8>]) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("inputs-{name}-{}.len32", std::process::id()));
+    let mut data = Vec::new();
+    for i in inputs {
+        data.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        data.extend_from_slice(i);
+    }
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Lowercase hex of bytes, as `run --json` reports `output_hex`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

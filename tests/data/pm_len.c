@@ -1,0 +1,21 @@
+/* Len (process model): "len=<strlen(in)> nul=<in[len] == 0> n=<len>".
+ * The platform hands every call a private copy of its input followed by a
+ * NUL, so strlen(in) == len for text inputs. */
+#include <stdio.h>
+#include "example_worker.h"
+
+int faas_init(void) { return 0; }
+int faas_create_func_worker(void *ctx, faas_invoke_fn i, faas_append_fn a, void **h)
+{
+    return worker_create(ctx, i, a, h);
+}
+int faas_destroy_func_worker(void *h) { free(h); return 0; }
+
+int faas_func_call(void *h, const char *in, size_t len)
+{
+    struct worker *w = h;
+    char buf[96];
+    snprintf(buf, sizeof buf, "len=%zu nul=%d n=%zu", strlen(in), in[len] == 0, len);
+    worker_puts(w, buf);
+    return 0;
+}

@@ -1,0 +1,22 @@
+/* Relay (process model): "[" Echo(in) "]", binary-safe. */
+#include "example_worker.h"
+
+int faas_init(void) { return 0; }
+int faas_create_func_worker(void *ctx, faas_invoke_fn i, faas_append_fn a, void **h)
+{
+    return worker_create(ctx, i, a, h);
+}
+int faas_destroy_func_worker(void *h) { free(h); return 0; }
+
+int faas_func_call(void *h, const char *in, size_t len)
+{
+    struct worker *w = h;
+    const char *out;
+    size_t out_len;
+    if (w->invoke(w->ctx, "Echo", in, len, &out, &out_len) != 0)
+        return -1;
+    worker_puts(w, "[");
+    w->append(w->ctx, out, out_len);
+    worker_puts(w, "]");
+    return 0;
+}
