@@ -369,3 +369,78 @@ pub fn len32_file(name: &str, inputs: &[Vec<u8>]) -> PathBuf {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `faasfuse run --json` of `deploy` with `inputs` as len32 records.
+pub fn pm_command(
+    deploy: &[String],
+    root: &str,
+    inputs: &[Vec<u8>],
+    ipc: bool,
+    extra: &[&str],
+    tag: &str,
+) -> std::process::Command {
+    let file = len32_file(&format!("pm-{tag}-{ipc}"), inputs);
+    let mut cmd = faasfuse();
+    cmd.arg("run")
+        .args(deploy)
+        .args(extra)
+        .arg("--inputs")
+        .arg(&file)
+        .args(["--inputs-format", "len32", "--json"]);
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(root);
+    cmd
+}
+
+/// Serve `inputs` (must succeed); the report, and each result's rc and
+/// exact output bytes (from `output_hex`).
+pub fn pm_serve(
+    deploy: &[String],
+    root: &str,
+    inputs: &[Vec<u8>],
+    ipc: bool,
+    extra: &[&str],
+    tag: &str,
+) -> (serde_json::Value, Vec<(i64, Vec<u8>)>, String) {
+    let out = run_ok(&mut pm_command(deploy, root, inputs, ipc, extra, tag));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results: Vec<(i64, Vec<u8>)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let h = r["output_hex"].as_str().unwrap();
+            let bytes = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect();
+            (r["rc"].as_i64().unwrap(), bytes)
+        })
+        .collect();
+    assert_eq!(results.len(), inputs.len(), "one result per input");
+    (
+        report,
+        results,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Serve `inputs`, expecting the run to fail; its exit code and stderr.
+pub fn pm_fail(
+    deploy: &[String],
+    root: &str,
+    inputs: &[Vec<u8>],
+    ipc: bool,
+    extra: &[&str],
+    tag: &str,
+) -> (i32, String) {
+    let out = pm_command(deploy, root, inputs, ipc, extra, tag)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{tag}: run should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{tag}: {err}");
+    (out.status.code().unwrap_or(-1), err)
+}
