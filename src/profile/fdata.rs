@@ -204,9 +204,14 @@ pub fn is_preaggregated(text: &str) -> bool {
         })
 }
 
-/// Which `--lib` an `.fdata` file describes: the only one, or the one its
-/// file stem names (`Foo.fdata`, `libfoo.so.fdata`).
-fn lib_for(path: &Path, libs: &[Lib]) -> Result<usize> {
+/// Which library an `.fdata` file describes. An `.fdata` names no image
+/// (perf2bolt writes one per binary, by symbol name and offset), so: the
+/// only library; else the one its file stem names (`Foo.fdata`,
+/// `libfoo.so.fdata`, as `faasfuse profile --fdata-dir` writes them); else
+/// the only library in which every location of the file is an instruction
+/// of the named function (function libraries share names such as
+/// `faas_func_call`, not their code).
+fn lib_for(path: &Path, text: &str, libs: &[Lib]) -> Result<usize> {
     if libs.len() == 1 {
         return Ok(0);
     }
@@ -214,27 +219,123 @@ fn lib_for(path: &Path, libs: &[Lib]) -> Result<usize> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    libs.iter()
-        .position(|l| {
-            l.name == stem
-                || l.image.path.file_name().is_some_and(|f| f.to_string_lossy() == stem)
-        })
-        .ok_or_else(|| {
-            InputError::new(
-                path,
-                "cannot tell which --lib this .fdata describes: name it NAME.fdata or give one --lib",
-            )
-            .into()
-        })
+    if let Some(i) = libs.iter().position(|l| {
+        l.name == stem
+            || l.image
+                .path
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy() == stem)
+    }) {
+        return Ok(i);
+    }
+    let fits: Vec<(usize, usize)> = libs.iter().map(|l| fit(text, l)).collect();
+    let whole: Vec<usize> = (0..libs.len())
+        .filter(|&i| fits[i].1 > 0 && fits[i].0 == fits[i].1)
+        .collect();
+    let names = |ix: &[usize]| -> String {
+        ix.iter()
+            .map(|&i| libs[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let why = match whole.as_slice() {
+        [one] => return Ok(*one),
+        [] => {
+            let best = (0..libs.len()).max_by_key(|&i| fits[i].0);
+            match best {
+                Some(b) if fits[b].1 > 0 => format!(
+                    "matches none of the libraries ({} fits {} of {} locations)",
+                    libs[b].name, fits[b].0, fits[b].1
+                ),
+                _ => "names no function location".to_string(),
+            }
+        }
+        many => format!("fits several libraries ({})", names(many)),
+    };
+    Err(InputError::new(
+        path,
+        format!("cannot tell which library this .fdata describes: it {why}; name it NAME.fdata or give it as NAME=FILE"),
+    )
+    .into())
+}
+
+/// How many of the first records of an `.fdata` name only instruction
+/// boundaries inside functions of `lib` (PLT entries aside): (fitting, all).
+fn fit<'a>(text: &'a str, lib: &Lib) -> (usize, usize) {
+    const CHECKED: usize = 4096;
+    let mut starts: std::collections::HashMap<&'a str, Option<std::collections::HashSet<u64>>> =
+        Default::default();
+    let mut fits = |name: &'a str, off: &str| -> bool {
+        let Ok(off) = u64::from_str_radix(off.trim_start_matches("0x"), 16) else {
+            return false;
+        };
+        let set = starts.entry(name).or_insert_with(|| {
+            let s = lib.symbols.by_bolt_name(name)?;
+            let code = lib.image.read_vaddr(s.start, s.size as usize)?;
+            let mut d = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE);
+            let mut set = std::collections::HashSet::new();
+            while d.can_decode() {
+                set.insert(d.decode().ip());
+            }
+            Some(set)
+        });
+        set.as_ref().is_some_and(|s| s.contains(&off))
+    };
+    let (mut ok, mut all) = (0, 0);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let mut locs: Vec<(&'a str, &'a str)> = match f.as_slice() {
+            ["1", a, ao, "1", b, bo, _, _] => vec![(a, ao), (b, bo)],
+            ["1", a, ao, _, _, _, _, _] | ["1", a, ao, _] => vec![(a, ao)],
+            _ => continue,
+        };
+        // Every library has PLT entries at offset 0: no evidence.
+        locs.retain(|(n, _)| !n.ends_with("@PLT"));
+        if locs.is_empty() {
+            continue;
+        }
+        all += 1;
+        ok += locs.iter().all(|&(n, o)| fits(n, o)) as usize;
+        if all == CHECKED {
+            break;
+        }
+    }
+    (ok, all)
 }
 
 /// Read an `.fdata` or pre-aggregated profile over `libs`.
 pub fn ingest(path: &Path, text: &str, libs: &[Lib]) -> Result<Profile> {
+    ingest_for(path, text, libs, None)
+}
+
+/// [`ingest`], with the library an `.fdata` describes given (an index
+/// into `libs`) or found by [`lib_for`].
+pub fn ingest_for(path: &Path, text: &str, libs: &[Lib], lib: Option<usize>) -> Result<Profile> {
     let mut accs: Vec<Acc> = libs.iter().map(|_| Acc::default()).collect();
     if is_preaggregated(text) {
-        read_preaggregated(path, text, libs, &mut accs)?;
+        // Plain addresses belong to the library given, if one is.
+        let r = lib.map_or(0..libs.len(), |l| l..l + 1);
+        read_preaggregated(path, text, &libs[r.clone()], &mut accs[r])?;
     } else {
-        let l = lib_for(path, libs)?;
+        let l = match lib {
+            Some(l) => {
+                let (ok, all) = fit(text, &libs[l]);
+                // A profile of another build (or library) of it.
+                if ok * 2 < all {
+                    return Err(InputError::new(
+                        path,
+                        format!(
+                            "given as {}'s profile, but only {ok} of its {all} records name instructions of {}",
+                            libs[l].name,
+                            libs[l].image.path.display()
+                        ),
+                    )
+                    .into());
+                }
+                l
+            }
+            None => lib_for(path, text, libs)?,
+        };
         read_fdata(path, text, &libs[l], &mut accs[l])?;
     }
     let mut p = Profile::new(vec![path.display().to_string()]);
