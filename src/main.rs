@@ -118,9 +118,10 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
         /// A profile of the unfused deployment, of any kind `faasfuse plan`
-        /// reads (perf.data, BOLT .fdata or pre-aggregated text, profile or
-        /// weights JSON, a `run --json` trace), recognised by content; a
-        /// perf.data is read over the given libraries, matched by build-id.
+        /// reads (perf.data, BOLT .fdata as FILE or NAME=FILE, pre-aggregated
+        /// text, profile or weights JSON, a `run --json` trace), recognised
+        /// by content; a perf.data is read over the given libraries, matched
+        /// by build-id.
         /// Fuse only the callees the planner chooses for the root (hot
         /// edges, within budgets), and say why per callee; without it every
         /// reachable callee is fused. Repeat to sum several profiles.

@@ -228,10 +228,8 @@ fn lib_for(path: &Path, text: &str, libs: &[Lib]) -> Result<usize> {
     }) {
         return Ok(i);
     }
-    let fits: Vec<(usize, usize)> = libs.iter().map(|l| fit(text, l)).collect();
-    let whole: Vec<usize> = (0..libs.len())
-        .filter(|&i| fits[i].1 > 0 && fits[i].0 == fits[i].1)
-        .collect();
+    let fits: Vec<Fit> = libs.iter().map(|l| fit(text, l)).collect();
+    let whole: Vec<usize> = (0..libs.len()).filter(|&i| fits[i].whole()).collect();
     let names = |ix: &[usize]| -> String {
         ix.iter()
             .map(|&i| libs[i].name.as_str())
@@ -241,11 +239,11 @@ fn lib_for(path: &Path, text: &str, libs: &[Lib]) -> Result<usize> {
     let why = match whole.as_slice() {
         [one] => return Ok(*one),
         [] => {
-            let best = (0..libs.len()).max_by_key(|&i| fits[i].0);
+            let best = (0..libs.len()).max_by_key(|&i| fits[i].ok);
             match best {
-                Some(b) if fits[b].1 > 0 => format!(
-                    "matches none of the libraries ({} fits {} of {} locations)",
-                    libs[b].name, fits[b].0, fits[b].1
+                Some(b) if fits[b].all > 0 => format!(
+                    "matches none of the libraries ({} fits {} of {} records)",
+                    libs[b].name, fits[b].ok, fits[b].all
                 ),
                 _ => "names no function location".to_string(),
             }
@@ -260,8 +258,8 @@ fn lib_for(path: &Path, text: &str, libs: &[Lib]) -> Result<usize> {
 }
 
 /// How many of the first records of an `.fdata` name only instruction
-/// boundaries inside functions of `lib` (PLT entries aside): (fitting, all).
-fn fit<'a>(text: &'a str, lib: &Lib) -> (usize, usize) {
+/// boundaries inside functions of `lib` (PLT entries aside).
+fn fit<'a>(text: &'a str, lib: &Lib) -> Fit {
     const CHECKED: usize = 4096;
     let mut starts: std::collections::HashMap<&'a str, Option<std::collections::HashSet<u64>>> =
         Default::default();
@@ -281,7 +279,7 @@ fn fit<'a>(text: &'a str, lib: &Lib) -> (usize, usize) {
         });
         set.as_ref().is_some_and(|s| s.contains(&off))
     };
-    let (mut ok, mut all) = (0, 0);
+    let (mut ok, mut all, mut ok_count, mut all_count) = (0, 0, 0u64, 0u64);
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let mut locs: Vec<(&'a str, &'a str)> = match f.as_slice() {
@@ -294,13 +292,39 @@ fn fit<'a>(text: &'a str, lib: &Lib) -> (usize, usize) {
         if locs.is_empty() {
             continue;
         }
+        let count = f.last().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
         all += 1;
-        ok += locs.iter().all(|&(n, o)| fits(n, o)) as usize;
+        all_count += count;
+        if locs.iter().all(|&(n, o)| fits(n, o)) {
+            ok += 1;
+            ok_count += count;
+        }
         if all == CHECKED {
             break;
         }
     }
-    (ok, all)
+    Fit {
+        ok,
+        all,
+        ok_count,
+        all_count,
+    }
+}
+
+/// How well an `.fdata` fits a library: records (and their counts) whose
+/// locations are all instructions of the named functions, of all records.
+#[derive(Debug, Clone, Copy)]
+struct Fit {
+    ok: usize,
+    all: usize,
+    ok_count: u64,
+    all_count: u64,
+}
+
+impl Fit {
+    fn whole(&self) -> bool {
+        self.all > 0 && self.ok == self.all
+    }
 }
 
 /// Read an `.fdata` or pre-aggregated profile over `libs`.
@@ -319,14 +343,22 @@ pub fn ingest_for(path: &Path, text: &str, libs: &[Lib], lib: Option<usize>) -> 
     } else {
         let l = match lib {
             Some(l) => {
-                let (ok, all) = fit(text, &libs[l]);
-                // A profile of another build (or library) of it.
-                if ok * 2 < all {
+                // A profile of another library, or of another build of it:
+                // most of its counts, or all of another library's, elsewhere.
+                let f = fit(text, &libs[l]);
+                let other =
+                    (0..libs.len()).find(|&o| o != l && !f.whole() && fit(text, &libs[o]).whole());
+                if f.ok_count * 2 < f.all_count || other.is_some() {
+                    let fits_other = other
+                        .map(|o| format!(" (all fit {})", libs[o].name))
+                        .unwrap_or_default();
                     return Err(InputError::new(
                         path,
                         format!(
-                            "given as {}'s profile, but only {ok} of its {all} records name instructions of {}",
+                            "given as {}'s profile, but only {} of its {} records name instructions of {}{fits_other}",
                             libs[l].name,
+                            f.ok,
+                            f.all,
                             libs[l].image.path.display()
                         ),
                     )
