@@ -213,6 +213,24 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
     let out = d.join("libfrontend.fused.so");
     assert_frontend_group(&m, &stdout, &out);
     check_fused_serves(&out, "pi-dwarf");
+
+    // perf's pipe format (`perf record -o - > FILE`) reads the same way.
+    let pipe = std::fs::File::create(d.join("pipe.data")).unwrap();
+    let o = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
+        .args(["-o", "-", "--"])
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run")
+        .args(fanout().deploy_args("default"))
+        .arg("--inputs")
+        .arg(&inputs)
+        .args(["--quiet", "--repeat", "25", "--", "Frontend"])
+        .stdout(pipe)
+        .output()
+        .expect("perf (Debian linux-perf)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (stdout, m) = merge_as_typed(&d, &["pipe.data"], "pipe.so");
+    assert_frontend_group(&m, &stdout, &d.join("pipe.so"));
 }
 
 #[test]
@@ -241,6 +259,25 @@ fn lbr_perf_data_fdata_and_json_give_the_same_decision() {
     // A name that says nothing: the content says it is the root's.
     std::fs::copy(d.join("fdata/frontend.fdata"), d.join("perf.fdata")).unwrap();
 
+    // BOLT's pre-aggregated text of the root's branches, by build-id.
+    let p: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("profile.json")).unwrap()).unwrap();
+    let img = &p["images"]["frontend"];
+    let id = img["build_id"].as_str().unwrap();
+    let mut text = String::new();
+    for b in img["branches"].as_array().unwrap() {
+        let to = b["to"]
+            .as_u64()
+            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
+        text += &format!(
+            "B {id}:{:x} {to} {} {}\n",
+            b["from"].as_u64().unwrap(),
+            b["count"],
+            b["mispred"]
+        );
+    }
+    std::fs::write(d.join("perf.preagg"), text).unwrap();
+
     let (stdout, from_perf) = merge_as_typed(&d, &["perf.data"], "a.so");
     assert_frontend_group(&from_perf, &stdout, &d.join("a.so"));
     let mut outputs = vec![std::fs::read(d.join("a.so")).unwrap()];
@@ -248,6 +285,7 @@ fn lbr_perf_data_fdata_and_json_give_the_same_decision() {
         (&["perf.fdata"][..], "b.so"),
         (&["frontend=fdata/frontend.fdata"][..], "c.so"),
         (&["profile.json"][..], "d.so"),
+        (&["perf.preagg"][..], "f.so"),
         // Callees' .fdata add their own images' counts, no RPC edges.
         (&["perf.fdata", "fdata/Pricing.fdata"][..], "e.so"),
     ] {
