@@ -98,12 +98,26 @@ pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
     })?;
     let kind = if text.trim_start().starts_with('{') {
         Kind::Json
-    } else if text.trim().is_empty() {
-        return Err(InputError::new(path, "not a profile: empty").into());
-    } else {
+    } else if looks_bolt(&text) {
         Kind::Bolt
+    } else {
+        return Err(InputError::new(
+            path,
+            "not a profile: neither a perf.data, JSON, a BOLT .fdata nor pre-aggregated text",
+        )
+        .into());
     };
     Ok((kind, Some(text)))
+}
+
+/// Whether the first record of `text` is one of BOLT's (`.fdata`: a
+/// location kind or a header; pre-aggregated: a record letter).
+fn looks_bolt(text: &str) -> bool {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+    matches!(
+        first.and_then(|l| l.split_whitespace().next()),
+        Some("no_lbr" | "boltedcollection" | "0" | "1" | "2" | "3" | "4")
+    ) || fdata::is_preaggregated(text)
 }
 
 /// Read a perf.data or BOLT profile over `libs` (the deployment's
