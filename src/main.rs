@@ -87,6 +87,10 @@ faasfuse run libecho.so --inputs records.bin --inputs-format len32 --json -- Ech
         /// `faasfuse build` writes), in addition to any given libraries.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// The library of a --config function as NAME=PATH (repeatable), for
+        /// a config without `library` fields (nightcore's own).
+        #[arg(long = "lib", value_name = "NAME=PATH", requires = "config")]
+        libs: Vec<String>,
         /// Run every function in a pool of worker processes, nightcore's
         /// model (real IPC per call).
         #[arg(long)]
@@ -126,6 +130,8 @@ through RPC call sites (see `faasfuse inspect`).\n\n\
 The output is verified (`faasfuse verify`) before it replaces OUT.so; on any error no \
 output file appears. Same inputs give the same bytes.",
         after_help = "Examples:\n  faasfuse merge libfoo.so libbar.so -o libfoo.fused.so\n  \
+faasfuse merge libfoo.so libbar.so --profile perf.data -o libfoo.fused.so\n  \
+faasfuse merge libfoo.so libbar.so --profile Foo=foo.fdata -o libfoo.fused.so\n  \
 faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.so --manifest fused.json"
     )]
     Merge {
@@ -138,11 +144,16 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// Also write the manifest (inputs, edges, RPC sites, decisions) as JSON.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
-        /// A profile (see `faasfuse plan --help`): fuse only the callees the
-        /// planner chooses for the root among the given libraries (hot
-        /// edges, within budgets); without it every reachable callee is fused.
+        /// A profile of the unfused deployment, of any kind `faasfuse plan`
+        /// reads (perf.data, BOLT .fdata as FILE or NAME=FILE, pre-aggregated
+        /// text, profile or weights JSON, a `run --json` trace), recognised
+        /// by content; a perf.data is read over the given libraries, matched
+        /// by build-id.
+        /// Fuse only the callees the planner chooses for the root (hot
+        /// edges, within budgets), and say why per callee; without it every
+        /// reachable callee is fused. Repeat to sum several profiles.
         #[arg(long, value_name = "PROFILE")]
-        profile: Option<PathBuf>,
+        profile: Vec<PathBuf>,
         /// Print the manifest as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -179,11 +190,23 @@ to 14 candidate callees are solved exactly (every subset), larger ones by a beam
 (width 4096 / candidates, at least 4). With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
-PROFILE is a profile JSON from `faasfuse profile`, a weights JSON \
-({\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}}), \
-or a platform trace (a `faasfuse run --json` report): sampled inputs are summed, and a \
-trace's exact call counts replace them for every caller it saw.",
-        after_help = "Examples:\n  faasfuse plan --config func_config.json --profile profile.json\n  \
+PROFILE is any profile faasfuse reads, recognised by its content, not its name:\n\
+- a perf.data (file or pipe format; LBR branch stacks or call chains, `-g` or \
+`--call-graph dwarf`), read over the deployment's libraries matched by build-id (as \
+`faasfuse profile --lib` does); a perf.data that maps none of them is an error;\n\
+- a BOLT .fdata (perf2bolt's or `faasfuse profile --fdata-dir`'s): it names no image, so \
+it belongs to the library its file stem names (Foo.fdata, libfoo.so.fdata), else to the \
+only library whose code has an instruction at every location it names; give NAME=FILE \
+to say which function's library it is;\n\
+- BOLT pre-aggregated text (`B`/`S`/`T` records; build-id:address locations, or plain \
+addresses with NAME=FILE);\n\
+- a profile JSON from `faasfuse profile`, a weights JSON \
+({\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}});\n\
+- a platform trace (a `faasfuse run --json` report).\n\
+Sampled inputs are summed, and a trace's exact call counts replace them for every caller \
+it saw.",
+        after_help = "Examples:\n  faasfuse plan --config func_config.json --profile perf.data\n  \
+faasfuse plan --config func_config.json --lib Foo=libfoo.so --lib Bar=libbar.so --profile Foo.fdata\n  \
 faasfuse plan --config func_config.json --profile new.json --previous plan.json -o plan.json --svg graph.svg"
     )]
     Plan {
@@ -262,11 +285,17 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
 /// What `plan` and `build` read.
 #[derive(clap::Args)]
 struct PlanInputs {
-    /// The deployment (nightcore func_config.json with `library` per entry).
+    /// The deployment: nightcore's func_config.json, with a `library` per
+    /// entry or the libraries given with --lib.
     #[arg(long, value_name = "func_config.json")]
     config: PathBuf,
-    /// One or more: profiles from `faasfuse profile`, weights files, or
-    /// platform traces (`faasfuse run --json` reports).
+    /// The library of function NAME (repeatable), for a config without
+    /// `library` fields (nightcore's own); replaces a `library` field.
+    #[arg(long = "lib", value_name = "NAME=PATH")]
+    libs: Vec<String>,
+    /// One or more profiles of any kind (see --help): perf.data, BOLT
+    /// .fdata ([NAME=]FILE) or pre-aggregated text, `faasfuse profile` or
+    /// weights JSON, platform traces (`faasfuse run --json` reports).
     #[arg(long, value_name = "PROFILE", required = true, num_args = 1..)]
     profile: Vec<PathBuf>,
     /// The plan in force; its groups are kept unless clearly beaten.
@@ -333,9 +362,16 @@ fn planning_inputs(
     faasfuse::plan::Weights,
     Option<faasfuse::plan::Plan>,
 )> {
+    let config = faasfuse::plan::Config::load_with(&i.config, &i.libs)?;
+    let functions: Vec<(String, PathBuf)> = config
+        .functions
+        .iter()
+        .map(|f| (f.func_name.clone(), f.library.clone()))
+        .collect();
+    let weights = faasfuse::plan::load_weights(&i.profile, &functions)?;
     Ok((
-        faasfuse::plan::Config::load(&i.config)?,
-        faasfuse::plan::load_weights(&i.profile)?,
+        config,
+        weights,
         i.previous
             .as_deref()
             .map(faasfuse::plan::Plan::load)
@@ -368,6 +404,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run {
             functions,
             config,
+            libs,
             ipc,
             reentrant,
             repeat,
@@ -391,7 +428,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ..RunOptions::default()
             };
             if let Some(c) = &config {
-                let c = faasfuse::plan::Config::load(c)?;
+                let c = faasfuse::plan::Config::load_with(c, &libs)?;
                 for f in &c.functions {
                     specs.push(faasfuse::host::FunctionSpec {
                         name: f.func_name.clone(),
@@ -459,8 +496,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             opts.check(&specs)?;
             let mut planned = None;
-            if let Some(p) = &profile {
-                let w = faasfuse::plan::load_weights(std::slice::from_ref(p))?;
+            if let Some(p) = profile.first() {
+                let functions: Vec<(String, PathBuf)> = specs
+                    .iter()
+                    .map(|s| (s.name.clone(), s.path.clone()))
+                    .collect();
+                let w = faasfuse::plan::load_weights(&profile, &functions)?;
                 let (chosen, plan) = faasfuse::build::plan_merge(
                     &specs,
                     &w,

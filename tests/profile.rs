@@ -64,26 +64,14 @@ fn perf_available() -> bool {
 fn perf_record(tag: &str, w: &Workflow, how: &[&str], ipc: bool, repeat: usize) -> PathBuf {
     let data = dir().join(format!("{tag}.data"));
     let inputs = input_file(&format!("prof-{tag}"), &generate_inputs(w, 40, 3));
-    let mut cmd = Command::new("perf");
-    cmd.args(["record", "-q", "-o"])
-        .arg(&data)
-        .args(how)
-        .arg("--");
-    cmd.arg(env!("CARGO_BIN_EXE_faasfuse")).arg("run");
-    cmd.args(w.deploy_args("default"));
-    cmd.arg("--inputs")
-        .arg(&inputs)
-        .args(["--quiet", "--repeat"]);
-    cmd.arg(repeat.to_string());
-    if ipc {
-        cmd.arg("--ipc");
-    }
-    cmd.arg("--").arg(&w.root);
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "perf record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    perf_record_run(
+        &data,
+        how,
+        &w.deploy_args("default"),
+        &w.root,
+        &inputs,
+        repeat,
+        ipc,
     );
     data
 }
@@ -213,21 +201,13 @@ fn record_lbr(tag: &str, w: &Workflow, every: u64) -> (PathBuf, Truth) {
     let data = dir().join(format!("{tag}.data"));
     let truth = dir().join(format!("{tag}.truth.json"));
     let inputs = input_file(&format!("lbr-{tag}"), &generate_inputs(w, 30, 5));
-    run_ok(
-        faasfuse()
-            .arg("__record-lbr")
-            .arg("-o")
-            .arg(&data)
-            .args(["--every", &every.to_string(), "--truth"])
-            .arg(&truth)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_faasfuse"))
-            .arg("run")
-            .args(w.deploy_args("default"))
-            .arg("--inputs")
-            .arg(&inputs)
-            .args(["--quiet", "--"])
-            .arg(&w.root),
+    record_lbr_run(
+        &data,
+        every,
+        Some(&truth),
+        &w.deploy_args("default"),
+        &w.root,
+        &inputs,
     );
     let t = Truth::read(&truth).unwrap();
     (data, t)

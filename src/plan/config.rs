@@ -2,6 +2,8 @@
 //! `funcName`, `funcId`, `minWorkers`, `maxWorkers`) extended per entry with
 //! the function's `library` and optional `domain`, `entry`, `maxImageBytes`,
 //! `cpuBudget`, `memoryBytes`, `maxMemoryBytes` and `reentrant`. Unknown fields are kept and written back.
+//! nightcore's file unchanged (no `library`) works with the libraries given
+//! by function name (`--lib NAME=PATH`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ pub struct FuncEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_workers: Option<u64>,
     /// The function library (relative paths are relative to the config).
+    /// nightcore's own file has none: then `--lib NAME=PATH` supplies it.
+    #[serde(default)]
     pub library: PathBuf,
     /// Trust domain (tenant); functions of different domains never fuse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,10 +67,41 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
+        Self::load_with(path, &[])
+    }
+
+    /// Load `path`, with libraries given per function name as `NAME=PATH`
+    /// (`--lib`; relative to the working directory). A given library
+    /// replaces the entry's `library`; an entry needs one or the other.
+    pub fn load_with(path: &Path, libs: &[String]) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
         let mut functions: Vec<FuncEntry> = serde_json::from_str(&text)
             .map_err(|e| InputError::new(path, format!("not a function config: {e}")))?;
+        let mut given: Vec<(String, PathBuf)> = Vec::new();
+        for l in libs {
+            let Some((name, lib)) = l
+                .split_once('=')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            else {
+                return Err(InputError::new(
+                    l,
+                    "--lib takes NAME=PATH (the config's funcName and its library)",
+                )
+                .into());
+            };
+            if !functions.iter().any(|f| f.func_name == name) {
+                return Err(InputError::new(
+                    path,
+                    format!("--lib names function {name}, which this config does not list"),
+                )
+                .into());
+            }
+            if given.iter().any(|(n, _)| n == name) {
+                return Err(InputError::new(l, format!("--lib gives {name} twice")).into());
+            }
+            given.push((name.to_string(), std::path::absolute(lib)?));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let mut seen = BTreeSet::new();
         for f in &mut functions {
@@ -77,6 +112,18 @@ impl Config {
                 return Err(InputError::new(
                     path,
                     format!("function {} is listed twice", f.func_name),
+                )
+                .into());
+            }
+            if let Some((_, lib)) = given.iter().find(|(n, _)| *n == f.func_name) {
+                f.library = lib.clone();
+            } else if f.library.as_os_str().is_empty() {
+                return Err(InputError::new(
+                    path,
+                    format!(
+                        "function {} has no library: give --lib {}=PATH or a \"library\" field",
+                        f.func_name, f.func_name
+                    ),
                 )
                 .into());
             }

@@ -9,7 +9,7 @@ pub mod solve;
 pub mod synthetic;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use petgraph::visit::EdgeRef;
@@ -21,6 +21,8 @@ pub use render::{dot, table};
 use solve::{Limits, Verdict};
 
 use crate::error::InputError;
+use crate::profile::images::Lib;
+use crate::profile::planning::{self, Kind, ProfileArg};
 
 /// Planner settings; the defaults are documented in `faasfuse plan --help`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,13 +105,42 @@ impl Plan {
     }
 }
 
-/// Read one planning input: a profile JSON from `faasfuse profile`, a
-/// weights JSON (`calls`, `cpu`, `external`), or a platform trace (the
-/// `faasfuse run --json` report). Returns the weights and whether its call
-/// counts are exact (a trace) rather than sampled.
-fn read_weights(path: &Path) -> Result<(Weights, bool)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+/// Read one planning input, recognised by its content: a profile JSON
+/// from `faasfuse profile`, a weights JSON (`calls`, `cpu`, `external`), a
+/// platform trace (the `faasfuse run --json` report), a perf.data or a
+/// BOLT `.fdata` / pre-aggregated profile (read over the deployment's
+/// libraries, loaded into `libs` on first need). Returns the weights and
+/// whether its call counts are exact (a trace) rather than sampled.
+fn read_weights(
+    arg: &Path,
+    functions: &[(String, PathBuf)],
+    libs: &mut Option<Vec<Lib>>,
+) -> Result<(Weights, bool)> {
+    let arg = ProfileArg::parse(arg);
+    let path = arg.path.as_path();
+    let (kind, text) = planning::sniff(path)?;
+    if kind != Kind::Json {
+        if libs.is_none() {
+            *libs = Some(
+                functions
+                    .iter()
+                    .map(|(n, p)| Lib::load(n, p))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        let libs = libs.as_deref().unwrap_or_default();
+        let p = planning::read_over(&arg, kind, text.as_deref(), libs)?;
+        let w = Weights {
+            calls: p.calls,
+            cpu: p.cpu,
+            external: p.external,
+        };
+        return Ok((w, false));
+    }
+    if arg.function.is_some() {
+        return Err(InputError::new(path, "NAME=FILE is for an .fdata, not a JSON profile").into());
+    }
+    let text = text.unwrap_or_default();
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
     if v.get("calls").is_none() {
@@ -122,16 +153,18 @@ fn read_weights(path: &Path) -> Result<(Weights, bool)> {
     Ok((w, trace))
 }
 
-/// Combine planning inputs. Sampled inputs are summed (CPU shares
-/// averaged); a platform trace's exact call counts, which also name callees
-/// computed at run time, then replace the sampled counts of every caller
-/// the trace saw, and its request counts fill `external`.
-pub fn load_weights(paths: &[std::path::PathBuf]) -> Result<Weights> {
+/// Combine planning inputs over the deployment's `functions` (name,
+/// library). Sampled inputs are summed (CPU shares averaged); a platform
+/// trace's exact call counts, which also name callees computed at run
+/// time, then replace the sampled counts of every caller the trace saw,
+/// and its request counts fill `external`.
+pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Result<Weights> {
     let mut sampled = Weights::default();
     let mut traced = Weights::default();
     let mut sampled_inputs = 0;
+    let mut libs = None;
     for p in paths {
-        let (w, trace) = read_weights(p)?;
+        let (w, trace) = read_weights(p, functions, &mut libs)?;
         let into = if trace {
             &mut traced
         } else {

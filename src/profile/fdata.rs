@@ -204,9 +204,14 @@ pub fn is_preaggregated(text: &str) -> bool {
         })
 }
 
-/// Which `--lib` an `.fdata` file describes: the only one, or the one its
-/// file stem names (`Foo.fdata`, `libfoo.so.fdata`).
-fn lib_for(path: &Path, libs: &[Lib]) -> Result<usize> {
+/// Which library an `.fdata` file describes. An `.fdata` names no image
+/// (perf2bolt writes one per binary, by symbol name and offset), so: the
+/// only library; else the one its file stem names (`Foo.fdata`,
+/// `libfoo.so.fdata`, as `faasfuse profile --fdata-dir` writes them); else
+/// the only library in which every location of the file is an instruction
+/// of the named function (function libraries share names such as
+/// `faas_func_call`, not their code).
+fn lib_for(path: &Path, text: &str, libs: &[Lib]) -> Result<usize> {
     if libs.len() == 1 {
         return Ok(0);
     }
@@ -214,27 +219,155 @@ fn lib_for(path: &Path, libs: &[Lib]) -> Result<usize> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    libs.iter()
-        .position(|l| {
-            l.name == stem
-                || l.image.path.file_name().is_some_and(|f| f.to_string_lossy() == stem)
-        })
-        .ok_or_else(|| {
-            InputError::new(
-                path,
-                "cannot tell which --lib this .fdata describes: name it NAME.fdata or give one --lib",
-            )
-            .into()
-        })
+    if let Some(i) = libs.iter().position(|l| {
+        l.name == stem
+            || l.image
+                .path
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy() == stem)
+    }) {
+        return Ok(i);
+    }
+    let fits: Vec<Fit> = libs.iter().map(|l| fit(text, l)).collect();
+    let whole: Vec<usize> = (0..libs.len()).filter(|&i| fits[i].whole()).collect();
+    let names = |ix: &[usize]| -> String {
+        ix.iter()
+            .map(|&i| libs[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let why = match whole.as_slice() {
+        [one] => return Ok(*one),
+        [] => {
+            let best = (0..libs.len()).max_by_key(|&i| fits[i].ok);
+            match best {
+                Some(b) if fits[b].all > 0 => format!(
+                    "matches none of the libraries ({} fits {} of {} records)",
+                    libs[b].name, fits[b].ok, fits[b].all
+                ),
+                _ => "names no function location".to_string(),
+            }
+        }
+        many => format!("fits several libraries ({})", names(many)),
+    };
+    Err(InputError::new(
+        path,
+        format!("cannot tell which library this .fdata describes: it {why}; name it NAME.fdata or give it as NAME=FILE"),
+    )
+    .into())
+}
+
+/// How many of the first records of an `.fdata` name only instruction
+/// boundaries inside functions of `lib` (PLT entries aside).
+fn fit<'a>(text: &'a str, lib: &Lib) -> Fit {
+    const CHECKED: usize = 4096;
+    let mut starts: std::collections::HashMap<&'a str, Option<std::collections::HashSet<u64>>> =
+        Default::default();
+    let mut fits = |name: &'a str, off: &str| -> bool {
+        let Ok(off) = u64::from_str_radix(off.trim_start_matches("0x"), 16) else {
+            return false;
+        };
+        let set = starts.entry(name).or_insert_with(|| {
+            let s = lib.symbols.by_bolt_name(name)?;
+            let code = lib.image.read_vaddr(s.start, s.size as usize)?;
+            let mut d = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE);
+            let mut set = std::collections::HashSet::new();
+            while d.can_decode() {
+                set.insert(d.decode().ip());
+            }
+            Some(set)
+        });
+        set.as_ref().is_some_and(|s| s.contains(&off))
+    };
+    let (mut ok, mut all, mut ok_count, mut all_count) = (0, 0, 0u64, 0u64);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let mut locs: Vec<(&'a str, &'a str)> = match f.as_slice() {
+            ["1", a, ao, "1", b, bo, _, _] => vec![(a, ao), (b, bo)],
+            ["1", a, ao, _, _, _, _, _] | ["1", a, ao, _] => vec![(a, ao)],
+            _ => continue,
+        };
+        // Every library has PLT entries at offset 0: no evidence.
+        locs.retain(|(n, _)| !n.ends_with("@PLT"));
+        if locs.is_empty() {
+            continue;
+        }
+        let count = f.last().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        all += 1;
+        all_count += count;
+        if locs.iter().all(|&(n, o)| fits(n, o)) {
+            ok += 1;
+            ok_count += count;
+        }
+        if all == CHECKED {
+            break;
+        }
+    }
+    Fit {
+        ok,
+        all,
+        ok_count,
+        all_count,
+    }
+}
+
+/// How well an `.fdata` fits a library: records (and their counts) whose
+/// locations are all instructions of the named functions, of all records.
+#[derive(Debug, Clone, Copy)]
+struct Fit {
+    ok: usize,
+    all: usize,
+    ok_count: u64,
+    all_count: u64,
+}
+
+impl Fit {
+    fn whole(&self) -> bool {
+        self.all > 0 && self.ok == self.all
+    }
 }
 
 /// Read an `.fdata` or pre-aggregated profile over `libs`.
 pub fn ingest(path: &Path, text: &str, libs: &[Lib]) -> Result<Profile> {
+    ingest_for(path, text, libs, None)
+}
+
+/// [`ingest`], with the library an `.fdata` describes given (an index
+/// into `libs`) or found by [`lib_for`].
+pub fn ingest_for(path: &Path, text: &str, libs: &[Lib], lib: Option<usize>) -> Result<Profile> {
     let mut accs: Vec<Acc> = libs.iter().map(|_| Acc::default()).collect();
     if is_preaggregated(text) {
-        read_preaggregated(path, text, libs, &mut accs)?;
+        // Plain addresses belong to the library given, if one is.
+        let r = lib.map_or(0..libs.len(), |l| l..l + 1);
+        read_preaggregated(path, text, &libs[r.clone()], &mut accs[r])?;
     } else {
-        let l = lib_for(path, libs)?;
+        let l = match lib {
+            Some(l) => {
+                // A profile of another library, or of another build of it:
+                // most of its counts, or all of another library's, elsewhere.
+                let f = fit(text, &libs[l]);
+                let other =
+                    (0..libs.len()).find(|&o| o != l && !f.whole() && fit(text, &libs[o]).whole());
+                if f.ok_count * 2 < f.all_count || other.is_some() {
+                    let fits_other = other
+                        .map(|o| format!(" (all fit {})", libs[o].name))
+                        .unwrap_or_default();
+                    return Err(InputError::new(
+                        path,
+                        format!(
+                            "given as {}'s profile, but only {} of its {} records name instructions of {}{fits_other}",
+                            libs[l].name,
+                            f.ok,
+                            f.all,
+                            libs[l].image.path.display()
+                        ),
+                    )
+                    .into());
+                }
+                l
+            }
+            None => lib_for(path, text, libs)?,
+        };
         read_fdata(path, text, &libs[l], &mut accs[l])?;
     }
     let mut p = Profile::new(vec![path.display().to_string()]);

@@ -148,6 +148,9 @@ pub struct AddressSpaces<'a> {
     build_ids: HashMap<String, Vec<u8>>,
     /// Mapped files that are not function libraries, by name.
     pub dsos: Vec<String>,
+    /// The build-id each of `dsos` was mapped with (MMAP2 or perf's
+    /// build-id table), when known.
+    pub dso_build_ids: Vec<Option<Vec<u8>>>,
     dso_index: HashMap<String, usize>,
     /// Mapped file names matched to each library.
     pub matched_paths: Vec<Vec<String>>,
@@ -163,6 +166,7 @@ impl<'a> AddressSpaces<'a> {
             procs: HashMap::new(),
             build_ids: HashMap::new(),
             dsos: Vec::new(),
+            dso_build_ids: Vec::new(),
             dso_index: HashMap::new(),
             matched_paths: vec![Vec::new(); libs.len()],
         };
@@ -214,6 +218,7 @@ impl<'a> AddressSpaces<'a> {
             return i;
         }
         self.dsos.push(name.to_string());
+        self.dso_build_ids.push(None);
         self.dso_index.insert(name.to_string(), self.dsos.len() - 1);
         self.dsos.len() - 1
     }
@@ -236,7 +241,17 @@ impl<'a> AddressSpaces<'a> {
                     bias: m.addr.wrapping_sub(va),
                 }
             }
-            None => Target::Dso(self.dso(&m.filename)),
+            None => {
+                let d = self.dso(&m.filename);
+                if let Some(id) = m
+                    .build_id
+                    .as_ref()
+                    .or_else(|| self.build_ids.get(&m.filename))
+                {
+                    self.dso_build_ids[d] = Some(id.clone());
+                }
+                Target::Dso(d)
+            }
         };
         let maps = self.procs.entry(m.pid).or_default();
         // A new mapping replaces whatever it overlaps.

@@ -59,8 +59,26 @@ struct Ingest<'l> {
     locs: Vec<(Loc, Loc)>,
 }
 
+/// An executable file a perf.data maps that is none of the libraries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherImage {
+    pub path: String,
+    /// Hex build-id, when the profile records one.
+    pub build_id: Option<String>,
+}
+
 /// Read a perf.data and aggregate it over `libs`.
 pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> {
+    ingest_perf_seen(path, libs, opts).map(|(p, _)| p)
+}
+
+/// [`ingest_perf`], also returning the executable files the profile maps
+/// that are none of `libs` (what a profile of other builds does contain).
+pub fn ingest_perf_seen(
+    path: &Path,
+    libs: &[Lib],
+    opts: Options,
+) -> Result<(Profile, Vec<OtherImage>)> {
     let mut events = perfdata::open(path, opts.lenient)?;
     let header = events.reader.header.clone();
     let dwarf = header.pipe
@@ -114,7 +132,17 @@ pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> 
     ing.stats.records = rs.records;
     ing.stats.bad_records = rs.bad_records;
     ing.stats.lost_samples = rs.lost_samples;
-    Ok(ing.finish(vec![path.display().to_string()]))
+    let others = ing
+        .spaces
+        .dsos
+        .iter()
+        .zip(&ing.spaces.dso_build_ids)
+        .map(|(p, id)| OtherImage {
+            path: p.clone(),
+            build_id: id.as_deref().map(super::images::hex),
+        })
+        .collect();
+    Ok((ing.finish(vec![path.display().to_string()]), others))
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {

@@ -9,6 +9,7 @@ pub mod fdata;
 pub mod images;
 pub mod ingest;
 pub mod perfdata;
+pub mod planning;
 pub mod record;
 pub mod symbols;
 pub mod traces;

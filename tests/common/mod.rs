@@ -444,3 +444,72 @@ pub fn pm_fail(
     assert!(!err.contains("panicked"), "{tag}: {err}");
     (out.status.code().unwrap_or(-1), err)
 }
+
+/// `perf record -q -o DATA HOW -- faasfuse run DEPLOY --inputs INPUTS
+/// --quiet --repeat N [--ipc] -- ROOT`. Panics when perf cannot record (CI
+/// installs linux-perf): a profile test never passes without a profile.
+#[allow(clippy::too_many_arguments)]
+pub fn perf_record_run(
+    data: &Path,
+    how: &[&str],
+    deploy: &[String],
+    root: &str,
+    inputs: &Path,
+    repeat: usize,
+    ipc: bool,
+) {
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-o"])
+        .arg(data)
+        .args(how)
+        .arg("--");
+    cmd.arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run")
+        .args(deploy);
+    cmd.arg("--inputs")
+        .arg(inputs)
+        .args(["--quiet", "--repeat"])
+        .arg(repeat.to_string());
+    if ipc {
+        cmd.arg("--ipc");
+    }
+    cmd.arg("--").arg(root);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
+    assert!(
+        out.status.success(),
+        "perf record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `faasfuse __record-lbr -o DATA --every K [--truth FILE] -- faasfuse run
+/// DEPLOY --inputs INPUTS --quiet -- ROOT`: a real LBR perf.data with exact
+/// branch counts (`--every 1`), on any CPU.
+pub fn record_lbr_run(
+    data: &Path,
+    every: u64,
+    truth: Option<&Path>,
+    deploy: &[String],
+    root: &str,
+    inputs: &Path,
+) {
+    let mut cmd = faasfuse();
+    cmd.arg("__record-lbr")
+        .arg("-o")
+        .arg(data)
+        .args(["--every", &every.to_string()]);
+    if let Some(t) = truth {
+        cmd.arg("--truth").arg(t);
+    }
+    cmd.arg("--")
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run")
+        .args(deploy)
+        .arg("--inputs")
+        .arg(inputs)
+        .args(["--quiet", "--"])
+        .arg(root);
+    run_ok(&mut cmd);
+}
