@@ -31,12 +31,15 @@ q = r["request_latency"]
 print(f'{sys.argv[2]},{sys.argv[3]},{q["p50_ns"]/1000:.2f},{q["p99_ns"]/1000:.2f},{r["requests"]/(r["wall_ns"]/1e9):.0f}')
 PY
 }
-while IFS=$'\t' read -r name root _ libs; do
+while IFS=$'\t' read -r name root _ declare libs; do
+  # A function that calls itself is fused as re-entrant, so the in-process
+  # run below can serve it (the host never re-enters a function otherwise).
+  [ "$declare" = - ] && declare=
   # shellcheck disable=SC2086
   measure "$name" unfused-ipc "$root" $libs --ipc
   for level in none dispatch direct; do
     # shellcheck disable=SC2086
-    "$FF" merge $libs --lower "$level" -o "$OUT/$name-$level.so" > /dev/null
+    "$FF" merge $libs $declare --lower "$level" -o "$OUT/$name-$level.so" > /dev/null
     measure "$name" "fused-$level-ipc" "$root" "$root=$OUT/$name-$level.so" --ipc
   done
   measure "$name" fused-direct-in-process "$root" "$root=$OUT/$name-direct.so"

@@ -6,8 +6,9 @@
 Writes OUTDIR/func_config.json (every function of every workflow in
 fixtures/workflows.json, its library in LIBDIR, workflow roots as entries),
 OUTDIR/<workflow>.inputs (64 requests built from the workflow's keywords)
-and OUTDIR/workflows.tsv (name, root, function count, NAME=LIB arguments
-root first; tab-separated).
+and OUTDIR/workflows.tsv (name, root, function count, the `merge` option
+declaring its re-entrant functions or `-`, NAME=LIB arguments root first;
+tab-separated).
 """
 import itertools
 import json
@@ -31,6 +32,8 @@ for w in json.load(open("fixtures/workflows.json"))["workflows"]:
             f.write(" ".join(next(combos)) + "\n")
     fns = sorted(w["functions"].items(), key=lambda kv: kv[0] != w["root"])
     libs = " ".join(f"{n}={lib}/{l}" for n, l in fns)
-    rows.append(f'{w["name"]}\t{w["root"]}\t{len(fns)}\t{libs}\n')
+    reentrant = ",".join(w.get("reentrant", []))
+    declare = f"--reentrant={reentrant}" if reentrant else "-"
+    rows.append(f'{w["name"]}\t{w["root"]}\t{len(fns)}\t{declare}\t{libs}\n')
 json.dump(config, open(f"{out}/func_config.json", "w"), indent=2)
 open(f"{out}/workflows.tsv", "w").writelines(rows)

@@ -173,7 +173,7 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// default such a call stays an RPC through the host, because the
         /// platform never re-enters a busy worker process and a function may
         /// rely on that (state in globals, a static buffer).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
         reentrant: Vec<String>,
     },
     /// Choose fusion groups for a deployment from a profile.

@@ -201,10 +201,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// arguments; returns the manifest.
 pub fn fuse_workflow(w: &Workflow, variant: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
     let manifest = out.with_extension("json");
+    // Functions the workflow lists as re-entrant are declared so: their
+    // recursion runs inside the image, as the in-process host serves it.
     run_ok(
         faasfuse()
             .arg("merge")
-            .args(w.deploy_args(variant))
+            .args(w.run_args(variant))
             .arg("-o")
             .arg(out)
             .arg("--manifest")
