@@ -137,7 +137,8 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
                 .map(|e| e.weight().calls * f[&u])
                 .sum::<f64>()
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0
 }
 
 /// The first budget `members` break, if any.
