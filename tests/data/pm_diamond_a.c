@@ -2,12 +2,7 @@
  * "A[" B(in) "|" C(in) "]". */
 #include "example_worker.h"
 
-int faas_init(void) { return 0; }
-int faas_create_func_worker(void *ctx, faas_invoke_fn i, faas_append_fn a, void **h)
-{
-    return worker_create(ctx, i, a, h);
-}
-int faas_destroy_func_worker(void *h) { free(h); return 0; }
+EXAMPLE_WORKER_ENTRY_POINTS
 
 int faas_func_call(void *h, const char *in, size_t len)
 {

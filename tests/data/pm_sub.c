@@ -4,12 +4,7 @@
 
 static const char text[] = "abcdef";
 
-int faas_init(void) { return 0; }
-int faas_create_func_worker(void *ctx, faas_invoke_fn i, faas_append_fn a, void **h)
-{
-    return worker_create(ctx, i, a, h);
-}
-int faas_destroy_func_worker(void *h) { free(h); return 0; }
+EXAMPLE_WORKER_ENTRY_POINTS
 
 int faas_func_call(void *h, const char *in, size_t len)
 {
