@@ -48,7 +48,6 @@ impl Symbols {
             });
         }
         for (start, size, name) in plt_entries(image) {
-            let name = format!("{name}@PLT");
             syms.push(Sym {
                 start,
                 size,
@@ -153,8 +152,10 @@ fn function_symbols(image: &Image) -> Vec<(String, u64, u64, bool)> {
     out
 }
 
-/// PLT entries `(start, size, imported name)`, from the GOT slot each
-/// entry jumps through.
+/// PLT entries `(start, size, name)`: `puts@PLT`, named from the GOT slot
+/// the entry jumps through, and BOLT's `__BOLT_PSEUDO_.plt` for the head of
+/// a PLT section that is no entry (the lazy-binding stub every entry jumps
+/// to on its first call under `RTLD_LAZY`).
 fn plt_entries(image: &Image) -> Vec<(u64, u64, String)> {
     let Ok(file) = ElfFile64::<LE>::parse(&image.data[..]) else {
         return Vec::new();
@@ -176,6 +177,7 @@ fn plt_entries(image: &Image) -> Vec<(u64, u64, String)> {
         } else {
             16
         };
+        let first = out.len();
         let mut d = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
         while d.can_decode() {
             let ins = d.decode();
@@ -188,8 +190,20 @@ fn plt_entries(image: &Image) -> Vec<(u64, u64, String)> {
             let slot = ins.memory_displacement64();
             if let Some(sym) = image.got_slot_symbol(slot) {
                 let start = addr + (ins.ip() - addr) / entry * entry;
-                out.push((start, entry, sym.to_string()));
+                out.push((start, entry, format!("{sym}@PLT")));
             }
+        }
+        let head_end = out[first..]
+            .iter()
+            .map(|e| e.0)
+            .min()
+            .unwrap_or(addr + size);
+        if head_end > addr {
+            out.push((
+                addr,
+                head_end - addr,
+                format!("__BOLT_PSEUDO_{}", String::from_utf8_lossy(name)),
+            ));
         }
     }
     out
