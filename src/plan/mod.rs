@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod graph;
+mod group;
 mod render;
 pub mod solve;
 pub mod synthetic;

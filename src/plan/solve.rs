@@ -14,15 +14,20 @@
 //! re-enters a busy process, unless the callee is declared re-entrant: such
 //! edges remove nothing. Groups are independent under this model, so the
 //! plan is the best group per root: exact (every candidate subset) when a
-//! root has at most [`EXACT_LIMIT`] candidates, a beam search otherwise.
+//! root has at most [`EXACT_LIMIT`] candidates; otherwise a lazy greedy
+//! (add the reachable candidate with the largest gain that fits the
+//! budgets, re-evaluating only the top of the queue and the neighbours of
+//! each new member) followed by local search (drop or add single members
+//! while that helps). The work per group grows with the candidates and
+//! their edges, not with the number of subsets.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 
 use super::graph::RpcGraph;
+use super::group::Local;
 
 /// Candidates up to which a root's group is found by enumeration.
 pub const EXACT_LIMIT: usize = 14;
@@ -58,87 +63,11 @@ pub struct Solved {
     pub verdicts: BTreeMap<NodeIndex, Verdict>,
 }
 
-/// Edges inside `members` whose call can find the callee running, so that
-/// it stays an RPC: into the root (always running), or into a member that
-/// reaches the caller (itself included) inside the group without passing
-/// through the root, i.e. lies on some call stack of the image below the
-/// root and above the caller; unless the callee is declared re-entrant.
-fn reentering(
-    rg: &RpcGraph,
-    root: NodeIndex,
-    members: &BTreeSet<NodeIndex>,
-) -> BTreeSet<(NodeIndex, NodeIndex)> {
-    let g = &rg.g;
-    let reaches = |from: NodeIndex, to: NodeIndex| {
-        let mut seen = BTreeSet::from([from]);
-        let mut stack = vec![from];
-        while let Some(n) = stack.pop() {
-            if n == to {
-                return true;
-            }
-            for e in g.edges(n) {
-                let t = e.target();
-                if t != root && members.contains(&t) && seen.insert(t) {
-                    stack.push(t);
-                }
-            }
-        }
-        false
-    };
-    let mut out = BTreeSet::new();
-    for &u in members {
-        for e in g.edges(u) {
-            let v = e.target();
-            if members.contains(&v) && !g[v].reentrant && (v == root || reaches(v, u)) {
-                out.insert((u, v));
-            }
-        }
-    }
-    out
-}
-
 /// Removed RPCs of group `members` rooted at `root`.
 pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>) -> f64 {
-    let g = &rg.g;
-    let stays = reentering(rg, root, members);
-    let inside = |u: NodeIndex, v: NodeIndex| members.contains(&v) && !stays.contains(&(u, v));
-    let mut f: BTreeMap<NodeIndex, f64> = members.iter().map(|&m| (m, 0.0)).collect();
-    f.insert(root, 1.0);
-    for _ in 0..64 {
-        let mut changed = false;
-        for &u in members {
-            if u == root {
-                continue;
-            }
-            let exec = g[u].executions;
-            if exec <= 0.0 {
-                continue;
-            }
-            let calls_in: f64 = g
-                .edges_directed(u, Direction::Incoming)
-                .filter(|e| members.contains(&e.source()) && inside(e.source(), u))
-                .map(|e| e.weight().calls * f[&e.source()])
-                .sum();
-            let v = (calls_in / exec).min(1.0);
-            if (v - f[&u]).abs() > 1e-12 {
-                f.insert(u, v);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    members
-        .iter()
-        .map(|&u| {
-            g.edges(u)
-                .filter(|e| inside(u, e.target()))
-                .map(|e| e.weight().calls * f[&u])
-                .sum::<f64>()
-        })
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0.0
+    let cands: Vec<NodeIndex> = members.iter().copied().collect();
+    let local = Local::new(rg, root, &cands, 0.0);
+    local.value(&vec![true; local.len()])
 }
 
 /// The first budget `members` break, if any.
@@ -207,63 +136,45 @@ fn candidates(
     out
 }
 
-/// Every member is reached from the root through hot edges inside.
-fn connected(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeIndex>, l: &Limits) -> bool {
-    let mut seen = BTreeSet::from([root]);
-    let mut stack = vec![root];
-    while let Some(u) = stack.pop() {
-        for e in rg.g.edges(u) {
-            let v = e.target();
-            if members.contains(&v) && e.weight().share >= l.cold && seen.insert(v) {
-                stack.push(v);
-            }
-        }
-    }
-    seen.len() == members.len()
-}
-
-/// The best group rooted at `root`; `heuristic` forces the beam search.
+/// The best group rooted at `root`; `heuristic` forces the greedy search.
 pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, heuristic: bool) -> Solved {
     let mut verdicts = BTreeMap::new();
     let cands = candidates(rg, root, l, &mut verdicts);
+    let local = Local::new(rg, root, &cands, l.cold);
     let exact = !heuristic && cands.len() <= EXACT_LIMIT;
-    let base = BTreeSet::from([root]);
-    let members = if exact {
-        let mut best = (removed_calls(rg, root, &base), base.clone());
-        for mask in 1u32..(1 << cands.len()) {
-            let mut m = base.clone();
-            m.extend(
-                (0..cands.len())
-                    .filter(|i| mask >> i & 1 == 1)
-                    .map(|i| cands[i]),
-            );
-            if !connected(rg, root, &m, l) || over_budget(rg, &m, l).is_some() {
-                continue;
-            }
-            let r = removed_calls(rg, root, &m);
-            // Strictly better, or as good with fewer members.
-            if r > best.0 + 1e-9 || ((r - best.0).abs() <= 1e-9 && m.len() < best.1.len()) {
-                best = (r, m);
-            }
-        }
-        best.1
+    let member = if exact {
+        enumerate(rg, &local, l)
     } else {
-        beam(rg, root, &cands, l)
+        // Greedy by gain, and by gain per unit of the tightest budget (the
+        // knapsack rule); each improved by local search; the better wins.
+        let by_gain = local_search(rg, &local, l, greedy(rg, &local, l, false));
+        let by_density = local_search(rg, &local, l, greedy(rg, &local, l, true));
+        if local.value(&by_density) > local.value(&by_gain) + 1e-9 {
+            by_density
+        } else {
+            by_gain
+        }
     };
+    let members: BTreeSet<NodeIndex> = (0..local.len())
+        .filter(|&i| member[i])
+        .map(|i| local.nodes[i])
+        .collect();
     // Verdicts of candidates left out.
-    for &c in &cands {
-        if members.contains(&c) {
+    for (i, &c) in local.nodes.iter().enumerate().skip(1) {
+        if member[i] {
             verdicts.insert(c, Verdict::Fused);
             continue;
         }
-        let mut with = members.clone();
-        with.insert(c);
-        let stays = reentering(rg, root, &with);
-        let only_reentry =
-            rg.g.edges_directed(c, Direction::Incoming)
-                .filter(|e| with.contains(&e.source()))
-                .all(|e| stays.contains(&(e.source(), c)));
-        let v = match over_budget(rg, &with, l) {
+        let mut with = member.clone();
+        with[i] = true;
+        let stays = local.staying(&with);
+        let only_reentry = local.ins[i]
+            .iter()
+            .filter(|&&ei| with[local.edges[ei].from])
+            .all(|&ei| stays[ei]);
+        let mut with_set = members.clone();
+        with_set.insert(c);
+        let v = match over_budget(rg, &with_set, l) {
             Some(why) => Verdict::OverBudget(why),
             None if only_reentry => Verdict::Reenters,
             None => Verdict::NoGain,
@@ -271,60 +182,254 @@ pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, heuristic: bool) -> Sol
         verdicts.insert(c, v);
     }
     Solved {
-        removed_calls: removed_calls(rg, root, &members),
+        removed_calls: local.value(&member),
         members,
         exact,
         verdicts,
     }
 }
 
-/// Beam search over groups: grow every kept group by one reachable
-/// callee, keep the `width` best of each size, remember the best seen. The
-/// width shrinks as candidates grow (`BEAM_WORK / candidates`, at least
-/// [`MIN_BEAM`]), so small groups are searched nearly exhaustively and large
-/// ones stay fast.
-fn beam(rg: &RpcGraph, root: NodeIndex, cands: &[NodeIndex], l: &Limits) -> BTreeSet<NodeIndex> {
-    let width = (BEAM_WORK / cands.len().max(1)).max(MIN_BEAM);
-    let start = BTreeSet::from([root]);
-    let mut best = (removed_calls(rg, root, &start), start.clone());
-    let mut layer = vec![start];
-    let mut seen: BTreeSet<Vec<NodeIndex>> = BTreeSet::new();
-    while !layer.is_empty() {
-        let mut next: Vec<(f64, BTreeSet<NodeIndex>)> = Vec::new();
-        for members in &layer {
-            for &c in cands {
-                if members.contains(&c) {
-                    continue;
-                }
-                let reachable =
-                    rg.g.edges_directed(c, Direction::Incoming)
-                        .any(|e| members.contains(&e.source()) && e.weight().share >= l.cold);
-                if !reachable {
-                    continue;
-                }
-                let mut m = members.clone();
-                m.insert(c);
-                if !seen.insert(m.iter().copied().collect()) || over_budget(rg, &m, l).is_some() {
-                    continue;
-                }
-                let r = removed_calls(rg, root, &m);
-                if r > best.0 + 1e-9 {
-                    best = (r, m.clone());
-                }
-                next.push((r, m));
-            }
-        }
-        next.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        next.truncate(width);
-        layer = next.into_iter().map(|(_, m)| m).collect();
-    }
-    best.1
+/// The exact optimum of `root`'s group by enumeration, whatever the
+/// number of candidates (2^candidates evaluations): the yardstick the
+/// planning benchmark measures the greedy search against.
+pub fn exact_removed_calls(rg: &RpcGraph, root: NodeIndex, l: &Limits) -> f64 {
+    let cands = candidates(rg, root, l, &mut BTreeMap::new());
+    let local = Local::new(rg, root, &cands, l.cold);
+    local.value(&enumerate(rg, &local, l))
 }
 
-/// Search effort of the beam: width × candidates.
-const BEAM_WORK: usize = 4096;
-/// Narrowest beam.
-const MIN_BEAM: usize = 4;
+/// Running totals of a member set against the root's budgets.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    bytes: u64,
+    cpu: f64,
+    mem: u64,
+}
+
+impl Usage {
+    fn of(rg: &RpcGraph, local: &Local, member: &[bool]) -> Usage {
+        let mut u = Usage {
+            bytes: RUNTIME_BYTES,
+            ..Usage::default()
+        };
+        for i in (0..local.len()).filter(|&i| member[i]) {
+            u = u.with(rg, local, i);
+        }
+        u
+    }
+    fn with(self, rg: &RpcGraph, local: &Local, i: usize) -> Usage {
+        let n = &rg.g[local.nodes[i]];
+        Usage {
+            bytes: self.bytes + n.image_bytes,
+            cpu: self.cpu + n.cpu,
+            mem: self.mem + n.memory_bytes,
+        }
+    }
+    fn fits(&self, l: &Limits) -> bool {
+        l.max_image_bytes.map_or(true, |m| self.bytes <= m)
+            && l.cpu_budget.map_or(true, |m| self.cpu <= m)
+            && l.memory_bytes.map_or(true, |m| self.mem <= m)
+    }
+}
+
+/// Every subset of the candidates: the best connected one within budget,
+/// the smaller on ties.
+fn enumerate(rg: &RpcGraph, local: &Local, l: &Limits) -> Vec<bool> {
+    let n = local.len() - 1;
+    let mut best: Option<(f64, usize, Vec<bool>)> = None;
+    for mask in 0u32..(1 << n) {
+        let mut member = vec![true; local.len()];
+        for (i, m) in member.iter_mut().enumerate().skip(1) {
+            *m = mask >> (i - 1) & 1 == 1;
+        }
+        if !local.connected(&member) || !Usage::of(rg, local, &member).fits(l) {
+            continue;
+        }
+        let r = local.value(&member);
+        let size = mask.count_ones() as usize;
+        let better = match &best {
+            None => true,
+            Some((b, s, _)) => r > b + 1e-9 || ((r - b).abs() <= 1e-9 && size < *s),
+        };
+        if better {
+            best = Some((r, size, member));
+        }
+    }
+    best.map(|b| b.2).unwrap_or_else(|| {
+        let mut m = vec![false; local.len()];
+        m[0] = true;
+        m
+    })
+}
+
+/// A candidate's gain in the greedy queue, largest first; ties go to the
+/// lower local index (deterministic).
+#[derive(PartialEq)]
+struct Gain(f64, usize, u32);
+
+impl Eq for Gain {}
+impl PartialOrd for Gain {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Gain {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0).then_with(|| o.1.cmp(&self.1))
+    }
+}
+
+/// Lazy greedy: keep every reachable candidate's last known gain in a
+/// queue; take the top, re-evaluate it, and add it if it still beats the
+/// next one (else requeue it with its new gain). Adding a member changes
+/// the gains of its neighbours most, so those are re-evaluated at once.
+fn greedy(rg: &RpcGraph, local: &Local, l: &Limits, per_budget: bool) -> Vec<bool> {
+    let n = local.len();
+    // A member's share of the tightest budget it uses (1 without budgets).
+    let weight = |c: usize| -> f64 {
+        let node = &rg.g[local.nodes[c]];
+        let shares = [
+            l.max_image_bytes
+                .map(|m| node.image_bytes as f64 / m.max(1) as f64),
+            l.cpu_budget.map(|m| node.cpu / m.max(1e-12)),
+            l.memory_bytes
+                .map(|m| node.memory_bytes as f64 / m.max(1) as f64),
+        ];
+        let w = shares.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
+        if per_budget && w > 0.0 {
+            w
+        } else {
+            1.0
+        }
+    };
+    let mut member = vec![false; n];
+    member[0] = true;
+    let mut value = local.value(&member);
+    let mut usage = Usage::of(rg, local, &member);
+    let mut version = vec![0u32; n];
+    let mut heap = std::collections::BinaryHeap::new();
+    // What adding `c` gains, looking one hot call further: a callee that
+    // removes little itself may open the way to a hot callee of its own.
+    let gain_of = |member: &mut Vec<bool>, usage: Usage, value: f64, c: usize| {
+        member[c] = true;
+        let mut best = (local.value(member) - value) / weight(c);
+        let with_c = usage.with(rg, local, c);
+        for &ei in &local.outs[c] {
+            let d = local.edges[ei].to;
+            if !local.edges[ei].hot || member[d] || !with_c.with(rg, local, d).fits(l) {
+                continue;
+            }
+            member[d] = true;
+            best = best.max((local.value(member) - value) / (weight(c) + weight(d)));
+            member[d] = false;
+        }
+        member[c] = false;
+        best
+    };
+    let push_neighbours = |member: &mut Vec<bool>,
+                           usage: Usage,
+                           value: f64,
+                           version: &mut Vec<u32>,
+                           heap: &mut std::collections::BinaryHeap<Gain>,
+                           u: usize| {
+        let mut near: Vec<usize> = local.outs[u]
+            .iter()
+            .filter(|&&ei| local.edges[ei].hot)
+            .map(|&ei| local.edges[ei].to)
+            .chain(local.ins[u].iter().map(|&ei| local.edges[ei].from))
+            .filter(|&v| !member[v] && reachable(local, member, v))
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        for v in near {
+            version[v] += 1;
+            heap.push(Gain(gain_of(member, usage, value, v), v, version[v]));
+        }
+    };
+    push_neighbours(&mut member, usage, value, &mut version, &mut heap, 0);
+    while let Some(Gain(_, c, ver)) = heap.pop() {
+        if ver != version[c] || member[c] {
+            continue;
+        }
+        let after = usage.with(rg, local, c);
+        if !after.fits(l) {
+            continue; // budgets only fill up: it never fits again
+        }
+        let g = gain_of(&mut member, usage, value, c);
+        if let Some(next) = heap.peek() {
+            if g + 1e-9 < next.0 {
+                version[c] += 1;
+                heap.push(Gain(g, c, version[c]));
+                continue;
+            }
+        }
+        if g <= 1e-9 {
+            break;
+        }
+        member[c] = true;
+        value = local.value(&member);
+        usage = after;
+        push_neighbours(&mut member, usage, value, &mut version, &mut heap, c);
+    }
+    member
+}
+
+/// A hot edge from a member reaches `v`.
+fn reachable(local: &Local, member: &[bool], v: usize) -> bool {
+    local.ins[v]
+        .iter()
+        .any(|&ei| local.edges[ei].hot && member[local.edges[ei].from])
+}
+
+/// Candidates up to which local search also tries swapping a member for a
+/// non-member (quadratic in the candidates).
+const SWAP_LIMIT: usize = 64;
+
+/// Drop or add single members, and for small groups swap one for another,
+/// while that removes more RPCs (within budget, connected); a few rounds at
+/// most.
+fn local_search(rg: &RpcGraph, local: &Local, l: &Limits, mut member: Vec<bool>) -> Vec<bool> {
+    let mut value = local.value(&member);
+    let n = local.len();
+    let try_flip = |member: &mut Vec<bool>, value: &mut f64, flips: &[usize]| -> bool {
+        for &i in flips {
+            member[i] = !member[i];
+        }
+        let ok = local.connected(member) && Usage::of(rg, local, member).fits(l);
+        let v = if ok {
+            local.value(member)
+        } else {
+            f64::NEG_INFINITY
+        };
+        if v > *value + 1e-9 {
+            *value = v;
+            return true;
+        }
+        for &i in flips {
+            member[i] = !member[i];
+        }
+        false
+    };
+    for _ in 0..3 {
+        let mut improved = false;
+        for i in 1..n {
+            improved |= try_flip(&mut member, &mut value, &[i]);
+        }
+        if n <= SWAP_LIMIT + 1 {
+            for i in 1..n {
+                for j in 1..n {
+                    if member[i] && !member[j] {
+                        improved |= try_flip(&mut member, &mut value, &[i, j]);
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    member
+}
 
 #[cfg(test)]
 mod tests {

@@ -81,3 +81,59 @@ pub fn deployment(n: usize, seed: u64) -> (RpcGraph, Vec<Limits>) {
         .collect();
     (RpcGraph::from_parts(nodes, &edges), limits)
 }
+
+/// One entry calling `n` hot callees (each called on most requests), with
+/// a layer of calls among the callees, a few cycles, and a size budget
+/// that admits about `fit` of them (`None`: no budgets): the shape of a
+/// front end over a large service mesh.
+pub fn star(n: usize, fit: Option<usize>, seed: u64) -> (RpcGraph, Limits) {
+    let mut r = Rng::new(seed);
+    let mut nodes = Vec::new();
+    let mut bytes = 0u64;
+    for i in 0..=n {
+        let image_bytes = r.log_uniform(8e3, 2e6) as u64;
+        bytes += image_bytes;
+        nodes.push(Node {
+            name: format!("F{i}"),
+            library: format!("libf{i}.so"),
+            image_bytes,
+            cpu: r.log_uniform(1e-5, 1e-3),
+            memory_bytes: r.log_uniform(16e6, 512e6) as u64,
+            domain: None,
+            entry: i == 0,
+            executions: if i == 0 { 1e5 } else { 0.0 },
+            reentrant: false,
+        });
+    }
+    let mut edges = Vec::new();
+    for callee in 1..=n {
+        edges.push((0, callee, r.log_uniform(2e3, 1e5).round()));
+        if callee > 1 && r.below(2) == 0 {
+            let caller = 1 + r.below(callee as u64 - 1) as usize;
+            edges.push((caller, callee, r.log_uniform(1e2, 1e4).round()));
+        }
+    }
+    for _ in 0..n / 20 {
+        let a = 1 + r.below(n as u64) as usize;
+        let b = 1 + r.below(a as u64) as usize;
+        edges.push((a, b, r.log_uniform(1.0, 1e3).round()));
+    }
+    let limits = Limits {
+        max_image_bytes: fit.map(|k| bytes * k as u64 / n.max(1) as u64),
+        cpu_budget: None,
+        memory_bytes: None,
+        cold: 0.01,
+    };
+    (RpcGraph::from_parts(nodes, &edges), limits)
+}
+
+/// `deployment` without any budget: every group is bounded only by its
+/// hot edges and trust domain.
+pub fn unbounded_deployment(n: usize, seed: u64) -> (RpcGraph, Vec<Limits>) {
+    let (rg, mut limits) = deployment(n, seed);
+    for l in &mut limits {
+        l.max_image_bytes = None;
+        l.cpu_budget = None;
+    }
+    (rg, limits)
+}
