@@ -11,6 +11,7 @@ use iced_x86::{
 use serde::Serialize;
 
 use super::cfg::{FunctionCfg, Origin};
+use super::retpoline::Thunks;
 use crate::elf::Image;
 
 /// The callee of an RPC site.
@@ -81,15 +82,17 @@ pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
     sites
 }
 
-/// Whether the code holds any indirect call (most functions do not, and
-/// skip the control-flow analysis).
-fn has_indirect_call(code: &[u8], ip: u64) -> bool {
+/// Whether the code holds any indirect call, retpoline thunk calls
+/// included (most functions do not, and skip the control-flow analysis).
+fn has_indirect_call(code: &[u8], ip: u64, thunks: &Thunks) -> bool {
     let mut dec = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut x = Instruction::default();
     while dec.can_decode() {
         dec.decode_out(&mut x);
-        if x.flow_control() == FlowControl::IndirectCall {
-            return true;
+        match x.flow_control() {
+            FlowControl::IndirectCall => return true,
+            FlowControl::Call if thunks.register_of(&x).is_some() => return true,
+            _ => {}
         }
     }
     false
@@ -97,14 +100,15 @@ fn has_indirect_call(code: &[u8], ip: u64) -> bool {
 
 fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcSite> {
     let mut sites = Vec::new();
+    let thunks = Thunks::new(image);
     for (start, bytes, name) in regions {
         let (start, bytes) = (*start, *bytes);
-        if !has_indirect_call(bytes, start) {
+        if !has_indirect_call(bytes, start, &thunks) {
             continue;
         }
-        let cfg = FunctionCfg::decode(bytes, start);
+        let cfg = FunctionCfg::decode(bytes, start, &|x| thunks.register_of(x));
         for (i, x) in cfg.insns.iter().enumerate() {
-            if x.flow_control() != FlowControl::IndirectCall || calls_import(image, x) {
+            if cfg.flow[i] != FlowControl::IndirectCall || calls_import(image, x) {
                 continue;
             }
             if !has_invoke_arguments(&cfg, i) {
@@ -113,6 +117,9 @@ fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcS
             let (callee, name_address) = callee_name(image, &cfg, i);
             let mut text = String::new();
             IntelFormatter::new().format(x, &mut text);
+            if let Some(r) = thunks.register_of(x) {
+                text = format!("{text} (retpoline: call {r:?})").to_lowercase();
+            }
             sites.push(RpcSite {
                 address: x.ip(),
                 length: x.len(),
