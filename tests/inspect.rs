@@ -180,3 +180,29 @@ fn text_report_lists_sites_and_entry_points() {
     assert!(text.contains("faas_func_call"));
     assert!(!text.contains("MISSING"));
 }
+
+/// C++ virtual calls with invoke-like arguments (the target read from the
+/// vtable of the object in rdi) are not reported; the real RPC is.
+#[test]
+fn virtual_calls_are_not_rpc_sites() {
+    let dir = scratch_dir("inspect-virtual");
+    for (cxx, opt) in [("g++", "-O2"), ("g++", "-O1"), ("clang++-16", "-O2")] {
+        let lib = dir.join(format!("libvirtual-{cxx}{opt}.so"));
+        let o = std::process::Command::new(cxx)
+            .args(["-shared", "-fPIC", opt, "-I"])
+            .arg(repo().join("fixtures/include"))
+            .arg(repo().join("tests/data/virtual.cc"))
+            .arg("-o")
+            .arg(&lib)
+            .output()
+            .unwrap_or_else(|e| panic!("{cxx} is not installed (CI installs clang-16): {e}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report = inspect_json(&lib);
+        assert_eq!(
+            found_sites(&report),
+            [("Bar".to_string(), "faas_func_call".to_string())],
+            "{cxx} {opt}: {}",
+            report["rpc_sites"]
+        );
+    }
+}

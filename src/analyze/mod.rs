@@ -2,6 +2,7 @@
 //! blocks, and the RPC call sites that fusion rewrites.
 
 mod cfg;
+pub mod retpoline;
 pub mod rpc;
 
 pub use rpc::{constant_callees, find_rpc_sites, Callee, RpcSite};

@@ -11,6 +11,7 @@ use iced_x86::{
 use serde::Serialize;
 
 use super::cfg::{FunctionCfg, Origin};
+use super::retpoline::Thunks;
 use crate::elf::Image;
 
 /// The callee of an RPC site.
@@ -81,15 +82,17 @@ pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
     sites
 }
 
-/// Whether the code holds any indirect call (most functions do not, and
-/// skip the control-flow analysis).
-fn has_indirect_call(code: &[u8], ip: u64) -> bool {
+/// Whether the code holds any indirect call, retpoline thunk calls
+/// included (most functions do not, and skip the control-flow analysis).
+fn has_indirect_call(code: &[u8], ip: u64, thunks: &Thunks) -> bool {
     let mut dec = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut x = Instruction::default();
     while dec.can_decode() {
         dec.decode_out(&mut x);
-        if x.flow_control() == FlowControl::IndirectCall {
-            return true;
+        match x.flow_control() {
+            FlowControl::IndirectCall => return true,
+            FlowControl::Call if thunks.register_of(&x).is_some() => return true,
+            _ => {}
         }
     }
     false
@@ -97,22 +100,29 @@ fn has_indirect_call(code: &[u8], ip: u64) -> bool {
 
 fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcSite> {
     let mut sites = Vec::new();
+    let thunks = Thunks::new(image);
     for (start, bytes, name) in regions {
         let (start, bytes) = (*start, *bytes);
-        if !has_indirect_call(bytes, start) {
+        if !has_indirect_call(bytes, start, &thunks) {
             continue;
         }
-        let cfg = FunctionCfg::decode(bytes, start);
+        let cfg = FunctionCfg::decode(bytes, start, &|x| thunks.register_of(x));
         for (i, x) in cfg.insns.iter().enumerate() {
-            if x.flow_control() != FlowControl::IndirectCall || calls_import(image, x) {
+            if cfg.flow[i] != FlowControl::IndirectCall || calls_import(image, x) {
                 continue;
             }
             if !has_invoke_arguments(&cfg, i) {
                 continue;
             }
             let (callee, name_address) = callee_name(image, &cfg, i);
+            if callee == Callee::Dynamic && not_invoke(&cfg, i) {
+                continue;
+            }
             let mut text = String::new();
             IntelFormatter::new().format(x, &mut text);
+            if let Some(r) = thunks.register_of(x) {
+                text = format!("{text} (retpoline: call {r:?})").to_lowercase();
+            }
             sites.push(RpcSite {
                 address: x.ip(),
                 length: x.len(),
@@ -181,6 +191,117 @@ fn has_invoke_arguments(cfg: &FunctionCfg, at: usize) -> bool {
             known
         }
     })
+}
+
+/// Evidence that a call with a non-constant `rsi` is not of an `invoke_fn`:
+/// - `rsi` is an integer (`mov esi, imm`, `xor esi, esi`), never a name
+///   pointer (`_Unwind_ForcedUnwind_Phase2` calling its stop function);
+/// - a virtual call: the target is read from the table the first word of
+///   the object in `rdi` points to (`mov rax, [rdi]; call [rax+N]`), while
+///   an `invoke_fn` is a field of the worker, with `rdi` the host context.
+fn not_invoke(cfg: &FunctionCfg, at: usize) -> bool {
+    let integer = |i: usize| {
+        let x = &cfg.insns[i];
+        let imm = x.op_count() == 2
+            && x.mnemonic() == Mnemonic::Mov
+            && matches!(
+                x.op1_kind(),
+                OpKind::Immediate8
+                    | OpKind::Immediate16
+                    | OpKind::Immediate32
+                    | OpKind::Immediate64
+                    | OpKind::Immediate8to32
+                    | OpKind::Immediate8to64
+                    | OpKind::Immediate32to64
+            );
+        let zero = x.mnemonic() == Mnemonic::Xor
+            && x.op0_kind() == OpKind::Register
+            && x.op1_kind() == OpKind::Register
+            && x.op0_register() == x.op1_register();
+        imm || zero
+    };
+    let rsi = cfg.origins(Register::RSI, at);
+    if rsi
+        .iter()
+        .all(|o| matches!(o, Origin::Def(i) if integer(*i)))
+    {
+        return true;
+    }
+    // The slot: the call's memory operand, or the load of its register.
+    let mut slot = (&cfg.insns[at], at);
+    if slot.0.op0_kind() == OpKind::Register {
+        let [Origin::Def(i)] = cfg
+            .origins(slot.0.op0_register().full_register(), at)
+            .into_iter()
+            .collect::<Vec<_>>()[..]
+        else {
+            return false;
+        };
+        if cfg.insns[i].mnemonic() != Mnemonic::Mov || cfg.insns[i].op1_kind() != OpKind::Memory {
+            return false;
+        }
+        slot = (&cfg.insns[i], i);
+    }
+    let x = slot.0;
+    let mem = if slot.1 == at { 0 } else { 1 };
+    if x.op_kind(mem) != OpKind::Memory
+        || x.memory_index() != Register::None
+        || !x.memory_base().is_gpr64()
+    {
+        return false;
+    }
+    // The table pointer: loaded from offset 0 of an object.
+    let table = cfg.origins(x.memory_base(), slot.1);
+    let [Origin::Def(load)] = table.iter().copied().collect::<Vec<_>>()[..] else {
+        return false;
+    };
+    let l = &cfg.insns[load];
+    if !(l.mnemonic() == Mnemonic::Mov
+        && l.op1_kind() == OpKind::Memory
+        && l.memory_index() == Register::None
+        && l.memory_displacement64() == 0
+        && l.memory_base().is_gpr64())
+    {
+        return false;
+    }
+    // ... and that object is the first argument.
+    let object = value(cfg, l.memory_base(), load, 0);
+    let this = value(cfg, Register::RDI, at, 0);
+    object.is_some() && object == this
+}
+
+/// The value of `reg` before instruction `at`, as the register and origins
+/// of its source after following register copies; `None` when unknown.
+fn value(
+    cfg: &FunctionCfg,
+    reg: Register,
+    at: usize,
+    depth: u32,
+) -> Option<(Register, BTreeSet<Origin>)> {
+    let o = cfg.origins(reg, at);
+    if o.iter()
+        .any(|x| matches!(x, Origin::Unknown | Origin::Clobbered))
+    {
+        return None;
+    }
+    if let [Origin::Def(i)] = o.iter().copied().collect::<Vec<_>>()[..] {
+        let x = &cfg.insns[i];
+        if depth < 6
+            && x.mnemonic() == Mnemonic::Mov
+            && x.op0_kind() == OpKind::Register
+            && x.op1_kind() == OpKind::Register
+            && x.op1_register().is_gpr64()
+        {
+            return value(cfg, x.op1_register(), i, depth + 1);
+        }
+    }
+    // Defining instructions name the value whatever register holds it.
+    let reg = if o.contains(&Origin::Entry) {
+        reg
+    } else {
+        Register::None
+    };
+    Some((reg, o))
 }
 
 /// Resolve `reg` before instruction `at` to the address of a constant, or

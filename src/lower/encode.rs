@@ -2,7 +2,7 @@
 //! per-callee entry stubs, and the unwind entry that covers them.
 
 use anyhow::{anyhow, Result};
-use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+use iced_x86::{Code, Encoder, Instruction, MemoryOperand, OpKind, Register};
 
 use super::{Lowered, Target};
 
@@ -21,10 +21,28 @@ fn encode_all(insns: &[Instruction], at: u64) -> Result<Vec<u8>> {
     Ok(enc.take_buffer())
 }
 
+/// The destination of `mov r64, rsp` (either encoding), the one form of
+/// reading rsp as a value that moves (as `lea r64, [rsp+8]`).
+pub fn mov_from_rsp(x: &Instruction) -> Option<Register> {
+    let is_mov = matches!(x.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64)
+        && x.op0_kind() == OpKind::Register
+        && x.op1_kind() == OpKind::Register
+        && x.op1_register() == Register::RSP;
+    is_mov.then(|| x.op0_register())
+}
+
 /// The moved instructions as they must run in the thunk: displaced by
-/// `disp`, with `rsp`-based operands 8 higher (the return address is
-/// pushed).
+/// `disp`, with `rsp`-based operands 8 higher and `mov r64, rsp` read as
+/// `lea r64, [rsp+8]` (the return address is pushed).
 fn relocate(x: &Instruction, disp: u64) -> Instruction {
+    if let Some(r) = mov_from_rsp(x) {
+        return Instruction::with2(
+            Code::Lea_r64_m,
+            r,
+            MemoryOperand::with_base_displ(Register::RSP, 8),
+        )
+        .expect("lea r64, [rsp+8]");
+    }
     let mut y = *x;
     if y.is_ip_rel_memory_operand() {
         y.set_memory_displacement64(x.ip_rel_memory_address().wrapping_add(disp));
@@ -57,12 +75,13 @@ fn load_target(call: &Instruction, disp: u64) -> Result<Instruction> {
 /// guarded call goes.
 pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) -> Result<Vec<u8>> {
     let mut insns: Vec<Instruction> = l.moved.iter().map(|x| relocate(x, disp)).collect();
-    let target = match l.target {
-        Target::Reg(r) => r,
+    let (target, retpoline) = match l.target {
+        Target::Reg(r) => (r, None),
         Target::Mem(call) => {
             insns.push(load_target(&call, disp)?);
-            Register::R11
+            (Register::R11, None)
         }
+        Target::Retpoline(r, thunk) => (r, Some(thunk.wrapping_add(disp))),
     };
     let scratch = if target == Register::R10 {
         Register::R11
@@ -83,7 +102,11 @@ pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) ->
     jne.set_near_branch64(at + head + 6 + 5);
     insns.push(jne);
     insns.push(jmp);
-    insns.push(Instruction::with1(Code::Jmp_rm64, target)?);
+    insns.push(match retpoline {
+        // Not the dispatcher: through the retpoline thunk, as before.
+        Some(thunk) => Instruction::with_branch(Code::Jmp_rel32_64, thunk)?,
+        None => Instruction::with1(Code::Jmp_rm64, target)?,
+    });
     encode_all(&insns, at)
 }
 
@@ -257,5 +280,61 @@ mod tests {
         assert_eq!(call.mnemonic(), Mnemonic::Call);
         assert_eq!(call.next_ip(), 0x100f + disp);
         assert_eq!(call.near_branch_target(), at);
+    }
+
+    #[test]
+    fn mov_from_rsp_moves_as_lea_of_the_callers_rsp() {
+        // mov r8, rsp (both encodings); call [rbx+8]
+        for code in [
+            [0x49, 0x89, 0xe0, 0xff, 0x53, 0x08],
+            [0x4c, 0x8b, 0xc4, 0xff, 0x53, 0x08],
+        ] {
+            let insns = decode(&code, 0x1000);
+            assert_eq!(mov_from_rsp(&insns[0]), Some(Register::R8));
+            let l = Lowered {
+                tier: 1,
+                dest: super::super::Dest::Dispatch,
+                window_start: 0x1000,
+                call_end: 0x1006,
+                moved: insns[..1].to_vec(),
+                target: Target::Mem(insns[1]),
+                thunk_size: 0,
+            };
+            let t = decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000);
+            assert_eq!(t[0].mnemonic(), Mnemonic::Lea);
+            assert_eq!(t[0].op0_register(), Register::R8);
+            assert_eq!(t[0].memory_base(), Register::RSP);
+            assert_eq!(t[0].memory_displacement64(), 8);
+        }
+        // Other reads of rsp are not this form.
+        let add = decode(&[0x49, 0x01, 0xe0], 0); // add r8, rsp
+        assert_eq!(mov_from_rsp(&add[0]), None);
+    }
+
+    #[test]
+    fn retpoline_site_falls_back_to_its_thunk() {
+        let l = Lowered {
+            tier: 2,
+            dest: super::super::Dest::Image(0),
+            window_start: 0x1000,
+            call_end: 0x1005,
+            moved: Vec::new(),
+            target: Target::Retpoline(Register::R11, 0x1800),
+            thunk_size: 0,
+        };
+        let disp = 0x10000;
+        let t = decode(
+            &thunk_bytes(&l, disp, 0x40000, 0x50000, 0x60000).unwrap(),
+            0x40000,
+        );
+        // r11 holds the target: the scratch register is r10.
+        assert_eq!(t[0].op0_register(), Register::R10);
+        assert_eq!(t[1].mnemonic(), Mnemonic::Cmp);
+        assert_eq!(t[1].op0_register(), Register::R11);
+        assert_eq!(t[3].near_branch_target(), 0x60000);
+        // No indirect jump: the fallback is the (displaced) thunk.
+        assert_eq!(t[4].mnemonic(), Mnemonic::Jmp);
+        assert_eq!(t[4].near_branch_target(), 0x1800 + disp);
+        assert_eq!(t.len(), 5);
     }
 }

@@ -27,8 +27,8 @@ mod landing_pads;
 mod targets;
 
 use iced_x86::{
-    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpKind,
-    Register,
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
+    OpKind, Register,
 };
 use serde::Serialize;
 
@@ -65,6 +65,10 @@ enum Target {
     Reg(Register),
     /// The call's memory operand (copied from the call instruction).
     Mem(Instruction),
+    /// A direct call of a retpoline thunk (input address) that branches to
+    /// the register's value: the guard's fallback jumps to the thunk, so
+    /// the site stays speculation-safe.
+    Retpoline(Register, u64),
 }
 
 /// A site that will be rewritten.
@@ -217,6 +221,12 @@ fn window(
     let target = match call.op0_kind() {
         OpKind::Register => Target::Reg(call.op0_register()),
         OpKind::Memory => Target::Mem(call),
+        OpKind::NearBranch64 => {
+            let thunk = call.near_branch_target();
+            let r = crate::analyze::retpoline::thunk_register(image, thunk)
+                .ok_or("a direct call that is not of a retpoline thunk")?;
+            Target::Retpoline(r, thunk)
+        }
         _ => return Err("unexpected call operand".into()),
     };
     let end = call.next_ip();
@@ -252,12 +262,33 @@ fn movable(x: &Instruction, factory: &mut InstructionInfoFactory) -> Result<(), 
     }
     let info = factory.info(x);
     let rsp_base = x.memory_base() == Register::RSP;
-    let uses_rsp = info
-        .used_registers()
-        .iter()
-        .any(|u| u.register().full_register() == Register::RSP);
-    if uses_rsp && !rsp_base {
-        return Err(format!("{}: it reads or writes rsp", what()));
+    let writes_rsp = info.used_registers().iter().any(|u| {
+        u.register().full_register() == Register::RSP
+            && !matches!(u.access(), OpAccess::Read | OpAccess::CondRead)
+    });
+    if writes_rsp {
+        return Err(format!("{}: it writes rsp", what()));
+    }
+    // Reading rsp as a value moves when re-encoded for the pushed return
+    // address (encode::relocate): `mov r64, rsp` becomes `lea r64,
+    // [rsp+8]`; rsp as a memory base is 8 higher.
+    let rsp_operand = (0..x.op_count()).any(|i| {
+        x.op_kind(i) == OpKind::Register && x.op_register(i).full_register() == Register::RSP
+    });
+    let implicit_rsp =
+        info.used_registers().iter().any(|u| {
+            u.register().full_register() == Register::RSP && u.register() != Register::RSP
+        }) || (info
+            .used_registers()
+            .iter()
+            .any(|u| u.register() == Register::RSP)
+            && !rsp_base
+            && !rsp_operand);
+    if implicit_rsp || (rsp_operand && encode::mov_from_rsp(x).is_none()) {
+        return Err(format!(
+            "{}: it reads rsp in a way that cannot be re-encoded for the thunk",
+            what()
+        ));
     }
     Ok(())
 }

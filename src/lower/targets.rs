@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
 
 use super::landing_pads;
+use crate::analyze::retpoline::Thunks;
 use crate::elf::Image;
 
 /// Most entries one jump table is read for.
@@ -30,6 +31,7 @@ pub fn collect(image: &Image) -> BranchTargets {
     let in_code = |a: u64| code.iter().any(|&(lo, hi)| a >= lo && a < hi);
     let mut targets = BTreeSet::new();
     let mut unresolved = BTreeSet::new();
+    let thunks = Thunks::new(image);
     for f in image.info.functions.iter().filter(|f| f.size > 0) {
         let Some(bytes) = image.read_vaddr(f.address, f.size as usize) else {
             continue;
@@ -42,6 +44,10 @@ pub fn collect(image: &Image) -> BranchTargets {
         while dec.can_decode() {
             dec.decode_out(&mut x);
             match x.flow_control() {
+                // A jump through a retpoline thunk is an indirect jump.
+                FlowControl::UnconditionalBranch if thunks.register_of(&x).is_some() => {
+                    indirect_jump = true;
+                }
                 FlowControl::ConditionalBranch
                 | FlowControl::UnconditionalBranch
                 | FlowControl::Call => {

@@ -90,7 +90,12 @@ pub fn workflows() -> Vec<Workflow> {
 impl Workflow {
     /// `NAME=PATH` deployment arguments for a fixture variant, root first.
     pub fn deploy_args(&self, variant: &str) -> Vec<String> {
-        let dir = fixtures().join(variant);
+        self.deploy_args_in(&fixtures().join(variant))
+    }
+
+    /// `NAME=PATH` deployment arguments for the libraries in `dir`, root
+    /// first.
+    pub fn deploy_args_in(&self, dir: &Path) -> Vec<String> {
         let mut f = self.functions.clone();
         f.sort_by_key(|(n, _)| n != &self.root);
         f.iter()
@@ -104,7 +109,12 @@ impl Workflow {
     /// variant: [`Workflow::deploy_args`] plus `--reentrant` for each
     /// function the workflow declares re-entrant.
     pub fn run_args(&self, variant: &str) -> Vec<String> {
-        let mut a = self.deploy_args(variant);
+        self.run_args_in(&fixtures().join(variant))
+    }
+
+    /// [`Workflow::run_args`] for the libraries in `dir`.
+    pub fn run_args_in(&self, dir: &Path) -> Vec<String> {
+        let mut a = self.deploy_args_in(dir);
         for f in &self.reentrant {
             a.extend(["--reentrant".to_string(), f.clone()]);
         }
@@ -200,13 +210,18 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// Fuse every function of `w` (root first) into `out` with `extra` merge
 /// arguments; returns the manifest.
 pub fn fuse_workflow(w: &Workflow, variant: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    fuse_workflow_in(w, &fixtures().join(variant), out, extra)
+}
+
+/// [`fuse_workflow`] of the libraries in `dir`.
+pub fn fuse_workflow_in(w: &Workflow, dir: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     let manifest = out.with_extension("json");
     // Functions the workflow lists as re-entrant are declared so: their
     // recursion runs inside the image, as the in-process host serves it.
     run_ok(
         faasfuse()
             .arg("merge")
-            .args(w.run_args(variant))
+            .args(w.run_args_in(dir))
             .arg("-o")
             .arg(out)
             .arg("--manifest")
