@@ -40,20 +40,20 @@ pub fn write_graph(p: &Plan, dot_path: &Path, svg_path: Option<&Path>) -> Result
     let Some(svg) = svg_path else {
         return Ok(None);
     };
-    let tmp = crate::output::sibling_temp(svg, "tmp")?;
+    crate::output::check_destination(svg)?;
+    let tmp = crate::output::NamedTemp::new(crate::output::sibling_temp(svg, "tmp")?);
     let ok = Command::new("dot")
         .arg("-Tsvg")
         .arg(dot_path)
         .arg("-o")
-        .arg(&tmp)
+        .arg(tmp.path())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if ok {
-        crate::output::commit(&tmp, svg)?;
+        tmp.commit(svg)?;
         Ok(Some(svg.to_path_buf()))
     } else {
-        let _ = std::fs::remove_file(&tmp);
         Ok(None)
     }
 }

@@ -357,6 +357,23 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     if let Some(b) = &unwind {
         eh_inputs.push(EhFrameInput { bytes: b, vaddr: 0 });
     }
+    // A damaged table is the fault of its input: name it.
+    for (p, pl) in parts.iter().zip(&placements) {
+        let Some((addr, size)) = p.eh_frame else {
+            continue;
+        };
+        let Some(bytes) = p.bytes_at(addr, size) else {
+            continue;
+        };
+        let one = [EhFrameInput {
+            bytes,
+            vaddr: addr + pl.disp,
+        }];
+        if let Err(e) = EhFrameLayout::parse(&one) {
+            let why = format!("{e:#}").replace(".eh_frame input 0 at", ".eh_frame at");
+            return Err(crate::error::InputError::new(&p.path, format!("malformed {why}")).into());
+        }
+    }
     let eh = EhFrameLayout::parse(&eh_inputs)?;
 
     let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);
