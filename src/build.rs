@@ -101,6 +101,9 @@ pub fn build(
 ) -> Result<(Plan, Built)> {
     let p = plan::plan(config, weights, profile, options, previous)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    for f in ["func_config.json", "plan.json", "graph.dot", "graph.svg"] {
+        crate::output::check_destination(&out_dir.join(f))?;
+    }
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
     // A group that removes RPCs gets an image, even alone: a function that

@@ -155,7 +155,26 @@ pub fn read(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, InputError> {
 
 /// Read `path` as UTF-8 text (at most [`MAX_TEXT_BYTES`]).
 pub fn read_text(path: &Path, what: &str) -> Result<String, InputError> {
+    utf8(path, read(path, MAX_TEXT_BYTES, what)?, what)
+}
+
+/// [`read_text`] of a file an output may replace (not noted as an input).
+pub fn read_text_unnoted(path: &Path, what: &str) -> Result<String, InputError> {
     let bytes = read(path, MAX_TEXT_BYTES, what)?;
+    if let Ok(m) = std::fs::metadata(path) {
+        forget_input(&m);
+    }
+    utf8(path, bytes, what)
+}
+
+/// Forget that `meta` is an input.
+pub fn forget_input(meta: &Metadata) {
+    if let Ok(mut v) = INPUTS.lock() {
+        v.retain(|(d, i, _)| !(*d == meta.dev() && *i == meta.ino()));
+    }
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>, what: &str) -> Result<String, InputError> {
     String::from_utf8(bytes).map_err(|e| {
         InputError::new(
             path,

@@ -707,8 +707,8 @@ fn read_inputs(file: &PathBuf, format: InputsFormat) -> Result<Vec<Vec<u8>>> {
             .read_to_end(&mut text)
             .context("reading stdin")?;
     } else {
-        text = std::fs::read(file)
-            .map_err(|e| InputError::new(file, format!("cannot read inputs: {e}")))?;
+        text = faasfuse::files::read(file, faasfuse::files::MAX_TEXT_BYTES, "an inputs file")
+            .map_err(|e| InputError::new(file, format!("cannot read inputs: {}", e.reason)))?;
     }
     if format == InputsFormat::Len32 {
         return split_len32(&text).map_err(|(offset, why)| {

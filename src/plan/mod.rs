@@ -98,8 +98,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        // Not noted as an input: `plan --previous plan.json -o plan.json`
+        // updates the plan in force.
+        let text = crate::files::read_text_unnoted(path, "a faasfuse plan")?;
         Ok(serde_json::from_str(&text)
             .map_err(|e| InputError::new(path, format!("not a faasfuse plan: {e}")))?)
     }
