@@ -71,7 +71,7 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>, regions: &[(usize, usize)]) {
                 d[at..at + n].copy_from_slice(&bytes[..n]);
             }
             4 => {
-                let v = (rng.next() % 0x10_0000) as u64;
+                let v = rng.next() % 0x10_0000;
                 let at = at.min(d.len().saturating_sub(8));
                 let n = 8.min(d.len() - at);
                 d[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
@@ -411,7 +411,10 @@ fn fuzz_parsers() {
                         Ok(faasfuse::profile::fdata::ingest(&file, &text, &libs).is_ok())
                     }
                     "config" => Ok(faasfuse::plan::Config::load(&file).is_ok()),
-                    _ => Ok(faasfuse::plan::load_weights(&[file.clone()], &functions).is_ok()),
+                    _ => Ok(
+                        faasfuse::plan::load_weights(std::slice::from_ref(&file), &functions)
+                            .is_ok(),
+                    ),
                 }
             });
             match r {

@@ -627,3 +627,78 @@ fn control_bytes_are_escaped_and_usage_errors_are_one_line() {
         assert!(err.starts_with("faasfuse: error: "), "{err}");
     }
 }
+
+// ---- 9: garbage weights -------------------------------------------------------
+
+#[test]
+fn garbage_weights_are_refused() {
+    let d = scratch_dir("hardening-weights");
+    let (config, _) = deployment(&d);
+    for (name, text, reason) in [
+        (
+            "huge.json",
+            r#"{"calls":{"Foo":{"Bar":1e308}}}"#,
+            "not a count",
+        ),
+        (
+            "negative.json",
+            r#"{"calls":{"Foo":{"Bar":-5}}}"#,
+            "not a count",
+        ),
+        (
+            "cpu-neg.json",
+            r#"{"calls":{"Foo":{"Bar":5}},"cpu":{"Foo":-0.5}}"#,
+            "not a share",
+        ),
+        (
+            "cpu-big.json",
+            r#"{"calls":{"Foo":{"Bar":5}},"cpu":{"Foo":1.5}}"#,
+            "not a share",
+        ),
+        (
+            "external.json",
+            r#"{"calls":{"Foo":{"Bar":5}},"external":{"Foo":-1}}"#,
+            "not a count",
+        ),
+        (
+            "dup.json",
+            r#"{"calls":{"Foo":{"Bar":5,"Bar":7}}}"#,
+            "duplicate key",
+        ),
+    ] {
+        let w = d.join(name);
+        std::fs::write(&w, text).unwrap();
+        assert_refused(
+            &[
+                os("plan"),
+                os("--config"),
+                config.as_os_str(),
+                os("--profile"),
+                w.as_os_str(),
+            ],
+            &w,
+            reason,
+        );
+    }
+}
+
+// ---- fuzz findings --------------------------------------------------------------
+
+#[test]
+fn fuzz_findings_exit_2_naming_the_file() {
+    let data = repo().join("tests/data/fuzz");
+    let root = data.join("root-not-at-zero.so");
+    let out = dir().join("fz.fused.so");
+    assert_refused(
+        &[
+            os("merge"),
+            os(&format!("Foo={}", root.display())),
+            lib("libbar.so").as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+        ],
+        &root,
+        "PT_LOAD",
+    );
+    merge_refuses_callee(&data.join("callee-fde-outside.so"), "FDE covers");
+}

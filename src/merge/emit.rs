@@ -369,9 +369,25 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
             bytes,
             vaddr: addr + pl.disp,
         }];
-        if let Err(e) = EhFrameLayout::parse(&one) {
+        let layout = EhFrameLayout::parse(&one).map_err(|e| {
             let why = format!("{e:#}").replace(".eh_frame input 0 at", ".eh_frame at");
-            return Err(crate::error::InputError::new(&p.path, format!("malformed {why}")).into());
+            crate::error::InputError::new(&p.path, format!("malformed {why}"))
+        })?;
+        // Every FDE describes code of its own image.
+        let (lo, hi) = p.span();
+        let (lo, hi) = (lo + pl.disp, hi + pl.disp);
+        for (b, e) in layout.fde_ranges(addr + pl.disp) {
+            if e != b && (b < lo || e < b || e > hi) {
+                return Err(crate::error::InputError::new(
+                    &p.path,
+                    format!(
+                        "malformed .eh_frame: an FDE covers {:#x}..{:#x}, outside the image",
+                        b.wrapping_sub(pl.disp),
+                        e.wrapping_sub(pl.disp)
+                    ),
+                )
+                .into());
+            }
         }
     }
     let eh = EhFrameLayout::parse(&eh_inputs)?;

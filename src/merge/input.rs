@@ -682,6 +682,12 @@ fn validate(p: &Part) -> Result<()> {
         }
         prev_end = end;
     }
+    if p.role == Role::Root && p.loads[0].vaddr != 0 {
+        return Err(p.err(format!(
+            "the root image's first PT_LOAD is at {:#x}, not 0",
+            p.loads[0].vaddr
+        )));
+    }
     let in_load = |addr: u64, size: u64, flag: u32, file: bool| -> bool {
         let Some(end) = addr.checked_add(size) else {
             return false;
