@@ -40,20 +40,20 @@ pub fn write_graph(p: &Plan, dot_path: &Path, svg_path: Option<&Path>) -> Result
     let Some(svg) = svg_path else {
         return Ok(None);
     };
-    let tmp = crate::output::sibling_temp(svg, "tmp")?;
+    crate::output::check_destination(svg)?;
+    let tmp = crate::output::NamedTemp::new(crate::output::sibling_temp(svg, "tmp")?);
     let ok = Command::new("dot")
         .arg("-Tsvg")
         .arg(dot_path)
         .arg("-o")
-        .arg(&tmp)
+        .arg(tmp.path())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if ok {
-        crate::output::commit(&tmp, svg)?;
+        tmp.commit(svg)?;
         Ok(Some(svg.to_path_buf()))
     } else {
-        let _ = std::fs::remove_file(&tmp);
         Ok(None)
     }
 }
@@ -101,6 +101,9 @@ pub fn build(
 ) -> Result<(Plan, Built)> {
     let p = plan::plan(config, weights, profile, options, previous)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    for f in ["func_config.json", "plan.json", "graph.dot", "graph.svg"] {
+        crate::output::check_destination(&out_dir.join(f))?;
+    }
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
     // A group that removes RPCs gets an image, even alone: a function that

@@ -52,11 +52,25 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 pub fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
-        let s = cause.to_string().replace('\n', " ");
+        let s = escape_controls(&cause.to_string().replace('\n', " "));
         if parts.last().map(|p| p.contains(&s)).unwrap_or(false) {
             continue;
         }
         parts.push(s);
     }
     parts.join(": ")
+}
+
+/// `s` with control characters (from file names and file contents) shown
+/// as escapes, so a message stays one printable line.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod build;
 pub mod elf;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod inspect;
 pub mod lower;

@@ -353,6 +353,30 @@ fn report_out<T: serde::Serialize>(
     Ok(())
 }
 
+/// Refuse outputs that are not regular files, or that are one of the
+/// inputs (same device and inode), before any work is done.
+fn refuse_inputs_as_outputs<'a>(
+    inputs: impl Iterator<Item = &'a std::path::Path>,
+    outputs: impl IntoIterator<Item = Option<&'a std::path::Path>>,
+) -> Result<()> {
+    for i in inputs {
+        // A NAME=FILE profile names FILE.
+        let p = i
+            .to_str()
+            .and_then(|s| s.split_once('='))
+            .map(|(_, f)| std::path::Path::new(f));
+        for cand in [Some(i), p].into_iter().flatten() {
+            if let Ok(m) = std::fs::metadata(cand) {
+                faasfuse::files::note_input(cand, &m);
+            }
+        }
+    }
+    for o in outputs.into_iter().flatten() {
+        faasfuse::output::check_destination(o)?;
+    }
+    Ok(())
+}
+
 /// What `plan` and `build` read: the deployment, the profile's weights
 /// and the previous plan, if any.
 fn planning_inputs(
@@ -380,7 +404,48 @@ fn planning_inputs(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    faasfuse::output::install_signal_cleanup();
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "faasfuse: internal error: {}{at}",
+            faasfuse::error::escape_controls(&what.replace('\n', " "))
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, without its "error: " prefix.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!(
+                "faasfuse: error: {} (see faasfuse --help)",
+                faasfuse::error::escape_controls(&first)
+            );
+            return ExitCode::from(2);
+        }
+    };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -490,6 +555,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             reentrant,
         } => {
             let mut specs = faasfuse::host::resolve_specs(&libraries, None)?;
+            refuse_inputs_as_outputs(
+                specs
+                    .iter()
+                    .map(|s| s.path.as_path())
+                    .chain(profile.iter().map(|p| p.as_path())),
+                [Some(output.as_path()), manifest.as_deref()],
+            )?;
             let mut opts = faasfuse::merge::MergeOptions {
                 level: lower,
                 reentrant: reentrant.into_iter().collect(),
@@ -635,8 +707,8 @@ fn read_inputs(file: &PathBuf, format: InputsFormat) -> Result<Vec<Vec<u8>>> {
             .read_to_end(&mut text)
             .context("reading stdin")?;
     } else {
-        text = std::fs::read(file)
-            .map_err(|e| InputError::new(file, format!("cannot read inputs: {e}")))?;
+        text = faasfuse::files::read(file, faasfuse::files::MAX_TEXT_BYTES, "an inputs file")
+            .map_err(|e| InputError::new(file, format!("cannot read inputs: {}", e.reason)))?;
     }
     if format == InputsFormat::Len32 {
         return split_len32(&text).map_err(|(offset, why)| {

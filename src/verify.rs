@@ -49,6 +49,12 @@ impl VerifyReport {
 /// Run every check; `load_with` is the program to run the load test with
 /// (this executable's hidden `__load` command), or `None` to skip it.
 pub fn verify(path: &Path, load_with: Option<&Path>) -> Result<VerifyReport> {
+    verify_staged(path, -1, load_with)
+}
+
+/// [`verify`] an output being written: `path` opens it in this process and,
+/// through the inherited descriptor `fd` (when not -1), in the load test's.
+pub fn verify_staged(path: &Path, fd: i32, load_with: Option<&Path>) -> Result<VerifyReport> {
     let image = Image::load(path)?;
     let mut checks = Vec::new();
     let file = ElfFile64::<LE>::parse(&image.data[..])?;
@@ -66,7 +72,7 @@ pub fn verify(path: &Path, load_with: Option<&Path>) -> Result<VerifyReport> {
     check("relocations", relocations(&file, &loads));
     check("eh_frame_hdr", eh_frame_hdr(&file, &image));
     if let Some(exe) = load_with {
-        check("load test", load_test(exe, path));
+        check("load test", load_test(exe, path, fd));
     }
     Ok(VerifyReport {
         path: path.display().to_string(),
@@ -271,17 +277,94 @@ fn eh_frame_hdr(file: &File, image: &Image) -> Result<String> {
     Ok(format!("{} FDEs, sorted and complete", listed.len()))
 }
 
-/// `dlopen(RTLD_NOW)` the library in a child process.
-fn load_test(exe: &Path, path: &Path) -> Result<String> {
-    let out = std::process::Command::new(exe)
-        .arg("__load")
+/// Seconds the load test may take (`FAASFUSE_LOAD_TIMEOUT`, default 30).
+fn load_timeout() -> std::time::Duration {
+    let secs = std::env::var("FAASFUSE_LOAD_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(30.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
+/// `dlopen(RTLD_NOW)` the library in a child process of its own process
+/// group, which dies with this process and is killed (with anything it
+/// started) after [`load_timeout`]. `fd`, when not -1, is inherited.
+fn load_test(exe: &Path, path: &Path, fd: i32) -> Result<String> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::Stdio;
+    let parent = std::process::id() as i32;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__load")
         .arg(path)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "dlopen failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if fd >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pgid = child.id() as i32;
+    crate::output::set_child_group(pgid);
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            use std::io::Read;
+            let _ = e.take(64 << 10).read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = std::time::Instant::now() + load_timeout();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // The group goes, whatever the library started.
+    // SAFETY: kill of the child's own process group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.wait();
+            crate::output::set_child_group(0);
+            bail!(
+                "dlopen did not return within {:.0} s (a constructor that never finishes?); set FAASFUSE_LOAD_TIMEOUT to allow longer",
+                load_timeout().as_secs_f64()
+            );
+        }
+    };
+    crate::output::set_child_group(0);
+    let err = reader.join().unwrap_or_default();
+    if !status.success() {
+        let why = err.trim();
+        let why = if !why.is_empty() {
+            why.lines().last().unwrap_or(why).to_string()
+        } else if let Some(sig) = status.signal() {
+            format!("the loading process was killed by signal {sig}")
+        } else {
+            format!(
+                "the loading process exited with status {}",
+                status.code().unwrap_or(-1)
+            )
+        };
+        bail!("dlopen failed: {why}");
     }
     Ok("dlopen(RTLD_NOW) in a child process succeeded".into())
 }
@@ -290,7 +373,11 @@ fn load_test(exe: &Path, path: &Path) -> Result<String> {
 pub fn load_in_this_process(path: &Path) -> Result<()> {
     use std::ffi::{CStr, CString};
     use std::os::unix::ffi::OsStrExt;
-    let abs = std::fs::canonicalize(path)?;
+    let abs = if path.starts_with("/proc/self/fd") {
+        path.to_path_buf()
+    } else {
+        std::fs::canonicalize(path)?
+    };
     let c = CString::new(abs.as_os_str().as_bytes())?;
     // SAFETY: dlopen/dlsym/dlclose with valid C strings; the handle is
     // closed before returning.

@@ -2,7 +2,7 @@
 //! user understands, before any deeper parsing.
 
 use object::elf;
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader, Sym};
 use object::LittleEndian as LE;
 
 /// Size of an ELF64 file header.
@@ -111,6 +111,42 @@ pub(super) fn ranges(file: &ElfFile64<LE>, len: u64) -> Result<(), String> {
                 "truncated: segment at offset {:#x} ends at {end:#x}, beyond the end of the file ({len:#x} bytes)",
                 p.p_offset(e)
             ));
+        }
+    }
+    for p in file.elf_program_headers() {
+        let t = p.p_type(e);
+        if p.p_vaddr(e).checked_add(p.p_memsz(e)).is_none() {
+            return Err(format!(
+                "program header {t:#x}: p_vaddr + p_memsz ({:#x} + {:#x}) overflows",
+                p.p_vaddr(e),
+                p.p_memsz(e)
+            ));
+        }
+        let (limit, name) = match t {
+            elf::PT_LOAD => (2u64 << 20, "PT_LOAD"),
+            elf::PT_TLS => (64 << 10, "PT_TLS"),
+            _ => continue,
+        };
+        let a = p.p_align(e);
+        if a > limit || (a > 1 && !a.is_power_of_two()) {
+            return Err(format!(
+                "{name} p_align {a:#x} is not a power of two up to {limit:#x}"
+            ));
+        }
+    }
+    for symbols in [file.elf_symbol_table(), file.elf_dynamic_symbol_table()] {
+        for (i, s) in symbols.iter().enumerate() {
+            if s.st_value(e).checked_add(s.st_size(e)).is_none() {
+                let name = s
+                    .name(e, symbols.strings())
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_else(|_| format!("#{i}"));
+                return Err(format!(
+                    "symbol {name}: st_value + st_size ({:#x} + {:#x}) overflows",
+                    s.st_value(e),
+                    s.st_size(e)
+                ));
+            }
         }
     }
     let table = file.elf_section_table();

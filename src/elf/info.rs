@@ -197,7 +197,7 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
         .find(|p| p.p_type(E) == elf::PT_GNU_RELRO)
         .map(|p| RelroInfo {
             start: p.p_vaddr(E),
-            end: p.p_vaddr(E) + p.p_memsz(E),
+            end: p.p_vaddr(E).saturating_add(p.p_memsz(E)),
         });
 
     let section_names: BTreeSet<String> = table

@@ -60,15 +60,16 @@ pub struct DynReloc {
 impl Image {
     /// Read and validate `path`.
     pub fn load(path: &Path) -> Result<Image> {
-        let data = std::fs::read(path).map_err(|e| {
-            let reason = match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".to_string(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                _ if path.is_dir() => "is a directory, not a shared object".to_string(),
-                _ => format!("cannot read: {e}"),
-            };
-            InputError::new(path, reason)
-        })?;
+        // The magic is checked before the rest is read.
+        let data = crate::files::read_checked(
+            path,
+            crate::files::MAX_ELF_BYTES,
+            "a shared object",
+            |head| match check::header(head) {
+                Err(r) if head.len() < 4 || !r.starts_with("truncated") => Err(r),
+                _ => Ok(()),
+            },
+        )?;
         Image::parse(path, data)
     }
 
@@ -118,13 +119,13 @@ impl Image {
         let (seg_va, _, off, filesz) = self
             .loads
             .iter()
-            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)?;
+            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr - va < *filesz)?;
         let rel = vaddr - seg_va;
-        if rel + len as u64 > *filesz {
+        if rel.checked_add(len as u64)? > *filesz {
             return None;
         }
-        let start = (off + rel) as usize;
-        self.data.get(start..start + len)
+        let start = usize::try_from(off.checked_add(rel)?).ok()?;
+        self.data.get(start..start.checked_add(len)?)
     }
 
     /// The NUL-terminated string at `vaddr` (without the NUL), if one ends
@@ -133,10 +134,12 @@ impl Image {
         let (seg_va, _, off, filesz) = self
             .loads
             .iter()
-            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)?;
-        let start = (off + (vaddr - seg_va)) as usize;
-        let end = ((off + filesz) as usize).min(self.data.len());
-        let avail = &self.data[start..end];
+            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr - va < *filesz)?;
+        let start = usize::try_from(off.checked_add(vaddr - seg_va)?).ok()?;
+        let end = usize::try_from(off.saturating_add(*filesz))
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        let avail = self.data.get(start..end)?;
         let window = &avail[..avail.len().min(max)];
         let nul = window.iter().position(|&b| b == 0)?;
         Some(&window[..nul])
@@ -147,7 +150,10 @@ impl Image {
         self.code
             .iter()
             .filter_map(|(name, va, off, size)| {
-                let bytes = self.data.get(*off as usize..(off + size) as usize)?;
+                let start = usize::try_from(*off).ok()?;
+                let bytes = self
+                    .data
+                    .get(start..start.checked_add(usize::try_from(*size).ok()?)?)?;
                 Some(CodeRange {
                     name,
                     vaddr: *va,
@@ -162,7 +168,7 @@ impl Image {
         self.info
             .functions
             .iter()
-            .filter(|f| vaddr >= f.address && vaddr < f.address + f.size.max(1))
+            .filter(|f| vaddr >= f.address && vaddr - f.address < f.size.max(1))
             .min_by_key(|f| f.size)
     }
 

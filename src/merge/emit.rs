@@ -357,6 +357,39 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     if let Some(b) = &unwind {
         eh_inputs.push(EhFrameInput { bytes: b, vaddr: 0 });
     }
+    // A damaged table is the fault of its input: name it.
+    for (p, pl) in parts.iter().zip(&placements) {
+        let Some((addr, size)) = p.eh_frame else {
+            continue;
+        };
+        let Some(bytes) = p.bytes_at(addr, size) else {
+            continue;
+        };
+        let one = [EhFrameInput {
+            bytes,
+            vaddr: addr + pl.disp,
+        }];
+        let layout = EhFrameLayout::parse(&one).map_err(|e| {
+            let why = format!("{e:#}").replace(".eh_frame input 0 at", ".eh_frame at");
+            crate::error::InputError::new(&p.path, format!("malformed {why}"))
+        })?;
+        // Every FDE describes code of its own image.
+        let (lo, hi) = p.span();
+        let (lo, hi) = (lo + pl.disp, hi + pl.disp);
+        for (b, e) in layout.fde_ranges(addr + pl.disp) {
+            if e != b && (b < lo || e < b || e > hi) {
+                return Err(crate::error::InputError::new(
+                    &p.path,
+                    format!(
+                        "malformed .eh_frame: an FDE covers {:#x}..{:#x}, outside the image",
+                        b.wrapping_sub(pl.disp),
+                        e.wrapping_sub(pl.disp)
+                    ),
+                )
+                .into());
+            }
+        }
+    }
     let eh = EhFrameLayout::parse(&eh_inputs)?;
 
     let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);

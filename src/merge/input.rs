@@ -13,6 +13,17 @@ use crate::elf::{Image, ENTRY_POINTS};
 use crate::error::InputError;
 
 const E: LE = LE;
+
+/// Largest segment alignment accepted (x86-64's largest page size).
+pub const MAX_LOAD_ALIGN: u64 = 2 << 20;
+/// Largest TLS alignment accepted.
+pub const MAX_TLS_ALIGN: u64 = 64 << 10;
+/// Largest TLS block accepted (per thread).
+pub const MAX_TLS_BYTES: u64 = 1 << 30;
+/// Highest address an input image may use.
+pub const MAX_ADDRESS: u64 = 1 << 40;
+/// Most entries in an initializer or finalizer array.
+pub const MAX_ARRAY_ENTRIES: u64 = 1 << 20;
 type Table<'a> = SectionTable<'a, elf::FileHeader64<LE>, &'a [u8]>;
 
 /// What an input is in the fused image.
@@ -157,12 +168,14 @@ impl Part {
 
     /// The file bytes behind `len` bytes at `vaddr`.
     pub fn bytes_at(&self, vaddr: u64, len: u64) -> Option<&[u8]> {
+        let end = vaddr.checked_add(len)?;
         let l = self
             .loads
             .iter()
-            .find(|l| vaddr >= l.vaddr && vaddr + len <= l.vaddr + l.filesz)?;
-        let off = (l.offset + vaddr - l.vaddr) as usize;
-        self.data.get(off..off + len as usize)
+            .find(|l| vaddr >= l.vaddr && end <= l.vaddr.saturating_add(l.filesz))?;
+        let off = usize::try_from(l.offset.checked_add(vaddr - l.vaddr)?).ok()?;
+        self.data
+            .get(off..off.checked_add(usize::try_from(len).ok()?)?)
     }
 
     pub fn word_at(&self, vaddr: u64) -> Option<u64> {
@@ -179,8 +192,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Read everything the merger needs from a validated image.
+/// Read everything the merger needs from a validated image; every value
+/// is checked against the image itself, and any fault names the file.
 pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
+    let path = image.path.clone();
+    read_part_unchecked(image, name, role).map_err(|e| {
+        if crate::error::exit_code(&e) == crate::error::EXIT_BAD_INPUT {
+            e
+        } else {
+            InputError::new(&path, format!("malformed ELF: {e:#}")).into()
+        }
+    })
+}
+
+fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
     let Image {
         path, data, info, ..
     } = image;
@@ -251,7 +276,7 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
     read_relocs(&mut part, table, &data)?;
     read_sections(&mut part, table, &data)?;
     read_symbols(&mut part, &file)?;
-    part.pieces = live_pieces(&part);
+    part.data = data;
     for (i, ep) in ENTRY_POINTS.iter().enumerate() {
         let sym = part
             .dynsyms
@@ -263,7 +288,8 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
             None => return Err(part.err(format!("not a function library: does not export {ep}"))),
         }
     }
-    part.data = data;
+    validate(&part)?;
+    part.pieces = live_pieces(&part);
     Ok(part)
 }
 
@@ -279,9 +305,9 @@ fn read_dynamic(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
         match tag {
             elf::DT_NULL => break,
             elf::DT_INIT_ARRAY => ia = Some(v),
-            elf::DT_INIT_ARRAYSZ => ias = v / 8,
+            elf::DT_INIT_ARRAYSZ => ias = array_len(part, "DT_INIT_ARRAYSZ", v)?,
             elf::DT_FINI_ARRAY => fa = Some(v),
-            elf::DT_FINI_ARRAYSZ => fas = v / 8,
+            elf::DT_FINI_ARRAYSZ => fas = array_len(part, "DT_FINI_ARRAYSZ", v)?,
             elf::DT_RUNPATH | elf::DT_RPATH => part.runpath = Some(text(d.string(E, strings)?)),
             elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
             elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
@@ -294,6 +320,16 @@ fn read_dynamic(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
     part.init_array = ia.map(|a| (a, ias));
     part.fini_array = fa.map(|a| (a, fas));
     Ok(())
+}
+
+/// Entries of an initializer array of `bytes` bytes.
+fn array_len(part: &Part, tag: &str, bytes: u64) -> Result<u64> {
+    if bytes % 8 != 0 || bytes > MAX_ARRAY_ENTRIES * 8 {
+        return Err(part.err(format!(
+            "{tag} = {bytes:#x}: not a whole number of pointers, or more than {MAX_ARRAY_ENTRIES} entries"
+        )));
+    }
+    Ok(bytes / 8)
 }
 
 fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
@@ -364,13 +400,25 @@ impl Part {
     /// addends are the words in the file.
     fn data_relr(&mut self, data: &[u8], addrs: &[u64]) -> Result<()> {
         for &a in addrs {
-            let l = self
-                .loads
-                .iter()
-                .find(|l| a >= l.vaddr && a + 8 <= l.vaddr + l.filesz)
-                .ok_or_else(|| self.err(format!("packed relocation at {a:#x} outside the file")))?;
-            let off = (l.offset + a - l.vaddr) as usize;
-            let word = u64::from_le_bytes(data[off..off + 8].try_into().unwrap());
+            let word = a
+                .checked_add(8)
+                .and_then(|end| {
+                    self.loads.iter().find(|l| {
+                        l.flags & elf::PF_W != 0
+                            && a >= l.vaddr
+                            && end <= l.vaddr.saturating_add(l.filesz)
+                    })
+                })
+                .and_then(|l| {
+                    let off = usize::try_from(l.offset.checked_add(a - l.vaddr)?).ok()?;
+                    data.get(off..off.checked_add(8)?)
+                })
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "packed relocation (DT_RELR) at {a:#x} lies outside the image's writable segments"
+                    ))
+                })?;
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
             self.relocs.push(Reloc {
                 offset: a,
                 r_type: elf::R_X86_64_RELATIVE,
@@ -384,12 +432,14 @@ impl Part {
 
 /// Decode `SHT_RELR` words into the addresses they relocate.
 pub fn decode_relr(words: &[u8], out: &mut Vec<u64>) {
+    // Addresses wrap like the loader's arithmetic; the caller checks each
+    // against the image.
     let mut next = 0u64;
     for w in words.chunks_exact(8) {
-        let w = u64::from_le_bytes(w.try_into().unwrap());
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
         if w & 1 == 0 {
             out.push(w);
-            next = w + 8;
+            next = w.wrapping_add(8);
         } else {
             let mut bits = w >> 1;
             let mut at = next;
@@ -398,9 +448,9 @@ pub fn decode_relr(words: &[u8], out: &mut Vec<u64>) {
                     out.push(at);
                 }
                 bits >>= 1;
-                at += 8;
+                at = at.wrapping_add(8);
             }
-            next += 63 * 8;
+            next = next.wrapping_add(63 * 8);
         }
     }
 }
@@ -585,6 +635,204 @@ pub fn check_supported(part: &Part) -> Result<()> {
     }
     if part.loads.is_empty() {
         bail!(InputError::new(&part.path, "no loadable segments"));
+    }
+    Ok(())
+}
+
+/// Check every structure the merger uses against the image it comes from:
+/// segments, TLS, relocations, initializers, symbols, sections, unwind
+/// table and entry points, with checked arithmetic and sane limits.
+fn validate(p: &Part) -> Result<()> {
+    let len = p.data.len() as u64;
+    if p.loads.is_empty() {
+        return Err(p.err("no loadable segments"));
+    }
+    let mut prev_end = 0u64;
+    for (i, l) in p.loads.iter().enumerate() {
+        let what = format!("PT_LOAD segment {i} (at {:#x})", l.vaddr);
+        if !l.align.is_power_of_two() || l.align > MAX_LOAD_ALIGN {
+            return Err(p.err(format!(
+                "{what}: p_align {:#x} is not a power of two up to {MAX_LOAD_ALIGN:#x}",
+                l.align
+            )));
+        }
+        let end = l.vaddr.checked_add(l.memsz).filter(|&e| e <= MAX_ADDRESS);
+        let Some(end) = end else {
+            return Err(p.err(format!(
+                "{what}: p_vaddr + p_memsz ({:#x} + {:#x}) is beyond {MAX_ADDRESS:#x}",
+                l.vaddr, l.memsz
+            )));
+        };
+        if l.offset.checked_add(l.filesz).map_or(true, |e| e > len) {
+            return Err(p.err(format!("{what}: file bytes lie beyond the end of the file")));
+        }
+        if l.filesz > l.memsz {
+            return Err(p.err(format!("{what}: p_filesz exceeds p_memsz")));
+        }
+        if l.offset % l.align != l.vaddr % l.align {
+            return Err(p.err(format!(
+                "{what}: p_offset {:#x} not congruent to p_vaddr modulo p_align {:#x}",
+                l.offset, l.align
+            )));
+        }
+        if i > 0 && l.vaddr < prev_end {
+            return Err(p.err(format!(
+                "{what}: unsorted or overlapping the previous segment"
+            )));
+        }
+        prev_end = end;
+    }
+    if p.role == Role::Root && p.loads[0].vaddr != 0 {
+        return Err(p.err(format!(
+            "the root image's first PT_LOAD is at {:#x}, not 0",
+            p.loads[0].vaddr
+        )));
+    }
+    let in_load = |addr: u64, size: u64, flag: u32, file: bool| -> bool {
+        let Some(end) = addr.checked_add(size) else {
+            return false;
+        };
+        p.loads.iter().any(|l| {
+            let lim = if file { l.filesz } else { l.memsz };
+            (flag == 0 || l.flags & flag != 0) && addr >= l.vaddr && end <= l.vaddr + lim
+        })
+    };
+    if let Some(t) = p.tls {
+        if !t.align.is_power_of_two() || t.align > MAX_TLS_ALIGN {
+            return Err(p.err(format!(
+                "PT_TLS p_align {:#x} is not a power of two up to {MAX_TLS_ALIGN:#x}",
+                t.align
+            )));
+        }
+        if t.filesz > t.memsz || t.memsz > MAX_TLS_BYTES {
+            return Err(p.err(format!(
+                "PT_TLS sizes (p_filesz {:#x}, p_memsz {:#x}) are inconsistent or above {MAX_TLS_BYTES:#x}",
+                t.filesz, t.memsz
+            )));
+        }
+        if t.filesz > 0 && !in_load(t.vaddr, t.filesz, 0, true) {
+            return Err(p.err(format!(
+                "PT_TLS initialization image at {:#x} (+{:#x}) lies outside the file's loadable bytes",
+                t.vaddr, t.filesz
+            )));
+        }
+    }
+    for r in &p.relocs {
+        if r.r_type == elf::R_X86_64_NONE {
+            continue;
+        }
+        if !in_load(r.offset, 8, elf::PF_W, false) {
+            return Err(p.err(format!(
+                "dynamic relocation ({}) at r_offset {:#x} lies outside the image's writable segments",
+                crate::elf::reloc_type_name(r.r_type),
+                r.offset
+            )));
+        }
+    }
+    for (tag, arr) in [
+        ("DT_INIT_ARRAY", p.init_array),
+        ("DT_FINI_ARRAY", p.fini_array),
+    ] {
+        if let Some((addr, n)) = arr {
+            if n > 0 && !in_load(addr, n * 8, 0, false) {
+                return Err(p.err(format!(
+                    "{tag} at {addr:#x} ({n} entries) lies outside the image's segments"
+                )));
+            }
+        }
+    }
+    for (tag, f) in [("DT_INIT", p.init), ("DT_FINI", p.fini)] {
+        if let Some(a) = f {
+            if !in_load(a, 1, elf::PF_X, false) {
+                return Err(p.err(format!("{tag} = {a:#x} is not in an executable segment")));
+            }
+        }
+    }
+    let (lo, hi) = p.span();
+    let tls_size = p.tls.map(|t| t.memsz);
+    for s in &p.dynsyms {
+        if !s.defined || s.abs {
+            continue;
+        }
+        let Some(end) = s.value.checked_add(s.size) else {
+            return Err(p.err(format!(
+                "dynamic symbol {}: st_value + st_size ({:#x} + {:#x}) overflows",
+                s.name, s.value, s.size
+            )));
+        };
+        let ok = match s.st_type() {
+            elf::STT_TLS => tls_size.is_some_and(|m| end <= m),
+            elf::STT_FUNC | elf::STT_OBJECT | elf::STT_GNU_IFUNC => s.value >= lo && end <= hi,
+            _ => true,
+        };
+        if !ok {
+            return Err(p.err(format!(
+                "dynamic symbol {} at {:#x} (+{:#x}) lies outside the image",
+                s.name, s.value, s.size
+            )));
+        }
+    }
+    for s in &p.symbols {
+        if s.value
+            .checked_add(s.size)
+            .map_or(true, |e| s.value < lo || e > hi)
+        {
+            return Err(p.err(format!(
+                "symbol {} at {:#x} (+{:#x}) lies outside the image",
+                s.name, s.value, s.size
+            )));
+        }
+    }
+    for s in &p.sections {
+        if s.align > MAX_LOAD_ALIGN || (s.align > 1 && !s.align.is_power_of_two()) {
+            return Err(p.err(format!(
+                "section {}: sh_addralign {:#x} is not a power of two up to {MAX_LOAD_ALIGN:#x}",
+                s.name, s.align
+            )));
+        }
+        if s.size == 0 {
+            continue;
+        }
+        let file = s.sh_type != elf::SHT_NOBITS;
+        if !in_load(s.addr, s.size, 0, file) {
+            return Err(p.err(format!(
+                "section {} at {:#x} (+{:#x}) lies outside the image's loadable segments",
+                s.name, s.addr, s.size
+            )));
+        }
+        for (bit, pf, what) in [
+            (elf::SHF_EXECINSTR, elf::PF_X, "executable"),
+            (elf::SHF_WRITE, elf::PF_W, "writable"),
+        ] {
+            if s.flags & u64::from(bit) != 0 && !in_load(s.addr, s.size, pf, false) {
+                return Err(p.err(format!(
+                    "section {} at {:#x} is {what} but its segment is not",
+                    s.name, s.addr
+                )));
+            }
+        }
+    }
+    if let Some((addr, size)) = p.eh_frame {
+        if size > 0 && p.bytes_at(addr, size).is_none() {
+            return Err(p.err(format!(
+                ".eh_frame at {addr:#x} (+{size:#x}) lies outside the file's loadable bytes"
+            )));
+        }
+    }
+    if let Some((a, b)) = p.relro {
+        if a > b || a < lo || b > hi.saturating_add(MAX_LOAD_ALIGN) {
+            return Err(p.err(format!(
+                "PT_GNU_RELRO {a:#x}..{b:#x} lies outside the image"
+            )));
+        }
+    }
+    for (i, &e) in p.entry.iter().enumerate() {
+        if p.role != Role::Runtime && !in_load(e, 1, elf::PF_X, false) {
+            return Err(p.err(format!(
+                "{} at {e:#x} is not in an executable segment",
+                ENTRY_POINTS[i]
+            )));
+        }
     }
     Ok(())
 }

@@ -128,6 +128,13 @@ pub struct Manifest {
 
 /// Fuse `specs` (root first) into `output`.
 pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<Manifest> {
+    let (manifest, bytes) = fuse(specs, output, opts)?;
+    crate::output::write_atomically(output, &bytes, true)?;
+    Ok(manifest)
+}
+
+/// Fuse `specs` (root first) into the bytes of the image `output` names.
+fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(Manifest, Vec<u8>)> {
     crate::host::check_unique(specs)?;
     let level = opts.level;
     opts.check(specs)?;
@@ -269,8 +276,7 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
             }
         })
         .collect();
-    crate::output::write_atomically(output, &out.bytes, true)?;
-    Ok(Manifest {
+    let manifest = Manifest {
         output: output.display().to_string(),
         root: root.name.clone(),
         inputs: parts
@@ -293,7 +299,8 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
         input_bytes,
         dynamic_relocations: out.relocations,
         imports: out.imports,
-    })
+    };
+    Ok((manifest, out.bytes))
 }
 
 /// Mark the edges whose call can find the callee running: into the root
@@ -336,31 +343,45 @@ fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
     }
 }
 
-/// Merge into a temporary file, verify it, then move it into place: on any
-/// failure no output appears.
+/// Merge into an unnamed temporary file, verify it, then give it its name:
+/// on any failure, or when killed, no output appears.
 pub fn merge_verified(
     specs: &[FunctionSpec],
     output: &Path,
     verify_with: Option<&Path>,
     opts: &MergeOptions,
 ) -> Result<Manifest> {
-    let staged = crate::output::sibling_temp(output, "staged")?;
-    let result = (|| {
-        let mut manifest = merge(specs, &staged, opts)?;
-        manifest.output = output.display().to_string();
-        if let Some(exe) = verify_with {
-            let report = crate::verify::verify(&staged, Some(exe))?;
-            if let Some(c) = report.checks.iter().find(|c| !c.ok) {
-                anyhow::bail!("fused image failed verification: {}: {}", c.name, c.detail);
-            }
-        }
-        crate::output::commit(&staged, output)?;
-        Ok(manifest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
+    crate::output::check_destination(output)?;
+    let (manifest, bytes) = fuse(specs, output, opts)?;
+    let mut staged = crate::output::Staged::create(output, true)?;
+    {
+        use std::io::Write;
+        staged
+            .file()
+            .write_all(&bytes)
+            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
+        staged
+            .file()
+            .flush()
+            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
     }
-    result
+    if let Some(exe) = verify_with {
+        let read_path = staged.read_path();
+        let report = crate::verify::verify_staged(&read_path, staged.fd(), Some(exe))?;
+        if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+            let detail = c.detail.replace(
+                &read_path.display().to_string(),
+                &output.display().to_string(),
+            );
+            anyhow::bail!(
+                "fused image {} failed verification: {}: {detail}",
+                output.display(),
+                c.name,
+            );
+        }
+    }
+    staged.commit()?;
+    Ok(manifest)
 }
 
 /// The human summary of a merge.

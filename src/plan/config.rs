@@ -74,8 +74,7 @@ impl Config {
     /// (`--lib`; relative to the working directory). A given library
     /// replaces the entry's `library`; an entry needs one or the other.
     pub fn load_with(path: &Path, libs: &[String]) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        let text = crate::files::read_text(path, "a function config")?;
         let mut functions: Vec<FuncEntry> = serde_json::from_str(&text)
             .map_err(|e| InputError::new(path, format!("not a function config: {e}")))?;
         let mut given: Vec<(String, PathBuf)> = Vec::new();

@@ -99,8 +99,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        // Not noted as an input: `plan --previous plan.json -o plan.json`
+        // updates the plan in force.
+        let text = crate::files::read_text_unnoted(path, "a faasfuse plan")?;
         Ok(serde_json::from_str(&text)
             .map_err(|e| InputError::new(path, format!("not a faasfuse plan: {e}")))?)
     }
@@ -149,9 +150,93 @@ fn read_weights(
         return Err(InputError::new(path, why).into());
     }
     let trace = v.get("nested_calls").is_some();
-    let w = serde_json::from_value(v)
+    let w: Weights = serde_json::from_value(v)
         .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?;
+    check_unique_keys(&text).map_err(|why| InputError::new(path, why))?;
+    check_weights(&w).map_err(|why| InputError::new(path, why))?;
     Ok((w, trace))
+}
+
+/// Most calls an edge may have (so that costs stay finite).
+const MAX_CALLS: f64 = 1e15;
+
+/// Counts are finite and non-negative, CPU shares within 0..=1.
+fn check_weights(w: &Weights) -> std::result::Result<(), String> {
+    for (caller, m) in &w.calls {
+        for (callee, &n) in m {
+            if !(n.is_finite() && (0.0..=MAX_CALLS).contains(&n)) {
+                return Err(format!(
+                    "calls {caller} -> {callee} = {n}: not a count between 0 and {MAX_CALLS:e}"
+                ));
+            }
+        }
+    }
+    for (f, &c) in &w.cpu {
+        if !(c.is_finite() && (0.0..=1.0).contains(&c)) {
+            return Err(format!("cpu {f} = {c}: not a share between 0 and 1"));
+        }
+    }
+    for (f, &n) in &w.external {
+        if !(n.is_finite() && (0.0..=MAX_CALLS).contains(&n)) {
+            return Err(format!(
+                "external {f} = {n}: not a count between 0 and {MAX_CALLS:e}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a JSON object with the same key twice (serde keeps the last).
+fn check_unique_keys(text: &str) -> std::result::Result<(), String> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Any;
+    impl<'de> Deserialize<'de> for Any {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Any, D::Error> {
+            d.deserialize_any(AnyVisitor)
+        }
+    }
+    struct AnyVisitor;
+    impl<'de> Visitor<'de> for AnyVisitor {
+        type Value = Any;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Any, A::Error> {
+            while a.next_element::<Any>()?.is_some() {}
+            Ok(Any)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Any, A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+                }
+                a.next_value::<Any>()?;
+            }
+            Ok(Any)
+        }
+    }
+    serde_json::from_str::<Any>(text)
+        .map(|_| ())
+        .map_err(|e| format!("not a weights file: {e}"))
 }
 
 /// Combine planning inputs over the deployment's `functions` (name,

@@ -108,8 +108,7 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
     let mut head = [0u8; 8];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        let (mut f, _) = crate::files::open_regular(path, u64::MAX, "a profile")?;
         f.read(&mut head)
             .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
     };
@@ -120,8 +119,7 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
         };
         return ingest::ingest_perf(path, libs, opts);
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let bytes = crate::files::read(path, crate::files::MAX_TEXT_BYTES, "a text profile")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         InputError::new(
             path,
@@ -186,8 +184,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
 }
 
 pub fn load_profile(path: &Path) -> Result<Profile> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let text = crate::files::read_text(path, "a faasfuse profile")?;
     let p: Profile = serde_json::from_str(&text)
         .map_err(|e| InputError::new(path, format!("not a faasfuse profile: {e}")))?;
     if p.format != FORMAT {

@@ -72,7 +72,8 @@ fn cannot_read(path: &Path, e: std::io::Error) -> anyhow::Error {
 
 /// Which kind of profile `path` is; JSON and BOLT text come with the text.
 pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
-    let mut f = std::fs::File::open(path).map_err(|e| cannot_read(path, e))?;
+    let (f, len) = crate::files::open_regular(path, u64::MAX, "a profile")?;
+    let mut f = f.take(crate::files::MAX_TEXT_BYTES);
     let mut head = [0u8; 8];
     let mut n = 0;
     while n < head.len() {
@@ -83,6 +84,15 @@ pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
     }
     if perfdata::is_perf_data(&head[..n]) {
         return Ok((Kind::PerfData, None));
+    }
+    if len > crate::files::MAX_TEXT_BYTES {
+        return Err(InputError::new(
+            path,
+            format!(
+                "not a perf.data (no PERFILE2 magic), and {len} bytes is too large for a text profile"
+            ),
+        )
+        .into());
     }
     let mut bytes = head[..n].to_vec();
     f.read_to_end(&mut bytes)

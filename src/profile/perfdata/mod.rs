@@ -45,7 +45,7 @@ pub fn is_perf_data(bytes: &[u8]) -> bool {
 /// Open `path` and read its header; events come from the result in time
 /// order.
 pub fn open(path: &Path, lenient: bool) -> Result<Ordered<File>> {
-    let mut f = File::open(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let (mut f, _) = crate::files::open_regular(path, u64::MAX, "a perf.data")?;
     let len = f
         .metadata()
         .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
