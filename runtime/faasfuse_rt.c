@@ -62,7 +62,7 @@ struct ff_chunk {
 
 /* Chunks up to this size are kept for reuse when a call ends. */
 #define FF_CHUNK_REUSE (1u << 20)
-#define FF_CHUNK_MIN 4000u
+#define FF_CHUNK_MIN 4000u /* a multiple of 8 */
 
 /* One worker of one image; its address is the caller_ctx that image passes
  * back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved. */
@@ -75,8 +75,12 @@ struct ff_frame {
     void *handle;
     struct ff_frame *extra; /* next worker of a re-entrant image, or NULL */
     struct ff_buf in;       /* private NUL-terminated copy of this call's input */
-    struct ff_buf out;      /* this call's output (unused by the root frame) */
-    struct ff_chunk *kept;  /* copies of the outputs of this call's nested calls */
+    /* This call's output, built in place at the tail of the caller's arena
+     * (the caller is blocked meanwhile, so nothing else writes there) and
+     * committed when the call succeeds: one copy per appended byte. */
+    struct ff_frame *caller;
+    size_t out_len;
+    struct ff_chunk *kept; /* outputs of this call's own nested calls */
 };
 
 /* What faas_create_func_worker returns: one worker per fused image. */
@@ -88,7 +92,7 @@ struct ff_worker {
     size_t count;
     const char *cached_name; /* last name pointer found in the table ... */
     size_t cached_index;     /* ... and where (re-checked with strcmp) */
-    pthread_t owner;         /* thread running the root's current call ... */
+    void *owner;             /* thread running the root's current call ... */
     int running;             /* ... while this is set (atomic access) */
     struct ff_frame *frames[]; /* [image]: its one worker */
 };
@@ -123,50 +127,75 @@ __attribute__((constructor)) static void ff_protect_relro(void)
     }
 }
 
-static int ff_buf_append(struct ff_buf *b, const char *data, size_t len)
+/* memcpy for the short copies of the fused-call path (names, small
+ * inputs and outputs) without a library call; memcpy beyond 16 bytes. */
+static inline void ff_copy(char *dst, const char *src, size_t n)
 {
-    if (len > SIZE_MAX - 1 - b->len)
-        return -1;
-    size_t need = b->len + len + 1;
-    if (need > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap < need)
-            cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-        char *p = realloc(b->data, cap);
+    if (n > 16) {
+        memcpy(dst, src, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        __builtin_memcpy(&a, src, 8);
+        __builtin_memcpy(&b, src + n - 8, 8);
+        __builtin_memcpy(dst, &a, 8);
+        __builtin_memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        __builtin_memcpy(&a, src, 4);
+        __builtin_memcpy(&b, src + n - 4, 4);
+        __builtin_memcpy(dst, &a, 4);
+        __builtin_memcpy(dst + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    }
+}
+
+/* b := data[0, len) followed by a NUL; the buffer is reused. */
+static int ff_buf_set(struct ff_buf *b, const char *data, size_t len)
+{
+    if (__builtin_expect(len >= b->cap, 0)) {
+        if (len > SIZE_MAX / 2)
+            return -1;
+        size_t cap = len < 64 ? 128 : 2 * len;
+        char *p = malloc(cap);
         if (!p)
             return -1;
+        if (len)
+            memcpy(p, data, len);
+        free(b->data);
         b->data = p;
         b->cap = cap;
+    } else {
+        ff_copy(b->data, data, len);
     }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
+    b->data[len] = '\0';
+    b->len = len;
     return 0;
 }
 
-/* Copy a nested call's output into frame f's arena, where it stays valid
- * until f's own call ends. No allocation once the arena has grown. */
-static const char *ff_keep(struct ff_frame *f, const char *data, size_t len)
+/* Room for `need` bytes at the tail of f's arena, where the output being
+ * built (its first `keep` bytes written) moves along if a new chunk is
+ * needed; earlier outputs stay where they are. NULL when out of memory. */
+static char *ff_tail(struct ff_frame *f, size_t keep, size_t need)
 {
-    if (len > SIZE_MAX - 16)
-        return NULL;
-    size_t need = (len + 1 + 7) & ~(size_t)7;
     struct ff_chunk *c = f->kept;
-    if (!c || c->cap - c->used < need) {
-        size_t cap = need > FF_CHUNK_MIN ? need : FF_CHUNK_MIN;
-        struct ff_chunk *n = malloc(sizeof *n + cap);
-        if (!n)
-            return NULL;
-        n->next = c;
-        n->cap = cap;
-        n->used = 0;
-        f->kept = c = n;
-    }
-    char *p = c->data + c->used;
-    memcpy(p, data, len);
-    p[len] = '\0';
-    c->used += need;
-    return p;
+    if (__builtin_expect(c && c->cap - c->used >= need, 1))
+        return c->data + c->used;
+    if (need > SIZE_MAX / 2 - sizeof *c)
+        return NULL;
+    /* Multiples of 8, as every commit advances `used` by one. */
+    size_t cap = need > FF_CHUNK_MIN / 2 ? (2 * need + 7) & ~(size_t)7 : FF_CHUNK_MIN;
+    struct ff_chunk *n = malloc(sizeof *n + cap);
+    if (!n)
+        return NULL;
+    n->next = c;
+    n->cap = cap;
+    n->used = 0;
+    if (keep)
+        memcpy(n->data, c->data + c->used, keep);
+    f->kept = n;
+    return n->data;
 }
 
 /* End of f's call: its nested outputs expire; keep one chunk for reuse. */
@@ -195,7 +224,6 @@ static void ff_frame_free(struct ff_frame *f)
     ff_free_kept(f);
     free(f->kept);
     free(f->in.data);
-    free(f->out.data);
     free(f);
 }
 
@@ -211,10 +239,12 @@ int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
 
 /* Is this thread the one running the root's current call? Anything else
  * must not touch the worker's frames. */
-static int ff_on_owner_thread(const struct ff_worker *w)
+static inline int ff_on_owner_thread(const struct ff_worker *w)
 {
+    /* The thread pointer identifies the thread (glibc: pthread_self()) and
+     * costs one load. */
     return __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) &&
-           pthread_equal(w->owner, pthread_self());
+           w->owner == __builtin_thread_pointer();
 }
 
 static void ff_refuse_thread(const struct ff_frame *f, const char *what, const char *callee)
@@ -241,8 +271,17 @@ static void rt_append(void *ctx, const char *data, size_t len)
             w->host_append(w->host_ctx, data, len);
         return;
     }
-    if (ff_buf_append(&f->out, data, len) != 0)
+    if (f->append_failed || len > SIZE_MAX / 4) {
         f->append_failed = 1;
+        return;
+    }
+    char *at = ff_tail(f->caller, f->out_len, f->out_len + len + 1);
+    if (!at) {
+        f->append_failed = 1;
+        return;
+    }
+    ff_copy(at + f->out_len, data, len);
+    f->out_len += len;
 }
 
 /* Index of `name` in the table, or SIZE_MAX. */
@@ -388,13 +427,12 @@ int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
                               output_len);
     }
     /* A private NUL-terminated copy, as a worker process receives it. */
-    f->in.len = 0;
-    if (ff_buf_append(&f->in, input && len ? input : ff_empty, input ? len : 0) != 0 ||
-        !f->in.data)
+    if (!input)
+        len = 0;
+    if (ff_buf_set(&f->in, input, len) != 0)
         return -1;
-    f->out.len = 0;
-    if (f->out.data)
-        f->out.data[0] = '\0';
+    f->caller = caller;
+    f->out_len = 0;
     f->append_failed = 0;
     f->depth = depth;
     int rc;
@@ -406,16 +444,18 @@ int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
         rc = w->table->images[k].call(f->handle, f->in.data, f->in.len);
     }
     if (rc != 0 || f->append_failed)
-        return -1;
-    if (f->out.len == 0) {
+        return -1; /* nothing committed: the output is discarded */
+    if (f->out_len == 0) {
         *output = ff_empty;
         return 0;
     }
-    const char *kept = ff_keep(caller, f->out.data, f->out.len);
-    if (!kept)
-        return -1;
-    *output = kept;
-    *output_len = f->out.len;
+    /* Commit the output built at the tail of the caller's arena. */
+    struct ff_chunk *c = caller->kept;
+    char *out = c->data + c->used;
+    out[f->out_len] = '\0';
+    c->used += (f->out_len + 1 + 7) & ~(size_t)7;
+    *output = out;
+    *output_len = f->out_len;
     return 0;
 }
 
@@ -488,7 +528,7 @@ int faas_func_call(void *handle, const char *input, size_t input_len)
         return -1;
     struct ff_frame *root = w->frames[0];
     struct ff_worker *running __attribute__((cleanup(ff_end_root_call))) = w;
-    w->owner = pthread_self();
+    w->owner = __builtin_thread_pointer();
     __atomic_store_n(&w->running, 1, __ATOMIC_RELEASE);
     root->active = 1;
     return w->table->images[0].call(root->handle, input, input_len);
