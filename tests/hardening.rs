@@ -701,4 +701,11 @@ fn fuzz_findings_exit_2_naming_the_file() {
         "PT_LOAD",
     );
     merge_refuses_callee(&data.join("callee-fde-outside.so"), "FDE covers");
+    // An initializer that points nowhere (its displaced value overflowed).
+    merge_refuses_callee(
+        &data.join("callee-init-array-garbage.so"),
+        "DT_INIT_ARRAY entry 0",
+    );
+    // A 4 GiB .bss: beyond the reach of direct calls in the fused image.
+    merge_refuses_callee(&data.join("callee-4gib-bss.so"), "p_memsz");
 }

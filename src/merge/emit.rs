@@ -1137,7 +1137,7 @@ fn initializers(part: &Part, disp: u64, init: bool) -> Vec<u64> {
     if let Some((addr, count)) = array {
         for i in 0..count {
             let slot = addr + 8 * i;
-            if let Some(v) = slot_value(part, slot) {
+            if let Some(v) = part.slot_value(slot) {
                 if v != 0 && v != u64::MAX {
                     out.push(v + disp);
                 }
@@ -1145,18 +1145,6 @@ fn initializers(part: &Part, disp: u64, init: bool) -> Vec<u64> {
         }
     }
     out
-}
-
-/// The link-time value a relocated pointer slot holds.
-fn slot_value(part: &Part, slot: u64) -> Option<u64> {
-    match part.relocs.iter().find(|r| r.offset == slot) {
-        Some(r) if r.r_type == elf::R_X86_64_RELATIVE => Some(r.addend as u64),
-        Some(r) if r.sym != 0 => {
-            let s = &part.dynsyms[r.sym as usize];
-            s.defined.then(|| (s.value as i64 + r.addend) as u64)
-        }
-        _ => part.word_at(slot),
-    }
 }
 
 /// `.symtab` naming every image's functions and objects as

@@ -20,8 +20,9 @@ pub const MAX_LOAD_ALIGN: u64 = 2 << 20;
 pub const MAX_TLS_ALIGN: u64 = 64 << 10;
 /// Largest TLS block accepted (per thread).
 pub const MAX_TLS_BYTES: u64 = 1 << 30;
-/// Highest address an input image may use.
-pub const MAX_ADDRESS: u64 = 1 << 40;
+/// Highest address an input image may use: the fused image must stay
+/// within reach of the 32-bit displacements of direct calls.
+pub const MAX_ADDRESS: u64 = 1 << 30;
 /// Most entries in an initializer or finalizer array.
 pub const MAX_ARRAY_ENTRIES: u64 = 1 << 20;
 type Table<'a> = SectionTable<'a, elf::FileHeader64<LE>, &'a [u8]>;
@@ -154,6 +155,24 @@ pub struct Part {
 }
 
 impl Part {
+    /// The link-time value a relocated pointer slot holds.
+    pub fn slot_value(&self, slot: u64) -> Option<u64> {
+        self.slot_value_with(self.relocs.iter().find(|r| r.offset == slot), slot)
+    }
+
+    /// The same, given the slot's relocation (if any).
+    fn slot_value_with(&self, reloc: Option<&Reloc>, slot: u64) -> Option<u64> {
+        match reloc {
+            Some(r) if r.r_type == elf::R_X86_64_RELATIVE => Some(r.addend as u64),
+            Some(r) if r.sym != 0 => {
+                let s = &self.dynsyms[r.sym as usize];
+                s.defined
+                    .then(|| (s.value as i64).wrapping_add(r.addend) as u64)
+            }
+            _ => self.word_at(slot),
+        }
+    }
+
     /// Lowest and highest (exclusive) virtual address of the loaded image.
     pub fn span(&self) -> (u64, u64) {
         let lo = self.loads.iter().map(|l| l.vaddr).min().unwrap_or(0);
@@ -738,6 +757,20 @@ fn validate(p: &Part) -> Result<()> {
                 return Err(p.err(format!(
                     "{tag} at {addr:#x} ({n} entries) lies outside the image's segments"
                 )));
+            }
+            // Every entry is a function of this image (or a 0 / -1 marker).
+            let by_offset: std::collections::HashMap<u64, &Reloc> =
+                p.relocs.iter().map(|r| (r.offset, r)).collect();
+            for i in 0..n {
+                let slot = addr + 8 * i;
+                let v = p.slot_value_with(by_offset.get(&slot).copied(), slot);
+                if let Some(v) = v.filter(|&v| v != 0 && v != u64::MAX) {
+                    if !in_load(v, 1, elf::PF_X, false) {
+                        return Err(p.err(format!(
+                            "{tag} entry {i} = {v:#x} is not in an executable segment"
+                        )));
+                    }
+                }
             }
         }
     }

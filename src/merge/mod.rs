@@ -27,6 +27,10 @@ use input::Role;
 
 pub use input::decode_relr;
 
+/// Largest sum of the input images' spans: what stays within the reach of
+/// a `call rel32`, with room for page alignment and the runtime.
+const MAX_FUSED_SPAN: u64 = (1 << 31) - (64 << 20);
+
 /// Name the runtime's symbols carry in the output's `.symtab`.
 const RUNTIME_NAME: &str = "faasfuse";
 
@@ -232,6 +236,22 @@ fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(M
         part.reentrant = opts.reentrant.contains(&spec.name);
         input::check_supported(&part)?;
         parts.push(part);
+    }
+    // Direct calls between images reach ±2 GiB: the images together must
+    // fit in that.
+    let span: u64 = parts.iter().map(|p| p.span().1 - p.span().0).sum();
+    if span > MAX_FUSED_SPAN {
+        let big = parts
+            .iter()
+            .max_by_key(|p| p.span().1 - p.span().0)
+            .expect("a root");
+        return Err(InputError::new(
+            &big.path,
+            format!(
+                "the fused image would span {span:#x} bytes, beyond the {MAX_FUSED_SPAN:#x} that direct calls between its images can reach"
+            ),
+        )
+        .into());
     }
     let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
     parts.push(input::read_part(runtime, RUNTIME_NAME, Role::Runtime)?);
