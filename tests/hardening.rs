@@ -708,4 +708,17 @@ fn fuzz_findings_exit_2_naming_the_file() {
     );
     // A 4 GiB .bss: beyond the reach of direct calls in the fused image.
     merge_refuses_callee(&data.join("callee-4gib-bss.so"), "p_memsz");
+    // A RELRO range far beyond its segment (the fused image copied it).
+    let root = data.join("root-relro-beyond-load.so");
+    assert_refused(
+        &[
+            os("merge"),
+            os(&format!("Foo={}", root.display())),
+            lib("libbar.so").as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+        ],
+        &root,
+        "PT_GNU_RELRO",
+    );
 }

@@ -853,7 +853,13 @@ fn validate(p: &Part) -> Result<()> {
         }
     }
     if let Some((a, b)) = p.relro {
-        if a > b || a < lo || b > hi.saturating_add(MAX_LOAD_ALIGN) {
+        // Inside one writable load, whose end may be rounded up to its page.
+        let within = p.loads.iter().any(|l| {
+            let end = l.vaddr + l.memsz;
+            let page = l.align.max(0x1000);
+            l.flags & elf::PF_W != 0 && a >= l.vaddr && a <= end && b <= end.div_ceil(page) * page
+        });
+        if a > b || a < lo || !within {
             return Err(p.err(format!(
                 "PT_GNU_RELRO {a:#x}..{b:#x} lies outside the image"
             )));

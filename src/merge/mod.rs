@@ -387,7 +387,22 @@ pub fn merge_verified(
     }
     if let Some(exe) = verify_with {
         let read_path = staged.read_path();
-        let report = crate::verify::verify_staged(&read_path, staged.fd(), Some(exe))?;
+        // Errors name the fused image by its final path, never the staging one.
+        let staged_name = read_path.display().to_string();
+        let report =
+            crate::verify::verify_staged(&read_path, staged.fd(), Some(exe)).map_err(|e| {
+                match e.downcast_ref::<InputError>() {
+                    Some(ie) => anyhow::Error::new(InputError::new(
+                        output,
+                        format!(
+                            "fused image failed verification: {}",
+                            ie.reason
+                                .replace(&staged_name, &output.display().to_string())
+                        ),
+                    )),
+                    None => e,
+                }
+            })?;
         if let Some(c) = report.checks.iter().find(|c| !c.ok) {
             let detail = c.detail.replace(
                 &read_path.display().to_string(),
