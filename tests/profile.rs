@@ -505,3 +505,93 @@ fn help_teaches_with_examples() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn stdin_empty_files_and_other_builds() {
+    let w = workflow("hello");
+    let (data, _) = record_lbr("stdin", &w, 8);
+    let from_file = profile("stdin-file", &[&data], &lib_args(&w), &[]);
+
+    // `-` reads standard input, here a file as `perf record -o -` would pipe it.
+    let out = dir().join("stdin-pipe.json");
+    let o = faasfuse()
+        .args(["profile", "-"])
+        .args(lib_args(&w))
+        .arg("-o")
+        .arg(&out)
+        .stdin(std::fs::File::open(&data).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_stdin: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(from_stdin["images"], from_file["images"]);
+    assert_eq!(from_stdin["calls"], from_file["calls"]);
+    assert!(u(&from_file["stats"]["samples"]) > 0);
+
+    // An empty file is no profile (it used to read as an empty one).
+    let empty = dir().join("empty.data");
+    std::fs::write(&empty, b"").unwrap();
+    let o = faasfuse()
+        .arg("profile")
+        .arg(&empty)
+        .args(lib_args(&w))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("empty.data") && err.contains("empty"), "{err}");
+
+    // Recorded with one build of Foo; profiled with another build at the
+    // same path: its samples cannot be counted, and the report says why.
+    let copies = dir().join("other-build");
+    std::fs::create_dir_all(&copies).unwrap();
+    for (_, lib) in &w.functions {
+        std::fs::copy(fixtures().join("default").join(lib), copies.join(lib)).unwrap();
+    }
+    let deploy = w.deploy_args_in(&copies);
+    let recorded = dir().join("other-build.data");
+    let inputs = input_file("other-build", &generate_inputs(&w, 10, 3));
+    record_lbr_run(&recorded, 8, None, &deploy, &w.root, &inputs);
+    let foo = copies.join("libfoo.so");
+    let o = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O1", "-DOTHER_BUILD", "-I"])
+        .arg(repo().join("fixtures/include"))
+        .arg(repo().join("fixtures/functions/foo.c"))
+        .arg("-o")
+        .arg(&foo)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let libs: Vec<String> = deploy
+        .iter()
+        .flat_map(|a| ["--lib".to_string(), a.clone()])
+        .collect();
+    let o = run_ok(faasfuse().arg("profile").arg(&recorded).args(&libs));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("warning:")
+            && text.contains("libfoo.so")
+            && text.contains("another build-id"),
+        "{text}"
+    );
+    let o = run_ok(
+        faasfuse()
+            .arg("profile")
+            .arg(&recorded)
+            .args(&libs)
+            .arg("--json"),
+    );
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let foo_summary = j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "Foo")
+        .unwrap()
+        .clone();
+    assert_eq!(u(&foo_summary["samples"]), 0, "{foo_summary:#}");
+    assert_eq!(
+        foo_summary["other_builds"].as_array().map(Vec::len),
+        Some(1)
+    );
+}

@@ -59,6 +59,10 @@ pub struct ImageProfile {
     /// The file names this image was mapped as in the profile.
     #[serde(default)]
     pub mapped_as: Vec<String>,
+    /// Files mapped under this image's name but with another build-id:
+    /// another build, whose samples are not counted here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_builds: Vec<String>,
     /// Samples whose instruction pointer lies in this image.
     pub samples: u64,
     /// Samples whose innermost frame in any image lies in this one.
@@ -227,6 +231,12 @@ impl ImageProfile {
                 self.mapped_as.push(m);
             }
         }
+        for m in o.other_builds {
+            if !self.other_builds.contains(&m) {
+                self.other_builds.push(m);
+            }
+        }
+        self.other_builds.sort();
         self.mapped_as.sort();
         self.samples += o.samples;
         self.attributed_samples += o.attributed_samples;

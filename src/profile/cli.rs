@@ -103,6 +103,29 @@ pub fn load_libs(args: &[String]) -> Result<Vec<Lib>> {
     Ok(libs)
 }
 
+/// Read a profile from standard input (`perf record -o - | faasfuse
+/// profile -`): spooled to an unnamed temporary file, so memory stays
+/// bounded as for a file; errors name `<stdin>`.
+fn read_stdin(libs: &[Lib], lenient: bool) -> Result<Profile> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let stdin = Path::new("<stdin>");
+    let mut spool = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(std::env::temp_dir())
+        .map_err(|e| InputError::new(stdin, format!("cannot spool to a temporary file: {e}")))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+        .map_err(|e| InputError::new(stdin, format!("cannot read: {e}")))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", spool.as_raw_fd()));
+    read_input(&path, libs, lenient).map_err(|e| match e.downcast_ref::<InputError>() {
+        Some(ie) if ie.path == path => InputError::new(stdin, ie.reason.clone()).into(),
+        _ => e,
+    })
+}
+
 /// Read one input of any supported kind.
 pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
     let mut head = [0u8; 8];
@@ -112,6 +135,9 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
         f.read(&mut head)
             .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
     };
+    if n == 0 {
+        return Err(InputError::new(path, "empty file: no profile in it").into());
+    }
     if perfdata::is_perf_data(&head[..n]) {
         let opts = ingest::Options {
             lenient,
@@ -154,7 +180,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let libs = load_libs(&a.libs)?;
     let mut total: Option<Profile> = None;
     for p in &a.inputs {
-        let one = read_input(p, &libs, a.lenient)?;
+        let one = if p.as_os_str() == "-" {
+            read_stdin(&libs, a.lenient)?
+        } else {
+            read_input(p, &libs, a.lenient)?
+        };
         match &mut total {
             None => total = Some(one),
             Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
@@ -218,6 +248,9 @@ pub struct ImageSummary {
     pub name: String,
     pub build_id: Option<String>,
     pub mapped_as: Vec<String>,
+    /// Files mapped under this name with another build-id (not counted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_builds: Vec<String>,
     pub samples: u64,
     pub attributed_samples: u64,
     pub branches: usize,
@@ -247,6 +280,7 @@ pub fn summary<'a>(p: &'a Profile, written: &'a [String]) -> Summary<'a> {
                     name: name.clone(),
                     build_id: i.build_id.clone(),
                     mapped_as: i.mapped_as.clone(),
+                    other_builds: i.other_builds.clone(),
                     samples: i.samples,
                     attributed_samples: i.attributed_samples,
                     branches: i.branches.len(),
@@ -348,6 +382,12 @@ pub fn render(s: &Summary) -> String {
                 String::new()
             }
         );
+        for other in &i.other_builds {
+            let _ = writeln!(
+                o,
+                "    warning: {other} is mapped under this name with another build-id (another build of the library): its samples are not counted"
+            );
+        }
         for site in &i.rpc_sites {
             let n = if st.lbr_samples > 0 {
                 site.branch_count

@@ -154,6 +154,8 @@ pub struct AddressSpaces<'a> {
     dso_index: HashMap<String, usize>,
     /// Mapped file names matched to each library.
     pub matched_paths: Vec<Vec<String>>,
+    /// Per library: files mapped under its name with another build-id.
+    pub other_builds: Vec<Vec<String>>,
 }
 
 /// User-space addresses end below this (x86-64 canonical lower half).
@@ -169,6 +171,7 @@ impl<'a> AddressSpaces<'a> {
             dso_build_ids: Vec::new(),
             dso_index: HashMap::new(),
             matched_paths: vec![Vec::new(); libs.len()],
+            other_builds: vec![Vec::new(); libs.len()],
         };
         for (id, name) in build_ids {
             s.add_build_id(id.clone(), name.clone());
@@ -181,7 +184,9 @@ impl<'a> AddressSpaces<'a> {
     }
 
     /// The library a mapped file is, if any.
-    fn match_lib(&self, m: &Mmap) -> Option<usize> {
+    /// The library `m` matches; or, as `Err`, the library whose name it
+    /// has but whose build-id differs (another build of that file).
+    fn match_lib(&self, m: &Mmap) -> Result<usize, Option<usize>> {
         let id = m
             .build_id
             .as_ref()
@@ -192,7 +197,7 @@ impl<'a> AddressSpaces<'a> {
                 .iter()
                 .position(|l| l.build_id.as_ref() == Some(id))
             {
-                return Some(i);
+                return Ok(i);
             }
         }
         let path = Path::new(&m.filename);
@@ -205,11 +210,12 @@ impl<'a> AddressSpaces<'a> {
                 self.libs
                     .iter()
                     .position(|l| l.image.path.file_name() == path.file_name())
-            })?;
+            })
+            .ok_or(None)?;
         // A known build-id that differs means another build of that file.
         match (id, &self.libs[by_path].build_id) {
-            (Some(a), Some(b)) if a != b => None,
-            _ => Some(by_path),
+            (Some(a), Some(b)) if a != b => Err(Some(by_path)),
+            _ => Ok(by_path),
         }
     }
 
@@ -229,7 +235,17 @@ impl<'a> AddressSpaces<'a> {
             return None;
         }
         let end = m.addr.saturating_add(m.len);
-        let lib = self.match_lib(m);
+        let lib = match self.match_lib(m) {
+            Ok(i) => Some(i),
+            Err(other) => {
+                if let Some(i) = other {
+                    if !self.other_builds[i].contains(&m.filename) {
+                        self.other_builds[i].push(m.filename.clone());
+                    }
+                }
+                None
+            }
+        };
         let target = match lib {
             Some(i) => {
                 let va = self.libs[i].vaddr_of_offset(m.pgoff)?;

@@ -367,6 +367,8 @@ impl Ingest<'_> {
             let mut img = image_profile(lib, acc);
             img.mapped_as = self.spaces.matched_paths[i].clone();
             img.mapped_as.sort();
+            img.other_builds = self.spaces.other_builds[i].clone();
+            img.other_builds.sort();
             p.images.insert(lib.name.clone(), img);
         }
         p.derive();
@@ -489,6 +491,7 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
         path: lib.image.path.display().to_string(),
         build_id: lib.build_id_hex(),
         mapped_as: Vec::new(),
+        other_builds: Vec::new(),
         samples: acc.ips.values().sum(),
         attributed_samples: acc.attributed.values().sum(),
         functions,
