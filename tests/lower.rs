@@ -165,10 +165,7 @@ fn exception_from_a_fused_callee_is_caught_across_a_lowered_site() {
 
 #[test]
 fn gdb_backtrace_through_a_lowered_site_is_complete() {
-    if Command::new("gdb").arg("--version").output().is_err() {
-        eprintln!("gdb not installed; skipped");
-        return;
-    }
+    require_tool("gdb", &["--version"], "gdb");
     let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
     let out = out_dir().join("hello-gdb.so");
     let m = fuse_workflow(&w, "debug", &out, &["--lower", "direct"]);

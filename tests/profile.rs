@@ -31,33 +31,27 @@ fn dir() -> PathBuf {
     scratch_dir("profile")
 }
 
-/// Whether `perf record` works here; prints why not when it does not.
-fn perf_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let out = Command::new("perf")
-            .args(["record", "-q", "-e", "cpu-clock:u", "-o"])
-            .arg(dir().join("probe.data"))
-            .args(["--", "true"])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => true,
-            Ok(o) => {
-                eprintln!(
-                    "skipping: perf record fails here: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                );
-                false
-            }
-            Err(e) => {
-                eprintln!("skipping: perf is not installed ({e})");
-                false
-            }
-        }
-    })
+/// `perf record` works here (CI installs linux-perf); the test fails if not.
+fn require_perf() {
+    static OK: OnceLock<()> = OnceLock::new();
+    OK.get_or_init(|| {
+        let probe = dir().join("probe.data");
+        let probe = probe.to_str().unwrap();
+        require_tool(
+            "perf",
+            &[
+                "record",
+                "-q",
+                "-e",
+                "cpu-clock:u",
+                "-o",
+                probe,
+                "--",
+                "true",
+            ],
+            "linux-perf",
+        );
+    });
 }
 
 /// `perf record <how> -- faasfuse run <workflow> --repeat N`.
@@ -101,9 +95,7 @@ fn u(v: &Value) -> u64 {
 
 #[test]
 fn dwarf_call_chains_rank_the_rpc_edges_hot() {
-    if !perf_available() {
-        return;
-    }
+    require_perf();
     let w = workflow("chain");
     let data = perf_record(
         "chain-dwarf",
@@ -152,9 +144,7 @@ fn dwarf_call_chains_rank_the_rpc_edges_hot() {
 
 #[test]
 fn frame_pointer_call_chains_map_samples_to_images() {
-    if !perf_available() {
-        return;
-    }
+    require_perf();
     let w = workflow("hello");
     let data = perf_record("hello-fp", &w, &["-e", "cpu-clock:u", "-g"], false, 3000);
     let p = profile("hello-fp", &[&data], &lib_args(&w), &[]);
@@ -172,9 +162,7 @@ fn frame_pointer_call_chains_map_samples_to_images() {
 
 #[test]
 fn ipc_worker_processes_aggregate_in_one_pass() {
-    if !perf_available() {
-        return;
-    }
+    require_perf();
     let w = workflow("hello");
     let data = perf_record(
         "hello-ipc",
@@ -289,10 +277,7 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 
 #[test]
 fn fdata_equals_perf2bolt_output() {
-    if !Path::new(PERF2BOLT).exists() {
-        eprintln!("skipping: {PERF2BOLT} is not installed (Debian bolt-16)");
-        return;
-    }
+    require_tool(PERF2BOLT, &["--version"], "bolt-16");
     for name in ["chain", "social"] {
         let w = workflow(name);
         let (data, _) = record_lbr(&format!("{name}-bolt"), &w, 32);

@@ -391,10 +391,7 @@ fn perf2bolt_counts(
     lib: &Path,
     tag: &str,
 ) -> Option<HashMap<(Loc, Loc), (u64, u64)>> {
-    if !Path::new(PERF2BOLT).exists() {
-        eprintln!("skipping perf2bolt check: {PERF2BOLT} is not installed (Debian bolt-16)");
-        return None;
-    }
+    require_tool(PERF2BOLT, &["--version"], "bolt-16");
     let fdata = scratch_dir("record").join(format!("{tag}.fdata"));
     let out = Command::new(PERF2BOLT)
         .arg("-p")

@@ -273,21 +273,40 @@ pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
     out
 }
 
-/// `eu-elflint --gnu-ld` finds nothing wrong (skipped without elfutils).
+/// A tool a test needs: found on PATH (or at its absolute path) and able
+/// to run `tool args...`. A test never passes without the tool it checks
+/// with: it fails, naming the Debian package `.ci/run` installs.
+pub fn require_tool(tool: &str, args: &[&str], package: &str) {
+    let out = Command::new(tool).args(args).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "`{tool} {}` fails here (Debian {package}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        ),
+        Err(e) => panic!("{tool} is not installed (Debian {package}): {e}"),
+    }
+}
+
+/// `eu-elflint --gnu-ld` finds nothing wrong.
 pub fn assert_elflint_clean(path: &Path) {
-    if let Ok(o) = Command::new("eu-elflint")
+    require_tool("eu-elflint", &["--version"], "elfutils");
+    let o = Command::new("eu-elflint")
         .args(["--gnu-ld", "--quiet"])
         .arg(path)
         .output()
-    {
-        assert!(
-            o.status.success() && o.stdout.is_empty(),
-            "eu-elflint {}:\n{}{}",
-            path.display(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty(),
+        "eu-elflint {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A process-model workflow of tests/data/pm_workflows.json, its test
