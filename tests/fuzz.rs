@@ -408,7 +408,7 @@ fn fuzz_parsers() {
                     }
                     "fdata" => {
                         let text = String::from_utf8_lossy(&d);
-                        Ok(faasfuse::profile::fdata::ingest(&file, &text, &libs).is_ok())
+                        Ok(faasfuse::profile::fdata::ingest(&file, &text, &libs, false).is_ok())
                     }
                     "config" => Ok(faasfuse::plan::Config::load(&file).is_ok()),
                     _ => Ok(

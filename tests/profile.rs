@@ -580,3 +580,47 @@ fn stdin_empty_files_and_other_builds() {
         Some(1)
     );
 }
+
+#[test]
+fn lenient_skips_bad_fdata_lines_and_counts_them() {
+    let w = workflow("hello");
+    let (data, _) = record_lbr("lenient-fdata", &w, 8);
+    let fdir = dir().join("lenient-fdata");
+    profile(
+        "lenient-fdata",
+        &[&data],
+        &lib_args(&w),
+        &["--fdata-dir", fdir.to_str().unwrap()],
+    );
+    let clean = fdir.join("Foo.fdata");
+    let foo_lib = vec![
+        "--lib".to_string(),
+        format!("Foo={}", fixtures().join("default/libfoo.so").display()),
+    ];
+    let want = profile("lenient-clean", &[&clean], &foo_lib, &[]);
+    let text = std::fs::read_to_string(&clean).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 2, "{text}");
+    lines.insert(1, "1 faas_func_call zz 1 faas_func_call 10 0 3");
+    lines.push("this is not a record");
+    let damaged = dir().join("Foo.damaged.fdata");
+    std::fs::write(&damaged, lines.join("\n") + "\n").unwrap();
+    let o = faasfuse()
+        .arg("profile")
+        .arg(&damaged)
+        .args(&foo_lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    let got = profile("lenient-damaged", &[&damaged], &foo_lib, &["--lenient"]);
+    assert_eq!(u(&got["stats"]["bad_records"]), 2, "{}", got["stats"]);
+    let branches = &want["images"]["Foo"]["branches"];
+    assert!(
+        branches.as_array().is_some_and(|b| !b.is_empty()),
+        "{}",
+        want["images"]
+    );
+    assert_eq!(&got["images"]["Foo"]["branches"], branches);
+}

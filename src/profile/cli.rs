@@ -155,7 +155,7 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
             ),
         )
     })?;
-    fdata::ingest(path, &text, libs)
+    fdata::ingest(path, &text, libs, lenient)
 }
 
 pub fn run(a: ProfileArgs) -> Result<()> {

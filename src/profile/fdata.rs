@@ -90,35 +90,54 @@ fn location(
     }
 }
 
-/// Read an `.fdata` for `lib` into an accumulator.
-pub(crate) fn read_fdata(path: &Path, text: &str, lib: &Lib, acc: &mut Acc) -> Result<()> {
+/// Read an `.fdata` for `lib` into an accumulator. A malformed record is
+/// an error naming its line, or with `lenient` skipped and counted (the
+/// count is returned).
+pub(crate) fn read_fdata(
+    path: &Path,
+    text: &str,
+    lib: &Lib,
+    acc: &mut Acc,
+    lenient: bool,
+) -> Result<u64> {
+    let mut skipped = 0;
     for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let f: Vec<&str> = raw.split_whitespace().collect();
-        match f.as_slice() {
-            [] => {}
-            ["no_lbr", ..] | ["boltedcollection"] => {}
-            [fk, fname, foff, tk, tname, toff, mispred, count] => {
-                let count = dec_u64(path, n, count)?;
-                let mispred = dec_u64(path, n, mispred)?;
-                let Some(from) = location(path, n, lib, fk, fname, foff)? else {
-                    continue;
-                };
-                let to = location(path, n, lib, tk, tname, toff)?;
+        match read_record(path, i + 1, raw, lib, acc) {
+            Ok(()) => {}
+            Err(_) if lenient => skipped += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(skipped)
+}
+
+/// One `.fdata` line; nothing is added to `acc` unless the whole record
+/// reads.
+fn read_record(path: &Path, n: usize, raw: &str, lib: &Lib, acc: &mut Acc) -> Result<()> {
+    let f: Vec<&str> = raw.split_whitespace().collect();
+    match f.as_slice() {
+        [] => {}
+        ["no_lbr", ..] | ["boltedcollection"] => {}
+        [fk, fname, foff, tk, tname, toff, mispred, count] => {
+            let count = dec_u64(path, n, count)?;
+            let mispred = dec_u64(path, n, mispred)?;
+            let from = location(path, n, lib, fk, fname, foff)?;
+            let to = location(path, n, lib, tk, tname, toff)?;
+            if let Some(from) = from {
                 let e = acc.branches.entry((from, to)).or_default();
                 e.0 += count;
                 e.1 += mispred;
             }
-            [k, name, off, count] => {
-                let count = dec_u64(path, n, count)?;
-                if let Some(at) = location(path, n, lib, k, name, off)? {
-                    *acc.ips.entry(at).or_default() += count;
-                }
-            }
-            // Memory access records (`3`/`4` kinds with 7 fields) are not used.
-            [_, _, _, _, _, _, _] => {}
-            _ => return Err(bad(path, n, "not an fdata record")),
         }
+        [k, name, off, count] => {
+            let count = dec_u64(path, n, count)?;
+            if let Some(at) = location(path, n, lib, k, name, off)? {
+                *acc.ips.entry(at).or_default() += count;
+            }
+        }
+        // Memory access records (`3`/`4` kinds with 7 fields) are not used.
+        [_, _, _, _, _, _, _] => {}
+        _ => return Err(bad(path, n, "not an fdata record")),
     }
     Ok(())
 }
@@ -328,13 +347,20 @@ impl Fit {
 }
 
 /// Read an `.fdata` or pre-aggregated profile over `libs`.
-pub fn ingest(path: &Path, text: &str, libs: &[Lib]) -> Result<Profile> {
-    ingest_for(path, text, libs, None)
+pub fn ingest(path: &Path, text: &str, libs: &[Lib], lenient: bool) -> Result<Profile> {
+    ingest_for(path, text, libs, None, lenient)
 }
 
 /// [`ingest`], with the library an `.fdata` describes given (an index
 /// into `libs`) or found by [`lib_for`].
-pub fn ingest_for(path: &Path, text: &str, libs: &[Lib], lib: Option<usize>) -> Result<Profile> {
+pub fn ingest_for(
+    path: &Path,
+    text: &str,
+    libs: &[Lib],
+    lib: Option<usize>,
+    lenient: bool,
+) -> Result<Profile> {
+    let mut skipped = 0;
     let mut accs: Vec<Acc> = libs.iter().map(|_| Acc::default()).collect();
     if is_preaggregated(text) {
         // Plain addresses belong to the library given, if one is.
@@ -368,9 +394,10 @@ pub fn ingest_for(path: &Path, text: &str, libs: &[Lib], lib: Option<usize>) -> 
             }
             None => lib_for(path, text, libs)?,
         };
-        read_fdata(path, text, &libs[l], &mut accs[l])?;
+        skipped = read_fdata(path, text, &libs[l], &mut accs[l], lenient)?;
     }
     let mut p = Profile::new(vec![path.display().to_string()]);
+    p.stats.bad_records += skipped;
     for (lib, mut acc) in libs.iter().zip(accs) {
         let n: u64 = acc.ips.values().sum();
         p.stats.samples += n;

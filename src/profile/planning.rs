@@ -172,7 +172,7 @@ pub fn read_over(
             }
             Ok(p)
         }
-        Kind::Bolt => fdata::ingest_for(path, text.unwrap_or_default(), libs, named),
+        Kind::Bolt => fdata::ingest_for(path, text.unwrap_or_default(), libs, named, false),
         Kind::Json => Err(InputError::new(path, "a JSON profile is read as weights").into()),
     }
 }
