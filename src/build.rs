@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::error::InputError;
 use crate::host::FunctionSpec;
 use crate::lower::Level;
 use crate::merge::Manifest;
@@ -134,6 +135,22 @@ pub fn build(
         };
         let manifest = crate::merge::merge_verified(&specs, &path, verify_with, &opts)
             .with_context(|| format!("fusing the group of {}", g.root))?;
+        // The planner budgets with an estimate; the real image must hold it.
+        if let Some(max) = config.get(&g.root).and_then(|e| e.max_image_bytes) {
+            if manifest.output_bytes > max {
+                let _ = std::fs::remove_file(&path);
+                return Err(InputError::new(
+                    &config.path,
+                    format!(
+                        "the fused image of {} ({}) is {} B, over its maxImageBytes {max} B; raise the budget or leave a callee out",
+                        g.root,
+                        g.members.join(" + "),
+                        manifest.output_bytes
+                    ),
+                )
+                .into());
+            }
+        }
         let e = entries
             .iter_mut()
             .find(|e| e.func_name == g.root)

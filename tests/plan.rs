@@ -499,3 +499,63 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
         assert_eq!(library.ends_with(".fused.so"), reentrant, "{built:#}");
     }
 }
+
+#[test]
+fn build_never_writes_an_image_over_its_budget() {
+    // The real fused size of Foo + Bar, then a budget one byte below it.
+    let dir = scratch_dir("plan-budget-real");
+    let lib = fixtures().join("default");
+    let probe = dir.join("probe.so");
+    let m = run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(format!("Foo={}", lib.join("libfoo.so").display()))
+            .arg(format!("Bar={}", lib.join("libbar.so").display()))
+            .args(["--json", "-o"])
+            .arg(&probe),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+    let real = std::fs::metadata(&probe).unwrap().len();
+    assert_eq!(m["output_bytes"].as_u64(), Some(real));
+    let weights = dir.join("w.json");
+    std::fs::write(
+        &weights,
+        r#"{"calls": {"Foo": {"Bar": 1000}}, "external": {"Foo": 1000}}"#,
+    )
+    .unwrap();
+    for (budget, fits) in [(real, true), (real - 1, false)] {
+        let config = dir.join(format!("config-{budget}.json"));
+        let c = serde_json::json!([
+            {"funcName": "Foo", "library": lib.join("libfoo.so"), "entry": true, "maxImageBytes": budget},
+            {"funcName": "Bar", "library": lib.join("libbar.so")},
+        ]);
+        std::fs::write(&config, c.to_string()).unwrap();
+        let out = dir.join(format!("out-{budget}"));
+        let o = faasfuse()
+            .arg("build")
+            .arg("--config")
+            .arg(&config)
+            .arg("--profile")
+            .arg(&weights)
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let image = out.join("libfoo.fused.so");
+        if fits {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(std::fs::metadata(&image).unwrap().len(), real);
+        } else {
+            // Refused with the reason, or planned without Bar: never an
+            // image over the budget.
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !o.status.success() {
+                assert_eq!(o.status.code(), Some(2), "{err}");
+                assert!(err.contains("maxImageBytes"), "{err}");
+            }
+            if let Ok(meta) = std::fs::metadata(&image) {
+                assert!(meta.len() <= budget, "{} B over {budget} B", meta.len());
+            }
+        }
+    }
+}
