@@ -149,20 +149,30 @@ fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
 
 /// `merge libfoo.so BAD -o OUT` is refused for BAD, and OUT never appears.
 fn merge_refuses_callee(bad: &Path, reason: &str) {
+    merge_refuses(bad, false, reason);
+}
+
+/// `merge` with `bad` as the root (Foo) or the callee (Bar) of the hello
+/// workflow exits 2 naming it for `reason`, and writes nothing.
+fn merge_refuses(bad: &Path, as_root: bool, reason: &str) {
     let out = dir().join(format!(
         "{}.fused.so",
         bad.file_name().unwrap().to_string_lossy()
     ));
     let _ = std::fs::remove_file(&out);
-    let callee = format!("Bar={}", bad.display());
+    let (root, callee) = if as_root {
+        (
+            os(&format!("Foo={}", bad.display())).to_os_string(),
+            lib("libbar.so").into_os_string(),
+        )
+    } else {
+        (
+            lib("libfoo.so").into_os_string(),
+            os(&format!("Bar={}", bad.display())).to_os_string(),
+        )
+    };
     assert_refused(
-        &[
-            os("merge"),
-            lib("libfoo.so").as_os_str(),
-            os(&callee),
-            os("-o"),
-            out.as_os_str(),
-        ],
+        &[os("merge"), &root, &callee, os("-o"), out.as_os_str()],
         bad,
         reason,
     );
@@ -685,19 +695,7 @@ fn garbage_weights_are_refused() {
 #[test]
 fn fuzz_findings_exit_2_naming_the_file() {
     let data = repo().join("tests/data/fuzz");
-    let root = data.join("root-not-at-zero.so");
-    let out = dir().join("fz.fused.so");
-    assert_refused(
-        &[
-            os("merge"),
-            os(&format!("Foo={}", root.display())),
-            lib("libbar.so").as_os_str(),
-            os("-o"),
-            out.as_os_str(),
-        ],
-        &root,
-        "PT_LOAD",
-    );
+    merge_refuses(&data.join("root-not-at-zero.so"), true, "PT_LOAD");
     merge_refuses_callee(&data.join("callee-fde-outside.so"), "FDE covers");
     // An initializer that points nowhere (its displaced value overflowed).
     merge_refuses_callee(
@@ -707,16 +705,9 @@ fn fuzz_findings_exit_2_naming_the_file() {
     // A 4 GiB .bss: beyond the reach of direct calls in the fused image.
     merge_refuses_callee(&data.join("callee-4gib-bss.so"), "p_memsz");
     // A RELRO range far beyond its segment (the fused image copied it).
-    let root = data.join("root-relro-beyond-load.so");
-    assert_refused(
-        &[
-            os("merge"),
-            os(&format!("Foo={}", root.display())),
-            lib("libbar.so").as_os_str(),
-            os("-o"),
-            out.as_os_str(),
-        ],
-        &root,
+    merge_refuses(
+        &data.join("root-relro-beyond-load.so"),
+        true,
         "PT_GNU_RELRO",
     );
 }
