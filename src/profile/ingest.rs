@@ -13,7 +13,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use super::aggregate::{
     AddressCount, BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount,
 };
-use super::fasthash::FastMap;
+use super::fasthash::{BranchTable, FastMap, TraceTable};
 use super::images::{AddressSpaces, Lib, Loc};
 use super::perfdata::{self, attr, event, Event, Sample};
 use super::unwind::Unwinders;
@@ -30,9 +30,9 @@ pub struct Options {
 #[derive(Default)]
 pub(crate) struct Acc {
     /// (from, to) -> (count, mispredicted); `to` is None outside the image.
-    pub(crate) branches: FastMap<(u64, Option<u64>), (u64, u64)>,
+    pub(crate) branches: BranchTable,
     /// Straight-line runs between consecutive branches: (start, end).
-    pub(crate) traces: FastMap<super::traces::Trace, u64>,
+    pub(crate) traces: TraceTable,
     /// Self samples by address.
     pub(crate) ips: FastMap<u64, u64>,
     /// Attributed samples by (innermost in-image) address.
@@ -326,10 +326,7 @@ impl Ingest<'_> {
                         Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
                         _ => None,
                     };
-                    *self.acc[lib]
-                        .traces
-                        .entry((start, end, came_from))
-                        .or_default() += 1;
+                    *self.acc[lib].traces.slot(start, end, came_from) += 1;
                 }
             }
         }
@@ -342,7 +339,7 @@ impl Ingest<'_> {
                 Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
                 _ => None,
             };
-            let e = self.acc[lib].branches.entry((from, to)).or_default();
+            let e = self.acc[lib].branches.slot(from, to);
             e.0 += 1;
             e.1 += b.mispredicted() as u64;
         }
@@ -381,6 +378,30 @@ pub fn symbol_name(lib: &Lib, vaddr: u64) -> String {
         .unwrap_or_else(|| format!("{vaddr:#x}"))
 }
 
+/// A function by its symbol's start, or an address outside every symbol:
+/// what [`symbol_name`] names, without building the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NameKey {
+    Symbol(u64),
+    Address(u64),
+}
+
+fn name_key(lib: &Lib, vaddr: u64) -> NameKey {
+    match lib.symbols.at(vaddr) {
+        Some(s) => NameKey::Symbol(s.start),
+        None => NameKey::Address(vaddr),
+    }
+}
+
+impl NameKey {
+    fn name(self, lib: &Lib) -> String {
+        match self {
+            NameKey::Symbol(start) => symbol_name(lib, start),
+            NameKey::Address(a) => format!("{a:#x}"),
+        }
+    }
+}
+
 /// Whether the instruction at `vaddr` is a call.
 fn is_call(lib: &Lib, vaddr: u64) -> bool {
     let Some(bytes) = lib
@@ -413,16 +434,17 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
     let mut branches: Vec<BranchCount> = acc
         .branches
         .iter()
-        .map(|(&(from, to), &(count, mispred))| BranchCount {
+        .map(|((from, to), (count, mispred))| BranchCount {
             from,
             to,
             count,
             mispred,
         })
         .collect();
-    branches.sort();
+    branches.sort_unstable();
     let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces, threads);
     let fallthroughs = ft
         .into_iter()
         .map(|((from, to), count)| BranchCount {
@@ -432,35 +454,47 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
             mispred: 0,
         })
         .collect();
-    let mut call_site: HashMap<u64, bool> = HashMap::new();
+    // Branches come sorted by source: decode each source instruction once.
+    // Calls are summed by (caller, callee) function before naming them.
+    let site_at: HashSet<u64> = lib.sites.iter().map(|s| s.address).collect();
     let mut outgoing: HashMap<u64, u64> = HashMap::new();
+    let mut call_edges: FastMap<(NameKey, Option<NameKey>), u64> = FastMap::default();
+    let mut last: Option<(u64, u64, bool)> = None;
     for b in &branches {
+        let (len, call) = match last {
+            Some((from, len, call)) if from == b.from => (len, call),
+            _ => {
+                let (len, call) = match lib.image.read_vaddr(b.from, 15) {
+                    Some(c) => {
+                        let ins = Decoder::with_ip(64, c, b.from, DecoderOptions::NONE).decode();
+                        let call = !ins.is_invalid()
+                            && matches!(
+                                ins.flow_control(),
+                                FlowControl::Call | FlowControl::IndirectCall
+                            );
+                        (ins.len() as u64, call)
+                    }
+                    None => (0, is_call(lib, b.from)),
+                };
+                last = Some((b.from, len, call));
+                (len, call)
+            }
+        };
         // A call never branches to its next instruction: such an edge is a
         // fall-through read from an .fdata.
-        let len = lib.image.read_vaddr(b.from, 15).map_or(0, |c| {
-            Decoder::with_ip(64, c, b.from, DecoderOptions::NONE)
-                .decode()
-                .len() as u64
-        });
-        if b.to != Some(b.from + len) {
+        if b.to != Some(b.from + len) && site_at.contains(&b.from) {
             *outgoing.entry(b.from).or_default() += b.count;
         }
-        if *call_site
-            .entry(b.from)
-            .or_insert_with(|| is_call(lib, b.from))
-        {
-            let callee =
-                b.to.map_or_else(|| "[external]".to_string(), |t| symbol_name(lib, t));
-            *calls.entry((symbol_name(lib, b.from), callee)).or_default() += b.count;
+        if call {
+            let callee = b.to.map(|t| name_key(lib, t));
+            *call_edges
+                .entry((name_key(lib, b.from), callee))
+                .or_default() += b.count;
         }
     }
-    for (&(callee_at, ret), n) in &acc.frames {
-        *calls
-            .entry((
-                symbol_name(lib, ret.wrapping_sub(1)),
-                symbol_name(lib, callee_at),
-            ))
-            .or_default() += n;
+    for ((caller, callee), n) in call_edges {
+        let callee = callee.map_or_else(|| "[external]".to_string(), |k| k.name(lib));
+        *calls.entry((caller.name(lib), callee)).or_default() += n;
     }
     let rpc_sites = lib
         .sites
