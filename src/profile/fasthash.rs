@@ -72,7 +72,14 @@ pub struct FlatMap<K: FlatKey, V: Copy + Default> {
     len: usize,
     /// log2 of the number of slots.
     bits: u32,
+    /// Mixed into the hash: each table places keys in its own order, so
+    /// adding one table's keys to another in slot order (a merge) does not
+    /// pile them up in runs.
+    seed: u64,
 }
+
+/// Seeds of successive tables.
+static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<K: FlatKey, V: Copy + Default> Default for FlatMap<K, V> {
     fn default() -> Self {
@@ -82,10 +89,16 @@ impl<K: FlatKey, V: Copy + Default> Default for FlatMap<K, V> {
 
 impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
     fn with_bits(bits: u32) -> Self {
+        let n = SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::with_seed(bits, n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    fn with_seed(bits: u32, seed: u64) -> Self {
         FlatMap {
             slots: vec![(K::EMPTY, V::default()); 1 << bits],
             len: 0,
             bits,
+            seed,
         }
     }
 
@@ -99,7 +112,7 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
 
     #[inline]
     fn home(&self, k: &K) -> usize {
-        (k.hash() >> (64 - self.bits)) as usize
+        ((k.hash() ^ self.seed).wrapping_mul(0xff51_afd7_ed55_8ccd) >> (64 - self.bits)) as usize
     }
 
     /// The value of `k`, inserted as the default if absent. `k` must not
@@ -145,7 +158,7 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
 
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.slots);
-        *self = Self::with_bits(self.bits + 1);
+        *self = Self::with_seed(self.bits + 1, self.seed);
         for (k, v) in old {
             if k != K::EMPTY {
                 *self.slot(k) = v;

@@ -14,7 +14,7 @@ use super::aggregate::{
     AddressCount, BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount,
 };
 use super::fasthash::{BranchTable, FastMap, TraceTable};
-use super::images::{AddressSpaces, Lib, Loc};
+use super::images::{AddressSpaces, Lib, Loc, Process};
 use super::perfdata::{self, attr, event, Event, Sample};
 use super::unwind::Unwinders;
 
@@ -44,19 +44,25 @@ pub(crate) struct Acc {
     pub(crate) returns: FastMap<u64, u64>,
 }
 
+/// What one thread counts from samples: per image accumulators and
+/// sample statistics. Counters of several threads sum into one.
+pub(crate) struct Counter<'l> {
+    pub(crate) acc: Vec<Acc>,
+    unmatched: HashMap<Loc, u64>,
+    stats: super::aggregate::Stats,
+    /// Return addresses of RPC sites per image.
+    site_returns: &'l [HashSet<u64>],
+    chain: Vec<u64>,
+    seen: Vec<(usize, u64)>,
+    locs: Vec<(Loc, Loc)>,
+}
+
 struct Ingest<'l> {
     libs: &'l [Lib],
     spaces: AddressSpaces<'l>,
     unwinders: Option<Unwinders>,
-    acc: Vec<Acc>,
-    unmatched: HashMap<Loc, u64>,
-    stats: super::aggregate::Stats,
-    /// Return addresses of RPC sites per image.
-    site_returns: Vec<HashSet<u64>>,
-    chain: Vec<u64>,
+    counter: Counter<'l>,
     unwound: Vec<u64>,
-    seen: Vec<(usize, u64)>,
-    locs: Vec<(Loc, Loc)>,
 }
 
 /// An executable file a perf.data maps that is none of the libraries.
@@ -72,12 +78,47 @@ pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> 
     ingest_perf_seen(path, libs, opts).map(|(p, _)| p)
 }
 
+/// Return addresses of the RPC sites of each library.
+fn site_returns(libs: &[Lib]) -> Vec<HashSet<u64>> {
+    libs.iter()
+        .map(|l| {
+            l.sites
+                .iter()
+                .map(|s| s.address + s.length as u64)
+                .collect()
+        })
+        .collect()
+}
+
+/// Threads that decode and count samples: every core, unless
+/// `FAASFUSE_THREADS` says otherwise.
+pub fn worker_threads() -> usize {
+    std::env::var("FAASFUSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(64)
+}
+
 /// [`ingest_perf`], also returning the executable files the profile maps
 /// that are none of `libs` (what a profile of other builds does contain).
 pub fn ingest_perf_seen(
     path: &Path,
     libs: &[Lib],
     opts: Options,
+) -> Result<(Profile, Vec<OtherImage>)> {
+    ingest_perf_threads(path, libs, opts, worker_threads())
+}
+
+/// [`ingest_perf_seen`] with `threads` threads counting samples. Profiles
+/// of DWARF stacks (and pipe-mode files) are read in one thread: unwinding
+/// follows the address spaces as they change.
+pub fn ingest_perf_threads(
+    path: &Path,
+    libs: &[Lib],
+    opts: Options,
+    threads: usize,
 ) -> Result<(Profile, Vec<OtherImage>)> {
     let mut events = perfdata::open(path, opts.lenient)?;
     let header = events.reader.header.clone();
@@ -86,26 +127,13 @@ pub fn ingest_perf_seen(
             .attrs
             .iter()
             .any(|a| a.has(attr::SAMPLE_REGS_USER) && a.has(attr::SAMPLE_STACK_USER));
+    let returns = site_returns(libs);
     let mut ing = Ingest {
         libs,
         spaces: AddressSpaces::new(libs, &header.build_ids),
         unwinders: dwarf.then(|| Unwinders::new(libs, &header.build_ids)),
-        acc: libs.iter().map(|_| Acc::default()).collect(),
-        unmatched: HashMap::new(),
-        stats: Default::default(),
-        site_returns: libs
-            .iter()
-            .map(|l| {
-                l.sites
-                    .iter()
-                    .map(|s| s.address + s.length as u64)
-                    .collect()
-            })
-            .collect(),
-        chain: Vec::new(),
+        counter: Counter::new(libs.len(), &returns),
         unwound: Vec::new(),
-        seen: Vec::new(),
-        locs: Vec::new(),
     };
     let total = if header.pipe {
         0
@@ -113,25 +141,43 @@ pub fn ingest_perf_seen(
         header.data_end - header.data_offset
     };
     let bar = progress_bar(opts.progress, total);
-    let mut n = 0u64;
-    loop {
-        let ev = events.next_event().map_err(|e| e.at(path))?;
-        let Some(ev) = ev else { break };
-        n += 1;
-        if n % 65536 == 0 {
-            if let Some(b) = &bar {
-                b.set_position(events.reader.position() - header.data_offset);
+    if dwarf {
+        let mut n = 0u64;
+        loop {
+            let ev = events.next_event().map_err(|e| e.at(path))?;
+            let Some(ev) = ev else { break };
+            n += 1;
+            if n % 65536 == 0 {
+                if let Some(b) = &bar {
+                    b.set_position(events.reader.position() - header.data_offset);
+                }
             }
+            ing.event(ev, events.reader.attrs());
         }
-        ing.event(ev, events.reader.attrs());
+    } else {
+        let mut reader = events.reader;
+        super::parallel::run(
+            &mut reader,
+            &mut ing.spaces,
+            &mut ing.counter,
+            &super::parallel::Setup {
+                libs,
+                returns: &returns,
+                threads,
+                lenient: opts.lenient,
+                progress: bar.as_ref(),
+            },
+        )
+        .map_err(|e| e.at(path))?;
+        events.reader = reader;
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let rs = &events.reader.stats;
-    ing.stats.records = rs.records;
-    ing.stats.bad_records = rs.bad_records;
-    ing.stats.lost_samples = rs.lost_samples;
+    ing.counter.stats.records = rs.records;
+    ing.counter.stats.bad_records += rs.bad_records;
+    ing.counter.stats.lost_samples = rs.lost_samples;
     let others = ing
         .spaces
         .dsos
@@ -168,7 +214,16 @@ impl Ingest<'_> {
         match ev {
             Event::Sample(s) => {
                 let attr = attrs.get(s.attr);
-                self.sample(&s, attr)
+                let unwound = if !s.regs.is_empty() && !s.stack.is_empty() {
+                    if let Some(u) = &mut self.unwinders {
+                        u.unwind(&s, &mut self.unwound);
+                    }
+                    Some(&self.unwound[..])
+                } else {
+                    None
+                };
+                let proc = self.spaces.process(s.pid);
+                self.counter.sample(&s, attr, &proc, unwound)
             }
             Event::Mmap(m) => {
                 let lib = self.spaces.mmap(&m);
@@ -207,20 +262,86 @@ impl Ingest<'_> {
         }
     }
 
-    fn sample(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+    fn finish(self, sources: Vec<String>) -> Profile {
+        let mut p = Profile::new(sources);
+        let c = self.counter;
+        p.stats = c.stats;
+        if let Some(u) = &self.unwinders {
+            p.stats.unwind_failures = u.failed;
+        }
+        for (loc, n) in &c.unmatched {
+            let name = match loc {
+                Loc::Dso(d) => self.spaces.dsos[*d].clone(),
+                Loc::Kernel => "[kernel]".into(),
+                _ => "[unknown]".into(),
+            };
+            *p.unmatched.entry(name).or_default() += n;
+        }
+        for (i, (lib, acc)) in self.libs.iter().zip(c.acc).enumerate() {
+            let mut img = image_profile(lib, acc);
+            img.mapped_as = self.spaces.matched_paths[i].clone();
+            img.mapped_as.sort();
+            p.images.insert(lib.name.clone(), img);
+        }
+        p.derive();
+        p
+    }
+}
+
+impl<'l> Counter<'l> {
+    pub(crate) fn new(libs: usize, site_returns: &'l [HashSet<u64>]) -> Self {
+        Counter {
+            acc: (0..libs).map(|_| Acc::default()).collect(),
+            unmatched: HashMap::new(),
+            stats: Default::default(),
+            site_returns,
+            chain: Vec::new(),
+            seen: Vec::new(),
+            locs: Vec::new(),
+        }
+    }
+
+    /// Samples skipped as malformed while counting (`--lenient`).
+    pub(crate) fn merge_bad(&mut self, n: u64) {
+        self.stats.bad_records += n;
+    }
+
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Counter) {
+        let (a, b) = (&mut self.stats, o.stats);
+        a.samples += b.samples;
+        a.lbr_samples += b.lbr_samples;
+        a.callchain_samples += b.callchain_samples;
+        a.branches += b.branches;
+        a.matched_samples += b.matched_samples;
+        a.bad_records += b.bad_records;
+        for (k, v) in o.unmatched {
+            *self.unmatched.entry(k).or_default() += v;
+        }
+        for (mine, theirs) in self.acc.iter_mut().zip(o.acc) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Count a sample resolved in `proc`; `unwound` holds the return
+    /// addresses of its unwound user stack, if it has one.
+    pub(crate) fn sample(
+        &mut self,
+        s: &Sample,
+        attr: Option<&attr::Attr>,
+        proc: &Process,
+        unwound: Option<&[u64]>,
+    ) {
         self.stats.samples += 1;
         if !s.branches.is_empty() {
             self.stats.lbr_samples += 1;
-            self.branches(s, attr);
+            self.branches(s, attr, proc);
         }
         // The frames: the sampled address, then return addresses.
         self.chain.clear();
-        if !s.regs.is_empty() && !s.stack.is_empty() {
-            if let Some(u) = &mut self.unwinders {
-                u.unwind(s, &mut self.unwound);
-            }
+        if let Some(unwound) = unwound {
             self.chain.push(s.ip);
-            self.chain.extend_from_slice(&self.unwound);
+            self.chain.extend_from_slice(unwound);
         } else if !s.callchain.is_empty() {
             let mut user = false;
             for &ip in &s.callchain {
@@ -242,7 +363,6 @@ impl Ingest<'_> {
             self.stats.callchain_samples += 1;
         }
 
-        let proc = self.spaces.process(s.pid);
         let ip = if s.cpumode == event::MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
             proc.resolve(s.ip)
         } else {
@@ -288,7 +408,7 @@ impl Ingest<'_> {
     /// Count a branch stack. Stacks of consecutive samples overlap when the
     /// period is below the stack depth: only the newest `period` entries are
     /// new, so only those are counted.
-    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>, proc: &Process) {
         let period = match attr {
             Some(a) if a.has(attr::SAMPLE_PERIOD) => s.period,
             Some(a) if !a.freq() => a.sample_period,
@@ -301,7 +421,6 @@ impl Ingest<'_> {
                 .len()
                 .min(usize::try_from(period).unwrap_or(usize::MAX))
         };
-        let proc = self.spaces.process(s.pid);
         let mut locs = std::mem::take(&mut self.locs);
         locs.clear();
         locs.extend(
@@ -345,29 +464,33 @@ impl Ingest<'_> {
         }
         self.locs = locs;
     }
+}
 
-    fn finish(self, sources: Vec<String>) -> Profile {
-        let mut p = Profile::new(sources);
-        p.stats = self.stats;
-        if let Some(u) = &self.unwinders {
-            p.stats.unwind_failures = u.failed;
+impl Acc {
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Acc) {
+        if self.branches.is_empty() {
+            self.branches = o.branches;
+        } else {
+            self.branches.merge(&o.branches);
         }
-        for (loc, n) in &self.unmatched {
-            let name = match loc {
-                Loc::Dso(d) => self.spaces.dsos[*d].clone(),
-                Loc::Kernel => "[kernel]".into(),
-                _ => "[unknown]".into(),
-            };
-            *p.unmatched.entry(name).or_default() += n;
+        if self.traces.is_empty() {
+            self.traces = o.traces;
+        } else {
+            self.traces.merge(&o.traces);
         }
-        for (i, (lib, acc)) in self.libs.iter().zip(self.acc).enumerate() {
-            let mut img = image_profile(lib, acc);
-            img.mapped_as = self.spaces.matched_paths[i].clone();
-            img.mapped_as.sort();
-            p.images.insert(lib.name.clone(), img);
+        for (mine, theirs) in [
+            (&mut self.ips, o.ips),
+            (&mut self.attributed, o.attributed),
+            (&mut self.returns, o.returns),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k).or_default() += v;
+            }
         }
-        p.derive();
-        p
+        for (k, v) in o.frames {
+            *self.frames.entry(k).or_default() += v;
+        }
     }
 }
 
