@@ -445,6 +445,44 @@ impl<'l> Counter<'l> {
                 .iter()
                 .map(|b| (proc.resolve(b.from), proc.resolve(b.to))),
         );
+        // The traces and branches of the stack, as (image, start, end, came
+        // from) and (image, from, to).
+        let traces = (0..n.min(s.branches.len() - 1)).filter_map(|i| {
+            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
+            match (older_to, newer_from) {
+                (
+                    Loc::Lib { lib, vaddr: start },
+                    Loc::Lib {
+                        lib: l2,
+                        vaddr: end,
+                    },
+                ) if lib == l2 => {
+                    let came_from = match older_from {
+                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
+                        _ => None,
+                    };
+                    Some((lib, start, end, came_from))
+                }
+                _ => None,
+            }
+        });
+        let branches = locs[..n].iter().filter_map(|&(from, to)| {
+            let Loc::Lib { lib, vaddr: from } = from else {
+                return None;
+            };
+            let to = match to {
+                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
+                _ => None,
+            };
+            Some((lib, from, to))
+        });
+        // Load every slot first: the cache misses of large tables overlap.
+        for (lib, start, end, came_from) in traces {
+            self.acc[lib].traces.prefetch(start, end, came_from);
+        }
+        for (lib, from, to) in branches {
+            self.acc[lib].branches.prefetch(from, to);
+        }
         // Entry i+1 is older than entry i: the code between its target and
         // entry i's source ran straight through.
         for i in 0..n.min(s.branches.len() - 1) {
