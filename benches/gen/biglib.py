@@ -3,21 +3,39 @@
 RPC site and carries MB megabytes of code in many small functions (each with
 unwind info), plus data with relocations, like a big C++ service.
 
-Usage: biglib.py NAME CALLEE MB OUTDIR   (writes OUTDIR/NAME.S and NAME.c)
+Usage: biglib.py NAME CALLEE MB OUTDIR [branchy]   (writes OUTDIR/NAME.S and NAME.c)
+
+With `branchy`, each function is a chain of small blocks ending in
+conditional jumps (forward over one block) with a direct call to another
+function every eighth block: about a hundred branch sites per kilobyte, for
+profile ingestion benchmarks at realistic diversity.
 """
 import os
 import sys
 
 name, callee, mb, outdir = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+branchy = len(sys.argv) > 5 and sys.argv[5] == "branchy"
 func_bytes = 1024
 count = max(1, int(mb * 1024 * 1024 / func_bytes))
 reps = (func_bytes - 8) // 4
 asm = [".text"]
 for i in range(count):
     f = f"{name}_work_{i}"
-    asm += [f".globl {f}", f".type {f}, @function", f"{f}:", ".cfi_startproc",
-            "  mov %rdi, %rax", f"  .rept {reps}", "  addq $1, %rax", "  .endr",
-            "  ret", ".cfi_endproc", f".size {f}, .-{f}"]
+    asm += [f".globl {f}", f".type {f}, @function", f"{f}:", ".cfi_startproc"]
+    if branchy:
+        # Blocks of 10 bytes (add, cmp, jne over the next block), a call
+        # (5 bytes) every eighth block: about 1 KiB per function.
+        blocks = 96
+        asm += [f".Lf{i}:", "  mov %rdi, %rax"]
+        for k in range(blocks):
+            asm += [f".Lb{i}_{k}:", "  addq $1, %rax", f"  cmpq ${k % 100}, %rax",
+                    f"  jne .Lb{i}_{min(k + 2, blocks)}"]
+            if k % 8 == 7:
+                asm.append(f"  call .Lf{(i * 7919 + k) % count}")
+        asm += [f".Lb{i}_{blocks}:", "  ret"]
+    else:
+        asm += ["  mov %rdi, %rax", f"  .rept {reps}", "  addq $1, %rax", "  .endr", "  ret"]
+    asm += [".cfi_endproc", f".size {f}, .-{f}"]
 # A table of function pointers: one dynamic relocation per function.
 asm += [".section .data.rel.ro,\"aw\"", ".align 8", f".globl {name}_table", f"{name}_table:"]
 asm += [f"  .quad {name}_work_{i}" for i in range(0, count, 16)]

@@ -285,18 +285,19 @@ impl ImageProfile {
 
 /// Branch counts summed by (from, to), sorted.
 pub fn sum_branches(all: impl Iterator<Item = BranchCount>) -> Vec<BranchCount> {
-    let mut br: BTreeMap<(u64, Option<u64>), (u64, u64)> = BTreeMap::new();
-    for b in all {
-        let e = br.entry((b.from, b.to)).or_default();
-        e.0 += b.count;
-        e.1 += b.mispred;
+    // Sort and merge runs: millions of branches sum faster, and in less
+    // memory, than through an ordered map.
+    let mut v: Vec<BranchCount> = all.collect();
+    v.sort_unstable_by_key(|b| (b.from, b.to));
+    let mut out: Vec<BranchCount> = Vec::with_capacity(v.len());
+    for b in v {
+        match out.last_mut() {
+            Some(l) if (l.from, l.to) == (b.from, b.to) => {
+                l.count += b.count;
+                l.mispred += b.mispred;
+            }
+            _ => out.push(b),
+        }
     }
-    br.into_iter()
-        .map(|((from, to), (count, mispred))| BranchCount {
-            from,
-            to,
-            count,
-            mispred,
-        })
-        .collect()
+    out
 }

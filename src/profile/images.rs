@@ -2,8 +2,9 @@
 //! `--lib`, matched to each process's executable mappings by build-id
 //! first (paths differ inside containers) and path second.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use object::read::elf::{ElfFile64, ProgramHeader};
@@ -117,7 +118,7 @@ pub enum Loc {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Mapping {
+pub struct Mapping {
     end: u64,
     target: Target,
 }
@@ -143,7 +144,11 @@ pub struct DsoMapping {
 /// Executable mappings of every process seen, and the libraries they map.
 pub struct AddressSpaces<'a> {
     pub libs: &'a [Lib],
-    procs: HashMap<u32, BTreeMap<u64, Mapping>>,
+    /// Each process's mappings by start address, shared with snapshots
+    /// (copied on write).
+    procs: HashMap<u32, Arc<Maps>>,
+    /// The last snapshot, while the mappings have not changed since.
+    snapshot: Option<Arc<Snapshot>>,
     /// Build-ids by file name (HEADER_BUILD_ID).
     build_ids: HashMap<String, Vec<u8>>,
     /// Mapped files that are not function libraries, by name.
@@ -166,6 +171,7 @@ impl<'a> AddressSpaces<'a> {
         let mut s = AddressSpaces {
             libs,
             procs: HashMap::new(),
+            snapshot: None,
             build_ids: HashMap::new(),
             dsos: Vec::new(),
             dso_build_ids: Vec::new(),
@@ -269,24 +275,19 @@ impl<'a> AddressSpaces<'a> {
                 Target::Dso(d)
             }
         };
-        let maps = self.procs.entry(m.pid).or_default();
+        self.snapshot = None;
+        let maps = Arc::make_mut(self.procs.entry(m.pid).or_default());
         // A new mapping replaces whatever it overlaps.
-        let overlapping: Vec<u64> = maps
-            .range(..end)
-            .rev()
-            .take_while(|(_, v)| v.end > m.addr)
-            .map(|(&k, _)| k)
-            .collect();
-        for k in overlapping {
-            maps.remove(&k);
-        }
-        maps.insert(m.addr, Mapping { end, target });
+        maps.retain(|(start, v)| !(*start < end && v.end > m.addr));
+        let at = maps.partition_point(|(start, _)| *start < m.addr);
+        maps.insert(at, (m.addr, Mapping { end, target }));
         lib
     }
 
     /// A new process starts with a copy of its parent's mappings.
     pub fn fork(&mut self, pid: u32, ppid: u32) {
         if pid != ppid {
+            self.snapshot = None;
             let parent = self.procs.get(&ppid).cloned().unwrap_or_default();
             self.procs.insert(pid, parent);
         }
@@ -294,7 +295,21 @@ impl<'a> AddressSpaces<'a> {
 
     /// A process that exec'd or exited has no mappings.
     pub fn clear(&mut self, pid: u32) {
-        self.procs.remove(&pid);
+        if self.procs.remove(&pid).is_some() {
+            self.snapshot = None;
+        }
+    }
+
+    /// The mappings as they are now, for resolving samples elsewhere
+    /// (another thread) while these go on changing.
+    pub fn snapshot(&mut self) -> Arc<Snapshot> {
+        self.snapshot
+            .get_or_insert_with(|| {
+                Arc::new(Snapshot {
+                    procs: self.procs.clone(),
+                })
+            })
+            .clone()
     }
 
     /// Where `addr` of process `pid` lies.
@@ -305,33 +320,45 @@ impl<'a> AddressSpaces<'a> {
         let Some(maps) = self.procs.get(&pid) else {
             return Loc::Unknown;
         };
-        Self::lookup(maps, addr)
-    }
-
-    fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Loc {
-        match maps.range(..=addr).next_back() {
-            Some((_, m)) if addr < m.end => match m.target {
-                Target::Lib { lib, bias } => Loc::Lib {
-                    lib,
-                    vaddr: addr.wrapping_sub(bias),
-                },
-                Target::Dso(d) => Loc::Dso(d),
-            },
-            _ => Loc::Unknown,
-        }
+        lookup(maps, addr).map_or(Loc::Unknown, |(_, m)| m.loc(addr))
     }
 
     /// A resolver for one process (saves the process lookup per address).
     pub fn process(&self, pid: u32) -> Process<'_> {
         Process {
-            maps: self.procs.get(&pid),
+            maps: self.procs.get(&pid).map(|m| &m[..]),
+            last: std::cell::Cell::new(None),
+        }
+    }
+}
+
+/// Executable mappings of a process, sorted by start address.
+type Maps = Vec<(u64, Mapping)>;
+
+/// The mapping holding `addr`, with its start.
+#[inline]
+fn lookup(maps: &[(u64, Mapping)], addr: u64) -> Option<(u64, Mapping)> {
+    let i = maps.partition_point(|(start, _)| *start <= addr);
+    let &(start, m) = maps.get(i.checked_sub(1)?)?;
+    (addr < m.end).then_some((start, m))
+}
+
+/// The mappings of every process at one point of a profile.
+pub struct Snapshot {
+    procs: HashMap<u32, Arc<Maps>>,
+}
+
+impl Snapshot {
+    pub fn process(&self, pid: u32) -> Process<'_> {
+        Process {
+            maps: self.procs.get(&pid).map(|m| &m[..]),
             last: std::cell::Cell::new(None),
         }
     }
 }
 
 pub struct Process<'s> {
-    maps: Option<&'s BTreeMap<u64, Mapping>>,
+    maps: Option<&'s [(u64, Mapping)]>,
     /// The mapping that answered last: branches cluster in few mappings.
     last: std::cell::Cell<Option<(u64, Mapping)>>,
 }
@@ -349,17 +376,18 @@ impl Process<'_> {
         let Some(maps) = self.maps else {
             return Loc::Unknown;
         };
-        match maps.range(..=addr).next_back() {
-            Some((&start, m)) if addr < m.end => {
-                self.last.set(Some((start, *m)));
+        match lookup(maps, addr) {
+            Some((start, m)) => {
+                self.last.set(Some((start, m)));
                 m.loc(addr)
             }
-            _ => Loc::Unknown,
+            None => Loc::Unknown,
         }
     }
 }
 
 impl Mapping {
+    #[inline]
     fn loc(&self, addr: u64) -> Loc {
         match self.target {
             Target::Lib { lib, bias } => Loc::Lib {

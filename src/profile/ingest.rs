@@ -13,8 +13,8 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use super::aggregate::{
     AddressCount, BranchCount, CallCount, FunctionCount, ImageProfile, Profile, SiteCount,
 };
-use super::fasthash::FastMap;
-use super::images::{AddressSpaces, Lib, Loc};
+use super::fasthash::{BranchTable, FastMap, TraceTable};
+use super::images::{AddressSpaces, Lib, Loc, Process};
 use super::perfdata::{self, attr, event, Event, Sample};
 use super::unwind::Unwinders;
 
@@ -30,9 +30,9 @@ pub struct Options {
 #[derive(Default)]
 pub(crate) struct Acc {
     /// (from, to) -> (count, mispredicted); `to` is None outside the image.
-    pub(crate) branches: FastMap<(u64, Option<u64>), (u64, u64)>,
+    pub(crate) branches: BranchTable,
     /// Straight-line runs between consecutive branches: (start, end).
-    pub(crate) traces: FastMap<super::traces::Trace, u64>,
+    pub(crate) traces: TraceTable,
     /// Self samples by address.
     pub(crate) ips: FastMap<u64, u64>,
     /// Attributed samples by (innermost in-image) address.
@@ -44,19 +44,25 @@ pub(crate) struct Acc {
     pub(crate) returns: FastMap<u64, u64>,
 }
 
+/// What one thread counts from samples: per image accumulators and
+/// sample statistics. Counters of several threads sum into one.
+pub(crate) struct Counter<'l> {
+    pub(crate) acc: Vec<Acc>,
+    unmatched: HashMap<Loc, u64>,
+    stats: super::aggregate::Stats,
+    /// Return addresses of RPC sites per image.
+    site_returns: &'l [HashSet<u64>],
+    chain: Vec<u64>,
+    seen: Vec<(usize, u64)>,
+    locs: Vec<(Loc, Loc)>,
+}
+
 struct Ingest<'l> {
     libs: &'l [Lib],
     spaces: AddressSpaces<'l>,
     unwinders: Option<Unwinders>,
-    acc: Vec<Acc>,
-    unmatched: HashMap<Loc, u64>,
-    stats: super::aggregate::Stats,
-    /// Return addresses of RPC sites per image.
-    site_returns: Vec<HashSet<u64>>,
-    chain: Vec<u64>,
+    counter: Counter<'l>,
     unwound: Vec<u64>,
-    seen: Vec<(usize, u64)>,
-    locs: Vec<(Loc, Loc)>,
 }
 
 /// An executable file a perf.data maps that is none of the libraries.
@@ -72,12 +78,47 @@ pub fn ingest_perf(path: &Path, libs: &[Lib], opts: Options) -> Result<Profile> 
     ingest_perf_seen(path, libs, opts).map(|(p, _)| p)
 }
 
+/// Return addresses of the RPC sites of each library.
+fn site_returns(libs: &[Lib]) -> Vec<HashSet<u64>> {
+    libs.iter()
+        .map(|l| {
+            l.sites
+                .iter()
+                .map(|s| s.address + s.length as u64)
+                .collect()
+        })
+        .collect()
+}
+
+/// Threads that decode and count samples: every core, unless
+/// `FAASFUSE_THREADS` says otherwise.
+pub fn worker_threads() -> usize {
+    std::env::var("FAASFUSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(64)
+}
+
 /// [`ingest_perf`], also returning the executable files the profile maps
 /// that are none of `libs` (what a profile of other builds does contain).
 pub fn ingest_perf_seen(
     path: &Path,
     libs: &[Lib],
     opts: Options,
+) -> Result<(Profile, Vec<OtherImage>)> {
+    ingest_perf_threads(path, libs, opts, worker_threads())
+}
+
+/// [`ingest_perf_seen`] with `threads` threads counting samples. Profiles
+/// of DWARF stacks (and pipe-mode files) are read in one thread: unwinding
+/// follows the address spaces as they change.
+pub fn ingest_perf_threads(
+    path: &Path,
+    libs: &[Lib],
+    opts: Options,
+    threads: usize,
 ) -> Result<(Profile, Vec<OtherImage>)> {
     let mut events = perfdata::open(path, opts.lenient)?;
     let header = events.reader.header.clone();
@@ -86,26 +127,13 @@ pub fn ingest_perf_seen(
             .attrs
             .iter()
             .any(|a| a.has(attr::SAMPLE_REGS_USER) && a.has(attr::SAMPLE_STACK_USER));
+    let returns = site_returns(libs);
     let mut ing = Ingest {
         libs,
         spaces: AddressSpaces::new(libs, &header.build_ids),
         unwinders: dwarf.then(|| Unwinders::new(libs, &header.build_ids)),
-        acc: libs.iter().map(|_| Acc::default()).collect(),
-        unmatched: HashMap::new(),
-        stats: Default::default(),
-        site_returns: libs
-            .iter()
-            .map(|l| {
-                l.sites
-                    .iter()
-                    .map(|s| s.address + s.length as u64)
-                    .collect()
-            })
-            .collect(),
-        chain: Vec::new(),
+        counter: Counter::new(libs.len(), &returns),
         unwound: Vec::new(),
-        seen: Vec::new(),
-        locs: Vec::new(),
     };
     let total = if header.pipe {
         0
@@ -113,25 +141,44 @@ pub fn ingest_perf_seen(
         header.data_end - header.data_offset
     };
     let bar = progress_bar(opts.progress, total);
-    let mut n = 0u64;
-    loop {
-        let ev = events.next_event().map_err(|e| e.at(path))?;
-        let Some(ev) = ev else { break };
-        n += 1;
-        if n % 65536 == 0 {
-            if let Some(b) = &bar {
-                b.set_position(events.reader.position() - header.data_offset);
+    let t0 = std::time::Instant::now();
+    if dwarf {
+        let mut n = 0u64;
+        loop {
+            let ev = events.next_event().map_err(|e| e.at(path))?;
+            let Some(ev) = ev else { break };
+            n += 1;
+            if n % 65536 == 0 {
+                if let Some(b) = &bar {
+                    b.set_position(events.reader.position() - header.data_offset);
+                }
             }
+            ing.event(ev, events.reader.attrs());
         }
-        ing.event(ev, events.reader.attrs());
+    } else {
+        let mut reader = events.reader;
+        super::parallel::run(
+            &mut reader,
+            &mut ing.spaces,
+            &mut ing.counter,
+            &super::parallel::Setup {
+                libs,
+                returns: &returns,
+                threads,
+                lenient: opts.lenient,
+                progress: bar.as_ref(),
+            },
+        )
+        .map_err(|e| e.at(path))?;
+        events.reader = reader;
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let rs = &events.reader.stats;
-    ing.stats.records = rs.records;
-    ing.stats.bad_records = rs.bad_records;
-    ing.stats.lost_samples = rs.lost_samples;
+    ing.counter.stats.records = rs.records;
+    ing.counter.stats.bad_records += rs.bad_records;
+    ing.counter.stats.lost_samples = rs.lost_samples;
     let others = ing
         .spaces
         .dsos
@@ -142,7 +189,23 @@ pub fn ingest_perf_seen(
             build_id: id.as_deref().map(super::images::hex),
         })
         .collect();
-    Ok((ing.finish(vec![path.display().to_string()]), others))
+    let t1 = std::time::Instant::now();
+    let distinct: (usize, usize) = ing.counter.acc.iter().fold((0, 0), |(b, t), a| {
+        (b + a.branches.len(), t + a.traces.len())
+    });
+    let p = ing.finish(vec![path.display().to_string()]);
+    if std::env::var_os("FAASFUSE_TIMING").is_some() {
+        let read = (t1 - t0).as_secs_f64();
+        eprintln!(
+            "faasfuse: read and counted {} bytes in {read:.2} s ({:.0} MB/s, {threads} threads): {} distinct branches, {} distinct traces; profile built in {:.2} s",
+            total,
+            total as f64 / 1e6 / read.max(1e-9),
+            distinct.0,
+            distinct.1,
+            t1.elapsed().as_secs_f64()
+        );
+    }
+    Ok((p, others))
 }
 
 fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
@@ -168,7 +231,16 @@ impl Ingest<'_> {
         match ev {
             Event::Sample(s) => {
                 let attr = attrs.get(s.attr);
-                self.sample(&s, attr)
+                let unwound = if !s.regs.is_empty() && !s.stack.is_empty() {
+                    if let Some(u) = &mut self.unwinders {
+                        u.unwind(&s, &mut self.unwound);
+                    }
+                    Some(&self.unwound[..])
+                } else {
+                    None
+                };
+                let proc = self.spaces.process(s.pid);
+                self.counter.sample(&s, attr, &proc, unwound)
             }
             Event::Mmap(m) => {
                 let lib = self.spaces.mmap(&m);
@@ -207,20 +279,88 @@ impl Ingest<'_> {
         }
     }
 
-    fn sample(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+    fn finish(self, sources: Vec<String>) -> Profile {
+        let mut p = Profile::new(sources);
+        let c = self.counter;
+        p.stats = c.stats;
+        if let Some(u) = &self.unwinders {
+            p.stats.unwind_failures = u.failed;
+        }
+        for (loc, n) in &c.unmatched {
+            let name = match loc {
+                Loc::Dso(d) => self.spaces.dsos[*d].clone(),
+                Loc::Kernel => "[kernel]".into(),
+                _ => "[unknown]".into(),
+            };
+            *p.unmatched.entry(name).or_default() += n;
+        }
+        for (i, (lib, acc)) in self.libs.iter().zip(c.acc).enumerate() {
+            let mut img = image_profile(lib, acc);
+            img.mapped_as = self.spaces.matched_paths[i].clone();
+            img.mapped_as.sort();
+            img.other_builds = self.spaces.other_builds[i].clone();
+            img.other_builds.sort();
+            p.images.insert(lib.name.clone(), img);
+        }
+        p.derive();
+        p
+    }
+}
+
+impl<'l> Counter<'l> {
+    pub(crate) fn new(libs: usize, site_returns: &'l [HashSet<u64>]) -> Self {
+        Counter {
+            acc: (0..libs).map(|_| Acc::default()).collect(),
+            unmatched: HashMap::new(),
+            stats: Default::default(),
+            site_returns,
+            chain: Vec::new(),
+            seen: Vec::new(),
+            locs: Vec::new(),
+        }
+    }
+
+    /// Samples skipped as malformed while counting (`--lenient`).
+    pub(crate) fn merge_bad(&mut self, n: u64) {
+        self.stats.bad_records += n;
+    }
+
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Counter) {
+        let (a, b) = (&mut self.stats, o.stats);
+        a.samples += b.samples;
+        a.lbr_samples += b.lbr_samples;
+        a.callchain_samples += b.callchain_samples;
+        a.branches += b.branches;
+        a.matched_samples += b.matched_samples;
+        a.bad_records += b.bad_records;
+        for (k, v) in o.unmatched {
+            *self.unmatched.entry(k).or_default() += v;
+        }
+        for (mine, theirs) in self.acc.iter_mut().zip(o.acc) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Count a sample resolved in `proc`; `unwound` holds the return
+    /// addresses of its unwound user stack, if it has one.
+    pub(crate) fn sample(
+        &mut self,
+        s: &Sample,
+        attr: Option<&attr::Attr>,
+        proc: &Process,
+        unwound: Option<&[u64]>,
+    ) {
         self.stats.samples += 1;
         if !s.branches.is_empty() {
             self.stats.lbr_samples += 1;
-            self.branches(s, attr);
+            self.branches(s, attr, proc);
         }
         // The frames: the sampled address, then return addresses.
         self.chain.clear();
-        if !s.regs.is_empty() && !s.stack.is_empty() {
-            if let Some(u) = &mut self.unwinders {
-                u.unwind(s, &mut self.unwound);
-            }
+        if let Some(unwound) = unwound {
             self.chain.push(s.ip);
-            self.chain.extend_from_slice(&self.unwound);
+            self.chain.extend_from_slice(unwound);
         } else if !s.callchain.is_empty() {
             let mut user = false;
             for &ip in &s.callchain {
@@ -242,7 +382,6 @@ impl Ingest<'_> {
             self.stats.callchain_samples += 1;
         }
 
-        let proc = self.spaces.process(s.pid);
         let ip = if s.cpumode == event::MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
             proc.resolve(s.ip)
         } else {
@@ -288,7 +427,7 @@ impl Ingest<'_> {
     /// Count a branch stack. Stacks of consecutive samples overlap when the
     /// period is below the stack depth: only the newest `period` entries are
     /// new, so only those are counted.
-    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>) {
+    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>, proc: &Process) {
         let period = match attr {
             Some(a) if a.has(attr::SAMPLE_PERIOD) => s.period,
             Some(a) if !a.freq() => a.sample_period,
@@ -301,7 +440,6 @@ impl Ingest<'_> {
                 .len()
                 .min(usize::try_from(period).unwrap_or(usize::MAX))
         };
-        let proc = self.spaces.process(s.pid);
         let mut locs = std::mem::take(&mut self.locs);
         locs.clear();
         locs.extend(
@@ -309,6 +447,44 @@ impl Ingest<'_> {
                 .iter()
                 .map(|b| (proc.resolve(b.from), proc.resolve(b.to))),
         );
+        // The traces and branches of the stack, as (image, start, end, came
+        // from) and (image, from, to).
+        let traces = (0..n.min(s.branches.len() - 1)).filter_map(|i| {
+            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
+            match (older_to, newer_from) {
+                (
+                    Loc::Lib { lib, vaddr: start },
+                    Loc::Lib {
+                        lib: l2,
+                        vaddr: end,
+                    },
+                ) if lib == l2 => {
+                    let came_from = match older_from {
+                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
+                        _ => None,
+                    };
+                    Some((lib, start, end, came_from))
+                }
+                _ => None,
+            }
+        });
+        let branches = locs[..n].iter().filter_map(|&(from, to)| {
+            let Loc::Lib { lib, vaddr: from } = from else {
+                return None;
+            };
+            let to = match to {
+                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
+                _ => None,
+            };
+            Some((lib, from, to))
+        });
+        // Load every slot first: the cache misses of large tables overlap.
+        for (lib, start, end, came_from) in traces {
+            self.acc[lib].traces.prefetch(start, end, came_from);
+        }
+        for (lib, from, to) in branches {
+            self.acc[lib].branches.prefetch(from, to);
+        }
         // Entry i+1 is older than entry i: the code between its target and
         // entry i's source ran straight through.
         for i in 0..n.min(s.branches.len() - 1) {
@@ -326,10 +502,7 @@ impl Ingest<'_> {
                         Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
                         _ => None,
                     };
-                    *self.acc[lib]
-                        .traces
-                        .entry((start, end, came_from))
-                        .or_default() += 1;
+                    *self.acc[lib].traces.slot(start, end, came_from) += 1;
                 }
             }
         }
@@ -342,37 +515,39 @@ impl Ingest<'_> {
                 Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
                 _ => None,
             };
-            let e = self.acc[lib].branches.entry((from, to)).or_default();
+            let e = self.acc[lib].branches.slot(from, to);
             e.0 += 1;
             e.1 += b.mispredicted() as u64;
         }
         self.locs = locs;
     }
+}
 
-    fn finish(self, sources: Vec<String>) -> Profile {
-        let mut p = Profile::new(sources);
-        p.stats = self.stats;
-        if let Some(u) = &self.unwinders {
-            p.stats.unwind_failures = u.failed;
+impl Acc {
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Acc) {
+        if self.branches.is_empty() {
+            self.branches = o.branches;
+        } else {
+            self.branches.merge(&o.branches);
         }
-        for (loc, n) in &self.unmatched {
-            let name = match loc {
-                Loc::Dso(d) => self.spaces.dsos[*d].clone(),
-                Loc::Kernel => "[kernel]".into(),
-                _ => "[unknown]".into(),
-            };
-            *p.unmatched.entry(name).or_default() += n;
+        if self.traces.is_empty() {
+            self.traces = o.traces;
+        } else {
+            self.traces.merge(&o.traces);
         }
-        for (i, (lib, acc)) in self.libs.iter().zip(self.acc).enumerate() {
-            let mut img = image_profile(lib, acc);
-            img.mapped_as = self.spaces.matched_paths[i].clone();
-            img.mapped_as.sort();
-            img.other_builds = self.spaces.other_builds[i].clone();
-            img.other_builds.sort();
-            p.images.insert(lib.name.clone(), img);
+        for (mine, theirs) in [
+            (&mut self.ips, o.ips),
+            (&mut self.attributed, o.attributed),
+            (&mut self.returns, o.returns),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k).or_default() += v;
+            }
         }
-        p.derive();
-        p
+        for (k, v) in o.frames {
+            *self.frames.entry(k).or_default() += v;
+        }
     }
 }
 
@@ -381,6 +556,30 @@ pub fn symbol_name(lib: &Lib, vaddr: u64) -> String {
     lib.symbol_at(vaddr)
         .map(str::to_string)
         .unwrap_or_else(|| format!("{vaddr:#x}"))
+}
+
+/// A function by its symbol's start, or an address outside every symbol:
+/// what [`symbol_name`] names, without building the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NameKey {
+    Symbol(u64),
+    Address(u64),
+}
+
+fn name_key(lib: &Lib, vaddr: u64) -> NameKey {
+    match lib.symbols.at(vaddr) {
+        Some(s) => NameKey::Symbol(s.start),
+        None => NameKey::Address(vaddr),
+    }
+}
+
+impl NameKey {
+    fn name(self, lib: &Lib) -> String {
+        match self {
+            NameKey::Symbol(start) => symbol_name(lib, start),
+            NameKey::Address(a) => format!("{a:#x}"),
+        }
+    }
 }
 
 /// Whether the instruction at `vaddr` is a call.
@@ -415,16 +614,17 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
     let mut branches: Vec<BranchCount> = acc
         .branches
         .iter()
-        .map(|(&(from, to), &(count, mispred))| BranchCount {
+        .map(|((from, to), (count, mispred))| BranchCount {
             from,
             to,
             count,
             mispred,
         })
         .collect();
-    branches.sort();
+    branches.sort_unstable();
     let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces, threads);
     let fallthroughs = ft
         .into_iter()
         .map(|((from, to), count)| BranchCount {
@@ -434,35 +634,47 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
             mispred: 0,
         })
         .collect();
-    let mut call_site: HashMap<u64, bool> = HashMap::new();
+    // Branches come sorted by source: decode each source instruction once.
+    // Calls are summed by (caller, callee) function before naming them.
+    let site_at: HashSet<u64> = lib.sites.iter().map(|s| s.address).collect();
     let mut outgoing: HashMap<u64, u64> = HashMap::new();
+    let mut call_edges: FastMap<(NameKey, Option<NameKey>), u64> = FastMap::default();
+    let mut last: Option<(u64, u64, bool)> = None;
     for b in &branches {
+        let (len, call) = match last {
+            Some((from, len, call)) if from == b.from => (len, call),
+            _ => {
+                let (len, call) = match lib.image.read_vaddr(b.from, 15) {
+                    Some(c) => {
+                        let ins = Decoder::with_ip(64, c, b.from, DecoderOptions::NONE).decode();
+                        let call = !ins.is_invalid()
+                            && matches!(
+                                ins.flow_control(),
+                                FlowControl::Call | FlowControl::IndirectCall
+                            );
+                        (ins.len() as u64, call)
+                    }
+                    None => (0, is_call(lib, b.from)),
+                };
+                last = Some((b.from, len, call));
+                (len, call)
+            }
+        };
         // A call never branches to its next instruction: such an edge is a
         // fall-through read from an .fdata.
-        let len = lib.image.read_vaddr(b.from, 15).map_or(0, |c| {
-            Decoder::with_ip(64, c, b.from, DecoderOptions::NONE)
-                .decode()
-                .len() as u64
-        });
-        if b.to != Some(b.from + len) {
+        if b.to != Some(b.from + len) && site_at.contains(&b.from) {
             *outgoing.entry(b.from).or_default() += b.count;
         }
-        if *call_site
-            .entry(b.from)
-            .or_insert_with(|| is_call(lib, b.from))
-        {
-            let callee =
-                b.to.map_or_else(|| "[external]".to_string(), |t| symbol_name(lib, t));
-            *calls.entry((symbol_name(lib, b.from), callee)).or_default() += b.count;
+        if call {
+            let callee = b.to.map(|t| name_key(lib, t));
+            *call_edges
+                .entry((name_key(lib, b.from), callee))
+                .or_default() += b.count;
         }
     }
-    for (&(callee_at, ret), n) in &acc.frames {
-        *calls
-            .entry((
-                symbol_name(lib, ret.wrapping_sub(1)),
-                symbol_name(lib, callee_at),
-            ))
-            .or_default() += n;
+    for ((caller, callee), n) in call_edges {
+        let callee = callee.map_or_else(|| "[external]".to_string(), |k| k.name(lib));
+        *calls.entry((caller.name(lib), callee)).or_default() += n;
     }
     let rpc_sites = lib
         .sites

@@ -8,6 +8,7 @@ pub mod fasthash;
 pub mod fdata;
 pub mod images;
 pub mod ingest;
+mod parallel;
 pub mod perfdata;
 pub mod planning;
 pub mod record;

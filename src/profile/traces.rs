@@ -5,16 +5,19 @@
 //! a branch target). perf2bolt counts these edges in `.fdata` as branches
 //! from the block's last instruction to the next block; so does faasfuse.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
-use super::fasthash::FastMap;
+use super::fasthash::TraceTable;
 use super::images::Lib;
 
 /// A straight-line run: (start, end, source address of the branch that
 /// began it when that lies in the same image).
 pub type Trace = (u64, u64, Option<u64>);
+
+/// Fall-through edges `((from, to), count)`.
+pub type Edges = Vec<((u64, u64), u64)>;
 
 /// Basic blocks of one function, as BOLT forms them: a block starts at the
 /// entry, at a direct branch target and after any branch or return; calls
@@ -126,14 +129,72 @@ fn split_functions(lib: &Lib) -> HashSet<u64> {
 }
 
 /// The fall-through edges of `traces` ((start, end, source of the branch
-/// that began the trace) -> count) in `lib`: (from, to) -> count, and how
-/// many traces did not match the code.
-pub fn fallthroughs(lib: &Lib, traces: &FastMap<Trace, u64>) -> (BTreeMap<(u64, u64), u64>, u64) {
-    let mut out: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-    let mut bad = 0;
-    let mut cache: HashMap<u64, Option<Blocks>> = HashMap::new();
+/// that began the trace) -> count) in `lib`: (from, to) -> count, sorted
+/// by (from, to), and how many traces did not match the code. Traces are
+/// taken in address order, so each function's blocks are built once and
+/// dropped when the walk leaves it (memory does not grow with the
+/// functions touched), and the work splits over `threads` at function
+/// boundaries.
+pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u64) {
+    let mut all: Vec<(Trace, u64)> = traces.iter().collect();
+    all.sort_unstable_by_key(|t| t.0);
     let split = split_functions(lib);
-    for (&(start, end, came_from), &n) in traces {
+    let threads = threads.clamp(1, 64).min(all.len() / 65536 + 1);
+    let mut parts: Vec<&[(Trace, u64)]> = Vec::new();
+    let mut rest = &all[..];
+    for k in (1..=threads).rev() {
+        let mut cut = rest.len() / k;
+        // Cut between functions.
+        if cut < rest.len() && cut > 0 {
+            let f = lib.symbols.at(rest[cut].0 .0).map(|f| f.start);
+            while cut < rest.len() && lib.symbols.at(rest[cut].0 .0).map(|f| f.start) == f {
+                cut += 1;
+            }
+        }
+        let (a, b) = rest.split_at(cut);
+        parts.push(a);
+        rest = b;
+    }
+    let results: Vec<(Edges, u64)> = if parts.len() <= 1 {
+        parts
+            .iter()
+            .map(|p| fallthroughs_in(lib, p, &split))
+            .collect()
+    } else {
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = parts
+                .iter()
+                .map(|p| sc.spawn(|| fallthroughs_in(lib, p, &split)))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    let mut bad = 0;
+    let mut out = Vec::new();
+    for (o, b) in results {
+        out.extend(o);
+        bad += b;
+    }
+    out.sort_unstable_by_key(|e| e.0);
+    let mut merged: Edges = Vec::with_capacity(out.len());
+    for (k, n) in out {
+        match merged.last_mut() {
+            Some(l) if l.0 == k => l.1 += n,
+            _ => merged.push((k, n)),
+        }
+    }
+    (merged, bad)
+}
+
+/// [`fallthroughs`] over traces sorted by start.
+fn fallthroughs_in(lib: &Lib, traces: &[(Trace, u64)], split: &HashSet<u64>) -> (Edges, u64) {
+    let mut out: Edges = Vec::new();
+    let mut bad = 0;
+    // The function of the last trace and its blocks.
+    let mut cur: Option<(u64, Option<Blocks>)> = None;
+    for &((start, end, came_from), n) in traces {
         let Some(f) = lib.symbols.at(start) else {
             bad += n;
             continue;
@@ -143,11 +204,14 @@ pub fn fallthroughs(lib: &Lib, traces: &FastMap<Trace, u64>) -> (BTreeMap<(u64, 
             continue;
         }
         let inside = |a: u64| a >= f.start && a < f.start + f.size;
-        let blocks = cache.entry(f.start).or_insert_with(|| {
-            let code = lib.image.read_vaddr(f.start, f.size as usize)?;
-            Blocks::simple(code, f.start).then(|| Blocks::of(code, f.start))
-        });
-        let Some(b) = blocks else {
+        if cur.as_ref().map(|c| c.0) != Some(f.start) {
+            let blocks = lib
+                .image
+                .read_vaddr(f.start, f.size as usize)
+                .and_then(|code| Blocks::simple(code, f.start).then(|| Blocks::of(code, f.start)));
+            cur = Some((f.start, blocks));
+        }
+        let Some((_, Some(b))) = &cur else {
             bad += n;
             continue;
         };
@@ -170,7 +234,7 @@ pub fn fallthroughs(lib: &Lib, traces: &FastMap<Trace, u64>) -> (BTreeMap<(u64, 
             continue;
         }
         for k in i..j {
-            *out.entry((b.last[k], b.starts[k + 1])).or_default() += n;
+            out.push(((b.last[k], b.starts[k + 1]), n));
         }
     }
     (out, bad)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::attr::{Attr, Trailer, SAMPLE_TIME};
+use super::attr::{Attr, Trailer, SAMPLE_IDENTIFIER, SAMPLE_IP, SAMPLE_TID, SAMPLE_TIME};
 use super::cursor::u64_at;
 use super::event::{self, Event};
 use super::header::Header;
@@ -22,6 +22,26 @@ pub struct Timed {
     pub offset: u64,
     pub time: Option<u64>,
     pub event: Event,
+}
+
+/// A sample record handed out undecoded ([`Reader::raw_samples`]): its
+/// body is [`Reader::raw_body`] until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSample {
+    pub offset: u64,
+    pub time: Option<u64>,
+    /// Index of its event attribute.
+    pub attr: usize,
+    pub misc: u16,
+    /// Read from a compressed record (errors say so).
+    pub compressed: bool,
+}
+
+/// What [`Reader::next_item`] gives.
+#[derive(Debug)]
+pub enum Next {
+    Event(Timed),
+    Sample(RawSample),
 }
 
 /// Counts of what the stream held.
@@ -90,6 +110,8 @@ enum Item {
     Compressed,
     /// Skip this many bytes of payload that follow the record.
     Skip(u64),
+    /// An undecoded sample at `body[start..end]` of the buffer it came from.
+    Raw(RawSample, usize, usize),
     Nothing,
 }
 
@@ -109,6 +131,10 @@ pub struct Reader<R: Read> {
     /// File offset of the compressed record `pending` came from.
     pending_origin: u64,
     lenient: bool,
+    /// Hand samples out undecoded.
+    raw: bool,
+    /// Where the last raw sample's body lies: (in `pending`, start, end).
+    raw_at: (bool, usize, usize),
     pub header: Header,
     pub stats: Stats,
 }
@@ -130,8 +156,28 @@ impl<R: Read> Reader<R> {
             pending_lo: 0,
             pending_origin: 0,
             lenient,
+            raw: false,
+            raw_at: (false, 0, 0),
             header,
             stats: Stats::default(),
+        }
+    }
+
+    /// Hand samples out undecoded from [`next_item`](Self::next_item), so
+    /// they can be decoded elsewhere (in parallel); other records are
+    /// decoded as before. Samples whose time cannot be read are still
+    /// decoded here, so their error is reported in place.
+    pub fn raw_samples(&mut self, raw: bool) {
+        self.raw = raw;
+    }
+
+    /// The body of the sample [`next_item`](Self::next_item) gave last.
+    pub fn raw_body(&self) -> &[u8] {
+        let (pending, a, b) = self.raw_at;
+        if pending {
+            &self.pending[a..b]
+        } else {
+            &self.buf[a..b]
         }
     }
 
@@ -188,6 +234,19 @@ impl<R: Read> Reader<R> {
     /// The next event in file order, or `None` at the end.
     pub fn next_record(&mut self) -> Result<Option<Timed>, FormatError> {
         loop {
+            match self.next_item()? {
+                None => return Ok(None),
+                Some(Next::Event(t)) => return Ok(Some(t)),
+                // Only in raw mode.
+                Some(Next::Sample(_)) => {}
+            }
+        }
+    }
+
+    /// The next event or (in raw mode) undecoded sample in file order, or
+    /// `None` at the end.
+    pub fn next_item(&mut self) -> Result<Option<Next>, FormatError> {
+        loop {
             if let Some(t) = self.next_pending()? {
                 return Ok(Some(t));
             }
@@ -236,6 +295,10 @@ impl<R: Read> Reader<R> {
                     body,
                 )
                 .map(|()| Item::Compressed)
+            } else if self.raw && kind == event::RECORD_SAMPLE {
+                raw(&self.layout, misc, body, offset, false)
+                    .map(|(r, a, b)| Item::Raw(r, self.lo + 8 + a, self.lo + 8 + b))
+                    .map_or_else(|| decode(&self.layout, kind, misc, body, offset), Ok)
             } else {
                 decode(&self.layout, kind, misc, body, offset)
             };
@@ -248,7 +311,7 @@ impl<R: Read> Reader<R> {
                     self.pending_origin = offset;
                 }
                 Ok(item) => {
-                    if let Some(t) = self.settle(item, offset)? {
+                    if let Some(t) = self.settle(item, offset, false)? {
                         return Ok(Some(t));
                     }
                 }
@@ -258,7 +321,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next record from decompressed data, when a whole one is there.
-    fn next_pending(&mut self) -> Result<Option<Timed>, FormatError> {
+    fn next_pending(&mut self) -> Result<Option<Next>, FormatError> {
         loop {
             let avail = &self.pending[self.pending_lo..];
             if avail.len() < 8 {
@@ -285,12 +348,21 @@ impl<R: Read> Reader<R> {
                 // The rest arrives with the next compressed record.
                 return Ok(None);
             }
-            let item = decode(&self.layout, kind, misc, &avail[8..size], origin);
+            let body = &avail[8..size];
+            let item = if self.raw && kind == event::RECORD_SAMPLE {
+                let lo = self.pending_lo + 8;
+                raw(&self.layout, misc, body, origin, true)
+                    .map(|(r, a, b)| Item::Raw(r, lo + a, lo + b))
+                    .map_or_else(|| decode(&self.layout, kind, misc, body, origin), Ok)
+            } else {
+                decode(&self.layout, kind, misc, body, origin)
+            };
+            let in_pending = matches!(item, Ok(Item::Raw(..)));
             self.pending_lo += size;
             self.stats.records += 1;
             match item {
                 Ok(item) => {
-                    if let Some(t) = self.settle(item, origin)? {
+                    if let Some(t) = self.settle(item, origin, in_pending)? {
                         return Ok(Some(t));
                     }
                 }
@@ -300,7 +372,12 @@ impl<R: Read> Reader<R> {
     }
 
     /// Apply what a record means to the reader; the event to hand out.
-    fn settle(&mut self, item: Item, offset: u64) -> Result<Option<Timed>, FormatError> {
+    fn settle(
+        &mut self,
+        item: Item,
+        offset: u64,
+        in_pending: bool,
+    ) -> Result<Option<Next>, FormatError> {
         match item {
             Item::Event(t) => {
                 match &t.event {
@@ -308,7 +385,12 @@ impl<R: Read> Reader<R> {
                     Event::Lost(n) => self.stats.lost_samples += n,
                     _ => {}
                 }
-                Ok(Some(t))
+                Ok(Some(Next::Event(t)))
+            }
+            Item::Raw(r, a, b) => {
+                // Counted as a sample when decoded (a bad one is not).
+                self.raw_at = (in_pending, a, b);
+                Ok(Some(Next::Sample(r)))
             }
             Item::Attr(a) => {
                 let mut attrs = std::mem::take(&mut self.layout.attrs);
@@ -321,7 +403,7 @@ impl<R: Read> Reader<R> {
                 let mut left = n;
                 while left > 0 {
                     if !self.fill(1)? {
-                        return self.cut::<Timed>(offset, "auxtrace payload is cut off".into());
+                        return self.cut::<Next>(offset, "auxtrace payload is cut off".into());
                     }
                     let take = left.min((self.hi - self.lo) as u64) as usize;
                     self.lo += take;
@@ -358,6 +440,40 @@ impl<R: Read> Reader<R> {
             Err(FormatError { offset, reason })
         }
     }
+}
+
+/// A sample left undecoded, with its time read (`None` when the body is
+/// too short for it: it is then decoded, to report the error), and where
+/// its body lies within `body` (all of it).
+fn raw(
+    layout: &Layout,
+    misc: u16,
+    body: &[u8],
+    offset: u64,
+    compressed: bool,
+) -> Option<(RawSample, usize, usize)> {
+    if layout.attrs.is_empty() {
+        return None;
+    }
+    let index = layout.attr_of(body);
+    let attr = &layout.attrs[index];
+    let time = if attr.has(SAMPLE_TIME) {
+        let before = (attr.sample_type & (SAMPLE_IDENTIFIER | SAMPLE_IP | SAMPLE_TID)).count_ones();
+        Some(u64_at(body, before as usize * 8)?)
+    } else {
+        None
+    };
+    Some((
+        RawSample {
+            offset,
+            time,
+            attr: index,
+            misc,
+            compressed,
+        },
+        0,
+        body.len(),
+    ))
 }
 
 /// Decode one record body.

@@ -15,6 +15,20 @@
 //!
 //! Samples have period 32 and non-overlapping stacks, so counting every
 //! entry of every sample gives the truth file's counts exactly.
+//!
+//! Two shapes of branch stacks:
+//!
+//! - `--mode toy` (the default): each entry drawn on its own from a steep
+//!   distribution over the sites (`u^4`): on the example functions, about a
+//!   hundred distinct branches, a table that never grows;
+//! - `--mode diverse`: control flow as a program has it. Each stack is a
+//!   walk: from a branch's target the next taken branch is the first site
+//!   after it (a conditional one is taken with probability 1/2, a call
+//!   always), and one entry in eight (or a walk that leaves its function)
+//!   restarts at a site drawn from a Zipf law (s = 1) over every site in a
+//!   random order. Over a large library (`benches/gen/biglib.py ... branchy`,
+//!   about a hundred sites per KiB) this gives millions of distinct
+//!   branches and straight-line traces with a skewed, long-tailed hotness.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,9 +59,22 @@ pub struct GenArgs {
     /// Write the exact count of every branch as JSON.
     #[arg(long, value_name = "FILE")]
     pub truth: Option<PathBuf>,
+    /// How branch stacks are drawn: `toy` (independent entries from a
+    /// steep distribution) or `diverse` (Zipf-distributed walks).
+    #[arg(long, value_enum, default_value_t = Mode::Toy)]
+    pub mode: Mode,
     /// The libraries whose code the branches come from.
     #[arg(required = true, value_name = "LIB.so")]
     pub libraries: Vec<PathBuf>,
+}
+
+/// How `__gen-lbr` draws branch stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Independent entries from a steep distribution over few sites.
+    Toy,
+    /// Zipf-distributed walks along the code: millions of distinct branches.
+    Diverse,
 }
 
 /// A direct branch of a library, as ELF virtual addresses.
@@ -55,6 +82,8 @@ struct StaticBranch {
     lib: usize,
     from: u64,
     to: u64,
+    /// A conditional branch (taken or not); calls and jumps always are.
+    cond: bool,
 }
 
 struct Lib {
@@ -110,6 +139,7 @@ fn load(path: &Path, lib: usize, out: &mut Vec<StaticBranch>) -> Result<Lib> {
                     lib,
                     from: insn.ip(),
                     to: insn.near_branch64(),
+                    cond: insn.flow_control() == FlowControl::ConditionalBranch,
                 });
             }
         }
@@ -154,11 +184,17 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         bail!("the libraries hold no direct branches");
     }
     let mut rng = Rng(a.seed);
-    // Shuffle so the hot end of the skewed draw spreads over all code.
-    for i in (1..branches.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        branches.swap(i, j);
-    }
+    let mut draw = match a.mode {
+        Mode::Toy => {
+            // Shuffle so the hot end of the skewed draw spreads over all code.
+            for i in (1..branches.len()).rev() {
+                let j = (rng.next() % (i as u64 + 1)) as usize;
+                branches.swap(i, j);
+            }
+            Draw::Toy
+        }
+        Mode::Diverse => Draw::walks(&mut branches, &mut rng),
+    };
     let procs = a.processes.max(1);
     let mut cmdline = vec!["faasfuse".to_string(), "__gen-lbr".to_string()];
     cmdline.extend(a.libraries.iter().map(|p| p.display().to_string()));
@@ -208,8 +244,12 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         bases.push(row);
     }
     let limit = a.size_mb << 20;
-    // (count, mispredicted) per process and branch.
-    let mut counts = vec![(0u64, 0u64); procs as usize * branches.len()];
+    // (count, mispredicted) per process and branch, for the truth file.
+    let mut counts = if a.truth.is_some() {
+        vec![(0u64, 0u64); procs as usize * branches.len()]
+    } else {
+        Vec::new()
+    };
     let mut stack = Vec::with_capacity(MAX_BRANCHES);
     let n = branches.len() as f64;
     let mut total = 0u64;
@@ -220,8 +260,11 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         let tid = pid + 0x10000 * (rng.next() % 2) as u32;
         stack.clear();
         for _ in 0..MAX_BRANCHES {
-            // Skewed: a few branches are very hot, most are cold.
-            let i = ((rng.unit().powi(4)) * n) as usize;
+            let i = match &mut draw {
+                // Skewed: a few branches are very hot, most are cold.
+                Draw::Toy => ((rng.unit().powi(4)) * n) as usize,
+                Draw::Walks(w) => w.next(&branches, &mut rng),
+            };
             let b = &branches[i];
             let base = bases[p as usize][b.lib];
             let r = rng.next();
@@ -231,10 +274,15 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
                 mispred: r & 15 == 0,
                 cycles: ((r >> 8) % 64 + 1) as u16,
             };
-            let c = &mut counts[p as usize * branches.len() + i];
-            c.0 += 1;
-            c.1 += u64::from(e.mispred);
+            if let Some(c) = counts.get_mut(p as usize * branches.len() + i) {
+                c.0 += 1;
+                c.1 += u64::from(e.mispred);
+            }
             stack.push(e);
+        }
+        // Perf writes the newest entry first; walks run oldest first.
+        if matches!(draw, Draw::Walks(_)) {
+            stack.reverse();
         }
         total += MAX_BRANCHES as u64;
         w.sample(pid, tid, stack[0].to, time, MAX_BRANCHES as u64, &stack)?;
@@ -268,10 +316,72 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         .write(t)?;
     }
     eprintln!(
-        "faasfuse: wrote {samples} samples ({total} branches, {} distinct sites) in {size} bytes to {} in {:.1} s",
+        "faasfuse: wrote {samples} samples ({total} branches over {} static sites) in {size} bytes to {} in {:.1} s",
         branches.len(),
         a.output.display(),
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// How the entries of a stack are chosen.
+enum Draw {
+    Toy,
+    Walks(Walks),
+}
+
+/// Zipf-distributed walks along the code (`--mode diverse`).
+struct Walks {
+    /// Sites in Zipf rank order (a random permutation of the site indexes).
+    rank: Vec<u32>,
+    /// The site last taken, if the walk goes on from it.
+    at: Option<usize>,
+    /// ln(number of sites + 1), for drawing Zipf ranks.
+    log_n: f64,
+}
+
+impl Draw {
+    /// Sort the sites by library and address (so a walk finds the next one
+    /// by binary search) and rank them in a random order.
+    fn walks(branches: &mut [StaticBranch], rng: &mut Rng) -> Draw {
+        branches.sort_by_key(|b| (b.lib, b.from));
+        let mut rank: Vec<u32> = (0..branches.len() as u32).collect();
+        for i in (1..rank.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            rank.swap(i, j);
+        }
+        Draw::Walks(Walks {
+            log_n: ((rank.len() + 1) as f64).ln(),
+            rank,
+            at: None,
+        })
+    }
+}
+
+impl Walks {
+    /// Longest straight-line run a walk follows before it restarts.
+    const MAX_RUN: u64 = 256;
+
+    fn next(&mut self, branches: &[StaticBranch], rng: &mut Rng) -> usize {
+        if let Some(prev) = self.at.filter(|_| rng.next() % 8 != 0) {
+            let p = &branches[prev];
+            // The first site at or after the target, in the same library.
+            let mut j = branches.partition_point(|b| (b.lib, b.from) < (p.lib, p.to));
+            while j < branches.len()
+                && branches[j].lib == p.lib
+                && branches[j].from - p.to < Self::MAX_RUN
+            {
+                if !branches[j].cond || rng.next() & 1 == 0 {
+                    self.at = Some(j);
+                    return j;
+                }
+                j += 1;
+            }
+        }
+        // Zipf with s = 1: P(rank < k) = ln(k + 1) / ln(n + 1).
+        let r = ((rng.unit() * self.log_n).exp() as usize).saturating_sub(1);
+        let i = self.rank[r.min(self.rank.len() - 1)] as usize;
+        self.at = Some(i);
+        i
+    }
 }
