@@ -328,25 +328,21 @@ fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(M
 /// included) without passing through the root. The fused image sends such
 /// a call to the host, as the platform never re-enters a busy process.
 fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
-    let reaches = |from: &str, to: &str| -> bool {
-        let mut seen = BTreeSet::from([from]);
-        let mut stack = vec![from];
-        while let Some(n) = stack.pop() {
-            if n == to {
-                return true;
-            }
-            for e in edges.iter().filter(|e| e.caller == n && e.callee != root) {
-                if seen.insert(e.callee.as_str()) {
-                    stack.push(e.callee.as_str());
-                }
+    // Functions by index, the root first, as the planner's rule numbers them.
+    let mut names = vec![root];
+    for e in edges.iter() {
+        for n in [e.caller.as_str(), e.callee.as_str()] {
+            if !names.contains(&n) {
+                names.push(n);
             }
         }
-        false
-    };
-    let marks: Vec<bool> = edges
+    }
+    let at = |n: &str| names.iter().position(|&x| x == n).expect("named above");
+    let pairs: Vec<(usize, usize)> = edges
         .iter()
-        .map(|e| e.callee == root || reaches(&e.callee, &e.caller))
+        .map(|e| (at(&e.caller), at(&e.callee)))
         .collect();
+    let marks = crate::plan::reentering_edges(names.len(), &pairs);
     for (e, m) in edges.iter_mut().zip(marks) {
         e.may_reenter = m;
         e.handling = match (m, reentrant.contains(&e.callee)) {

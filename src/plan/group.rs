@@ -37,8 +37,6 @@ impl Local {
             local[n.index()] = i;
         }
         let mut edges = Vec::new();
-        let mut ins = vec![Vec::new(); nodes.len()];
-        let mut outs = vec![Vec::new(); nodes.len()];
         for (u, &n) in nodes.iter().enumerate() {
             let mut out: Vec<_> = rg.g.edges(n).collect();
             out.sort_by_key(|e| e.target());
@@ -47,8 +45,6 @@ impl Local {
                 if v == usize::MAX {
                     continue;
                 }
-                ins[v].push(edges.len());
-                outs[u].push(edges.len());
                 edges.push(LocalEdge {
                     from: u,
                     to: v,
@@ -57,9 +53,27 @@ impl Local {
                 });
             }
         }
+        let executions = nodes.iter().map(|&n| rg.g[n].executions).collect();
+        let reentrant = nodes.iter().map(|&n| rg.g[n].reentrant).collect();
+        Local::assemble(nodes, edges, executions, reentrant)
+    }
+
+    /// The local graph of `nodes` (the root first) and `edges` between them.
+    fn assemble(
+        nodes: Vec<NodeIndex>,
+        edges: Vec<LocalEdge>,
+        executions: Vec<f64>,
+        reentrant: Vec<bool>,
+    ) -> Local {
+        let mut ins = vec![Vec::new(); nodes.len()];
+        let mut outs = vec![Vec::new(); nodes.len()];
+        for (i, e) in edges.iter().enumerate() {
+            ins[e.to].push(i);
+            outs[e.from].push(i);
+        }
         Local {
-            executions: nodes.iter().map(|&n| rg.g[n].executions).collect(),
-            reentrant: nodes.iter().map(|&n| rg.g[n].reentrant).collect(),
+            executions,
+            reentrant,
             nodes,
             edges,
             ins,
@@ -209,4 +223,27 @@ impl Local {
         }
         (0..self.len()).all(|v| !member[v] || seen[v])
     }
+}
+
+/// Which calls of a fused image with `n` functions (0 the root) and these
+/// `(caller, callee)` edges can find their callee running, by the rule
+/// [`Local::staying`] applies (no function declared re-entrant): what
+/// `merge` reports per edge, the same rule the planner weighs edges by.
+pub fn reentering_edges(n: usize, edges: &[(usize, usize)]) -> Vec<bool> {
+    let edges = edges
+        .iter()
+        .map(|&(from, to)| LocalEdge {
+            from,
+            to,
+            calls: 0.0,
+            hot: true,
+        })
+        .collect();
+    let local = Local::assemble(
+        (0..n).map(NodeIndex::new).collect(),
+        edges,
+        vec![0.0; n],
+        vec![false; n],
+    );
+    local.staying(&vec![true; n])
 }

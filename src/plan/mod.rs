@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Config, FuncEntry};
 pub use graph::{RpcGraph, Weights};
+pub use group::reentering_edges;
 pub use render::{dot, table};
 use solve::{Limits, Verdict};
 
