@@ -70,30 +70,6 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
     local.value(&vec![true; local.len()])
 }
 
-/// The first budget `members` break, if any.
-fn over_budget(rg: &RpcGraph, members: &BTreeSet<NodeIndex>, l: &Limits) -> Option<String> {
-    let g = &rg.g;
-    let bytes: u64 = members.iter().map(|&m| g[m].image_bytes).sum::<u64>() + RUNTIME_BYTES;
-    if let Some(max) = l.max_image_bytes {
-        if bytes > max {
-            return Some(format!("image {bytes} B > maxImageBytes {max} B"));
-        }
-    }
-    let cpu: f64 = members.iter().map(|&m| g[m].cpu).sum();
-    if let Some(max) = l.cpu_budget {
-        if cpu > max {
-            return Some(format!("CPU share {cpu:.3} > cpuBudget {max:.3}"));
-        }
-    }
-    let mem: u64 = members.iter().map(|&m| g[m].memory_bytes).sum();
-    if let Some(max) = l.memory_bytes {
-        if mem > max {
-            return Some(format!("memory {mem} B > memoryBytes {max} B"));
-        }
-    }
-    None
-}
-
 /// Approximate size the fusion runtime adds to an image.
 pub const RUNTIME_BYTES: u64 = 16 * 1024;
 
@@ -172,10 +148,8 @@ pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, heuristic: bool) -> Sol
             .iter()
             .filter(|&&ei| with[local.edges[ei].from])
             .all(|&ei| stays[ei]);
-        let mut with_set = members.clone();
-        with_set.insert(c);
-        let v = match over_budget(rg, &with_set, l) {
-            Some(why) => Verdict::OverBudget(why),
+        let v = match Usage::of(rg, &local, &with).over(l) {
+            Some(why) => Verdict::OverBudget(why.to_string()),
             None if only_reentry => Verdict::Reenters,
             None => Verdict::NoGain,
         };
@@ -225,10 +199,34 @@ impl Usage {
             mem: self.mem + n.memory_bytes,
         }
     }
+    /// The first budget this usage breaks, if any.
+    fn over(&self, l: &Limits) -> Option<Over> {
+        match (l.max_image_bytes, l.cpu_budget, l.memory_bytes) {
+            (Some(max), _, _) if self.bytes > max => Some(Over::Image(self.bytes, max)),
+            (_, Some(max), _) if self.cpu > max => Some(Over::Cpu(self.cpu, max)),
+            (_, _, Some(max)) if self.mem > max => Some(Over::Memory(self.mem, max)),
+            _ => None,
+        }
+    }
     fn fits(&self, l: &Limits) -> bool {
-        l.max_image_bytes.map_or(true, |m| self.bytes <= m)
-            && l.cpu_budget.map_or(true, |m| self.cpu <= m)
-            && l.memory_bytes.map_or(true, |m| self.mem <= m)
+        self.over(l).is_none()
+    }
+}
+
+/// A budget broken: (usage, limit).
+enum Over {
+    Image(u64, u64),
+    Cpu(f64, f64),
+    Memory(u64, u64),
+}
+
+impl std::fmt::Display for Over {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Over::Image(b, max) => write!(f, "image {b} B > maxImageBytes {max} B"),
+            Over::Cpu(c, max) => write!(f, "CPU share {c:.3} > cpuBudget {max:.3}"),
+            Over::Memory(m, max) => write!(f, "memory {m} B > memoryBytes {max} B"),
+        }
     }
 }
 
