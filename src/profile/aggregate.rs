@@ -33,6 +33,21 @@ pub struct Profile {
     pub unmatched: BTreeMap<String, u64>,
 }
 
+impl Stats {
+    /// Add every count of `o`.
+    pub fn add(&mut self, o: &Stats) {
+        self.samples += o.samples;
+        self.lbr_samples += o.lbr_samples;
+        self.callchain_samples += o.callchain_samples;
+        self.branches += o.branches;
+        self.matched_samples += o.matched_samples;
+        self.lost_samples += o.lost_samples;
+        self.records += o.records;
+        self.bad_records += o.bad_records;
+        self.unwind_failures += o.unwind_failures;
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub samples: u64,
@@ -183,16 +198,7 @@ impl Profile {
     /// Add `other` to this profile.
     pub fn merge(&mut self, other: Profile) -> Result<(), String> {
         self.sources.extend(other.sources);
-        let (a, b) = (&mut self.stats, other.stats);
-        a.samples += b.samples;
-        a.lbr_samples += b.lbr_samples;
-        a.callchain_samples += b.callchain_samples;
-        a.branches += b.branches;
-        a.matched_samples += b.matched_samples;
-        a.lost_samples += b.lost_samples;
-        a.records += b.records;
-        a.bad_records += b.bad_records;
-        a.unwind_failures += b.unwind_failures;
+        self.stats.add(&other.stats);
         for (k, v) in other.unmatched {
             *self.unmatched.entry(k).or_default() += v;
         }

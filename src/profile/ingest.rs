@@ -327,13 +327,9 @@ impl<'l> Counter<'l> {
 
     /// Add every count of `o`.
     pub(crate) fn merge(&mut self, o: Counter) {
-        let (a, b) = (&mut self.stats, o.stats);
-        a.samples += b.samples;
-        a.lbr_samples += b.lbr_samples;
-        a.callchain_samples += b.callchain_samples;
-        a.branches += b.branches;
-        a.matched_samples += b.matched_samples;
-        a.bad_records += b.bad_records;
+        // A counting thread's stats hold counts only (records, lost samples
+        // and unwind failures are the reader's), so summing all is exact.
+        self.stats.add(&o.stats);
         for (k, v) in o.unmatched {
             *self.unmatched.entry(k).or_default() += v;
         }
