@@ -33,7 +33,6 @@
  */
 #define _DEFAULT_SOURCE 1
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +42,7 @@
 
 #include "faasfuse_rt.h"
 
-/* A growable output buffer, always NUL-terminated once allocated. */
+/* A reused buffer holding a NUL-terminated copy (a fused call's input). */
 struct ff_buf {
     char *data;
     size_t len;
