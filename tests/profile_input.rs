@@ -209,7 +209,7 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
         // Enough samples on the hot edges that a stray sample or two on
         // Recommend (its first call binds its symbols lazily) stays far
         // below the 1 % cold threshold.
-        50,
+        200,
         false,
     );
     let (stdout, m) = merge_as_typed(&d, &["perf.data"], "libfrontend.fused.so");
