@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use faasfuse::plan::solve::{exact_removed_calls, solve};
-use faasfuse::plan::synthetic::{deployment, star, unbounded_deployment};
+use faasfuse_core::plan::solve::{exact_removed_calls, solve};
+use faasfuse_testkit::synthetic::{deployment, star, unbounded_deployment};
 use petgraph::graph::NodeIndex;
 
 /// Median of five timed runs of `f` (ms), and its last result.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # perf.data ingestion: faasfuse against perf2bolt-16 on the same LBR
 # profiles of SIZE_MB megabytes (default 1100), two datasets:
-#   - toy: the chain workflow's four libraries, `faasfuse __gen-lbr` (four
+#   - toy: the chain workflow's four libraries, `faasfuse-testkit gen-lbr` (four
 #     processes, independent entries over ~100 branch sites: a table that
 #     never grows);
 #   - diverse: one 11 MB branchy synthetic library
 #     (`benches/gen/biglib.py BigA - 10 DIR branchy`, 1.1 million branch
-#     sites), `__gen-lbr --mode diverse` (four processes, Zipf-distributed
+#     sites), `faasfuse-testkit gen-lbr --mode diverse` (four processes, Zipf-distributed
 #     walks: 1.1 million distinct branches, 8.8 million distinct traces);
 #   - diverse-big: the same over a 113 MB library (100 MB of code, 11
 #     million sites): 7.5 million distinct branches, 18 million traces
@@ -30,10 +30,11 @@ P2B_REPS=${P2B_REPS:-$REPS}
 DATASETS=${DATASETS:-toy diverse diverse-big}
 OUT=out/bench/profile
 mkdir -p "$OUT"
-cargo build --release --quiet
+cargo build --release --quiet --workspace --bins
 TARGET=${CARGO_TARGET_DIR:-target}
 case "$TARGET" in /*) ;; *) TARGET=$PWD/$TARGET ;; esac
 FF=$TARGET/release/faasfuse
+TK=$TARGET/release/faasfuse-testkit
 PERF2BOLT=/usr/lib/llvm-16/bin/perf2bolt
 
 measure() { # dataset label images reps command...
@@ -66,7 +67,7 @@ for ds in $DATASETS; do
       D=$OUT/fx/default
       LIBS=(Parse="$D/libparse.so" Validate="$D/libvalidate.so" Enrich="$D/libenrich.so" Store="$D/libstore.so")
       DATA=$OUT/lbr.data
-      GEN=("$FF" __gen-lbr -o "$DATA" --size-mb "$SIZE" "$D/libparse.so" "$D/libvalidate.so" "$D/libenrich.so" "$D/libstore.so")
+      GEN=("$TK" gen-lbr -o "$DATA" --size-mb "$SIZE" "$D/libparse.so" "$D/libvalidate.so" "$D/libenrich.so" "$D/libstore.so")
       ;;
     diverse | diverse-big)
       if [ "$ds" = diverse ]; then D=$OUT/mid MB=10; else D=$OUT/big MB=100; fi
@@ -78,7 +79,7 @@ for ds in $DATASETS; do
       fi
       LIBS=(BigA="$D/libbiga.so")
       DATA=$D/lbr-diverse.data
-      GEN=("$FF" __gen-lbr --mode diverse -o "$DATA" --size-mb "$SIZE" "$D/libbiga.so")
+      GEN=("$TK" gen-lbr --mode diverse -o "$DATA" --size-mb "$SIZE" "$D/libbiga.so")
       ;;
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac

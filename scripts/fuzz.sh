@@ -10,5 +10,5 @@ secs=${2:-86400}
 seed=${3:-$RANDOM$RANDOM}
 echo "fuzz: up to $runs runs or $secs s per target, seed $seed"
 FUZZ_RUNS=$runs FUZZ_SECONDS=$secs FUZZ_SEED=$seed \
-    cargo test --release --test fuzz -- --nocapture 2>&1 | grep -E '^(fuzz|  |test result)'
+    cargo test --release --workspace --test fuzz -- --nocapture 2>&1 | grep -E '^(fuzz|  |test result)'
 cat target/tmp/fuzz-findings/report.txt

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use faasfuse::error::{exit_code, one_line, InputError};
-use faasfuse::host::{self, stats::human, RunOptions};
+use faasfuse_core::error::{exit_code, one_line, InputError};
+use faasfuse_host::{stats::human, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -166,8 +166,8 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// `direct` also calls a constant-named fused callee's entry stub
         /// directly (tier 2). Each lowered site is guarded: if its target at
         /// run time is not the runtime, the original target is called.
-        #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
-        lower: faasfuse::lower::Level,
+        #[arg(long, value_enum, default_value_t = faasfuse_core::lower::Level::Direct)]
+        lower: faasfuse_core::lower::Level,
         /// Declare function NAME re-entrant (repeatable): a call into it while
         /// it is already running is served in-process by an extra worker. By
         /// default such a call stays an RPC through the host, because the
@@ -242,15 +242,15 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// How far to rewrite RPC call sites (see `faasfuse merge --help`).
-        #[arg(long, value_enum, default_value_t = faasfuse::lower::Level::Direct)]
-        lower: faasfuse::lower::Level,
+        #[arg(long, value_enum, default_value_t = faasfuse_core::lower::Level::Direct)]
+        lower: faasfuse_core::lower::Level,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         tuning: Tuning,
     },
-    Profile(faasfuse::profile::cli::ProfileArgs),
+    Profile(faasfuse_core::profile::cli::ProfileArgs),
     /// Check a (fused) function library: segments, dynamic entries,
     /// relocations, unwind table, exports, and a load test.
     Verify {
@@ -273,13 +273,6 @@ faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
         name: String,
         library: PathBuf,
     },
-    /// Record the taken branches of commands under ptrace as an LBR
-    /// perf.data (internal: test data).
-    #[command(name = "__record-lbr", hide = true)]
-    RecordLbr(faasfuse::profile::record::RecordArgs),
-    /// Write a large synthetic LBR perf.data (internal: benchmarks).
-    #[command(name = "__gen-lbr", hide = true)]
-    GenLbr(faasfuse::profile::record::gen::GenArgs),
 }
 
 /// What `plan` and `build` read.
@@ -323,8 +316,8 @@ struct Tuning {
 }
 
 impl Tuning {
-    fn options(&self) -> faasfuse::plan::Options {
-        faasfuse::plan::Options {
+    fn options(&self) -> faasfuse_core::plan::Options {
+        faasfuse_core::plan::Options {
             rpc_cost_us: self.rpc_cost_us,
             cold_threshold: self.cold,
             hysteresis: self.hysteresis,
@@ -343,7 +336,7 @@ fn report_out<T: serde::Serialize>(
 ) -> Result<()> {
     let j = serde_json::to_string_pretty(value)?;
     if let Some(f) = file {
-        faasfuse::output::write_atomically(f, format!("{j}\n").as_bytes(), false)?;
+        faasfuse_core::output::write_atomically(f, format!("{j}\n").as_bytes(), false)?;
     }
     if json {
         println!("{j}");
@@ -367,12 +360,12 @@ fn refuse_inputs_as_outputs<'a>(
             .map(|(_, f)| std::path::Path::new(f));
         for cand in [Some(i), p].into_iter().flatten() {
             if let Ok(m) = std::fs::metadata(cand) {
-                faasfuse::files::note_input(cand, &m);
+                faasfuse_core::files::note_input(cand, &m);
             }
         }
     }
     for o in outputs.into_iter().flatten() {
-        faasfuse::output::check_destination(o)?;
+        faasfuse_core::output::check_destination(o)?;
     }
     Ok(())
 }
@@ -382,29 +375,29 @@ fn refuse_inputs_as_outputs<'a>(
 fn planning_inputs(
     i: &PlanInputs,
 ) -> Result<(
-    faasfuse::plan::Config,
-    faasfuse::plan::Weights,
-    Option<faasfuse::plan::Plan>,
+    faasfuse_core::plan::Config,
+    faasfuse_core::plan::Weights,
+    Option<faasfuse_core::plan::Plan>,
 )> {
-    let config = faasfuse::plan::Config::load_with(&i.config, &i.libs)?;
+    let config = faasfuse_core::plan::Config::load_with(&i.config, &i.libs)?;
     let functions: Vec<(String, PathBuf)> = config
         .functions
         .iter()
         .map(|f| (f.func_name.clone(), f.library.clone()))
         .collect();
-    let weights = faasfuse::plan::load_weights(&i.profile, &functions)?;
+    let weights = faasfuse_core::plan::load_weights(&i.profile, &functions)?;
     Ok((
         config,
         weights,
         i.previous
             .as_deref()
-            .map(faasfuse::plan::Plan::load)
+            .map(faasfuse_core::plan::Plan::load)
             .transpose()?,
     ))
 }
 
 fn main() -> ExitCode {
-    faasfuse::output::install_signal_cleanup();
+    faasfuse_core::output::install_signal_cleanup();
     std::panic::set_hook(Box::new(|info| {
         let what = info
             .payload()
@@ -418,7 +411,7 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!(
             "faasfuse: internal error: {}{at}",
-            faasfuse::error::escape_controls(&what.replace('\n', " "))
+            faasfuse_core::error::escape_controls(&what.replace('\n', " "))
         );
     }));
     let cli = match Cli::try_parse() {
@@ -441,7 +434,7 @@ fn main() -> ExitCode {
                 .to_string();
             eprintln!(
                 "faasfuse: error: {} (see faasfuse --help)",
-                faasfuse::error::escape_controls(&first)
+                faasfuse_core::error::escape_controls(&first)
             );
             return ExitCode::from(2);
         }
@@ -458,7 +451,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { library, json } => {
-            let report = faasfuse::inspect::inspect(&library)?;
+            let report = faasfuse_core::inspect::inspect(&library)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -485,7 +478,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if let Some(file) = &inputs {
                 all_inputs.extend(read_inputs(file, inputs_format)?);
             }
-            let mut specs = faasfuse::host::resolve_specs(&functions, Some(&root))?;
+            let mut specs = faasfuse_host::resolve_specs(&functions, Some(&root))?;
             let mut opts = RunOptions {
                 ipc,
                 repeat,
@@ -493,24 +486,24 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ..RunOptions::default()
             };
             if let Some(c) = &config {
-                let c = faasfuse::plan::Config::load_with(c, &libs)?;
+                let c = faasfuse_core::plan::Config::load_with(c, &libs)?;
                 for f in &c.functions {
-                    specs.push(faasfuse::host::FunctionSpec {
+                    specs.push(faasfuse_host::FunctionSpec {
                         name: f.func_name.clone(),
                         path: f.library.clone(),
                     });
                     if f.reentrant == Some(true) {
                         opts.reentrant.push(f.func_name.clone());
                     }
-                    let limits = host::PoolLimits::of_entry(f);
+                    let limits = faasfuse_host::PoolLimits::of_entry(f);
                     if let Err(why) = limits.check() {
                         bail!(InputError::new(&c.path, format!("{}: {why}", f.func_name)));
                     }
                     opts.pools.insert(f.func_name.clone(), limits);
                 }
-                faasfuse::host::check_unique(&specs)?;
+                faasfuse_host::check_unique(&specs)?;
             }
-            let report = host::run(&specs, &root, &all_inputs, &opts)?;
+            let report = faasfuse_host::run(&specs, &root, &all_inputs, &opts)?;
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -518,7 +511,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             if !quiet {
                 for r in &report.raw {
-                    writeln!(out, "rc={}\t{}", r.rc, host::escape(&r.output))?;
+                    writeln!(out, "rc={}\t{}", r.rc, faasfuse_host::escape(&r.output))?;
                 }
             }
             if repeat > 1 || quiet {
@@ -554,7 +547,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             lower,
             reentrant,
         } => {
-            let mut specs = faasfuse::host::resolve_specs(&libraries, None)?;
+            let mut specs = faasfuse_host::resolve_specs(&libraries, None)?;
             refuse_inputs_as_outputs(
                 specs
                     .iter()
@@ -562,7 +555,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     .chain(profile.iter().map(|p| p.as_path())),
                 [Some(output.as_path()), manifest.as_deref()],
             )?;
-            let mut opts = faasfuse::merge::MergeOptions {
+            let mut opts = faasfuse_core::merge::MergeOptions {
                 level: lower,
                 reentrant: reentrant.into_iter().collect(),
             };
@@ -573,12 +566,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|s| (s.name.clone(), s.path.clone()))
                     .collect();
-                let w = faasfuse::plan::load_weights(&profile, &functions)?;
-                let (chosen, plan) = faasfuse::build::plan_merge(
+                let w = faasfuse_core::plan::load_weights(&profile, &functions)?;
+                let (chosen, plan) = faasfuse_core::build::plan_merge(
                     &specs,
                     &w,
                     p,
-                    &faasfuse::plan::Options::default(),
+                    &faasfuse_core::plan::Options::default(),
                 )?;
                 specs = chosen;
                 planned = Some(plan);
@@ -587,7 +580,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             let verify_with = (!no_verify).then_some(exe.as_path());
             opts.reentrant
                 .retain(|r| specs.iter().any(|s| &s.name == r));
-            let mut report = faasfuse::merge::merge_verified(&specs, &output, verify_with, &opts)?;
+            let mut report =
+                faasfuse_core::merge::merge_verified(&specs, &output, verify_with, &opts)?;
             if let Some(p) = planned {
                 report.notes.extend(
                     p.decisions
@@ -599,7 +593,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &report,
                 manifest.as_deref(),
                 json,
-                faasfuse::merge::render(&report),
+                faasfuse_core::merge::render(&report),
             )
         }
         Command::Plan {
@@ -611,13 +605,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             tuning,
         } => {
             let (c, w, prev) = planning_inputs(&inputs)?;
-            let p =
-                faasfuse::plan::plan(&c, &w, &inputs.profile[0], &tuning.options(), prev.as_ref())?;
+            let p = faasfuse_core::plan::plan(
+                &c,
+                &w,
+                &inputs.profile[0],
+                &tuning.options(),
+                prev.as_ref(),
+            )?;
             if dot.is_some() || svg.is_some() {
                 let dot_path = dot
                     .clone()
                     .unwrap_or_else(|| svg.as_ref().expect("svg").with_extension("dot"));
-                if faasfuse::build::write_graph(&p, &dot_path, svg.as_deref())?.is_none()
+                if faasfuse_core::build::write_graph(&p, &dot_path, svg.as_deref())?.is_none()
                     && svg.is_some()
                 {
                     eprintln!(
@@ -626,7 +625,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            report_out(&p, output.as_deref(), json, faasfuse::plan::table(&p))
+            report_out(&p, output.as_deref(), json, faasfuse_core::plan::table(&p))
         }
         Command::Build {
             inputs,
@@ -637,7 +636,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let (c, w, prev) = planning_inputs(&inputs)?;
             let exe = std::env::current_exe()?;
-            let (p, built) = faasfuse::build::build(
+            let (p, built) = faasfuse_core::build::build(
                 &c,
                 &w,
                 &inputs.profile[0],
@@ -650,7 +649,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&built)?);
             } else {
-                print!("{}", faasfuse::plan::table(&p));
+                print!("{}", faasfuse_core::plan::table(&p));
                 println!();
                 for i in &built.images {
                     println!(
@@ -668,10 +667,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Profile(a) => faasfuse::profile::cli::run(a),
+        Command::Profile(a) => faasfuse_core::profile::cli::run(a),
         Command::Verify { library, json } => {
             let exe = std::env::current_exe()?;
-            let report = faasfuse::verify::verify(&library, Some(&exe))?;
+            let report = faasfuse_core::verify::verify(&library, Some(&exe))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -682,12 +681,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Load { library } => faasfuse::verify::load_in_this_process(&library),
+        Command::Load { library } => faasfuse_host::load::load_in_this_process(&library),
         Command::Worker { fd, name, library } => {
-            faasfuse::host::ipc::worker_main(fd, &name, &library)
+            faasfuse_host::ipc::worker_main(fd, &name, &library)
         }
-        Command::RecordLbr(a) => faasfuse::profile::record::record_main(a),
-        Command::GenLbr(a) => faasfuse::profile::record::gen::gen_main(a),
     }
 }
 
@@ -707,8 +704,12 @@ fn read_inputs(file: &PathBuf, format: InputsFormat) -> Result<Vec<Vec<u8>>> {
             .read_to_end(&mut text)
             .context("reading stdin")?;
     } else {
-        text = faasfuse::files::read(file, faasfuse::files::MAX_TEXT_BYTES, "an inputs file")
-            .map_err(|e| InputError::new(file, format!("cannot read inputs: {}", e.reason)))?;
+        text = faasfuse_core::files::read(
+            file,
+            faasfuse_core::files::MAX_TEXT_BYTES,
+            "an inputs file",
+        )
+        .map_err(|e| InputError::new(file, format!("cannot read inputs: {}", e.reason)))?;
     }
     if format == InputsFormat::Len32 {
         return split_len32(&text).map_err(|(offset, why)| {

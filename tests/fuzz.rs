@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faasfuse::host::FunctionSpec;
+use faasfuse_host::FunctionSpec;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -270,8 +270,8 @@ fn fuzz_parsers() {
     let perf_seed = work.join("seed.perf.data");
     if !perf_seed.exists() {
         run_ok(
-            faasfuse()
-                .args(["__gen-lbr", "--size-mb", "1", "--processes", "2", "-o"])
+            testkit()
+                .args(["gen-lbr", "--size-mb", "1", "--processes", "2", "-o"])
                 .arg(&perf_seed)
                 .arg(&foo)
                 .arg(&bar),
@@ -279,8 +279,8 @@ fn fuzz_parsers() {
     }
     let perf_bytes = std::fs::read(&perf_seed).unwrap();
     let libs = vec![
-        faasfuse::profile::images::Lib::load("Foo", &foo).unwrap(),
-        faasfuse::profile::images::Lib::load("Bar", &bar).unwrap(),
+        faasfuse_core::profile::images::Lib::load("Foo", &foo).unwrap(),
+        faasfuse_core::profile::images::Lib::load("Bar", &bar).unwrap(),
     ];
     let fdata_seed = b"1 faas_func_call 10 1 faas_func_call 20 0 7\n\
 1 faas_func_call 24 0 [unknown] 0 0 3\n0 [unknown] 0 1 faas_func_call 0 0 2\n"
@@ -359,7 +359,7 @@ fn fuzz_parsers() {
             std::fs::write(&file, &d).unwrap();
             let r = dog.run(&id, &d, || -> Result<bool, String> {
                 match target {
-                    "elf-inspect" => Ok(faasfuse::inspect::inspect(&file).is_ok()),
+                    "elf-inspect" => Ok(faasfuse_core::inspect::inspect(&file).is_ok()),
                     "elf-merge" => {
                         let out = work.join("out.so");
                         let _ = std::fs::remove_file(&out);
@@ -379,19 +379,19 @@ fn fuzz_parsers() {
                                 path: callee,
                             },
                         ];
-                        let opts = faasfuse::merge::MergeOptions::default();
-                        match faasfuse::merge::merge(&specs, &out, &opts) {
+                        let opts = faasfuse_core::merge::MergeOptions::default();
+                        match faasfuse_core::merge::merge(&specs, &out, &opts) {
                             Err(e) => {
-                                if faasfuse::error::exit_code(&e) != 2 {
+                                if faasfuse_core::error::exit_code(&e) != 2 {
                                     return Err(format!(
                                         "merge failed with exit 1: {}",
-                                        faasfuse::error::one_line(&e)
+                                        faasfuse_core::error::one_line(&e)
                                     ));
                                 }
                                 Ok(false)
                             }
                             Ok(_) => {
-                                let rep = faasfuse::verify::verify(&out, None)
+                                let rep = faasfuse_core::verify::verify(&out, None)
                                     .map_err(|e| format!("verify of accepted output: {e:#}"))?;
                                 if !rep.ok() {
                                     return Err(format!(
@@ -404,17 +404,21 @@ fn fuzz_parsers() {
                         }
                     }
                     "perf.data" => {
-                        Ok(faasfuse::profile::perfdata::read_all(&d, rng_bit(&d)).is_ok())
+                        Ok(faasfuse_core::profile::perfdata::read_all(&d, rng_bit(&d)).is_ok())
                     }
                     "fdata" => {
                         let text = String::from_utf8_lossy(&d);
-                        Ok(faasfuse::profile::fdata::ingest(&file, &text, &libs, false).is_ok())
+                        Ok(
+                            faasfuse_core::profile::fdata::ingest(&file, &text, &libs, false)
+                                .is_ok(),
+                        )
                     }
-                    "config" => Ok(faasfuse::plan::Config::load(&file).is_ok()),
-                    _ => Ok(
-                        faasfuse::plan::load_weights(std::slice::from_ref(&file), &functions)
-                            .is_ok(),
-                    ),
+                    "config" => Ok(faasfuse_core::plan::Config::load(&file).is_ok()),
+                    _ => Ok(faasfuse_core::plan::load_weights(
+                        std::slice::from_ref(&file),
+                        &functions,
+                    )
+                    .is_ok()),
                 }
             });
             match r {

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use faasfuse::profile::images::Lib;
-use faasfuse::profile::ingest::{ingest_perf_threads, Options};
+use faasfuse_core::profile::images::Lib;
+use faasfuse_core::profile::ingest::{ingest_perf_threads, Options};
 
-fn ingest(data: &Path, libs: &[Lib], threads: usize) -> faasfuse::profile::aggregate::Profile {
+fn ingest(data: &Path, libs: &[Lib], threads: usize) -> faasfuse_core::profile::aggregate::Profile {
     ingest_perf_threads(data, libs, Options::default(), threads)
         .unwrap()
         .0
@@ -41,8 +41,8 @@ fn parallel_counting_equals_serial() {
     );
     let data = dir.join("diverse.data");
     run_ok(
-        faasfuse()
-            .args(["__gen-lbr", "--mode", "diverse", "--size-mb", "4"])
+        testkit()
+            .args(["gen-lbr", "--mode", "diverse", "--size-mb", "4"])
             .args(["--processes", "3", "-o"])
             .arg(&data)
             .arg(&so),
@@ -64,8 +64,8 @@ fn parallel_counting_equals_serial() {
     let d = fixtures().join("default");
     let toy = dir.join("toy.data");
     run_ok(
-        faasfuse()
-            .args(["__gen-lbr", "--size-mb", "3", "--processes", "3", "-o"])
+        testkit()
+            .args(["gen-lbr", "--size-mb", "3", "--processes", "3", "-o"])
             .arg(&toy)
             .arg(d.join("libparse.so"))
             .arg(d.join("libvalidate.so")),

@@ -195,7 +195,7 @@ fn gdb_backtrace_through_a_lowered_site_is_complete() {
     let root = pos("Foo::faas_func_call")
         .or_else(|| pos("foo.c"))
         .expect(&text);
-    let host = pos("faasfuse::host").expect(&text);
+    let host = pos("faasfuse_host").expect(&text);
     assert!(callee < runtime && runtime < root && root < host, "{text}");
     assert!(!text.contains("Backtrace stopped"), "{text}");
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
-use faasfuse::profile::record::Truth;
+use faasfuse_testkit::record::Truth;
 use serde_json::Value;
 
 const PERF2BOLT: &str = "/usr/lib/llvm-16/bin/perf2bolt";

@@ -1,5 +1,5 @@
-//! The LBR test-data recorder and writer (`faasfuse __record-lbr`,
-//! `__gen-lbr`): real perf tools read what they write, and every branch
+//! The LBR test-data recorder and writer (`faasfuse-testkit record-lbr`,
+//! `gen-lbr`): real perf tools read what they write, and every branch
 //! count agrees with the recorder's ground truth and with the host.
 
 mod common;
@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
-use faasfuse::profile::record::Truth;
+use faasfuse_testkit::record::Truth;
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
 
 const PERF2BOLT: &str = "/usr/lib/llvm-16/bin/perf2bolt";
@@ -47,8 +47,8 @@ fn record(name: &str, every: u64, commands: &[Vec<String>]) -> Recording {
     let dir = scratch_dir("record");
     let data = dir.join(format!("{name}.data"));
     let truth = dir.join(format!("{name}.truth.json"));
-    let mut cmd = faasfuse();
-    cmd.arg("__record-lbr")
+    let mut cmd = testkit();
+    cmd.arg("record-lbr")
         .arg("-o")
         .arg(&data)
         .arg("--every")
@@ -497,8 +497,8 @@ fn generated_profile_is_read_by_perf_and_counts_match() {
     let data = dir.join("gen.data");
     let truth = dir.join("gen.truth.json");
     run_ok(
-        faasfuse()
-            .args(["__gen-lbr", "--size-mb", "2", "--processes", "3", "-o"])
+        testkit()
+            .args(["gen-lbr", "--size-mb", "2", "--processes", "3", "-o"])
             .arg(&data)
             .arg("--truth")
             .arg(&truth)
@@ -546,8 +546,8 @@ fn single_stepping_sees_the_same_branches_and_those_entering_the_images() {
     let dir = scratch_dir("record");
     let (data, truth) = (dir.join("hello-ss.data"), dir.join("hello-ss.json"));
     run_ok(
-        faasfuse()
-            .args(["__record-lbr", "--single-step", "-o"])
+        testkit()
+            .args(["record-lbr", "--single-step", "-o"])
             .arg(&data)
             .arg("--truth")
             .arg(&truth)

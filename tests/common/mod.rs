@@ -181,6 +181,20 @@ pub fn faasfuse() -> Command {
     Command::new(env!("CARGO_BIN_EXE_faasfuse"))
 }
 
+/// The test kit's binary (`faasfuse-testkit`: the LBR recorder and the
+/// profile generator). Cargo builds it beside `faasfuse` for
+/// `cargo test --workspace`, the README's test command.
+pub fn testkit() -> Command {
+    let exe =
+        std::path::Path::new(env!("CARGO_BIN_EXE_faasfuse")).with_file_name("faasfuse-testkit");
+    assert!(
+        exe.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p faasfuse-testkit` first)",
+        exe.display()
+    );
+    Command::new(exe)
+}
+
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn faasfuse");
     assert!(
@@ -520,7 +534,7 @@ pub fn perf_record_run(
     );
 }
 
-/// `faasfuse __record-lbr -o DATA --every K [--truth FILE] -- faasfuse run
+/// `faasfuse-testkit record-lbr -o DATA --every K [--truth FILE] -- faasfuse run
 /// DEPLOY --inputs INPUTS --quiet -- ROOT`: a real LBR perf.data with exact
 /// branch counts (`--every 1`), on any CPU.
 pub fn record_lbr_run(
@@ -531,8 +545,8 @@ pub fn record_lbr_run(
     root: &str,
     inputs: &Path,
 ) {
-    let mut cmd = faasfuse();
-    cmd.arg("__record-lbr")
+    let mut cmd = testkit();
+    cmd.arg("record-lbr")
         .arg("-o")
         .arg(data)
         .args(["--every", &every.to_string()]);

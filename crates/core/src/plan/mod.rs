@@ -1,0 +1,432 @@
+//! `faasfuse plan` and `faasfuse build`: from a deployment description and
+//! a profile to fusion groups (which callees to fuse into which entry
+//! functions), and from the plan to fused images and a new deployment.
+
+pub mod config;
+pub mod graph;
+mod group;
+mod render;
+pub mod solve;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use petgraph::visit::EdgeRef;
+use serde::{Deserialize, Serialize};
+
+pub use config::{Config, FuncEntry};
+pub use graph::{RpcGraph, Weights};
+pub use group::reentering_edges;
+pub use render::{dot, table};
+use solve::{Limits, Verdict};
+
+use crate::error::InputError;
+use crate::profile::images::Lib;
+use crate::profile::planning::{self, Kind, ProfileArg};
+
+/// Planner settings; the defaults are documented in `faasfuse plan --help`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Options {
+    /// Cost of one RPC, in microseconds (nightcore's measured nested call).
+    pub rpc_cost_us: f64,
+    /// Edges called on fewer than this share of their caller's executions
+    /// are cold and stay RPCs.
+    pub cold_threshold: f64,
+    /// A previous group is kept unless the new one removes more than this
+    /// share more RPC cost.
+    pub hysteresis: f64,
+    /// Use the beam-search heuristic even where enumeration is possible.
+    #[serde(default)]
+    pub heuristic_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            rpc_cost_us: 39.0,
+            cold_threshold: 0.01,
+            hysteresis: 0.10,
+            heuristic_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub root: String,
+    /// Root first, then the fused callees by name.
+    pub members: Vec<String>,
+    pub removed_calls: f64,
+    pub removed_cost_us: f64,
+    pub image_bytes: u64,
+    pub cpu: f64,
+    /// Found by enumeration (optimal under the model) or greedily.
+    pub exact: bool,
+    pub kept_from_previous: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanEdge {
+    pub caller: String,
+    pub callee: String,
+    pub calls: f64,
+    pub static_sites: usize,
+    /// Calls per execution of the caller (see `cold_threshold`).
+    pub share: f64,
+    /// `fused` (inside some group), `cold`, or `rpc`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    pub root: String,
+    pub function: String,
+    pub fused: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub options: Options,
+    pub functions: Vec<graph::NodeSummary>,
+    pub edges: Vec<PlanEdge>,
+    pub groups: Vec<Group>,
+    pub decisions: Vec<Decision>,
+    /// Total removed RPC cost per profile window, microseconds.
+    pub objective_us: f64,
+}
+
+impl Plan {
+    pub fn load(path: &Path) -> Result<Plan> {
+        // Not noted as an input: `plan --previous plan.json -o plan.json`
+        // updates the plan in force.
+        let text = crate::files::read_text_unnoted(path, "a faasfuse plan")?;
+        Ok(serde_json::from_str(&text)
+            .map_err(|e| InputError::new(path, format!("not a faasfuse plan: {e}")))?)
+    }
+}
+
+/// Read one planning input, recognised by its content: a profile JSON
+/// from `faasfuse profile`, a weights JSON (`calls`, `cpu`, `external`), a
+/// platform trace (the `faasfuse run --json` report), a perf.data or a
+/// BOLT `.fdata` / pre-aggregated profile (read over the deployment's
+/// libraries, loaded into `libs` on first need). Returns the weights and
+/// whether its call counts are exact (a trace) rather than sampled.
+fn read_weights(
+    arg: &Path,
+    functions: &[(String, PathBuf)],
+    libs: &mut Option<Vec<Lib>>,
+) -> Result<(Weights, bool)> {
+    let arg = ProfileArg::parse(arg);
+    let path = arg.path.as_path();
+    let (kind, text) = planning::sniff(path)?;
+    if kind != Kind::Json {
+        if libs.is_none() {
+            *libs = Some(
+                functions
+                    .iter()
+                    .map(|(n, p)| Lib::load(n, p))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        let libs = libs.as_deref().unwrap_or_default();
+        let p = planning::read_over(&arg, kind, text.as_deref(), libs)?;
+        let w = Weights {
+            calls: p.calls,
+            cpu: p.cpu,
+            external: p.external,
+        };
+        return Ok((w, false));
+    }
+    if arg.function.is_some() {
+        return Err(InputError::new(path, "NAME=FILE is for an .fdata, not a JSON profile").into());
+    }
+    let text = text.unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| InputError::new(path, format!("not JSON: {e}")))?;
+    if v.get("calls").is_none() {
+        let why = "neither a profile, a weights file nor a run report";
+        return Err(InputError::new(path, why).into());
+    }
+    let trace = v.get("nested_calls").is_some();
+    let w: Weights = serde_json::from_value(v)
+        .map_err(|e| InputError::new(path, format!("not a weights file: {e}")))?;
+    check_unique_keys(&text).map_err(|why| InputError::new(path, why))?;
+    check_weights(&w).map_err(|why| InputError::new(path, why))?;
+    Ok((w, trace))
+}
+
+/// Most calls an edge may have (so that costs stay finite).
+const MAX_CALLS: f64 = 1e15;
+
+/// Counts are finite and non-negative, CPU shares within 0..=1.
+fn check_weights(w: &Weights) -> std::result::Result<(), String> {
+    for (caller, m) in &w.calls {
+        for (callee, &n) in m {
+            if !(n.is_finite() && (0.0..=MAX_CALLS).contains(&n)) {
+                return Err(format!(
+                    "calls {caller} -> {callee} = {n}: not a count between 0 and {MAX_CALLS:e}"
+                ));
+            }
+        }
+    }
+    for (f, &c) in &w.cpu {
+        if !(c.is_finite() && (0.0..=1.0).contains(&c)) {
+            return Err(format!("cpu {f} = {c}: not a share between 0 and 1"));
+        }
+    }
+    for (f, &n) in &w.external {
+        if !(n.is_finite() && (0.0..=MAX_CALLS).contains(&n)) {
+            return Err(format!(
+                "external {f} = {n}: not a count between 0 and {MAX_CALLS:e}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a JSON object with the same key twice (serde keeps the last).
+fn check_unique_keys(text: &str) -> std::result::Result<(), String> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Any;
+    impl<'de> Deserialize<'de> for Any {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Any, D::Error> {
+            d.deserialize_any(AnyVisitor)
+        }
+    }
+    struct AnyVisitor;
+    impl<'de> Visitor<'de> for AnyVisitor {
+        type Value = Any;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Any, A::Error> {
+            while a.next_element::<Any>()?.is_some() {}
+            Ok(Any)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Any, A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+                }
+                a.next_value::<Any>()?;
+            }
+            Ok(Any)
+        }
+    }
+    serde_json::from_str::<Any>(text)
+        .map(|_| ())
+        .map_err(|e| format!("not a weights file: {e}"))
+}
+
+/// Combine planning inputs over the deployment's `functions` (name,
+/// library). Sampled inputs are summed (CPU shares averaged); a platform
+/// trace's exact call counts, which also name callees computed at run
+/// time, then replace the sampled counts of every caller the trace saw,
+/// and its request counts fill `external`.
+pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Result<Weights> {
+    let mut sampled = Weights::default();
+    let mut traced = Weights::default();
+    let mut sampled_inputs = 0;
+    let mut libs = None;
+    for p in paths {
+        let (w, trace) = read_weights(p, functions, &mut libs)?;
+        let into = if trace {
+            &mut traced
+        } else {
+            sampled_inputs += 1;
+            &mut sampled
+        };
+        for (caller, callees) in w.calls {
+            let row = into.calls.entry(caller).or_default();
+            for (callee, n) in callees {
+                *row.entry(callee).or_default() += n;
+            }
+        }
+        for (f, c) in w.cpu {
+            *into.cpu.entry(f).or_default() += c;
+        }
+        for (f, n) in w.external {
+            *into.external.entry(f).or_default() += n;
+        }
+    }
+    if sampled_inputs > 1 {
+        for c in sampled.cpu.values_mut() {
+            *c /= f64::from(sampled_inputs);
+        }
+    }
+    sampled.calls.extend(traced.calls);
+    sampled.external.extend(traced.external);
+    Ok(sampled)
+}
+
+fn limits(entry: &FuncEntry, o: &Options) -> Limits {
+    Limits {
+        max_image_bytes: entry.max_image_bytes,
+        cpu_budget: entry.cpu_budget,
+        memory_bytes: entry.max_memory_bytes,
+        cold: o.cold_threshold,
+    }
+}
+
+/// Plan fusion groups for `config` under `weights`.
+pub fn plan(
+    config: &Config,
+    weights: &Weights,
+    profile: &Path,
+    options: &Options,
+    previous: Option<&Plan>,
+) -> Result<Plan> {
+    let rg = RpcGraph::build(config, weights, profile)?;
+    let g = &rg.g;
+    let mut groups = Vec::new();
+    let mut decisions = Vec::new();
+    for entry in &config.functions {
+        let root = rg.index[&entry.func_name];
+        if !g[root].entry {
+            continue;
+        }
+        let l = limits(entry, options);
+        let solved = solve::solve(&rg, root, &l, options.heuristic_only);
+        let mut members = solved.members.clone();
+        let mut removed = solved.removed_calls;
+        let mut kept = false;
+        let prev = previous.and_then(|p| p.groups.iter().find(|x| x.root == entry.func_name));
+        if let Some(p) = prev {
+            let old: Option<BTreeSet<_>> =
+                p.members.iter().map(|m| rg.index.get(m).copied()).collect();
+            if let Some(old) = old {
+                let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
+                let old_removed = solve::removed_calls(&rg, root, &old);
+                if old != members
+                    && same_domain
+                    && old.contains(&root)
+                    && removed <= old_removed * (1.0 + options.hysteresis)
+                {
+                    members = old;
+                    removed = old_removed;
+                    kept = true;
+                }
+            }
+        }
+        let mut names: Vec<String> = members
+            .iter()
+            .filter(|&&m| m != root)
+            .map(|&m| g[m].name.clone())
+            .collect();
+        names.sort();
+        names.insert(0, entry.func_name.clone());
+        for (&c, v) in &solved.verdicts {
+            let fused = members.contains(&c);
+            let reason = if kept && (fused != (*v == Verdict::Fused)) {
+                format!(
+                    "kept as in the previous plan: the new grouping would remove at most {:.0}% more RPC cost (hysteresis {:.0}%)",
+                    100.0 * (solved.removed_calls / removed.max(1e-9) - 1.0),
+                    100.0 * options.hysteresis
+                )
+            } else {
+                match v {
+                    Verdict::Fused => format!(
+                        "fused: removes RPCs worth {:.0} us per profile window in this group",
+                        (removed - solve::removed_calls(&rg, root, &{
+                            let mut m = members.clone();
+                            m.remove(&c);
+                            m
+                        }))
+                        .max(0.0)
+                            * options.rpc_cost_us
+                    ),
+                    Verdict::Cold { share } => format!(
+                        "not fused: the edge to it is cold ({:.2}% of its caller's executions < {:.2}%)",
+                        100.0 * share,
+                        100.0 * options.cold_threshold
+                    ),
+                    Verdict::OtherDomain => format!(
+                        "not fused: trust domain {} differs from the root's {}",
+                        g[c].domain.as_deref().unwrap_or("(none)"),
+                        g[root].domain.as_deref().unwrap_or("(none)")
+                    ),
+                    Verdict::OverBudget(why) => format!("not fused: over budget: {why}"),
+                    Verdict::NoGain => "not fused: removes no more RPC cost in this group".into(),
+                    Verdict::Reenters => "not fused: every call to it in this group finds it already running, and the platform never re-enters a busy process, so those calls stay RPCs (declare it \"reentrant\": true to fuse them)".into(),
+                }
+            };
+            decisions.push(Decision {
+                root: entry.func_name.clone(),
+                function: g[c].name.clone(),
+                fused,
+                reason,
+            });
+        }
+        groups.push(Group {
+            root: entry.func_name.clone(),
+            image_bytes: members.iter().map(|&m| g[m].image_bytes).sum::<u64>()
+                + solve::RUNTIME_BYTES,
+            cpu: members.iter().map(|&m| g[m].cpu).sum(),
+            members: names,
+            removed_calls: removed,
+            removed_cost_us: removed * options.rpc_cost_us,
+            exact: solved.exact,
+            kept_from_previous: kept,
+        });
+    }
+    let fused_pair = |a: &str, b: &str| {
+        groups.iter().any(|gr| {
+            gr.members.iter().any(|m| m == a)
+                && gr.members.iter().any(|m| m == b)
+                && gr.removed_calls > 0.0
+        })
+    };
+    let mut edges: Vec<PlanEdge> = g
+        .edge_references()
+        .map(|e| {
+            let (u, v) = (e.source(), e.target());
+            let share = e.weight().share;
+            let status = if fused_pair(&g[u].name, &g[v].name) {
+                "fused"
+            } else if share < options.cold_threshold {
+                "cold"
+            } else {
+                "rpc"
+            };
+            PlanEdge {
+                caller: g[u].name.clone(),
+                callee: g[v].name.clone(),
+                calls: e.weight().calls,
+                static_sites: e.weight().static_sites,
+                share,
+                status: status.into(),
+            }
+        })
+        .collect();
+    edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+    let objective_us = groups.iter().map(|g| g.removed_cost_us).sum();
+    Ok(Plan {
+        options: options.clone(),
+        functions: rg.summaries(),
+        edges,
+        groups,
+        decisions,
+        objective_us,
+    })
+}

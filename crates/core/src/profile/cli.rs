@@ -1,0 +1,407 @@
+//! `faasfuse profile`: read profiles (perf.data, BOLT `.fdata` or
+//! pre-aggregated text) over function libraries, write the profile JSON and
+//! BOLT `.fdata`, print a summary; `faasfuse profile merge` sums profiles.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::aggregate::{Profile, FORMAT};
+use super::images::Lib;
+use super::{fdata, ingest, perfdata};
+use crate::error::InputError;
+use crate::output::write_atomically;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    about = "Read perf.data or BOLT profiles of function libraries: branch, call and RPC-site \
+counts per library, as JSON and BOLT .fdata",
+    long_about = "Read profiles of function libraries and count, per library: taken branches \
+(LBR branch stacks), calls, samples per function, and the executions of every RPC call site \
+(the sites `faasfuse inspect` lists). The RPC edge Caller -> Callee weighs the executions of \
+the caller's sites that name the callee as a constant; a function's CPU share is the share of \
+all samples whose innermost frame in a library lies in its library.\n\n\
+INPUT is a perf.data (`perf record` with branch stacks `-b`/`-j`, or call chains `-g` or \
+`--call-graph dwarf`; all processes in one pass, e.g. every worker of `faasfuse run --ipc`), \
+a BOLT .fdata, or BOLT pre-aggregated text; several inputs are summed. Samples are mapped to \
+libraries by build-id (MMAP2 records or perf's build-id table), else by path; samples \
+outside every library are reported per file.\n\n\
+Branch stacks of consecutive samples overlap when the sample period is below the stack \
+depth: only the newest `period` entries of each stack are counted.",
+    after_help = "Examples:\n  \
+perf record -e cpu-clock:u --call-graph dwarf -- faasfuse run libfoo.so libbar.so \\\n      \
+--repeat 1000 --quiet -- Foo world\n  \
+faasfuse profile perf.data --lib libfoo.so --lib libbar.so -o profile.json\n  \
+faasfuse plan --config func_config.json --profile profile.json\n\n  \
+perf record -e cycles:u -j any,u -- ...          (branch stacks, where the CPU has LBR)\n  \
+faasfuse profile perf.data --lib Foo=libfoo.so --fdata-dir fdata/\n  \
+llvm-bolt-16 libfoo.so -data fdata/Foo.fdata -o libfoo.bolt.so\n\n  \
+faasfuse profile Foo.fdata --lib Foo=libfoo.so --json\n  \
+faasfuse profile merge monday.json tuesday.json -o week.json"
+)]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub command: Option<ProfileCommand>,
+    /// perf.data, .fdata or pre-aggregated profiles to read (summed).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// A function library the profile covers, as NAME=LIB.so or LIB.so (the
+    /// name is then the file stem without `lib`, as for `faasfuse run`).
+    #[arg(long = "lib", required = true, value_name = "[NAME=]LIB.so")]
+    pub libs: Vec<String>,
+    /// Write the profile as JSON (the input of `faasfuse plan`).
+    #[arg(short, long, value_name = "profile.json")]
+    pub output: Option<PathBuf>,
+    /// Write one BOLT `.fdata` per library, DIR/NAME.fdata, for llvm-bolt.
+    #[arg(long, value_name = "DIR")]
+    pub fdata_dir: Option<PathBuf>,
+    /// Print a JSON summary instead of the text one.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip malformed records (counted in the summary) instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProfileCommand {
+    /// Sum profile JSON files (e.g. from several hosts or days).
+    #[command(after_help = "Example:\n  faasfuse profile merge a.json b.json c.json -o all.json")]
+    Merge {
+        #[arg(required = true, value_name = "PROFILE.json")]
+        inputs: Vec<PathBuf>,
+        #[arg(short, long, value_name = "OUT.json")]
+        output: PathBuf,
+        /// Print a JSON summary instead of the text one.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Load the libraries named by `--lib` arguments.
+pub fn load_libs(args: &[String]) -> Result<Vec<Lib>> {
+    crate::spec::resolve_specs(args, None)?
+        .iter()
+        .map(|s| Lib::load(&s.name, &s.path))
+        .collect()
+}
+
+/// Read a profile from standard input (`perf record -o - | faasfuse
+/// profile -`): spooled to an unnamed temporary file, so memory stays
+/// bounded as for a file; errors name `<stdin>`.
+fn read_stdin(libs: &[Lib], lenient: bool) -> Result<Profile> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let stdin = Path::new("<stdin>");
+    let mut spool = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(std::env::temp_dir())
+        .map_err(|e| InputError::new(stdin, format!("cannot spool to a temporary file: {e}")))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+        .map_err(|e| InputError::new(stdin, format!("cannot read: {e}")))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", spool.as_raw_fd()));
+    read_input(&path, libs, lenient).map_err(|e| match e.downcast_ref::<InputError>() {
+        Some(ie) if ie.path == path => InputError::new(stdin, ie.reason.clone()).into(),
+        _ => e,
+    })
+}
+
+/// Read one input of any supported kind.
+pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
+    let mut head = [0u8; 8];
+    let n = {
+        use std::io::Read;
+        let (mut f, _) = crate::files::open_regular(path, u64::MAX, "a profile")?;
+        f.read(&mut head)
+            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
+    };
+    if n == 0 {
+        return Err(InputError::new(path, "empty file: no profile in it").into());
+    }
+    if perfdata::is_perf_data(&head[..n]) {
+        let opts = ingest::Options {
+            lenient,
+            progress: true,
+        };
+        return ingest::ingest_perf(path, libs, opts);
+    }
+    let bytes = crate::files::read(path, crate::files::MAX_TEXT_BYTES, "a text profile")?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        InputError::new(
+            path,
+            format!(
+                "neither a perf.data (no PERFILE2 magic) nor a text profile (not UTF-8 at byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    fdata::ingest(path, &text, libs, lenient)
+}
+
+pub fn run(a: ProfileArgs) -> Result<()> {
+    if let Some(ProfileCommand::Merge {
+        inputs,
+        output,
+        json,
+    }) = a.command
+    {
+        let mut total: Option<Profile> = None;
+        for p in &inputs {
+            let one = load_profile(p)?;
+            match &mut total {
+                None => total = Some(one),
+                Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
+            }
+        }
+        let total = total.unwrap_or_default();
+        save(&total, &output)?;
+        return report(&total, json, &[output.display().to_string()]);
+    }
+    let libs = load_libs(&a.libs)?;
+    let mut total: Option<Profile> = None;
+    for p in &a.inputs {
+        let one = if p.as_os_str() == "-" {
+            read_stdin(&libs, a.lenient)?
+        } else {
+            read_input(p, &libs, a.lenient)?
+        };
+        match &mut total {
+            None => total = Some(one),
+            Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
+        }
+    }
+    let profile = total.unwrap_or_default();
+    let mut written = Vec::new();
+    if let Some(o) = &a.output {
+        save(&profile, o)?;
+        written.push(o.display().to_string());
+    }
+    if let Some(dir) = &a.fdata_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| InputError::new(dir, format!("cannot create directory: {e}")))?;
+        for lib in &libs {
+            let Some(img) = profile.images.get(&lib.name) else {
+                continue;
+            };
+            if let Some(text) = fdata::write(lib, img) {
+                let path = dir.join(format!("{}.fdata", lib.name));
+                write_atomically(&path, text.as_bytes(), false)?;
+                written.push(path.display().to_string());
+            }
+        }
+    }
+    report(&profile, a.json, &written)
+}
+
+pub fn load_profile(path: &Path) -> Result<Profile> {
+    let text = crate::files::read_text(path, "a faasfuse profile")?;
+    let p: Profile = serde_json::from_str(&text)
+        .map_err(|e| InputError::new(path, format!("not a faasfuse profile: {e}")))?;
+    if p.format != FORMAT {
+        return Err(InputError::new(
+            path,
+            "not a faasfuse profile (no \"format\": \"faasfuse-profile\")",
+        )
+        .into());
+    }
+    Ok(p)
+}
+
+fn save(p: &Profile, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(p)?;
+    write_atomically(path, format!("{text}\n").as_bytes(), false)
+}
+
+/// The printed summary: what a person or a script checks first.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub stats: &'a super::aggregate::Stats,
+    pub calls: &'a std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    pub cpu: &'a std::collections::BTreeMap<String, f64>,
+    pub images: Vec<ImageSummary>,
+    pub unmatched: &'a std::collections::BTreeMap<String, u64>,
+    pub written: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageSummary {
+    pub name: String,
+    pub build_id: Option<String>,
+    pub mapped_as: Vec<String>,
+    /// Files mapped under this name with another build-id (not counted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_builds: Vec<String>,
+    pub samples: u64,
+    pub attributed_samples: u64,
+    pub branches: usize,
+    /// Hottest functions by attributed samples: (name, samples).
+    pub top_functions: Vec<(String, u64)>,
+    pub rpc_sites: Vec<super::aggregate::SiteCount>,
+}
+
+pub fn summary<'a>(p: &'a Profile, written: &'a [String]) -> Summary<'a> {
+    Summary {
+        stats: &p.stats,
+        calls: &p.calls,
+        cpu: &p.cpu,
+        images: p
+            .images
+            .iter()
+            .map(|(name, i)| {
+                let mut top: Vec<(String, u64)> = i
+                    .functions
+                    .iter()
+                    .map(|(f, c)| (f.clone(), c.attributed.max(c.samples)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                top.truncate(5);
+                ImageSummary {
+                    name: name.clone(),
+                    build_id: i.build_id.clone(),
+                    mapped_as: i.mapped_as.clone(),
+                    other_builds: i.other_builds.clone(),
+                    samples: i.samples,
+                    attributed_samples: i.attributed_samples,
+                    branches: i.branches.len(),
+                    top_functions: top,
+                    rpc_sites: i.rpc_sites.clone(),
+                }
+            })
+            .collect(),
+        unmatched: &p.unmatched,
+        written,
+    }
+}
+
+fn report(p: &Profile, json: bool, written: &[String]) -> Result<()> {
+    let s = summary(p, written);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render(&s));
+    }
+    Ok(())
+}
+
+fn pct(n: u64, total: u64) -> String {
+    if total == 0 {
+        "0.0%".into()
+    } else {
+        format!("{:.1}%", n as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The text summary.
+pub fn render(s: &Summary) -> String {
+    use std::fmt::Write as _;
+    let st = s.stats;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} samples ({} with branch stacks, {} with call chains), {} in the libraries ({}); {} branches counted",
+        st.samples,
+        st.lbr_samples,
+        st.callchain_samples,
+        st.matched_samples,
+        pct(st.matched_samples, st.samples),
+        st.branches
+    );
+    if st.lost_samples > 0 || st.bad_records > 0 || st.unwind_failures > 0 {
+        let _ = writeln!(
+            o,
+            "{} lost samples, {} malformed records skipped, {} stacks not unwound",
+            st.lost_samples, st.bad_records, st.unwind_failures
+        );
+    }
+    let mut edges: Vec<(&String, &String, f64)> = s
+        .calls
+        .iter()
+        .flat_map(|(a, m)| m.iter().map(move |(b, n)| (a, b, *n)))
+        .collect();
+    edges.sort_by(|x, y| y.2.total_cmp(&x.2).then(x.0.cmp(y.0)).then(x.1.cmp(y.1)));
+    let unit = if st.lbr_samples > 0 {
+        "calls"
+    } else {
+        "samples"
+    };
+    let _ = writeln!(o, "\nRPC edges, hottest first ({unit}):");
+    if edges.is_empty() {
+        let _ = writeln!(o, "  (none seen)");
+    }
+    for (a, b, n) in &edges {
+        let _ = writeln!(o, "  {a} -> {b}  {n}");
+    }
+    let _ = writeln!(o, "\nFunctions (CPU share of all samples):");
+    let mut imgs: Vec<&ImageSummary> = s.images.iter().collect();
+    imgs.sort_by(|a, b| {
+        b.attributed_samples
+            .cmp(&a.attributed_samples)
+            .then(a.name.cmp(&b.name))
+    });
+    for i in imgs {
+        let top: Vec<String> = i
+            .top_functions
+            .iter()
+            .map(|(f, n)| format!("{f} {}", pct(*n, st.samples)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>6}  {} samples{}{}",
+            i.name,
+            pct(i.attributed_samples, st.samples),
+            i.attributed_samples,
+            if top.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", top.join(", "))
+            },
+            if i.mapped_as.is_empty() && st.samples > 0 && i.samples == 0 && i.branches == 0 {
+                " (not mapped in the profile)".to_string()
+            } else {
+                String::new()
+            }
+        );
+        for other in &i.other_builds {
+            let _ = writeln!(
+                o,
+                "    warning: {other} is mapped under this name with another build-id (another build of the library): its samples are not counted"
+            );
+        }
+        for site in &i.rpc_sites {
+            let n = if st.lbr_samples > 0 {
+                site.branch_count
+            } else {
+                site.sample_count
+            };
+            let _ = writeln!(
+                o,
+                "    RPC site {:#x} in {} -> {}: {n}",
+                site.address,
+                site.function.as_deref().unwrap_or("?"),
+                site.callee
+            );
+        }
+    }
+    if !s.unmatched.is_empty() {
+        let _ = writeln!(o, "\nSamples outside the libraries, by file:");
+        let mut u: Vec<(&String, &u64)> = s.unmatched.iter().collect();
+        u.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (f, n) in u.iter().take(10) {
+            let _ = writeln!(o, "  {:>8}  {f}", n);
+        }
+        if u.len() > 10 {
+            let _ = writeln!(o, "  ... and {} more files", u.len() - 10);
+        }
+    }
+    for w in s.written {
+        let _ = writeln!(o, "wrote {w}");
+    }
+    o
+}

@@ -1,0 +1,87 @@
+//! Deployed functions as the command line names them: `[NAME=]LIB.so`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::error::InputError;
+
+/// One deployed function: its name and its library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The function name a library serves when none is given: the file name up
+/// to its first dot, without a `lib` prefix (`libbar.so` → `bar`).
+pub fn default_function_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file.split('.').next().unwrap_or("");
+    stem.strip_prefix("lib").unwrap_or(stem).to_string()
+}
+
+impl FunctionSpec {
+    /// Parse `NAME=PATH` or `PATH`. Without a name, the file stem is matched
+    /// case-insensitively against `known` (names callers use), so that
+    /// `libcomposepost.so` serves `ComposePost`.
+    pub fn parse(arg: &str, known: &[String]) -> FunctionSpec {
+        if let Some((name, path)) = arg.split_once('=') {
+            if !name.is_empty() && !name.contains('/') {
+                return FunctionSpec {
+                    name: name.to_string(),
+                    path: PathBuf::from(path),
+                };
+            }
+        }
+        let path = PathBuf::from(arg);
+        let stem = default_function_name(&path);
+        let name = known
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&stem))
+            .cloned()
+            .unwrap_or(stem);
+        FunctionSpec { name, path }
+    }
+}
+
+/// Check that no name is deployed twice.
+pub fn check_unique(specs: &[FunctionSpec]) -> Result<()> {
+    for (i, a) in specs.iter().enumerate() {
+        if let Some(b) = specs[..i].iter().find(|b| b.name == a.name) {
+            return Err(InputError::new(
+                &a.path,
+                format!(
+                    "function name {} is already served by {}",
+                    a.name,
+                    b.path.display()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Parse `[NAME=]LIB.so` arguments. Names are derived from file stems and
+/// matched case-insensitively against the root's name and every constant
+/// callee name the libraries' RPC sites use.
+pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<FunctionSpec>> {
+    let mut known: Vec<String> = root.map(str::to_string).into_iter().collect();
+    for a in args {
+        let spec = FunctionSpec::parse(a, &[]);
+        let image = crate::elf::Image::load(&spec.path)?;
+        known.extend(crate::analyze::constant_callees(
+            &crate::analyze::find_rpc_sites(&image),
+        ));
+    }
+    let specs: Vec<FunctionSpec> = args
+        .iter()
+        .map(|a| FunctionSpec::parse(a, &known))
+        .collect();
+    check_unique(&specs)?;
+    Ok(specs)
+}
