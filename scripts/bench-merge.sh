@@ -4,7 +4,10 @@
 # of code each (default "1 4 20 50 100"): a scaling curve. Writes
 # out/bench/merge.csv and out/bench/merge-time.svg, merge-memory.svg.
 #
-# Usage: scripts/bench-merge.sh [SIZES...]     Writes out/bench/merge.csv.
+# Each merge runs REPS times (default 3); the CSV holds the median time and
+# peak memory and the time's spread (min-max).
+#
+# Usage: [REPS=3] scripts/bench-merge.sh [SIZES...]     Writes out/bench/merge.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=("$@")
@@ -14,17 +17,25 @@ mkdir -p "$OUT"
 cargo build --release --quiet
 FF=$PWD/target/release/faasfuse
 CSV=out/bench/merge.csv
-echo "case,input_bytes,output_bytes,size_overhead_pct,merge_seconds,peak_rss_kb,rss_over_input" > "$CSV"
+REPS="${REPS:-3}"
+echo "case,input_bytes,output_bytes,size_overhead_pct,merge_seconds,merge_seconds_min,merge_seconds_max,peak_rss_kb,rss_over_input" > "$CSV"
 
 measure() { # label out.so args...
   local label="$1" so="$2"; shift 2
-  /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$FF" merge "$@" -o "$so" --json > "$OUT/m.json"
-  read -r secs rss < "$OUT/time.txt"
-  python3 - "$label" "$OUT/m.json" "$secs" "$rss" >> "$CSV" <<'PY'
-import json, sys
-label, m, secs, rss = sys.argv[1], json.load(open(sys.argv[2])), float(sys.argv[3]), int(sys.argv[4])
+  : > "$OUT/times.txt"
+  local rep
+  for rep in $(seq 1 "$REPS"); do
+    /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$FF" merge "$@" -o "$so" --json > "$OUT/m.json"
+    cat "$OUT/time.txt" >> "$OUT/times.txt"
+  done
+  python3 - "$label" "$OUT/m.json" "$OUT/times.txt" >> "$CSV" <<'PY'
+import json, statistics, sys
+label, m = sys.argv[1], json.load(open(sys.argv[2]))
+runs = [l.split() for l in open(sys.argv[3]) if l.strip()]
+secs = [float(a) for a, _ in runs]
+rss = int(statistics.median(int(b) for _, b in runs))
 i, o = m["input_bytes"], m["output_bytes"]
-print(f"{label},{i},{o},{100 * (o - i) / i:.1f},{secs:.3f},{rss},{rss * 1024 / i:.2f}")
+print(f"{label},{i},{o},{100 * (o - i) / i:.1f},{statistics.median(secs):.3f},{min(secs):.3f},{max(secs):.3f},{rss},{rss * 1024 / i:.2f}")
 PY
 }
 

@@ -5,11 +5,16 @@
 # 1: direct call of the dispatcher, 2: direct call of the callee's entry
 # stub), and a direct C call in one library (the physical limit). Per-call cost = (p50 with N nested calls - p50 with 0) / N.
 #
-# Usage: scripts/bench-nested.sh [REPEAT]    (default 200 requests per point)
-# Writes out/bench/nested.csv.
+# The whole set of modes is measured REPS times in turn (default 5), so that
+# every mode sees the same machine; the summary gives each mode's median
+# and spread (min-max) over the repeats, and ratios of medians.
+#
+# Usage: [REPS=5] scripts/bench-nested.sh [REPEAT]    (default 200 requests per point)
+# Writes out/bench/nested.csv (one row per mode and repeat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT="${1:-200}"
+REPS="${REPS:-5}"
 OUT=out/bench
 mkdir -p "$OUT"
 cargo build --release --quiet
@@ -32,23 +37,25 @@ p50() { # deploy... -- N : prints request p50 in ns
 UNFUSED=(BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so")
 DIRECT=(BenchCaller="$OUT/libbenchdirect.so")
 
-echo "mode,nested_calls_per_request,p50_request_ns,p50_empty_request_ns,ns_per_nested_call" > "$OUT/nested.csv"
-row() { # label n deploy...
-  local label="$1" n="$2"; shift 2
+echo "rep,mode,nested_calls_per_request,p50_request_ns,p50_empty_request_ns,ns_per_nested_call" > "$OUT/nested.csv"
+row() { # rep label n deploy...
+  local rep="$1" label="$2" n="$3"; shift 3
   local full empty
   full=$(p50 "$@" "$n"); empty=$(p50 "$@" 0)
-  python3 - "$label" "$n" "$full" "$empty" >> "$OUT/nested.csv" <<'PY'
+  python3 - "$rep" "$label" "$n" "$full" "$empty" >> "$OUT/nested.csv" <<'PY'
 import sys
-label, n, full, empty = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print(f"{label},{n},{full},{empty},{max(full - empty, 0) / n:.2f}")
+rep, label, n, full, empty = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+print(f"{rep},{label},{n},{full},{empty},{max(full - empty, 0) / n:.2f}")
 PY
 }
-row unfused-ipc 100 "${UNFUSED[@]}" --ipc
-row unfused-in-process 1000 "${UNFUSED[@]}"
-row fused-tier0 10000 BenchCaller="$OUT/libbenchcaller.fused-none.so"
-row fused-tier1 10000 BenchCaller="$OUT/libbenchcaller.fused-dispatch.so"
-row fused-tier2 10000 BenchCaller="$OUT/libbenchcaller.fused-direct.so"
-row direct-c-call 10000 "${DIRECT[@]}"
+for rep in $(seq 1 "$REPS"); do
+  row "$rep" unfused-ipc 100 "${UNFUSED[@]}" --ipc
+  row "$rep" unfused-in-process 1000 "${UNFUSED[@]}"
+  row "$rep" fused-tier0 10000 BenchCaller="$OUT/libbenchcaller.fused-none.so"
+  row "$rep" fused-tier1 10000 BenchCaller="$OUT/libbenchcaller.fused-dispatch.so"
+  row "$rep" fused-tier2 10000 BenchCaller="$OUT/libbenchcaller.fused-direct.so"
+  row "$rep" direct-c-call 10000 "${DIRECT[@]}"
+done
 
 # Instructions per nested call (callgrind counts instructions, so this is
 # repeatable on a busy machine): (count with N calls - count with 0) / N.
@@ -68,14 +75,18 @@ if command -v valgrind > /dev/null; then
 fi
 
 python3 - "$OUT/nested.csv" <<'PY'
-import csv, sys
-rows = {r["mode"]: float(r["ns_per_nested_call"]) for r in csv.DictReader(open(sys.argv[1]))}
-print(f'{"mode":<20} {"ns per nested call":>20}')
+import csv, statistics, sys
+runs = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    runs.setdefault(r["mode"], []).append(float(r["ns_per_nested_call"]))
+rows = {m: statistics.median(v) for m, v in runs.items()}
+print(f'{"mode":<20} {"ns per nested call: median":>28} {"min-max":>22}  ({len(next(iter(runs.values())))} repeats)')
 for m, v in rows.items():
-    print(f"{m:<20} {v:>20.1f}")
+    print(f"{m:<20} {v:>28.1f} {min(runs[m]):>10.1f}-{max(runs[m]):<10.1f}")
 ipc, direct = rows["unfused-ipc"], rows["direct-c-call"]
 t0, t2 = rows["fused-tier0"], rows["fused-tier2"]
-print(f"\nunfused IPC / fused tier 0:    {ipc / max(t0, 0.01):,.0f}x")
+print("\nratios of medians:")
+print(f"unfused IPC / fused tier 0:    {ipc / max(t0, 0.01):,.0f}x")
 print(f"unfused IPC / fused tier 2:    {ipc / max(t2, 0.01):,.0f}x")
 print(f"tier 0 over direct C call:     {t0 - direct:.1f} ns")
 print(f"tier 2 over direct C call:     {t2 - direct:.1f} ns")
@@ -88,9 +99,13 @@ if ins:
 PY
 python3 - "$OUT/nested.csv" > "$OUT/nested-plot.csv" <<'PY'
 import csv, sys
-print("mode,ns_per_nested_call")
+import statistics
+runs = {}
 for r in csv.DictReader(open(sys.argv[1])):
-    print(f'{r["mode"]},{r["ns_per_nested_call"]}')
+    runs.setdefault(r["mode"], []).append(float(r["ns_per_nested_call"]))
+print("mode,ns_per_nested_call")
+for m, v in runs.items():
+    print(f"{m},{statistics.median(v):.2f}")
 PY
 python3 scripts/plot.py bars "$OUT/nested-plot.csv" "$OUT/nested.svg" mode ns_per_nested_call \
   --title "cost of one nested call" --unit ns

@@ -5,7 +5,11 @@
 # dispatch, direct), and the fused root in the host's own process (no IPC
 # at all: the limit for a fused deployment).
 #
-# Usage: scripts/bench-workflows.sh [ROUNDS]   (default 100 rounds of 64 inputs)
+# Every mode of every workflow is measured REPS times in turn (default 3);
+# the summary gives medians over the repeats and the p50's spread
+# (min-max).
+#
+# Usage: [REPS=3] scripts/bench-workflows.sh [ROUNDS]   (default 100 rounds of 64 inputs)
 # Writes out/bench/workflows.csv and out/bench/workflows.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,16 +24,20 @@ LIB="$OUT/lib/default"
 python3 scripts/workflow-inputs.py "$PWD/$LIB" "$OUT"
 
 CSV=out/bench/workflows.csv
-echo "workflow,mode,p50_us,p99_us,requests_per_s" > "$CSV"
+echo "rep,workflow,mode,p50_us,p99_us,requests_per_s" > "$CSV"
+REPS="${REPS:-3}"
 measure() { # workflow mode root deploy...
   local wf="$1" mode="$2" root="$3"; shift 3
+  local rep
+  for rep in $(seq 1 "$REPS"); do
   "$FF" run "$@" --repeat "$ROUNDS" --inputs "$OUT/$wf.inputs" --json -- "$root" > "$OUT/r.json"
-  python3 - "$OUT/r.json" "$wf" "$mode" >> "$CSV" <<'PY'
+  python3 - "$OUT/r.json" "$rep" "$wf" "$mode" >> "$CSV" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 q = r["request_latency"]
-print(f'{sys.argv[2]},{sys.argv[3]},{q["p50_ns"]/1000:.2f},{q["p99_ns"]/1000:.2f},{r["requests"]/(r["wall_ns"]/1e9):.0f}')
+print(f'{sys.argv[2]},{sys.argv[3]},{sys.argv[4]},{q["p50_ns"]/1000:.2f},{q["p99_ns"]/1000:.2f},{r["requests"]/(r["wall_ns"]/1e9):.0f}')
 PY
+  done
 }
 while IFS=$'\t' read -r name root _ declare libs; do
   # A function that calls itself is fused as re-entrant, so the in-process
@@ -46,11 +54,18 @@ while IFS=$'\t' read -r name root _ declare libs; do
 done < "$OUT/workflows.tsv"
 
 python3 - "$CSV" <<'PY'
-import csv, collections, sys
+import csv, collections, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-by = collections.defaultdict(dict)
+runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for r in rows:
-    by[r["workflow"]][r["mode"]] = r
+    runs[r["workflow"]][r["mode"]].append(r)
+by = collections.defaultdict(dict)
+spread = collections.defaultdict(dict)
+for wf, ms in runs.items():
+    for m, rs in ms.items():
+        p50 = [float(r["p50_us"]) for r in rs]
+        by[wf][m] = {k: f'{statistics.median(float(r[k]) for r in rs):.2f}' for k in ("p50_us", "p99_us")}
+        spread[wf][m] = (min(p50), max(p50))
 modes = ["unfused-ipc", "fused-none-ipc", "fused-dispatch-ipc", "fused-direct-ipc", "fused-direct-in-process"]
 print(f'{"workflow":<9}' + "".join(f"{m:>25}" for m in modes) + f'{"speedup":>9}')
 wide = open(sys.argv[1].replace(".csv", "-p50.csv"), "w")
@@ -60,7 +75,10 @@ for wf, m in by.items():
     speed = float(m["unfused-ipc"]["p50_us"]) / float(m["fused-direct-ipc"]["p50_us"])
     print(f"{wf:<9}{cells}{speed:>8.1f}x")
     wide.write(wf + "," + ",".join(m[x]["p50_us"] for x in modes) + "\n")
-print("(p50 / p99 request latency; speedup = unfused-ipc p50 / fused-direct-ipc p50)")
+print("(medians over the repeats of p50 / p99 request latency; speedup = unfused-ipc p50 / fused-direct-ipc p50)")
+print("p50 spread (min-max) over the repeats:")
+for wf in by:
+    print(f'{wf:<9}' + "".join(f'{f"{spread[wf][x][0]:.1f}-{spread[wf][x][1]:.1f} us":>25}' for x in modes))
 PY
 python3 scripts/plot.py bars out/bench/workflows-p50.csv out/bench/workflows.svg workflow \
   unfused-ipc fused-none-ipc fused-dispatch-ipc fused-direct-ipc fused-direct-in-process \
