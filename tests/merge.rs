@@ -176,3 +176,66 @@ fn calls_to_functions_left_out_still_reach_the_host() {
         assert_lines_equal(&unfused, &partial, &inputs, &format!("{} partial", w.name));
     }
 }
+
+/// A root built with compressed DWARF (`-g -gz=zlib`) keeps readable debug
+/// info in the fused image: every section keeps `SHF_COMPRESSED` and its
+/// alignment, so `readelf` decodes it without complaint and `addr2line`
+/// names the same function, file and line at every function of the root.
+#[test]
+fn compressed_debug_info_of_the_root_stays_readable() {
+    require_tool("addr2line", &["--version"], "binutils");
+    let dir = scratch_dir("merge-gz");
+    let build = |src: &str, out: &str| {
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-O2", "-g", "-gz=zlib", "-I"])
+                .arg(repo().join("fixtures/include"))
+                .arg(repo().join("fixtures/functions").join(src))
+                .arg("-o")
+                .arg(dir.join(out)),
+        );
+        dir.join(out)
+    };
+    let foo = build("foo.c", "libfoo.so");
+    let bar = build("bar.c", "libbar.so");
+    let fused = dir.join("fused.so");
+    run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(format!("Foo={}", foo.display()))
+            .arg(format!("Bar={}", bar.display()))
+            .arg("-o")
+            .arg(&fused),
+    );
+    let readelf = run_ok(
+        Command::new("readelf")
+            .args(["--debug-dump=info,line,str"])
+            .arg(&fused),
+    );
+    let complaints = String::from_utf8_lossy(&readelf.stderr);
+    assert!(
+        complaints.trim().is_empty(),
+        "readelf on the fused image: {complaints}"
+    );
+    let data = std::fs::read(&foo).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    use object::{Object, ObjectSymbol};
+    let addrs: Vec<String> = file
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+        .map(|s| format!("{:#x}", s.address()))
+        .collect();
+    assert!(addrs.len() >= 4, "root functions: {addrs:?}");
+    let lines = |lib: &Path| {
+        let o = run_ok(
+            Command::new("addr2line")
+                .args(["-f", "-e"])
+                .arg(lib)
+                .args(&addrs),
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let before = lines(&foo);
+    assert!(!before.contains("??"), "input: {before}");
+    assert_eq!(lines(&fused), before);
+}

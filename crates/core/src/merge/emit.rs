@@ -781,18 +781,20 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
     // 9. Non-allocated: root debug info, .symtab, .strtab, .shstrtab.
     let mut fend = alloc_end;
     let mut debug_copies = Vec::new();
-    for (name, off, size) in &parts[0].debug_sections {
-        fend = align_up(fend, 8);
-        debug_copies.push((fend, *off, *size));
+    for d in &parts[0].debug_sections {
+        fend = align_up(fend, d.align.max(8));
+        debug_copies.push((fend, d.offset, d.size));
         sections.push(OutSection {
-            name: name.clone(),
+            name: d.name.clone(),
             sh_type: elf::SHT_PROGBITS,
+            flags: d.flags,
             offset: fend,
-            size: *size,
-            align: 1,
+            size: d.size,
+            align: d.align,
+            entsize: d.entsize,
             ..Default::default()
         });
-        fend += size;
+        fend += d.size;
     }
     fend = align_up(fend, 8);
     let sites_off = fend;

@@ -113,6 +113,20 @@ pub struct Symbol {
     pub info: u8,
 }
 
+/// A non-allocated `.debug_*` section, with the header fields a reader
+/// needs to decode it: `SHF_COMPRESSED` (`-gz`) and the alignment of its
+/// `Elf64_Chdr`, `SHF_MERGE | SHF_STRINGS` and the entry size of string
+/// sections.
+#[derive(Debug, Clone)]
+pub struct DebugSection {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+    pub flags: u64,
+    pub align: u64,
+    pub entsize: u64,
+}
+
 /// One input image, as the merger sees it.
 pub struct Part {
     pub name: String,
@@ -148,7 +162,8 @@ pub struct Part {
     pub symbols: Vec<Symbol>,
     /// Addresses of the four worker_v1 entry points.
     pub entry: [u64; 4],
-    pub debug_sections: Vec<(String, u64, u64)>,
+    /// The image's `.debug_*` sections, copied as they are (the root's).
+    pub debug_sections: Vec<DebugSection>,
     /// Declared re-entrant: a call into it while it runs is served
     /// in-process by an extra worker instead of going to the host.
     pub reentrant: bool,
@@ -505,8 +520,20 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
         }
         if flags & u64::from(elf::SHF_ALLOC) == 0 {
             if name.starts_with(".debug_") {
-                part.debug_sections
-                    .push((name, s.sh_offset(E), s.sh_size(E)));
+                part.debug_sections.push(DebugSection {
+                    name,
+                    offset: s.sh_offset(E),
+                    size: s.sh_size(E),
+                    // Only the flags that say how to read the bytes; an
+                    // alignment that is not a power of two up to a page is
+                    // not one (the gABI), so 8 serves.
+                    flags: flags
+                        & u64::from(elf::SHF_COMPRESSED | elf::SHF_MERGE | elf::SHF_STRINGS),
+                    align: Some(s.sh_addralign(E).max(1))
+                        .filter(|a| a.is_power_of_two() && *a <= 4096)
+                        .unwrap_or(8),
+                    entsize: s.sh_entsize(E),
+                });
             }
             continue;
         }
