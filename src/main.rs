@@ -186,8 +186,8 @@ Cost model: an edge's calls times --rpc-cost-us, credited to a group for the sha
 caller's executions that run inside it. Never fused: edges called on fewer than \
 --cold of their caller's executions, functions of another trust domain (\"domain\"), \
 callees that break the root's maxImageBytes, cpuBudget or maxMemoryBytes. Groups with up \
-to 14 candidate callees are solved exactly (every subset), larger ones by a beam search \
-(width 4096 / candidates, at least 4). With \
+to 14 candidate callees are solved exactly (every subset), larger ones by a lazy greedy \
+search with one-call lookahead, then local search. With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
 PROFILE is any profile faasfuse reads, recognised by its content, not its name:\n\
@@ -317,7 +317,7 @@ struct Tuning {
     /// more cost.
     #[arg(long, default_value_t = 0.10, value_name = "SHARE")]
     hysteresis: f64,
-    /// Use the beam-search heuristic for every group (see --help).
+    /// Use the greedy heuristic for every group (see --help).
     #[arg(long)]
     heuristic: bool,
 }

@@ -37,7 +37,7 @@ pub struct Options {
     /// A previous group is kept unless the new one removes more than this
     /// share more RPC cost.
     pub hysteresis: f64,
-    /// Use the beam-search heuristic even where enumeration is possible.
+    /// Use the greedy heuristic even where enumeration is possible.
     #[serde(default)]
     pub heuristic_only: bool,
 }
