@@ -624,3 +624,61 @@ fn heuristic_stays_near_the_exact_optimum_on_groups_of_15_to_20_candidates() {
     assert!(mean <= 0.002, "{what}");
     assert!(worst.0 <= 0.03, "{what}");
 }
+
+/// A platform trace beside a sampled profile: where samples name an edge
+/// its sampled count stays; the trace adds the edge samples do not name
+/// and the request counts, scaled to the samples' window by the edges
+/// both name (here 400 sampled calls against 100 traced: 4).
+#[test]
+fn a_trace_adds_only_edges_no_sample_names() {
+    let dir = scratch_dir("plan-combine");
+    let config = write_config(&dir, &[]);
+    let sampled = dir.join("sampled.json");
+    std::fs::write(
+        &sampled,
+        r#"{"calls": {"Frontend": {"Inventory": 100, "Pricing": 300}},
+            "cpu": {"Frontend": 0.2, "Pricing": 0.1}}"#,
+    )
+    .unwrap();
+    let trace = dir.join("trace.json");
+    std::fs::write(
+        &trace,
+        r#"{"requests": 50, "nested_calls": 110,
+            "calls": {"Frontend": {"Inventory": 50, "Pricing": 50, "Recommend": 10}},
+            "external": {"Frontend": 50}}"#,
+    )
+    .unwrap();
+    for (first, second) in [(&sampled, &trace), (&trace, &sampled)] {
+        let plan = plan_json(&config, first, &["--profile", second.to_str().unwrap()]);
+        let calls = |callee: &str| {
+            plan["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
+                .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))["calls"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(calls("Inventory"), 100.0, "sampled count kept");
+        assert_eq!(calls("Pricing"), 300.0, "sampled count kept");
+        assert_eq!(calls("Recommend"), 40.0, "trace-only edge, scaled");
+        let frontend = plan["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "Frontend")
+            .unwrap();
+        assert_eq!(frontend["executions"], 200.0, "{frontend}");
+        assert_eq!(frontend["cpu"], 0.2, "{frontend}");
+    }
+    // A trace alone keeps its exact counts.
+    let plan = plan_json(&config, &trace, &[]);
+    let inv = plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == "Inventory")
+        .unwrap();
+    assert_eq!(inv["calls"], 50.0, "{inv}");
+}
