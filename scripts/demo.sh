@@ -7,7 +7,9 @@
 #      permitted, the bundled fixtures/profile.json) and the platform's own
 #      call trace;
 #   3. `faasfuse profile`, then `faasfuse build`: plan fusion groups, merge,
-#      verify, write the fused deployment;
+#      verify, write the fused deployment; say whether that plan (sampled
+#      counts, plus the edges only the platform trace names) equals the plan
+#      from the trace's exact counts alone, or which callee decisions differ;
 #   4. serve the same load on the fused deployment, check every output is
 #      identical, and print a before/after table.
 #
@@ -58,6 +60,44 @@ fi
 
 echo "== faasfuse build"
 "$FF" build --config "$OUT/func_config.json" --profile "${PROFILES[@]}" --out-dir "$OUT/fused" | sed 's/^/   /'
+
+# The plan above counts calls from samples where a sample names the edge
+# (the platform traces only add edges no sample names, e.g. RPCs whose
+# callee name is computed at run time). Does it match the plan from the
+# exact counts, the traces alone?
+echo "== The plan from samples against the plan from exact counts (the traces alone)"
+"$FF" plan --config "$OUT/func_config.json" --profile "$OUT"/before-*.json \
+  -o "$OUT/plan-exact.json" > /dev/null
+python3 - "$OUT/fused/plan.json" "$OUT/plan-exact.json" "${PROFILES[-1]}" <<'PY'
+import json, sys
+sampled, exact = (json.load(open(p)) for p in sys.argv[1:3])
+def decisions(plan):
+    return {(d["root"], d["function"]): d for d in plan["decisions"]}
+def shares(plan, f):
+    return ", ".join(f'{e["caller"]}->{f} {100 * e["share"]:.2f}% of its caller'
+                     for e in plan["edges"] if e["callee"] == f) or "no edge"
+ds, de = decisions(sampled), decisions(exact)
+named = json.load(open(sys.argv[3])).get("calls", {})
+edges = [(e["caller"], e["callee"]) for e in exact["edges"] if e["calls"] > 0]
+seen = sum(1 for a, b in edges if named.get(a, {}).get(b, 0) > 0)
+print(f"   samples name {seen} of the {len(edges)} edges the traces count; the traces add the other {len(edges) - seen}")
+groups = lambda plan: {g["root"]: sorted(g["members"]) for g in plan["groups"]}
+diff = [k for k in sorted(set(ds) | set(de))
+        if (k in ds) != (k in de) or ds[k]["fused"] != de[k]["fused"]]
+if not diff and groups(sampled) == groups(exact):
+    print(f"   equal: samples ({sys.argv[3]}) plus trace-only edges give the plan the exact counts give: "
+          f"{len(groups(exact))} groups, {len(de)} callee decisions")
+else:
+    print(f"   differ on {len(diff)} of {len(set(ds) | set(de))} callee decisions (samples: {sys.argv[3]}):")
+    for root, f in diff:
+        say = lambda d, plan: f'{d[(root, f)]["reason"]} ({shares(plan, f)})' \
+            if (root, f) in d else "not a candidate"
+        print(f"   {root} <- {f}:\n     from samples: {say(ds, sampled)}\n     from exact counts: {say(de, exact)}")
+    for root in sorted(set(groups(sampled)) | set(groups(exact))):
+        a, b = groups(sampled).get(root), groups(exact).get(root)
+        if a != b:
+            print(f"   group {root}: from samples {a}, from exact counts {b}")
+PY
 
 echo "== Serving the fused deployment (same load, --ipc)"
 serve "$OUT/fused/func_config.json" after

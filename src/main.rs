@@ -151,7 +151,8 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// by build-id.
         /// Fuse only the callees the planner chooses for the root (hot
         /// edges, within budgets), and say why per callee; without it every
-        /// reachable callee is fused. Repeat to sum several profiles.
+        /// reachable callee is fused. Repeat to sum several profiles (a
+        /// trace adds only edges no sample names; see `plan --help`).
         #[arg(long, value_name = "PROFILE")]
         profile: Vec<PathBuf>,
         /// Print the manifest as JSON on stdout.
@@ -186,8 +187,8 @@ Cost model: an edge's calls times --rpc-cost-us, credited to a group for the sha
 caller's executions that run inside it. Never fused: edges called on fewer than \
 --cold of their caller's executions, functions of another trust domain (\"domain\"), \
 callees that break the root's maxImageBytes, cpuBudget or maxMemoryBytes. Groups with up \
-to 14 candidate callees are solved exactly (every subset), larger ones by a beam search \
-(width 4096 / candidates, at least 4). With \
+to 14 candidate callees are solved exactly (every subset), larger ones by a lazy greedy \
+search with one-call lookahead, then local search. With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
 PROFILE is any profile faasfuse reads, recognised by its content, not its name:\n\
@@ -203,8 +204,11 @@ addresses with NAME=FILE);\n\
 - a profile JSON from `faasfuse profile`, a weights JSON \
 ({\"calls\": {\"Caller\": {\"Callee\": N}}, \"cpu\": {\"F\": share}, \"external\": {\"F\": N}});\n\
 - a platform trace (a `faasfuse run --json` report).\n\
-Sampled inputs are summed, and a trace's exact call counts replace them for every caller \
-it saw.",
+Sampled inputs are summed. A trace only adds what no sample names: edges the samples give \
+no count (callees named at run time, callers no sample covers) and request counts; where \
+samples name an edge its sampled count stays. What a trace adds is scaled to the samples' \
+window by the samples' calls over the trace's calls on the edges both name (1 when they \
+share none).",
         after_help = "Examples:\n  faasfuse plan --config func_config.json --profile perf.data\n  \
 faasfuse plan --config func_config.json --lib Foo=libfoo.so --lib Bar=libbar.so --profile Foo.fdata\n  \
 faasfuse plan --config func_config.json --profile new.json --previous plan.json -o plan.json --svg graph.svg"
@@ -310,7 +314,7 @@ struct Tuning {
     /// more cost.
     #[arg(long, default_value_t = 0.10, value_name = "SHARE")]
     hysteresis: f64,
-    /// Use the beam-search heuristic for every group (see --help).
+    /// Use the greedy heuristic for every group (see --help).
     #[arg(long)]
     heuristic: bool,
 }

@@ -2,8 +2,9 @@
 //! flag combination of scripts/build-matrix.sh (gcc at each -O level,
 //! distro-hardened flags, LTO, -fno-plt, PGO, retpolines; clang-16 with
 //! lld-16) merge, answer exactly as their unfused deployment, and every RPC
-//! site becomes a direct `call rel32` ending where the original call ended,
-//! constant-name sites reaching their callee's entry stub.
+//! site becomes a direct `call rel32` ending where the original call ended
+//! and calling into the new code (`.text.faasfuse.rpc`), constant-name
+//! sites reaching their callee's entry stub.
 //!
 //! Lowering is checked from the bytes, not from faasfuse's manifest: sites
 //! come from `faasfuse inspect` of the *input* libraries (which must agree
@@ -135,15 +136,30 @@ impl Elf {
             .find(|s| s.name() == Ok(name) && s.address() != 0)
             .map(|s| s.address())
     }
-    /// `n` bytes at virtual address `addr`, from the section holding it.
+    /// Up to `n` bytes at virtual address `addr`, from the section
+    /// holding it (fewer at its end, none outside every section: a wrong
+    /// address decodes as an invalid instruction and is reported).
     fn bytes_at(&self, addr: u64, n: usize) -> Vec<u8> {
+        let f = self.file();
+        let Some(s) = f
+            .sections()
+            .find(|s| s.address() <= addr && addr < s.address() + s.size())
+        else {
+            return Vec::new();
+        };
+        let data = s.data().unwrap_or_default();
+        let rest = data
+            .get((addr - s.address()) as usize..)
+            .unwrap_or_default();
+        rest[..n.min(rest.len())].to_vec()
+    }
+    /// Name of the section holding virtual address `addr`.
+    fn section_of(&self, addr: u64) -> Option<String> {
         let f = self.file();
         let s = f
             .sections()
-            .find(|s| s.address() <= addr && addr + n as u64 <= s.address() + s.size())
-            .unwrap_or_else(|| panic!("no section holds {addr:#x}"));
-        let off = (addr - s.address()) as usize;
-        s.data().unwrap()[off..off + n].to_vec()
+            .find(|s| s.address() <= addr && addr < s.address() + s.size())?;
+        s.name().ok().map(str::to_string)
     }
 }
 
@@ -237,7 +253,12 @@ fn check_sites(
             } else {
                 t.dynamic += 1;
             }
-            let lowered = call.code() == Code::Call_rel32_64 && call.next_ip() == end;
+            // A `call rel32` ending there, into the new code (a retpoline
+            // build's unlowered site is a `call rel32` too, of its thunk).
+            let lowered = call.code() == Code::Call_rel32_64
+                && call.next_ip() == end
+                && fused.section_of(call.near_branch_target()).as_deref()
+                    == Some(".text.faasfuse.rpc");
             let reaches = if !lowered {
                 false
             } else if constant {

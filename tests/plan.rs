@@ -559,3 +559,126 @@ fn build_never_writes_an_image_over_its_budget() {
         }
     }
 }
+
+/// The heuristic against exact enumeration where the heuristic, not
+/// enumeration, plans the group: the first 40 groups of 15–20 candidates
+/// of random deployments (`synthetic::deployment`, 20–59 functions, size
+/// and CPU budgets, cycles, two trust domains). Measured when written:
+/// optimal on 38, mean gap 0.038 %, worst gap 1.0 %. Without local search
+/// and lookahead (greedy alone) it is optimal on 27, mean gap 4.1 %, worst
+/// 75.8 % (a callee that removes little itself but leads to hot ones).
+#[test]
+fn heuristic_stays_near_the_exact_optimum_on_groups_of_15_to_20_candidates() {
+    use faasfuse::plan::solve::{exact_removed_calls, solve, Verdict};
+    use faasfuse::plan::synthetic::deployment;
+    let mut gaps = Vec::new();
+    for seed in 0.. {
+        if gaps.len() == 40 {
+            break;
+        }
+        assert!(seed < 2000, "too few groups of 15-20 candidates");
+        let (rg, limits) = deployment(20 + (seed % 40) as usize, seed);
+        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+            let l = &limits[root.index()];
+            let h = solve(&rg, root, l, false);
+            let candidates = h
+                .verdicts
+                .values()
+                .filter(|v| !matches!(v, Verdict::Cold { .. } | Verdict::OtherDomain))
+                .count();
+            if !(15..=20).contains(&candidates) || gaps.len() == 40 {
+                continue;
+            }
+            assert!(!h.exact, "seed {seed}: {candidates} candidates enumerated");
+            let e = exact_removed_calls(&rg, root, l);
+            assert!(
+                h.removed_calls <= e * (1.0 + 1e-9) + 1e-9,
+                "seed {seed} root {root:?}: heuristic {} beats the optimum {e}",
+                h.removed_calls
+            );
+            gaps.push((
+                if e > 0.0 {
+                    (e - h.removed_calls) / e
+                } else {
+                    0.0
+                },
+                seed,
+            ));
+        }
+    }
+    let optimal = gaps.iter().filter(|g| g.0 <= 1e-9).count();
+    let mean = gaps.iter().map(|g| g.0).sum::<f64>() / gaps.len() as f64;
+    let worst = gaps
+        .iter()
+        .copied()
+        .fold((0.0, 0), |a, g| if g.0 > a.0 { g } else { a });
+    let what = format!(
+        "optimal on {optimal} of {}, mean gap {:.3}%, worst {:.3}% (seed {})",
+        gaps.len(),
+        100.0 * mean,
+        100.0 * worst.0,
+        worst.1
+    );
+    eprintln!("heuristic vs exact: {what}");
+    assert!(optimal >= 35, "{what}");
+    assert!(mean <= 0.002, "{what}");
+    assert!(worst.0 <= 0.03, "{what}");
+}
+
+/// A platform trace beside a sampled profile: where samples name an edge
+/// its sampled count stays; the trace adds the edge samples do not name
+/// and the request counts, scaled to the samples' window by the edges
+/// both name (here 400 sampled calls against 100 traced: 4).
+#[test]
+fn a_trace_adds_only_edges_no_sample_names() {
+    let dir = scratch_dir("plan-combine");
+    let config = write_config(&dir, &[]);
+    let sampled = dir.join("sampled.json");
+    std::fs::write(
+        &sampled,
+        r#"{"calls": {"Frontend": {"Inventory": 100, "Pricing": 300}},
+            "cpu": {"Frontend": 0.2, "Pricing": 0.1}}"#,
+    )
+    .unwrap();
+    let trace = dir.join("trace.json");
+    std::fs::write(
+        &trace,
+        r#"{"requests": 50, "nested_calls": 110,
+            "calls": {"Frontend": {"Inventory": 50, "Pricing": 50, "Recommend": 10}},
+            "external": {"Frontend": 50}}"#,
+    )
+    .unwrap();
+    for (first, second) in [(&sampled, &trace), (&trace, &sampled)] {
+        let plan = plan_json(&config, first, &["--profile", second.to_str().unwrap()]);
+        let calls = |callee: &str| {
+            plan["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
+                .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))["calls"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(calls("Inventory"), 100.0, "sampled count kept");
+        assert_eq!(calls("Pricing"), 300.0, "sampled count kept");
+        assert_eq!(calls("Recommend"), 40.0, "trace-only edge, scaled");
+        let frontend = plan["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "Frontend")
+            .unwrap();
+        assert_eq!(frontend["executions"], 200.0, "{frontend}");
+        assert_eq!(frontend["cpu"], 0.2, "{frontend}");
+    }
+    // A trace alone keeps its exact counts.
+    let plan = plan_json(&config, &trace, &[]);
+    let inv = plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == "Inventory")
+        .unwrap();
+    assert_eq!(inv["calls"], 50.0, "{inv}");
+}

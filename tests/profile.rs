@@ -1,7 +1,8 @@
 //! `faasfuse profile`: real perf call-chain profiles (DWARF and frame
 //! pointers, one process and `run --ipc` workers), LBR profiles checked
 //! against the recorder's exact counts and against perf2bolt's `.fdata`,
-//! BOLT formats in and out, merging, and damaged inputs.
+//! RPC edge counts against the platform's own count of the calls it
+//! relayed, BOLT formats in and out, merging, and damaged inputs.
 
 mod common;
 
@@ -249,19 +250,112 @@ fn lbr_branch_counts_equal_the_recorded_truth() {
                 "{name}, --every {every}"
             );
         }
-        // RPC edges: each site's executions (the branches leaving it).
-        assert_eq!(
-            calls(&p, "Parse", "Validate"),
-            calls(&p, "Validate", "Enrich") + calls(&p, "Parse", "Validate")
-                - calls(&p, "Validate", "Enrich")
-        );
-        for (a, b) in [
-            ("Parse", "Validate"),
-            ("Validate", "Enrich"),
-            ("Enrich", "Store"),
-        ] {
-            assert!(calls(&p, a, b) > 0.0, "{a} -> {b}: {}", p["calls"]);
+    }
+}
+
+/// Calls per (caller, callee) of a `calls` object (a profile's or a run
+/// report's), as exact integers.
+fn edge_counts(calls: &Value) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for (a, row) in calls.as_object().unwrap() {
+        for (b, n) in row.as_object().unwrap() {
+            let n = n.as_f64().unwrap();
+            assert!(n >= 0.0 && n.fract() == 0.0, "{a} -> {b}: {n}");
+            out.insert((a.clone(), b.clone()), n as u64);
         }
+    }
+    out
+}
+
+/// The recorder's own count of each constant-name RPC edge of `w`: the
+/// taken branches leaving each call site `faasfuse inspect` finds in the
+/// input libraries, summed per (caller, callee).
+fn truth_edge_counts(w: &Workflow, t: &Truth) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for (name, lib) in &w.functions {
+        let path = fixtures().join("default").join(lib);
+        let o = run_ok(faasfuse().arg("inspect").arg("--json").arg(&path));
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        for s in report["rpc_sites"].as_array().unwrap() {
+            if s["callee"]["kind"] != "constant" {
+                continue;
+            }
+            let at = u(&s["address"]);
+            let n: u64 = t
+                .branches
+                .iter()
+                .filter(|b| {
+                    t.image_address(b.pid, b.from)
+                        .is_some_and(|(i, a)| i.path.ends_with(lib.as_str()) && a == at)
+                })
+                .map(|b| b.count)
+                .sum();
+            let callee = s["callee"]["name"].as_str().unwrap().to_string();
+            *out.entry((name.clone(), callee)).or_default() += n;
+        }
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
+/// RPC edge counts checked against oracles that owe nothing to faasfuse's
+/// aggregation: the platform's own count of the calls it relayed (`run
+/// --json` of the very run the recorder traced), and the recorder's list
+/// of every taken branch it saw. The recorder sees every branch and, at
+/// `--every 1` and `--every 32`, puts each one in exactly one sample's
+/// counted entries, so the profile's count of each edge must equal both,
+/// exactly.
+#[test]
+fn lbr_rpc_edge_counts_equal_the_platforms_exact_calls() {
+    for (name, every) in [("chain", 1), ("fanout", 1), ("fanout", 32), ("hello", 32)] {
+        let w = workflow(name);
+        let tag = format!("{name}-edges-{every}");
+        let data = dir().join(format!("{tag}.data"));
+        let truth = dir().join(format!("{tag}.truth.json"));
+        let inputs = input_file(&format!("lbr-{tag}"), &generate_inputs(&w, 30, 11));
+        // The run under the recorder reports its own calls on stdout.
+        let o = run_ok(
+            faasfuse()
+                .arg("__record-lbr")
+                .arg("-o")
+                .arg(&data)
+                .args(["--every", &every.to_string(), "--truth"])
+                .arg(&truth)
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_faasfuse"))
+                .arg("run")
+                .args(w.deploy_args("default"))
+                .arg("--inputs")
+                .arg(&inputs)
+                .args(["--json", "--"])
+                .arg(&w.root),
+        );
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let exact = edge_counts(&report["calls"]);
+        let requests = u(&report["requests"]);
+        assert!(requests >= 30, "{tag}: {requests} requests");
+        // Every edge of the workflow is called, some more than once per
+        // request (fanout's Pricing, once per word).
+        assert_eq!(exact.len(), w.functions.len() - 1, "{tag}: {exact:?}");
+        assert!(exact.values().all(|&n| n > 0), "{tag}: {exact:?}");
+        if name == "fanout" {
+            let pricing = exact[&("Frontend".to_string(), "Pricing".to_string())];
+            assert!(pricing > requests, "{tag}: {exact:?}");
+        }
+        // The recorder saw every one of those calls leave its site.
+        let t = Truth::read(&truth).unwrap();
+        assert_eq!(
+            truth_edge_counts(&w, &t),
+            exact,
+            "{tag}: recorder vs platform"
+        );
+        // And the profile counts each exactly once.
+        let p = profile(&tag, &[&data], &lib_args(&w), &[]);
+        assert_eq!(
+            edge_counts(&p["calls"]),
+            exact,
+            "{tag}: profile vs platform"
+        );
     }
 }
 

@@ -36,7 +36,7 @@ pub struct Options {
     /// A previous group is kept unless the new one removes more than this
     /// share more RPC cost.
     pub hysteresis: f64,
-    /// Use the beam-search heuristic even where enumeration is possible.
+    /// Use the greedy heuristic even where enumeration is possible.
     #[serde(default)]
     pub heuristic_only: bool,
 }
@@ -240,10 +240,13 @@ fn check_unique_keys(text: &str) -> std::result::Result<(), String> {
 }
 
 /// Combine planning inputs over the deployment's `functions` (name,
-/// library). Sampled inputs are summed (CPU shares averaged); a platform
-/// trace's exact call counts, which also name callees computed at run
-/// time, then replace the sampled counts of every caller the trace saw,
-/// and its request counts fill `external`.
+/// library). Sampled inputs are summed (CPU shares averaged). Platform
+/// traces (summed) then only add what no sample names: an edge the
+/// sampled inputs give no count (a callee named at run time, a caller no
+/// sample covers) and request counts (`external`); where samples name an
+/// edge, its sampled count stays. What a trace adds is first brought to
+/// the samples' scale (another window, samples rather than calls): see
+/// `trace_scale`.
 pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Result<Weights> {
     let mut sampled = Weights::default();
     let mut traced = Weights::default();
@@ -275,9 +278,50 @@ pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Resul
             *c /= f64::from(sampled_inputs);
         }
     }
-    sampled.calls.extend(traced.calls);
-    sampled.external.extend(traced.external);
+    let scale = trace_scale(&sampled, &traced);
+    for (caller, callees) in traced.calls {
+        let row = sampled.calls.entry(caller).or_default();
+        for (callee, n) in callees {
+            let mine = row.entry(callee).or_default();
+            if *mine <= 0.0 {
+                *mine = n * scale;
+            }
+        }
+    }
+    for (f, n) in traced.external {
+        let mine = sampled.external.entry(f).or_default();
+        if *mine <= 0.0 {
+            *mine = n * scale;
+        }
+    }
     Ok(sampled)
+}
+
+/// The factor that brings a trace's counts to the scale of the sampled
+/// ones: the sampled calls of the edges both name over the trace's calls
+/// of those edges; 1 when they name no edge in common (no samples, or
+/// samples of other callers only).
+fn trace_scale(sampled: &Weights, traced: &Weights) -> f64 {
+    let (mut s, mut t) = (0.0, 0.0);
+    for (caller, callees) in &traced.calls {
+        for (callee, &n) in callees {
+            let m = sampled
+                .calls
+                .get(caller)
+                .and_then(|r| r.get(callee))
+                .copied()
+                .unwrap_or(0.0);
+            if m > 0.0 && n > 0.0 {
+                s += m;
+                t += n;
+            }
+        }
+    }
+    if s > 0.0 && t > 0.0 {
+        s / t
+    } else {
+        1.0
+    }
 }
 
 fn limits(entry: &FuncEntry, o: &Options) -> Limits {
