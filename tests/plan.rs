@@ -569,8 +569,8 @@ fn build_never_writes_an_image_over_its_budget() {
 /// 75.8 % (a callee that removes little itself but leads to hot ones).
 #[test]
 fn heuristic_stays_near_the_exact_optimum_on_groups_of_15_to_20_candidates() {
-    use faasfuse::plan::solve::{exact_removed_calls, solve, Verdict};
-    use faasfuse::plan::synthetic::deployment;
+    use faasfuse_core::plan::solve::{exact_removed_calls, solve, Verdict};
+    use faasfuse_testkit::synthetic::deployment;
     let mut gaps = Vec::new();
     for seed in 0.. {
         if gaps.len() == 40 {

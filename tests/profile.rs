@@ -315,8 +315,8 @@ fn lbr_rpc_edge_counts_equal_the_platforms_exact_calls() {
         let inputs = input_file(&format!("lbr-{tag}"), &generate_inputs(&w, 30, 11));
         // The run under the recorder reports its own calls on stdout.
         let o = run_ok(
-            faasfuse()
-                .arg("__record-lbr")
+            testkit()
+                .arg("record-lbr")
                 .arg("-o")
                 .arg(&data)
                 .args(["--every", &every.to_string(), "--truth"])
