@@ -166,7 +166,7 @@ fn exception_from_a_fused_callee_is_caught_across_a_lowered_site() {
 #[test]
 fn gdb_backtrace_through_a_lowered_site_is_complete() {
     require_tool("gdb", &["--version"], "gdb");
-    let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let w = workflow("hello");
     let out = out_dir().join("hello-gdb.so");
     let m = fuse_workflow(&w, "debug", &out, &["--lower", "direct"]);
     assert_eq!(m["rpc_sites"][0]["tier"], 2);
@@ -202,7 +202,7 @@ fn gdb_backtrace_through_a_lowered_site_is_complete() {
 
 #[test]
 fn objdump_and_inspect_show_the_lowered_sites() {
-    let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let w = workflow("hello");
     let out = out_dir().join("hello-objdump.so");
     let m = fuse_workflow(&w, "default", &out, &[]);
     let site = &m["rpc_sites"][0];
