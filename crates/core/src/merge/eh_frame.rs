@@ -677,6 +677,11 @@ extern "C" int other(int x) {
         out
     }
 
+    /// The layout of one input at `vaddr`.
+    fn parse_one(bytes: &[u8], vaddr: u64) -> Result<EhFrameLayout> {
+        EhFrameLayout::parse(&[EhFrameInput { bytes, vaddr }])
+    }
+
     fn shift(p: Option<Pointer>, d: u64) -> Option<Pointer> {
         p.map(|p| match p {
             Pointer::Direct(a) => Pointer::Direct(a + d),
@@ -687,11 +692,7 @@ extern "C" int other(int x) {
     #[test]
     fn identity_at_same_address() {
         let lib = lib();
-        let layout = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &lib.eh_frame,
-            vaddr: lib.eh_frame_addr,
-        }])
-        .unwrap();
+        let layout = parse_one(&lib.eh_frame, lib.eh_frame_addr).unwrap();
         let (out, hdr) = layout.emit(lib.eh_frame_addr, lib.hdr_addr).unwrap();
         let n = out.len() - 4;
         assert_eq!(out.len() as u64, layout.eh_frame_size());
@@ -832,31 +833,15 @@ extern "C" int other(int x) {
         assert!(err.contains("input 1") && err.contains("'X'"), "{err}");
 
         let datarel = cie("zR", &[0x3b]);
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &datarel,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&datarel, 0).err().unwrap().to_string();
         assert!(err.contains("application"), "{err}");
 
         let mut truncated = cie("zR", &[0x1b]);
         truncated.truncate(10);
-        assert!(EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &truncated,
-            vaddr: 0,
-        }])
-        .is_err());
+        assert!(parse_one(&truncated, 0).is_err());
 
         let extended = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &extended,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&extended, 0).err().unwrap().to_string();
         assert!(err.contains("extended"), "{err}");
 
         // An FDE whose CIE pointer does not reach a CIE.
@@ -865,24 +850,14 @@ extern "C" int other(int x) {
         orphan.extend_from_slice(&16u32.to_le_bytes());
         orphan.extend_from_slice(&(at + 8).to_le_bytes());
         orphan.extend_from_slice(&[0; 12]);
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &orphan,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&orphan, 0).err().unwrap().to_string();
         assert!(err.contains("CIE pointer"), "{err}");
     }
 
     #[test]
     fn sdata4_overflow_is_an_error() {
         let lib = lib();
-        let layout = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &lib.eh_frame,
-            vaddr: lib.eh_frame_addr,
-        }])
-        .unwrap();
+        let layout = parse_one(&lib.eh_frame, lib.eh_frame_addr).unwrap();
         assert!(layout.emit(lib.eh_frame_addr + (1 << 33), 0x1000).is_err());
     }
 }
