@@ -708,14 +708,7 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
         attributed_samples: acc.attributed.values().sum(),
         functions,
         branches,
-        calls: calls
-            .into_iter()
-            .map(|((caller, callee), count)| CallCount {
-                caller,
-                callee,
-                count,
-            })
-            .collect(),
+        calls: CallCount::list(calls),
         rpc_sites,
     }
 }
