@@ -178,26 +178,17 @@ fn fused_image_matches_unfused_on_the_host() {
 
 #[test]
 fn gdb_backtrace_from_a_fused_callee_reaches_the_root() {
-    require_tool("gdb", &["--version"], "gdb");
     let b = built();
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-        .args([
-            "-ex",
-            "break TraceCallee::faas_func_call",
-            "-ex",
-            "run",
-            "-ex",
-            "bt",
-        ])
-        .arg("--args")
-        .arg(&b.driver)
-        .arg(&b.fused)
-        .args(["1", "1", "abc"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let (text, bt) = gdb_backtrace(
+        "TraceCallee::faas_func_call",
+        &[
+            b.driver.as_os_str(),
+            b.fused.as_os_str(),
+            "1".as_ref(),
+            "1".as_ref(),
+            "abc".as_ref(),
+        ],
+    );
     let pos = |needle: &str| bt.iter().position(|l| l.contains(needle));
     let callee = pos("TraceCallee::faas_func_call").expect(&text);
     // The root keeps its debug info, so gdb may name its frame from DWARF.

@@ -165,30 +165,22 @@ fn exception_from_a_fused_callee_is_caught_across_a_lowered_site() {
 
 #[test]
 fn gdb_backtrace_through_a_lowered_site_is_complete() {
-    require_tool("gdb", &["--version"], "gdb");
     let w = workflow("hello");
     let out = out_dir().join("hello-gdb.so");
     let m = fuse_workflow(&w, "debug", &out, &["--lower", "direct"]);
     assert_eq!(m["rpc_sites"][0]["tier"], 2);
-    let o = Command::new("gdb")
-        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-        .args([
-            "-ex",
-            "break Bar::faas_func_call",
-            "-ex",
-            "run",
-            "-ex",
-            "bt",
-        ])
-        .arg("--args")
-        .arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run")
-        .arg(format!("Foo={}", out.display()))
-        .args(["--", "Foo", "hello"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let deploy = format!("Foo={}", out.display());
+    let (text, bt) = gdb_backtrace(
+        "Bar::faas_func_call",
+        &[
+            env!("CARGO_BIN_EXE_faasfuse").as_ref(),
+            "run".as_ref(),
+            deploy.as_ref(),
+            "--".as_ref(),
+            "Foo".as_ref(),
+            "hello".as_ref(),
+        ],
+    );
     let pos = |needle: &str| bt.iter().position(|l| l.contains(needle));
     let callee = pos("Bar::faas_func_call").expect(&text);
     let runtime = pos("faasfuse_rt_call_image").expect(&text);

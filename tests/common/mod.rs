@@ -313,6 +313,28 @@ pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
     out
 }
 
+/// gdb's stdout when `program` (path and arguments) stops at `function`
+/// and gdb prints the backtrace there, and that backtrace's frames (its
+/// `#N` lines), innermost first.
+pub fn gdb_backtrace(function: &str, program: &[&std::ffi::OsStr]) -> (String, Vec<String>) {
+    require_tool("gdb", &["--version"], "gdb");
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
+        .arg("-ex")
+        .arg(format!("break {function}"))
+        .args(["-ex", "run", "-ex", "bt", "--args"])
+        .args(program)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let frames = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    (text, frames)
+}
+
 /// A tool a test needs: found on PATH (or at its absolute path) and able
 /// to run `tool args...`. A test never passes without the tool it checks
 /// with: it fails, naming the Debian package `.ci/run` installs.
