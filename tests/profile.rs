@@ -333,19 +333,7 @@ fn fdata_and_preaggregated_round_trip() {
     assert_eq!(calls(&r, "Foo", "Bar"), calls(&p, "Foo", "Bar"));
     assert!(calls(&p, "Foo", "Bar") > 0.0);
     // Pre-aggregated text with build-id locations gives the same branches.
-    let id = p["images"]["Bar"]["build_id"].as_str().unwrap();
-    let mut text = String::from("E cycles\n");
-    for b in p["images"]["Bar"]["branches"].as_array().unwrap() {
-        let to = b["to"]
-            .as_u64()
-            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
-        text += &format!(
-            "B {id}:{:x} {to} {} {}\n",
-            u(&b["from"]),
-            u(&b["count"]),
-            u(&b["mispred"])
-        );
-    }
+    let text = "E cycles\n".to_string() + &preaggregated_branches(&p["images"]["Bar"]);
     let pa = dir().join("bar.preagg");
     std::fs::write(&pa, text).unwrap();
     let s = profile("hello-rt-preagg", &[&pa], &lib_args(&w), &[]);

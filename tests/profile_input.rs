@@ -256,20 +256,7 @@ fn lbr_perf_data_fdata_and_json_give_the_same_decision() {
     // BOLT's pre-aggregated text of the root's branches, by build-id.
     let p: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("profile.json")).unwrap()).unwrap();
-    let img = &p["images"]["frontend"];
-    let id = img["build_id"].as_str().unwrap();
-    let mut text = String::new();
-    for b in img["branches"].as_array().unwrap() {
-        let to = b["to"]
-            .as_u64()
-            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
-        text += &format!(
-            "B {id}:{:x} {to} {} {}\n",
-            b["from"].as_u64().unwrap(),
-            b["count"],
-            b["mispred"]
-        );
-    }
+    let text = preaggregated_branches(&p["images"]["frontend"]);
     std::fs::write(d.join("perf.preagg"), text).unwrap();
 
     let (stdout, from_perf) = merge_as_typed(&d, &["perf.data"], "a.so");

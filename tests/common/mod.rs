@@ -463,6 +463,25 @@ pub fn len32_file(name: &str, inputs: &[Vec<u8>]) -> PathBuf {
     p
 }
 
+/// BOLT pre-aggregated `B` records (build-id locations) of the branches of
+/// `image`, one image of a `faasfuse profile` JSON profile.
+pub fn preaggregated_branches(image: &serde_json::Value) -> String {
+    let id = image["build_id"].as_str().unwrap();
+    let mut text = String::new();
+    for b in image["branches"].as_array().unwrap() {
+        let to = b["to"]
+            .as_u64()
+            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
+        text += &format!(
+            "B {id}:{:x} {to} {} {}\n",
+            b["from"].as_u64().unwrap(),
+            b["count"].as_u64().unwrap(),
+            b["mispred"].as_u64().unwrap()
+        );
+    }
+    text
+}
+
 /// Lowercase hex of bytes, as `run --json` reports `output_hex`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
