@@ -89,10 +89,7 @@ fn recursion_reaches_another_process_fused_as_unfused() {
 fn declared_reentrant_recursion_stays_in_the_image() {
     // Loop (fixtures) keeps no state across its nested call: declared
     // re-entrant, its recursion runs in-process, with the same answers.
-    let wf = workflows()
-        .into_iter()
-        .find(|w| w.name == "recurse")
-        .unwrap();
+    let wf = workflow("recurse");
     let lib = fixtures().join("default").join("libloop.so");
     let dir = scratch_dir("fused-model");
     let inputs: Vec<Vec<u8>> = ["", "a", "abc", "!x", "0123456789"]

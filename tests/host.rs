@@ -82,7 +82,7 @@ fn both_modes_count_the_same_nested_calls_per_edge() {
         assert!(total > 0, "{}", w.name);
     }
     // The hello chain: Foo calls Bar once per request.
-    let hello = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let hello = workflow("hello");
     let r = report(&hello, &["a".into(), "b".into(), "fail".into()], false);
     assert_eq!(r["calls"]["Foo"]["Bar"], 3);
 }
@@ -381,16 +381,14 @@ fn a_truncated_len32_record_is_a_clear_input_error() {
     ] {
         let file = dir.join(format!("{name}.len32"));
         std::fs::write(&file, data).unwrap();
-        let out = faasfuse()
-            .arg("run")
-            .args(w.deploy_args())
-            .arg("--inputs")
-            .arg(&file)
-            .args(["--inputs-format", "len32", "--", "Echo"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        let err = run_refused(
+            faasfuse()
+                .arg("run")
+                .args(w.deploy_args())
+                .arg("--inputs")
+                .arg(&file)
+                .args(["--inputs-format", "len32", "--", "Echo"]),
+        );
         assert!(
             err.contains(&file.display().to_string())
                 && err.contains(&format!("truncated len32 record at byte {offset}")),

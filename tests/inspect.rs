@@ -105,10 +105,7 @@ fn finds_exactly_the_marked_rpc_sites_in_every_variant() {
 
 #[test]
 fn transport_site_of_the_cpp_service_is_dynamic() {
-    let w = workflows()
-        .into_iter()
-        .find(|w| w.name == "social")
-        .unwrap();
+    let w = workflow("social");
     let lib = fixtures()
         .join("default")
         .join(&w.functions.iter().find(|(n, _)| *n == w.root).unwrap().1);

@@ -18,15 +18,6 @@ struct Built {
     deploy: Vec<String>,
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Build the lifecycle test libraries, the driver, and their fused image.
 fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
@@ -37,29 +28,35 @@ fn built() -> &'static Built {
         std::fs::create_dir_all(&dir).unwrap();
         let root = dir.join("libtraceroot.so");
         let callee = dir.join("libtracecallee.so");
-        sh(Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2", "-g"])
-            .arg("-I")
-            .arg(&inc)
-            .arg(data.join("traceroot.c"))
-            .arg("-o")
-            .arg(&root));
-        sh(Command::new("g++")
-            .args(["-shared", "-fPIC", "-O2"])
-            .arg("-I")
-            .arg(&inc)
-            .arg(data.join("tracecallee.cc"))
-            .arg("-o")
-            .arg(&callee));
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-O2", "-g"])
+                .arg("-I")
+                .arg(&inc)
+                .arg(data.join("traceroot.c"))
+                .arg("-o")
+                .arg(&root),
+        );
+        run_ok(
+            Command::new("g++")
+                .args(["-shared", "-fPIC", "-O2"])
+                .arg("-I")
+                .arg(&inc)
+                .arg(data.join("tracecallee.cc"))
+                .arg("-o")
+                .arg(&callee),
+        );
         let driver = dir.join("driver");
-        sh(Command::new("gcc")
-            .args(["-O2", "-pthread"])
-            .arg("-I")
-            .arg(&inc)
-            .arg(data.join("driver.c"))
-            .arg("-o")
-            .arg(&driver)
-            .arg("-ldl"));
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-pthread"])
+                .arg("-I")
+                .arg(&inc)
+                .arg(data.join("driver.c"))
+                .arg("-o")
+                .arg(&driver)
+                .arg("-ldl"),
+        );
         let deploy = vec![
             format!("TraceRoot={}", root.display()),
             format!("TraceCallee={}", callee.display()),
@@ -77,20 +74,14 @@ fn built() -> &'static Built {
 
 fn drive(lib: &Path, threads: u32, calls: u32, input: &str, trace: &Path) -> String {
     let _ = std::fs::remove_file(trace);
-    let out = Command::new(&built().driver)
-        .arg(lib)
-        .arg(threads.to_string())
-        .arg(calls.to_string())
-        .arg(input)
-        .env("FAASFUSE_TRACE", trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_stdout(
+        Command::new(&built().driver)
+            .arg(lib)
+            .arg(threads.to_string())
+            .arg(calls.to_string())
+            .arg(input)
+            .env("FAASFUSE_TRACE", trace),
+    )
 }
 
 fn trace_of(lib: &Path, name: &str) -> Vec<String> {
@@ -187,26 +178,17 @@ fn fused_image_matches_unfused_on_the_host() {
 
 #[test]
 fn gdb_backtrace_from_a_fused_callee_reaches_the_root() {
-    require_tool("gdb", &["--version"], "gdb");
     let b = built();
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-        .args([
-            "-ex",
-            "break TraceCallee::faas_func_call",
-            "-ex",
-            "run",
-            "-ex",
-            "bt",
-        ])
-        .arg("--args")
-        .arg(&b.driver)
-        .arg(&b.fused)
-        .args(["1", "1", "abc"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let (text, bt) = gdb_backtrace(
+        "TraceCallee::faas_func_call",
+        &[
+            b.driver.as_os_str(),
+            b.fused.as_os_str(),
+            "1".as_ref(),
+            "1".as_ref(),
+            "abc".as_ref(),
+        ],
+    );
     let pos = |needle: &str| bt.iter().position(|l| l.contains(needle));
     let callee = pos("TraceCallee::faas_func_call").expect(&text);
     // The root keeps its debug info, so gdb may name its frame from DWARF.
@@ -249,17 +231,12 @@ fn perf_attributes_samples_to_fused_function_names() {
 fn valgrind_finds_no_errors_in_a_fused_run() {
     require_tool("valgrind", &["--version"], "valgrind");
     let b = built();
-    let out = Command::new("valgrind")
-        .args(["-q", "--error-exitcode=1"])
-        .arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run")
-        .arg(format!("TraceRoot={}", b.fused.display()))
-        .args(["--", "TraceRoot", "abc", "xyz", ""])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "valgrind: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("valgrind")
+            .args(["-q", "--error-exitcode=1"])
+            .arg(env!("CARGO_BIN_EXE_faasfuse"))
+            .arg("run")
+            .arg(format!("TraceRoot={}", b.fused.display()))
+            .args(["--", "TraceRoot", "abc", "xyz", ""]),
     );
 }

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const LEVELS: [&str; 3] = ["none", "dispatch", "direct"];
@@ -76,6 +76,18 @@ fn lowered_images_stay_clean_for_elflint_and_verify() {
     }
 }
 
+/// `faasfuse merge NAME=LIB... --lower LEVEL --json -o OUT`: its manifest.
+fn merge_lowered(libs: &[(&str, &Path)], level: &str, out: &Path) -> serde_json::Value {
+    let m = run_ok(
+        faasfuse()
+            .arg("merge")
+            .args(libs.iter().map(|(n, p)| format!("{n}={}", p.display())))
+            .args(["--lower", level, "--json", "-o"])
+            .arg(out),
+    );
+    serde_json::from_slice(&m.stdout).unwrap()
+}
+
 /// Fuse the decoy root (one real RPC to Bar, one look-alike local call)
 /// with Bar at `level`.
 fn fused_decoy(level: &str) -> (PathBuf, PathBuf, serde_json::Value) {
@@ -83,15 +95,8 @@ fn fused_decoy(level: &str) -> (PathBuf, PathBuf, serde_json::Value) {
     let decoy = build_test_lib("decoy.c", &dir);
     let bar = fixtures().join("default/libbar.so");
     let out = dir.join(format!("decoy-{level}.so"));
-    let m = run_ok(
-        faasfuse()
-            .arg("merge")
-            .arg(format!("Decoy={}", decoy.display()))
-            .arg(format!("Bar={}", bar.display()))
-            .args(["--lower", level, "--json", "-o"])
-            .arg(&out),
-    );
-    (decoy, out, serde_json::from_slice(&m.stdout).unwrap())
+    let m = merge_lowered(&[("Decoy", &decoy), ("Bar", &bar)], level, &out);
+    (decoy, out, m)
 }
 
 #[test]
@@ -138,15 +143,7 @@ fn exception_from_a_fused_callee_is_caught_across_a_lowered_site() {
     let file = input_file("throw", &inputs);
     for level in LEVELS {
         let out = dir.join(format!("throw-{level}.so"));
-        let m = run_ok(
-            faasfuse()
-                .arg("merge")
-                .arg(format!("Root={}", root.display()))
-                .arg(format!("Thrower={}", callee.display()))
-                .args(["--lower", level, "--json", "-o"])
-                .arg(&out),
-        );
-        let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+        let m = merge_lowered(&[("Root", &root), ("Thrower", &callee)], level, &out);
         let tier = m["rpc_sites"][0]["tier"].as_u64().unwrap();
         assert_eq!(tier, expected_tier(level, &m["rpc_sites"][0]["callee"]));
         let got = serve(&[format!("Root={}", out.display())], "Root", &file, false);
@@ -165,30 +162,22 @@ fn exception_from_a_fused_callee_is_caught_across_a_lowered_site() {
 
 #[test]
 fn gdb_backtrace_through_a_lowered_site_is_complete() {
-    require_tool("gdb", &["--version"], "gdb");
-    let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let w = workflow("hello");
     let out = out_dir().join("hello-gdb.so");
     let m = fuse_workflow(&w, "debug", &out, &["--lower", "direct"]);
     assert_eq!(m["rpc_sites"][0]["tier"], 2);
-    let o = Command::new("gdb")
-        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-        .args([
-            "-ex",
-            "break Bar::faas_func_call",
-            "-ex",
-            "run",
-            "-ex",
-            "bt",
-        ])
-        .arg("--args")
-        .arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run")
-        .arg(format!("Foo={}", out.display()))
-        .args(["--", "Foo", "hello"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let deploy = format!("Foo={}", out.display());
+    let (text, bt) = gdb_backtrace(
+        "Bar::faas_func_call",
+        &[
+            env!("CARGO_BIN_EXE_faasfuse").as_ref(),
+            "run".as_ref(),
+            deploy.as_ref(),
+            "--".as_ref(),
+            "Foo".as_ref(),
+            "hello".as_ref(),
+        ],
+    );
     let pos = |needle: &str| bt.iter().position(|l| l.contains(needle));
     let callee = pos("Bar::faas_func_call").expect(&text);
     let runtime = pos("faasfuse_rt_call_image").expect(&text);
@@ -202,7 +191,7 @@ fn gdb_backtrace_through_a_lowered_site_is_complete() {
 
 #[test]
 fn objdump_and_inspect_show_the_lowered_sites() {
-    let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let w = workflow("hello");
     let out = out_dir().join("hello-objdump.so");
     let m = fuse_workflow(&w, "default", &out, &[]);
     let site = &m["rpc_sites"][0];

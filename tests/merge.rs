@@ -71,12 +71,7 @@ fn output_is_clean_for_elf_tools_and_verify() {
             let out = out_dir().join(format!("{}-{v}-tools.so", w.name));
             fuse(&w, &v, &out);
             assert_elflint_clean(&out);
-            let o = Command::new("readelf")
-                .args(["-W", "-a"])
-                .arg(&out)
-                .output()
-                .unwrap();
-            assert!(o.status.success());
+            let o = run_ok(Command::new("readelf").args(["-W", "-a"]).arg(&out));
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(
                 err.trim().is_empty(),
@@ -121,21 +116,13 @@ fn output_is_deterministic_and_atomic() {
 
 #[test]
 fn unreachable_input_is_an_error_naming_it() {
-    let w = workflows().into_iter().find(|w| w.name == "hello").unwrap();
-    let other = workflows().into_iter().find(|w| w.name == "chain").unwrap();
+    let w = workflow("hello");
+    let other = workflow("chain");
     let foreign = fixtures().join("default").join(&other.functions[0].1);
     let mut args = w.deploy_args("default");
     args.push(foreign.display().to_string());
     let out = out_dir().join("unreachable.so");
-    let o = faasfuse()
-        .arg("merge")
-        .args(&args)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = run_refused(faasfuse().arg("merge").args(&args).arg("-o").arg(&out));
     assert!(err.contains(&foreign.display().to_string()), "{err}");
     assert!(!out.exists());
 }

@@ -82,6 +82,16 @@ fn build(config: &Path, profile: &Path, out: &Path) -> std::process::Output {
     )
 }
 
+/// The plan's edge into `callee`.
+fn edge_to<'a>(plan: &'a serde_json::Value, callee: &str) -> &'a serde_json::Value {
+    plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == callee)
+        .unwrap()
+}
+
 fn members(plan: &serde_json::Value, root: &str) -> Vec<String> {
     plan["groups"]
         .as_array()
@@ -113,12 +123,7 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
     );
-    let cold = plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["callee"] == "Recommend")
-        .unwrap();
+    let cold = edge_to(&plan, "Recommend");
     assert_eq!(cold["status"], "cold");
     assert!(out.join("graph.dot").is_file());
     let dot = std::fs::read_to_string(out.join("graph.dot")).unwrap();
@@ -131,10 +136,7 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     assert_eq!(deployed[0]["library"], "libfrontend.fused.so");
     assert_eq!(deployed[0]["queue"], "keep-me", "unknown fields are kept");
 
-    let w = workflows()
-        .into_iter()
-        .find(|w| w.name == "fanout")
-        .unwrap();
+    let w = workflow("fanout");
     let inputs = generate_inputs(&w, 300, 0x91a);
     assert!(inputs.iter().any(|i| i.contains("rec")));
     let file = input_file("plan-build", &inputs);
@@ -260,16 +262,14 @@ fn bad_configs_and_profiles_fail_with_one_line_naming_the_file() {
     let config = write_config(&dir, &[]);
     let profile = write_weights(&dir, "profile.json", 1.0, 1.0);
     let check = |cfg: &Path, prof: &Path, needle: &str| {
-        let o = faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(cfg)
-            .arg("--profile")
-            .arg(prof)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
+        let err = run_refused(
+            faasfuse()
+                .arg("plan")
+                .arg("--config")
+                .arg(cfg)
+                .arg("--profile")
+                .arg(prof),
+        );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(needle), "{err}");
     };
@@ -375,12 +375,7 @@ fn a_run_report_is_a_profile_too() {
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
     );
-    let rec = plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["callee"] == "Recommend")
-        .unwrap();
+    let rec = edge_to(&plan, "Recommend");
     assert_eq!(rec["status"], "cold", "{rec}");
     assert_eq!(rec["calls"], 1.0);
 }
@@ -391,10 +386,7 @@ fn a_trace_names_the_callees_of_a_transport_function() {
     // name: no static edge exists; the platform trace supplies them, and
     // a sampled profile still gives CPU shares.
     let dir = scratch_dir("plan-social");
-    let w = workflows()
-        .into_iter()
-        .find(|w| w.name == "social")
-        .unwrap();
+    let w = workflow("social");
     let lib = fixtures().join("default");
     let entries: Vec<serde_json::Value> = w
         .functions

@@ -17,17 +17,6 @@ use serde_json::Value;
 
 const PERF2BOLT: &str = "/usr/lib/llvm-16/bin/perf2bolt";
 
-fn workflow(name: &str) -> Workflow {
-    workflows().into_iter().find(|w| w.name == name).unwrap()
-}
-
-fn lib_args(w: &Workflow) -> Vec<String> {
-    w.deploy_args("default")
-        .into_iter()
-        .flat_map(|a| ["--lib".to_string(), a])
-        .collect()
-}
-
 fn dir() -> PathBuf {
     scratch_dir("profile")
 }
@@ -384,18 +373,13 @@ fn fdata_equals_perf2bolt_output() {
         );
         for (func, lib) in &w.functions {
             let theirs = dir().join(format!("{name}-{func}.perf2bolt.fdata"));
-            let out = Command::new(PERF2BOLT)
-                .arg(fixtures().join("default").join(lib))
-                .arg("-p")
-                .arg(&data)
-                .arg("-o")
-                .arg(&theirs)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "perf2bolt: {}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new(PERF2BOLT)
+                    .arg(fixtures().join("default").join(lib))
+                    .arg("-p")
+                    .arg(&data)
+                    .arg("-o")
+                    .arg(&theirs),
             );
             assert_eq!(
                 sorted_lines(&fdir.join(format!("{func}.fdata"))),
@@ -443,19 +427,7 @@ fn fdata_and_preaggregated_round_trip() {
     assert_eq!(calls(&r, "Foo", "Bar"), calls(&p, "Foo", "Bar"));
     assert!(calls(&p, "Foo", "Bar") > 0.0);
     // Pre-aggregated text with build-id locations gives the same branches.
-    let id = p["images"]["Bar"]["build_id"].as_str().unwrap();
-    let mut text = String::from("E cycles\n");
-    for b in p["images"]["Bar"]["branches"].as_array().unwrap() {
-        let to = b["to"]
-            .as_u64()
-            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
-        text += &format!(
-            "B {id}:{:x} {to} {} {}\n",
-            u(&b["from"]),
-            u(&b["count"]),
-            u(&b["mispred"])
-        );
-    }
+    let text = "E cycles\n".to_string() + &preaggregated_branches(&p["images"]["Bar"]);
     let pa = dir().join("bar.preagg");
     std::fs::write(&pa, text).unwrap();
     let s = profile("hello-rt-preagg", &[&pa], &lib_args(&w), &[]);
@@ -593,15 +565,14 @@ fn stdin_empty_files_and_other_builds() {
 
     // `-` reads standard input, here a file as `perf record -o -` would pipe it.
     let out = dir().join("stdin-pipe.json");
-    let o = faasfuse()
-        .args(["profile", "-"])
-        .args(lib_args(&w))
-        .arg("-o")
-        .arg(&out)
-        .stdin(std::fs::File::open(&data).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(
+        faasfuse()
+            .args(["profile", "-"])
+            .args(lib_args(&w))
+            .arg("-o")
+            .arg(&out)
+            .stdin(std::fs::File::open(&data).unwrap()),
+    );
     let from_stdin: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(from_stdin["images"], from_file["images"]);
     assert_eq!(from_stdin["calls"], from_file["calls"]);
@@ -610,14 +581,7 @@ fn stdin_empty_files_and_other_builds() {
     // An empty file is no profile (it used to read as an empty one).
     let empty = dir().join("empty.data");
     std::fs::write(&empty, b"").unwrap();
-    let o = faasfuse()
-        .arg("profile")
-        .arg(&empty)
-        .args(lib_args(&w))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = run_refused(faasfuse().arg("profile").arg(&empty).args(lib_args(&w)));
     assert!(err.contains("empty.data") && err.contains("empty"), "{err}");
 
     // Recorded with one build of Foo; profiled with another build at the
@@ -632,15 +596,14 @@ fn stdin_empty_files_and_other_builds() {
     let inputs = input_file("other-build", &generate_inputs(&w, 10, 3));
     record_lbr_run(&recorded, 8, None, &deploy, &w.root, &inputs);
     let foo = copies.join("libfoo.so");
-    let o = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O1", "-DOTHER_BUILD", "-I"])
-        .arg(repo().join("fixtures/include"))
-        .arg(repo().join("fixtures/functions/foo.c"))
-        .arg("-o")
-        .arg(&foo)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(
+        Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O1", "-DOTHER_BUILD", "-I"])
+            .arg(repo().join("fixtures/include"))
+            .arg(repo().join("fixtures/functions/foo.c"))
+            .arg("-o")
+            .arg(&foo),
+    );
     let libs: Vec<String> = deploy
         .iter()
         .flat_map(|a| ["--lib".to_string(), a.clone()])
@@ -699,14 +662,7 @@ fn lenient_skips_bad_fdata_lines_and_counts_them() {
     lines.push("this is not a record");
     let damaged = dir().join("Foo.damaged.fdata");
     std::fs::write(&damaged, lines.join("\n") + "\n").unwrap();
-    let o = faasfuse()
-        .arg("profile")
-        .arg(&damaged)
-        .args(&foo_lib)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = run_refused(faasfuse().arg("profile").arg(&damaged).args(&foo_lib));
     assert!(err.contains("line 2"), "{err}");
     let got = profile("lenient-damaged", &[&damaged], &foo_lib, &["--lenient"]);
     assert_eq!(u(&got["stats"]["bad_records"]), 2, "{}", got["stats"]);

@@ -20,10 +20,7 @@ fn dir() -> PathBuf {
 }
 
 fn fanout() -> Workflow {
-    workflows()
-        .into_iter()
-        .find(|w| w.name == "fanout")
-        .unwrap()
+    workflow("fanout")
 }
 
 const FANOUT_LIBS: [&str; 4] = [
@@ -100,13 +97,8 @@ fn fused_names(m: &Value) -> Vec<String> {
 /// Image names in the output's `.symtab`, read by readelf (binutils), not
 /// by faasfuse: `Inventory::faas_func_call` for each fused image.
 fn symtab_images(so: &Path) -> Vec<String> {
-    let o = std::process::Command::new("readelf")
-        .args(["-sW"])
-        .arg(so)
-        .output()
-        .expect("readelf (binutils)");
-    assert!(o.status.success());
-    let mut images: Vec<String> = String::from_utf8_lossy(&o.stdout)
+    let symtab = run_stdout(std::process::Command::new("readelf").arg("-sW").arg(so));
+    let mut images: Vec<String> = symtab
         .lines()
         .filter_map(|l| l.split_whitespace().last())
         .filter_map(|s| s.strip_suffix("::faas_func_call"))
@@ -219,19 +211,18 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
 
     // perf's pipe format (`perf record -o - > FILE`) reads the same way.
     let pipe = std::fs::File::create(d.join("pipe.data")).unwrap();
-    let o = std::process::Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
-        .args(["-o", "-", "--"])
-        .arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run")
-        .args(fanout().deploy_args("default"))
-        .arg("--inputs")
-        .arg(&inputs)
-        .args(["--quiet", "--repeat", "25", "--", "Frontend"])
-        .stdout(pipe)
-        .output()
-        .expect("perf (Debian linux-perf)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(
+        std::process::Command::new("perf")
+            .args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
+            .args(["-o", "-", "--"])
+            .arg(env!("CARGO_BIN_EXE_faasfuse"))
+            .arg("run")
+            .args(fanout().deploy_args("default"))
+            .arg("--inputs")
+            .arg(&inputs)
+            .args(["--quiet", "--repeat", "25", "--", "Frontend"])
+            .stdout(pipe),
+    );
     let (stdout, m) = merge_as_typed(&d, &["pipe.data"], "pipe.so");
     assert_frontend_group(&m, &stdout, &d.join("pipe.so"));
 }
@@ -265,20 +256,7 @@ fn lbr_perf_data_fdata_and_json_give_the_same_decision() {
     // BOLT's pre-aggregated text of the root's branches, by build-id.
     let p: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("profile.json")).unwrap()).unwrap();
-    let img = &p["images"]["frontend"];
-    let id = img["build_id"].as_str().unwrap();
-    let mut text = String::new();
-    for b in img["branches"].as_array().unwrap() {
-        let to = b["to"]
-            .as_u64()
-            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
-        text += &format!(
-            "B {id}:{:x} {to} {} {}\n",
-            b["from"].as_u64().unwrap(),
-            b["count"],
-            b["mispred"]
-        );
-    }
+    let text = preaggregated_branches(&p["images"]["frontend"]);
     std::fs::write(d.join("perf.preagg"), text).unwrap();
 
     let (stdout, from_perf) = merge_as_typed(&d, &["perf.data"], "a.so");
@@ -304,7 +282,7 @@ fn lbr_perf_data_fdata_and_json_give_the_same_decision() {
 #[test]
 fn a_profile_of_other_libraries_is_an_error_naming_what_it_maps() {
     let d = dir().join("other");
-    let hello = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let hello = workflow("hello");
     let data = d.join("hello.data");
     std::fs::create_dir_all(&d).unwrap();
     let inputs = input_file("pi-other", &requests(20, 20));
@@ -318,17 +296,19 @@ fn a_profile_of_other_libraries_is_an_error_naming_what_it_maps() {
     );
     let lib = fixtures().join("default");
     let _ = std::fs::remove_file(d.join("x.so"));
-    let o = faasfuse()
-        .arg("merge")
-        .args(FANOUT_LIBS.iter().map(|f| lib.join(f)))
-        .arg("--profile")
-        .arg(&data)
-        .arg("-o")
-        .arg(d.join("x.so"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    // Merge the fanout libraries with `profile`: refused, its stderr.
+    let refused = |profile: &std::ffi::OsStr| {
+        run_refused(
+            faasfuse()
+                .arg("merge")
+                .args(FANOUT_LIBS.iter().map(|f| lib.join(f)))
+                .arg("--profile")
+                .arg(profile)
+                .arg("-o")
+                .arg(d.join("x.so")),
+        )
+    };
+    let err = refused(data.as_os_str());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     for s in [
         "hello.data",
@@ -345,12 +325,7 @@ fn a_profile_of_other_libraries_is_an_error_naming_what_it_maps() {
         faasfuse()
             .arg("profile")
             .arg(&data)
-            .args(
-                hello
-                    .deploy_args("default")
-                    .into_iter()
-                    .flat_map(|a| ["--lib".to_string(), a]),
-            )
+            .args(lib_args(&hello))
             .arg("--fdata-dir")
             .arg(&fdata),
     );
@@ -369,17 +344,7 @@ fn a_profile_of_other_libraries_is_an_error_naming_what_it_maps() {
             "Checkout is not among the libraries",
         ),
     ] {
-        let o = faasfuse()
-            .arg("merge")
-            .args(FANOUT_LIBS.iter().map(|f| lib.join(f)))
-            .arg("--profile")
-            .arg(&arg)
-            .arg("-o")
-            .arg(d.join("x.so"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{arg}: {err}");
+        let err = refused(arg.as_ref());
         assert!(err.contains(needle), "{arg}: {err}");
     }
 }
@@ -403,7 +368,7 @@ fn hello_libs() -> Vec<String> {
 fn nightcore_func_config_plans_and_builds_with_lib() {
     let d = dir().join("nightcore");
     std::fs::create_dir_all(&d).unwrap();
-    let hello = workflows().into_iter().find(|w| w.name == "hello").unwrap();
+    let hello = workflow("hello");
     let inputs = generate_inputs(&hello, 30, 0x17);
     let file = input_file("pi-nightcore", &inputs);
     let data = d.join("perf.data");
@@ -489,17 +454,15 @@ fn a_function_without_library_or_an_unknown_lib_is_an_error() {
     std::fs::create_dir_all(dir()).unwrap();
     std::fs::write(&w, r#"{"calls": {"Foo": {"Bar": 10}}}"#).unwrap();
     let check = |libs: &[String], needles: &[&str]| {
-        let o = faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(nightcore_config())
-            .args(libs)
-            .arg("--profile")
-            .arg(&w)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
+        let err = run_refused(
+            faasfuse()
+                .arg("plan")
+                .arg("--config")
+                .arg(nightcore_config())
+                .args(libs)
+                .arg("--profile")
+                .arg(&w),
+        );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         for n in needles {
             assert!(err.contains(n), "missing {n:?}: {err}");

@@ -22,10 +22,6 @@ struct Recording {
     stdout: String,
 }
 
-fn workflow(name: &str) -> Workflow {
-    workflows().into_iter().find(|w| w.name == name).unwrap()
-}
-
 /// `faasfuse run --json` of a workflow's default build over 100 inputs.
 fn run_command(w: &Workflow, ipc: bool) -> Vec<String> {
     let inputs = input_file(&format!("rec-{}", w.name), &generate_inputs(w, 100, 7));
@@ -102,18 +98,7 @@ fn multi() -> &'static Recording {
 }
 
 fn perf(args: &[&str], data: &Path) -> String {
-    let out = Command::new("perf")
-        .args(args)
-        .arg("-i")
-        .arg(data)
-        .output()
-        .expect("run perf (linux-perf)");
-    assert!(
-        out.status.success(),
-        "perf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_stdout(Command::new("perf").args(args).arg("-i").arg(data))
 }
 
 /// One line of `perf script -F pid,period,ip,brstack`.

@@ -10,16 +10,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 struct Built {
     dir: PathBuf,
     root: PathBuf,
@@ -32,33 +22,39 @@ fn build() -> Built {
     let data = repo().join("tests/data");
     let inc = repo().join("fixtures/include");
     // The helper stays loaded for the whole process, as libstdc++ does.
-    sh(Command::new("g++")
-        .args(["-shared", "-fPIC", "-O2", "-Wl,-z,nodelete", "-I"])
-        .arg(&data)
-        .arg(data.join("uq_helper.cc"))
-        .arg("-o")
-        .arg(dir.join("libuqhelper.so")));
+    run_ok(
+        Command::new("g++")
+            .args(["-shared", "-fPIC", "-O2", "-Wl,-z,nodelete", "-I"])
+            .arg(&data)
+            .arg(data.join("uq_helper.cc"))
+            .arg("-o")
+            .arg(dir.join("libuqhelper.so")),
+    );
     let callee = dir.join("libuqcallee.so");
-    sh(Command::new("g++")
-        .args(["-shared", "-fPIC", "-O2", "-I"])
-        .arg(&inc)
-        .arg("-I")
-        .arg(&data)
-        .arg(data.join("uq_callee.cc"))
-        .arg("-o")
-        .arg(&callee)
-        .arg(format!("-L{}", dir.display()))
-        .arg(format!("-Wl,-rpath,{}", dir.display()))
-        .arg("-luqhelper"));
+    run_ok(
+        Command::new("g++")
+            .args(["-shared", "-fPIC", "-O2", "-I"])
+            .arg(&inc)
+            .arg("-I")
+            .arg(&data)
+            .arg(data.join("uq_callee.cc"))
+            .arg("-o")
+            .arg(&callee)
+            .arg(format!("-L{}", dir.display()))
+            .arg(format!("-Wl,-rpath,{}", dir.display()))
+            .arg("-luqhelper"),
+    );
     let root = build_test_lib("uq_root.c", &dir);
     let driver = dir.join("uq_driver");
-    sh(Command::new("gcc")
-        .args(["-O2", "-I"])
-        .arg(&inc)
-        .arg(data.join("uq_driver.c"))
-        .arg("-o")
-        .arg(&driver)
-        .arg("-ldl"));
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-I"])
+            .arg(&inc)
+            .arg(data.join("uq_driver.c"))
+            .arg("-o")
+            .arg(&driver)
+            .arg("-ldl"),
+    );
     Built {
         dir,
         root,
@@ -69,7 +65,7 @@ fn build() -> Built {
 
 /// Symbol names with `UNIQUE` binding in `readelf --dyn-syms` of `lib`.
 fn unique_dynsyms(lib: &Path) -> Vec<String> {
-    let text = sh(Command::new("readelf").args(["--dyn-syms", "-W"]).arg(lib));
+    let text = run_stdout(Command::new("readelf").args(["--dyn-syms", "-W"]).arg(lib));
     let mut names: Vec<String> = text
         .lines()
         .filter(|l| l.split_whitespace().nth(4) == Some("UNIQUE"))
@@ -115,7 +111,7 @@ fn unique_symbols_stay_unique_and_the_image_stays_loaded() {
             "{n} is not a unique export of the fused image: {got:?}"
         );
     }
-    let dynamic = sh(Command::new("readelf").arg("-d").arg(&fused));
+    let dynamic = run_stdout(Command::new("readelf").arg("-d").arg(&fused));
     assert!(
         dynamic
             .lines()

@@ -87,6 +87,19 @@ pub fn workflows() -> Vec<Workflow> {
         .collect()
 }
 
+/// The workflow called `name` in fixtures/workflows.json.
+pub fn workflow(name: &str) -> Workflow {
+    workflows().into_iter().find(|w| w.name == name).unwrap()
+}
+
+/// `--lib NAME=PATH` for each function of `w`'s default build.
+pub fn lib_args(w: &Workflow) -> Vec<String> {
+    w.deploy_args("default")
+        .into_iter()
+        .flat_map(|a| ["--lib".to_string(), a])
+        .collect()
+}
+
 impl Workflow {
     /// `NAME=PATH` deployment arguments for a fixture variant, root first.
     pub fn deploy_args(&self, variant: &str) -> Vec<String> {
@@ -196,7 +209,9 @@ pub fn testkit() -> Command {
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn faasfuse");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed with {}:\n{}",
@@ -204,6 +219,22 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Run `cmd`, which must refuse as faasfuse refuses bad input: exit code
+/// 2. Its standard error.
+pub fn run_refused(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+    err
+}
+
+/// [`run_ok`], and its standard output as text.
+pub fn run_stdout(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
 }
 
 /// Write inputs one per line into a file in the test temp dir.
@@ -270,21 +301,38 @@ pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
     let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
     let out = dir.join(format!("lib{stem}.so"));
     let cc = if source.ends_with(".c") { "gcc" } else { "g++" };
-    let o = Command::new(cc)
-        .args(["-shared", "-fPIC", "-O2", "-g"])
-        .arg("-I")
-        .arg(repo().join("fixtures/include"))
-        .arg(repo().join("tests/data").join(source))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cc} {source}: {}",
-        String::from_utf8_lossy(&o.stderr)
+    run_ok(
+        Command::new(cc)
+            .args(["-shared", "-fPIC", "-O2", "-g"])
+            .arg("-I")
+            .arg(repo().join("fixtures/include"))
+            .arg(repo().join("tests/data").join(source))
+            .arg("-o")
+            .arg(&out),
     );
     out
+}
+
+/// gdb's stdout when `program` (path and arguments) stops at `function`
+/// and gdb prints the backtrace there, and that backtrace's frames (its
+/// `#N` lines), innermost first.
+pub fn gdb_backtrace(function: &str, program: &[&std::ffi::OsStr]) -> (String, Vec<String>) {
+    require_tool("gdb", &["--version"], "gdb");
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
+        .arg("-ex")
+        .arg(format!("break {function}"))
+        .args(["-ex", "run", "-ex", "bt", "--args"])
+        .args(program)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let frames = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    (text, frames)
 }
 
 /// A tool a test needs: found on PATH (or at its absolute path) and able
@@ -413,6 +461,25 @@ pub fn len32_file(name: &str, inputs: &[Vec<u8>]) -> PathBuf {
     }
     std::fs::write(&p, data).unwrap();
     p
+}
+
+/// BOLT pre-aggregated `B` records (build-id locations) of the branches of
+/// `image`, one image of a `faasfuse profile` JSON profile.
+pub fn preaggregated_branches(image: &serde_json::Value) -> String {
+    let id = image["build_id"].as_str().unwrap();
+    let mut text = String::new();
+    for b in image["branches"].as_array().unwrap() {
+        let to = b["to"]
+            .as_u64()
+            .map_or("00:0".to_string(), |t| format!("{id}:{t:x}"));
+        text += &format!(
+            "B {id}:{:x} {to} {} {}\n",
+            b["from"].as_u64().unwrap(),
+            b["count"].as_u64().unwrap(),
+            b["mispred"].as_u64().unwrap()
+        );
+    }
+    text
 }
 
 /// Lowercase hex of bytes, as `run --json` reports `output_hex`.

@@ -2,6 +2,7 @@
 //! on, the facts `inspect` reports, and address-level access for analysis.
 
 mod check;
+pub mod eh_pe;
 mod info;
 
 use std::collections::BTreeMap;
@@ -114,23 +115,8 @@ impl Image {
         Ok(image)
     }
 
-    /// The file bytes backing `len` bytes at `vaddr`, if all are in the file.
-    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
-        let (seg_va, _, off, filesz) = self
-            .loads
-            .iter()
-            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr - va < *filesz)?;
-        let rel = vaddr - seg_va;
-        if rel.checked_add(len as u64)? > *filesz {
-            return None;
-        }
-        let start = usize::try_from(off.checked_add(rel)?).ok()?;
-        self.data.get(start..start.checked_add(len)?)
-    }
-
-    /// The NUL-terminated string at `vaddr` (without the NUL), if one ends
-    /// within `max` bytes.
-    pub fn read_cstr(&self, vaddr: u64, max: usize) -> Option<&[u8]> {
+    /// The file bytes from `vaddr` to the end of its segment's file image.
+    pub fn bytes_from(&self, vaddr: u64) -> Option<&[u8]> {
         let (seg_va, _, off, filesz) = self
             .loads
             .iter()
@@ -139,7 +125,18 @@ impl Image {
         let end = usize::try_from(off.saturating_add(*filesz))
             .unwrap_or(usize::MAX)
             .min(self.data.len());
-        let avail = self.data.get(start..end)?;
+        self.data.get(start..end)
+    }
+
+    /// The file bytes backing `len` bytes at `vaddr`, if all are in the file.
+    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        self.bytes_from(vaddr)?.get(..len)
+    }
+
+    /// The NUL-terminated string at `vaddr` (without the NUL), if one ends
+    /// within `max` bytes.
+    pub fn read_cstr(&self, vaddr: u64, max: usize) -> Option<&[u8]> {
+        let avail = self.bytes_from(vaddr)?;
         let window = &avail[..avail.len().min(max)];
         let nul = window.iter().position(|&b| b == 0)?;
         Some(&window[..nul])

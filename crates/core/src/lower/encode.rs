@@ -2,6 +2,7 @@
 //! per-callee entry stubs, and the unwind entry that covers them.
 
 use anyhow::{anyhow, Result};
+use gimli::constants::{DW_EH_PE_pcrel, DW_EH_PE_sdata4};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, OpKind, Register};
 
 use super::{Lowered, Target};
@@ -162,15 +163,16 @@ fn nops(mut n: usize) -> Vec<u8> {
 /// are entered by a call and push nothing. Encoded as if the blob were at
 /// address 0 (its PC-relative field is rebased where it lands).
 pub fn unwind_blob(start: u64, len: u64) -> Vec<u8> {
+    const FDE_ENC: u8 = DW_EH_PE_pcrel.0 | DW_EH_PE_sdata4.0;
     let mut cie = vec![
         0, 0, 0, 0, // CIE id
         1, // version
-        b'z', b'R', 0,    // augmentation
-        1,    // code alignment
-        0x78, // data alignment -8
-        16,   // return address register (rip)
-        1,    // augmentation data length
-        0x1b, // FDE pointers: pcrel | sdata4
+        b'z', b'R', 0,       // augmentation
+        1,       // code alignment
+        0x78,    // data alignment -8
+        16,      // return address register (rip)
+        1,       // augmentation data length
+        FDE_ENC, // FDE pointers: pcrel | sdata4
         0x0c, 7, 8, // DW_CFA_def_cfa rsp, 8
         0x90, 1, // DW_CFA_offset rip, cfa-8
     ];

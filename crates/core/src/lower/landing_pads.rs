@@ -4,6 +4,7 @@
 use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, Pointer, UnwindSection};
 use object::{Object, ObjectSection};
 
+use crate::elf::eh_pe::{self, DwEhPe};
 use crate::elf::Image;
 
 /// Landing pad addresses of every function with an LSDA, and the start of
@@ -55,22 +56,26 @@ pub fn collect(image: &Image) -> (Vec<u64>, Vec<u64>) {
 /// Parse one LSDA header and call-site table (encodings as GCC and LLVM
 /// emit them); `None` when it cannot be read.
 fn lsda_pads(image: &Image, lsda: u64, func_start: u64) -> Option<Vec<u64>> {
-    let mut r = Reader { image, at: lsda };
+    let mut r = Reader {
+        bytes: image.bytes_from(lsda)?,
+        base: lsda,
+        pos: 0,
+    };
     let lp_enc = r.u8()?;
-    let lp_start = if lp_enc == 0xff {
+    let lp_start = if DwEhPe(lp_enc).is_absent() {
         func_start
     } else {
         r.encoded(lp_enc)?
     };
     let tt_enc = r.u8()?;
-    if tt_enc != 0xff {
+    if !DwEhPe(tt_enc).is_absent() {
         r.uleb()?;
     }
     let cs_enc = r.u8()?;
     let len = r.uleb()?;
-    let end = r.at.checked_add(len)?;
+    let end = r.pos.checked_add(usize::try_from(len).ok()?)?;
     let mut pads = Vec::new();
-    while r.at < end {
+    while r.pos < end {
         let _start = r.encoded(cs_enc)?;
         let _len = r.encoded(cs_enc)?;
         let pad = r.encoded(cs_enc)?;
@@ -82,48 +87,32 @@ fn lsda_pads(image: &Image, lsda: u64, func_start: u64) -> Option<Vec<u64>> {
     Some(pads)
 }
 
+/// The bytes of an LSDA from its start (at `base`) to the end of its
+/// segment.
 struct Reader<'a> {
-    image: &'a Image,
-    at: u64,
+    bytes: &'a [u8],
+    base: u64,
+    pos: usize,
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let b = self.image.read_vaddr(self.at, n)?;
-        self.at += n as u64;
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
         Some(b)
     }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
     fn uleb(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        let (v, n) = eh_pe::uleb(self.bytes.get(self.pos..)?)?;
+        self.pos += n;
+        Some(v)
     }
-    /// A value in a call-site/LPStart encoding: offsets (absolute or
-    /// PC-relative to the field) of the common fixed and LEB forms.
+    /// A value in a call-site/LPStart encoding: absolute or PC-relative to
+    /// the field.
     fn encoded(&mut self, enc: u8) -> Option<u64> {
-        let field = self.at;
-        let v = match enc & 0x0f {
-            0x01 => self.uleb()?,
-            0x02 => u64::from(u16::from_le_bytes(self.take(2)?.try_into().ok()?)),
-            0x03 => u64::from(u32::from_le_bytes(self.take(4)?.try_into().ok()?)),
-            0x04 | 0x00 => u64::from_le_bytes(self.take(8)?.try_into().ok()?),
-            0x0b => i64::from(i32::from_le_bytes(self.take(4)?.try_into().ok()?)) as u64,
-            0x0c => u64::from_le_bytes(self.take(8)?.try_into().ok()?),
-            _ => return None,
-        };
-        match enc & 0x70 {
-            0x00 => Some(v),
-            0x10 => Some(field.wrapping_add(v)),
-            _ => None,
-        }
+        let field = self.base.wrapping_add(self.pos as u64);
+        let enc = DwEhPe(enc);
+        let (v, n) = eh_pe::read(self.bytes.get(self.pos..)?, enc)?;
+        self.pos += n;
+        eh_pe::target(enc, v, field)
     }
 }

@@ -20,6 +20,13 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Context, Result};
+use gimli::constants::{
+    DW_EH_PE_absptr, DW_EH_PE_datarel, DW_EH_PE_indirect, DW_EH_PE_omit, DW_EH_PE_pcrel,
+    DW_EH_PE_sdata2, DW_EH_PE_sdata4, DW_EH_PE_sdata8, DW_EH_PE_udata2, DW_EH_PE_udata4,
+    DW_EH_PE_udata8,
+};
+
+use crate::elf::eh_pe::{self, DwEhPe};
 
 /// One input image's .eh_frame: its bytes and the address those bytes will
 /// have in the output image (i.e., original section address + displacement).
@@ -30,36 +37,19 @@ pub struct EhFrameInput<'a> {
     pub vaddr: u64,
 }
 
-// DW_EH_PE_* constants.
-const PE_OMIT: u8 = 0xff;
-const PE_ABSPTR: u8 = 0x00;
-const PE_ULEB128: u8 = 0x01;
-const PE_UDATA2: u8 = 0x02;
-const PE_UDATA4: u8 = 0x03;
-const PE_UDATA8: u8 = 0x04;
-const PE_SLEB128: u8 = 0x09;
-const PE_SDATA2: u8 = 0x0a;
-const PE_SDATA4: u8 = 0x0b;
-const PE_SDATA8: u8 = 0x0c;
-const PE_PCREL: u8 = 0x10;
-const PE_DATAREL: u8 = 0x30;
-const PE_INDIRECT: u8 = 0x80;
-const PE_APP_MASK: u8 = 0x70;
-const PE_FMT_MASK: u8 = 0x0f;
-
 /// Header encodings written into `.eh_frame_hdr`.
 const HDR_VERSION: u8 = 1;
-const HDR_EH_FRAME_PTR_ENC: u8 = PE_PCREL | PE_SDATA4; // 0x1b
-const HDR_FDE_COUNT_ENC: u8 = PE_UDATA4; // 0x03
-const HDR_TABLE_ENC: u8 = PE_DATAREL | PE_SDATA4; // 0x3b
+const HDR_EH_FRAME_PTR_ENC: u8 = DW_EH_PE_pcrel.0 | DW_EH_PE_sdata4.0; // 0x1b
+const HDR_FDE_COUNT_ENC: u8 = DW_EH_PE_udata4.0; // 0x03
+const HDR_TABLE_ENC: u8 = DW_EH_PE_datarel.0 | DW_EH_PE_sdata4.0; // 0x3b
 
 /// A pointer field inside a record that must be rebased when the record moves.
 #[derive(Clone, Copy, Debug)]
 struct PcrelField {
     /// Offset of the field from the start of the record (its length field).
     offset: usize,
-    /// Fixed-size value format (low nibble of the encoding).
-    format: u8,
+    /// Its encoding (of a fixed-size value format).
+    enc: DwEhPe,
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +62,7 @@ enum Kind {
         pc_begin: u64,
         pc_range: u64,
         /// Encoding of `pc_begin` and the field offset within the record.
-        pc_enc: u8,
+        pc_enc: DwEhPe,
         pc_offset: usize,
     },
 }
@@ -106,8 +96,8 @@ pub struct EhFrameLayout {
 #[derive(Clone, Debug)]
 struct CieInfo {
     has_z: bool,
-    fde_enc: u8,
-    lsda_enc: u8,
+    fde_enc: DwEhPe,
+    lsda_enc: DwEhPe,
 }
 
 /// Byte cursor over one input with error messages that name the input and offset.
@@ -146,36 +136,17 @@ impl<'a> Cursor<'a> {
     }
 
     fn uleb(&mut self) -> Result<u64> {
-        let mut result = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                result |= u64::from(b & 0x7f) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                return Ok(result);
-            }
-        }
+        let (v, n) = eh_pe::uleb(&self.data[self.pos..self.end])
+            .ok_or_else(|| self.err("truncated or overlong ULEB128"))?;
+        self.pos += n;
+        Ok(v)
     }
 
     fn sleb(&mut self) -> Result<i64> {
-        let mut result = 0i64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                result |= i64::from(b & 0x7f) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                if shift < 64 && b & 0x40 != 0 {
-                    result |= -1i64 << shift;
-                }
-                return Ok(result);
-            }
-        }
+        let (v, n) = eh_pe::sleb(&self.data[self.pos..self.end])
+            .ok_or_else(|| self.err("truncated or overlong SLEB128"))?;
+        self.pos += n;
+        Ok(v)
     }
 
     fn cstr(&mut self) -> Result<&'a [u8]> {
@@ -189,94 +160,72 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Size in bytes of a fixed-size pointer format, `None` for LEB128.
-fn format_size(format: u8) -> Option<usize> {
-    match format {
-        PE_ABSPTR | PE_UDATA8 | PE_SDATA8 => Some(8),
-        PE_UDATA2 | PE_SDATA2 => Some(2),
-        PE_UDATA4 | PE_SDATA4 => Some(4),
-        _ => None,
-    }
-}
-
-/// Read a fixed-size value as a signed 128-bit number (sign- or zero-extended
-/// according to the format).
-fn read_fixed(bytes: &[u8], format: u8) -> i128 {
-    match format {
-        PE_UDATA2 => i128::from(u16::from_le_bytes(bytes[..2].try_into().unwrap())),
-        PE_SDATA2 => i128::from(i16::from_le_bytes(bytes[..2].try_into().unwrap())),
-        PE_UDATA4 => i128::from(u32::from_le_bytes(bytes[..4].try_into().unwrap())),
-        PE_SDATA4 => i128::from(i32::from_le_bytes(bytes[..4].try_into().unwrap())),
-        PE_ABSPTR | PE_UDATA8 => i128::from(u64::from_le_bytes(bytes[..8].try_into().unwrap())),
-        PE_SDATA8 => i128::from(i64::from_le_bytes(bytes[..8].try_into().unwrap())),
-        _ => unreachable!("not a fixed-size format: {format:#x}"),
-    }
+/// A fixed-size value of a format already checked (see [`eh_pe::read_fixed`]).
+fn read_fixed(bytes: &[u8], enc: DwEhPe) -> i128 {
+    eh_pe::read_fixed(bytes, enc).expect("a checked fixed-size pointer format")
 }
 
 /// Write a value in a fixed-size format. 8-byte formats wrap (addresses are
 /// modulo 2^64); smaller formats must hold the value exactly.
-fn write_fixed(out: &mut [u8], format: u8, value: i128) -> Result<()> {
-    match format {
-        PE_ABSPTR | PE_UDATA8 | PE_SDATA8 => {
+#[allow(non_upper_case_globals)] // gimli's DW_EH_PE_* names
+fn write_fixed(out: &mut [u8], enc: DwEhPe, value: i128) -> Result<()> {
+    match enc.format() {
+        DW_EH_PE_absptr | DW_EH_PE_udata8 | DW_EH_PE_sdata8 => {
             out[..8].copy_from_slice(&(value as u64).to_le_bytes());
         }
-        PE_UDATA4 => {
+        DW_EH_PE_udata4 => {
             let v = u32::try_from(value).map_err(|_| anyhow!("{value:#x} does not fit udata4"))?;
             out[..4].copy_from_slice(&v.to_le_bytes());
         }
-        PE_SDATA4 => {
+        DW_EH_PE_sdata4 => {
             let v = i32::try_from(value).map_err(|_| anyhow!("{value:#x} does not fit sdata4"))?;
             out[..4].copy_from_slice(&v.to_le_bytes());
         }
-        PE_UDATA2 => {
+        DW_EH_PE_udata2 => {
             let v = u16::try_from(value).map_err(|_| anyhow!("{value:#x} does not fit udata2"))?;
             out[..2].copy_from_slice(&v.to_le_bytes());
         }
-        PE_SDATA2 => {
+        DW_EH_PE_sdata2 => {
             let v = i16::try_from(value).map_err(|_| anyhow!("{value:#x} does not fit sdata2"))?;
             out[..2].copy_from_slice(&v.to_le_bytes());
         }
-        _ => unreachable!("not a fixed-size format: {format:#x}"),
+        format => unreachable!("not a fixed-size format: {:#x}", format.0),
     }
     Ok(())
 }
 
+/// The encoding without its indirection bit: pointers to a slot are read
+/// and rebased like direct ones (the slot moved with the image).
+fn direct(enc: DwEhPe) -> DwEhPe {
+    DwEhPe(enc.0 & !DW_EH_PE_indirect.0)
+}
+
 /// Check that an encoding is one faasfuse can relocate in x86-64 `.eh_frame`.
 /// Returns true if the pointer is PC-relative (needs rebasing).
-fn check_encoding(cur: &Cursor, enc: u8, what: &str) -> Result<bool> {
-    let format = enc & PE_FMT_MASK;
-    let app = enc & PE_APP_MASK;
-    let known_format = matches!(
-        format,
-        PE_ABSPTR
-            | PE_ULEB128
-            | PE_UDATA2
-            | PE_UDATA4
-            | PE_UDATA8
-            | PE_SLEB128
-            | PE_SDATA2
-            | PE_SDATA4
-            | PE_SDATA8
-    );
-    if !known_format {
+fn check_encoding(cur: &Cursor, enc: DwEhPe, what: &str) -> Result<bool> {
+    if !eh_pe::is_known_format(enc) {
         return Err(cur.err(format!(
-            "{what}: unknown pointer format in encoding {enc:#x}"
+            "{what}: unknown pointer format in encoding {:#x}",
+            enc.0
         )));
     }
-    match app {
-        0 => Ok(false),
-        PE_PCREL => {
-            if format_size(format).is_none() {
-                return Err(cur.err(format!(
-                    "{what}: pc-relative LEB128 pointer (encoding {enc:#x}) cannot be rebased"
-                )));
-            }
-            Ok(true)
+    let app = enc.application();
+    if app == DW_EH_PE_absptr {
+        Ok(false)
+    } else if app == DW_EH_PE_pcrel {
+        if eh_pe::fixed_size(enc).is_none() {
+            return Err(cur.err(format!(
+                "{what}: pc-relative LEB128 pointer (encoding {:#x}) cannot be rebased",
+                enc.0
+            )));
         }
-        _ => Err(cur.err(format!(
-            "{what}: unsupported pointer application in encoding {enc:#x} \
-             (only absolute and pcrel are supported on x86-64)"
-        ))),
+        Ok(true)
+    } else {
+        Err(cur.err(format!(
+            "{what}: unsupported pointer application in encoding {:#x} \
+             (only absolute and pcrel are supported on x86-64)",
+            enc.0
+        )))
     }
 }
 
@@ -284,29 +233,20 @@ fn check_encoding(cur: &Cursor, enc: u8, what: &str) -> Result<bool> {
 /// its raw value (fixed formats) and whether it must be rebased.
 fn read_pointer(
     cur: &mut Cursor,
-    enc: u8,
+    enc: DwEhPe,
     base: usize,
     what: &str,
     pcrel: &mut Vec<PcrelField>,
 ) -> Result<(usize, Option<i128>)> {
     let is_pcrel = check_encoding(cur, enc, what)?;
-    let format = enc & PE_FMT_MASK;
     let offset = cur.pos - base;
-    let value = match format_size(format) {
-        Some(n) => Some(read_fixed(cur.take(n)?, format)),
-        None if format == PE_ULEB128 => {
-            cur.uleb()?;
-            None
-        }
-        None => {
-            cur.sleb()?;
-            None
-        }
-    };
+    let (value, n) = eh_pe::read(&cur.data[cur.pos..cur.end], enc)
+        .ok_or_else(|| cur.err(format!("{what}: truncated pointer")))?;
+    cur.pos += n;
     if is_pcrel {
-        pcrel.push(PcrelField { offset, format });
+        pcrel.push(PcrelField { offset, enc });
     }
-    Ok((offset, value))
+    Ok((offset, eh_pe::fixed_size(enc).map(|_| value)))
 }
 
 fn parse_cie(cur: &mut Cursor, rec_start: usize, pcrel: &mut Vec<PcrelField>) -> Result<CieInfo> {
@@ -333,8 +273,8 @@ fn parse_cie(cur: &mut Cursor, rec_start: usize, pcrel: &mut Vec<PcrelField>) ->
     }
     let mut info = CieInfo {
         has_z: false,
-        fde_enc: PE_ABSPTR,
-        lsda_enc: PE_OMIT,
+        fde_enc: DW_EH_PE_absptr,
+        lsda_enc: DW_EH_PE_omit,
     };
     if aug.is_empty() {
         return Ok(info);
@@ -353,14 +293,14 @@ fn parse_cie(cur: &mut Cursor, rec_start: usize, pcrel: &mut Vec<PcrelField>) ->
     }
     for &letter in &aug[1..] {
         match letter {
-            b'R' => info.fde_enc = cur.u8()?,
-            b'L' => info.lsda_enc = cur.u8()?,
+            b'R' => info.fde_enc = DwEhPe(cur.u8()?),
+            b'L' => info.lsda_enc = DwEhPe(cur.u8()?),
             b'P' => {
-                let enc = cur.u8()?;
-                if enc != PE_OMIT {
+                let enc = DwEhPe(cur.u8()?);
+                if !enc.is_absent() {
                     // Pointers to a personality slot (indirect) are rebased
                     // like direct ones: the slot moved with the image.
-                    read_pointer(cur, enc & !PE_INDIRECT, rec_start, "personality", pcrel)?;
+                    read_pointer(cur, direct(enc), rec_start, "personality", pcrel)?;
                 }
             }
             b'S' => {}
@@ -377,21 +317,21 @@ fn parse_cie(cur: &mut Cursor, rec_start: usize, pcrel: &mut Vec<PcrelField>) ->
         return Err(cur.err("CIE augmentation data longer than its declared length"));
     }
     // Check the FDE and LSDA encodings now so errors point at the CIE.
-    if info.fde_enc == PE_OMIT || info.fde_enc & PE_INDIRECT != 0 {
+    if info.fde_enc.is_absent() || info.fde_enc.is_indirect() {
         return Err(cur.err(format!(
             "unsupported FDE pointer encoding {:#x}",
-            info.fde_enc
+            info.fde_enc.0
         )));
     }
     check_encoding(cur, info.fde_enc, "FDE pointer encoding")?;
-    if format_size(info.fde_enc & PE_FMT_MASK).is_none() {
+    if eh_pe::fixed_size(info.fde_enc).is_none() {
         return Err(cur.err(format!(
             "variable-length FDE pointer encoding {:#x} is not supported",
-            info.fde_enc
+            info.fde_enc.0
         )));
     }
-    if info.lsda_enc != PE_OMIT {
-        check_encoding(cur, info.lsda_enc & !PE_INDIRECT, "LSDA encoding")?;
+    if !info.lsda_enc.is_absent() {
+        check_encoding(cur, direct(info.lsda_enc), "LSDA encoding")?;
     }
     Ok(info)
 }
@@ -449,18 +389,12 @@ impl EhFrameLayout {
                     let (pc_offset, pc_value) =
                         read_pointer(&mut cur, pc_enc, pos, "FDE pc_begin", &mut pcrel)?;
                     let pc_value = pc_value.expect("FDE encoding is fixed-size");
-                    let pc_begin = if pc_enc & PE_APP_MASK == PE_PCREL {
-                        input
-                            .vaddr
-                            .wrapping_add((pos + pc_offset) as u64)
-                            .wrapping_add(pc_value as u64)
-                    } else {
-                        pc_value as u64
-                    };
-                    let fmt = pc_enc & PE_FMT_MASK;
-                    let n = format_size(fmt).expect("FDE encoding is fixed-size");
+                    let field = input.vaddr.wrapping_add((pos + pc_offset) as u64);
+                    let pc_begin = eh_pe::target(pc_enc, pc_value, field)
+                        .expect("FDE encoding is absolute or pcrel");
+                    let n = eh_pe::fixed_size(pc_enc).expect("FDE encoding is fixed-size");
                     // pc_range: same value format, never relocated.
-                    let range = read_fixed(cur.take(n)?, fmt);
+                    let range = read_fixed(cur.take(n)?, pc_enc);
                     let pc_range = if n == 8 {
                         range as u64
                     } else {
@@ -473,14 +407,8 @@ impl EhFrameLayout {
                         if cur.end - aug_start < aug_len {
                             return Err(cur.err("FDE augmentation data overruns the record"));
                         }
-                        if info.lsda_enc != PE_OMIT {
-                            read_pointer(
-                                &mut cur,
-                                info.lsda_enc & !PE_INDIRECT,
-                                pos,
-                                "LSDA",
-                                &mut pcrel,
-                            )?;
+                        if !info.lsda_enc.is_absent() {
+                            read_pointer(&mut cur, direct(info.lsda_enc), pos, "LSDA", &mut pcrel)?;
                             if cur.pos > aug_start + aug_len {
                                 return Err(cur.err("LSDA pointer overruns FDE augmentation data"));
                             }
@@ -553,7 +481,7 @@ impl EhFrameLayout {
                     // For pcrel pointers, the rebased value plus the new field
                     // address gives back the same target; compute it that way
                     // to mirror what emit() writes.
-                    let begin = if pc_enc & PE_APP_MASK == PE_PCREL {
+                    let begin = if pc_enc.application() == DW_EH_PE_pcrel {
                         let old_field = self.inputs[r.input].1 + (r.in_offset + pc_offset) as u64;
                         let new_field = eh_frame_vaddr + (r.out_offset + pc_offset) as u64;
                         let old_value = pc_begin.wrapping_sub(old_field);
@@ -598,8 +526,8 @@ impl EhFrameLayout {
                 let old_field = vaddr.wrapping_add((r.in_offset + f.offset) as u64);
                 let new_field = eh_frame_vaddr.wrapping_add((r.out_offset + f.offset) as u64);
                 let delta = i128::from(old_field.wrapping_sub(new_field) as i64);
-                let old_value = read_fixed(&rec[f.offset..], f.format);
-                write_fixed(&mut rec[f.offset..], f.format, old_value + delta)
+                let old_value = read_fixed(&rec[f.offset..], f.enc);
+                write_fixed(&mut rec[f.offset..], f.enc, old_value + delta)
                     .with_context(|| format!("rebasing pointer at record offset {:#x}", f.offset))
                     .with_context(ctx)?;
             }
@@ -613,15 +541,10 @@ impl EhFrameLayout {
             {
                 // Recompute the target from the bytes just written, as a
                 // consumer would, and check it matches the parsed target.
-                let fmt = pc_enc & PE_FMT_MASK;
-                let value = read_fixed(&rec[pc_offset..], fmt) as u64;
-                let begin = if pc_enc & PE_APP_MASK == PE_PCREL {
-                    eh_frame_vaddr
-                        .wrapping_add((r.out_offset + pc_offset) as u64)
-                        .wrapping_add(value)
-                } else {
-                    value
-                };
+                let field = eh_frame_vaddr.wrapping_add((r.out_offset + pc_offset) as u64);
+                let value = read_fixed(&rec[pc_offset..], pc_enc);
+                let begin =
+                    eh_pe::target(pc_enc, value, field).expect("FDE encoding is absolute or pcrel");
                 if begin != pc_begin {
                     return Err(anyhow!(
                         "FDE pc_begin changed while rebasing ({pc_begin:#x} -> {begin:#x})"
@@ -754,6 +677,11 @@ extern "C" int other(int x) {
         out
     }
 
+    /// The layout of one input at `vaddr`.
+    fn parse_one(bytes: &[u8], vaddr: u64) -> Result<EhFrameLayout> {
+        EhFrameLayout::parse(&[EhFrameInput { bytes, vaddr }])
+    }
+
     fn shift(p: Option<Pointer>, d: u64) -> Option<Pointer> {
         p.map(|p| match p {
             Pointer::Direct(a) => Pointer::Direct(a + d),
@@ -764,11 +692,7 @@ extern "C" int other(int x) {
     #[test]
     fn identity_at_same_address() {
         let lib = lib();
-        let layout = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &lib.eh_frame,
-            vaddr: lib.eh_frame_addr,
-        }])
-        .unwrap();
+        let layout = parse_one(&lib.eh_frame, lib.eh_frame_addr).unwrap();
         let (out, hdr) = layout.emit(lib.eh_frame_addr, lib.hdr_addr).unwrap();
         let n = out.len() - 4;
         assert_eq!(out.len() as u64, layout.eh_frame_size());
@@ -909,31 +833,15 @@ extern "C" int other(int x) {
         assert!(err.contains("input 1") && err.contains("'X'"), "{err}");
 
         let datarel = cie("zR", &[0x3b]);
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &datarel,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&datarel, 0).err().unwrap().to_string();
         assert!(err.contains("application"), "{err}");
 
         let mut truncated = cie("zR", &[0x1b]);
         truncated.truncate(10);
-        assert!(EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &truncated,
-            vaddr: 0,
-        }])
-        .is_err());
+        assert!(parse_one(&truncated, 0).is_err());
 
         let extended = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &extended,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&extended, 0).err().unwrap().to_string();
         assert!(err.contains("extended"), "{err}");
 
         // An FDE whose CIE pointer does not reach a CIE.
@@ -942,24 +850,14 @@ extern "C" int other(int x) {
         orphan.extend_from_slice(&16u32.to_le_bytes());
         orphan.extend_from_slice(&(at + 8).to_le_bytes());
         orphan.extend_from_slice(&[0; 12]);
-        let err = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &orphan,
-            vaddr: 0,
-        }])
-        .err()
-        .unwrap()
-        .to_string();
+        let err = parse_one(&orphan, 0).err().unwrap().to_string();
         assert!(err.contains("CIE pointer"), "{err}");
     }
 
     #[test]
     fn sdata4_overflow_is_an_error() {
         let lib = lib();
-        let layout = EhFrameLayout::parse(&[EhFrameInput {
-            bytes: &lib.eh_frame,
-            vaddr: lib.eh_frame_addr,
-        }])
-        .unwrap();
+        let layout = parse_one(&lib.eh_frame, lib.eh_frame_addr).unwrap();
         assert!(layout.emit(lib.eh_frame_addr + (1 << 33), 0x1000).is_err());
     }
 }

@@ -127,6 +127,20 @@ pub struct CallCount {
     pub count: u64,
 }
 
+impl CallCount {
+    /// Counts keyed by (caller, callee), as a list in that order.
+    pub fn list(calls: BTreeMap<(String, String), u64>) -> Vec<CallCount> {
+        calls
+            .into_iter()
+            .map(|((caller, callee), count)| CallCount {
+                caller,
+                callee,
+                count,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteCount {
     /// Address of the call instruction.
@@ -265,14 +279,7 @@ impl ImageProfile {
         for c in self.calls.drain(..).chain(o.calls) {
             *calls.entry((c.caller, c.callee)).or_default() += c.count;
         }
-        self.calls = calls
-            .into_iter()
-            .map(|((caller, callee), count)| CallCount {
-                caller,
-                callee,
-                count,
-            })
-            .collect();
+        self.calls = CallCount::list(calls);
         let mut sites: BTreeMap<u64, SiteCount> = BTreeMap::new();
         for s in self.rpc_sites.drain(..).chain(o.rpc_sites) {
             match sites.get_mut(&s.address) {

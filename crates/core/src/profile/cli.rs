@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::aggregate::{Profile, FORMAT};
 use super::images::Lib;
-use super::{fdata, ingest, perfdata};
+use super::planning::{self, Content};
+use super::{fdata, ingest};
 use crate::error::InputError;
 use crate::output::write_atomically;
 
@@ -114,34 +115,16 @@ fn read_stdin(libs: &[Lib], lenient: bool) -> Result<Profile> {
 
 /// Read one input of any supported kind.
 pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
-    let mut head = [0u8; 8];
-    let n = {
-        use std::io::Read;
-        let (mut f, _) = crate::files::open_regular(path, u64::MAX, "a profile")?;
-        f.read(&mut head)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
-    };
-    if n == 0 {
-        return Err(InputError::new(path, "empty file: no profile in it").into());
+    match planning::read_content(path)? {
+        Content::PerfData => {
+            let opts = ingest::Options {
+                lenient,
+                progress: true,
+            };
+            ingest::ingest_perf(path, libs, opts)
+        }
+        Content::Text(text) => fdata::ingest(path, &text, libs, lenient),
     }
-    if perfdata::is_perf_data(&head[..n]) {
-        let opts = ingest::Options {
-            lenient,
-            progress: true,
-        };
-        return ingest::ingest_perf(path, libs, opts);
-    }
-    let bytes = crate::files::read(path, crate::files::MAX_TEXT_BYTES, "a text profile")?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        InputError::new(
-            path,
-            format!(
-                "neither a perf.data (no PERFILE2 magic) nor a text profile (not UTF-8 at byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })?;
-    fdata::ingest(path, &text, libs, lenient)
 }
 
 pub fn run(a: ProfileArgs) -> Result<()> {

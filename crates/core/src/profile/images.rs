@@ -35,16 +35,7 @@ impl Lib {
         let sites = find_rpc_sites(&image);
         let build_id = image.info.build_id.as_deref().and_then(hex_decode);
         let loads = ElfFile64::<LE>::parse(&image.data[..])
-            .map(|f| {
-                f.elf_program_headers()
-                    .iter()
-                    .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-                    .map(|p| {
-                        let x = p.p_flags(LE) & object::elf::PF_X != 0;
-                        (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
-                    })
-                    .collect()
-            })
+            .map(|f| load_segments(&f))
             .unwrap_or_default();
         let symbols = Symbols::new(&image);
         Ok(Lib {
@@ -72,6 +63,19 @@ impl Lib {
     pub fn build_id_hex(&self) -> Option<String> {
         self.image.info.build_id.clone()
     }
+}
+
+/// (file offset, file size, vaddr, executable) of each PT_LOAD of `file`:
+/// what [`vaddr_of_mapping`] looks mappings up in.
+pub fn load_segments(file: &ElfFile64<LE>) -> Vec<(u64, u64, u64, bool)> {
+    file.elf_program_headers()
+        .iter()
+        .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
+        .map(|p| {
+            let x = p.p_flags(LE) & object::elf::PF_X != 0;
+            (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
+        })
+        .collect()
 }
 
 /// The vaddr a mapping at file offset `pgoff` starts at. Mappings start

@@ -15,7 +15,11 @@ use super::aggregate::{
 };
 use super::fasthash::{BranchTable, FastMap, TraceTable};
 use super::images::{AddressSpaces, Lib, Loc, Process};
-use super::perfdata::{self, attr, event, Event, Sample};
+use super::perfdata::abi::{
+    PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_MISC_USER, PERF_SAMPLE_PERIOD,
+    PERF_SAMPLE_REGS_USER, PERF_SAMPLE_STACK_USER,
+};
+use super::perfdata::{self, attr, Event, Sample};
 use super::unwind::Unwinders;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,7 +130,7 @@ pub fn ingest_perf_threads(
         || header
             .attrs
             .iter()
-            .any(|a| a.has(attr::SAMPLE_REGS_USER) && a.has(attr::SAMPLE_STACK_USER));
+            .any(|a| a.has(PERF_SAMPLE_REGS_USER) && a.has(PERF_SAMPLE_STACK_USER));
     let returns = site_returns(libs);
     let mut ing = Ingest {
         libs,
@@ -360,8 +364,8 @@ impl<'l> Counter<'l> {
         } else if !s.callchain.is_empty() {
             let mut user = false;
             for &ip in &s.callchain {
-                if ip >= event::CONTEXT_MAX {
-                    user = ip == event::CONTEXT_USER;
+                if ip >= PERF_CONTEXT_MAX {
+                    user = ip == PERF_CONTEXT_USER;
                     continue;
                 }
                 if user {
@@ -378,7 +382,7 @@ impl<'l> Counter<'l> {
             self.stats.callchain_samples += 1;
         }
 
-        let ip = if s.cpumode == event::MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
+        let ip = if s.cpumode == PERF_RECORD_MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
             proc.resolve(s.ip)
         } else {
             Loc::Kernel
@@ -425,7 +429,7 @@ impl<'l> Counter<'l> {
     /// new, so only those are counted.
     fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>, proc: &Process) {
         let period = match attr {
-            Some(a) if a.has(attr::SAMPLE_PERIOD) => s.period,
+            Some(a) if a.has(PERF_SAMPLE_PERIOD) => s.period,
             Some(a) if !a.freq() => a.sample_period,
             _ => 0,
         };
@@ -704,14 +708,7 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
         attributed_samples: acc.attributed.values().sum(),
         functions,
         branches,
-        calls: calls
-            .into_iter()
-            .map(|((caller, callee), count)| CallCount {
-                caller,
-                callee,
-                count,
-            })
-            .collect(),
+        calls: CallCount::list(calls),
         rpc_sites,
     }
 }

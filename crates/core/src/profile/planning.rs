@@ -70,8 +70,19 @@ fn cannot_read(path: &Path, e: std::io::Error) -> anyhow::Error {
     InputError::new(path, format!("cannot read: {e}")).into()
 }
 
-/// Which kind of profile `path` is; JSON and BOLT text come with the text.
-pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
+/// A profile file's content, as far as telling a perf.data from text needs.
+pub enum Content {
+    /// A perf.data (`PERFILE2` magic); read it as a stream.
+    PerfData,
+    /// Anything else, whole, as UTF-8 text.
+    Text(String),
+}
+
+/// Read `path` far enough to tell a perf.data from a text profile: the
+/// first 8 bytes, and the whole file unless they are perf's magic. An
+/// empty file, text over [`crate::files::MAX_TEXT_BYTES`] or bytes that
+/// are not UTF-8 are errors naming the file.
+pub fn read_content(path: &Path) -> Result<Content> {
     let (f, len) = crate::files::open_regular(path, u64::MAX, "a profile")?;
     let mut f = f.take(crate::files::MAX_TEXT_BYTES);
     let mut head = [0u8; 8];
@@ -82,8 +93,11 @@ pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
             k => n += k,
         }
     }
+    if n == 0 {
+        return Err(InputError::new(path, "empty file: no profile in it").into());
+    }
     if perfdata::is_perf_data(&head[..n]) {
-        return Ok((Kind::PerfData, None));
+        return Ok(Content::PerfData);
     }
     if len > crate::files::MAX_TEXT_BYTES {
         return Err(InputError::new(
@@ -106,6 +120,15 @@ pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
             ),
         )
     })?;
+    Ok(Content::Text(text))
+}
+
+/// Which kind of profile `path` is; JSON and BOLT text come with the text.
+pub fn sniff(path: &Path) -> Result<(Kind, Option<String>)> {
+    let text = match read_content(path)? {
+        Content::PerfData => return Ok((Kind::PerfData, None)),
+        Content::Text(text) => text,
+    };
     let kind = if text.trim_start().starts_with('{') {
         Kind::Json
     } else if looks_bolt(&text) {

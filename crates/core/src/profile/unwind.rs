@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
-use object::read::elf::{ElfFile64, ProgramHeader};
+use object::read::elf::ElfFile64;
 use object::{LittleEndian as LE, Object, ObjectSection};
 
-use super::images::{vaddr_of_mapping, Lib};
+use super::images::{load_segments, vaddr_of_mapping, Lib};
 use super::perfdata::{Mmap, Sample};
 
 /// perf's x86 user register numbers.
@@ -48,15 +48,7 @@ struct Unwindable {
 impl Unwindable {
     fn parse(data: Arc<Vec<u8>>) -> Option<Unwindable> {
         let file = ElfFile64::<LE>::parse(&data[..]).ok()?;
-        let loads = file
-            .elf_program_headers()
-            .iter()
-            .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-            .map(|p| {
-                let x = p.p_flags(LE) & object::elf::PF_X != 0;
-                (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
-            })
-            .collect();
+        let loads = load_segments(&file);
         let mut sections = HashMap::new();
         for name in [".text", ".eh_frame", ".eh_frame_hdr", ".got"] {
             if let Some(s) = file.section_by_name(name) {

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use faasfuse_core::profile::images::hex;
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
 use object::read::elf::ProgramHeader;
 use object::{Object, ObjectSection, SectionFlags};
@@ -230,7 +231,7 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
                 images.push(ImageInfo {
                     pid,
                     path: lib.path.clone(),
-                    build_id: lib.build_id.iter().map(|b| format!("{b:02x}")).collect(),
+                    build_id: hex(&lib.build_id),
                     start,
                     end,
                     pgoff: m.pgoff,

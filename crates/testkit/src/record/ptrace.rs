@@ -50,6 +50,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use faasfuse_core::profile::images::hex;
 use iced_x86::{
     ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
@@ -935,10 +936,6 @@ impl Recorder<'_> {
             self.resume(tid, sig);
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Run `commands` (each program and arguments) at once under the recorder,

@@ -30,54 +30,16 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use faasfuse_core::profile::perfdata::abi::*;
 
 /// Records between two `PERF_RECORD_FINISHED_ROUND`s.
 pub const ROUND_RECORDS: u64 = 65_536;
 /// Most entries a branch stack holds (the LBR depth of current CPUs).
 pub const MAX_BRANCHES: usize = 32;
 
-pub const PERF_RECORD_MMAP: u32 = 1;
-pub const PERF_RECORD_COMM: u32 = 3;
-pub const PERF_RECORD_EXIT: u32 = 4;
-pub const PERF_RECORD_FORK: u32 = 7;
-pub const PERF_RECORD_SAMPLE: u32 = 9;
-pub const PERF_RECORD_MMAP2: u32 = 10;
-pub const PERF_RECORD_FINISHED_ROUND: u32 = 68;
-
-pub const PERF_RECORD_MISC_USER: u16 = 2;
-pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
-pub const PERF_RECORD_MISC_BUILD_ID_SIZE: u16 = 1 << 15;
-
-pub const PERF_SAMPLE_IP: u64 = 1 << 0;
-pub const PERF_SAMPLE_TID: u64 = 1 << 1;
-pub const PERF_SAMPLE_TIME: u64 = 1 << 2;
-pub const PERF_SAMPLE_PERIOD: u64 = 1 << 8;
-pub const PERF_SAMPLE_BRANCH_STACK: u64 = 1 << 11;
-
-pub const PERF_SAMPLE_BRANCH_USER: u64 = 1 << 0;
-pub const PERF_SAMPLE_BRANCH_ANY: u64 = 1 << 3;
-pub const PERF_SAMPLE_BRANCH_HW_INDEX: u64 = 1 << 17;
-
-/// `sizeof(struct perf_event_attr)` up to `sig_data` (what perf 5.13–6.2
-/// writes; every later perf reads it).
-pub const PERF_ATTR_SIZE_VER7: usize = 128;
-
-const HEADER_SIZE: u64 = 104;
+/// perf's `NAME_ALIGN`: header strings and build-id file names are padded
+/// to a multiple of it.
 const NAME_ALIGN: usize = 64;
-
-pub const HEADER_BUILD_ID: u32 = 2;
-pub const HEADER_HOSTNAME: u32 = 3;
-pub const HEADER_OSRELEASE: u32 = 4;
-pub const HEADER_VERSION: u32 = 5;
-pub const HEADER_ARCH: u32 = 6;
-pub const HEADER_NRCPUS: u32 = 7;
-pub const HEADER_CPUDESC: u32 = 8;
-pub const HEADER_CPUID: u32 = 9;
-pub const HEADER_TOTAL_MEM: u32 = 10;
-pub const HEADER_CMDLINE: u32 = 11;
-pub const HEADER_EVENT_DESC: u32 = 12;
-pub const HEADER_BRANCH_STACK: u32 = 15;
-pub const HEADER_SAMPLE_TIME: u32 = 21;
 
 /// One entry of a branch stack (`struct perf_branch_entry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,8 +54,12 @@ pub struct BranchEntry {
 impl BranchEntry {
     /// The `flags` word: mispred (bit 0), predicted (bit 1), cycles (bits 4–19).
     pub fn flags(&self) -> u64 {
-        let pred = if self.mispred { 1 } else { 2 };
-        pred | (u64::from(self.cycles) << 4)
+        let pred = if self.mispred {
+            PERF_BRANCH_MISPRED
+        } else {
+            PERF_BRANCH_PREDICTED
+        };
+        pred | (u64::from(self.cycles) << PERF_BRANCH_CYCLES_SHIFT)
     }
 }
 
@@ -194,7 +160,7 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         }
         out.seek(SeekFrom::Start(0))?;
         // Header placeholder, then the attribute, then the data section.
-        out.write_all(&[0u8; HEADER_SIZE as usize])?;
+        out.write_all(&[0u8; PERF_FILE_HEADER_SIZE as usize])?;
         let mut w = PerfDataWriter {
             out,
             opts,
@@ -212,7 +178,7 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         w.out.write_all(&attr)?;
         // ids section of the attr: empty.
         w.out.write_all(&[0u8; 16])?;
-        w.data_offset = HEADER_SIZE + attr.len() as u64 + 16;
+        w.data_offset = PERF_FILE_HEADER_SIZE + attr.len() as u64 + 16;
         Ok(w)
     }
 
@@ -227,9 +193,9 @@ impl<W: Write + Seek> PerfDataWriter<W> {
     /// The event's `perf_event_attr` (PERF_ATTR_SIZE_VER7 bytes).
     fn attr_bytes(&self) -> Vec<u8> {
         let mut a = Vec::with_capacity(PERF_ATTR_SIZE_VER7);
-        u32s(&mut a, 0); // PERF_TYPE_HARDWARE
+        u32s(&mut a, PERF_TYPE_HARDWARE);
         u32s(&mut a, PERF_ATTR_SIZE_VER7 as u32);
-        u64s(&mut a, 0); // PERF_COUNT_HW_CPU_CYCLES
+        u64s(&mut a, PERF_COUNT_HW_CPU_CYCLES);
         u64s(&mut a, self.opts.sample_period);
         u64s(
             &mut a,
@@ -240,20 +206,20 @@ impl<W: Write + Seek> PerfDataWriter<W> {
                 | PERF_SAMPLE_BRANCH_STACK,
         );
         u64s(&mut a, 0); // read_format
-        let bits: &[u32] = &[
-            0,  // disabled
-            1,  // inherit
-            5,  // exclude_kernel
-            6,  // exclude_hv
-            8,  // mmap
-            9,  // comm
-            12, // enable_on_exec
-            18, // sample_id_all
-            23, // mmap2
-            24, // comm_exec
-            34, // build_id (MMAP2 records carry build-ids)
-        ];
-        u64s(&mut a, bits.iter().fold(0u64, |f, b| f | 1 << b));
+        u64s(
+            &mut a,
+            ATTR_FLAG_DISABLED
+                | ATTR_FLAG_INHERIT
+                | ATTR_FLAG_EXCLUDE_KERNEL
+                | ATTR_FLAG_EXCLUDE_HV
+                | ATTR_FLAG_MMAP
+                | ATTR_FLAG_COMM
+                | ATTR_FLAG_ENABLE_ON_EXEC
+                | ATTR_FLAG_SAMPLE_ID_ALL
+                | ATTR_FLAG_MMAP2
+                | ATTR_FLAG_COMM_EXEC
+                | ATTR_FLAG_BUILD_ID,
+        );
         u32s(&mut a, 0); // wakeup_events
         u32s(&mut a, 0); // bp_type
         u64s(&mut a, 0); // config1
@@ -434,11 +400,11 @@ impl<W: Write + Seek> PerfDataWriter<W> {
             bitmap[*bit as usize / 64] |= 1 << (bit % 64);
         }
         let attr_len = PERF_ATTR_SIZE_VER7 as u64 + 16;
-        let mut h = Vec::with_capacity(HEADER_SIZE as usize);
-        h.extend_from_slice(b"PERFILE2");
-        u64s(&mut h, HEADER_SIZE);
+        let mut h = Vec::with_capacity(PERF_FILE_HEADER_SIZE as usize);
+        h.extend_from_slice(&PERF_MAGIC);
+        u64s(&mut h, PERF_FILE_HEADER_SIZE);
         u64s(&mut h, attr_len); // attr_size: attr + ids section
-        u64s(&mut h, HEADER_SIZE); // attrs.offset
+        u64s(&mut h, PERF_FILE_HEADER_SIZE); // attrs.offset
         u64s(&mut h, attr_len); // attrs.size
         u64s(&mut h, self.data_offset);
         u64s(&mut h, self.data_size);
@@ -607,12 +573,12 @@ mod tests {
         let b = out.into_inner();
         assert_eq!(size as usize, b.len());
         assert_eq!(&b[..8], b"PERFILE2");
-        assert_eq!(u64_at(&b, 8), HEADER_SIZE);
+        assert_eq!(u64_at(&b, 8), PERF_FILE_HEADER_SIZE);
         let attr_size = u64_at(&b, 16);
         assert_eq!(attr_size, PERF_ATTR_SIZE_VER7 as u64 + 16);
         let (attrs, data, data_size) = (u64_at(&b, 24), u64_at(&b, 40), u64_at(&b, 48));
-        assert_eq!(attrs, HEADER_SIZE);
-        assert_eq!(data, HEADER_SIZE + attr_size);
+        assert_eq!(attrs, PERF_FILE_HEADER_SIZE);
+        assert_eq!(data, PERF_FILE_HEADER_SIZE + attr_size);
         // attr: size, sample_type, branch_sample_type.
         let a = attrs as usize;
         assert_eq!(u32::from_le_bytes(b[a + 4..a + 8].try_into().unwrap()), 128);

@@ -1,42 +1,7 @@
 //! `perf_event_attr`: which fields each sample carries, in what order.
 
+use super::abi::*;
 use super::cursor::{u64_at, Cursor};
-
-// sample_type bits (include/uapi/linux/perf_event.h).
-pub const SAMPLE_IP: u64 = 1 << 0;
-pub const SAMPLE_TID: u64 = 1 << 1;
-pub const SAMPLE_TIME: u64 = 1 << 2;
-pub const SAMPLE_ADDR: u64 = 1 << 3;
-pub const SAMPLE_READ: u64 = 1 << 4;
-pub const SAMPLE_CALLCHAIN: u64 = 1 << 5;
-pub const SAMPLE_ID: u64 = 1 << 6;
-pub const SAMPLE_CPU: u64 = 1 << 7;
-pub const SAMPLE_PERIOD: u64 = 1 << 8;
-pub const SAMPLE_STREAM_ID: u64 = 1 << 9;
-pub const SAMPLE_RAW: u64 = 1 << 10;
-pub const SAMPLE_BRANCH_STACK: u64 = 1 << 11;
-pub const SAMPLE_REGS_USER: u64 = 1 << 12;
-pub const SAMPLE_STACK_USER: u64 = 1 << 13;
-pub const SAMPLE_IDENTIFIER: u64 = 1 << 16;
-
-// read_format bits.
-pub const FORMAT_TOTAL_TIME_ENABLED: u64 = 1 << 0;
-pub const FORMAT_TOTAL_TIME_RUNNING: u64 = 1 << 1;
-pub const FORMAT_ID: u64 = 1 << 2;
-pub const FORMAT_GROUP: u64 = 1 << 3;
-pub const FORMAT_LOST: u64 = 1 << 4;
-
-// branch_sample_type bits that change the sample layout.
-pub const BRANCH_HW_INDEX: u64 = 1 << 17;
-pub const BRANCH_COUNTERS: u64 = 1 << 19;
-
-/// attr.flags bit: sample_period is a frequency.
-const FLAG_FREQ: u64 = 1 << 10;
-/// attr.flags bit: non-sample records end with the sample_id fields.
-const FLAG_SAMPLE_ID_ALL: u64 = 1 << 18;
-
-/// Size of the first published perf_event_attr; every later one is larger.
-pub const ATTR_SIZE_VER0: usize = 64;
 
 /// The fields of one event's `perf_event_attr` that decide how its records
 /// are laid out.
@@ -63,7 +28,7 @@ impl Attr {
         let mut c = Cursor::new(bytes);
         let kind = c.u32().ok_or("event attribute too short")?;
         let size = c.u32().ok_or("event attribute too short")? as usize;
-        if size < ATTR_SIZE_VER0 {
+        if size < PERF_ATTR_SIZE_VER0 {
             return Err(format!("event attribute size {size} is below 64"));
         }
         if size > bytes.len() {
@@ -93,11 +58,11 @@ impl Attr {
     }
 
     pub fn sample_id_all(&self) -> bool {
-        self.flags & FLAG_SAMPLE_ID_ALL != 0
+        self.flags & ATTR_FLAG_SAMPLE_ID_ALL != 0
     }
 
     pub fn freq(&self) -> bool {
-        self.flags & FLAG_FREQ != 0
+        self.flags & ATTR_FLAG_FREQ != 0
     }
 
     pub fn has(&self, bit: u64) -> bool {
@@ -106,17 +71,22 @@ impl Attr {
 
     /// Index (in u64 words) of the sample id in a PERF_RECORD_SAMPLE body.
     pub fn sample_id_word(&self) -> Option<usize> {
-        if self.has(SAMPLE_IDENTIFIER) {
+        if self.has(PERF_SAMPLE_IDENTIFIER) {
             return Some(0);
         }
-        if !self.has(SAMPLE_ID) {
+        if !self.has(PERF_SAMPLE_ID) {
             return None;
         }
         Some(
-            [SAMPLE_IP, SAMPLE_TID, SAMPLE_TIME, SAMPLE_ADDR]
-                .iter()
-                .filter(|&&b| self.has(b))
-                .count(),
+            [
+                PERF_SAMPLE_IP,
+                PERF_SAMPLE_TID,
+                PERF_SAMPLE_TIME,
+                PERF_SAMPLE_ADDR,
+            ]
+            .iter()
+            .filter(|&&b| self.has(b))
+            .count(),
         )
     }
 
@@ -128,12 +98,12 @@ impl Attr {
         }
         // Order: tid, time, id, stream_id, cpu, identifier.
         let fields = [
-            SAMPLE_TID,
-            SAMPLE_TIME,
-            SAMPLE_ID,
-            SAMPLE_STREAM_ID,
-            SAMPLE_CPU,
-            SAMPLE_IDENTIFIER,
+            PERF_SAMPLE_TID,
+            PERF_SAMPLE_TIME,
+            PERF_SAMPLE_ID,
+            PERF_SAMPLE_STREAM_ID,
+            PERF_SAMPLE_CPU,
+            PERF_SAMPLE_IDENTIFIER,
         ];
         let present: Vec<u64> = fields.into_iter().filter(|&b| self.has(b)).collect();
         let words = present.len();
@@ -145,8 +115,8 @@ impl Attr {
         };
         Trailer {
             size: words * 8,
-            time_from_end: from_end(SAMPLE_TIME),
-            id_from_end: from_end(SAMPLE_IDENTIFIER).or_else(|| from_end(SAMPLE_ID)),
+            time_from_end: from_end(PERF_SAMPLE_TIME),
+            id_from_end: from_end(PERF_SAMPLE_IDENTIFIER).or_else(|| from_end(PERF_SAMPLE_ID)),
         }
     }
 
@@ -166,11 +136,12 @@ pub struct Trailer {
 
 /// Bytes of a PERF_SAMPLE_READ block for `read_format`.
 pub fn read_block(c: &mut Cursor, read_format: u64) -> Option<()> {
-    let per_value =
-        1 + (read_format & FORMAT_ID != 0) as usize + (read_format & FORMAT_LOST != 0) as usize;
-    let times = (read_format & FORMAT_TOTAL_TIME_ENABLED != 0) as usize
-        + (read_format & FORMAT_TOTAL_TIME_RUNNING != 0) as usize;
-    if read_format & FORMAT_GROUP != 0 {
+    let per_value = 1
+        + (read_format & PERF_FORMAT_ID != 0) as usize
+        + (read_format & PERF_FORMAT_LOST != 0) as usize;
+    let times = (read_format & PERF_FORMAT_TOTAL_TIME_ENABLED != 0) as usize
+        + (read_format & PERF_FORMAT_TOTAL_TIME_RUNNING != 0) as usize;
+    if read_format & PERF_FORMAT_GROUP != 0 {
         let nr = c.u64()? as usize;
         c.skip(times * 8)?;
         c.skip(nr.checked_mul(per_value * 8)?)

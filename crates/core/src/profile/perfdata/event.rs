@@ -1,40 +1,9 @@
 //! The records faasfuse uses, decoded into owned values: address-space
 //! changes (MMAP/MMAP2, COMM, FORK, EXIT) and samples.
 
-use super::attr::*;
+use super::abi::*;
+use super::attr::{read_block, Attr};
 use super::cursor::{c_string, Cursor};
-
-// Record types (perf_event_type and perf's own user types).
-pub const RECORD_MMAP: u32 = 1;
-pub const RECORD_LOST: u32 = 2;
-pub const RECORD_COMM: u32 = 3;
-pub const RECORD_EXIT: u32 = 4;
-pub const RECORD_FORK: u32 = 7;
-pub const RECORD_SAMPLE: u32 = 9;
-pub const RECORD_MMAP2: u32 = 10;
-pub const RECORD_LOST_SAMPLES: u32 = 13;
-pub const RECORD_HEADER_ATTR: u32 = 64;
-pub const RECORD_HEADER_BUILD_ID: u32 = 67;
-pub const RECORD_FINISHED_ROUND: u32 = 68;
-pub const RECORD_AUXTRACE: u32 = 71;
-pub const RECORD_COMPRESSED: u32 = 81;
-pub const RECORD_COMPRESSED2: u32 = 83;
-
-// header.misc bits.
-pub const MISC_CPUMODE_MASK: u16 = 7;
-pub const MISC_USER: u16 = 2;
-/// MMAP: a data (non-executable) mapping. COMM: the process exec'd.
-pub const MISC_MMAP_DATA_OR_COMM_EXEC: u16 = 1 << 13;
-/// MMAP2 carries a build-id instead of device and inode numbers.
-pub const MISC_MMAP_BUILD_ID: u16 = 1 << 14;
-/// A build-id record's size byte is valid.
-pub const MISC_BUILD_ID_SIZE: u16 = 1 << 15;
-
-const PROT_EXEC: u32 = 4;
-
-/// Callchain context markers (`PERF_CONTEXT_*`) are the top 4095 values.
-pub const CONTEXT_MAX: u64 = u64::MAX - 4095;
-pub const CONTEXT_USER: u64 = (-512i64) as u64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mmap {
@@ -57,7 +26,7 @@ pub struct Branch {
 
 impl Branch {
     pub fn mispredicted(&self) -> bool {
-        self.flags & 1 != 0
+        self.flags & PERF_BRANCH_MISPRED != 0
     }
 }
 
@@ -135,17 +104,17 @@ pub fn mmap(kind: u32, misc: u16, body: &[u8]) -> Decoded {
     let addr = c.u64().ok_or_else(short)?;
     let len = c.u64().ok_or_else(short)?;
     let pgoff = c.u64().ok_or_else(short)?;
-    let (exec, build_id) = if kind == RECORD_MMAP2 {
+    let (exec, build_id) = if kind == PERF_RECORD_MMAP2 {
         let id = c.bytes(24).ok_or_else(short)?;
         let prot = c.u32().ok_or_else(short)?;
         let _flags = c.u32().ok_or_else(short)?;
-        let build_id = (misc & MISC_MMAP_BUILD_ID != 0).then(|| {
+        let build_id = (misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0).then(|| {
             let n = (id[0] as usize).min(20);
             id[4..4 + n].to_vec()
         });
         (prot & PROT_EXEC != 0, build_id)
     } else {
-        (misc & MISC_MMAP_DATA_OR_COMM_EXEC == 0, None)
+        (misc & PERF_RECORD_MISC_MMAP_DATA == 0, None)
     };
     Ok(Some(Event::Mmap(Mmap {
         pid,
@@ -166,7 +135,7 @@ pub fn comm(misc: u16, body: &[u8]) -> Decoded {
     Ok(Some(Event::Comm {
         pid,
         tid,
-        exec: misc & MISC_MMAP_DATA_OR_COMM_EXEC != 0,
+        exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0,
         comm: c_string(c.rest()),
     }))
 }
@@ -177,7 +146,7 @@ pub fn fork_exit(kind: u32, body: &[u8]) -> Decoded {
     let pid = c.u32().ok_or("truncated FORK/EXIT record")?;
     let ppid = c.u32().ok_or("truncated FORK/EXIT record")?;
     let tid = c.u32().ok_or("truncated FORK/EXIT record")?;
-    Ok(Some(if kind == RECORD_FORK {
+    Ok(Some(if kind == PERF_RECORD_FORK {
         Event::Fork { pid, ppid }
     } else {
         Event::Exit { pid, tid }
@@ -190,12 +159,12 @@ pub fn build_id(misc: u16, body: &[u8]) -> Result<(Vec<u8>, String), String> {
     let short = || "truncated build-id record".to_string();
     let _pid = c.u32().ok_or_else(short)?;
     let id = c.bytes(24).ok_or_else(short)?;
-    let mut n = if misc & MISC_BUILD_ID_SIZE != 0 {
+    let mut n = if misc & PERF_RECORD_MISC_BUILD_ID_SIZE != 0 {
         (id[20] as usize).min(20)
     } else {
         20
     };
-    if misc & MISC_BUILD_ID_SIZE == 0 {
+    if misc & PERF_RECORD_MISC_BUILD_ID_SIZE == 0 {
         // Old perf padded short ids (e.g. 16-byte MD5 ones) with zeros.
         while n > 0 && id[n - 1] == 0 {
             n -= 1;
@@ -209,55 +178,55 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
     let mut c = Cursor::new(body);
     let mut s = Sample {
         attr: index,
-        cpumode: misc & MISC_CPUMODE_MASK,
+        cpumode: misc & PERF_RECORD_MISC_CPUMODE_MASK,
         ..Sample::default()
     };
     let short = |what: &str| format!("sample ends inside its {what}");
-    if attr.has(SAMPLE_IDENTIFIER) {
+    if attr.has(PERF_SAMPLE_IDENTIFIER) {
         s.id = c.u64().ok_or_else(|| short("identifier"))?;
     }
-    if attr.has(SAMPLE_IP) {
+    if attr.has(PERF_SAMPLE_IP) {
         s.ip = c.u64().ok_or_else(|| short("ip"))?;
     }
-    if attr.has(SAMPLE_TID) {
+    if attr.has(PERF_SAMPLE_TID) {
         s.pid = c.u32().ok_or_else(|| short("pid"))?;
         s.tid = c.u32().ok_or_else(|| short("tid"))?;
     }
-    if attr.has(SAMPLE_TIME) {
+    if attr.has(PERF_SAMPLE_TIME) {
         s.time = c.u64().ok_or_else(|| short("time"))?;
     }
-    if attr.has(SAMPLE_ADDR) {
+    if attr.has(PERF_SAMPLE_ADDR) {
         s.addr = c.u64().ok_or_else(|| short("addr"))?;
     }
-    if attr.has(SAMPLE_ID) {
+    if attr.has(PERF_SAMPLE_ID) {
         s.id = c.u64().ok_or_else(|| short("id"))?;
     }
-    if attr.has(SAMPLE_STREAM_ID) {
+    if attr.has(PERF_SAMPLE_STREAM_ID) {
         c.u64().ok_or_else(|| short("stream id"))?;
     }
-    if attr.has(SAMPLE_CPU) {
+    if attr.has(PERF_SAMPLE_CPU) {
         s.cpu = c.u32().ok_or_else(|| short("cpu"))?;
         c.u32().ok_or_else(|| short("cpu"))?;
     }
-    if attr.has(SAMPLE_PERIOD) {
+    if attr.has(PERF_SAMPLE_PERIOD) {
         s.period = c.u64().ok_or_else(|| short("period"))?;
     }
-    if attr.has(SAMPLE_READ) {
+    if attr.has(PERF_SAMPLE_READ) {
         read_block(&mut c, attr.read_format).ok_or_else(|| short("read values"))?;
     }
-    if attr.has(SAMPLE_CALLCHAIN) {
+    if attr.has(PERF_SAMPLE_CALLCHAIN) {
         let nr = c.u64().ok_or_else(|| short("callchain"))?;
         let words = checked_words(&c, nr).ok_or_else(|| short("callchain"))?;
         let bytes = c.bytes(words * 8).ok_or_else(|| short("callchain"))?;
         s.callchain = words_of(bytes);
     }
-    if attr.has(SAMPLE_RAW) {
+    if attr.has(PERF_SAMPLE_RAW) {
         let size = c.u32().ok_or_else(|| short("raw data"))?;
         c.skip(size as usize).ok_or_else(|| short("raw data"))?;
     }
-    if attr.has(SAMPLE_BRANCH_STACK) {
+    if attr.has(PERF_SAMPLE_BRANCH_STACK) {
         let nr = c.u64().ok_or_else(|| short("branch stack"))?;
-        if attr.branch_sample_type & BRANCH_HW_INDEX != 0 {
+        if attr.branch_sample_type & PERF_SAMPLE_BRANCH_HW_INDEX != 0 {
             s.hw_index = Some(c.u64().ok_or_else(|| short("branch stack"))?);
         }
         let words = checked_words(&c, nr.saturating_mul(3)).ok_or_else(|| short("branch stack"))?;
@@ -270,12 +239,12 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
                 flags: u64::from_le_bytes(e[16..24].try_into().unwrap_or_default()),
             })
             .collect();
-        if attr.branch_sample_type & BRANCH_COUNTERS != 0 {
+        if attr.branch_sample_type & PERF_SAMPLE_BRANCH_COUNTERS != 0 {
             c.skip(nr as usize * 8)
                 .ok_or_else(|| short("branch counters"))?;
         }
     }
-    if attr.has(SAMPLE_REGS_USER) {
+    if attr.has(PERF_SAMPLE_REGS_USER) {
         let abi = c.u64().ok_or_else(|| short("user registers"))?;
         if abi != 0 {
             let n = attr.user_reg_count();
@@ -284,7 +253,7 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
             s.regs_mask = attr.sample_regs_user;
         }
     }
-    if attr.has(SAMPLE_STACK_USER) {
+    if attr.has(PERF_SAMPLE_STACK_USER) {
         let size = c.u64().ok_or_else(|| short("user stack"))?;
         if size != 0 {
             let size = usize::try_from(size).map_err(|_| short("user stack"))?;

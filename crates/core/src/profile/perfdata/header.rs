@@ -3,19 +3,18 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use super::attr::{Attr, ATTR_SIZE_VER0};
+use super::abi::{
+    HEADER_BUILD_ID, PERF_ATTR_SIZE_VER0, PERF_FILE_HEADER_SIZE, PERF_MAGIC, PERF_PIPE_HEADER_SIZE,
+};
+use super::attr::Attr;
 use super::cursor::Cursor;
 use super::event;
 use super::FormatError;
 
 /// "PERFILE2", read as a little-endian u64.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PERFILE2");
+pub const MAGIC: u64 = u64::from_le_bytes(PERF_MAGIC);
 /// The same magic written by a big-endian machine.
-const MAGIC_SWAPPED: u64 = u64::from_be_bytes(*b"PERFILE2");
-const FILE_HEADER_SIZE: u64 = 104;
-const PIPE_HEADER_SIZE: u64 = 16;
-/// Feature bit of the build-id table (HEADER_BUILD_ID).
-const FEATURE_BUILD_ID: usize = 2;
+const MAGIC_SWAPPED: u64 = u64::from_be_bytes(PERF_MAGIC);
 /// Largest attr table or feature section read into memory.
 const MAX_TABLE: u64 = 64 << 20;
 
@@ -64,7 +63,7 @@ fn read_exact_at<R: Read + Seek>(
 /// Read and check the header of a perf.data file of `file_len` bytes.
 pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatError> {
     let mut head = [0u8; 16];
-    if file_len < PIPE_HEADER_SIZE {
+    if file_len < PERF_PIPE_HEADER_SIZE {
         return Err(err(
             0,
             format!("not a perf.data file: only {file_len} bytes"),
@@ -84,21 +83,21 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
             "not a perf.data file (no PERFILE2 magic; perf.data version 1 is not supported)",
         ));
     }
-    if size == PIPE_HEADER_SIZE {
+    if size == PERF_PIPE_HEADER_SIZE {
         return Ok(Header {
             pipe: true,
-            data_offset: PIPE_HEADER_SIZE,
+            data_offset: PERF_PIPE_HEADER_SIZE,
             data_end: u64::MAX,
             ..Header::default()
         });
     }
-    if size < FILE_HEADER_SIZE {
+    if size < PERF_FILE_HEADER_SIZE {
         return Err(err(
             8,
-            format!("header size {size} is below {FILE_HEADER_SIZE}"),
+            format!("header size {size} is below {PERF_FILE_HEADER_SIZE}"),
         ));
     }
-    let rest = read_exact_at(f, 16, FILE_HEADER_SIZE - 16, file_len, "file header")?;
+    let rest = read_exact_at(f, 16, PERF_FILE_HEADER_SIZE - 16, file_len, "file header")?;
     let mut c = Cursor::new(&rest);
     let attr_size = c.u64().unwrap_or(0);
     let (attrs_off, attrs_size) = (c.u64().unwrap_or(0), c.u64().unwrap_or(0));
@@ -106,7 +105,7 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
     let _event_types = c.skip(16);
     let bitmap: Vec<u64> = (0..4).map(|_| c.u64().unwrap_or(0)).collect();
 
-    if attr_size < ATTR_SIZE_VER0 as u64 + 16 || attr_size > 4096 {
+    if attr_size < PERF_ATTR_SIZE_VER0 as u64 + 16 || attr_size > 4096 {
         return Err(err(
             16,
             format!("attribute entry size {attr_size} is not plausible"),
@@ -139,7 +138,7 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
     let data_end = data_off
         .checked_add(data_size)
         .ok_or_else(|| err(48, "data section size overflows"))?;
-    if data_off < FILE_HEADER_SIZE || data_end > file_len {
+    if data_off < PERF_FILE_HEADER_SIZE || data_end > file_len {
         return Err(err(
             40,
             format!(
@@ -176,7 +175,7 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
                 format!("feature section {bit} ({size} bytes at {off}) runs past the end of the file ({file_len} bytes): the file is truncated"),
             ));
         }
-        if bit == FEATURE_BUILD_ID {
+        if bit == HEADER_BUILD_ID as usize {
             let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
             header.build_ids = build_id_table(&raw, off)?;
         }

@@ -3,6 +3,7 @@
 //! a bounded buffer, in time order. Only the records a profile needs are
 //! decoded; every other kind is skipped by its size.
 
+pub mod abi;
 pub mod attr;
 mod cursor;
 pub mod event;
@@ -39,7 +40,7 @@ impl FormatError {
 
 /// True when `bytes` start like a perf.data file.
 pub fn is_perf_data(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && bytes[..8] == *b"PERFILE2"
+    bytes.starts_with(&abi::PERF_MAGIC)
 }
 
 /// Open `path` and read its header; events come from the result in time

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::attr::{Attr, Trailer, SAMPLE_IDENTIFIER, SAMPLE_IP, SAMPLE_TID, SAMPLE_TIME};
+use super::abi::*;
+use super::attr::{Attr, Trailer};
 use super::cursor::u64_at;
 use super::event::{self, Event};
 use super::header::Header;
@@ -81,7 +82,7 @@ impl Layout {
             by_id,
             trailer: first.trailer(),
             id_word: first.sample_id_word(),
-            timed: !attrs.is_empty() && attrs.iter().all(|a| a.has(SAMPLE_TIME)),
+            timed: !attrs.is_empty() && attrs.iter().all(|a| a.has(PERF_SAMPLE_TIME)),
             attrs,
         }
     }
@@ -286,7 +287,7 @@ impl<R: Read> Reader<R> {
                 );
             }
             let body = &self.buf[self.lo + 8..self.lo + size];
-            let item = if kind == event::RECORD_COMPRESSED || kind == event::RECORD_COMPRESSED2 {
+            let item = if kind == PERF_RECORD_COMPRESSED || kind == PERF_RECORD_COMPRESSED2 {
                 expand(
                     &mut self.zstd,
                     &mut self.pending,
@@ -295,7 +296,7 @@ impl<R: Read> Reader<R> {
                     body,
                 )
                 .map(|()| Item::Compressed)
-            } else if self.raw && kind == event::RECORD_SAMPLE {
+            } else if self.raw && kind == PERF_RECORD_SAMPLE {
                 raw(&self.layout, misc, body, offset, false)
                     .map(|(r, a, b)| Item::Raw(r, self.lo + 8 + a, self.lo + 8 + b))
                     .map_or_else(|| decode(&self.layout, kind, misc, body, offset), Ok)
@@ -349,7 +350,7 @@ impl<R: Read> Reader<R> {
                 return Ok(None);
             }
             let body = &avail[8..size];
-            let item = if self.raw && kind == event::RECORD_SAMPLE {
+            let item = if self.raw && kind == PERF_RECORD_SAMPLE {
                 let lo = self.pending_lo + 8;
                 raw(&self.layout, misc, body, origin, true)
                     .map(|(r, a, b)| Item::Raw(r, lo + a, lo + b))
@@ -457,8 +458,10 @@ fn raw(
     }
     let index = layout.attr_of(body);
     let attr = &layout.attrs[index];
-    let time = if attr.has(SAMPLE_TIME) {
-        let before = (attr.sample_type & (SAMPLE_IDENTIFIER | SAMPLE_IP | SAMPLE_TID)).count_ones();
+    let time = if attr.has(PERF_SAMPLE_TIME) {
+        let before = (attr.sample_type
+            & (PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_IP | PERF_SAMPLE_TID))
+            .count_ones();
         Some(u64_at(body, before as usize * 8)?)
     } else {
         None
@@ -488,40 +491,40 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
     let trailer_len = layout.trailer.size.min(body.len());
     let own = &body[..body.len() - trailer_len];
     match kind {
-        event::RECORD_SAMPLE => {
+        PERF_RECORD_SAMPLE => {
             if layout.attrs.is_empty() {
                 return Err("sample before any event attribute".into());
             }
             let index = layout.attr_of(body);
             let attr = &layout.attrs[index];
             let s = event::sample(attr, index, misc, body)?;
-            let time = attr.has(SAMPLE_TIME).then_some(s.time);
+            let time = attr.has(PERF_SAMPLE_TIME).then_some(s.time);
             Ok(timed(Event::Sample(s), time))
         }
-        event::RECORD_MMAP | event::RECORD_MMAP2 => {
+        PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             let ev = event::mmap(kind, misc, own)?;
             Ok(ev.map_or(Item::Nothing, |e| timed(e, layout.trailer_time(body))))
         }
-        event::RECORD_COMM => {
+        PERF_RECORD_COMM => {
             let ev = event::comm(misc, own)?;
             Ok(ev.map_or(Item::Nothing, |e| timed(e, layout.trailer_time(body))))
         }
-        event::RECORD_FORK | event::RECORD_EXIT => {
+        PERF_RECORD_FORK | PERF_RECORD_EXIT => {
             let ev = event::fork_exit(kind, body)?;
             // FORK/EXIT carry their own time after pid, ppid, tid, ptid.
             let time = u64_at(body, 16);
             Ok(ev.map_or(Item::Nothing, |e| timed(e, time)))
         }
-        event::RECORD_LOST => {
+        PERF_RECORD_LOST => {
             let lost = u64_at(body, 8).ok_or("truncated LOST record")?;
             Ok(timed(Event::Lost(lost), layout.trailer_time(body)))
         }
-        event::RECORD_LOST_SAMPLES => {
+        PERF_RECORD_LOST_SAMPLES => {
             let lost = u64_at(body, 0).ok_or("truncated LOST_SAMPLES record")?;
             Ok(timed(Event::Lost(lost), layout.trailer_time(body)))
         }
-        event::RECORD_FINISHED_ROUND => Ok(timed(Event::FinishedRound, None)),
-        event::RECORD_HEADER_ATTR => {
+        PERF_RECORD_FINISHED_ROUND => Ok(timed(Event::FinishedRound, None)),
+        PERF_RECORD_HEADER_ATTR => {
             let attr_size = Attr::attr_size(body).ok_or("truncated attribute record")?;
             if attr_size > body.len() {
                 return Err(format!(
@@ -535,11 +538,11 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
                 .collect();
             Ok(Item::Attr(attr))
         }
-        event::RECORD_HEADER_BUILD_ID => {
+        PERF_RECORD_HEADER_BUILD_ID => {
             let (build_id, filename) = event::build_id(misc, body)?;
             Ok(timed(Event::BuildId { build_id, filename }, None))
         }
-        event::RECORD_AUXTRACE => Ok(Item::Skip(
+        PERF_RECORD_AUXTRACE => Ok(Item::Skip(
             u64_at(body, 0).ok_or("truncated AUXTRACE record")?,
         )),
         _ => Ok(Item::Nothing),
@@ -555,7 +558,7 @@ fn expand(
     body: &[u8],
 ) -> Result<(), String> {
     use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-    let data = if kind == event::RECORD_COMPRESSED2 {
+    let data = if kind == PERF_RECORD_COMPRESSED2 {
         let size = u64_at(body, 0).ok_or("truncated compressed record")?;
         let size = usize::try_from(size).map_err(|_| "compressed size overflows")?;
         body.get(8..8usize.saturating_add(size))

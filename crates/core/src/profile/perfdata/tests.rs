@@ -3,18 +3,18 @@
 
 use proptest::prelude::*;
 
-use super::attr::*;
+use super::abi::*;
 use super::event::*;
 use super::*;
 
-const ATTR_SIZE: usize = 128;
+const ATTR_SIZE: usize = PERF_ATTR_SIZE_VER7;
 
 fn attr(sample_type: u64, branch_sample_type: u64, regs: u64, stack: u32) -> Vec<u8> {
     let mut a = vec![0u8; ATTR_SIZE];
     a[4..8].copy_from_slice(&(ATTR_SIZE as u32).to_le_bytes());
     a[16..24].copy_from_slice(&1000u64.to_le_bytes());
     a[24..32].copy_from_slice(&sample_type.to_le_bytes());
-    let flags: u64 = 1 << 18; // sample_id_all
+    let flags: u64 = ATTR_FLAG_SAMPLE_ID_ALL;
     a[40..48].copy_from_slice(&flags.to_le_bytes());
     a[72..80].copy_from_slice(&branch_sample_type.to_le_bytes());
     a[80..88].copy_from_slice(&regs.to_le_bytes());
@@ -42,13 +42,13 @@ fn u64s(v: &[u64]) -> Vec<u8> {
 /// A perf.data with one attribute, `data` as its records and a build-id
 /// table of `(id, file)`.
 fn file(attr: &[u8], data: &[u8], build_ids: &[(&[u8], &str)]) -> Vec<u8> {
-    let attrs_off = 104u64;
+    let attrs_off = PERF_FILE_HEADER_SIZE;
     let attr_size = (attr.len() + 16) as u64;
     let data_off = attrs_off + attr_size;
     let mut f = Vec::new();
-    f.extend_from_slice(b"PERFILE2");
+    f.extend_from_slice(&PERF_MAGIC);
     f.extend_from_slice(&u64s(&[
-        104,
+        PERF_FILE_HEADER_SIZE,
         attr_size,
         attrs_off,
         attr_size,
@@ -57,7 +57,11 @@ fn file(attr: &[u8], data: &[u8], build_ids: &[(&[u8], &str)]) -> Vec<u8> {
         0,
         0,
     ]));
-    let features: u64 = if build_ids.is_empty() { 0 } else { 1 << 2 };
+    let features: u64 = if build_ids.is_empty() {
+        0
+    } else {
+        1 << HEADER_BUILD_ID
+    };
     f.extend_from_slice(&u64s(&[features, 0, 0, 0]));
     f.extend_from_slice(attr);
     f.extend_from_slice(&u64s(&[0, 0]));
@@ -72,7 +76,11 @@ fn file(attr: &[u8], data: &[u8], build_ids: &[(&[u8], &str)]) -> Vec<u8> {
             body.extend_from_slice(&idb);
             body.extend_from_slice(name.as_bytes());
             body.push(0);
-            table.extend(record(RECORD_HEADER_BUILD_ID, MISC_BUILD_ID_SIZE, &body));
+            table.extend(record(
+                PERF_RECORD_HEADER_BUILD_ID,
+                PERF_RECORD_MISC_BUILD_ID_SIZE,
+                &body,
+            ));
         }
         let sec = f.len() as u64 + 16;
         f.extend_from_slice(&u64s(&[sec, table.len() as u64]));
@@ -112,14 +120,18 @@ fn mmap2(
     b.extend_from_slice(&pid.to_le_bytes());
     b.extend_from_slice(&time.to_le_bytes());
     let misc = if build_id.is_some() {
-        MISC_USER | MISC_MMAP_BUILD_ID
+        PERF_RECORD_MISC_USER | PERF_RECORD_MISC_MMAP_BUILD_ID
     } else {
-        MISC_USER
+        PERF_RECORD_MISC_USER
     };
-    record(RECORD_MMAP2, misc, &b)
+    record(PERF_RECORD_MMAP2, misc, &b)
 }
 
-const LBR: u64 = SAMPLE_IP | SAMPLE_TID | SAMPLE_TIME | SAMPLE_PERIOD | SAMPLE_BRANCH_STACK;
+const LBR: u64 = PERF_SAMPLE_IP
+    | PERF_SAMPLE_TID
+    | PERF_SAMPLE_TIME
+    | PERF_SAMPLE_PERIOD
+    | PERF_SAMPLE_BRANCH_STACK;
 
 fn lbr_sample(pid: u32, time: u64, hw_index: bool, branches: &[(u64, u64, bool)]) -> Vec<u8> {
     let mut b = u64s(&[branches.first().map_or(0, |x| x.0)]);
@@ -132,11 +144,15 @@ fn lbr_sample(pid: u32, time: u64, hw_index: bool, branches: &[(u64, u64, bool)]
     for &(from, to, mispred) in branches {
         b.extend_from_slice(&u64s(&[from, to, if mispred { 1 } else { 2 }]));
     }
-    record(RECORD_SAMPLE, MISC_USER, &b)
+    record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_USER, &b)
 }
 
 fn sample_file(hw_index: bool) -> Vec<u8> {
-    let bst = if hw_index { BRANCH_HW_INDEX | 1 } else { 1 };
+    let bst = if hw_index {
+        PERF_SAMPLE_BRANCH_HW_INDEX | 1
+    } else {
+        1
+    };
     let mut data = mmap2(
         7,
         0x7000_0000,
@@ -155,7 +171,7 @@ fn sample_file(hw_index: bool) -> Vec<u8> {
             (0x7000_0030, 0x7000_0040, false),
         ],
     ));
-    data.extend(record(RECORD_FINISHED_ROUND, 0, &[]));
+    data.extend(record(PERF_RECORD_FINISHED_ROUND, 0, &[]));
     file(
         &attr(LBR, bst, 0, 0),
         &data,
@@ -196,7 +212,7 @@ fn orders_events_by_time_within_rounds() {
     // The sample is written before the MMAP it needs (another CPU's buffer).
     let mut data = lbr_sample(7, 20, false, &[(0x7000_0010, 0x7000_0020, false)]);
     data.extend(mmap2(7, 0x7000_0000, 0x1000, 0, None, "/lib/libx.so", 10));
-    data.extend(record(RECORD_FINISHED_ROUND, 0, &[]));
+    data.extend(record(PERF_RECORD_FINISHED_ROUND, 0, &[]));
     let (_, events, _) = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap();
     assert!(matches!(events[0], Event::Mmap(_)), "{events:?}");
     assert!(matches!(events[1], Event::Sample(_)));
@@ -214,7 +230,7 @@ fn expands_zstd_compressed_records() {
     for part in [a, b] {
         let mut body = u64s(&[part.len() as u64]);
         body.extend_from_slice(part);
-        data.extend(record(RECORD_COMPRESSED2, 0, &body));
+        data.extend(record(PERF_RECORD_COMPRESSED2, 0, &body));
     }
     let (_, events, stats) = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap();
     assert_eq!(stats.compressed_records, 2);
@@ -223,24 +239,24 @@ fn expands_zstd_compressed_records() {
 
 #[test]
 fn reads_callchains_registers_and_stacks() {
-    let st = SAMPLE_IP
-        | SAMPLE_TID
-        | SAMPLE_TIME
-        | SAMPLE_CALLCHAIN
-        | SAMPLE_REGS_USER
-        | SAMPLE_STACK_USER;
+    let st = PERF_SAMPLE_IP
+        | PERF_SAMPLE_TID
+        | PERF_SAMPLE_TIME
+        | PERF_SAMPLE_CALLCHAIN
+        | PERF_SAMPLE_REGS_USER
+        | PERF_SAMPLE_STACK_USER;
     let regs_mask = (1 << 6) | (1 << 7) | (1 << 8);
     let mut b = u64s(&[0x1234]);
     b.extend_from_slice(&[3, 0, 0, 0, 3, 0, 0, 0]);
-    b.extend_from_slice(&u64s(&[5, 3, CONTEXT_USER, 0x1234, 0x5678]));
+    b.extend_from_slice(&u64s(&[5, 3, PERF_CONTEXT_USER, 0x1234, 0x5678]));
     b.extend_from_slice(&u64s(&[2, 0xb0, 0x5000, 0x1234])); // abi, bp, sp, ip
     b.extend_from_slice(&u64s(&[16, 0x1111, 0x2222, 8])); // size, data, dyn_size
-    let data = record(RECORD_SAMPLE, MISC_USER, &b);
+    let data = record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_USER, &b);
     let (_, events, _) = read_all(&file(&attr(st, 0, regs_mask, 16), &data, &[]), false).unwrap();
     let Event::Sample(s) = &events[0] else {
         panic!()
     };
-    assert_eq!(s.callchain, vec![CONTEXT_USER, 0x1234, 0x5678]);
+    assert_eq!(s.callchain, vec![PERF_CONTEXT_USER, 0x1234, 0x5678]);
     assert_eq!(
         (s.reg(6), s.reg(7), s.reg(8)),
         (Some(0xb0), Some(0x5000), Some(0x1234))
@@ -259,10 +275,10 @@ fn truncated_and_corrupt_files_name_the_byte_offset() {
     let mut data = lbr_sample(7, 20, false, &[(1, 2, false)]);
     data.truncate(data.len() - 8);
     let e = read_all(&file(&attr(LBR, 1, 0, 0), &data, &[]), false).unwrap_err();
-    assert_eq!(e.offset, 104 + ATTR_SIZE as u64 + 16);
+    assert_eq!(e.offset, PERF_FILE_HEADER_SIZE + ATTR_SIZE as u64 + 16);
     assert!(e.reason.contains("cut off"), "{e:?}");
     let mut bad = f.clone();
-    let data_off = 104 + ATTR_SIZE + 16;
+    let data_off = PERF_FILE_HEADER_SIZE as usize + ATTR_SIZE + 16;
     let second = data_off + u16::from_le_bytes([bad[data_off + 6], bad[data_off + 7]]) as usize;
     bad[second + 6] = 3; // record size 3
     let e = read_all(&bad, false).unwrap_err();
