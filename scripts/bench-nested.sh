@@ -27,6 +27,9 @@ for level in none dispatch direct; do
   "$FF" merge BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so" \
     --lower "$level" -o "$OUT/libbenchcaller.fused-$level.so" > /dev/null
 done
+# Tier 2 with the callee on a stack of its own (--isolate stack).
+"$FF" merge BenchCaller="$OUT/libbenchcaller.so" BenchCallee="$OUT/libbenchcallee.so" \
+  --isolate stack -o "$OUT/libbenchcaller.fused-direct-stack.so" > /dev/null
 
 p50() { # deploy... -- N : prints request p50 in ns
   local n="${*: -1}"; local args=("${@:1:$#-1}")
@@ -54,6 +57,7 @@ for rep in $(seq 1 "$REPS"); do
   row "$rep" fused-tier0 10000 BenchCaller="$OUT/libbenchcaller.fused-none.so"
   row "$rep" fused-tier1 10000 BenchCaller="$OUT/libbenchcaller.fused-dispatch.so"
   row "$rep" fused-tier2 10000 BenchCaller="$OUT/libbenchcaller.fused-direct.so"
+  row "$rep" fused-tier2-isolate-stack 10000 BenchCaller="$OUT/libbenchcaller.fused-direct-stack.so"
   row "$rep" direct-c-call 10000 "${DIRECT[@]}"
 done
 
@@ -65,7 +69,7 @@ insns() { # deploy -- N : prints instructions executed
 }
 echo "mode,instructions_per_nested_call" > "$OUT/nested-insns.csv"
 if command -v valgrind > /dev/null; then
-  for m in none:fused-tier0 dispatch:fused-tier1 direct:fused-tier2; do
+  for m in none:fused-tier0 dispatch:fused-tier1 direct:fused-tier2 direct-stack:fused-tier2-isolate-stack; do
     dep="BenchCaller=$OUT/libbenchcaller.fused-${m%%:*}.so"
     a=$(insns "$dep" 2000); b=$(insns "$dep" 0)
     echo "${m#*:},$(( (a - b) / 2000 ))" >> "$OUT/nested-insns.csv"
@@ -91,6 +95,7 @@ print(f"unfused IPC / fused tier 2:    {ipc / max(t2, 0.01):,.0f}x")
 print(f"tier 0 over direct C call:     {t0 - direct:.1f} ns")
 print(f"tier 2 over direct C call:     {t2 - direct:.1f} ns")
 print(f"tier 2 / direct C call:        {t2 / max(direct, 0.01):.1f}x")
+print(f"--isolate stack over tier 2:   {rows['fused-tier2-isolate-stack'] - t2:.1f} ns")
 ins = list(csv.DictReader(open(sys.argv[1].replace("nested.csv", "nested-insns.csv"))))
 if ins:
     print(f'\n{"mode":<20} {"instructions per nested call":>30}')

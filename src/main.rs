@@ -176,6 +176,19 @@ faasfuse merge ComposePost=libcomposepost.so libtext.so libuniqueid.so -o fused.
         /// rely on that (state in globals, a static buffer).
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
         reentrant: Vec<String>,
+        /// Keep every fused callee apart from its callers. `none` (the
+        /// default, the cheapest call): a callee runs on its caller's stack
+        /// and can read its frames and data, and a crash in it takes down
+        /// the group's process. `stack`: each callee runs on a stack of its
+        /// own with a guard region (a few ns per call), so none of its
+        /// callers' frames lies above its own, and a fault in it (a bad
+        /// pointer, a stack overflow) fails its call with -1 as a crashed
+        /// callee process would, the root serving on, and the host serves
+        /// that callee from then on. Neither keeps a callee from the
+        /// caller's globals or the shared heap. Per function in
+        /// func_config.json: "isolate": "stack".
+        #[arg(long, value_enum, default_value_t = faasfuse_core::merge::Isolation::None)]
+        isolate: faasfuse_core::merge::Isolation,
     },
     /// Choose fusion groups for a deployment from a profile.
     #[command(
@@ -550,6 +563,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             no_verify,
             lower,
             reentrant,
+            isolate,
         } => {
             let mut specs = faasfuse_host::resolve_specs(&libraries, None)?;
             refuse_inputs_as_outputs(
@@ -562,6 +576,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             let mut opts = faasfuse_core::merge::MergeOptions {
                 level: lower,
                 reentrant: reentrant.into_iter().collect(),
+                isolate,
+                isolate_fn: Default::default(),
             };
             opts.check(&specs)?;
             let mut planned = None;

@@ -12,9 +12,11 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 3] = [
+const SOURCES: [&str; 5] = [
     "faasfuse_rt.c",
+    "faasfuse_stack.c",
     "faasfuse_rt.h",
+    "faasfuse_stack.h",
     "../../fixtures/include/faas_worker.h",
 ];
 
@@ -66,7 +68,7 @@ fn main() {
         .args(FLAGS)
         .arg("-o")
         .arg(&output)
-        .arg(SOURCES[0]);
+        .args(SOURCES.iter().filter(|s| s.ends_with(".c")));
     let status = cmd.status().unwrap_or_else(|e| {
         panic!(
             "faasfuse: cannot run the C compiler `{cc}` to build the fusion runtime \

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "faasfuse_rt.h"
+#include "faasfuse_stack.h"
 
 /* A reused buffer holding a NUL-terminated copy (a fused call's input). */
 struct ff_buf {
@@ -80,6 +81,8 @@ struct ff_frame {
     struct ff_frame *caller;
     size_t out_len;
     struct ff_chunk *kept; /* outputs of this call's own nested calls */
+    struct ff_stack *stack; /* its own stack (FF_IMAGE_ISOLATE_STACK), or NULL */
+    int suspect;            /* it faulted: its state is not to be trusted */
 };
 
 /* What faas_create_func_worker returns: one worker per fused image. */
@@ -93,6 +96,7 @@ struct ff_worker {
     size_t cached_index;     /* ... and where (re-checked with strcmp) */
     void *owner;             /* thread running the root's current call ... */
     int running;             /* ... while this is set (atomic access) */
+    void *stack_thread;      /* thread made ready for isolated stacks */
     struct ff_frame *frames[]; /* [image]: its one worker */
 };
 
@@ -313,6 +317,13 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
         return NULL;
     f->w = w;
     f->image = k;
+    if (im->flags & FF_IMAGE_ISOLATE_STACK) {
+        f->stack = ff_stack_new();
+        if (!f->stack) {
+            free(f);
+            return NULL;
+        }
+    }
     void *h = NULL;
     *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
     if (*rc != 0) {
@@ -332,7 +343,9 @@ static struct ff_frame *ff_idle_worker(struct ff_worker *w, size_t k, int *faile
     *failed = 0;
     if (!f->active)
         return f;
-    if (!(w->table->images[k].flags & FF_IMAGE_REENTRANT))
+    /* A worker that faulted stays busy for good: the host serves the
+     * function from then on, re-entrant or not. */
+    if (f->suspect || !(w->table->images[k].flags & FF_IMAGE_REENTRANT))
         return NULL;
     while (f->active) {
         if (!f->extra) {
@@ -397,6 +410,43 @@ int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t 
     return faasfuse_rt_call_image(ctx, k, input, len, output, output_len);
 }
 
+/* f's call on its own stack. */
+static int ff_call_isolated(struct ff_worker *w, struct ff_frame *f, size_t k)
+{
+    void *self = __builtin_thread_pointer();
+    if (w->stack_thread != self) {
+        ff_stack_thread_ready();
+        w->stack_thread = self;
+    }
+    return ff_stack_call(f->stack, w->table->images[k].call, f->handle, f->in.data, f->in.len);
+}
+
+/* f's call faulted and was cut short: it fails, the calls it had made
+ * were abandoned mid-way (their workers are idle again, their outputs
+ * gone), and f's image is served by the host from now on. */
+__attribute__((cold, noinline)) static int ff_after_fault(struct ff_worker *w,
+                                                          struct ff_frame *f, size_t k)
+{
+    const struct ff_image *im = w->table->images;
+    fprintf(stderr,
+            "faasfuse: %s faulted (signal %d at %#lx) on its isolated stack: the call fails "
+            "with -1 and the host serves %s from now on\n",
+            im[k].name ? im[k].name : "?", f->stack->fault_sig,
+            (unsigned long)f->stack->fault_addr, im[k].name ? im[k].name : "?");
+    f->stack->faulted = 0;
+    for (size_t i = 0; i < w->count; i++)
+        for (struct ff_frame *g = w->frames[i]; g; g = g->extra)
+            if (g->active && g->depth > f->depth)
+                ff_end_call(&g);
+    f->suspect = 1;
+    f->active = 1;
+    if (w->frames[k] != f) {
+        w->frames[k]->suspect = 1;
+        w->frames[k]->active = 1;
+    }
+    return -1;
+}
+
 int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
                            const char **output, size_t *output_len)
 {
@@ -440,8 +490,13 @@ int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
          * caller (-fexceptions): the cleanup still ends the call. */
         struct ff_frame *running __attribute__((cleanup(ff_end_call))) = f;
         f->active = 1;
-        rc = w->table->images[k].call(f->handle, f->in.data, f->in.len);
+        if (__builtin_expect(f->stack != NULL, 0))
+            rc = ff_call_isolated(w, f, k);
+        else
+            rc = w->table->images[k].call(f->handle, f->in.data, f->in.len);
     }
+    if (__builtin_expect(f->stack && f->stack->faulted, 0))
+        return ff_after_fault(w, f, k);
     if (rc != 0 || f->append_failed)
         return -1; /* nothing committed: the output is discarded */
     if (f->out_len == 0) {
@@ -481,7 +536,7 @@ static void ff_destroy_frames(struct ff_worker *w, size_t from)
         struct ff_frame *f = w->frames[k];
         while (f) {
             struct ff_frame *next = f->extra;
-            if (im[k].destroy)
+            if (im[k].destroy && !f->suspect)
                 im[k].destroy(f->handle);
             ff_frame_free(f);
             f = next;

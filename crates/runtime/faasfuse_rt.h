@@ -30,6 +30,10 @@
  * worker instead of going to the host. */
 #define FF_IMAGE_REENTRANT UINT64_C(1)
 
+/* ff_image.flags: every call of the function runs on a stack of its
+ * worker's own, and a fault in it fails that call (faasfuse_stack.h). */
+#define FF_IMAGE_ISOLATE_STACK UINT64_C(2)
+
 /* One fused image: its name and its own worker_v1 entry points. 64 bytes. */
 struct ff_image {
     const char *name;  /* function name, NUL-terminated */

@@ -132,6 +132,12 @@ pub fn build(
                 .filter(|m| config.get(m).and_then(|e| e.reentrant) == Some(true))
                 .cloned()
                 .collect(),
+            isolate: Default::default(),
+            isolate_fn: g
+                .members
+                .iter()
+                .filter_map(|m| Some((m.clone(), config.get(m)?.isolate?)))
+                .collect(),
         };
         let manifest = crate::merge::merge_verified(&specs, &path, verify_with, &opts)
             .with_context(|| format!("fusing the group of {}", g.root))?;

@@ -11,6 +11,7 @@ use crate::analyze::{find_rpc_sites, RpcSite};
 use crate::elf::{Image, ImageInfo};
 use crate::error::InputError;
 use crate::lower::{SiteRecord, SITES_SECTION};
+use crate::merge::Isolation;
 
 #[derive(Debug, Serialize)]
 pub struct InspectReport {
@@ -23,6 +24,18 @@ pub struct InspectReport {
     /// (what `merge` recorded; lowered sites are direct calls now).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fused_sites: Option<Vec<SiteRecord>>,
+    /// In a fused image: its images as the fusion runtime's table lists
+    /// them (root first), with how each is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused_images: Option<Vec<FusedImage>>,
+}
+
+/// One image of a fused image, read from the table the runtime reads.
+#[derive(Debug, Serialize)]
+pub struct FusedImage {
+    pub name: String,
+    pub reentrant: bool,
+    pub isolation: Isolation,
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport> {
@@ -40,12 +53,65 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
             })
         });
     }
+    let fused_images = match fused_sites {
+        Some(_) => Some(fused_images(&image)?),
+        None => None,
+    };
     Ok(InspectReport {
         path: path.display().to_string(),
         info: image.info.clone(),
         rpc_sites,
         fused_sites,
+        fused_images,
     })
+}
+
+/// The fused table of a fused image: the runtime reaches it through a
+/// pointer with an `R_X86_64_RELATIVE` relocation, so it is the target of
+/// a relative relocation that holds the table's magic; each entry's name is
+/// the target of the relocation at the entry's start.
+fn fused_images(image: &Image) -> Result<Vec<FusedImage>> {
+    use crate::runtime::*;
+    let bad = |e: &str| InputError::new(&image.path, format!("fused table: {e}"));
+    let relative: std::collections::BTreeMap<u64, u64> = image
+        .dynamic_relocs()
+        .iter()
+        .filter(|r| r.r_type == object::elf::R_X86_64_RELATIVE && r.addend >= 0)
+        .map(|r| (r.offset, r.addend as u64))
+        .collect();
+    let word = |at: u64| {
+        image
+            .read_vaddr(at, 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let table = relative
+        .values()
+        .copied()
+        .find(|&t| word(t) == Some(TABLE_MAGIC))
+        .ok_or_else(|| bad("not found"))?;
+    let count = word(table + 8).ok_or_else(|| bad("truncated"))?;
+    if count == 0 || count > 1 << 16 {
+        return Err(bad(&format!("{count} images")).into());
+    }
+    (0..count)
+        .map(|k| {
+            let entry = table + TABLE_HEADER_SIZE + IMAGE_ENTRY_SIZE * k;
+            let name = relative
+                .get(&(entry + ENTRY_NAME))
+                .and_then(|&at| image.read_cstr(at, 256))
+                .ok_or_else(|| bad(&format!("entry {k} has no name")))?;
+            let flags = word(entry + ENTRY_FLAGS).ok_or_else(|| bad("truncated"))?;
+            Ok(FusedImage {
+                name: String::from_utf8_lossy(name).into_owned(),
+                reentrant: flags & FLAG_REENTRANT != 0,
+                isolation: if flags & FLAG_ISOLATE_STACK != 0 {
+                    Isolation::Stack
+                } else {
+                    Isolation::None
+                },
+            })
+        })
+        .collect()
 }
 
 /// The site list `merge` leaves in a fused image, if this is one.
@@ -176,6 +242,22 @@ impl InspectReport {
                 r.function.as_deref().unwrap_or("?"),
                 r.instruction
             );
+        }
+        if let Some(images) = &self.fused_images {
+            let _ = writeln!(s, "  fused images ({}):", images.len());
+            for (k, im) in images.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "    {:<14} {:<7} isolation {}{}",
+                    im.name,
+                    if k == 0 { "root" } else { "callee" },
+                    match im.isolation {
+                        Isolation::None => "none",
+                        Isolation::Stack => "stack (own stack, faults fail the call)",
+                    },
+                    if im.reentrant { ", re-entrant" } else { "" }
+                );
+            }
         }
         if let Some(sites) = &self.fused_sites {
             let _ = writeln!(s, "  fused RPC sites ({}):", sites.len());

@@ -42,11 +42,14 @@ pub const ENTRY_CALL: u64 = 32;
 pub const ENTRY_RELRO_START: u64 = 40;
 /// Offset in an entry of `relro_end`: end (exclusive) of that range.
 pub const ENTRY_RELRO_END: u64 = 48;
-/// Offset in an entry of `flags`: [`FLAG_REENTRANT`] and nothing else yet.
+/// Offset in an entry of `flags`: [`FLAG_REENTRANT`], [`FLAG_ISOLATE_STACK`].
 pub const ENTRY_FLAGS: u64 = 56;
 /// `ff_image.flags`: the function may be re-entered in one process (an
 /// extra worker serves the inner call instead of the host).
 pub const FLAG_REENTRANT: u64 = 1;
+/// `ff_image.flags`: every call of the function runs on a stack of its
+/// worker's own, and a fault in it fails that call (`--isolate stack`).
+pub const FLAG_ISOLATE_STACK: u64 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -516,11 +516,19 @@ pub fn write(parts: &[Part], plans: &[Vec<SitePlan>]) -> Result<Output> {
         let entry =
             table_slot.vaddr + runtime::TABLE_HEADER_SIZE + runtime::IMAGE_ENTRY_SIZE * k as u64;
         let name_addr = table_slot.vaddr + name_cursor;
-        if p.reentrant {
+        let flags = if p.reentrant {
+            runtime::FLAG_REENTRANT
+        } else {
+            0
+        } | match p.isolation {
+            super::Isolation::None => 0,
+            super::Isolation::Stack => runtime::FLAG_ISOLATE_STACK,
+        };
+        if flags != 0 {
             let f = (runtime::TABLE_HEADER_SIZE
                 + runtime::IMAGE_ENTRY_SIZE * k as u64
                 + runtime::ENTRY_FLAGS) as usize;
-            table[f..f + 8].copy_from_slice(&runtime::FLAG_REENTRANT.to_le_bytes());
+            table[f..f + 8].copy_from_slice(&flags.to_le_bytes());
         }
         let at = name_cursor as usize;
         table[at..at + p.name.len()].copy_from_slice(p.name.as_bytes());

@@ -167,6 +167,8 @@ pub struct Part {
     /// Declared re-entrant: a call into it while it runs is served
     /// in-process by an extra worker instead of going to the host.
     pub reentrant: bool,
+    /// How it is kept apart from its callers (callees only).
+    pub isolation: super::Isolation,
 }
 
 impl Part {
@@ -272,6 +274,7 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
         entry: [0; 4],
         debug_sections: Vec::new(),
         reentrant: false,
+        isolation: Default::default(),
     };
     if !info.pic {
         return Err(

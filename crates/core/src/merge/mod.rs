@@ -12,7 +12,7 @@ mod input;
 mod relocs;
 pub use faasfuse_runtime as runtime;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -45,6 +45,7 @@ pub struct ManifestInput {
     pub build_id: Option<String>,
     pub displacement: u64,
     pub tls_offset: Option<u64>,
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +81,33 @@ pub struct Edge {
     pub handling: String,
 }
 
+/// How far a fused callee is kept apart from the code that calls it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// The callee runs on its caller's stack, in its caller's memory (the
+    /// cheapest call).
+    #[default]
+    None,
+    /// The callee runs on a stack of its own with a guard region: none of
+    /// its callers' frames lies above its own, and a fault in it (a bad
+    /// pointer, a stack overflow) fails its call with -1 instead of killing
+    /// the process; the host serves the function from then on.
+    Stack,
+}
+
 /// How to merge.
 #[derive(Debug, Clone, Default)]
 pub struct MergeOptions {
@@ -87,9 +115,18 @@ pub struct MergeOptions {
     /// Functions declared re-entrant: a call into one while it runs is
     /// served in-process by an extra worker instead of as an RPC.
     pub reentrant: BTreeSet<String>,
+    /// Isolation of every fused callee ...
+    pub isolate: Isolation,
+    /// ... or of the named ones (these win).
+    pub isolate_fn: BTreeMap<String, Isolation>,
 }
 
 impl MergeOptions {
+    /// The isolation `name` gets when fused as a callee.
+    pub fn isolation_of(&self, name: &str) -> Isolation {
+        self.isolate_fn.get(name).copied().unwrap_or(self.isolate)
+    }
+
     /// Every function declared re-entrant is one of `specs`.
     pub fn check(&self, specs: &[FunctionSpec]) -> Result<()> {
         match self
@@ -234,6 +271,12 @@ fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(M
         let role = if k == 0 { Role::Root } else { Role::Callee };
         let mut part = input::read_part(image, &spec.name, role)?;
         part.reentrant = opts.reentrant.contains(&spec.name);
+        // The root runs on its process's own stack, as unfused.
+        part.isolation = if k == 0 {
+            Isolation::None
+        } else {
+            opts.isolation_of(&spec.name)
+        };
         input::check_supported(&part)?;
         parts.push(part);
     }
@@ -309,6 +352,7 @@ fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(M
                 build_id: p.build_id.clone(),
                 displacement: pl.disp,
                 tls_offset: pl.tls_offset,
+                isolation: p.isolation,
             })
             .collect(),
         edges,
@@ -420,14 +464,18 @@ pub fn render(m: &Manifest) -> String {
     let mut s = format!("{}: root {}\n", m.output, m.root);
     for i in &m.inputs {
         s.push_str(&format!(
-            "  {:<8} {:<14} +{:#010x}  {}\n",
+            "  {:<8} {:<14} +{:#010x}  {}{}\n",
             serde_json::to_value(i.role)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
             i.name,
             i.displacement,
-            i.path
+            i.path,
+            match i.isolation {
+                Isolation::None => "",
+                Isolation::Stack => "  (isolated: own stack)",
+            }
         ));
     }
     for site in &m.rpc_sites {

@@ -55,6 +55,10 @@ pub struct FuncEntry {
     /// by an extra worker instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reentrant: Option<bool>,
+    /// How the function is kept apart from its callers when fused as a
+    /// callee (`"none"`, `"stack"`; see `merge --isolate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate: Option<crate::merge::Isolation>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -178,6 +182,7 @@ impl Config {
                 memory_bytes: None,
                 max_memory_bytes: None,
                 reentrant: None,
+                isolate: None,
                 extra: Default::default(),
             })
             .collect();

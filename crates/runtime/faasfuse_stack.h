@@ -1,0 +1,44 @@
+/*
+ * faasfuse_stack.h - separate stacks for isolated fused callees
+ * (`merge --isolate stack`).
+ *
+ * A callee flagged FF_IMAGE_ISOLATE_STACK runs each call on a stack of its
+ * worker's own, so no frame of its callers lies above its frames: scanning
+ * up its stack finds nothing of theirs. The stack has a guard region below
+ * it; a fault (SIGSEGV, SIGBUS) while the code runs on such a stack, a
+ * guard hit included, ends that call with -1 and sets `faulted`, as a
+ * crashed callee process fails its call on the platform. Unwinding crosses
+ * the switch (the switch has CFI), so exceptions and debugger backtraces
+ * work as on one stack.
+ */
+#ifndef FAASFUSE_STACK_H
+#define FAASFUSE_STACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ff_stack {
+    void *saved_sp;  /* set by ff_stack_call: where a fault resumes (offset 0) */
+    char *top;       /* highest address + 1, 16-byte aligned (offset 8) */
+    char *map;       /* the mapping, guard region first */
+    size_t map_len;
+    volatile int faulted; /* set by the fault handler; cleared by the runtime */
+    uintptr_t fault_addr;
+    int fault_sig;
+};
+
+/* A new stack (guard region and handlers installed); NULL if out of
+ * memory or out of registry slots. Never freed: a worker lives as long as
+ * its process. */
+struct ff_stack *ff_stack_new(void);
+
+/* fn(handle, input, len) on stack s. Returns fn's result, or -1 with
+ * s->faulted set when the call faulted. */
+int ff_stack_call(struct ff_stack *s, int (*fn)(void *, const char *, size_t), void *handle,
+                  const char *input, size_t len);
+
+/* Make sure the calling thread can take a fault on an exhausted stack (an
+ * alternate signal stack): once per thread, cheap after that. */
+void ff_stack_thread_ready(void);
+
+#endif /* FAASFUSE_STACK_H */
