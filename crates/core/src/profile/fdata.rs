@@ -18,8 +18,9 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::aggregate::{sum_branches, ImageProfile, Profile};
+use super::counter::Acc;
 use super::images::{hex_decode, Lib};
-use super::ingest::{image_profile, Acc};
+use super::ingest::image_profile;
 use crate::error::InputError;
 
 /// The `.fdata` text of one image's profile (branches when it has any,

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod cli;
+mod counter;
 pub mod fasthash;
 pub mod fdata;
 pub mod images;

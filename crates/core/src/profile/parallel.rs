@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 
+use super::counter::Counter;
 use super::images::{AddressSpaces, Lib, Snapshot};
-use super::ingest::Counter;
 use super::perfdata::attr::Attr;
 use super::perfdata::reader::{Next, RawSample};
 use super::perfdata::{event, Event, FormatError, Reader};

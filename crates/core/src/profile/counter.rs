@@ -1,0 +1,282 @@
+//! What the perf.data reader counts from samples, per image, and how the
+//! counts of several reading threads sum into one (`parallel`).
+
+use std::collections::{HashMap, HashSet};
+
+use super::fasthash::{BranchTable, FastMap, TraceTable};
+use super::images::{Loc, Process};
+use super::perfdata::abi::{
+    PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_MISC_USER, PERF_SAMPLE_PERIOD,
+};
+use super::perfdata::{attr, Sample};
+
+/// What is counted for one image while reading.
+#[derive(Default)]
+pub(crate) struct Acc {
+    /// (from, to) -> (count, mispredicted); `to` is None outside the image.
+    pub(crate) branches: BranchTable,
+    /// Straight-line runs between consecutive branches: (start, end).
+    pub(crate) traces: TraceTable,
+    /// Self samples by address.
+    pub(crate) ips: FastMap<u64, u64>,
+    /// Attributed samples by (innermost in-image) address.
+    pub(crate) attributed: FastMap<u64, u64>,
+    /// Adjacent call-chain frames in this image: (callee address, return
+    /// address) -> samples.
+    pub(crate) frames: FastMap<(u64, u64), u64>,
+    /// Samples whose chain holds this return address.
+    pub(crate) returns: FastMap<u64, u64>,
+}
+
+/// What one thread counts from samples: per image accumulators and
+/// sample statistics. Counters of several threads sum into one.
+pub(crate) struct Counter<'l> {
+    pub(crate) acc: Vec<Acc>,
+    pub(crate) unmatched: HashMap<Loc, u64>,
+    pub(crate) stats: super::aggregate::Stats,
+    /// Return addresses of RPC sites per image.
+    site_returns: &'l [HashSet<u64>],
+    chain: Vec<u64>,
+    seen: Vec<(usize, u64)>,
+    locs: Vec<(Loc, Loc)>,
+}
+
+impl<'l> Counter<'l> {
+    pub(crate) fn new(libs: usize, site_returns: &'l [HashSet<u64>]) -> Self {
+        Counter {
+            acc: (0..libs).map(|_| Acc::default()).collect(),
+            unmatched: HashMap::new(),
+            stats: Default::default(),
+            site_returns,
+            chain: Vec::new(),
+            seen: Vec::new(),
+            locs: Vec::new(),
+        }
+    }
+
+    /// Samples skipped as malformed while counting (`--lenient`).
+    pub(crate) fn merge_bad(&mut self, n: u64) {
+        self.stats.bad_records += n;
+    }
+
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Counter) {
+        // A counting thread's stats hold counts only (records, lost samples
+        // and unwind failures are the reader's), so summing all is exact.
+        self.stats.add(&o.stats);
+        for (k, v) in o.unmatched {
+            *self.unmatched.entry(k).or_default() += v;
+        }
+        for (mine, theirs) in self.acc.iter_mut().zip(o.acc) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Count a sample resolved in `proc`; `unwound` holds the return
+    /// addresses of its unwound user stack, if it has one.
+    pub(crate) fn sample(
+        &mut self,
+        s: &Sample,
+        attr: Option<&attr::Attr>,
+        proc: &Process,
+        unwound: Option<&[u64]>,
+    ) {
+        self.stats.samples += 1;
+        if !s.branches.is_empty() {
+            self.stats.lbr_samples += 1;
+            self.branches(s, attr, proc);
+        }
+        // The frames: the sampled address, then return addresses.
+        self.chain.clear();
+        if let Some(unwound) = unwound {
+            self.chain.push(s.ip);
+            self.chain.extend_from_slice(unwound);
+        } else if !s.callchain.is_empty() {
+            let mut user = false;
+            for &ip in &s.callchain {
+                if ip >= PERF_CONTEXT_MAX {
+                    user = ip == PERF_CONTEXT_USER;
+                    continue;
+                }
+                if user {
+                    self.chain.push(ip);
+                }
+            }
+            if self.chain.is_empty() {
+                self.chain.push(s.ip);
+            }
+        } else {
+            self.chain.push(s.ip);
+        }
+        if self.chain.len() > 1 {
+            self.stats.callchain_samples += 1;
+        }
+
+        let ip = if s.cpumode == PERF_RECORD_MISC_USER || s.cpumode == 0 || s.cpumode > 3 {
+            proc.resolve(s.ip)
+        } else {
+            Loc::Kernel
+        };
+        match ip {
+            Loc::Lib { lib, vaddr } => {
+                self.stats.matched_samples += 1;
+                *self.acc[lib].ips.entry(vaddr).or_default() += 1;
+            }
+            other => *self.unmatched.entry(other).or_default() += 1,
+        }
+        self.seen.clear();
+        let mut attributed = false;
+        let mut prev: Option<(usize, u64)> = None;
+        for (i, &addr) in self.chain.iter().enumerate() {
+            let loc = if i == 0 { ip } else { proc.resolve(addr) };
+            let Loc::Lib { lib, vaddr } = loc else {
+                prev = None;
+                continue;
+            };
+            // A return address lies after its call: look up the call.
+            let at = if i == 0 { vaddr } else { vaddr.wrapping_sub(1) };
+            if !attributed {
+                *self.acc[lib].attributed.entry(at).or_default() += 1;
+                attributed = true;
+            }
+            if i > 0 {
+                if let Some((plib, pat)) = prev {
+                    if plib == lib {
+                        *self.acc[lib].frames.entry((pat, vaddr)).or_default() += 1;
+                    }
+                }
+                if self.site_returns[lib].contains(&vaddr) && !self.seen.contains(&(lib, vaddr)) {
+                    self.seen.push((lib, vaddr));
+                    *self.acc[lib].returns.entry(vaddr).or_default() += 1;
+                }
+            }
+            prev = Some((lib, at));
+        }
+    }
+
+    /// Count a branch stack. Stacks of consecutive samples overlap when the
+    /// period is below the stack depth: only the newest `period` entries are
+    /// new, so only those are counted.
+    fn branches(&mut self, s: &Sample, attr: Option<&attr::Attr>, proc: &Process) {
+        let period = match attr {
+            Some(a) if a.has(PERF_SAMPLE_PERIOD) => s.period,
+            Some(a) if !a.freq() => a.sample_period,
+            _ => 0,
+        };
+        let n = if period == 0 {
+            s.branches.len()
+        } else {
+            s.branches
+                .len()
+                .min(usize::try_from(period).unwrap_or(usize::MAX))
+        };
+        let mut locs = std::mem::take(&mut self.locs);
+        locs.clear();
+        locs.extend(
+            s.branches
+                .iter()
+                .map(|b| (proc.resolve(b.from), proc.resolve(b.to))),
+        );
+        // The traces and branches of the stack, as (image, start, end, came
+        // from) and (image, from, to).
+        let traces = (0..n.min(s.branches.len() - 1)).filter_map(|i| {
+            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
+            match (older_to, newer_from) {
+                (
+                    Loc::Lib { lib, vaddr: start },
+                    Loc::Lib {
+                        lib: l2,
+                        vaddr: end,
+                    },
+                ) if lib == l2 => {
+                    let came_from = match older_from {
+                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
+                        _ => None,
+                    };
+                    Some((lib, start, end, came_from))
+                }
+                _ => None,
+            }
+        });
+        let branches = locs[..n].iter().filter_map(|&(from, to)| {
+            let Loc::Lib { lib, vaddr: from } = from else {
+                return None;
+            };
+            let to = match to {
+                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
+                _ => None,
+            };
+            Some((lib, from, to))
+        });
+        // Load every slot first: the cache misses of large tables overlap.
+        for (lib, start, end, came_from) in traces {
+            self.acc[lib].traces.prefetch(start, end, came_from);
+        }
+        for (lib, from, to) in branches {
+            self.acc[lib].branches.prefetch(from, to);
+        }
+        // Entry i+1 is older than entry i: the code between its target and
+        // entry i's source ran straight through.
+        for i in 0..n.min(s.branches.len() - 1) {
+            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
+            if let (
+                Loc::Lib { lib, vaddr: start },
+                Loc::Lib {
+                    lib: l2,
+                    vaddr: end,
+                },
+            ) = (older_to, newer_from)
+            {
+                if lib == l2 {
+                    let came_from = match older_from {
+                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
+                        _ => None,
+                    };
+                    *self.acc[lib].traces.slot(start, end, came_from) += 1;
+                }
+            }
+        }
+        for (b, &(from, to)) in s.branches[..n].iter().zip(&locs) {
+            self.stats.branches += 1;
+            let Loc::Lib { lib, vaddr: from } = from else {
+                continue;
+            };
+            let to = match to {
+                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
+                _ => None,
+            };
+            let e = self.acc[lib].branches.slot(from, to);
+            e.0 += 1;
+            e.1 += b.mispredicted() as u64;
+        }
+        self.locs = locs;
+    }
+}
+
+impl Acc {
+    /// Add every count of `o`.
+    pub(crate) fn merge(&mut self, o: Acc) {
+        if self.branches.is_empty() {
+            self.branches = o.branches;
+        } else {
+            self.branches.merge(&o.branches);
+        }
+        if self.traces.is_empty() {
+            self.traces = o.traces;
+        } else {
+            self.traces.merge(&o.traces);
+        }
+        for (mine, theirs) in [
+            (&mut self.ips, o.ips),
+            (&mut self.attributed, o.attributed),
+            (&mut self.returns, o.returns),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k).or_default() += v;
+            }
+        }
+        for (k, v) in o.frames {
+            *self.frames.entry(k).or_default() += v;
+        }
+    }
+}
