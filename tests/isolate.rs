@@ -252,16 +252,7 @@ fn build_isolates_the_functions_its_config_marks() {
     ]);
     std::fs::write(&config, c.to_string()).unwrap();
     let out = dir.join("out");
-    run_ok(
-        faasfuse()
-            .arg("build")
-            .arg("--config")
-            .arg(&config)
-            .arg("--profile")
-            .arg(&weights)
-            .arg("--out-dir")
-            .arg(&out),
-    );
+    build_deployment(&config, &weights, &out);
     assert_eq!(
         isolation(&out.join("libfoo.fused.so")),
         [

@@ -69,19 +69,6 @@ fn plan_json(config: &Path, profile: &Path, extra: &[&str]) -> serde_json::Value
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn build(config: &Path, profile: &Path, out: &Path) -> std::process::Output {
-    run_ok(
-        faasfuse()
-            .arg("build")
-            .arg("--config")
-            .arg(config)
-            .arg("--profile")
-            .arg(profile)
-            .arg("--out-dir")
-            .arg(out),
-    )
-}
-
 /// The plan's edge into `callee`.
 fn edge_to<'a>(plan: &'a serde_json::Value, callee: &str) -> &'a serde_json::Value {
     plan["edges"]
@@ -114,7 +101,7 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     let profile = write_weights(&dir, "profile.json", 25000.0, 50.0);
     let out = dir.join("fused");
     let _ = std::fs::remove_dir_all(&out);
-    let o = build(&config, &profile, &out);
+    let o = build_deployment(&config, &profile, &out);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("cold"), "{text}");
     let plan: serde_json::Value =
@@ -307,7 +294,7 @@ fn cycles_are_fused_safely() {
     let plan = plan_json(&config, &profile, &[]);
     assert!(members(&plan, "Frontend").contains(&"Inventory".to_string()));
     let out = dir.join("fused");
-    build(&config, &profile, &out);
+    build_deployment(&config, &profile, &out);
     let o = run_ok(
         faasfuse()
             .arg("run")
@@ -483,7 +470,7 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
             "{plan:#}"
         );
         let out = dir.join(format!("loop-{reentrant}"));
-        build(&c, &weights, &out);
+        build_deployment(&c, &weights, &out);
         let built: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("func_config.json")).unwrap())
                 .unwrap();

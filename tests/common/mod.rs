@@ -276,6 +276,21 @@ pub fn fuse_workflow_in(w: &Workflow, dir: &Path, out: &Path, extra: &[&str]) ->
     serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap()
 }
 
+/// `faasfuse build --config CONFIG --profile PROFILE --out-dir OUT`, which
+/// must succeed.
+pub fn build_deployment(config: &Path, profile: &Path, out: &Path) -> Output {
+    run_ok(
+        faasfuse()
+            .arg("build")
+            .arg("--config")
+            .arg(config)
+            .arg("--profile")
+            .arg(profile)
+            .arg("--out-dir")
+            .arg(out),
+    )
+}
+
 /// Serve `inputs` (a file, one per line) on the local host; its stdout.
 pub fn serve(deploy: &[String], root: &str, inputs: &Path, ipc: bool) -> String {
     let mut cmd = faasfuse();
