@@ -5,11 +5,15 @@
 //! The runtime exports the four entry points and runs fused callees
 //! in-process; every other call still goes to the host.
 
+mod dynamic;
 mod dynsym;
 pub mod eh_frame;
 mod emit;
+mod header;
 mod input;
+mod layout;
 mod relocs;
+mod symtab;
 pub use faasfuse_runtime as runtime;
 
 use std::collections::{BTreeSet, VecDeque};
