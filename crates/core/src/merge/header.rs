@@ -1,12 +1,48 @@
-//! The ELF header and the build-id of the fused image.
+//! The fused image's ELF header, its notes (build-id, CET property) and
+//! the build-id hash.
 
 use object::elf;
 
+use super::layout::{FileOff, BUILD_ID_NOTE};
+
+/// The build-id note, its hash still zero (see [`fill_build_id`]).
+pub fn build_id_note() -> Vec<u8> {
+    let mut note = Vec::new();
+    note.extend_from_slice(&4u32.to_le_bytes());
+    note.extend_from_slice(&20u32.to_le_bytes());
+    note.extend_from_slice(&elf::NT_GNU_BUILD_ID.to_le_bytes());
+    note.extend_from_slice(b"GNU\0");
+    note.extend_from_slice(&[0; 20]);
+    debug_assert_eq!(note.len() as u64, BUILD_ID_NOTE);
+    note
+}
+
+/// The `.note.gnu.property` note with the CET feature bits `cet`.
+pub fn property_note(cet: u32) -> Vec<u8> {
+    let mut n = Vec::new();
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&16u32.to_le_bytes());
+    n.extend_from_slice(&elf::NT_GNU_PROPERTY_TYPE_0.to_le_bytes());
+    n.extend_from_slice(b"GNU\0");
+    n.extend_from_slice(&elf::GNU_PROPERTY_X86_FEATURE_1_AND.to_le_bytes());
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&cet.to_le_bytes());
+    n.extend_from_slice(&0u32.to_le_bytes());
+    n
+}
+
+/// Hash the finished image into its build-id note at `note`.
+pub fn fill_build_id(out: &mut [u8], note: FileOff) {
+    let id = build_id(out);
+    let at = note.at() + 16;
+    out[at..at + 20].copy_from_slice(&id);
+}
+
 pub fn write_elf_header(
     out: &mut [u8],
-    phoff: u64,
+    phoff: FileOff,
     phnum: usize,
-    shoff: u64,
+    shoff: FileOff,
     shnum: usize,
     shstrndx: usize,
     osabi: u8,
@@ -19,8 +55,8 @@ pub fn write_elf_header(
     h.extend_from_slice(&elf::EM_X86_64.to_le_bytes());
     h.extend_from_slice(&u32::from(elf::EV_CURRENT).to_le_bytes());
     h.extend_from_slice(&0u64.to_le_bytes()); // entry
-    h.extend_from_slice(&phoff.to_le_bytes());
-    h.extend_from_slice(&shoff.to_le_bytes());
+    h.extend_from_slice(&phoff.0.to_le_bytes());
+    h.extend_from_slice(&shoff.0.to_le_bytes());
     h.extend_from_slice(&0u32.to_le_bytes()); // flags
     h.extend_from_slice(&64u16.to_le_bytes());
     h.extend_from_slice(&56u16.to_le_bytes());
@@ -33,7 +69,7 @@ pub fn write_elf_header(
 
 /// A 160-bit content hash for the build-id (deterministic, not
 /// cryptographic): five FNV-style lanes over 8-byte words.
-pub fn build_id(bytes: &[u8]) -> [u8; 20] {
+fn build_id(bytes: &[u8]) -> [u8; 20] {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut lanes = [
         0xcbf2_9ce4_8422_2325u64,

@@ -13,7 +13,12 @@ mod header;
 mod input;
 mod layout;
 mod relocs;
+mod sections;
+mod segments;
 mod symtab;
+mod table;
+mod text;
+mod unwind;
 pub use faasfuse_runtime as runtime;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -271,8 +276,9 @@ fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(M
         }
     }
 
-    let out =
-        emit::write(&parts, &plans).with_context(|| format!("fusing into {}", output.display()))?;
+    let out = emit::layout(&parts, &plans)
+        .and_then(emit::write)
+        .with_context(|| format!("fusing into {}", output.display()))?;
     let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     let rpc_sites = out
         .sites

@@ -39,16 +39,33 @@ impl Rela {
 pub struct Rewritten {
     pub relas: Vec<Rela>,
     pub patches: Vec<(u64, u64)>,
+    /// Relocations relative to the fused table, whose address the layout
+    /// decides later (the runtime's one import the merger defines).
+    at_table: Vec<usize>,
+    /// Relocations against unique exports, whose `.dynsym` index is known
+    /// once every import is.
+    unique: Vec<(usize, String)>,
+}
+
+impl Rewritten {
+    /// Fill in what the rewriting left open: the fused table's address and
+    /// the indices of unique exports in the final `syms`.
+    pub fn resolve(&mut self, table: u64, syms: &DynSymtab) {
+        for &i in &self.at_table {
+            self.relas[i].addend += table as i64;
+        }
+        for (i, name) in &self.unique {
+            self.relas[*i].sym = syms.unique_index(name);
+        }
+    }
 }
 
 /// Rewrite `part`'s relocations. `disp` is its displacement, `tls_x` its
-/// block's offset in the combined TLS block, `table` the fused table's
-/// address (the runtime's one import the merger defines).
+/// block's offset in the combined TLS block.
 pub fn rewrite(
     part: &Part,
     disp: u64,
     tls_x: u64,
-    table: u64,
     syms: &mut DynSymtab,
     out: &mut Rewritten,
 ) -> Result<()> {
@@ -75,9 +92,10 @@ pub fn rewrite(
             elf::R_X86_64_64 | elf::R_X86_64_GLOB_DAT | elf::R_X86_64_JUMP_SLOT => match (sym, own)
             {
                 (None, _) => push(out, elf::R_X86_64_64, 0, r.addend),
-                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => out
-                    .relas
-                    .push(Rela::relative(offset, (table as i64 + r.addend) as u64)),
+                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => {
+                    out.at_table.push(out.relas.len());
+                    out.relas.push(Rela::relative(offset, r.addend as u64))
+                }
                 (_, Some(s)) if s.abs => push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend),
                 (_, Some(s)) if s.is_unique_definition() => {
                     let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
@@ -85,7 +103,8 @@ pub fn rewrite(
                     } else {
                         r.r_type
                     };
-                    push(out, t, syms.unique_index(&s.name), r.addend)
+                    out.unique.push((out.relas.len(), s.name.clone()));
+                    push(out, t, 0, r.addend)
                 }
                 (_, Some(s)) if s.st_type() == elf::STT_GNU_IFUNC => {
                     if r.addend != 0 {

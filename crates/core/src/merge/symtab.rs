@@ -4,7 +4,9 @@ use object::elf;
 
 use super::dynsym::{DynSymtab, StrTab};
 use super::input::Part;
-use super::layout::{OutSection, Placement};
+use super::layout::{InAddr, OutAddr, Placement};
+use super::sections::OutSection;
+use super::text::CodeSymbol;
 
 /// `.symtab` naming every image's functions and objects as
 /// `Image::symbol` (local), plus the global entry points.
@@ -13,12 +15,12 @@ pub fn symtab_bytes(
     placements: &[Placement],
     sections: &[OutSection],
     syms: &DynSymtab,
-    code_symbols: &[(String, u64, u64)],
+    code_symbols: &[CodeSymbol],
 ) -> (Vec<u8>, Vec<u8>, u32) {
     let mut strtab = StrTab::new();
     let mut out = vec![0u8; 24];
     // The section that holds the whole symbol (empty sections hold nothing).
-    let shndx = |addr: u64, size: u64| {
+    let shndx = |addr: OutAddr, size: u64| {
         sections
             .iter()
             .position(|s| {
@@ -33,7 +35,7 @@ pub fn symtab_bytes(
     let mut count = 1u32;
     for (p, pl) in parts.iter().zip(placements) {
         for s in &p.symbols {
-            let value = s.value + pl.disp;
+            let value = pl.out(InAddr(s.value));
             let Some(ndx) = shndx(value, s.size) else {
                 continue;
             };
@@ -44,22 +46,22 @@ pub fn symtab_bytes(
             out.push(info);
             out.push(elf::STV_DEFAULT);
             out.extend_from_slice(&ndx.to_le_bytes());
-            out.extend_from_slice(&value.to_le_bytes());
+            out.extend_from_slice(&value.0.to_le_bytes());
             out.extend_from_slice(&s.size.to_le_bytes());
             count += 1;
         }
     }
-    for (name, value, size) in code_symbols {
-        let Some(ndx) = shndx(*value, *size) else {
+    for c in code_symbols {
+        let Some(ndx) = shndx(c.addr, c.size) else {
             continue;
         };
-        let name = strtab.add(name);
+        let name = strtab.add(&c.name);
         out.extend_from_slice(&name.to_le_bytes());
         out.push((elf::STB_LOCAL << 4) | elf::STT_FUNC);
         out.push(elf::STV_DEFAULT);
         out.extend_from_slice(&ndx.to_le_bytes());
-        out.extend_from_slice(&value.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&c.addr.0.to_le_bytes());
+        out.extend_from_slice(&c.size.to_le_bytes());
         count += 1;
     }
     let first_global = count;
