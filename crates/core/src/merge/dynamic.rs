@@ -1,5 +1,4 @@
-//! The fused image's dynamic section and what it lists: needed libraries,
-//! run path, exported symbols, initializer and finalizer arrays, flags.
+//! Writes `.dynamic` and what it lists: needed libraries, exports, init/fini arrays.
 
 use anyhow::Result;
 use object::elf;

@@ -1,8 +1,9 @@
-//! The fused image in two passes: [`layout`] sizes every new content and
-//! places it and every input (inputs' loadable segments as blocks at their
-//! displaced addresses, the new code, one new read-only segment and one new
-//! writable segment, then the non-allocated sections); [`write`] encodes
-//! what needed the places and copies everything into the file.
+//! Lays out the fused image once ([`layout`]), then writes its bytes ([`write`]).
+//!
+//! Layout places the inputs' loadable segments as blocks at their displaced
+//! addresses, the new code, one new read-only segment and one new writable
+//! segment, then the non-allocated sections; write encodes what needed the
+//! places (relocations, unwind tables, `.dynamic`) and copies everything.
 
 use anyhow::Result;
 use object::elf;
@@ -12,7 +13,7 @@ use super::dynsym::{DynSymtab, Encoded, StrTab};
 use super::eh_frame::EhFrameLayout;
 use super::header;
 use super::input::Part;
-use super::layout::{self, Inputs, NewSegments, OutAddr, Placement, Sizes, Slot, TlsBlock};
+use super::layout::{self, Inputs, NewSegments, Placement, Sizes, Slot, TlsBlock};
 use super::relocs::{self, Rela, Rewritten};
 use super::sections::{self, NonAlloc, OutSection};
 use super::segments::{self, Phdr, Segments, PHDR_SIZE};
@@ -20,6 +21,7 @@ use super::symtab::symtab_bytes;
 use super::table::FusedTable;
 use super::text::{Code, NewCode};
 use super::unwind;
+use crate::error::InputError;
 use crate::lower::{SitePlan, SiteRecord};
 
 /// What `write` produced.
@@ -236,7 +238,7 @@ pub fn write(l: Layout) -> Result<Output> {
     let sites = non_alloc.sites.at();
     out[sites..sites + sites_json.len()].copy_from_slice(&sites_json);
     for (vaddr, value) in &rewritten.patches {
-        let off = segments::output_range(&phdrs, OutAddr(*vaddr), 8)
+        let off = segments::output_range(&phdrs, *vaddr, 8)
             .ok_or_else(|| anyhow::anyhow!("internal error: patch outside the file"))?;
         out[off..off + 8].copy_from_slice(&value.to_le_bytes());
     }
@@ -273,9 +275,9 @@ pub fn write(l: Layout) -> Result<Output> {
     for (p, pl) in parts.iter().zip(placements) {
         if let (Some(t), Some(x)) = (p.tls, pl.tls_offset) {
             if t.filesz > 0 {
-                let src = p.bytes_at(t.vaddr, t.filesz).ok_or_else(|| {
-                    anyhow::anyhow!("{}: TLS image outside the file", p.path.display())
-                })?;
+                let src = p
+                    .bytes_at(t.vaddr, t.filesz)
+                    .ok_or_else(|| InputError::new(&p.path, "TLS image outside the file"))?;
                 tdata[x as usize..(x + t.filesz) as usize].copy_from_slice(src);
             }
         }

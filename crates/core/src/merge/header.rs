@@ -1,5 +1,4 @@
-//! The fused image's ELF header, its notes (build-id, CET property) and
-//! the build-id hash.
+//! Writes the ELF header, the notes (build-id, CET property) and the build-id hash.
 
 use object::elf;
 

@@ -105,6 +105,14 @@ pub struct Section {
     pub entsize: u64,
 }
 
+/// A `.debug_*` section: its name, file offset and size.
+#[derive(Debug, Clone)]
+pub struct DebugSection {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Symbol {
     pub name: String,
@@ -148,7 +156,7 @@ pub struct Part {
     pub symbols: Vec<Symbol>,
     /// Addresses of the four worker_v1 entry points.
     pub entry: [u64; 4],
-    pub debug_sections: Vec<(String, u64, u64)>,
+    pub debug_sections: Vec<DebugSection>,
     /// Declared re-entrant: a call into it while it runs is served
     /// in-process by an extra worker instead of going to the host.
     pub reentrant: bool,
@@ -505,8 +513,11 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
         }
         if flags & u64::from(elf::SHF_ALLOC) == 0 {
             if name.starts_with(".debug_") {
-                part.debug_sections
-                    .push((name, s.sh_offset(E), s.sh_size(E)));
+                part.debug_sections.push(DebugSection {
+                    name,
+                    offset: s.sh_offset(E),
+                    size: s.sh_size(E),
+                });
             }
             continue;
         }

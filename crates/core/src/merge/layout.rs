@@ -1,11 +1,11 @@
-//! Where everything goes: each input's displacement and file offsets, the
-//! new code after them, the combined TLS block, and the two new segments.
+//! Places the inputs, the new code, the combined TLS block and the two new segments.
 
 use std::ops::{Add, Sub};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::input::Part;
+use crate::error::InputError;
 
 /// An address in an input image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,9 +165,8 @@ pub fn place_inputs(parts: &[Part]) -> Result<Inputs> {
         let (lo, hi) = p.span();
         let disp = if i == 0 {
             if lo != 0 {
-                bail!(
-                    "{}: root image does not start at address 0",
-                    p.path.display()
+                return Err(
+                    InputError::new(&p.path, "root image does not start at address 0").into(),
                 );
             }
             0

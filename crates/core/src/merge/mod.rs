@@ -4,6 +4,15 @@
 //! dynamic metadata, unwind tables and initializer arrays describe them all.
 //! The runtime exports the four entry points and runs fused callees
 //! in-process; every other call still goes to the host.
+//!
+//! A merge is a pipeline of passes over one `pipeline::MergeContext`:
+//! load (each input parsed once, with its RPC sites) → analyze
+//! (reachability, re-entry) → lower (site plans) → read parts (what the
+//! transplant needs) → `emit::layout` (every input, new content, section
+//! and program header placed once) → `emit::write` (bytes) → verify
+//! (`merge_verified`). The output's parts are written by `dynamic`,
+//! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
+//! `segments`, `symtab`, `table` and `text`.
 
 mod dynamic;
 mod dynsym;

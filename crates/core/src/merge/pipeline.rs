@@ -1,7 +1,8 @@
-//! The merge's passes before the image is laid out, over one context:
-//! load (each input parsed once), analyze (reachability, re-entry), lower
-//! (site plans), and the transplant's view of each input; then the
-//! manifest of what the later passes produced.
+//! The merge's passes before layout, over one context: load, analyze, lower, read parts.
+//!
+//! Load parses each input and finds its RPC sites once; analyze finds
+//! reachability, edges, re-entry and decisions; lower plans the sites;
+//! read_parts takes what the transplant needs from each input.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;

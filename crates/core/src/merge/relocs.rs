@@ -10,6 +10,7 @@ use object::elf;
 
 use super::dynsym::DynSymtab;
 use super::input::{Part, Role};
+use super::layout::OutAddr;
 use super::runtime::TABLE_SYMBOL;
 use crate::error::InputError;
 
@@ -38,7 +39,7 @@ impl Rela {
 #[derive(Default)]
 pub struct Rewritten {
     pub relas: Vec<Rela>,
-    pub patches: Vec<(u64, u64)>,
+    pub patches: Vec<(OutAddr, u64)>,
     /// Relocations relative to the fused table, whose address the layout
     /// decides later (the runtime's one import the merger defines).
     at_table: Vec<usize>,
@@ -146,7 +147,8 @@ pub fn rewrite(
                     let next = r.offset + 8;
                     if !reloc_at.contains(&next) {
                         let word = part.word_at(next).unwrap_or(0);
-                        out.patches.push((next + disp, word.wrapping_add(tls_x)));
+                        out.patches
+                            .push((OutAddr(next + disp), word.wrapping_add(tls_x)));
                     }
                 }
                 (_, Some(_)) => push(out, r.r_type, 0, 0),

@@ -1,5 +1,4 @@
-//! The fused image's section headers: the inputs' sections at their new
-//! places, the new contents, then the non-allocated sections after them.
+//! Writes the section header table: the inputs' sections, the new ones, the non-allocated ones.
 
 use object::elf;
 
@@ -209,22 +208,22 @@ pub fn add_non_alloc(
 ) -> NonAlloc {
     let mut fend = alloc_end.0;
     let mut debug = Vec::new();
-    for (name, off, size) in &root.debug_sections {
+    for d in &root.debug_sections {
         fend = align_up(fend, 8);
         debug.push(DebugCopy {
             to: FileOff(fend),
-            from: *off,
-            size: *size,
+            from: d.offset,
+            size: d.size,
         });
         sections.push(OutSection {
-            name: name.clone(),
+            name: d.name.clone(),
             sh_type: elf::SHT_PROGBITS,
             offset: FileOff(fend),
-            size: *size,
+            size: d.size,
             align: 1,
             ..Default::default()
         });
-        fend += size;
+        fend += d.size;
     }
     fend = align_up(fend, 8);
     let sites = FileOff(fend);

@@ -1,4 +1,4 @@
-//! The fused image's program headers.
+//! Writes the program headers.
 
 use object::elf;
 

@@ -1,4 +1,4 @@
-//! The fused image's `.symtab` and `.strtab`.
+//! Writes `.symtab` and `.strtab`.
 
 use object::elf;
 

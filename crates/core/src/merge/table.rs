@@ -1,5 +1,4 @@
-//! The fused table the runtime reads: a header, one entry per fused image
-//! (name, entry points, flags, RELRO range), then the names.
+//! Writes the fused table the runtime reads: header, one entry per fused image, names.
 
 use super::input::{Part, Role};
 use super::layout::{InAddr, OutAddr, Placement};

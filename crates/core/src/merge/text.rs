@@ -1,5 +1,4 @@
-//! The new code: one thunk per lowered RPC site, then the entry stubs of
-//! the images tier-2 sites call; and the record of every site.
+//! Writes the new code (a thunk per lowered RPC site, entry stubs) and the record of every site.
 
 use anyhow::{bail, Result};
 

@@ -1,5 +1,4 @@
-//! The fused `.eh_frame`: every input's unwind table, each checked against
-//! its own image, plus the new code's.
+//! Collects the fused `.eh_frame`: every input's unwind table (checked), the new code's.
 
 use anyhow::Result;
 
