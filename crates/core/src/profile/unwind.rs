@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
-use object::read::elf::{ElfFile64, ProgramHeader};
+use object::read::elf::ElfFile64;
 use object::{LittleEndian as LE, Object, ObjectSection};
 
 use super::images::{vaddr_of_mapping, Lib};
 use super::perfdata::{Mmap, Sample};
+use crate::elf::{load_segments, Segment};
 
 /// perf's x86 user register numbers.
 const REG_BP: u32 = 6;
@@ -40,23 +41,14 @@ impl Deref for Bytes {
 /// mapping it.
 struct Unwindable {
     data: Arc<Vec<u8>>,
-    /// (file offset, file size, vaddr, executable) of each PT_LOAD.
-    loads: Vec<(u64, u64, u64, bool)>,
+    loads: Vec<Segment>,
     sections: HashMap<&'static str, (u64, Range<usize>)>,
 }
 
 impl Unwindable {
     fn parse(data: Arc<Vec<u8>>) -> Option<Unwindable> {
         let file = ElfFile64::<LE>::parse(&data[..]).ok()?;
-        let loads = file
-            .elf_program_headers()
-            .iter()
-            .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-            .map(|p| {
-                let x = p.p_flags(LE) & object::elf::PF_X != 0;
-                (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
-            })
-            .collect();
+        let loads = load_segments(&file);
         let mut sections = HashMap::new();
         for name in [".text", ".eh_frame", ".eh_frame_hdr", ".got"] {
             if let Some(s) = file.section_by_name(name) {
