@@ -192,22 +192,7 @@ pub fn write(l: Layout) -> Result<Output> {
     } = l;
     let placements = &inputs.placements;
 
-    // Relocations: the inputs', the initializer arrays', the fused table's.
-    rewritten.resolve(new.table.vaddr.0, &syms);
-    let mut relas = rewritten.relas;
-    let words_at = |slot: Slot, v: &[u64]| {
-        (0..v.len())
-            .map(move |i| slot.vaddr + 8 * i as u64)
-            .zip(v.to_vec())
-    };
-    for (at, v) in words_at(new.init_array, &init_fini.init) {
-        relas.push(Rela::relative(at.0, v));
-    }
-    for (at, v) in words_at(new.fini_array, &init_fini.fini) {
-        relas.push(Rela::relative(at.0, v));
-    }
-    relas.extend(table.relas(new.table.vaddr));
-    let relative_count = relocs::sort(&mut relas);
+    let (relas, relative_count) = relocations(&mut rewritten, &syms, &new, &init_fini, &table);
     // GNU extensions in the dynamic tables (unique symbols, IFUNCs) mark the
     // file as GNU ABI, as the link editor does; readers interpret them then.
     let osabi =
@@ -257,13 +242,7 @@ pub fn write(l: Layout) -> Result<Output> {
     put(new.dynstr, &dynstr.bytes);
     put(new.versym, &encoded.versym);
     put(new.verneed, &encoded.verneed);
-    let mut rb = Vec::with_capacity(relas.len() * 24);
-    for r in &relas {
-        rb.extend_from_slice(&r.offset.to_le_bytes());
-        rb.extend_from_slice(&((u64::from(r.sym) << 32) | u64::from(r.r_type)).to_le_bytes());
-        rb.extend_from_slice(&r.addend.to_le_bytes());
-    }
-    put(new.rela, &rb);
+    put(new.rela, &relocs::encode(&relas));
     put(new.eh_frame_hdr, &hdr_bytes);
     put(new.eh_frame, &eh_bytes);
     put(new.dynamic, &dynamic::encode(&dynamic));
@@ -271,18 +250,7 @@ pub fn write(l: Layout) -> Result<Output> {
     put(new.init_array, &words(&init_fini.init));
     put(new.fini_array, &words(&init_fini.fini));
     put(new.table, &table.bytes);
-    let mut tdata = vec![0u8; tls.filesz as usize];
-    for (p, pl) in parts.iter().zip(placements) {
-        if let (Some(t), Some(x)) = (p.tls, pl.tls_offset) {
-            if t.filesz > 0 {
-                let src = p
-                    .bytes_at(t.vaddr, t.filesz)
-                    .ok_or_else(|| InputError::new(&p.path, "TLS image outside the file"))?;
-                tdata[x as usize..(x + t.filesz) as usize].copy_from_slice(src);
-            }
-        }
-    }
-    put(new.tdata, &tdata);
+    put(new.tdata, &tls_image(parts, placements, tls)?);
 
     // Non-allocated sections, section headers, ELF header, build-id.
     for d in &non_alloc.debug {
@@ -319,4 +287,48 @@ pub fn write(l: Layout) -> Result<Output> {
         imports: syms.imports.len(),
         sites: code.records,
     })
+}
+
+/// The output's relocations, sorted, and how many are relative: the
+/// inputs' (completed now that the fused table is placed), the initializer
+/// arrays', the fused table's.
+fn relocations(
+    rewritten: &mut Rewritten,
+    syms: &DynSymtab,
+    new: &NewSegments,
+    init_fini: &InitFini,
+    table: &FusedTable,
+) -> (Vec<Rela>, usize) {
+    rewritten.resolve(new.table.vaddr.0, syms);
+    let mut relas = std::mem::take(&mut rewritten.relas);
+    let words_at = |slot: Slot, v: &[u64]| {
+        (0..v.len())
+            .map(move |i| slot.vaddr + 8 * i as u64)
+            .zip(v.to_vec())
+    };
+    for (at, v) in words_at(new.init_array, &init_fini.init) {
+        relas.push(Rela::relative(at.0, v));
+    }
+    for (at, v) in words_at(new.fini_array, &init_fini.fini) {
+        relas.push(Rela::relative(at.0, v));
+    }
+    relas.extend(table.relas(new.table.vaddr));
+    let relative_count = relocs::sort(&mut relas);
+    (relas, relative_count)
+}
+
+/// The combined TLS initialization image.
+fn tls_image(parts: &[Part], placements: &[Placement], tls: TlsBlock) -> Result<Vec<u8>> {
+    let mut tdata = vec![0u8; tls.filesz as usize];
+    for (p, pl) in parts.iter().zip(placements) {
+        if let (Some(t), Some(x)) = (p.tls, pl.tls_offset) {
+            if t.filesz > 0 {
+                let src = p
+                    .bytes_at(t.vaddr, t.filesz)
+                    .ok_or_else(|| InputError::new(&p.path, "TLS image outside the file"))?;
+                tdata[x as usize..(x + t.filesz) as usize].copy_from_slice(src);
+            }
+        }
+    }
+    Ok(tdata)
 }

@@ -184,3 +184,14 @@ pub fn sort(relas: &mut [Rela]) -> usize {
         .filter(|r| r.r_type == elf::R_X86_64_RELATIVE)
         .count()
 }
+
+/// `.rela.dyn`'s bytes.
+pub fn encode(relas: &[Rela]) -> Vec<u8> {
+    let mut rb = Vec::with_capacity(relas.len() * 24);
+    for r in relas {
+        rb.extend_from_slice(&r.offset.to_le_bytes());
+        rb.extend_from_slice(&((u64::from(r.sym) << 32) | u64::from(r.r_type)).to_le_bytes());
+        rb.extend_from_slice(&r.addend.to_le_bytes());
+    }
+    rb
+}
