@@ -10,7 +10,7 @@ use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader};
 use object::LittleEndian as LE;
 use serde::Serialize;
 
-use crate::elf::Image;
+use crate::elf::{Image, Segment};
 
 const E: LE = LE;
 
@@ -66,10 +66,10 @@ pub fn verify_staged(path: &Path, fd: i32, load_with: Option<&Path>) -> Result<V
         checks.push(Check { name, ok, detail });
     };
     check("entry points", entry_points(&image));
-    let loads = loads(&file);
+    let loads = image.loads();
     check("segments", segments(&file, image.data.len() as u64));
-    check("dynamic entries", dynamic(&file, &loads));
-    check("relocations", relocations(&file, &loads));
+    check("dynamic entries", dynamic(&file, loads));
+    check("relocations", relocations(&file, loads));
     check("eh_frame_hdr", eh_frame_hdr(&file, &image));
     if let Some(exe) = load_with {
         check("load test", load_test(exe, path, fd));
@@ -90,19 +90,10 @@ fn entry_points(image: &Image) -> Result<String> {
 
 type File<'a> = ElfFile64<'a, LE>;
 
-/// (vaddr, memsz, writable) of every PT_LOAD.
-fn loads(file: &File) -> Vec<(u64, u64, bool)> {
-    file.elf_program_headers()
-        .iter()
-        .filter(|p| p.p_type(E) == elf::PT_LOAD)
-        .map(|p| (p.p_vaddr(E), p.p_memsz(E), p.p_flags(E) & elf::PF_W != 0))
-        .collect()
-}
-
-fn in_loads(loads: &[(u64, u64, bool)], addr: u64, len: u64) -> bool {
+fn in_loads(loads: &[Segment], addr: u64, len: u64) -> bool {
     loads
         .iter()
-        .any(|(v, m, _)| addr >= *v && addr + len <= v + m)
+        .any(|s| addr >= s.vaddr && addr + len <= s.vaddr + s.memsz)
 }
 
 fn segments(file: &File, len: u64) -> Result<String> {
@@ -141,7 +132,7 @@ fn segments(file: &File, len: u64) -> Result<String> {
     ))
 }
 
-fn dynamic(file: &File, loads: &[(u64, u64, bool)]) -> Result<String> {
+fn dynamic(file: &File, loads: &[Segment]) -> Result<String> {
     let table = file.elf_section_table();
     let Some((dyns, _)) = table.dynamic(E, file.data())? else {
         bail!("no dynamic section");
@@ -180,7 +171,7 @@ fn dynamic(file: &File, loads: &[(u64, u64, bool)]) -> Result<String> {
     Ok(format!("{n} address entries within loadable segments"))
 }
 
-fn relocations(file: &File, loads: &[(u64, u64, bool)]) -> Result<String> {
+fn relocations(file: &File, loads: &[Segment]) -> Result<String> {
     let data = file.data();
     let table = file.elf_section_table();
     let mut n = 0;

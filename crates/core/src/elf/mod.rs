@@ -33,13 +33,48 @@ pub struct Image {
     pub path: PathBuf,
     pub data: Vec<u8>,
     pub info: ImageInfo,
-    /// PT_LOAD segments: (vaddr, memsz, file offset, filesz).
-    loads: Vec<(u64, u64, u64, u64)>,
-    /// Executable sections: (name, vaddr, file offset, size).
-    code: Vec<(String, u64, u64, u64)>,
+    loads: Vec<Segment>,
+    /// Executable sections but the PLT stubs.
+    code: Vec<CodeSection>,
     /// GOT slots bound to a symbol by a dynamic relocation.
     got_symbols: BTreeMap<u64, String>,
     relocs: Vec<DynReloc>,
+}
+
+/// A `PT_LOAD` segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    /// File offset.
+    pub offset: u64,
+    pub filesz: u64,
+    pub executable: bool,
+}
+
+/// The `PT_LOAD` segments of `file`.
+pub fn load_segments(file: &ElfFile64<LE>) -> Vec<Segment> {
+    let e = LE;
+    file.elf_program_headers()
+        .iter()
+        .filter(|p| p.p_type(e) == elf::PT_LOAD)
+        .map(|p| Segment {
+            vaddr: p.p_vaddr(e),
+            memsz: p.p_memsz(e),
+            offset: p.p_offset(e),
+            filesz: p.p_filesz(e),
+            executable: p.p_flags(e) & elf::PF_X != 0,
+        })
+        .collect()
+}
+
+/// An executable section.
+struct CodeSection {
+    name: String,
+    vaddr: u64,
+    /// File offset.
+    offset: u64,
+    size: u64,
 }
 
 /// One executable section's bytes.
@@ -117,12 +152,12 @@ impl Image {
 
     /// The file bytes from `vaddr` to the end of its segment's file image.
     pub fn bytes_from(&self, vaddr: u64) -> Option<&[u8]> {
-        let (seg_va, _, off, filesz) = self
-            .loads
-            .iter()
-            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr - va < *filesz)?;
-        let start = usize::try_from(off.checked_add(vaddr - seg_va)?).ok()?;
-        let end = usize::try_from(off.saturating_add(*filesz))
+        let seg = self.segment_at(vaddr)?;
+        if vaddr - seg.vaddr >= seg.filesz {
+            return None;
+        }
+        let start = usize::try_from(seg.offset.checked_add(vaddr - seg.vaddr)?).ok()?;
+        let end = usize::try_from(seg.offset.saturating_add(seg.filesz))
             .unwrap_or(usize::MAX)
             .min(self.data.len());
         self.data.get(start..end)
@@ -142,18 +177,30 @@ impl Image {
         Some(&window[..nul])
     }
 
+    /// The `PT_LOAD` segments.
+    pub fn loads(&self) -> &[Segment] {
+        &self.loads
+    }
+
+    /// The segment whose file bytes hold `vaddr`.
+    fn segment_at(&self, vaddr: u64) -> Option<&Segment> {
+        self.loads
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
+    }
+
     /// Every executable section except the PLT stubs.
     pub fn code_ranges(&self) -> Vec<CodeRange<'_>> {
         self.code
             .iter()
-            .filter_map(|(name, va, off, size)| {
-                let start = usize::try_from(*off).ok()?;
+            .filter_map(|c| {
+                let start = usize::try_from(c.offset).ok()?;
                 let bytes = self
                     .data
-                    .get(start..start.checked_add(usize::try_from(*size).ok()?)?)?;
+                    .get(start..start.checked_add(usize::try_from(c.size).ok()?)?)?;
                 Some(CodeRange {
-                    name,
-                    vaddr: *va,
+                    name: &c.name,
+                    vaddr: c.vaddr,
                     bytes,
                 })
             })
@@ -206,15 +253,9 @@ impl Image {
 type File<'a> = ElfFile64<'a, LE>;
 
 /// Loadable segments and executable sections.
-#[allow(clippy::type_complexity)]
-fn layout(file: &File) -> (Vec<(u64, u64, u64, u64)>, Vec<(String, u64, u64, u64)>) {
+fn layout(file: &File) -> (Vec<Segment>, Vec<CodeSection>) {
     let e = LE;
-    let loads = file
-        .elf_program_headers()
-        .iter()
-        .filter(|p| p.p_type(e) == elf::PT_LOAD)
-        .map(|p| (p.p_vaddr(e), p.p_memsz(e), p.p_offset(e), p.p_filesz(e)))
-        .collect();
+    let loads = load_segments(file);
     let table = file.elf_section_table();
     let code = table
         .iter()
@@ -223,7 +264,12 @@ fn layout(file: &File) -> (Vec<(u64, u64, u64, u64)>, Vec<(String, u64, u64, u64
         })
         .filter_map(|s| {
             let name = String::from_utf8_lossy(table.section_name(e, s).ok()?).into_owned();
-            (!name.starts_with(".plt")).then(|| (name, s.sh_addr(e), s.sh_offset(e), s.sh_size(e)))
+            (!name.starts_with(".plt")).then(|| CodeSection {
+                name,
+                vaddr: s.sh_addr(e),
+                offset: s.sh_offset(e),
+                size: s.sh_size(e),
+            })
         })
         .collect();
     (loads, code)

@@ -65,7 +65,7 @@ pub struct DynSymtab {
     index: HashMap<ImportKey, u32>,
     pub exports: Vec<Export>,
     /// `.dynsym` index of each exported `STB_GNU_UNIQUE` symbol, known once
-    /// imports and exports are final (0 before: a counting pass).
+    /// imports and exports are final.
     pub unique: HashMap<String, u32>,
 }
 
@@ -157,7 +157,7 @@ impl DynSymtab {
             .collect();
     }
 
-    /// The `.dynsym` index of the unique export `name` (0 while counting).
+    /// The `.dynsym` index of the unique export `name`.
     pub fn unique_index(&self, name: &str) -> u32 {
         self.unique.get(name).copied().unwrap_or(0)
     }

@@ -4,26 +4,45 @@
 //! dynamic metadata, unwind tables and initializer arrays describe them all.
 //! The runtime exports the four entry points and runs fused callees
 //! in-process; every other call still goes to the host.
+//!
+//! A merge is a pipeline of passes over one `pipeline::MergeContext`:
+//! load (each input parsed once, with its RPC sites) → analyze
+//! (reachability, re-entry) → lower (site plans) → read parts (what the
+//! transplant needs) → `emit::layout` (every input, new content, section
+//! and program header placed once) → `emit::write` (bytes) → verify
+//! (`merge_verified`). The output's parts are written by `dynamic`,
+//! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
+//! `segments`, `symtab`, `table` and `text`.
 
+mod dynamic;
 mod dynsym;
 pub mod eh_frame;
 mod emit;
+mod header;
 mod input;
+mod layout;
+mod pipeline;
 mod relocs;
+mod sections;
+mod segments;
+mod symtab;
+mod table;
+mod text;
+mod unwind;
 pub use faasfuse_runtime as runtime;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::analyze::{find_rpc_sites, Callee, RpcSite};
-use crate::elf::Image;
+use crate::analyze::Callee;
 use crate::error::InputError;
-use crate::lower::{self, Level, SitePlan};
+use crate::lower::Level;
 use crate::spec::FunctionSpec;
 use input::Role;
+use pipeline::MergeContext;
 
 pub use input::decode_relr;
 
@@ -174,233 +193,18 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
     Ok(manifest)
 }
 
-/// Fuse `specs` (root first) into the bytes of the image `output` names.
+/// Fuse `specs` (root first) into the bytes of the image `output` names:
+/// load, analyze, lower, lay out, write. (Verifying is the caller's.)
 fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(Manifest, Vec<u8>)> {
-    crate::spec::check_unique(specs)?;
-    let level = opts.level;
-    opts.check(specs)?;
-    let root = &specs[0];
-    let mut images = Vec::new();
-    for s in specs {
-        let image = Image::load(&s.path)?;
-        image.require_entry_points()?;
-        let sites = find_rpc_sites(&image);
-        images.push((s.clone(), image, sites));
-    }
-
-    // Reachability from the root through RPC sites; a dynamic site can
-    // reach any function.
-    let mut order = vec![0usize];
-    let mut queue = VecDeque::from([0usize]);
-    let mut edges = Vec::new();
-    let mut seen = BTreeSet::from([0usize]);
-    while let Some(i) = queue.pop_front() {
-        let sites = &images[i].2;
-        let dynamic = sites.iter().any(|s| s.callee == Callee::Dynamic);
-        for (j, (spec, _, _)) in images.iter().enumerate() {
-            let constant = sites
-                .iter()
-                .filter(|s| matches!(&s.callee, Callee::Constant(n) if *n == spec.name))
-                .count();
-            if constant == 0 && !dynamic {
-                continue;
-            }
-            edges.push(Edge {
-                caller: images[i].0.name.clone(),
-                callee: spec.name.clone(),
-                sites: if constant > 0 {
-                    constant
-                } else {
-                    sites.iter().filter(|s| s.callee == Callee::Dynamic).count()
-                },
-                may_reenter: false,
-                handling: String::new(),
-            });
-            if seen.insert(j) {
-                order.push(j);
-                queue.push_back(j);
-            }
-        }
-    }
-    for (j, (spec, _, _)) in images.iter().enumerate() {
-        if !seen.contains(&j) {
-            return Err(InputError::new(
-                &spec.path,
-                format!(
-                    "no RPC site of {} or its callees calls {}: nothing to fuse it into",
-                    root.name, spec.name
-                ),
-            )
-            .into());
-        }
-    }
-
-    mark_reentry(&mut edges, &root.name, &opts.reentrant);
-
-    let mut decisions = vec![Decision {
-        function: root.name.clone(),
-        fused: true,
-        reason: "root: the fused image serves it and exports its entry points".into(),
-    }];
-    let mut parts = Vec::new();
-    let mut plans: Vec<Vec<SitePlan>> = Vec::new();
-    let table: Vec<String> = order.iter().map(|&i| images[i].0.name.clone()).collect();
-    let mut input_bytes = 0;
-    let mut slots: Vec<Option<(FunctionSpec, Image, Vec<RpcSite>)>> =
-        images.into_iter().map(Some).collect();
-    for (k, &i) in order.iter().enumerate() {
-        let (spec, image, sites) = slots[i].take().expect("each input once");
-        input_bytes += image.data.len() as u64;
-        if k > 0 {
-            let via: Vec<&str> = edges
-                .iter()
-                .filter(|e| e.callee == spec.name)
-                .map(|e| e.caller.as_str())
-                .collect();
-            decisions.push(Decision {
-                function: spec.name.clone(),
-                fused: true,
-                reason: format!(
-                    "reachable from {} via RPC sites of {}",
-                    root.name,
-                    via.join(", ")
-                ),
-            });
-        }
-        plans.push(lower::plan(&image, &sites, &table, level));
-        let role = if k == 0 { Role::Root } else { Role::Callee };
-        let mut part = input::read_part(image, &spec.name, role)?;
-        part.reentrant = opts.reentrant.contains(&spec.name);
-        // The root runs on its process's own stack, as unfused.
-        part.isolation = if k == 0 {
-            Isolation::None
-        } else {
-            opts.isolation_of(&spec.name)
-        };
-        input::check_supported(&part)?;
-        parts.push(part);
-    }
-    // Direct calls between images reach ±2 GiB: the images together must
-    // fit in that.
-    let span: u64 = parts.iter().map(|p| p.span().1 - p.span().0).sum();
-    if span > MAX_FUSED_SPAN {
-        let big = parts
-            .iter()
-            .max_by_key(|p| p.span().1 - p.span().0)
-            .expect("a root");
-        return Err(InputError::new(
-            &big.path,
-            format!(
-                "the fused image would span {span:#x} bytes, beyond the {MAX_FUSED_SPAN:#x} that direct calls between its images can reach"
-            ),
-        )
-        .into());
-    }
-    let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
-    parts.push(input::read_part(runtime, RUNTIME_NAME, Role::Runtime)?);
-    plans.push(Vec::new());
-
-    let mut notes = Vec::new();
-    for p in &parts[1..] {
-        if !p.debug_sections.is_empty() {
-            notes.push(format!(
-                "{}: debug info of a displaced image is not carried (the root's is)",
-                p.name
-            ));
-        }
-    }
-
-    let out =
-        emit::write(&parts, &plans).with_context(|| format!("fusing into {}", output.display()))?;
-    let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-    let rpc_sites = out
-        .sites
-        .iter()
-        .map(|r| {
-            let reaches = match &r.callee {
-                Callee::Constant(n) if fused.contains(n.as_str()) => {
-                    format!("in-process call of {n}")
-                }
-                Callee::Constant(n) => format!("RPC to {n} through the host (not fused)"),
-                Callee::Dynamic => {
-                    "name looked up at run time: fused callees in-process, others through the host"
-                        .into()
-                }
-            };
-            ManifestSite {
-                image: r.image.clone(),
-                input_address: r.input_address,
-                address: r.address,
-                function: r.function.clone(),
-                callee: r.callee.clone(),
-                tier: r.tier,
-                thunk: r.thunk,
-                handling: format!("{reaches}; tier {}: {}", r.tier, r.reason),
-            }
-        })
-        .collect();
-    let manifest = Manifest {
-        output: output.display().to_string(),
-        root: root.name.clone(),
-        inputs: parts
-            .iter()
-            .zip(&out.placements)
-            .map(|(p, pl)| ManifestInput {
-                name: p.name.clone(),
-                path: p.path.display().to_string(),
-                role: p.role,
-                build_id: p.build_id.clone(),
-                displacement: pl.disp,
-                tls_offset: pl.tls_offset,
-                isolation: p.isolation,
-            })
-            .collect(),
-        edges,
-        rpc_sites,
-        decisions,
-        notes,
-        output_bytes: out.bytes.len() as u64,
-        input_bytes,
-        dynamic_relocations: out.relocations,
-        imports: out.imports,
-    };
+    let mut cx = MergeContext::load(specs, opts)?;
+    cx.analyze()?;
+    cx.lower();
+    cx.read_parts()?;
+    let out = emit::layout(&cx.parts, &cx.plans)
+        .and_then(emit::write)
+        .with_context(|| format!("fusing into {}", output.display()))?;
+    let manifest = cx.manifest(output, &out);
     Ok((manifest, out.bytes))
-}
-
-/// Mark the edges whose call can find the callee running: into the root
-/// (always running), or into a function that reaches the caller (itself
-/// included) without passing through the root. The fused image sends such
-/// a call to the host, as the platform never re-enters a busy process.
-fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
-    // Functions by index, the root first, as the planner's rule numbers them.
-    let mut names = vec![root];
-    for e in edges.iter() {
-        for n in [e.caller.as_str(), e.callee.as_str()] {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    let at = |n: &str| names.iter().position(|&x| x == n).expect("named above");
-    let pairs: Vec<(usize, usize)> = edges
-        .iter()
-        .map(|e| (at(&e.caller), at(&e.callee)))
-        .collect();
-    let marks = crate::plan::reentering_edges(names.len(), &pairs);
-    for (e, m) in edges.iter_mut().zip(marks) {
-        e.may_reenter = m;
-        e.handling = match (m, reentrant.contains(&e.callee)) {
-            (false, _) => "in-process".into(),
-            (true, true) => format!(
-                "in-process; when {} is already running, an extra worker of it serves the call (declared re-entrant)",
-                e.callee
-            ),
-            (true, false) => format!(
-                "in-process when {0} is idle; when {0} is already running the call stays an RPC through the host (the platform never re-enters a busy process; declare {0} re-entrant to serve it in-process)",
-                e.callee
-            ),
-        };
-    }
 }
 
 /// Merge into an unnamed temporary file, verify it, then give it its name:

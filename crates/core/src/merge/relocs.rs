@@ -10,6 +10,7 @@ use object::elf;
 
 use super::dynsym::DynSymtab;
 use super::input::{Part, Role};
+use super::layout::OutAddr;
 use super::runtime::TABLE_SYMBOL;
 use crate::error::InputError;
 
@@ -38,17 +39,34 @@ impl Rela {
 #[derive(Default)]
 pub struct Rewritten {
     pub relas: Vec<Rela>,
-    pub patches: Vec<(u64, u64)>,
+    pub patches: Vec<(OutAddr, u64)>,
+    /// Relocations relative to the fused table, whose address the layout
+    /// decides later (the runtime's one import the merger defines).
+    at_table: Vec<usize>,
+    /// Relocations against unique exports, whose `.dynsym` index is known
+    /// once every import is.
+    unique: Vec<(usize, String)>,
+}
+
+impl Rewritten {
+    /// Fill in what the rewriting left open: the fused table's address and
+    /// the indices of unique exports in the final `syms`.
+    pub fn resolve(&mut self, table: u64, syms: &DynSymtab) {
+        for &i in &self.at_table {
+            self.relas[i].addend += table as i64;
+        }
+        for (i, name) in &self.unique {
+            self.relas[*i].sym = syms.unique_index(name);
+        }
+    }
 }
 
 /// Rewrite `part`'s relocations. `disp` is its displacement, `tls_x` its
-/// block's offset in the combined TLS block, `table` the fused table's
-/// address (the runtime's one import the merger defines).
+/// block's offset in the combined TLS block.
 pub fn rewrite(
     part: &Part,
     disp: u64,
     tls_x: u64,
-    table: u64,
     syms: &mut DynSymtab,
     out: &mut Rewritten,
 ) -> Result<()> {
@@ -75,9 +93,10 @@ pub fn rewrite(
             elf::R_X86_64_64 | elf::R_X86_64_GLOB_DAT | elf::R_X86_64_JUMP_SLOT => match (sym, own)
             {
                 (None, _) => push(out, elf::R_X86_64_64, 0, r.addend),
-                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => out
-                    .relas
-                    .push(Rela::relative(offset, (table as i64 + r.addend) as u64)),
+                (Some(s), _) if part.role == Role::Runtime && s.name == TABLE_SYMBOL => {
+                    out.at_table.push(out.relas.len());
+                    out.relas.push(Rela::relative(offset, r.addend as u64))
+                }
                 (_, Some(s)) if s.abs => push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend),
                 (_, Some(s)) if s.is_unique_definition() => {
                     let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
@@ -85,7 +104,8 @@ pub fn rewrite(
                     } else {
                         r.r_type
                     };
-                    push(out, t, syms.unique_index(&s.name), r.addend)
+                    out.unique.push((out.relas.len(), s.name.clone()));
+                    push(out, t, 0, r.addend)
                 }
                 (_, Some(s)) if s.st_type() == elf::STT_GNU_IFUNC => {
                     if r.addend != 0 {
@@ -127,7 +147,8 @@ pub fn rewrite(
                     let next = r.offset + 8;
                     if !reloc_at.contains(&next) {
                         let word = part.word_at(next).unwrap_or(0);
-                        out.patches.push((next + disp, word.wrapping_add(tls_x)));
+                        out.patches
+                            .push((OutAddr(next + disp), word.wrapping_add(tls_x)));
                     }
                 }
                 (_, Some(_)) => push(out, r.r_type, 0, 0),
@@ -162,4 +183,15 @@ pub fn sort(relas: &mut [Rela]) -> usize {
         .iter()
         .filter(|r| r.r_type == elf::R_X86_64_RELATIVE)
         .count()
+}
+
+/// `.rela.dyn`'s bytes.
+pub fn encode(relas: &[Rela]) -> Vec<u8> {
+    let mut rb = Vec::with_capacity(relas.len() * 24);
+    for r in relas {
+        rb.extend_from_slice(&r.offset.to_le_bytes());
+        rb.extend_from_slice(&((u64::from(r.sym) << 32) | u64::from(r.r_type)).to_le_bytes());
+        rb.extend_from_slice(&r.addend.to_le_bytes());
+    }
+    rb
 }

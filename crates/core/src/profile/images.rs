@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use object::read::elf::{ElfFile64, ProgramHeader};
-use object::LittleEndian as LE;
 
 use super::perfdata::Mmap;
 use super::symbols::Symbols;
 use crate::analyze::{find_rpc_sites, RpcSite};
-use crate::elf::Image;
+use crate::elf::{Image, Segment};
 
 /// A function library given with `--lib [NAME=]LIB.so`.
 pub struct Lib {
@@ -22,8 +20,6 @@ pub struct Lib {
     pub image: Image,
     pub build_id: Option<Vec<u8>>,
     pub sites: Vec<RpcSite>,
-    /// PT_LOAD segments: (file offset, file size, vaddr, executable).
-    loads: Vec<(u64, u64, u64, bool)>,
     canonical: Option<PathBuf>,
     pub symbols: Symbols,
 }
@@ -34,9 +30,6 @@ impl Lib {
         let image = Image::load(path)?;
         let sites = find_rpc_sites(&image);
         let build_id = image.info.build_id.as_deref().and_then(hex_decode);
-        let loads = ElfFile64::<LE>::parse(&image.data[..])
-            .map(|f| load_segments(&f))
-            .unwrap_or_default();
         let symbols = Symbols::new(&image);
         Ok(Lib {
             name: name.to_string(),
@@ -44,7 +37,6 @@ impl Lib {
             image,
             build_id,
             sites,
-            loads,
             symbols,
         })
     }
@@ -52,7 +44,7 @@ impl Lib {
     /// The virtual address that file offset `off` is loaded at, for an
     /// executable mapping starting at `off`.
     pub fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
-        vaddr_of_mapping(&self.loads, off)
+        vaddr_of_mapping(self.image.loads(), off)
     }
 
     /// The name of the function symbol containing `vaddr`.
@@ -65,32 +57,19 @@ impl Lib {
     }
 }
 
-/// (file offset, file size, vaddr, executable) of each PT_LOAD of `file`:
-/// what [`vaddr_of_mapping`] looks mappings up in.
-pub fn load_segments(file: &ElfFile64<LE>) -> Vec<(u64, u64, u64, bool)> {
-    file.elf_program_headers()
-        .iter()
-        .filter(|p| p.p_type(LE) == object::elf::PT_LOAD)
-        .map(|p| {
-            let x = p.p_flags(LE) & object::elf::PF_X != 0;
-            (p.p_offset(LE), p.p_filesz(LE), p.p_vaddr(LE), x)
-        })
-        .collect()
-}
-
 /// The vaddr a mapping at file offset `pgoff` starts at. Mappings start
 /// at page boundaries, segments need not: a segment's pages begin at its
 /// offset and vaddr rounded down. Executable segments are preferred, since
 /// only executable mappings are looked up.
-pub fn vaddr_of_mapping(loads: &[(u64, u64, u64, bool)], pgoff: u64) -> Option<u64> {
+pub fn vaddr_of_mapping(loads: &[Segment], pgoff: u64) -> Option<u64> {
     const PAGE: u64 = 0xfff;
-    let fits = |(o, sz, _, _): &&(u64, u64, u64, bool)| pgoff >= o & !PAGE && pgoff < o + sz;
+    let fits = |s: &&Segment| pgoff >= s.offset & !PAGE && pgoff < s.offset + s.filesz;
     let seg = loads
         .iter()
         .filter(fits)
-        .find(|l| l.3)
+        .find(|s| s.executable)
         .or_else(|| loads.iter().find(fits))?;
-    Some(pgoff - (seg.0 & !PAGE) + (seg.2 & !PAGE))
+    Some(pgoff - (seg.offset & !PAGE) + (seg.vaddr & !PAGE))
 }
 
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {

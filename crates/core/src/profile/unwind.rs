@@ -13,8 +13,9 @@ use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use object::read::elf::ElfFile64;
 use object::{LittleEndian as LE, Object, ObjectSection};
 
-use super::images::{load_segments, vaddr_of_mapping, Lib};
+use super::images::{vaddr_of_mapping, Lib};
 use super::perfdata::{Mmap, Sample};
+use crate::elf::{load_segments, Segment};
 
 /// perf's x86 user register numbers.
 const REG_BP: u32 = 6;
@@ -40,8 +41,7 @@ impl Deref for Bytes {
 /// mapping it.
 struct Unwindable {
     data: Arc<Vec<u8>>,
-    /// (file offset, file size, vaddr, executable) of each PT_LOAD.
-    loads: Vec<(u64, u64, u64, bool)>,
+    loads: Vec<Segment>,
     sections: HashMap<&'static str, (u64, Range<usize>)>,
 }
 
