@@ -77,17 +77,16 @@ struct ff_frame {
     void *owner;
     /* This worker's arena: the outputs of its call's nested calls lie
      * before `top`, kept until its call ends, in chunks of which the
-     * newest ends at `end`. */
+     * newest ends at `end`. The output of the nested call running now is
+     * built in place at [top, cur) (this worker is blocked meanwhile, so
+     * nothing else writes there): one copy per appended byte, and the
+     * callee's appends and commit meet at one cursor. cur == top between
+     * nested calls; cur == end == NULL once an append failed. */
     char *top;
     char *end;
-    /* This call's output so far, [caller->top, out), built in place at the
-     * tail of the caller's arena (the caller is blocked meanwhile, so
-     * nothing else writes there) with room up to out_end: one copy per
-     * appended byte. out == out_end == NULL once an append failed. */
-    char *out;
-    char *out_end;
-    /* The worker this call returns to; NULL for the root's own worker,
-     * which the host calls. Nesting depth is the length of this chain. */
+    char *cur; /* not next to top: gcc would pair their stores in a vector */
+    /* The worker this call returns to; &ff_host for the root's own
+     * worker. Nesting depth is the length of this chain. */
     struct ff_frame *caller;
     int (*call)(void *handle, const char *input, size_t len);
     void *handle;
@@ -128,6 +127,10 @@ struct ff_worker {
 static int ff_relro_failed;
 
 static const char ff_empty[1] = "";
+
+/* The caller of the root's own worker: the host. Its arena has no room, so
+ * the root's appends take the slow path, which hands them to the host. */
+static struct ff_frame ff_host;
 
 static const struct ff_table *ff_table(void)
 {
@@ -222,7 +225,7 @@ static __attribute__((noinline)) int ff_reset_arena(struct ff_frame *f, int rc)
     }
     keep->next = NULL;
     f->chunks = keep;
-    f->base = f->top = keep->data;
+    f->base = f->top = f->cur = keep->data;
     f->end = keep->data + keep->cap;
     return rc;
 }
@@ -243,7 +246,7 @@ static void ff_frame_free(struct ff_frame *f)
 static int ff_grow_output(struct ff_frame *f, size_t len)
 {
     struct ff_frame *c = f->caller;
-    size_t have = (size_t)(f->out - c->top);
+    size_t have = (size_t)(c->cur - c->top);
     if (len > SIZE_MAX / 4 || have > SIZE_MAX / 4)
         return -1;
     size_t need = have + len + 1;
@@ -255,10 +258,18 @@ static int ff_grow_output(struct ff_frame *f, size_t len)
     n->next = c->chunks;
     c->chunks = n;
     c->top = n->data;
+    c->cur = n->data + have;
     c->end = n->data + n->cap;
-    f->out = n->data + have;
-    f->out_end = c->end;
     return 0;
+}
+
+/* The nested call of c ended without an output: its cursor goes back to
+ * `top` (and its room to the end of its newest chunk, after a failed
+ * append). No library call: this runs while an exception unwinds too. */
+static inline __attribute__((always_inline)) void ff_discard_output(struct ff_frame *c)
+{
+    c->cur = c->top;
+    c->end = c->chunks->data + c->chunks->cap;
 }
 
 /* The invoke_fn every fused image's workers get (tier 0: name lookup per
@@ -295,38 +306,41 @@ static __attribute__((noinline)) void ff_append_slow(struct ff_frame *f, const c
         ff_refuse_thread(f, "appended output", NULL);
         return;
     }
-    if (!f->caller) {
+    struct ff_frame *c = f->caller;
+    if (c == &ff_host) {
         struct ff_worker *w = f->w;
         if (w->host_append)
             w->host_append(w->host_ctx, data, len);
         return;
     }
-    if (!f->out)
+    if (!c->cur)
         return; /* an earlier append failed: the output is discarded */
-    if ((size_t)(f->out_end - f->out) <= len && ff_grow_output(f, len) != 0) {
-        f->out = f->out_end = NULL;
+    if ((size_t)(c->end - c->cur) <= len && ff_grow_output(f, len) != 0) {
+        c->cur = c->end = NULL;
         f->base = NULL;
         return;
     }
-    ff_copy(f->out, data, len);
-    f->out += len;
+    ff_copy(c->cur, data, len);
+    c->cur += len;
 }
 
 static void rt_append(void *ctx, const char *data, size_t len)
 {
     struct ff_frame *f = ctx;
-    /* The root's own worker has no room (out_end == out == NULL): its
-     * output goes to the host on the slow path, as do long appends (a
-     * memcpy call would make this function save registers). */
-    char *out;
-    if (__builtin_expect(!f || !ff_runs_here(f) || !data ||
-                             len >= (size_t)(f->out_end - (out = f->out)) ||
-                             !ff_copy_small(out, data, len),
-                         0)) {
+    /* The root's output goes to the host on the slow path (ff_host has no
+     * room), as do long appends (a memcpy call would make this function
+     * save registers). */
+    if (__builtin_expect(!f || !ff_runs_here(f) || !data, 0)) {
         ff_append_slow(f, data, len);
         return;
     }
-    f->out = out + len;
+    struct ff_frame *c = f->caller;
+    char *cur = c->cur;
+    if (__builtin_expect(len >= (size_t)(c->end - cur) || !ff_copy_small(cur, data, len), 0)) {
+        ff_append_slow(f, data, len);
+        return;
+    }
+    c->cur = cur + len;
 }
 
 /* Index of `name` in the table, or SIZE_MAX. */
@@ -364,11 +378,12 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
         return NULL;
     }
     f->in_cap = FF_INPUT_MIN;
-    f->base = f->top = f->chunks->data;
+    f->base = f->top = f->cur = f->chunks->data;
     f->end = f->chunks->data + f->chunks->cap;
     f->w = w;
     f->image = k;
     f->call = im->call;
+    f->caller = &ff_host;
     void *h = NULL;
     *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
     if (*rc != 0) {
@@ -383,7 +398,7 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
 static size_t ff_depth(const struct ff_frame *f)
 {
     size_t d = 0;
-    for (; f->caller; f = f->caller)
+    for (; f->caller != &ff_host; f = f->caller)
         d++;
     return d;
 }
@@ -412,8 +427,10 @@ static void ff_end_root_call(struct ff_frame **root)
  * exception in a saved register. */
 static inline __attribute__((always_inline)) void ff_end_unwound(struct ff_frame **running)
 {
-    if (*running)
+    if (*running) {
         __atomic_store_n(&(*running)->owner, NULL, __ATOMIC_RELEASE);
+        ff_discard_output((*running)->caller);
+    }
 }
 
 /* f->in := input[0, len), NUL-terminated, when that takes a library
@@ -454,14 +471,14 @@ static __attribute__((noinline)) int ff_call_slow(struct ff_frame *caller, size_
 static inline __attribute__((always_inline)) int ff_commit(struct ff_frame *f)
 {
     struct ff_frame *caller = f->caller;
-    char *out = caller->top, *end = f->out;
+    char *out = caller->top, *end = caller->cur;
     size_t n = (size_t)(end - out);
     if (n == 0) {
         /* Takes no room: `top` may be at the chunk's end. */
         *f->ret = ff_empty;
     } else {
         *end = '\0';
-        caller->top = end + 1;
+        caller->top = caller->cur = end + 1;
         *f->ret = out;
     }
     *f->ret_len = n;
@@ -473,8 +490,10 @@ static inline __attribute__((always_inline)) int ff_commit(struct ff_frame *f)
 static __attribute__((noinline)) int ff_finish_slow(struct ff_frame *f, int rc)
 {
     ff_reset_arena(f, 0);
-    if (rc != 0 || !f->out)
-        return ff_fail(f->ret, f->ret_len); /* nothing committed */
+    if (rc != 0 || !f->caller->cur) {
+        ff_discard_output(f->caller);
+        return ff_fail(f->ret, f->ret_len);
+    }
     return ff_commit(f);
 }
 
@@ -499,8 +518,6 @@ ff_run(struct ff_frame *caller, struct ff_frame *f, void *me, const char *input,
     else
         return ff_fail(output, output_len);
     f->caller = caller;
-    f->out = caller->top;
-    f->out_end = caller->end;
     /* Kept in the frame, not in registers saved around the call. */
     f->ret = output;
     f->ret_len = output_len;
