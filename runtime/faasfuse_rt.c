@@ -212,7 +212,8 @@ static struct ff_chunk *ff_chunk_new(size_t cap)
 }
 
 /* f's arena holds nothing again: its nested outputs expire. One chunk up
- * to FF_CHUNK_REUSE stays (there always is one: the first is smaller). */
+ * to FF_CHUNK_REUSE stays (there always is one: the first is smaller).
+ * Returns rc, so that the fused-call path can tail-call it. */
 static __attribute__((noinline)) int ff_reset_arena(struct ff_frame *f, int rc)
 {
     struct ff_chunk *keep = NULL;
@@ -422,9 +423,10 @@ static void ff_end_root_call(struct ff_frame **root)
 
 /* Cleanup of a nested call's frame variable, which is cleared when the
  * callee returns: only an exception unwinding finds it set. The worker is
- * idle again; its arena is reset when a later call of it ends (top !=
- * base), so this does no call that would make the fast path keep the
- * exception in a saved register. */
+ * idle again (an atomic store, as in ff_end_call) and its partial output
+ * is dropped; its own arena is reset when a later call of it ends (top !=
+ * base), so this makes no call, which would make the fast path keep the
+ * exception in one more saved register. */
 static inline __attribute__((always_inline)) void ff_end_unwound(struct ff_frame **running)
 {
     if (*running) {
