@@ -25,6 +25,11 @@ const FLAGS: &[&str] = &[
     "-shared",
     "-fPIC",
     "-O2",
+    // One branch per test of `a || b` on the fused-call path rather than
+    // setcc/or chains (fewer instructions when the first test decides).
+    "--param=logical-op-non-short-circuit=0",
+    // Library calls (cold paths only) through the GOT, without PLT stubs.
+    "-fno-plt",
     "-Wall",
     "-Wextra",
     "-fvisibility=hidden",

@@ -21,15 +21,28 @@
  *   created on first use, serves it in-process;
  * - every fused call gets a private copy of its input followed by a NUL, as
  *   a worker process receives it;
- * - the root's worker serves one call at a time on the thread that called
- *   faas_func_call; a nested call from any other thread (or outside a call)
- *   fails with -1 and one line on stderr, never touching shared state
- *   (nightcore's worker aborts the process in that case).
+ * - a worker's context serves nested calls and appends only on the thread
+ *   running that worker's call; from any other thread, or while it runs no
+ *   call, they fail (-1) with one line on stderr, never touching shared
+ *   state (nightcore's worker aborts the process in that case).
  *
- * Semantics follow the platform: *output is cleared first; a failing callee
- * gives -1 and its output is discarded; a nested output stays valid until
- * the caller's own call ends (it is owned by the caller's frame and freed
- * then); a nesting depth above FF_MAX_DEPTH fails.
+ * Semantics follow the platform: a failing callee gives -1 (*output NULL)
+ * and its output is discarded; a nested output stays valid until the
+ * caller's own call ends (it is kept in the caller's arena, reset then); a
+ * nesting depth above FF_MAX_DEPTH fails.
+ *
+ * A callee flagged FF_IMAGE_ISOLATE_STACK runs on a stack of its own: its
+ * frame's `call` is ff_call_isolated, which switches stacks around the
+ * image's own entry point (faasfuse_stack.h), so the hot path below is the
+ * same for every image. A fault on that stack fails the call, and the
+ * worker stays busy for good: the host serves the function from then on.
+ *
+ * The fused call is the hot path (issue #15): faasfuse_rt_call_image and
+ * rt_append test what they must with one branch each, keep per-call state
+ * in the callee's frame (no allocation), copy short inputs and appends
+ * inline, and hand everything else (long data, a busy or re-entered image,
+ * refusals, failures) to noinline slow paths, so that gcc keeps the fast
+ * path free of library calls and saved registers.
  */
 #define _DEFAULT_SOURCE 1
 
@@ -43,50 +56,75 @@
 #include "faasfuse_rt.h"
 #include "faasfuse_stack.h"
 
-/* A reused buffer holding a NUL-terminated copy (a fused call's input). */
-struct ff_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-};
-
-struct ff_worker;
-
-/* Arena chunk holding nested outputs; the newest chunk is the list head. */
+/* Arena chunk holding nested outputs; the newest chunk heads the list. */
 struct ff_chunk {
     struct ff_chunk *next;
     size_t cap;
-    size_t used;
     char data[];
 };
 
-/* Chunks up to this size are kept for reuse when a call ends. */
+/* A worker keeps one chunk up to this size for reuse when its call ends. */
 #define FF_CHUNK_REUSE (1u << 20)
-#define FF_CHUNK_MIN 4000u /* a multiple of 8 */
+/* First chunk and input buffer of every worker, allocated with it: a call
+ * with small inputs and outputs allocates nothing. */
+#define FF_CHUNK_MIN 4000u
+#define FF_INPUT_MIN 256u
+/* Inputs that ff_copy_small copies always fit: no capacity check. */
+_Static_assert(FF_INPUT_MIN > 16, "input buffer holds a small input and its NUL");
+
+struct ff_worker;
 
 /* One worker of one image; its address is the caller_ctx that image passes
- * back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved. */
+ * back to faasfuse_rt_dispatch/rt_append. Allocated once, never moved.
+ * The fields a fused call touches come first. */
 struct ff_frame {
-    struct ff_worker *w;
-    size_t image;
-    uint32_t depth;    /* nesting depth of the call it runs (0: the root's) */
-    int active;        /* running a call now */
-    int append_failed; /* an append ran out of memory during this call */
-    void *handle;
-    struct ff_frame *extra; /* next worker of a re-entrant image, or NULL */
-    struct ff_buf in;       /* private NUL-terminated copy of this call's input */
-    /* This call's output, built in place at the tail of the caller's arena
-     * (the caller is blocked meanwhile, so nothing else writes there) and
-     * committed when the call succeeds: one copy per appended byte. */
+    /* Thread pointer of the thread running this worker's call, NULL while
+     * it is idle: the one compare that admits a nested call or an append
+     * (atomic: other threads read it). */
+    void *owner;
+    /* This worker's arena: the outputs of its call's nested calls lie
+     * before `top`, kept until its call ends, in chunks of which the
+     * newest ends at `end`. The output of the nested call running now is
+     * built in place at [top, cur) (this worker is blocked meanwhile, so
+     * nothing else writes there): one copy per appended byte, and the
+     * callee's appends and commit meet at one cursor. cur == top between
+     * nested calls; cur == end == NULL once an append failed. */
+    char *top;
+    char *end;
+    char *cur; /* not next to top: gcc would pair their stores in a vector */
+    /* The worker this call returns to; &ff_host for the root's own
+     * worker. Nesting depth is the length of this chain. */
     struct ff_frame *caller;
-    size_t out_len;
-    struct ff_chunk *kept; /* outputs of this call's own nested calls */
-    struct ff_stack *stack; /* its own stack (FF_IMAGE_ISOLATE_STACK), or NULL */
-    int suspect;            /* it faulted: its state is not to be trusted */
+    int (*call)(void *handle, const char *input, size_t len);
+    void *handle;
+    char *in; /* private NUL-terminated copy of this call's input */
+    struct ff_worker *w;
+    const char **ret; /* where this call's output goes */
+    size_t *ret_len;
+    /* `top` when the arena holds nothing; NULL once an append of the
+     * running call failed. Either way, top != base sends the end of the
+     * call to ff_finish_slow. */
+    char *base;
+    /* Slow paths only. */
+    size_t in_cap;
+    struct ff_chunk *chunks; /* newest first */
+    size_t image;
+    struct ff_frame *extra; /* next worker of a re-entrant image, or NULL */
+    /* FF_IMAGE_ISOLATE_STACK: its own stack, and the image's entry point
+     * and handle (`call` and `handle` are ff_call_isolated and the frame). */
+    struct ff_stack *stack;
+    int (*image_call)(void *handle, const char *input, size_t len);
+    void *image_handle;
+    int suspect; /* it faulted: never called or destroyed again */
 };
 
 /* What faas_create_func_worker returns: one worker per fused image. */
 struct ff_worker {
+    /* Images k < fast_count are entered without counting the depth: all
+     * of them while no extra worker runs and count <= FF_MAX_DEPTH (each
+     * image then runs at most once, so the depth stays below count), none
+     * otherwise. */
+    size_t fast_count;
     void *host_ctx;
     faas_invoke_fn host_invoke;
     faas_append_fn host_append;
@@ -94,9 +132,7 @@ struct ff_worker {
     size_t count;
     const char *cached_name; /* last name pointer found in the table ... */
     size_t cached_index;     /* ... and where (re-checked with strcmp) */
-    void *owner;             /* thread running the root's current call ... */
-    int running;             /* ... while this is set (atomic access) */
-    void *stack_thread;      /* thread made ready for isolated stacks */
+    void *stack_thread;      /* the thread made ready for isolated stacks */
     struct ff_frame *frames[]; /* [image]: its one worker */
 };
 
@@ -105,6 +141,10 @@ struct ff_worker {
 static int ff_relro_failed;
 
 static const char ff_empty[1] = "";
+
+/* The caller of the root's own worker: the host. Its arena has no room, so
+ * the root's appends take the slow path, which hands them to the host. */
+static struct ff_frame ff_host;
 
 static const struct ff_table *ff_table(void)
 {
@@ -130,127 +170,138 @@ __attribute__((constructor)) static void ff_protect_relro(void)
     }
 }
 
-/* memcpy for the short copies of the fused-call path (names, small
- * inputs and outputs) without a library call; memcpy beyond 16 bytes. */
-static inline void ff_copy(char *dst, const char *src, size_t n)
+/* Copy n <= 16 bytes without a library call (the short inputs and
+ * appends of the fused-call path): overlapping loads and stores of the
+ * widest size that fits, the shortest sizes tested first. Returns 0,
+ * copying nothing, when n > 16. */
+static inline __attribute__((always_inline)) int ff_copy_small(char *dst, const char *src,
+                                                               size_t n)
 {
-    if (n > 16) {
-        memcpy(dst, src, n);
-    } else if (n >= 8) {
-        uint64_t a, b;
-        __builtin_memcpy(&a, src, 8);
-        __builtin_memcpy(&b, src + n - 8, 8);
-        __builtin_memcpy(dst, &a, 8);
-        __builtin_memcpy(dst + n - 8, &b, 8);
-    } else if (n >= 4) {
+    if (n - 1 < 3) {
+        dst[0] = src[0];
+        if (n > 1) {
+            uint16_t a;
+            __builtin_memcpy(&a, src + n - 2, 2);
+            __builtin_memcpy(dst + n - 2, &a, 2);
+        }
+    } else if (n - 4 < 5) {
         uint32_t a, b;
         __builtin_memcpy(&a, src, 4);
         __builtin_memcpy(&b, src + n - 4, 4);
         __builtin_memcpy(dst, &a, 4);
         __builtin_memcpy(dst + n - 4, &b, 4);
-    } else {
-        for (size_t i = 0; i < n; i++)
-            dst[i] = src[i];
+    } else if (n - 9 < 8) {
+        uint64_t a, b;
+        __builtin_memcpy(&a, src, 8);
+        __builtin_memcpy(&b, src + n - 8, 8);
+        __builtin_memcpy(dst, &a, 8);
+        __builtin_memcpy(dst + n - 8, &b, 8);
+    } else if (n != 0) {
+        return 0;
     }
+    return 1;
 }
 
-/* b := data[0, len) followed by a NUL; the buffer is reused. */
-static int ff_buf_set(struct ff_buf *b, const char *data, size_t len)
+static inline __attribute__((always_inline)) void ff_copy(char *dst, const char *src, size_t n)
 {
-    if (__builtin_expect(len >= b->cap, 0)) {
-        if (len > SIZE_MAX / 2)
-            return -1;
-        size_t cap = len < 64 ? 128 : 2 * len;
-        char *p = malloc(cap);
-        if (!p)
-            return -1;
-        if (len)
-            memcpy(p, data, len);
-        free(b->data);
-        b->data = p;
-        b->cap = cap;
-    } else {
-        ff_copy(b->data, data, len);
-    }
-    b->data[len] = '\0';
-    b->len = len;
-    return 0;
+    if (!ff_copy_small(dst, src, n))
+        memcpy(dst, src, n);
 }
 
-/* Room for `need` bytes at the tail of f's arena, where the output being
- * built (its first `keep` bytes written) moves along if a new chunk is
- * needed; earlier outputs stay where they are. NULL when out of memory. */
-static char *ff_tail(struct ff_frame *f, size_t keep, size_t need)
+/* Does this thread run f's call now? Anything else must not touch f. */
+static inline __attribute__((always_inline)) int ff_runs_here(const struct ff_frame *f)
 {
-    struct ff_chunk *c = f->kept;
-    if (__builtin_expect(c && c->cap - c->used >= need, 1))
-        return c->data + c->used;
-    if (need > SIZE_MAX / 2 - sizeof *c)
-        return NULL;
-    /* Multiples of 8, as every commit advances `used` by one. */
-    size_t cap = need > FF_CHUNK_MIN / 2 ? (2 * need + 7) & ~(size_t)7 : FF_CHUNK_MIN;
-    struct ff_chunk *n = malloc(sizeof *n + cap);
-    if (!n)
-        return NULL;
-    n->next = c;
-    n->cap = cap;
-    n->used = 0;
-    if (keep)
-        memcpy(n->data, c->data + c->used, keep);
-    f->kept = n;
-    return n->data;
+    /* The thread pointer identifies the thread (glibc: pthread_self()). */
+    return __atomic_load_n(&f->owner, __ATOMIC_ACQUIRE) == __builtin_thread_pointer();
 }
 
-/* End of f's call: its nested outputs expire; keep one chunk for reuse. */
-static void ff_free_kept(struct ff_frame *f)
+static struct ff_chunk *ff_chunk_new(size_t cap)
 {
-    struct ff_chunk *c = f->kept;
-    if (!c)
-        return;
-    struct ff_chunk *rest = c->next;
-    if (c->cap > FF_CHUNK_REUSE) {
-        rest = c;
-        f->kept = NULL;
-    } else {
+    struct ff_chunk *c = malloc(sizeof *c + cap);
+    if (c) {
         c->next = NULL;
-        c->used = 0;
+        c->cap = cap;
     }
-    while (rest) {
-        struct ff_chunk *n = rest->next;
-        free(rest);
-        rest = n;
+    return c;
+}
+
+/* f's arena holds nothing again: its nested outputs expire. One chunk up
+ * to FF_CHUNK_REUSE stays (there always is one: the first is smaller).
+ * Returns rc, so that the fused-call path can tail-call it. */
+static __attribute__((noinline)) int ff_reset_arena(struct ff_frame *f, int rc)
+{
+    struct ff_chunk *keep = NULL;
+    for (struct ff_chunk *c = f->chunks, *next; c; c = next) {
+        next = c->next;
+        if (!keep && c->cap <= FF_CHUNK_REUSE)
+            keep = c;
+        else
+            free(c);
     }
+    keep->next = NULL;
+    f->chunks = keep;
+    f->base = f->top = f->cur = keep->data;
+    f->end = keep->data + keep->cap;
+    return rc;
 }
 
 static void ff_frame_free(struct ff_frame *f)
 {
-    ff_free_kept(f);
-    free(f->kept);
-    free(f->in.data);
+    for (struct ff_chunk *c = f->chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    free(f->in);
     free(f);
+}
+
+/* Room for `len` more bytes and the NUL of f's output: a new chunk heads
+ * the caller's arena and the output built so far moves there; earlier
+ * outputs stay where they are. */
+static int ff_grow_output(struct ff_frame *f, size_t len)
+{
+    struct ff_frame *c = f->caller;
+    size_t have = (size_t)(c->cur - c->top);
+    if (len > SIZE_MAX / 4 || have > SIZE_MAX / 4)
+        return -1;
+    size_t need = have + len + 1;
+    struct ff_chunk *n = ff_chunk_new(need > FF_CHUNK_MIN / 2 ? 2 * need : FF_CHUNK_MIN);
+    if (!n)
+        return -1;
+    if (have)
+        memcpy(n->data, c->top, have);
+    n->next = c->chunks;
+    c->chunks = n;
+    c->top = n->data;
+    c->cur = n->data + have;
+    c->end = n->data + n->cap;
+    return 0;
+}
+
+/* The nested call of c ended without an output: its cursor goes back to
+ * `top` (and its room to the end of its newest chunk, after a failed
+ * append). No library call: this runs while an exception unwinds too. */
+static inline __attribute__((always_inline)) void ff_discard_output(struct ff_frame *c)
+{
+    c->cur = c->top;
+    c->end = c->chunks->data + c->chunks->cap;
 }
 
 /* The invoke_fn every fused image's workers get (tier 0: name lookup per
  * call), and what lowered RPC sites call directly: the dispatcher (tier 1)
  * and, through a per-callee entry stub that passes the callee's table index
  * in place of its name, the callee itself (tier 2). `faasfuse merge` finds
- * both by name in this image's symbol table. */
+ * both by name in this image's symbol table. call_image is only reached by
+ * direct jumps: no indirect-branch landing pad. */
 int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
                          const char **output, size_t *output_len);
-int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
-                           const char **output, size_t *output_len);
+__attribute__((nocf_check)) int faasfuse_rt_call_image(void *ctx, size_t k, const char *input,
+                                                       size_t len, const char **output,
+                                                       size_t *output_len);
 
-/* Is this thread the one running the root's current call? Anything else
- * must not touch the worker's frames. */
-static inline int ff_on_owner_thread(const struct ff_worker *w)
-{
-    /* The thread pointer identifies the thread (glibc: pthread_self()) and
-     * costs one load. */
-    return __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) &&
-           w->owner == __builtin_thread_pointer();
-}
-
-static void ff_refuse_thread(const struct ff_frame *f, const char *what, const char *callee)
+static __attribute__((noinline, cold)) void ff_refuse_thread(const struct ff_frame *f,
+                                                             const char *what,
+                                                             const char *callee)
 {
     const struct ff_image *im = &f->w->table->images[f->image];
     fprintf(stderr,
@@ -259,32 +310,52 @@ static void ff_refuse_thread(const struct ff_frame *f, const char *what, const c
             im->name ? im->name : "?", what, callee ? callee : "");
 }
 
-static void rt_append(void *ctx, const char *data, size_t len)
+/* Everything rt_append's fast path leaves out: refusals, the root's own
+ * output (to the host), a failed append, a full chunk. */
+static __attribute__((noinline)) void ff_append_slow(struct ff_frame *f, const char *data,
+                                                     size_t len)
 {
-    struct ff_frame *f = ctx;
     if (!f || !data || len == 0)
         return;
-    struct ff_worker *w = f->w;
-    if (!ff_on_owner_thread(w)) {
+    if (!ff_runs_here(f)) {
         ff_refuse_thread(f, "appended output", NULL);
         return;
     }
-    if (f->image == 0 && f->depth == 0) {
+    struct ff_frame *c = f->caller;
+    if (c == &ff_host) {
+        struct ff_worker *w = f->w;
         if (w->host_append)
             w->host_append(w->host_ctx, data, len);
         return;
     }
-    if (f->append_failed || len > SIZE_MAX / 4) {
-        f->append_failed = 1;
+    if (!c->cur)
+        return; /* an earlier append failed: the output is discarded */
+    if ((size_t)(c->end - c->cur) <= len && ff_grow_output(f, len) != 0) {
+        c->cur = c->end = NULL;
+        f->base = NULL;
         return;
     }
-    char *at = ff_tail(f->caller, f->out_len, f->out_len + len + 1);
-    if (!at) {
-        f->append_failed = 1;
+    ff_copy(c->cur, data, len);
+    c->cur += len;
+}
+
+static void rt_append(void *ctx, const char *data, size_t len)
+{
+    struct ff_frame *f = ctx;
+    /* The root's output goes to the host on the slow path (ff_host has no
+     * room), as do long appends (a memcpy call would make this function
+     * save registers). */
+    if (__builtin_expect(!f || !ff_runs_here(f) || !data, 0)) {
+        ff_append_slow(f, data, len);
         return;
     }
-    ff_copy(at + f->out_len, data, len);
-    f->out_len += len;
+    struct ff_frame *c = f->caller;
+    char *cur = c->cur;
+    if (__builtin_expect(len >= (size_t)(c->end - cur) || !ff_copy_small(cur, data, len), 0)) {
+        ff_append_slow(f, data, len);
+        return;
+    }
+    c->cur = cur + len;
 }
 
 /* Index of `name` in the table, or SIZE_MAX. */
@@ -305,212 +376,354 @@ static size_t ff_lookup(struct ff_worker *w, const char *name)
     return SIZE_MAX;
 }
 
-/* Create a worker of image k. */
+/* f's call on its own stack (f->call of an isolated image; its handle is
+ * f). After a fault: the calls it had made were abandoned mid-way (their
+ * workers are idle again, their outputs gone), and f is marked suspect:
+ * ff_finish_slow leaves it busy for good. */
+static int ff_call_isolated(void *handle, const char *input, size_t len)
+{
+    struct ff_frame *f = handle;
+    struct ff_worker *w = f->w;
+    void *me = __builtin_thread_pointer();
+    if (w->stack_thread != me) {
+        ff_stack_thread_ready();
+        w->stack_thread = me;
+    }
+    int rc = ff_stack_call(f->stack, f->image_call, f->image_handle, input, len);
+    if (__builtin_expect(!f->stack->faulted, 1))
+        return rc;
+    const char *name = w->table->images[f->image].name;
+    fprintf(stderr,
+            "faasfuse: %s faulted (signal %d at %#lx) on its isolated stack: the call fails "
+            "with -1 and the host serves %s from now on\n",
+            name ? name : "?", f->stack->fault_sig, (unsigned long)f->stack->fault_addr,
+            name ? name : "?");
+    f->stack->faulted = 0;
+    for (size_t i = 0; i < w->count; i++)
+        for (struct ff_frame *g = w->frames[i]; g; g = g->extra) {
+            if (g == f || g->suspect || !g->owner)
+                continue;
+            const struct ff_frame *up = g->caller;
+            while (up != &ff_host && up != f)
+                up = up->caller;
+            if (up == f) {
+                __atomic_store_n(&g->owner, NULL, __ATOMIC_RELEASE);
+                ff_reset_arena(g, 0);
+            }
+        }
+    f->suspect = 1;
+    return -1;
+}
+
+/* Create a worker of image k, with its first chunk and input buffer. */
 static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
 {
     const struct ff_image *im = &w->table->images[k];
     *rc = -1;
-    if (!im->create)
+    if (!im->create || !im->call)
         return NULL;
     struct ff_frame *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
+    f->chunks = ff_chunk_new(FF_CHUNK_MIN);
+    f->in = malloc(FF_INPUT_MIN);
+    if (!f->chunks || !f->in) {
+        ff_frame_free(f);
+        return NULL;
+    }
+    f->in_cap = FF_INPUT_MIN;
+    f->base = f->top = f->cur = f->chunks->data;
+    f->end = f->chunks->data + f->chunks->cap;
     f->w = w;
     f->image = k;
+    f->call = im->call;
+    f->caller = &ff_host;
     if (im->flags & FF_IMAGE_ISOLATE_STACK) {
         f->stack = ff_stack_new();
         if (!f->stack) {
-            free(f);
+            ff_frame_free(f);
             return NULL;
         }
+        f->image_call = im->call;
+        f->call = ff_call_isolated;
     }
     void *h = NULL;
     *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
     if (*rc != 0) {
-        free(f);
+        ff_frame_free(f);
         return NULL;
     }
-    f->handle = h;
-    return f;
-}
-
-/* The worker that serves a call into image k now: its one worker when idle;
- * for a re-entrant image, the first idle extra worker (created on first
- * use); NULL when the image is busy and not re-entrant. */
-static struct ff_frame *ff_idle_worker(struct ff_worker *w, size_t k, int *failed)
-{
-    struct ff_frame *f = w->frames[k];
-    *failed = 0;
-    if (!f->active)
-        return f;
-    /* A worker that faulted stays busy for good: the host serves the
-     * function from then on, re-entrant or not. */
-    if (f->suspect || !(w->table->images[k].flags & FF_IMAGE_REENTRANT))
-        return NULL;
-    while (f->active) {
-        if (!f->extra) {
-            int rc;
-            f->extra = ff_frame_new(w, k, &rc);
-            if (!f->extra) {
-                *failed = 1;
-                return NULL;
-            }
-        }
-        f = f->extra;
+    if (f->stack) {
+        f->image_handle = h;
+        f->handle = f;
+    } else {
+        f->handle = h;
     }
     return f;
 }
 
-/* End of a worker's call, on return or while an exception unwinds: it is
- * idle again, and its own nested outputs expire. */
-static void ff_end_call(struct ff_frame **running)
+/* Nesting depth of f's call (0: the root's call from the host). */
+static size_t ff_depth(const struct ff_frame *f)
 {
-    struct ff_frame *f = *running;
+    size_t d = 0;
+    for (; f->caller != &ff_host; f = f->caller)
+        d++;
+    return d;
+}
+
+/* End of a worker's call: it is idle again, and its own nested outputs
+ * expire. */
+static inline __attribute__((always_inline)) void ff_end_call(struct ff_frame *f)
+{
     /* An atomic store: gcc drops a plain one on the unwinding path as dead
      * before the noreturn _Unwind_Resume. */
-    __atomic_store_n(&f->active, 0, __ATOMIC_RELAXED);
-    ff_free_kept(f);
+    __atomic_store_n(&f->owner, NULL, __ATOMIC_RELEASE);
+    if (__builtin_expect(f->top != f->base, 0))
+        ff_reset_arena(f, 0);
 }
 
-/* End of the root's call: no call runs in this process any more. */
-static void ff_end_root_call(struct ff_worker **running)
+/* Cleanup of the root's call. */
+static void ff_end_root_call(struct ff_frame **root)
 {
-    struct ff_worker *w = *running;
-    ff_end_call(&w->frames[0]);
-    __atomic_store_n(&w->running, 0, __ATOMIC_RELEASE);
+    ff_end_call(*root);
+}
+
+/* Cleanup of a nested call's frame variable, which is cleared when the
+ * callee returns: only an exception unwinding finds it set. The worker is
+ * idle again (an atomic store, as in ff_end_call) and its partial output
+ * is dropped; its own arena is reset when a later call of it ends (top !=
+ * base), so this makes no call, which would make the fast path keep the
+ * exception in one more saved register. */
+static inline __attribute__((always_inline)) void ff_end_unwound(struct ff_frame **running)
+{
+    if (*running) {
+        __atomic_store_n(&(*running)->owner, NULL, __ATOMIC_RELEASE);
+        ff_discard_output((*running)->caller);
+    }
+}
+
+/* f->in := input[0, len), NUL-terminated, when that takes a library
+ * call: a longer input, a larger buffer. NULL when out of memory. */
+static __attribute__((noinline)) char *ff_copy_input_slow(struct ff_frame *f, const char *input,
+                                                          size_t len)
+{
+    if (!input)
+        len = 0;
+    if (len >= f->in_cap) {
+        if (len > SIZE_MAX / 2)
+            return NULL;
+        char *p = malloc(2 * len);
+        if (!p)
+            return NULL;
+        free(f->in);
+        f->in = p;
+        f->in_cap = 2 * len;
+    }
+    ff_copy(f->in, input, len);
+    f->in[len] = '\0';
+    return f->in;
+}
+
+static int ff_fail(const char **output, size_t *output_len)
+{
+    *output = NULL;
+    *output_len = 0;
+    return -1;
+}
+
+static __attribute__((noinline)) int ff_call_slow(struct ff_frame *caller, size_t k,
+                                                  const char *input, size_t len,
+                                                  const char **output, size_t *output_len);
+
+/* Commit f's output, built at the tail of its caller's arena: it stays
+ * there, NUL-terminated, until the caller's call ends. */
+static inline __attribute__((always_inline)) int ff_commit(struct ff_frame *f)
+{
+    struct ff_frame *caller = f->caller;
+    char *out = caller->top, *end = caller->cur;
+    size_t n = (size_t)(end - out);
+    if (n == 0) {
+        /* Takes no room: `top` may be at the chunk's end. */
+        *f->ret = ff_empty;
+    } else {
+        *end = '\0';
+        caller->top = caller->cur = end + 1;
+        *f->ret = out;
+    }
+    *f->ret_len = n;
+    return 0;
+}
+
+/* The end of a call that failed, or after which f's arena is reset or an
+ * append failed. */
+static __attribute__((noinline)) int ff_finish_slow(struct ff_frame *f, int rc)
+{
+    ff_reset_arena(f, 0);
+    if (f->suspect) /* busy for good: later calls go to ff_call_slow */
+        __atomic_store_n(&f->owner, (void *)&ff_host, __ATOMIC_RELEASE);
+    if (rc != 0 || !f->caller->cur) {
+        ff_discard_output(f->caller);
+        return ff_fail(f->ret, f->ret_len);
+    }
+    return ff_commit(f);
+}
+
+/* Run one call of the idle worker f for `caller`, on the thread `me`. The
+ * platform's rules: a private NUL-terminated copy of the input; a failing
+ * callee gives -1 and its output is discarded; the output stays valid (in
+ * the caller's arena) until the caller's own call ends. `fast`: inlined in
+ * the entry points, where anything unusual (a long or NULL input) goes to
+ * ff_call_slow, so that no library call sits on this path and only f is
+ * live across the callee's call. */
+static inline __attribute__((always_inline)) int
+ff_run(struct ff_frame *caller, struct ff_frame *f, void *me, const char *input, size_t len,
+       const char **output, size_t *output_len, int fast)
+{
+    char *in = f->in;
+    if (__builtin_expect(input && ff_copy_small(in, input, len), 1))
+        in[len] = '\0';
+    else if (fast)
+        return ff_call_slow(caller, f->image, input, len, output, output_len);
+    else if ((in = ff_copy_input_slow(f, input, len)))
+        len = input ? len : 0;
+    else
+        return ff_fail(output, output_len);
+    f->caller = caller;
+    /* Kept in the frame, not in registers saved around the call. */
+    f->ret = output;
+    f->ret_len = output_len;
+    int rc;
+    {
+        /* An exception thrown by the callee unwinds through here into its
+         * caller (-fexceptions): the cleanup still marks the worker idle. */
+        struct ff_frame *unwinding __attribute__((cleanup(ff_end_unwound))) = f;
+        __atomic_store_n(&f->owner, me, __ATOMIC_RELEASE);
+        rc = f->call(f->handle, in, len);
+        unwinding = NULL;
+    }
+    __atomic_store_n(&f->owner, NULL, __ATOMIC_RELEASE);
+    if (__builtin_expect(rc != 0 || f->top != f->base, 0))
+        return ff_finish_slow(f, rc);
+    return ff_commit(f);
 }
 
 static int ff_host_invoke(struct ff_frame *caller, const char *name, const char *input,
                           size_t len, const char **output, size_t *output_len)
 {
     struct ff_worker *w = caller->w;
-    if (caller->depth + 1 > FF_MAX_DEPTH || !w->host_invoke)
-        return -1;
+    if (ff_depth(caller) + 1 > FF_MAX_DEPTH || !w->host_invoke)
+        return ff_fail(output, output_len);
     return w->host_invoke(w->host_ctx, name, input, len, output, output_len);
+}
+
+struct ff_saved_fast_count {
+    struct ff_worker *w;
+    size_t fast_count;
+};
+
+/* Also while an exception unwinds. */
+static void ff_restore_fast_count(struct ff_saved_fast_count *s)
+{
+    s->w->fast_count = s->fast_count;
+}
+
+/* A call that cannot run on the fast path: bad arguments, the wrong
+ * thread, an image that is running already (an extra worker or the host),
+ * or one that may be too deep. */
+static __attribute__((noinline)) int ff_call_slow(struct ff_frame *caller, size_t k,
+                                                  const char *input, size_t len,
+                                                  const char **output, size_t *output_len)
+{
+    if (!caller || !output || !output_len)
+        return -1;
+    struct ff_worker *w = caller->w;
+    const char *name = k < w->count ? w->table->images[k].name : "?";
+    if (!ff_runs_here(caller)) {
+        ff_refuse_thread(caller, "invoked ", name);
+        return ff_fail(output, output_len);
+    }
+    if (k >= w->count || ff_depth(caller) + 1 > FF_MAX_DEPTH)
+        return ff_fail(output, output_len);
+    void *me = __builtin_thread_pointer();
+    struct ff_frame *f = w->frames[k];
+    if (!f->owner)
+        return ff_run(caller, f, me, input, len, output, output_len, 0);
+    if (f->suspect || !(w->table->images[k].flags & FF_IMAGE_REENTRANT)) {
+        /* Busy and not re-entrant: the platform would send this call to
+         * another process of the function, and so does the host. */
+        return ff_host_invoke(caller, name, input, len, output, output_len);
+    }
+    /* The first idle extra worker, created on first use. */
+    while (f->owner) {
+        if (f->suspect)
+            return ff_host_invoke(caller, name, input, len, output, output_len);
+        if (!f->extra) {
+            int rc;
+            f->extra = ff_frame_new(w, k, &rc);
+            if (!f->extra)
+                return ff_fail(output, output_len);
+        }
+        f = f->extra;
+    }
+    /* An image now runs twice: depths are counted until this call ends. */
+    struct ff_saved_fast_count saved __attribute__((cleanup(ff_restore_fast_count))) = {
+        w, w->fast_count};
+    w->fast_count = 0;
+    return ff_run(caller, f, me, input, len, output, output_len, 0);
+}
+
+/* A dispatch with bad arguments or from the wrong thread. */
+static __attribute__((noinline, cold)) int ff_dispatch_refused(struct ff_frame *caller,
+                                                               const char *name,
+                                                               const char **output,
+                                                               size_t *output_len)
+{
+    if (!caller || !output || !output_len)
+        return -1;
+    if (name)
+        ff_refuse_thread(caller, "invoked ", name);
+    return ff_fail(output, output_len);
 }
 
 int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
                          const char **output, size_t *output_len)
 {
     struct ff_frame *caller = ctx;
-    if (!caller || !output || !output_len)
-        return -1;
-    *output = NULL;
-    *output_len = 0;
-    if (!name)
-        return -1;
+    void *me;
+    if (__builtin_expect(!caller || !name || !output || !output_len ||
+                             (me = __atomic_load_n(&caller->owner, __ATOMIC_ACQUIRE)) !=
+                                 __builtin_thread_pointer(),
+                         0))
+        return ff_dispatch_refused(caller, name, output, output_len);
     struct ff_worker *w = caller->w;
-    if (!ff_on_owner_thread(w)) {
-        ff_refuse_thread(caller, "invoked ", name);
-        return -1;
-    }
     size_t k = ff_lookup(w, name);
     if (k == SIZE_MAX)
         return ff_host_invoke(caller, name, input, len, output, output_len);
-    return faasfuse_rt_call_image(ctx, k, input, len, output, output_len);
+    struct ff_frame *f = w->frames[k];
+    if (__builtin_expect(k >= w->fast_count || __atomic_load_n(&f->owner, __ATOMIC_RELAXED), 0))
+        return ff_call_slow(caller, k, input, len, output, output_len);
+    return ff_run(caller, f, me, input, len, output, output_len, 1);
 }
 
-/* f's call on its own stack. */
-static int ff_call_isolated(struct ff_worker *w, struct ff_frame *f, size_t k)
-{
-    void *self = __builtin_thread_pointer();
-    if (w->stack_thread != self) {
-        ff_stack_thread_ready();
-        w->stack_thread = self;
-    }
-    return ff_stack_call(f->stack, w->table->images[k].call, f->handle, f->in.data, f->in.len);
-}
-
-/* f's call faulted and was cut short: it fails, the calls it had made
- * were abandoned mid-way (their workers are idle again, their outputs
- * gone), and f's image is served by the host from now on. */
-__attribute__((cold, noinline)) static int ff_after_fault(struct ff_worker *w,
-                                                          struct ff_frame *f, size_t k)
-{
-    const struct ff_image *im = w->table->images;
-    fprintf(stderr,
-            "faasfuse: %s faulted (signal %d at %#lx) on its isolated stack: the call fails "
-            "with -1 and the host serves %s from now on\n",
-            im[k].name ? im[k].name : "?", f->stack->fault_sig,
-            (unsigned long)f->stack->fault_addr, im[k].name ? im[k].name : "?");
-    f->stack->faulted = 0;
-    for (size_t i = 0; i < w->count; i++)
-        for (struct ff_frame *g = w->frames[i]; g; g = g->extra)
-            if (g->active && g->depth > f->depth)
-                ff_end_call(&g);
-    f->suspect = 1;
-    f->active = 1;
-    if (w->frames[k] != f) {
-        w->frames[k]->suspect = 1;
-        w->frames[k]->active = 1;
-    }
-    return -1;
-}
-
-int faasfuse_rt_call_image(void *ctx, size_t k, const char *input, size_t len,
-                           const char **output, size_t *output_len)
+__attribute__((nocf_check)) int faasfuse_rt_call_image(void *ctx, size_t k, const char *input,
+                                                       size_t len, const char **output,
+                                                       size_t *output_len)
 {
     struct ff_frame *caller = ctx;
-    if (!caller || !output || !output_len)
-        return -1;
-    *output = NULL;
-    *output_len = 0;
-    struct ff_worker *w = caller->w;
-    if (k >= w->count)
-        return -1;
-    if (!ff_on_owner_thread(w)) {
-        ff_refuse_thread(caller, "invoked ", w->table->images[k].name);
-        return -1;
-    }
-    uint32_t depth = caller->depth + 1;
-    if (depth > FF_MAX_DEPTH)
-        return -1;
-    int failed;
-    struct ff_frame *f = ff_idle_worker(w, k, &failed);
-    if (!f) {
-        if (failed)
-            return -1;
-        /* Busy and not re-entrant: the platform would send this call to
-         * another process of the function, and so does the host. */
-        return ff_host_invoke(caller, w->table->images[k].name, input, len, output,
-                              output_len);
-    }
-    /* A private NUL-terminated copy, as a worker process receives it. */
-    if (!input)
-        len = 0;
-    if (ff_buf_set(&f->in, input, len) != 0)
-        return -1;
-    f->caller = caller;
-    f->out_len = 0;
-    f->append_failed = 0;
-    f->depth = depth;
-    int rc;
-    {
-        /* An exception thrown by the callee unwinds through here into its
-         * caller (-fexceptions): the cleanup still ends the call. */
-        struct ff_frame *running __attribute__((cleanup(ff_end_call))) = f;
-        f->active = 1;
-        if (__builtin_expect(f->stack != NULL, 0))
-            rc = ff_call_isolated(w, f, k);
-        else
-            rc = w->table->images[k].call(f->handle, f->in.data, f->in.len);
-    }
-    if (__builtin_expect(f->stack && f->stack->faulted, 0))
-        return ff_after_fault(w, f, k);
-    if (rc != 0 || f->append_failed)
-        return -1; /* nothing committed: the output is discarded */
-    if (f->out_len == 0) {
-        *output = ff_empty;
-        return 0;
-    }
-    /* Commit the output built at the tail of the caller's arena. */
-    struct ff_chunk *c = caller->kept;
-    char *out = c->data + c->used;
-    out[f->out_len] = '\0';
-    c->used += (f->out_len + 1 + 7) & ~(size_t)7;
-    *output = out;
-    *output_len = f->out_len;
-    return 0;
+    struct ff_worker *w;
+    struct ff_frame *f;
+    void *me;
+    /* The caller runs on this thread (its owner, also the callee's owner
+     * now); k < fast_count: k is in the table, and the depth needs no
+     * count; the callee is idle. */
+    if (__builtin_expect(!caller || !output || !output_len ||
+                             (me = __atomic_load_n(&caller->owner, __ATOMIC_ACQUIRE)) !=
+                                 __builtin_thread_pointer() ||
+                             k >= (w = caller->w)->fast_count ||
+                             __atomic_load_n(&(f = w->frames[k])->owner, __ATOMIC_RELAXED),
+                         0))
+        return ff_call_slow(caller, k, input, len, output, output_len);
+    return ff_run(caller, f, me, input, len, output, output_len, 1);
 }
 
 int faas_init(void)
@@ -537,7 +750,7 @@ static void ff_destroy_frames(struct ff_worker *w, size_t from)
         while (f) {
             struct ff_frame *next = f->extra;
             if (im[k].destroy && !f->suspect)
-                im[k].destroy(f->handle);
+                im[k].destroy(f->stack ? f->image_handle : f->handle);
             ff_frame_free(f);
             f = next;
         }
@@ -562,6 +775,7 @@ int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append
     w->host_append = append;
     w->table = t;
     w->count = (size_t)t->count;
+    w->fast_count = w->count <= FF_MAX_DEPTH ? w->count : 0;
     for (size_t k = w->count; k-- > 0;) {
         int rc;
         w->frames[k] = ff_frame_new(w, k, &rc);
@@ -580,12 +794,9 @@ int faas_func_call(void *handle, const char *input, size_t input_len)
     struct ff_worker *w = handle;
     if (!w)
         return -1;
-    struct ff_frame *root = w->frames[0];
-    struct ff_worker *running __attribute__((cleanup(ff_end_root_call))) = w;
-    w->owner = __builtin_thread_pointer();
-    __atomic_store_n(&w->running, 1, __ATOMIC_RELEASE);
-    root->active = 1;
-    return w->table->images[0].call(root->handle, input, input_len);
+    struct ff_frame *running __attribute__((cleanup(ff_end_root_call))) = w->frames[0];
+    __atomic_store_n(&running->owner, __builtin_thread_pointer(), __ATOMIC_RELEASE);
+    return running->call(running->handle, input, input_len);
 }
 
 /* The root's worker first, then the callees' in table order (the reverse

@@ -55,11 +55,11 @@ fn relocate(x: &Instruction, disp: u64) -> Instruction {
     y
 }
 
-/// A `call [mem]` operand read into `r11` from the thunk.
-fn load_target(call: &Instruction, disp: u64) -> Result<Instruction> {
+/// The `call [mem]` operand as the thunk addresses it.
+fn target_operand(call: &Instruction, disp: u64) -> MemoryOperand {
     let m = relocate(call, disp);
     let displ = m.memory_displacement64() as i64;
-    let mem = MemoryOperand::new(
+    MemoryOperand::new(
         m.memory_base(),
         m.memory_index(),
         m.memory_index_scale(),
@@ -67,24 +67,35 @@ fn load_target(call: &Instruction, disp: u64) -> Result<Instruction> {
         if displ == 0 { 0 } else { 1 },
         false,
         m.memory_segment(),
-    );
-    Ok(Instruction::with2(Code::Mov_r64_rm64, Register::R11, mem)?)
+    )
 }
 
 /// The thunk of a lowered site placed at `at`, the site's image displaced
 /// by `disp`; `dispatch` is the runtime's dispatcher and `dest` where the
-/// guarded call goes.
+/// guarded call goes. A target in memory is compared and, when it is not
+/// the dispatcher, jumped to in place (no load into a register first).
 pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) -> Result<Vec<u8>> {
     let mut insns: Vec<Instruction> = l.moved.iter().map(|x| relocate(x, disp)).collect();
-    let (target, retpoline) = match l.target {
-        Target::Reg(r) => (r, None),
-        Target::Mem(call) => {
-            insns.push(load_target(&call, disp)?);
-            (Register::R11, None)
-        }
-        Target::Retpoline(r, thunk) => (r, Some(thunk.wrapping_add(disp))),
+    let uses = |target: Target, r: Register| match target {
+        Target::Reg(t) | Target::Retpoline(t, _) => t == r,
+        Target::Mem(call) => call.memory_base() == r || call.memory_index() == r,
     };
-    let scratch = if target == Register::R10 {
+    let mut target = l.target;
+    if uses(target, Register::R10) && uses(target, Register::R11) {
+        // No scratch register is left beside the operand: load the target.
+        let Target::Mem(call) = target else {
+            unreachable!("a register target uses one register")
+        };
+        insns.push(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::R11,
+            target_operand(&call, disp),
+        )?);
+        target = Target::Reg(Register::R11);
+    }
+    // The register that holds the dispatcher's address: r10, unless the
+    // target's register or memory operand uses it.
+    let scratch = if uses(target, Register::R10) {
         Register::R11
     } else {
         Register::R10
@@ -94,7 +105,14 @@ pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) ->
         scratch,
         MemoryOperand::with_base_displ(Register::RIP, dispatch as i64),
     )?);
-    insns.push(Instruction::with2(Code::Cmp_rm64_r64, target, scratch)?);
+    insns.push(match target {
+        Target::Reg(r) | Target::Retpoline(r, _) => {
+            Instruction::with2(Code::Cmp_rm64_r64, r, scratch)?
+        }
+        Target::Mem(call) => {
+            Instruction::with2(Code::Cmp_rm64_r64, target_operand(&call, disp), scratch)?
+        }
+    });
     // Sizes do not depend on addresses (rel32 and disp32 forms), so the
     // fallback's address is known from a first encoding.
     let mut jne = Instruction::with_branch(Code::Jne_rel32_64, at)?;
@@ -103,10 +121,13 @@ pub fn thunk_bytes(l: &Lowered, disp: u64, at: u64, dispatch: u64, dest: u64) ->
     jne.set_near_branch64(at + head + 6 + 5);
     insns.push(jne);
     insns.push(jmp);
-    insns.push(match retpoline {
+    insns.push(match target {
+        Target::Reg(r) => Instruction::with1(Code::Jmp_rm64, r)?,
+        Target::Mem(call) => Instruction::with1(Code::Jmp_rm64, target_operand(&call, disp))?,
         // Not the dispatcher: through the retpoline thunk, as before.
-        Some(thunk) => Instruction::with_branch(Code::Jmp_rel32_64, thunk)?,
-        None => Instruction::with1(Code::Jmp_rm64, target)?,
+        Target::Retpoline(_, thunk) => {
+            Instruction::with_branch(Code::Jmp_rel32_64, thunk.wrapping_add(disp))?
+        }
     });
     encode_all(&insns, at)
 }
@@ -262,17 +283,21 @@ mod tests {
         assert_eq!(t[0].memory_base(), Register::RSP);
         assert_eq!(t[0].memory_displacement64(), 0x18);
         assert_eq!(t[1].ip_rel_memory_address(), 0x100c + 0x100 + disp);
-        // The target read into r11 and compared with the dispatcher.
-        assert_eq!(t[2].op0_register(), Register::R11);
-        assert_eq!(t[2].memory_base(), Register::RBX);
-        assert_eq!(t[3].ip_rel_memory_address(), 0x50000);
-        assert_eq!(t[4].mnemonic(), Mnemonic::Cmp);
-        assert_eq!(t[5].mnemonic(), Mnemonic::Jne);
-        assert_eq!(t[5].near_branch_target(), t[7].ip());
-        assert_eq!(t[6].near_branch_target(), 0x60000);
-        assert_eq!(t[7].mnemonic(), Mnemonic::Jmp);
-        assert_eq!(t[7].op0_register(), Register::R11);
-        assert_eq!(t.len(), 8);
+        // The target compared in memory with the dispatcher (in r10) ...
+        assert_eq!(t[2].op0_register(), Register::R10);
+        assert_eq!(t[2].ip_rel_memory_address(), 0x50000);
+        assert_eq!(t[3].mnemonic(), Mnemonic::Cmp);
+        assert_eq!(t[3].memory_base(), Register::RBX);
+        assert_eq!(t[3].memory_displacement64(), 8);
+        assert_eq!(t[3].op1_register(), Register::R10);
+        assert_eq!(t[4].mnemonic(), Mnemonic::Jne);
+        assert_eq!(t[4].near_branch_target(), t[6].ip());
+        assert_eq!(t[5].near_branch_target(), 0x60000);
+        // ... and jumped to through the same operand when it is not.
+        assert_eq!(t[6].mnemonic(), Mnemonic::Jmp);
+        assert_eq!(t[6].memory_base(), Register::RBX);
+        assert_eq!(t[6].memory_displacement64(), 8);
+        assert_eq!(t.len(), 7);
 
         let (start, patch) = patch_site(&l, disp, at).unwrap();
         assert_eq!(start, 0x1000 + disp);
@@ -311,6 +336,53 @@ mod tests {
         // Other reads of rsp are not this form.
         let add = decode(&[0x49, 0x01, 0xe0], 0); // add r8, rsp
         assert_eq!(mov_from_rsp(&add[0]), None);
+    }
+
+    #[test]
+    fn target_in_memory_addressed_by_r10_and_r11_is_loaded_first() {
+        // call [r10+r11*8]
+        let insns = decode(&[0x43, 0xff, 0x14, 0xda], 0x1000);
+        assert_eq!(insns[0].memory_base(), Register::R10);
+        let l = Lowered {
+            tier: 1,
+            dest: super::super::Dest::Dispatch,
+            window_start: 0x1000,
+            call_end: 0x1004,
+            moved: Vec::new(),
+            target: Target::Mem(insns[0]),
+            thunk_size: 0,
+        };
+        let t = decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000);
+        assert_eq!(t[0].mnemonic(), Mnemonic::Mov);
+        assert_eq!(t[0].op0_register(), Register::R11);
+        assert_eq!(t[0].memory_base(), Register::R10);
+        assert_eq!(t[0].memory_index(), Register::R11);
+        assert_eq!(t[1].op0_register(), Register::R10);
+        assert_eq!(t[2].op0_register(), Register::R11);
+        assert_eq!(t[2].op1_register(), Register::R10);
+        assert_eq!(t[5].op0_register(), Register::R11);
+        assert_eq!(t.len(), 6);
+    }
+
+    #[test]
+    fn target_in_memory_addressed_by_r10_compares_with_r11() {
+        // call [r10+8]
+        let insns = decode(&[0x41, 0xff, 0x52, 0x08], 0x1000);
+        let l = Lowered {
+            tier: 1,
+            dest: super::super::Dest::Dispatch,
+            window_start: 0x1000,
+            call_end: 0x1004,
+            moved: Vec::new(),
+            target: Target::Mem(insns[0]),
+            thunk_size: 0,
+        };
+        let t = decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000);
+        assert_eq!(t[0].op0_register(), Register::R11);
+        assert_eq!(t[1].memory_base(), Register::R10);
+        assert_eq!(t[1].op1_register(), Register::R11);
+        assert_eq!(t[4].memory_base(), Register::R10);
+        assert_eq!(t.len(), 5);
     }
 
     #[test]
