@@ -71,7 +71,14 @@ pub fn check_unique(specs: &[FunctionSpec]) -> Result<()> {
 /// callee name the libraries' RPC sites use.
 pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<FunctionSpec>> {
     let mut known: Vec<String> = root.map(str::to_string).into_iter().collect();
-    for a in args {
+    // Names are read from the libraries' RPC sites only when some library
+    // has none given: then every library is parsed once more later.
+    let named = |a: &String| {
+        a.split_once('=')
+            .is_some_and(|(n, _)| !n.is_empty() && !n.contains('/'))
+    };
+    let infer = !args.iter().all(named);
+    for a in args.iter().filter(|_| infer) {
         let spec = FunctionSpec::parse(a, &[]);
         let image = crate::elf::Image::load(&spec.path)?;
         known.extend(crate::analyze::constant_callees(
