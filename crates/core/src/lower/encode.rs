@@ -338,11 +338,9 @@ mod tests {
         assert_eq!(mov_from_rsp(&add[0]), None);
     }
 
-    #[test]
-    fn target_in_memory_addressed_by_r10_and_r11_is_loaded_first() {
-        // call [r10+r11*8]
-        let insns = decode(&[0x43, 0xff, 0x14, 0xda], 0x1000);
-        assert_eq!(insns[0].memory_base(), Register::R10);
+    /// The decoded tier-1 thunk of the 4-byte indirect call `call`, at 0x1000.
+    fn dispatch_thunk_of(call: &[u8]) -> Vec<Instruction> {
+        let insns = decode(call, 0x1000);
         let l = Lowered {
             tier: 1,
             dest: super::super::Dest::Dispatch,
@@ -352,7 +350,13 @@ mod tests {
             target: Target::Mem(insns[0]),
             thunk_size: 0,
         };
-        let t = decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000);
+        decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000)
+    }
+
+    #[test]
+    fn target_in_memory_addressed_by_r10_and_r11_is_loaded_first() {
+        // call [r10+r11*8]
+        let t = dispatch_thunk_of(&[0x43, 0xff, 0x14, 0xda]);
         assert_eq!(t[0].mnemonic(), Mnemonic::Mov);
         assert_eq!(t[0].op0_register(), Register::R11);
         assert_eq!(t[0].memory_base(), Register::R10);
@@ -367,17 +371,7 @@ mod tests {
     #[test]
     fn target_in_memory_addressed_by_r10_compares_with_r11() {
         // call [r10+8]
-        let insns = decode(&[0x41, 0xff, 0x52, 0x08], 0x1000);
-        let l = Lowered {
-            tier: 1,
-            dest: super::super::Dest::Dispatch,
-            window_start: 0x1000,
-            call_end: 0x1004,
-            moved: Vec::new(),
-            target: Target::Mem(insns[0]),
-            thunk_size: 0,
-        };
-        let t = decode(&thunk_bytes(&l, 0, 0x4000, 0x5000, 0x6000).unwrap(), 0x4000);
+        let t = dispatch_thunk_of(&[0x41, 0xff, 0x52, 0x08]);
         assert_eq!(t[0].op0_register(), Register::R11);
         assert_eq!(t[1].memory_base(), Register::R10);
         assert_eq!(t[1].op1_register(), Register::R11);
