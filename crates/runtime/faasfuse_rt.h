@@ -9,7 +9,7 @@
  * callees. Every pointer and address in the table is a run-time address
  * (the merger emits R_X86_64_RELATIVE relocations for them).
  *
- * The layout is fixed; src/merge/runtime.rs mirrors the sizes and offsets.
+ * The layout is fixed; src/lib.rs of this crate mirrors the sizes and offsets.
  */
 #ifndef FAASFUSE_RT_H
 #define FAASFUSE_RT_H
@@ -22,7 +22,7 @@
 /* "FFTABLE1" read as a little-endian 64-bit integer. */
 #define FF_TABLE_MAGIC UINT64_C(0x31454c4241544646)
 
-/* Deepest nesting served, as the host does (src/host/library.rs MAX_DEPTH). */
+/* Deepest nesting served, as the host does (crates/host/src/library.rs MAX_DEPTH). */
 #define FF_MAX_DEPTH 64
 
 /* ff_image.flags: the function tolerates re-entry in one process, so a
