@@ -125,9 +125,7 @@ fn read_record(path: &Path, n: usize, raw: &str, lib: &Lib, acc: &mut Acc) -> Re
             let from = location(path, n, lib, fk, fname, foff)?;
             let to = location(path, n, lib, tk, tname, toff)?;
             if let Some(from) = from {
-                let e = acc.branches.entry((from, to)).or_default();
-                e.0 += count;
-                e.1 += mispred;
+                acc.branches.add(from, to, count, mispred);
             }
         }
         [k, name, off, count] => {
@@ -181,9 +179,7 @@ pub(crate) fn read_preaggregated(
                 let (count, mispred) = (dec_u64(path, n, count)?, dec_u64(path, n, mispred)?);
                 if let Some(l) = lf {
                     let to = (lt == Some(l)).then_some(to);
-                    let e = accs[l].branches.entry((from, to)).or_default();
-                    e.0 += count;
-                    e.1 += mispred;
+                    accs[l].branches.add(from, to, count, mispred);
                 }
             }
             ["T", from, to, _ft_end, count] => {
@@ -192,7 +188,7 @@ pub(crate) fn read_preaggregated(
                 let count = dec_u64(path, n, count)?;
                 if let Some(l) = lf {
                     let to = (lt == Some(l)).then_some(to);
-                    accs[l].branches.entry((from, to)).or_default().0 += count;
+                    accs[l].branches.add(from, to, count, 0);
                 }
             }
             ["S", at, count] => {
