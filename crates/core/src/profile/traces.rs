@@ -137,7 +137,9 @@ fn split_functions(lib: &Lib) -> HashSet<u64> {
 /// boundaries.
 pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u64) {
     let mut all: Vec<(Trace, u64)> = traces.iter().collect();
-    all.sort_unstable_by_key(|t| t.0);
+    // By start only: each function's traces together (the edges are
+    // sorted at the end).
+    all.sort_unstable_by_key(|t| t.0 .0);
     let split = split_functions(lib);
     let threads = threads.clamp(1, 64).min(all.len() / 65536 + 1);
     let mut parts: Vec<&[(Trace, u64)]> = Vec::new();
@@ -155,17 +157,18 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
         parts.push(a);
         rest = b;
     }
+    // Each part sorts its edges: parts hold functions in address order, so
+    // the sorted parts joined are (nearly always) sorted already.
+    let sorted_in = |p: &[(Trace, u64)]| {
+        let (mut e, bad) = fallthroughs_in(lib, p, &split);
+        e.sort_unstable_by_key(|e| e.0);
+        (e, bad)
+    };
     let results: Vec<(Edges, u64)> = if parts.len() <= 1 {
-        parts
-            .iter()
-            .map(|p| fallthroughs_in(lib, p, &split))
-            .collect()
+        parts.iter().map(|p| sorted_in(p)).collect()
     } else {
         std::thread::scope(|sc| {
-            let hs: Vec<_> = parts
-                .iter()
-                .map(|p| sc.spawn(|| fallthroughs_in(lib, p, &split)))
-                .collect();
+            let hs: Vec<_> = parts.iter().map(|p| sc.spawn(|| sorted_in(p))).collect();
             hs.into_iter()
                 .map(|h| h.join().unwrap_or_default())
                 .collect()
@@ -177,7 +180,9 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
         out.extend(o);
         bad += b;
     }
-    out.sort_unstable_by_key(|e| e.0);
+    if !out.windows(2).all(|w| w[0].0 <= w[1].0) {
+        out.sort_unstable_by_key(|e| e.0);
+    }
     let mut merged: Edges = Vec::with_capacity(out.len());
     for (k, n) in out {
         match merged.last_mut() {
