@@ -139,7 +139,7 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
     let mut all: Vec<(Trace, u64)> = traces.iter().collect();
     // By start only: each function's traces together (the edges are
     // sorted at the end).
-    all.sort_unstable_by_key(|t| t.0 .0);
+    par_sort_by_key(&mut all, threads, |t| t.0 .0);
     let split = split_functions(lib);
     let threads = threads.clamp(1, 64).min(all.len() / 65536 + 1);
     let mut parts: Vec<&[(Trace, u64)]> = Vec::new();
@@ -191,6 +191,27 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
         }
     }
     (merged, bad)
+}
+
+/// Sort `v` by `key` (unstably) on up to `threads` threads: split at the
+/// median, then each half sorted on its own.
+pub fn par_sort_by_key<T: Send, K: Ord>(
+    v: &mut [T],
+    threads: usize,
+    key: impl Fn(&T) -> K + Copy + Send + Sync,
+) {
+    if threads < 2 || v.len() < 1 << 16 {
+        v.sort_unstable_by_key(key);
+        return;
+    }
+    let mid = v.len() / 2;
+    v.select_nth_unstable_by_key(mid, key);
+    let (a, b) = v.split_at_mut(mid);
+    let (ta, tb) = (threads / 2, threads - threads / 2);
+    std::thread::scope(|sc| {
+        sc.spawn(move || par_sort_by_key(a, ta, key));
+        par_sort_by_key(b, tb, key);
+    });
 }
 
 /// [`fallthroughs`] over traces sorted by start.
