@@ -235,6 +235,45 @@ impl Slot for TraceSlot {
     }
 }
 
+impl TraceSlot {
+    /// Where the trace starts.
+    #[inline]
+    pub fn start(&self) -> u64 {
+        self.key & 0xffff_ffff
+    }
+}
+
+/// A trace `(start, end, came_from)` and its count.
+pub type TraceCount = ((u64, u64, Option<u64>), u64);
+
+/// A [`TraceTable`] taken apart to be walked in any order, without a copy
+/// of its entries: the occupied slots and the entries of wide addresses.
+pub struct TraceList {
+    pub slots: Vec<TraceSlot>,
+    carry: FastMap<(u64, u32), u64>,
+    pub wide: Vec<TraceCount>,
+}
+
+impl TraceList {
+    /// The trace of a slot and its count.
+    #[inline]
+    pub fn get(&self, s: &TraceSlot) -> TraceCount {
+        let (k, c) = s.key();
+        let mut n = u64::from(s.count);
+        if !self.carry.is_empty() {
+            n += self.carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
+        }
+        (
+            (
+                k & 0xffff_ffff,
+                k >> 32,
+                (c != NONE32).then_some(u64::from(c)),
+            ),
+            n,
+        )
+    }
+}
+
 /// Taken-branch counts: `(from, to) -> (count, mispredicted)`, `to` None
 /// outside the image. Addresses below 4 GiB (every function library) are
 /// packed into one word in a [`FlatMap`] with 32-bit counts (what carries
@@ -410,6 +449,17 @@ impl TraceTable {
                 )
             })
             .chain(self.wide.iter().map(|(&k, &n)| (k, n)))
+    }
+
+    /// The entries, taken apart in place (see [`TraceList`]).
+    pub fn into_list(self) -> TraceList {
+        let mut slots = self.flat.slots;
+        slots.retain(|s| s.key() != TraceSlot::EMPTY.key());
+        TraceList {
+            slots,
+            carry: self.carry,
+            wide: self.wide.into_iter().collect(),
+        }
     }
 
     pub fn merge(&mut self, other: &TraceTable) {

@@ -327,7 +327,7 @@ fn is_call(lib: &Lib, vaddr: u64) -> bool {
         )
 }
 
-pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
+pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
     // Summed by function before naming: one name per function, not per
     // address.
     let mut by_key: FastMap<NameKey, FunctionCount> = FastMap::default();
@@ -357,7 +357,8 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::traces::par_sort_by_key(&mut branches, threads, |b| (b.from, b.to));
     let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces, threads);
+    let (ft, _mismatched) =
+        super::traces::fallthroughs(lib, std::mem::take(&mut acc.traces), threads);
     let fallthroughs = ft
         .into_iter()
         .map(|((from, to), count)| BranchCount {
