@@ -314,3 +314,33 @@ pub fn sum_branches(all: impl Iterator<Item = BranchCount>) -> Vec<BranchCount> 
     }
     out
 }
+
+/// [`sum_branches`] of two lists that each come sorted by (from, to), as
+/// it gives them: merged in one pass instead of sorted again (sorted anew
+/// when either is not).
+pub fn sum_sorted_branches(a: &[BranchCount], b: &[BranchCount]) -> Vec<BranchCount> {
+    let key = |x: &BranchCount| (x.from, x.to);
+    let sorted = |v: &[BranchCount]| v.windows(2).all(|w| key(&w[0]) <= key(&w[1]));
+    if !sorted(a) || !sorted(b) {
+        return sum_branches(a.iter().chain(b).copied());
+    }
+    let mut out: Vec<BranchCount> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let x = if j == b.len() || (i < a.len() && key(&a[i]) <= key(&b[j])) {
+            i += 1;
+            a[i - 1]
+        } else {
+            j += 1;
+            b[j - 1]
+        };
+        match out.last_mut() {
+            Some(l) if key(l) == key(&x) => {
+                l.count += x.count;
+                l.mispred += x.mispred;
+            }
+            _ => out.push(x),
+        }
+    }
+    out
+}

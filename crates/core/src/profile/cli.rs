@@ -197,8 +197,19 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
 }
 
 fn save(p: &Profile, path: &Path) -> Result<()> {
-    let text = serde_json::to_string_pretty(p)?;
-    write_atomically(path, format!("{text}\n").as_bytes(), false)
+    use std::io::Write as _;
+    // Streamed into the file: the text of a large profile (hundreds of
+    // megabytes) is never held whole.
+    let mut staged = crate::output::Staged::create(path, false)?;
+    let cannot = |e: std::io::Error| -> anyhow::Error {
+        InputError::new(path, format!("cannot write output: {e}")).into()
+    };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, staged.file());
+    serde_json::to_writer_pretty(&mut w, p).map_err(|e| cannot(e.into()))?;
+    w.write_all(b"\n").map_err(cannot)?;
+    w.flush().map_err(cannot)?;
+    drop(w);
+    staged.commit()
 }
 
 /// The printed summary: what a person or a script checks first.

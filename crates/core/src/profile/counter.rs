@@ -232,7 +232,7 @@ impl<'l> Counter<'l> {
                         Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
                         _ => None,
                     };
-                    *self.acc[lib].traces.slot(start, end, came_from) += 1;
+                    self.acc[lib].traces.add(start, end, came_from, 1);
                 }
             }
         }
@@ -245,9 +245,7 @@ impl<'l> Counter<'l> {
                 Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
                 _ => None,
             };
-            let e = self.acc[lib].branches.slot(from, to);
-            e.0 += 1;
-            e.1 += b.mispredicted() as u64;
+            self.acc[lib].branches.count(from, to, b.mispredicted());
         }
         self.locs = locs;
     }

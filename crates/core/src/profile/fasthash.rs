@@ -39,36 +39,25 @@ impl Hasher for WordHasher {
 
 pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<WordHasher>>;
 
-/// A key of a [`FlatMap`]: a packed integer with one value reserved for
-/// empty slots.
-pub trait FlatKey: Copy + Eq {
+/// A slot of a [`FlatMap`]: a packed key beside 32-bit counts, 16 bytes
+/// aligned to 16 (four to a cache line, none straddling two), one key
+/// value reserved for empty slots.
+pub trait Slot: Copy {
+    type Key: Copy + Eq;
     /// Never inserted: marks an empty slot.
     const EMPTY: Self;
-    fn hash(&self) -> u64;
+    fn key(&self) -> Self::Key;
+    /// A slot holding `k` with zero counts.
+    fn new(k: Self::Key) -> Self;
+    fn hash(k: &Self::Key) -> u64;
 }
 
-impl FlatKey for u64 {
-    const EMPTY: u64 = u64::MAX;
-    #[inline]
-    fn hash(&self) -> u64 {
-        self.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-}
-
-impl FlatKey for (u64, u32) {
-    const EMPTY: (u64, u32) = (u64::MAX, u32::MAX);
-    #[inline]
-    fn hash(&self) -> u64 {
-        (self.0 ^ (u64::from(self.1)).rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-}
-
-/// An open-addressing hash table (linear probing, key and value side by
+/// An open-addressing hash table (linear probing, key and counts side by
 /// side in one array, at most 3/4 full): one cache line per lookup, no
 /// allocation per key, memory proportional to the distinct keys.
 #[derive(Clone)]
-pub struct FlatMap<K: FlatKey, V: Copy + Default> {
-    slots: Vec<(K, V)>,
+pub struct FlatMap<S: Slot> {
+    slots: Vec<S>,
     len: usize,
     /// log2 of the number of slots.
     bits: u32,
@@ -81,13 +70,13 @@ pub struct FlatMap<K: FlatKey, V: Copy + Default> {
 /// Seeds of successive tables.
 static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-impl<K: FlatKey, V: Copy + Default> Default for FlatMap<K, V> {
+impl<S: Slot> Default for FlatMap<S> {
     fn default() -> Self {
         Self::with_bits(4)
     }
 }
 
-impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
+impl<S: Slot> FlatMap<S> {
     fn with_bits(bits: u32) -> Self {
         let n = SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self::with_seed(bits, n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -95,7 +84,7 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
 
     fn with_seed(bits: u32, seed: u64) -> Self {
         FlatMap {
-            slots: vec![(K::EMPTY, V::default()); 1 << bits],
+            slots: vec![S::EMPTY; 1 << bits],
             len: 0,
             bits,
             seed,
@@ -105,7 +94,7 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
     /// Start loading the slot where `k` would be (counting a sample's
     /// branches first prefetches all of them: their cache misses overlap).
     #[inline]
-    pub fn prefetch(&self, k: &K) {
+    pub fn prefetch(&self, k: &S::Key) {
         faasfuse_sys::hint::prefetch(self.slots.as_ptr().wrapping_add(self.home(k)));
     }
 
@@ -118,23 +107,23 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
     }
 
     #[inline]
-    fn home(&self, k: &K) -> usize {
-        ((k.hash() ^ self.seed).wrapping_mul(0xff51_afd7_ed55_8ccd) >> (64 - self.bits)) as usize
+    fn home(&self, k: &S::Key) -> usize {
+        ((S::hash(k) ^ self.seed).wrapping_mul(0xff51_afd7_ed55_8ccd) >> (64 - self.bits)) as usize
     }
 
-    /// The value of `k`, inserted as the default if absent. `k` must not
-    /// be [`FlatKey::EMPTY`].
+    /// The slot of `k`, inserted with zero counts if absent. `k` must not
+    /// be the key of [`Slot::EMPTY`].
     #[inline]
-    pub fn slot(&mut self, k: K) -> &mut V {
-        debug_assert!(k != K::EMPTY);
+    pub fn slot(&mut self, k: S::Key) -> &mut S {
+        debug_assert!(k != S::EMPTY.key());
         let mask = self.slots.len() - 1;
         let mut i = self.home(&k);
         loop {
-            let s = self.slots[i].0;
+            let s = self.slots[i].key();
             if s == k {
-                return &mut self.slots[i].1;
+                return &mut self.slots[i];
             }
-            if s == K::EMPTY {
+            if s == S::EMPTY.key() {
                 break;
             }
             i = (i + 1) & mask;
@@ -144,66 +133,157 @@ impl<K: FlatKey, V: Copy + Default> FlatMap<K, V> {
             return self.slot(k);
         }
         self.len += 1;
-        self.slots[i].0 = k;
-        &mut self.slots[i].1
-    }
-
-    pub fn get(&self, k: &K) -> Option<&V> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(k);
-        loop {
-            let s = &self.slots[i];
-            if s.0 == *k {
-                return Some(&s.1);
-            }
-            if s.0 == K::EMPTY {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
+        self.slots[i] = S::new(k);
+        &mut self.slots[i]
     }
 
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.slots);
         *self = Self::with_seed(self.bits + 1, self.seed);
-        for (k, v) in old {
-            if k != K::EMPTY {
-                *self.slot(k) = v;
+        for s in old {
+            if s.key() != S::EMPTY.key() {
+                *self.slot(s.key()) = s;
             }
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
-        self.slots
-            .iter()
-            .filter(|s| s.0 != K::EMPTY)
-            .map(|(k, v)| (k, v))
+    /// Every occupied slot, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &S> + '_ {
+        self.slots.iter().filter(|s| s.key() != S::EMPTY.key())
     }
+}
+
+/// Adds `n` to a 32-bit count; returns what carries beyond 32 bits (in
+/// units of 2^32).
+#[inline]
+fn add32(c: &mut u32, n: u64) -> u64 {
+    let sum = u64::from(*c) + n;
+    *c = sum as u32;
+    sum >> 32
 }
 
 /// `None` as a packed 32-bit address.
 const NONE32: u32 = u32::MAX;
 
+/// A branch slot: `from | to << 32` (`to` [`NONE32`] outside the image),
+/// count and mispredictions.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct BranchSlot {
+    key: u64,
+    count: u32,
+    mispred: u32,
+}
+
+impl Slot for BranchSlot {
+    type Key = u64;
+    const EMPTY: Self = BranchSlot {
+        key: u64::MAX,
+        count: 0,
+        mispred: 0,
+    };
+    #[inline]
+    fn key(&self) -> u64 {
+        self.key
+    }
+    #[inline]
+    fn new(key: u64) -> Self {
+        BranchSlot {
+            key,
+            count: 0,
+            mispred: 0,
+        }
+    }
+    #[inline]
+    fn hash(k: &u64) -> u64 {
+        k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// A trace slot: `start | end << 32`, the source of the branch that began
+/// it ([`NONE32`] when none), count.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct TraceSlot {
+    key: u64,
+    came_from: u32,
+    count: u32,
+}
+
+impl Slot for TraceSlot {
+    type Key = (u64, u32);
+    const EMPTY: Self = TraceSlot {
+        key: u64::MAX,
+        came_from: u32::MAX,
+        count: 0,
+    };
+    #[inline]
+    fn key(&self) -> (u64, u32) {
+        (self.key, self.came_from)
+    }
+    #[inline]
+    fn new((key, came_from): (u64, u32)) -> Self {
+        TraceSlot {
+            key,
+            came_from,
+            count: 0,
+        }
+    }
+    #[inline]
+    fn hash(k: &(u64, u32)) -> u64 {
+        (k.0 ^ (u64::from(k.1)).rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+impl TraceSlot {
+    /// Where the trace starts.
+    #[inline]
+    pub fn start(&self) -> u64 {
+        self.key & 0xffff_ffff
+    }
+}
+
+/// A trace `(start, end, came_from)` and its count.
+pub type TraceCount = ((u64, u64, Option<u64>), u64);
+
+/// A [`TraceTable`] taken apart to be walked in any order, without a copy
+/// of its entries: the occupied slots and the entries of wide addresses.
+pub struct TraceList {
+    pub slots: Vec<TraceSlot>,
+    carry: FastMap<(u64, u32), u64>,
+    pub wide: Vec<TraceCount>,
+}
+
+impl TraceList {
+    /// The trace of a slot and its count.
+    #[inline]
+    pub fn get(&self, s: &TraceSlot) -> TraceCount {
+        let (k, c) = s.key();
+        let mut n = u64::from(s.count);
+        if !self.carry.is_empty() {
+            n += self.carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
+        }
+        (
+            (
+                k & 0xffff_ffff,
+                k >> 32,
+                (c != NONE32).then_some(u64::from(c)),
+            ),
+            n,
+        )
+    }
+}
+
 /// Taken-branch counts: `(from, to) -> (count, mispredicted)`, `to` None
 /// outside the image. Addresses below 4 GiB (every function library) are
-/// packed into one word in a [`FlatMap`]; others go to an ordinary map.
+/// packed into one word in a [`FlatMap`] with 32-bit counts (what carries
+/// beyond 32 bits is kept aside); others go to an ordinary map.
 #[derive(Default, Clone)]
 pub struct BranchTable {
-    flat: FlatMap<u64, (u64, u64)>,
+    flat: FlatMap<BranchSlot>,
+    /// Carries of the flat counts, in units of 2^32.
+    carry: FastMap<u64, (u64, u64)>,
     wide: FastMap<(u64, Option<u64>), (u64, u64)>,
-}
-
-/// A place in a [`BranchTable`], as `HashMap::entry` gives one.
-pub struct BranchEntry<'t> {
-    table: &'t mut BranchTable,
-    key: (u64, Option<u64>),
-}
-
-impl<'t> BranchEntry<'t> {
-    #[inline]
-    pub fn or_default(self) -> &'t mut (u64, u64) {
-        self.table.slot(self.key.0, self.key.1)
-    }
 }
 
 #[inline]
@@ -229,17 +309,31 @@ impl BranchTable {
         }
     }
 
-    /// The counts of `(from, to)`, inserted as zero if absent.
+    /// Count one taken branch.
     #[inline]
-    pub fn slot(&mut self, from: u64, to: Option<u64>) -> &mut (u64, u64) {
-        match Self::pack(from, to) {
-            Some(k) => self.flat.slot(k),
-            None => self.wide.entry((from, to)).or_default(),
-        }
+    pub fn count(&mut self, from: u64, to: Option<u64>, mispredicted: bool) {
+        self.add(from, to, 1, u64::from(mispredicted));
     }
 
-    pub fn entry(&mut self, key: (u64, Option<u64>)) -> BranchEntry<'_> {
-        BranchEntry { table: self, key }
+    /// Add `count` and `mispred` to `(from, to)`.
+    #[inline]
+    pub fn add(&mut self, from: u64, to: Option<u64>, count: u64, mispred: u64) {
+        match Self::pack(from, to) {
+            Some(k) => {
+                let s = self.flat.slot(k);
+                let (c, m) = (add32(&mut s.count, count), add32(&mut s.mispred, mispred));
+                if c | m != 0 {
+                    let e = self.carry.entry(k).or_default();
+                    e.0 += c;
+                    e.1 += m;
+                }
+            }
+            None => {
+                let e = self.wide.entry((from, to)).or_default();
+                e.0 += count;
+                e.1 += mispred;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -254,11 +348,19 @@ impl BranchTable {
     pub fn iter(&self) -> impl Iterator<Item = ((u64, Option<u64>), (u64, u64))> + '_ {
         self.flat
             .iter()
-            .map(|(&k, &v)| {
+            .map(|s| {
+                let k = s.key;
                 let to = (k >> 32) as u32;
+                let (mut c, mut m) = (u64::from(s.count), u64::from(s.mispred));
+                if !self.carry.is_empty() {
+                    if let Some(&(cc, cm)) = self.carry.get(&k) {
+                        c += cc << 32;
+                        m += cm << 32;
+                    }
+                }
                 (
                     (k & 0xffff_ffff, (to != NONE32).then_some(u64::from(to))),
-                    v,
+                    (c, m),
                 )
             })
             .chain(self.wide.iter().map(|(&k, &v)| (k, v)))
@@ -271,9 +373,7 @@ impl BranchTable {
     /// Add every count of `other`.
     pub fn merge(&mut self, other: &BranchTable) {
         for ((from, to), (c, m)) in other.iter() {
-            let e = self.slot(from, to);
-            e.0 += c;
-            e.1 += m;
+            self.add(from, to, c, m);
         }
     }
 }
@@ -283,7 +383,9 @@ impl BranchTable {
 /// in [`BranchTable`].
 #[derive(Default, Clone)]
 pub struct TraceTable {
-    flat: FlatMap<(u64, u32), u64>,
+    flat: FlatMap<TraceSlot>,
+    /// Carries of the flat counts, in units of 2^32.
+    carry: FastMap<(u64, u32), u64>,
     wide: FastMap<(u64, u64, Option<u64>), u64>,
 }
 
@@ -305,11 +407,17 @@ impl TraceTable {
         }
     }
 
+    /// Add `n` to the trace.
     #[inline]
-    pub fn slot(&mut self, start: u64, end: u64, came_from: Option<u64>) -> &mut u64 {
+    pub fn add(&mut self, start: u64, end: u64, came_from: Option<u64>, n: u64) {
         match Self::pack(start, end, came_from) {
-            Some(k) => self.flat.slot(k),
-            None => self.wide.entry((start, end, came_from)).or_default(),
+            Some(k) => {
+                let c = add32(&mut self.flat.slot(k).count, n);
+                if c != 0 {
+                    *self.carry.entry(k).or_default() += c;
+                }
+            }
+            None => *self.wide.entry((start, end, came_from)).or_default() += n,
         }
     }
 
@@ -325,7 +433,12 @@ impl TraceTable {
     pub fn iter(&self) -> impl Iterator<Item = ((u64, u64, Option<u64>), u64)> + '_ {
         self.flat
             .iter()
-            .map(|(&(k, c), &n)| {
+            .map(|s| {
+                let (k, c) = s.key();
+                let mut n = u64::from(s.count);
+                if !self.carry.is_empty() {
+                    n += self.carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
+                }
                 (
                     (
                         k & 0xffff_ffff,
@@ -338,9 +451,73 @@ impl TraceTable {
             .chain(self.wide.iter().map(|(&k, &n)| (k, n)))
     }
 
+    /// The entries, taken apart in place (see [`TraceList`]).
+    pub fn into_list(self) -> TraceList {
+        let mut slots = self.flat.slots;
+        slots.retain(|s| s.key() != TraceSlot::EMPTY.key());
+        TraceList {
+            slots,
+            carry: self.carry,
+            wide: self.wide.into_iter().collect(),
+        }
+    }
+
     pub fn merge(&mut self, other: &TraceTable) {
         for ((s, e, c), n) in other.iter() {
-            *self.slot(s, e, c) += n;
+            self.add(s, e, c, n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_16_bytes() {
+        assert_eq!(std::mem::size_of::<BranchSlot>(), 16);
+        assert_eq!(std::mem::size_of::<TraceSlot>(), 16);
+    }
+
+    #[test]
+    fn counts_carry_beyond_32_bits() {
+        let mut b = BranchTable::default();
+        b.add(0x10, Some(0x20), u64::from(u32::MAX), 3);
+        b.count(0x10, Some(0x20), true);
+        b.add(0x10, Some(0x20), 5 << 32, 1 << 33);
+        b.add(0x1_0000_0000, None, 7, 1);
+        let mut v: Vec<_> = b.iter().collect();
+        v.sort();
+        assert_eq!(
+            v,
+            [
+                ((0x10, Some(0x20)), ((6 << 32), 4 + (1 << 33))),
+                ((0x1_0000_0000, None), (7, 1)),
+            ]
+        );
+        let mut m = BranchTable::default();
+        m.count(0x10, Some(0x20), false);
+        m.merge(&b);
+        let v: Vec<_> = m.iter().filter(|e| e.0 .0 == 0x10).collect();
+        assert_eq!(v, [((0x10, Some(0x20)), ((6 << 32) + 1, 4 + (1 << 33)))]);
+
+        let mut t = TraceTable::default();
+        t.add(1, 2, None, u64::from(u32::MAX));
+        t.add(1, 2, None, 2);
+        t.add(1, 2, Some(9), 1);
+        let mut v: Vec<_> = t.iter().collect();
+        v.sort();
+        assert_eq!(v, [((1, 2, None), (1 << 32) + 1), ((1, 2, Some(9)), 1)]);
+    }
+
+    #[test]
+    fn grows_and_keeps_every_key() {
+        let mut t = TraceTable::default();
+        for i in 0..10_000u64 {
+            t.add(i, i + 1, (i % 3 == 0).then_some(i * 7), i);
+        }
+        assert_eq!(t.len(), 10_000);
+        let sum: u64 = t.iter().map(|(_, n)| n).sum();
+        assert_eq!(sum, (0..10_000u64).sum::<u64>());
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::aggregate::{sum_branches, ImageProfile, Profile};
+use super::aggregate::{sum_sorted_branches, BranchCount, ImageProfile, Profile};
 use super::counter::Acc;
 use super::images::{hex_decode, Lib};
 use super::ingest::image_profile;
@@ -28,24 +28,28 @@ use crate::error::InputError;
 pub fn write(lib: &Lib, img: &ImageProfile) -> Option<String> {
     let mut out = String::new();
     if !img.branches.is_empty() {
-        let all = sum_branches(img.branches.iter().chain(&img.fallthroughs).copied());
-        for b in &all {
-            let Some(from) = lib.symbols.at(b.from) else {
-                continue;
-            };
-            let to = match b.to.and_then(|t| lib.symbols.at(t).map(|s| (s, t))) {
-                Some((s, t)) => format!("1 {} {:x}", s.bolt, t - s.start),
-                None => "0 [unknown] 0".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "1 {} {:x} {} {} {}",
-                from.bolt,
-                b.from - from.start,
-                to,
-                b.mispred,
-                b.count
-            );
+        let all = sum_sorted_branches(&img.branches, &img.fallthroughs);
+        // Lines are formatted in parts on every core and joined in order.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(all.len() / 65536 + 1);
+        let parts: Vec<&[BranchCount]> = all.chunks(all.len().div_ceil(threads)).collect();
+        let texts: Vec<String> = if parts.len() <= 1 {
+            parts.iter().map(|p| branch_lines(lib, p)).collect()
+        } else {
+            std::thread::scope(|sc| {
+                let hs: Vec<_> = parts
+                    .iter()
+                    .map(|p| sc.spawn(|| branch_lines(lib, p)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        out.reserve_exact(texts.iter().map(String::len).sum());
+        for t in texts {
+            out.push_str(&t);
         }
     } else if !img.addresses.is_empty() {
         out.push_str("no_lbr\n");
@@ -56,6 +60,29 @@ pub fn write(lib: &Lib, img: &ImageProfile) -> Option<String> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// The `.fdata` lines of `branches` (sorted by source).
+fn branch_lines(lib: &Lib, branches: &[BranchCount]) -> String {
+    let mut out = String::with_capacity(branches.len() * 48);
+    let (mut from_hint, mut to_hint) = (0, 0);
+    for b in branches {
+        let Some(from) = lib.symbols.at_hinted(b.from, &mut from_hint) else {
+            continue;
+        };
+        let _ = write!(out, "1 {} {:x} ", from.bolt, b.from - from.start);
+        match b
+            .to
+            .and_then(|t| lib.symbols.at_hinted(t, &mut to_hint).map(|s| (s, t)))
+        {
+            Some((s, t)) => {
+                let _ = write!(out, "1 {} {:x}", s.bolt, t - s.start);
+            }
+            None => out.push_str("0 [unknown] 0"),
+        }
+        let _ = writeln!(out, " {} {}", b.mispred, b.count);
+    }
+    out
 }
 
 fn bad(path: &Path, line: usize, what: impl std::fmt::Display) -> anyhow::Error {
@@ -125,9 +152,7 @@ fn read_record(path: &Path, n: usize, raw: &str, lib: &Lib, acc: &mut Acc) -> Re
             let from = location(path, n, lib, fk, fname, foff)?;
             let to = location(path, n, lib, tk, tname, toff)?;
             if let Some(from) = from {
-                let e = acc.branches.entry((from, to)).or_default();
-                e.0 += count;
-                e.1 += mispred;
+                acc.branches.add(from, to, count, mispred);
             }
         }
         [k, name, off, count] => {
@@ -181,9 +206,7 @@ pub(crate) fn read_preaggregated(
                 let (count, mispred) = (dec_u64(path, n, count)?, dec_u64(path, n, mispred)?);
                 if let Some(l) = lf {
                     let to = (lt == Some(l)).then_some(to);
-                    let e = accs[l].branches.entry((from, to)).or_default();
-                    e.0 += count;
-                    e.1 += mispred;
+                    accs[l].branches.add(from, to, count, mispred);
                 }
             }
             ["T", from, to, _ft_end, count] => {
@@ -192,7 +215,7 @@ pub(crate) fn read_preaggregated(
                 let count = dec_u64(path, n, count)?;
                 if let Some(l) = lf {
                     let to = (lt == Some(l)).then_some(to);
-                    accs[l].branches.entry((from, to)).or_default().0 += count;
+                    accs[l].branches.add(from, to, count, 0);
                 }
             }
             ["S", at, count] => {

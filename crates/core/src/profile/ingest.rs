@@ -327,16 +327,21 @@ fn is_call(lib: &Lib, vaddr: u64) -> bool {
         )
 }
 
-pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
-    let mut functions: BTreeMap<String, FunctionCount> = BTreeMap::new();
+pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
+    // Summed by function before naming: one name per function, not per
+    // address.
+    let mut by_key: FastMap<NameKey, FunctionCount> = FastMap::default();
     for (va, n) in &acc.ips {
-        functions.entry(symbol_name(lib, *va)).or_default().samples += n;
+        by_key.entry(name_key(lib, *va)).or_default().samples += n;
     }
     for (va, n) in &acc.attributed {
-        functions
-            .entry(symbol_name(lib, *va))
-            .or_default()
-            .attributed += n;
+        by_key.entry(name_key(lib, *va)).or_default().attributed += n;
+    }
+    let mut functions: BTreeMap<String, FunctionCount> = BTreeMap::new();
+    for (k, f) in by_key {
+        let e = functions.entry(k.name(lib)).or_default();
+        e.samples += f.samples;
+        e.attributed += f.attributed;
     }
     let mut branches: Vec<BranchCount> = acc
         .branches
@@ -348,10 +353,12 @@ pub(crate) fn image_profile(lib: &Lib, acc: Acc) -> ImageProfile {
             mispred,
         })
         .collect();
-    branches.sort_unstable();
-    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // (from, to) is unique: the same order as sorting by every field.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (ft, _mismatched) = super::traces::fallthroughs(lib, &acc.traces, threads);
+    super::traces::par_sort_by_key(&mut branches, threads, |b| (b.from, b.to));
+    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let (ft, _mismatched) =
+        super::traces::fallthroughs(lib, std::mem::take(&mut acc.traces), threads);
     let fallthroughs = ft
         .into_iter()
         .map(|((from, to), count)| BranchCount {

@@ -83,6 +83,8 @@ impl Errors {
 
 /// Decode and count every sample of `b`.
 fn count(b: &Batch, attrs: &[Attr], c: &mut Counter, errs: &mut Errors, lenient: bool) {
+    // One sample decoded after another into the same vectors.
+    let mut s = super::perfdata::Sample::default();
     for it in &b.items {
         let Some(chunk) = b
             .chunks
@@ -93,8 +95,8 @@ fn count(b: &Batch, attrs: &[Attr], c: &mut Counter, errs: &mut Errors, lenient:
         };
         let body = &chunk[it.start as usize..(it.start + it.len) as usize];
         let attr = &attrs[it.raw.attr];
-        match event::sample(attr, it.raw.attr, it.raw.misc, body) {
-            Ok(s) => {
+        match event::sample_into(attr, it.raw.attr, it.raw.misc, body, &mut s) {
+            Ok(()) => {
                 let proc = b.snaps[it.snap as usize].process(s.pid);
                 c.sample(&s, Some(attr), &proc, None);
             }

@@ -94,6 +94,24 @@ impl Symbols {
         self.syms.iter()
     }
 
+    /// [`Symbols::at`], quicker when `vaddr` lies in the same symbol as
+    /// the last lookup with the same `hint` (addresses in order).
+    pub fn at_hinted(&self, vaddr: u64, hint: &mut usize) -> Option<&Sym> {
+        let h = *hint;
+        let i = if h > 0
+            && h <= self.syms.len()
+            && self.syms[h - 1].start <= vaddr
+            && !matches!(self.syms.get(h), Some(n) if n.start <= vaddr)
+        {
+            h
+        } else {
+            self.syms.partition_point(|s| s.start <= vaddr)
+        };
+        *hint = i;
+        let s = self.syms.get(i.checked_sub(1)?)?;
+        (vaddr < s.start + s.size.max(1)).then_some(s)
+    }
+
     /// The symbol containing `vaddr`.
     pub fn at(&self, vaddr: u64) -> Option<&Sym> {
         let i = self.syms.partition_point(|s| s.start <= vaddr);

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
-use super::fasthash::TraceTable;
+use super::fasthash::{TraceSlot, TraceTable};
 use super::images::Lib;
 
 /// A straight-line run: (start, end, source address of the branch that
@@ -135,19 +135,22 @@ fn split_functions(lib: &Lib) -> HashSet<u64> {
 /// dropped when the walk leaves it (memory does not grow with the
 /// functions touched), and the work splits over `threads` at function
 /// boundaries.
-pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u64) {
-    let mut all: Vec<(Trace, u64)> = traces.iter().collect();
-    all.sort_unstable_by_key(|t| t.0);
+pub fn fallthroughs(lib: &Lib, traces: TraceTable, threads: usize) -> (Edges, u64) {
+    // The table's own slots, sorted in place by start only: each
+    // function's traces together (the edges are sorted at the end).
+    let mut list = traces.into_list();
+    par_sort_by_key(&mut list.slots, threads, |t| t.start());
+    list.wide.sort_unstable_by_key(|t| t.0 .0);
     let split = split_functions(lib);
-    let threads = threads.clamp(1, 64).min(all.len() / 65536 + 1);
-    let mut parts: Vec<&[(Trace, u64)]> = Vec::new();
-    let mut rest = &all[..];
+    let threads = threads.clamp(1, 64).min(list.slots.len() / 65536 + 1);
+    let mut parts: Vec<&[TraceSlot]> = Vec::new();
+    let mut rest = &list.slots[..];
     for k in (1..=threads).rev() {
         let mut cut = rest.len() / k;
         // Cut between functions.
         if cut < rest.len() && cut > 0 {
-            let f = lib.symbols.at(rest[cut].0 .0).map(|f| f.start);
-            while cut < rest.len() && lib.symbols.at(rest[cut].0 .0).map(|f| f.start) == f {
+            let f = lib.symbols.at(rest[cut].start()).map(|f| f.start);
+            while cut < rest.len() && lib.symbols.at(rest[cut].start()).map(|f| f.start) == f {
                 cut += 1;
             }
         }
@@ -155,29 +158,38 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
         parts.push(a);
         rest = b;
     }
-    let results: Vec<(Edges, u64)> = if parts.len() <= 1 {
+    // Each part sorts its edges: parts hold functions in address order, so
+    // the sorted parts joined are (nearly always) sorted already.
+    let list = &list;
+    let get = |s: &TraceSlot| list.get(s);
+    let mut results: Vec<(Edges, u64)> = if parts.len() <= 1 {
         parts
             .iter()
-            .map(|p| fallthroughs_in(lib, p, &split))
+            .map(|p| sorted_edges(lib, p, &split, get))
             .collect()
     } else {
         std::thread::scope(|sc| {
             let hs: Vec<_> = parts
                 .iter()
-                .map(|p| sc.spawn(|| fallthroughs_in(lib, p, &split)))
+                .map(|p| sc.spawn(|| sorted_edges(lib, p, &split, get)))
                 .collect();
             hs.into_iter()
                 .map(|h| h.join().unwrap_or_default())
                 .collect()
         })
     };
+    if !list.wide.is_empty() {
+        results.push(sorted_edges(lib, &list.wide, &split, |t| *t));
+    }
     let mut bad = 0;
     let mut out = Vec::new();
     for (o, b) in results {
         out.extend(o);
         bad += b;
     }
-    out.sort_unstable_by_key(|e| e.0);
+    if !out.windows(2).all(|w| w[0].0 <= w[1].0) {
+        out.sort_unstable_by_key(|e| e.0);
+    }
     let mut merged: Edges = Vec::with_capacity(out.len());
     for (k, n) in out {
         match merged.last_mut() {
@@ -188,13 +200,53 @@ pub fn fallthroughs(lib: &Lib, traces: &TraceTable, threads: usize) -> (Edges, u
     (merged, bad)
 }
 
-/// [`fallthroughs`] over traces sorted by start.
-fn fallthroughs_in(lib: &Lib, traces: &[(Trace, u64)], split: &HashSet<u64>) -> (Edges, u64) {
+/// Sort `v` by `key` (unstably) on up to `threads` threads: split at the
+/// median, then each half sorted on its own.
+pub fn par_sort_by_key<T: Send, K: Ord>(
+    v: &mut [T],
+    threads: usize,
+    key: impl Fn(&T) -> K + Copy + Send + Sync,
+) {
+    if threads < 2 || v.len() < 1 << 16 {
+        v.sort_unstable_by_key(key);
+        return;
+    }
+    let mid = v.len() / 2;
+    v.select_nth_unstable_by_key(mid, key);
+    let (a, b) = v.split_at_mut(mid);
+    let (ta, tb) = (threads / 2, threads - threads / 2);
+    std::thread::scope(|sc| {
+        sc.spawn(move || par_sort_by_key(a, ta, key));
+        par_sort_by_key(b, tb, key);
+    });
+}
+
+/// [`fallthroughs_in`], its edges sorted.
+fn sorted_edges<T>(
+    lib: &Lib,
+    traces: &[T],
+    split: &HashSet<u64>,
+    get: impl Fn(&T) -> (Trace, u64),
+) -> (Edges, u64) {
+    let (mut e, bad) = fallthroughs_in(lib, traces, split, get);
+    e.sort_unstable_by_key(|e| e.0);
+    (e, bad)
+}
+
+/// [`fallthroughs`] over traces sorted by start (`get` gives the trace of
+/// each element and its count).
+fn fallthroughs_in<T>(
+    lib: &Lib,
+    traces: &[T],
+    split: &HashSet<u64>,
+    get: impl Fn(&T) -> (Trace, u64),
+) -> (Edges, u64) {
     let mut out: Edges = Vec::new();
     let mut bad = 0;
     // The function of the last trace and its blocks.
     let mut cur: Option<(u64, Option<Blocks>)> = None;
-    for &((start, end, came_from), n) in traces {
+    for t in traces {
+        let ((start, end, came_from), n) = get(t);
         let Some(f) = lib.symbols.at(start) else {
             bad += n;
             continue;

@@ -175,10 +175,36 @@ pub fn build_id(misc: u16, body: &[u8]) -> Result<(Vec<u8>, String), String> {
 
 /// Decode a PERF_RECORD_SAMPLE body laid out by `attr`.
 pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sample, String> {
+    let mut s = Sample::default();
+    sample_into(attr, index, misc, body, &mut s)?;
+    Ok(s)
+}
+
+/// [`sample`] into `s`, reusing its vectors (no allocation per sample once
+/// they are large enough). On an error `s` holds part of the sample.
+pub fn sample_into(
+    attr: &Attr,
+    index: usize,
+    misc: u16,
+    body: &[u8],
+    s: &mut Sample,
+) -> Result<(), String> {
     let mut c = Cursor::new(body);
-    let mut s = Sample {
+    let mut callchain = std::mem::take(&mut s.callchain);
+    let mut branches = std::mem::take(&mut s.branches);
+    let mut regs = std::mem::take(&mut s.regs);
+    let mut stack = std::mem::take(&mut s.stack);
+    callchain.clear();
+    branches.clear();
+    regs.clear();
+    stack.clear();
+    *s = Sample {
         attr: index,
         cpumode: misc & PERF_RECORD_MISC_CPUMODE_MASK,
+        callchain,
+        branches,
+        regs,
+        stack,
         ..Sample::default()
     };
     let short = |what: &str| format!("sample ends inside its {what}");
@@ -218,7 +244,7 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
         let nr = c.u64().ok_or_else(|| short("callchain"))?;
         let words = checked_words(&c, nr).ok_or_else(|| short("callchain"))?;
         let bytes = c.bytes(words * 8).ok_or_else(|| short("callchain"))?;
-        s.callchain = words_of(bytes);
+        extend_words(&mut s.callchain, bytes);
     }
     if attr.has(PERF_SAMPLE_RAW) {
         let size = c.u32().ok_or_else(|| short("raw data"))?;
@@ -231,14 +257,11 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
         }
         let words = checked_words(&c, nr.saturating_mul(3)).ok_or_else(|| short("branch stack"))?;
         let bytes = c.bytes(words * 8).ok_or_else(|| short("branch stack"))?;
-        s.branches = bytes
-            .chunks_exact(24)
-            .map(|e| Branch {
-                from: u64::from_le_bytes(e[0..8].try_into().unwrap_or_default()),
-                to: u64::from_le_bytes(e[8..16].try_into().unwrap_or_default()),
-                flags: u64::from_le_bytes(e[16..24].try_into().unwrap_or_default()),
-            })
-            .collect();
+        s.branches.extend(bytes.chunks_exact(24).map(|e| Branch {
+            from: u64::from_le_bytes(e[0..8].try_into().unwrap_or_default()),
+            to: u64::from_le_bytes(e[8..16].try_into().unwrap_or_default()),
+            flags: u64::from_le_bytes(e[16..24].try_into().unwrap_or_default()),
+        }));
         if attr.branch_sample_type & PERF_SAMPLE_BRANCH_COUNTERS != 0 {
             c.skip(nr as usize * 8)
                 .ok_or_else(|| short("branch counters"))?;
@@ -249,7 +272,7 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
         if abi != 0 {
             let n = attr.user_reg_count();
             let bytes = c.bytes(n * 8).ok_or_else(|| short("user registers"))?;
-            s.regs = words_of(bytes);
+            extend_words(&mut s.regs, bytes);
             s.regs_mask = attr.sample_regs_user;
         }
     }
@@ -260,11 +283,11 @@ pub fn sample(attr: &Attr, index: usize, misc: u16, body: &[u8]) -> Result<Sampl
             let data = c.bytes(size).ok_or_else(|| short("user stack"))?;
             let dyn_size = c.u64().ok_or_else(|| short("user stack"))?;
             let used = (dyn_size as usize).min(data.len());
-            s.stack = data[..used].to_vec();
+            s.stack.extend_from_slice(&data[..used]);
         }
     }
     // Later fields (weight, data_src, ...) are not used.
-    Ok(s)
+    Ok(())
 }
 
 /// `nr` u64 words, if that many fit in what is left.
@@ -273,9 +296,10 @@ fn checked_words(c: &Cursor, nr: u64) -> Option<usize> {
     (nr <= c.remaining() / 8).then_some(nr)
 }
 
-fn words_of(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-        .collect()
+fn extend_words(v: &mut Vec<u64>, bytes: &[u8]) {
+    v.extend(
+        bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())),
+    );
 }
