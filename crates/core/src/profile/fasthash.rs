@@ -258,20 +258,26 @@ impl TraceList {
     /// The trace of a slot and its count.
     #[inline]
     pub fn get(&self, s: &TraceSlot) -> TraceCount {
-        let (k, c) = s.key();
-        let mut n = u64::from(s.count);
-        if !self.carry.is_empty() {
-            n += self.carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
-        }
-        (
-            (
-                k & 0xffff_ffff,
-                k >> 32,
-                (c != NONE32).then_some(u64::from(c)),
-            ),
-            n,
-        )
+        trace_entry(s, &self.carry)
     }
+}
+
+/// The trace a slot holds and its count, with the carries beyond 32 bits.
+#[inline]
+fn trace_entry(s: &TraceSlot, carry: &FastMap<(u64, u32), u64>) -> TraceCount {
+    let (k, c) = s.key();
+    let mut n = u64::from(s.count);
+    if !carry.is_empty() {
+        n += carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
+    }
+    (
+        (
+            k & 0xffff_ffff,
+            k >> 32,
+            (c != NONE32).then_some(u64::from(c)),
+        ),
+        n,
+    )
 }
 
 /// Taken-branch counts: `(from, to) -> (count, mispredicted)`, `to` None
@@ -433,21 +439,7 @@ impl TraceTable {
     pub fn iter(&self) -> impl Iterator<Item = ((u64, u64, Option<u64>), u64)> + '_ {
         self.flat
             .iter()
-            .map(|s| {
-                let (k, c) = s.key();
-                let mut n = u64::from(s.count);
-                if !self.carry.is_empty() {
-                    n += self.carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
-                }
-                (
-                    (
-                        k & 0xffff_ffff,
-                        k >> 32,
-                        (c != NONE32).then_some(u64::from(c)),
-                    ),
-                    n,
-                )
-            })
+            .map(|s| trace_entry(s, &self.carry))
             .chain(self.wide.iter().map(|(&k, &n)| (k, n)))
     }
 
