@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE 1
 
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,11 +29,15 @@
 _Static_assert(offsetof(struct ff_stack, saved_sp) == 0, "ff_stack.saved_sp");
 _Static_assert(offsetof(struct ff_stack, top) == 8, "ff_stack.top");
 
-/* Every stack ever made, for the fault handler (append-only). */
+/* Every stack ever made, for the fault handler (append-only). Extra
+ * workers of re-entrant images are made on whichever thread needs one, so
+ * a slot is reserved atomically and filled once its stack is ready; the
+ * handler skips slots not filled yet. */
 static struct ff_stack *ff_stacks[FF_MAX_STACKS];
-static size_t ff_nstacks;
+static size_t ff_nstacks; /* slots reserved (may pass FF_MAX_STACKS) */
 static struct sigaction ff_old_segv, ff_old_bus;
-static int ff_handlers_installed;
+/* 0: not yet; 1: being installed; 2: installed; 3: failed. */
+static int ff_handlers_state;
 
 /* Where a faulted call resumes: in ff_stack_call, on the caller's stack,
  * with the callee-saved registers it pushed still there. */
@@ -116,8 +121,12 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
     ucontext_t *uc = ucv;
     uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
     size_t n = __atomic_load_n(&ff_nstacks, __ATOMIC_ACQUIRE);
+    if (n > FF_MAX_STACKS)
+        n = FF_MAX_STACKS;
     for (size_t i = 0; i < n; i++) {
-        struct ff_stack *s = ff_stacks[i];
+        struct ff_stack *s = __atomic_load_n(&ff_stacks[i], __ATOMIC_ACQUIRE);
+        if (!s)
+            continue;
         /* The guard region counts: an overflow faults with sp inside it. */
         if (sp >= (uintptr_t)s->map && sp < (uintptr_t)s->top) {
             s->faulted = 1;
@@ -133,30 +142,40 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
     ff_chain(sig, si, ucv);
 }
 
+/* Once per process (stacks may be made on several threads): installing
+ * twice would save ff_fault as the handler to chain to. An atomic state
+ * rather than pthread_once, which would raise the glibc a fused image
+ * needs to 2.34. */
 static int ff_install_handlers(void)
 {
-    if (ff_handlers_installed)
-        return 0;
+    int expect = 0;
+    if (!__atomic_compare_exchange_n(&ff_handlers_state, &expect, 1, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        while ((expect = __atomic_load_n(&ff_handlers_state, __ATOMIC_ACQUIRE)) == 1)
+            sched_yield();
+        return expect == 2 ? 0 : -1;
+    }
+    int state = 2;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = ff_fault;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &ff_old_segv) != 0)
-        return -1;
-    if (sigaction(SIGBUS, &sa, &ff_old_bus) != 0) {
+    if (sigaction(SIGSEGV, &sa, &ff_old_segv) != 0) {
+        state = 3;
+    } else if (sigaction(SIGBUS, &sa, &ff_old_bus) != 0) {
         sigaction(SIGSEGV, &ff_old_segv, NULL);
-        return -1;
+        state = 3;
     }
-    ff_handlers_installed = 1;
-    return 0;
+    __atomic_store_n(&ff_handlers_state, state, __ATOMIC_RELEASE);
+    return state == 2 ? 0 : -1;
 }
 
 struct ff_stack *ff_stack_new(void)
 {
     if (ff_install_handlers() != 0)
         return NULL;
-    size_t n = __atomic_load_n(&ff_nstacks, __ATOMIC_RELAXED);
+    size_t n = __atomic_fetch_add(&ff_nstacks, 1, __ATOMIC_RELAXED);
     if (n >= FF_MAX_STACKS)
         return NULL;
     struct ff_stack *s = calloc(1, sizeof *s);
@@ -176,8 +195,7 @@ struct ff_stack *ff_stack_new(void)
     s->map = map;
     s->map_len = len;
     s->top = map + len;
-    ff_stacks[n] = s;
-    __atomic_store_n(&ff_nstacks, n + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&ff_stacks[n], s, __ATOMIC_RELEASE);
     return s;
 }
 
