@@ -77,13 +77,14 @@ pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<Function
         a.split_once('=')
             .is_some_and(|(n, _)| !n.is_empty() && !n.contains('/'))
     };
-    let infer = !args.iter().all(named);
-    for a in args.iter().filter(|_| infer) {
-        let spec = FunctionSpec::parse(a, &[]);
-        let image = crate::elf::Image::load(&spec.path)?;
-        known.extend(crate::analyze::constant_callees(
-            &crate::analyze::find_rpc_sites(&image),
-        ));
+    if !args.iter().all(named) {
+        for a in args {
+            let spec = FunctionSpec::parse(a, &[]);
+            let image = crate::elf::Image::load(&spec.path)?;
+            known.extend(crate::analyze::constant_callees(
+                &crate::analyze::find_rpc_sites(&image),
+            ));
+        }
     }
     let specs: Vec<FunctionSpec> = args
         .iter()
