@@ -12,6 +12,7 @@
 
 pub mod analyze;
 pub mod build;
+pub mod debuginfo;
 pub mod elf;
 pub mod inspect;
 pub mod lower;

@@ -8,6 +8,7 @@
 use anyhow::Result;
 use object::elf;
 
+use super::debug::{self, Carried, DebugSummary};
 use super::dynamic::{self, Dynamic, InitFini};
 use super::dynsym::{DynSymtab, Encoded, StrTab};
 use super::eh_frame::EhFrameLayout;
@@ -32,6 +33,8 @@ pub struct Output {
     pub imports: usize,
     /// Every RPC site, with its tier, at its fused address.
     pub sites: Vec<SiteRecord>,
+    /// What the debug info holds.
+    pub debug: DebugSummary,
 }
 
 /// Every input and every new content of the fused image, sized and placed.
@@ -55,6 +58,7 @@ pub struct Layout<'a> {
     sections: Vec<OutSection>,
     phdrs: Vec<Phdr>,
     non_alloc: NonAlloc,
+    debug: Carried,
 }
 
 /// Size and place the fused image of `parts` (root first, runtime last),
@@ -137,9 +141,10 @@ pub fn layout<'a>(parts: &'a [Part], plans: &[Vec<SitePlan>]) -> Result<Layout<'
         encoded.verneed_count,
         syms.imports.len(),
     );
+    let debug = debug::carry(parts, placements);
     let non_alloc = sections::add_non_alloc(
         &mut sections,
-        &parts[0],
+        &debug.sections,
         new.alloc_end,
         sites_json.len() as u64,
         |sections| symtab_bytes(parts, placements, sections, &syms, &code.symbols),
@@ -164,6 +169,7 @@ pub fn layout<'a>(parts: &'a [Part], plans: &[Vec<SitePlan>]) -> Result<Layout<'
         sections,
         phdrs,
         non_alloc,
+        debug,
     })
 }
 
@@ -189,6 +195,7 @@ pub fn write(l: Layout) -> Result<Output> {
         sections,
         phdrs,
         non_alloc,
+        debug,
     } = l;
     let placements = &inputs.placements;
 
@@ -253,9 +260,8 @@ pub fn write(l: Layout) -> Result<Output> {
     put(new.tdata, &tls_image(parts, placements, tls)?);
 
     // Non-allocated sections, section headers, ELF header, build-id.
-    for d in &non_alloc.debug {
-        let src = &parts[0].data[d.from as usize..(d.from + d.size) as usize];
-        out[d.to.at()..d.to.at() + d.size as usize].copy_from_slice(src);
+    for (d, at) in debug.sections.iter().zip(&non_alloc.debug) {
+        out[at.at()..at.at() + d.bytes.len()].copy_from_slice(&d.bytes);
     }
     for (at, bytes) in [
         (non_alloc.symtab, &non_alloc.symtab_bytes),
@@ -286,6 +292,7 @@ pub fn write(l: Layout) -> Result<Output> {
         relocations: relas.len(),
         imports: syms.imports.len(),
         sites: code.records,
+        debug: debug.summary,
     })
 }
 

@@ -14,6 +14,7 @@
 //! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
 //! `segments`, `symtab`, `table` and `text`.
 
+mod debug;
 mod dynamic;
 mod dynsym;
 pub mod eh_frame;
@@ -180,6 +181,8 @@ pub struct Manifest {
     pub rpc_sites: Vec<ManifestSite>,
     pub decisions: Vec<Decision>,
     pub notes: Vec<String>,
+    /// Whose DWARF the fused image carries, what it left out and why.
+    pub debug_info: debug::DebugSummary,
     pub output_bytes: u64,
     pub input_bytes: u64,
     pub dynamic_relocations: usize,

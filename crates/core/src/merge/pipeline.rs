@@ -225,13 +225,13 @@ impl<'a> MergeContext<'a> {
     pub fn manifest(self, output: &Path, out: &Output) -> Manifest {
         let parts = &self.parts;
         let mut notes = Vec::new();
-        for p in &parts[1..] {
-            if !p.debug_sections.is_empty() {
-                notes.push(format!(
-                    "{}: debug info of a displaced image is not carried (the root's is)",
-                    p.name
-                ));
-            }
+        for l in &out.debug.left_out {
+            notes.push(format!("{}: debug info not carried: {}", l.image, l.reason));
+        }
+        for (image, sec) in &out.debug.dropped_sections {
+            notes.push(format!(
+                "{image}: {sec} dropped (the fused image cannot keep it correct)"
+            ));
         }
         let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         let rpc_sites = out
@@ -280,6 +280,7 @@ impl<'a> MergeContext<'a> {
             rpc_sites,
             decisions: self.decisions,
             notes,
+            debug_info: out.debug.clone(),
             output_bytes: out.bytes.len() as u64,
             input_bytes: self.input_bytes,
             dynamic_relocations: out.relocations,

@@ -2,6 +2,7 @@
 
 use object::elf;
 
+use super::debug::DebugOut;
 use super::dynsym::StrTab;
 use super::input::{Part, Role};
 use super::layout::{
@@ -171,17 +172,10 @@ pub fn add_new(
     sections[dynamic_idx as usize].link = dynstr_idx;
 }
 
-/// Root debug info copied from the root's file into the output.
-pub struct DebugCopy {
-    pub to: FileOff,
-    /// Offset in the root's file.
-    pub from: u64,
-    pub size: u64,
-}
-
 /// Where the non-allocated contents go, after the allocated ones.
 pub struct NonAlloc {
-    pub debug: Vec<DebugCopy>,
+    /// Where each of the debug sections goes.
+    pub debug: Vec<FileOff>,
     pub sites: FileOff,
     pub symtab: FileOff,
     pub symtab_bytes: Vec<u8>,
@@ -196,36 +190,32 @@ pub struct NonAlloc {
     pub total: u64,
 }
 
-/// Add the non-allocated sections (root debug info, the lowered sites'
+/// Add the non-allocated sections (debug info, the lowered sites'
 /// record, `.symtab`, `.strtab`, `.shstrtab`) from `alloc_end` on;
 /// `symtab` makes `.symtab` and `.strtab` given the sections so far.
 pub fn add_non_alloc(
     sections: &mut Vec<OutSection>,
-    root: &Part,
+    debug_sections: &[DebugOut],
     alloc_end: FileOff,
     sites_size: u64,
     symtab: impl FnOnce(&[OutSection]) -> (Vec<u8>, Vec<u8>, u32),
 ) -> NonAlloc {
     let mut fend = alloc_end.0;
     let mut debug = Vec::new();
-    for d in &root.debug_sections {
+    for d in debug_sections {
         fend = align_up(fend, d.align.max(8));
-        debug.push(DebugCopy {
-            to: FileOff(fend),
-            from: d.offset,
-            size: d.size,
-        });
+        debug.push(FileOff(fend));
         sections.push(OutSection {
             name: d.name.clone(),
             sh_type: elf::SHT_PROGBITS,
             flags: d.flags,
             offset: FileOff(fend),
-            size: d.size,
+            size: d.bytes.len() as u64,
             align: d.align,
             entsize: d.entsize,
             ..Default::default()
         });
-        fend += d.size;
+        fend += d.bytes.len() as u64;
     }
     fend = align_up(fend, 8);
     let sites = FileOff(fend);

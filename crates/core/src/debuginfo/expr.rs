@@ -1,0 +1,109 @@
+//! Fields inside DWARF expressions.
+
+use gimli::{constants as dw, EndianSlice, LittleEndian, Operation};
+
+use super::cursor::{Cursor, R};
+use super::units::Walk;
+use super::{Enc, Kind, Sec};
+
+/// The operation before a TLS operator, which gives its operand.
+#[derive(Clone, Copy)]
+enum Prev {
+    None,
+    /// A constant in the expression's bytes: (position, encoding).
+    Const(usize, Enc),
+    /// `DW_OP_addr` at this position.
+    Addr(usize),
+    /// `DW_OP_constx` of this `.debug_addr` index.
+    ConstIndex(u64),
+    Other,
+}
+
+/// Record the fields of the expression of `len` bytes at `at` in `sec`.
+/// Returns the `.debug_addr` indices that hold TLS offsets.
+pub fn scan(
+    w: &mut Walk,
+    sec: Sec,
+    bytes: &[u8],
+    at: usize,
+    len: usize,
+    enc: gimli::Encoding,
+) -> R<Vec<u64>> {
+    let end = at
+        .checked_add(len)
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(|| {
+            format!(
+                "{}: expression at {at:#x} runs past the section",
+                sec.name()
+            )
+        })?;
+    let mut r = EndianSlice::new(&bytes[at..end], LittleEndian);
+    let mut tls = Vec::new();
+    let mut prev = Prev::None;
+    let asize = enc.address_size;
+    // A DIE reference's size: the offset size, or the address size in DWARF 2.
+    let ref_size = if enc.version <= 2 {
+        asize
+    } else {
+        enc.format.word_size()
+    };
+    while !r.is_empty() {
+        let op_at = end - r.len();
+        let op = bytes[op_at];
+        let parsed = Operation::parse(&mut r, enc)
+            .map_err(|e| format!("{}: expression at {op_at:#x}: {e}", sec.name()))?;
+        let op_end = end - r.len();
+        let here = match dw::DwOp(op) {
+            dw::DW_OP_addr => {
+                w.push(sec, op_end - asize as usize, Enc::Fixed(asize), Kind::Addr);
+                Prev::Addr(op_end - asize as usize)
+            }
+            dw::DW_OP_const4u | dw::DW_OP_const8u => {
+                Prev::Const(op_at + 1, Enc::Fixed((op_end - op_at - 1) as u8))
+            }
+            dw::DW_OP_constu => Prev::Const(op_at + 1, Enc::Uleb((op_end - op_at - 1) as u8)),
+            dw::DW_OP_constx | dw::DW_OP_GNU_const_index => {
+                Prev::ConstIndex(Cursor::new(bytes, op_at + 1, "an expression").uleb()?)
+            }
+            dw::DW_OP_form_tls_address | dw::DW_OP_GNU_push_tls_address => {
+                match prev {
+                    Prev::Const(p, e) => w.push(sec, p, e, Kind::Tls),
+                    Prev::Addr(p) => {
+                        // Some producers give the offset with DW_OP_addr.
+                        let f = w.fields.pop().expect("the DW_OP_addr field");
+                        debug_assert_eq!(f.at, p as u64);
+                        w.push(sec, p, f.enc, Kind::Tls);
+                    }
+                    Prev::ConstIndex(i) => tls.push(i),
+                    Prev::None | Prev::Other => {
+                        return Err(format!(
+                            "{}: expression at {op_at:#x} takes a TLS address of a computed offset",
+                            sec.name()
+                        ))
+                    }
+                }
+                Prev::Other
+            }
+            dw::DW_OP_call_ref | dw::DW_OP_implicit_pointer | dw::DW_OP_GNU_implicit_pointer => {
+                w.push(
+                    sec,
+                    op_at + 1,
+                    Enc::Fixed(ref_size),
+                    Kind::Offset(Sec::Info),
+                );
+                Prev::Other
+            }
+            dw::DW_OP_entry_value | dw::DW_OP_GNU_entry_value => {
+                if let Operation::EntryValue { expression } = parsed {
+                    let inner = expression.len();
+                    tls.extend(scan(w, sec, bytes, op_end - inner, inner, enc)?);
+                }
+                Prev::Other
+            }
+            _ => Prev::Other,
+        };
+        prev = here;
+    }
+    Ok(tls)
+}

@@ -1,0 +1,257 @@
+//! Carries every input's DWARF into the fused image.
+//!
+//! Each output `.debug_*` section is the inputs' sections of that name one
+//! after another, root first. Every field [`crate::debuginfo`] finds is
+//! shifted by a constant of its image: addresses by the displacement, TLS
+//! offsets by the image's place in the combined TLS block, offsets into
+//! other debug sections by where the image's piece of that section starts.
+//! The root keeps its addresses and comes first everywhere, so its DWARF
+//! needs no change. An image whose DWARF cannot be read completely is left
+//! out (the manifest says why); index sections (`.debug_names`) and any
+//! section not understood are dropped, never left stale.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use object::elf;
+use serde::Serialize;
+
+use super::input::{DebugSection, Part};
+use super::layout::Placement;
+use crate::debuginfo::{self, Field, Kind, Sec};
+
+/// One output debug section.
+pub struct DebugOut {
+    pub name: String,
+    pub flags: u64,
+    pub align: u64,
+    pub entsize: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What the fused image's debug info holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DebugSummary {
+    /// Images whose DWARF the fused image carries.
+    pub carried: Vec<String>,
+    /// Images whose DWARF it does not carry, and why.
+    pub left_out: Vec<LeftOut>,
+    /// Sections dropped: (image, section).
+    pub dropped_sections: Vec<(String, String)>,
+    /// Split-DWARF objects the carried skeleton units name: gdb reads them
+    /// from these paths.
+    pub dwo: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftOut {
+    pub image: String,
+    pub reason: String,
+}
+
+pub struct Carried {
+    pub sections: Vec<DebugOut>,
+    pub summary: DebugSummary,
+}
+
+/// Largest uncompressed debug section accepted from a compressed one.
+const MAX_INFLATED: u64 = 4 << 30;
+
+/// Build the fused image's debug sections from `parts` placed at `placements`.
+pub fn carry(parts: &[Part], placements: &[Placement]) -> Carried {
+    let mut summary = DebugSummary::default();
+    // Only the root has debug info: its sections as they are (compressed
+    // ones stay compressed).
+    if parts[1..].iter().all(|p| p.debug_sections.is_empty()) {
+        let root = &parts[0];
+        let sections = root
+            .debug_sections
+            .iter()
+            .filter_map(|d| {
+                Some(DebugOut {
+                    name: d.name.clone(),
+                    flags: d.flags,
+                    align: d.align,
+                    entsize: d.entsize,
+                    bytes: raw(root, d)?.to_vec(),
+                })
+            })
+            .collect::<Vec<_>>();
+        if !sections.is_empty() {
+            summary.carried.push(root.name.clone());
+        }
+        return Carried { sections, summary };
+    }
+
+    let mut out: BTreeMap<Sec, DebugOut> = BTreeMap::new();
+    // `.debug_frame` holds only its own offsets and addresses: carried for
+    // the root, whose addresses do not move.
+    let mut frame: Option<DebugOut> = None;
+    for (i, (p, pl)) in parts.iter().zip(placements).enumerate() {
+        if p.debug_sections.is_empty() {
+            continue;
+        }
+        match carry_part(p, pl, i == 0, &out, &mut summary) {
+            Ok(pieces) => {
+                for (sec, d, bytes) in pieces {
+                    if let Some(sec) = sec {
+                        let o = out.entry(sec).or_insert_with(|| DebugOut {
+                            name: sec.name().into(),
+                            flags: d.flags & u64::from(elf::SHF_MERGE | elf::SHF_STRINGS),
+                            align: 1,
+                            entsize: d.entsize,
+                            bytes: Vec::new(),
+                        });
+                        o.bytes.extend_from_slice(&bytes);
+                    } else {
+                        frame = Some(DebugOut {
+                            name: d.name.clone(),
+                            flags: 0,
+                            align: d.align,
+                            entsize: 0,
+                            bytes: bytes.into_owned(),
+                        });
+                    }
+                }
+                summary.carried.push(p.name.clone());
+            }
+            Err(reason) => summary.left_out.push(LeftOut {
+                image: p.name.clone(),
+                reason,
+            }),
+        }
+    }
+    let mut sections: Vec<DebugOut> = out.into_values().collect();
+    sections.extend(frame);
+    Carried { sections, summary }
+}
+
+type Piece<'p> = (Option<Sec>, &'p DebugSection, Cow<'p, [u8]>);
+
+/// One image's pieces, shifted to follow what `out` holds so far.
+fn carry_part<'p>(
+    p: &'p Part,
+    pl: &Placement,
+    root: bool,
+    out: &BTreeMap<Sec, DebugOut>,
+    summary: &mut DebugSummary,
+) -> Result<Vec<Piece<'p>>, String> {
+    let mut pieces: Vec<Piece> = Vec::new();
+    for d in &p.debug_sections {
+        let sec = Sec::from_name(&d.name);
+        if sec.is_none() && !(root && d.name == ".debug_frame") {
+            summary
+                .dropped_sections
+                .push((p.name.clone(), d.name.clone()));
+            continue;
+        }
+        if pieces.iter().any(|(s, x, _)| *s == sec && x.name == d.name) {
+            return Err(format!("two {} sections", d.name));
+        }
+        pieces.push((sec, d, inflate(p, d)?));
+    }
+    let mut secs = debuginfo::Sections::default();
+    for (sec, _, bytes) in &pieces {
+        if let Some(s) = sec {
+            secs.set(*s, bytes);
+        }
+    }
+    let found = match debuginfo::find_fields(&secs) {
+        Ok(f) => f,
+        // The root's DWARF is right where it is, read or not.
+        Err(_) if root => return Ok(pieces),
+        Err(e) => return Err(e),
+    };
+    for dwo in &found.dwo {
+        summary.dwo.push((p.name.clone(), dwo.clone()));
+    }
+    if root {
+        return Ok(pieces);
+    }
+    let start = |s: Sec| out.get(&s).map_or(0, |o| o.bytes.len() as u64);
+    let lo = p
+        .sections
+        .iter()
+        .filter(|s| s.flags & u64::from(elf::SHF_ALLOC) != 0 && s.size > 0)
+        .map(|s| s.addr)
+        .min()
+        .unwrap_or(u64::MAX);
+    let hi = p.span().1;
+    let inside = |a: u64| a >= lo && a <= hi;
+    let present: Vec<Sec> = pieces.iter().filter_map(|(x, _, _)| *x).collect();
+    let has = |s: Sec| present.contains(&s);
+    let mut by_sec: BTreeMap<Sec, Vec<&Field>> = BTreeMap::new();
+    for f in &found.fields {
+        by_sec.entry(f.sec).or_default().push(f);
+    }
+    for (sec, _, bytes) in pieces.iter_mut() {
+        let Some(sec) = *sec else { continue };
+        let Some(fields) = by_sec.get(&sec) else {
+            continue;
+        };
+        let bytes = bytes.to_mut();
+        for f in fields {
+            let v = debuginfo::read_field(bytes, f)?;
+            let new = match f.kind {
+                Kind::Addr if inside(v) => v + pl.disp,
+                Kind::Addr => v,
+                Kind::Tls => v + pl.tls_offset.unwrap_or(0),
+                Kind::Offset(t) if has(t) => v + start(t),
+                Kind::Offset(t) => {
+                    return Err(format!(
+                        "{} at {:#x} refers to {}, which the image does not have",
+                        sec.name(),
+                        f.at,
+                        t.name()
+                    ))
+                }
+                Kind::Relative { base } if !inside(base) && inside(base.wrapping_add(v)) => {
+                    v + pl.disp
+                }
+                Kind::Relative { .. } => v,
+            };
+            if new != v {
+                debuginfo::write_field(bytes, f, new)?;
+            }
+        }
+    }
+    Ok(pieces)
+}
+
+/// The section's bytes in the input file.
+fn raw<'p>(p: &'p Part, d: &DebugSection) -> Option<&'p [u8]> {
+    let end = d.offset.checked_add(d.size)?;
+    p.data.get(d.offset as usize..end as usize)
+}
+
+/// The section's bytes, uncompressed.
+fn inflate<'p>(p: &'p Part, d: &DebugSection) -> Result<Cow<'p, [u8]>, String> {
+    let bytes = raw(p, d).ok_or_else(|| format!("{} lies outside the file", d.name))?;
+    if d.flags & u64::from(elf::SHF_COMPRESSED) == 0 {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let bad = || format!("{}: bad compression header", d.name);
+    let word = |at: usize, n: usize| -> Result<u64, String> {
+        let b = bytes.get(at..at + n).ok_or_else(bad)?;
+        Ok(b.iter().rev().fold(0u64, |v, x| (v << 8) | u64::from(*x)))
+    };
+    let format = match word(0, 4)? as u32 {
+        elf::ELFCOMPRESS_ZLIB => object::CompressionFormat::Zlib,
+        elf::ELFCOMPRESS_ZSTD => object::CompressionFormat::Zstandard,
+        t => return Err(format!("{}: compression type {t} is not known", d.name)),
+    };
+    let size = word(8, 8)?;
+    if size > MAX_INFLATED {
+        return Err(format!(
+            "{}: {size} bytes uncompressed is too large",
+            d.name
+        ));
+    }
+    let data = object::CompressedData {
+        format,
+        data: &bytes[24..],
+        uncompressed_size: size,
+    };
+    data.decompress()
+        .map_err(|e| format!("{}: cannot decompress: {e}", d.name))
+}
