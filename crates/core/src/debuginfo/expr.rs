@@ -16,6 +16,9 @@ enum Prev {
     Addr(usize),
     /// `DW_OP_constx` of this `.debug_addr` index.
     ConstIndex(u64),
+    /// A TLS operator with no constant before it: gcc sometimes puts the
+    /// constant right after it (the link editor relocates that one).
+    TlsFirst(usize),
     Other,
 }
 
@@ -54,13 +57,25 @@ pub fn scan(
         let parsed = Operation::parse(&mut r, enc)
             .map_err(|e| format!("{}: expression at {op_at:#x}: {e}", sec.name()))?;
         let op_end = end - r.len();
+        if let (Prev::TlsFirst(t), false) = (
+            prev,
+            matches!(dw::DwOp(op), dw::DW_OP_const4u | dw::DW_OP_const8u),
+        ) {
+            return Err(tls_of_computed(sec, t));
+        }
         let here = match dw::DwOp(op) {
             dw::DW_OP_addr => {
                 w.push(sec, op_end - asize as usize, Enc::Fixed(asize), Kind::Addr);
                 Prev::Addr(op_end - asize as usize)
             }
             dw::DW_OP_const4u | dw::DW_OP_const8u => {
-                Prev::Const(op_at + 1, Enc::Fixed((op_end - op_at - 1) as u8))
+                let enc = Enc::Fixed((op_end - op_at - 1) as u8);
+                if let Prev::TlsFirst(_) = prev {
+                    w.push(sec, op_at + 1, enc, Kind::Tls);
+                    Prev::Other
+                } else {
+                    Prev::Const(op_at + 1, enc)
+                }
             }
             dw::DW_OP_constu => Prev::Const(op_at + 1, Enc::Uleb((op_end - op_at - 1) as u8)),
             dw::DW_OP_constx | dw::DW_OP_GNU_const_index => {
@@ -76,11 +91,9 @@ pub fn scan(
                         w.push(sec, p, f.enc, Kind::Tls);
                     }
                     Prev::ConstIndex(i) => tls.push(i),
-                    Prev::None | Prev::Other => {
-                        return Err(format!(
-                            "{}: expression at {op_at:#x} takes a TLS address of a computed offset",
-                            sec.name()
-                        ))
+                    Prev::None | Prev::Other | Prev::TlsFirst(_) => {
+                        prev = Prev::TlsFirst(op_at);
+                        continue;
                     }
                 }
                 Prev::Other
@@ -105,5 +118,15 @@ pub fn scan(
         };
         prev = here;
     }
+    if let Prev::TlsFirst(t) = prev {
+        return Err(tls_of_computed(sec, t));
+    }
     Ok(tls)
+}
+
+fn tls_of_computed(sec: Sec, at: usize) -> String {
+    format!(
+        "{}: expression at {at:#x} takes a TLS address of a computed offset",
+        sec.name()
+    )
 }

@@ -131,7 +131,7 @@ pub enum Enc {
 }
 
 impl Enc {
-    pub fn len(self) -> u8 {
+    pub fn size(self) -> u8 {
         match self {
             Enc::Fixed(n) | Enc::Uleb(n) => n,
         }
@@ -243,7 +243,7 @@ pub fn find_fields(s: &Sections) -> Result<Found, String> {
                     ));
                 }
             }
-            Some(l) if l.sec == f.sec && l.at + u64::from(l.enc.len()) > f.at => {
+            Some(l) if l.sec == f.sec && l.at + u64::from(l.enc.size()) > f.at => {
                 return Err(format!("{} at {:#x}: fields overlap", f.sec.name(), f.at));
             }
             _ => out.push(f),
@@ -254,4 +254,26 @@ pub fn find_fields(s: &Sections) -> Result<Found, String> {
         fields: out,
         dwo: dwo.into_iter().collect(),
     })
+}
+
+/// The fields of the DWARF in the ELF file `data` (its debug sections
+/// uncompressed first).
+pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    let mut owned: Vec<(Sec, std::borrow::Cow<[u8]>)> = Vec::new();
+    for s in file.sections() {
+        let Some(sec) = s.name().ok().and_then(Sec::from_name) else {
+            continue;
+        };
+        let bytes = s
+            .uncompressed_data()
+            .map_err(|e| format!("{}: {e}", sec.name()))?;
+        owned.push((sec, bytes));
+    }
+    let mut secs = Sections::default();
+    for (sec, bytes) in &owned {
+        secs.set(*sec, bytes);
+    }
+    find_fields(&secs)
 }

@@ -149,10 +149,8 @@ impl<'s, 'a> Walk<'s, 'a> {
                             st.low_pc = Some(Deferred::Value(v));
                         }
                     }
-                    AttributeValue::DebugAddrIndex(i) => {
-                        if first && name == dw::DW_AT_low_pc {
-                            st.low_pc = Some(Deferred::Index(i.0 as u64));
-                        }
+                    AttributeValue::DebugAddrIndex(i) if first && name == dw::DW_AT_low_pc => {
+                        st.low_pc = Some(Deferred::Index(i.0 as u64));
                     }
                     AttributeValue::DebugStrRef(_) => {
                         self.push(sec, start, width, Kind::Offset(Sec::Str));
@@ -212,6 +210,11 @@ impl<'s, 'a> Walk<'s, 'a> {
                                 // only (the lists of numbers hold no address).
                                 dw::DW_AT_GNU_locviews => Some(loc_sec),
                                 dw::DW_AT_GNU_ranges_base => Some(Sec::Ranges),
+                                dw::DW_AT_GNU_macros => {
+                                    self.macro_units
+                                        .insert(attr.offset_value().unwrap_or(0) as u64);
+                                    Some(Sec::Macro)
+                                }
                                 _ => {
                                     return Err(format!(
                                         "{name} holds a section offset of a kind not known"
