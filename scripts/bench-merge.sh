@@ -60,6 +60,25 @@ for mb in "${SIZES[@]}"; do
   done
   measure "synthetic-${mb}MB-x2" "$d/fused.so" BigA="$d/libbiga.so" BigB="$d/libbigb.so"
 done
+
+# Debug info: two libraries of DEBUG_MB megabytes each (default 20), built
+# from C with -O2 -g, merged with their DWARF carried and with it stripped
+# (the same code): what carrying every image's DWARF costs.
+for mb in ${DEBUG_MB:-20}; do
+  d="$OUT/debug$mb"; mkdir -p "$d"
+  if [ ! -f "$d/libdbgb.nodebug.so" ]; then
+    python3 benches/gen/biglib.py DbgA DbgB "$mb" "$d" debug
+    python3 benches/gen/biglib.py DbgB - "$mb" "$d" debug
+    # shellcheck disable=SC2016
+    ls "$d"/Dbg*.c | xargs -P2 -I{} sh -c 'gcc -c -fPIC -O2 -g -Ifixtures/include "$1" -o "${1%.c}.o"' _ {}
+    for n in DbgA DbgB; do
+      gcc -shared -fPIC "$d/$n".o "$d/$n"-*.o -o "$d/lib${n,,}.so"
+      objcopy --strip-debug "$d/lib${n,,}.so" "$d/lib${n,,}.nodebug.so"
+    done
+  fi
+  measure "debug-${mb}MB-x2-g" "$d/fused.so" DbgA="$d/libdbga.so" DbgB="$d/libdbgb.so"
+  measure "debug-${mb}MB-x2-stripped" "$d/fused-nodebug.so" DbgA="$d/libdbga.nodebug.so" DbgB="$d/libdbgb.nodebug.so"
+done
 column -s, -t "$CSV"
 python3 - "$CSV" > out/bench/merge-scaling.csv <<'PY'
 import csv, sys

@@ -230,3 +230,87 @@ fn clang_fields_are_its_relocations() {
         ],
     );
 }
+
+/// Damaged DWARF in a callee is read to an error or to fields, never to a
+/// panic, and the merge still succeeds: the image's DWARF is then left out,
+/// with the reason in the manifest, or carried.
+#[test]
+fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
+    let dir = scratch_dir("dwarf-fields-damaged");
+    let build = |stem: &str, flags: &[&str]| {
+        let out = dir.join(format!("lib{stem}.so"));
+        let o = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2"])
+            .args(flags)
+            .arg(format!("-I{}", repo().join("fixtures/include").display()))
+            .arg(repo().join(format!("fixtures/functions/{stem}.c")))
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let foo = build("foo", &["-g", "-gdwarf-5"]);
+    let bar = build("bar", &["-g", "-gdwarf-5"]);
+    let data = std::fs::read(&bar).unwrap();
+    let ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*data).unwrap();
+        file.sections()
+            .filter(|s| s.name().is_ok_and(|n| Sec::from_name(n).is_some()))
+            .filter_map(|s| s.file_range())
+            .map(|(o, n)| (o as usize, n as usize))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let mut rng = Rng::new(0xd3a2f);
+    let (mut errors, mut merged, mut left_out) = (0, 0, 0);
+    for round in 0..400 {
+        let mut bad = data.clone();
+        for _ in 0..1 + rng.below(4) {
+            let (o, n) = ranges[rng.below(ranges.len())];
+            bad[o + rng.below(n)] = rng.next() as u8;
+        }
+        if fields_in_elf(&bad).is_err() {
+            errors += 1;
+        }
+        if round % 20 == 0 {
+            let lib = dir.join("libbar-damaged.so");
+            std::fs::write(&lib, &bad).unwrap();
+            let out = dir.join("fused.so");
+            let manifest = dir.join("fused.json");
+            run_ok(
+                faasfuse()
+                    .arg("merge")
+                    .arg(format!("Foo={}", foo.display()))
+                    .arg(format!("Bar={}", lib.display()))
+                    .arg("-o")
+                    .arg(&out)
+                    .arg("--manifest")
+                    .arg(&manifest),
+            );
+            let m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+            let info = &m["debug_info"];
+            let carried = info["carried"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "Bar");
+            let out_reason = info["left_out"].as_array().unwrap().iter().any(|l| {
+                l["image"] == "Bar" && l["reason"].as_str().is_some_and(|r| !r.is_empty())
+            });
+            assert!(carried != out_reason, "round {round}: {info}");
+            merged += 1;
+            left_out += usize::from(out_reason);
+        }
+    }
+    assert!(
+        errors > 20,
+        "only {errors} of 400 damaged copies were refused"
+    );
+    assert!(
+        merged == 20 && left_out > 0,
+        "{merged} merged, {left_out} left out"
+    );
+}

@@ -131,6 +131,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Where entry `index` of `size`-byte entries from `base` lies.
+pub fn entry(base: u64, index: u64, size: u8) -> R<u64> {
+    index
+        .checked_mul(u64::from(size))
+        .and_then(|o| o.checked_add(base))
+        .ok_or_else(|| format!("index {index:#x} from {base:#x} is out of range"))
+}
+
 /// `v` as ULEB128 in exactly `len` bytes, if it fits.
 pub fn uleb_padded(v: u64, len: u8) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(len as usize);

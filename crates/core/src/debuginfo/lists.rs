@@ -1,7 +1,7 @@
 //! Range and location lists: `.debug_ranges`/`.debug_loc` (DWARF 2 to 4)
 //! and `.debug_rnglists`/`.debug_loclists` (DWARF 5).
 
-use super::cursor::{Cursor, R};
+use super::cursor::{entry, Cursor, R};
 use super::units::{read_at, Walk};
 use super::{expr, Enc, Kind, Sec};
 
@@ -78,7 +78,7 @@ pub fn v5(w: &mut Walk, loc: bool, off: u64, cx: &ListCtx) -> R<()> {
                 let b = cx
                     .addr_base
                     .ok_or("DW_RLE_base_addressx without DW_AT_addr_base")?;
-                base = read_at(w.s.bytes(Sec::Addr)?, b + i * u64::from(asize), asize)?;
+                base = read_at(w.s.bytes(Sec::Addr)?, entry(b, i, asize)?, asize)?;
                 has_expr = false;
             }
             // startx_endx, startx_length: indices into .debug_addr
@@ -144,7 +144,7 @@ fn expr_fields(w: &mut Walk, sec: Sec, bytes: &[u8], at: usize, len: usize, cx: 
     let tls = expr::scan(w, sec, bytes, at, len, cx.enc)?;
     for i in tls {
         let b = cx.addr_base.ok_or("DW_OP_constx without DW_AT_addr_base")?;
-        w.tls_addr.insert(b + i * u64::from(cx.enc.address_size));
+        w.tls_addr.insert(entry(b, i, cx.enc.address_size)?);
     }
     Ok(())
 }

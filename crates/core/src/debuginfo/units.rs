@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use gimli::{constants as dw, AttributeValue, EndianSlice, Format, LittleEndian, UnitHeader};
 
-use super::cursor::{Cursor, R};
+use super::cursor::{entry, Cursor, R};
 use super::{expr, lists, Enc, Field, Kind, Sec, Sections};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
@@ -274,7 +274,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             let b = st
                 .addr_base
                 .ok_or("an address index without DW_AT_addr_base")?;
-            Ok(b + i * u64::from(asize))
+            entry(b, i, asize)
         };
         let base = match st.low_pc {
             Some(Deferred::Value(v)) => v,
@@ -304,7 +304,8 @@ impl<'s, 'a> Walk<'s, 'a> {
                     ListRef::Index(i) => {
                         let b = list_base.ok_or("a list index without its base attribute")?;
                         let w = enc.format.word_size();
-                        b + read_at(self.s.bytes(sec)?, b + i * u64::from(w), w)?
+                        b.checked_add(read_at(self.s.bytes(sec)?, entry(b, i, w)?, w)?)
+                            .ok_or("a list offset is out of range")?
                     }
                 };
                 if !self.lists_seen.insert((sec, off)) {
@@ -332,7 +333,7 @@ impl<'s, 'a> Walk<'s, 'a> {
                         .str_offsets_base
                         .ok_or("a string index without DW_AT_str_offsets_base")?;
                     let w = enc.format.word_size();
-                    let o = read_at(self.s.bytes(Sec::StrOffsets)?, b + i * u64::from(w), w)?;
+                    let o = read_at(self.s.bytes(Sec::StrOffsets)?, entry(b, i, w)?, w)?;
                     Some(
                         String::from_utf8_lossy(cstr_at(self.s.bytes(Sec::Str)?, o as usize)?)
                             .into_owned(),

@@ -193,10 +193,10 @@ fn carry_part<'p>(
         for f in fields {
             let v = debuginfo::read_field(bytes, f)?;
             let new = match f.kind {
-                Kind::Addr if inside(v) => v + pl.disp,
-                Kind::Addr => v,
-                Kind::Tls => v + pl.tls_offset.unwrap_or(0),
-                Kind::Offset(t) if has(t) => v + start(t),
+                Kind::Addr if inside(v) => v.checked_add(pl.disp),
+                Kind::Addr => Some(v),
+                Kind::Tls => v.checked_add(pl.tls_offset.unwrap_or(0)),
+                Kind::Offset(t) if has(t) => v.checked_add(start(t)),
                 Kind::Offset(t) => {
                     return Err(format!(
                         "{} at {:#x} refers to {}, which the image does not have",
@@ -206,10 +206,11 @@ fn carry_part<'p>(
                     ))
                 }
                 Kind::Relative { base } if !inside(base) && inside(base.wrapping_add(v)) => {
-                    v + pl.disp
+                    v.checked_add(pl.disp)
                 }
-                Kind::Relative { .. } => v,
-            };
+                Kind::Relative { .. } => Some(v),
+            }
+            .ok_or_else(|| format!("{} at {:#x}: {v:#x} overflows", sec.name(), f.at))?;
             if new != v {
                 debuginfo::write_field(bytes, f, new)?;
             }
