@@ -301,6 +301,19 @@ fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
                 l["image"] == "Bar" && l["reason"].as_str().is_some_and(|r| !r.is_empty())
             });
             assert!(carried != out_reason, "round {round}: {info}");
+            // `inspect` says the same before any merge.
+            let report: serde_json::Value = serde_json::from_str(&run_stdout(
+                faasfuse().arg("inspect").arg("--json").arg(&lib),
+            ))
+            .unwrap();
+            assert_eq!(
+                report["dwarf"]["carried"], carried,
+                "round {round}: {report}"
+            );
+            if out_reason {
+                let reason = info["left_out"][0]["reason"].clone();
+                assert_eq!(report["dwarf"]["reason"], reason, "round {round}");
+            }
             merged += 1;
             left_out += usize::from(out_reason);
         }

@@ -28,6 +28,20 @@ pub struct InspectReport {
     /// them (root first), with how each is served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fused_images: Option<Vec<FusedImage>>,
+    /// Whether `merge` can carry the image's DWARF into a fused image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dwarf: Option<DwarfCheck>,
+}
+
+/// What `merge` would make of an image's DWARF.
+#[derive(Debug, Serialize)]
+pub struct DwarfCheck {
+    pub carried: bool,
+    /// Fields that depend on placement (shifted when the image is displaced).
+    pub fields: usize,
+    /// Why it would be left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One image of a fused image, read from the table the runtime reads.
@@ -57,12 +71,28 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         Some(_) => Some(fused_images(&image)?),
         None => None,
     };
+    let dwarf = image
+        .info
+        .debug_info
+        .then(|| match crate::debuginfo::fields_in_elf(&image.data) {
+            Ok(f) => DwarfCheck {
+                carried: true,
+                fields: f.fields.len(),
+                reason: None,
+            },
+            Err(e) => DwarfCheck {
+                carried: false,
+                fields: 0,
+                reason: Some(e),
+            },
+        });
     Ok(InspectReport {
         path: path.display().to_string(),
         info: image.info.clone(),
         rpc_sites,
         fused_sites,
         fused_images,
+        dwarf,
     })
 }
 
@@ -221,6 +251,24 @@ impl InspectReport {
         let _ = writeln!(s, "  DT_RELR        {}", yes(i.relr));
         let _ = writeln!(s, "  emit-relocs    {}", yes(i.emit_relocs));
         let _ = writeln!(s, "  debug info     {}", yes(i.debug_info));
+        match &self.dwarf {
+            Some(DwarfCheck {
+                carried: true,
+                fields,
+                ..
+            }) => {
+                let _ = writeln!(
+                    s,
+                    "                 carried when fused ({fields} fields shifted by placement)"
+                );
+            }
+            Some(DwarfCheck {
+                reason: Some(r), ..
+            }) => {
+                let _ = writeln!(s, "                 left out when fused: {r}");
+            }
+            _ => {}
+        }
         let _ = writeln!(s, "  functions ({}):", i.functions.len());
         for f in &i.functions {
             let _ = writeln!(

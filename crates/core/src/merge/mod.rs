@@ -300,6 +300,15 @@ pub fn render(m: &Manifest) -> String {
             e.caller, e.callee, e.handling
         ));
     }
+    if !m.debug_info.carried.is_empty() {
+        s.push_str(&format!(
+            "  debug info of {} carried\n",
+            m.debug_info.carried.join(", ")
+        ));
+    }
+    for (image, dwo) in &m.debug_info.dwo {
+        s.push_str(&format!("  debug info of {image} read from {dwo}\n"));
+    }
     for n in &m.notes {
         s.push_str(&format!("  note: {n}\n"));
     }
