@@ -92,6 +92,48 @@ fn addr2line(elf: &Path, addrs: &[u64]) -> Vec<Frames> {
     res
 }
 
+/// gdb's `info line *ADDR` (not running) of each of `addrs` in `elf`,
+/// without its addresses and symbols: `Line N of "FILE"`, or that there is
+/// no line. gdb reads split DWARF's line tables where addr2line does not.
+fn gdb_lines(elf: &Path, addrs: &[u64]) -> Vec<String> {
+    let script = scratch_dir("debuginfo-gdb-lines").join(format!(
+        "{}-{}.gdb",
+        std::process::id(),
+        elf.to_string_lossy().replace('/', "_")
+    ));
+    let cmds: String = addrs
+        .iter()
+        .map(|a| format!("info line *{a:#x}\n"))
+        .collect();
+    std::fs::write(&script, cmds).unwrap();
+    let out = run_ok(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-x"])
+            .arg(&script)
+            .arg(elf),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("Line ") || l.starts_with("No line number"))
+        .map(|l| {
+            let end = [" starts at address", " is at address", " for address"]
+                .iter()
+                .filter_map(|m| l.find(m))
+                .min()
+                .unwrap_or(l.len());
+            l[..end].to_string()
+        })
+        .collect();
+    assert_eq!(
+        lines.len(),
+        addrs.len(),
+        "gdb info line {}:\n{text}",
+        elf.display()
+    );
+    lines
+}
+
 /// Address of `name` in the `.symtab` (else `.dynsym`) of `elf`.
 fn symbol(elf: &Path, name: &str) -> Option<u64> {
     let data = std::fs::read(elf).unwrap();
@@ -231,6 +273,17 @@ fn check_lines(
                     ));
                 }
             }
+            // The same rows as gdb reads them.
+            let want = gdb_lines(lib, &addrs);
+            let got = gdb_lines(fused, &shifted);
+            for ((a, w), g) in addrs.iter().zip(&want).zip(&got) {
+                if w != g {
+                    r.mismatches.push(format!(
+                        "{name} {a:#x} (fused {:#x}): gdb `info line`: input {w:?} / fused {g:?}",
+                        a.wrapping_add(disp)
+                    ));
+                }
+            }
             r
         })
         .collect()
@@ -278,6 +331,7 @@ fn line_problems(what: &str, results: &[(String, ImageLines)]) -> Vec<String> {
 #[test]
 fn every_line_row_of_every_input_resolves_in_the_fused_image_as_in_its_input() {
     require_tool("addr2line", &["--version"], "binutils");
+    require_tool("gdb", &["--version"], "gdb");
     require_tool("objdump", &["--version"], "binutils");
     require_tool("objcopy", &["--version"], "binutils");
     let dir = fixtures().join("debug");
@@ -427,13 +481,30 @@ fn gdb_in_a_fused_callee_shows_what_the_unfused_callee_shows() {
     let line = marked_line("dbg_callee.c", "dbg-marker: stop here");
     let call_line = marked_line("dbg_callee.c", "return inlined_helper(");
     let input = "hello";
-    for (variant, flags) in [
+    let variants = [
         ("dwarf5", &["-g"][..]),
         ("dwarf4", &["-g", "-gdwarf-4"][..]),
-    ] {
+    ];
+    // The oracle first, for every variant: the unfused deployment, each
+    // library loaded alone.
+    let mut oracles = Vec::new();
+    for (variant, flags) in variants {
         let dir = scratch_dir(&format!("debuginfo-gdb-{variant}"));
         let root = build_lib("dbg_root.c", &dir, flags);
         let callee = build_lib("dbg_callee.c", &dir, flags);
+        let (text, unfused) = gdb_in_callee(
+            &[
+                format!("Root={}", root.display()),
+                format!("Callee={}", callee.display()),
+            ],
+            input,
+            line,
+        );
+        let what = format!("{variant} unfused");
+        check_session(&what, &text, &unfused, line, call_line, input);
+        oracles.push((variant, dir, root, callee, unfused));
+    }
+    for (variant, dir, root, callee, unfused) in oracles {
         let fused = dir.join("fused.so");
         run_ok(
             faasfuse()
@@ -443,33 +514,10 @@ fn gdb_in_a_fused_callee_shows_what_the_unfused_callee_shows() {
                 .arg("-o")
                 .arg(&fused),
         );
-        // The oracle: the unfused deployment, each library loaded alone.
-        let (text, unfused) = gdb_in_callee(
-            &[
-                format!("Root={}", root.display()),
-                format!("Callee={}", callee.display()),
-            ],
-            input,
-            line,
-        );
-        check_session(
-            &format!("{variant} unfused"),
-            &text,
-            &unfused,
-            line,
-            call_line,
-            input,
-        );
         let (text, fused_session) =
             gdb_in_callee(&[format!("Root={}", fused.display())], input, line);
-        check_session(
-            &format!("{variant} fused"),
-            &text,
-            &fused_session,
-            line,
-            call_line,
-            input,
-        );
+        let what = format!("{variant} fused");
+        check_session(&what, &text, &fused_session, line, call_line, input);
         for (name, _) in GDB_COMMANDS {
             let (a, b) = (&unfused[name], &fused_session[name]);
             let (a, b) = if *name == "bt" {
