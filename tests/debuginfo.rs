@@ -175,7 +175,8 @@ struct ImageLines {
     /// addr2line cannot name a file of): addr2line names their file from
     /// the symbol table, see [`same_frames`].
     symtab_rows: usize,
-    /// Rows resolved differently: `input addr: input frames / fused frames`.
+    /// Answers that differ, addr2line's and gdb's (a row may have two):
+    /// `image addr (fused addr): input answer / fused answer`.
     mismatches: Vec<String>,
 }
 
@@ -306,7 +307,7 @@ fn line_problems(what: &str, results: &[(String, ImageLines)]) -> Vec<String> {
     let mut problems = Vec::new();
     for (w, r) in results {
         eprintln!(
-            "{what} {w} {}: {} rows ({} without a DWARF line), {} mismatched",
+            "{what} {w} {}: {} rows ({} without a DWARF line), {} answers differ",
             r.image,
             r.rows,
             r.symtab_rows,
@@ -317,7 +318,7 @@ fn line_problems(what: &str, results: &[(String, ImageLines)]) -> Vec<String> {
         }
         if !r.mismatches.is_empty() {
             problems.push(format!(
-                "{what} {w} {}: {} of {} rows resolve differently, first:\n  {}",
+                "{what} {w} {}: {} answers differ (addr2line and gdb, {} rows), first:\n  {}",
                 r.image,
                 r.mismatches.len(),
                 r.rows,
