@@ -12,6 +12,15 @@
 #   gcc-pgo        -O2 -fprofile-use=PGO_DIR/<lib>       (after training)
 #   clang-O0 clang-O2 clang-O3   clang-16 linked with lld-16
 #   clang-retpoline              clang-16 -O2 -mretpoline, lld-16
+# and with debug info (the debug-info matrix of tests/debuginfo.rs):
+#   gcc-g-dwarf4 gcc-g-dwarf5     -O2 -g -gdwarf-4 / -gdwarf-5
+#   gcc-g3                       -O2 -g3 (macro info)
+#   gcc-gz                       -O2 -g -gz (compressed debug sections)
+#   gcc-g-types                  -O2 -g -gdwarf-4 -fdebug-types-section
+#   gcc-split-dwarf              -O2 -g -gsplit-dwarf (.dwo files beside
+#                                each library: OUTDIR/VARIANT/libX.so-X.dwo)
+#   clang-g-dwarf4 clang-g-dwarf5 clang-gz clang-g-types
+#                                the same with clang-16 and lld-16
 # A missing compiler is an error, never a skipped variant.
 #
 # Usage: scripts/build-matrix.sh OUTDIR VARIANT...   (PGO_DIR for gcc-pgo*)
@@ -38,6 +47,14 @@ flags_of() { # variant -> "cc cxx flags"
     gcc-pgo) echo "gcc g++ -O2 -Wno-missing-profile -fprofile-use=@PGO@ -fprofile-partial-training" ;;
     clang-O0|clang-O2|clang-O3) echo "$CLANG $CLANGXX -${1#clang-} -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;
     clang-retpoline) echo "$CLANG $CLANGXX -O2 -mretpoline -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;
+    gcc-g-dwarf4|gcc-g-dwarf5) echo "gcc g++ -O2 -g -gdwarf-${1#gcc-g-dwarf}" ;;
+    gcc-g3) echo "gcc g++ -O2 -g3" ;;
+    gcc-gz) echo "gcc g++ -O2 -g -gz" ;;
+    gcc-g-types) echo "gcc g++ -O2 -g -gdwarf-4 -fdebug-types-section" ;;
+    gcc-split-dwarf) echo "gcc g++ -O2 -g -gsplit-dwarf" ;;
+    clang-g-dwarf4|clang-g-dwarf5) echo "$CLANG $CLANGXX -O2 -g -gdwarf-${1#clang-g-dwarf} -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;
+    clang-gz) echo "$CLANG $CLANGXX -O2 -g -gz -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;
+    clang-g-types) echo "$CLANG $CLANGXX -O2 -g -fdebug-types-section -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;
     *) echo "build-matrix: unknown variant $1" >&2; return 1 ;;
   esac
 }
