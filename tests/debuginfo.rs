@@ -27,26 +27,33 @@ use std::sync::OnceLock;
 
 use object::{Object, ObjectSymbol};
 
-/// The addresses of the line-table rows of `elf` (end-of-sequence rows,
-/// which address the byte after a sequence, excluded), as `objdump
-/// --dwarf=decodedline` lists them.
+/// The addresses of the line-table rows of `elf` as `objdump
+/// --dwarf=decodedline` lists them, without end-of-sequence rows (which
+/// address the byte after a sequence) and the empty rows at that same
+/// address just before them (they cover no instruction: a reader resolves
+/// that address from whatever follows the sequence).
 fn line_rows(elf: &Path) -> BTreeSet<u64> {
     let text = run_stdout(Command::new("objdump").arg("--dwarf=decodedline").arg(elf));
     let mut rows = BTreeSet::new();
+    // Rows of the current sequence, so far.
+    let mut sequence: Vec<u64> = Vec::new();
     for line in text.lines() {
         let t: Vec<&str> = line.split_whitespace().collect();
         // `FILE LINE 0xADDR [VIEW] [x]`; an end of sequence has `-` as LINE.
         for i in 1..t.len() {
             if let Some(hex) = t[i].strip_prefix("0x") {
-                if t[i - 1].parse::<u64>().is_ok() {
-                    if let Ok(a) = u64::from_str_radix(hex, 16) {
-                        rows.insert(a);
+                if let Ok(a) = u64::from_str_radix(hex, 16) {
+                    if t[i - 1].parse::<u64>().is_ok() {
+                        sequence.push(a);
+                    } else if t[i - 1] == "-" {
+                        rows.extend(sequence.drain(..).filter(|r| *r != a));
                     }
                 }
                 break;
             }
         }
     }
+    rows.extend(sequence);
     rows
 }
 
@@ -507,13 +514,25 @@ fn gdb_in_a_fused_callee_shows_what_the_unfused_callee_shows() {
     }
     for (variant, dir, root, callee, unfused) in oracles {
         let fused = dir.join("fused.so");
+        let manifest = dir.join("fused.json");
         run_ok(
             faasfuse()
                 .arg("merge")
                 .arg(format!("Root={}", root.display()))
                 .arg(format!("Callee={}", callee.display()))
                 .arg("-o")
-                .arg(&fused),
+                .arg(&fused)
+                .arg("--manifest")
+                .arg(&manifest),
+        );
+        // The root's TLS block comes first, so the callee's TLS variable
+        // moved: gdb finds it only through the shifted offset.
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        assert!(
+            m["inputs"][1]["tls_offset"].as_u64().is_some_and(|x| x > 0),
+            "{variant}: the callee's TLS block did not move: {}",
+            m["inputs"][1]
         );
         let (text, fused_session) =
             gdb_in_callee(&[format!("Root={}", fused.display())], input, line);

@@ -137,6 +137,10 @@ impl<'s, 'a> Walk<'s, 'a> {
                 continue;
             };
             for spec in ab.attributes() {
+                if spec.form() == dw::DW_FORM_indirect {
+                    // The value's position would not be the attribute's.
+                    return Err("DW_FORM_indirect is not supported".into());
+                }
                 let start = base + entries.next_offset().0;
                 let attr = entries.read_attribute(*spec).map_err(|e| e.to_string())?;
                 let end = base + entries.next_offset().0;
