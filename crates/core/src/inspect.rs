@@ -147,7 +147,7 @@ fn fused_images(image: &Image) -> Result<Vec<FusedImage>> {
 /// The site list `merge` leaves in a fused image, if this is one.
 fn fused_sites(image: &Image) -> Result<Option<Vec<SiteRecord>>> {
     use object::{Object, ObjectSection};
-    let file = object::File::parse(&*image.data)?;
+    let file = object::File::parse(image.data.as_slice())?;
     let Some(section) = file.section_by_name(SITES_SECTION) else {
         return Ok(None);
     };

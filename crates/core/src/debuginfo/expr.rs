@@ -86,9 +86,11 @@ pub fn scan(
                     Prev::Const(p, e) => w.push(sec, p, e, Kind::Tls),
                     Prev::Addr(p) => {
                         // Some producers give the offset with DW_OP_addr.
-                        let f = w.fields.pop().expect("the DW_OP_addr field");
-                        debug_assert_eq!(f.at, p as u64);
-                        w.push(sec, p, f.enc, Kind::Tls);
+                        let fields = &mut w.fields[sec as usize];
+                        if fields.last().is_some_and(|f| f.at == p as u64) {
+                            fields.pop();
+                        }
+                        w.push(sec, p, Enc::Fixed(asize), Kind::Tls);
                     }
                     Prev::ConstIndex(i) => tls.push(i),
                     Prev::None | Prev::Other | Prev::TlsFirst(_) => {

@@ -147,13 +147,27 @@ pub struct Field {
     pub kind: Kind,
 }
 
-/// An image's debug sections, uncompressed, by [`Sec`].
-#[derive(Default)]
+/// An image's debug sections, uncompressed, by [`Sec`], and the image's
+/// allocated address range: addresses outside it (0, tombstones) never move.
 pub struct Sections<'a> {
     data: [Option<&'a [u8]>; 19],
+    span: (u64, u64),
 }
 
 impl<'a> Sections<'a> {
+    /// No sections yet, of an image whose allocated sections span `lo..=hi`.
+    pub fn new(lo: u64, hi: u64) -> Sections<'a> {
+        Sections {
+            data: [None; 19],
+            span: (lo, hi),
+        }
+    }
+
+    /// Whether `a` is an address in the image (an end address included).
+    pub fn inside(&self, a: u64) -> bool {
+        a >= self.span.0 && a <= self.span.1
+    }
+
     pub fn set(&mut self, sec: Sec, bytes: &'a [u8]) {
         self.data[sec.index()] = Some(bytes);
     }
@@ -166,8 +180,10 @@ impl<'a> Sections<'a> {
     }
 }
 
-/// Every shiftable field of one image's DWARF, and the split-DWARF objects
-/// its skeleton units name.
+/// Every field of one image's DWARF that moves with placement (addresses
+/// inside the image, list entries relative to a base outside it, TLS
+/// offsets, offsets into debug sections), and the split-DWARF objects its
+/// skeleton units name.
 #[derive(Debug, Default)]
 pub struct Found {
     /// Sorted by section and position, each position once.
@@ -211,42 +227,66 @@ pub fn write_field(bytes: &mut [u8], f: &Field, v: u64) -> Result<(), String> {
 
 /// Find the fields of `s`; an error says what could not be read.
 pub fn find_fields(s: &Sections) -> Result<Found, String> {
-    let mut w = units::Walk::new(s);
-    w.units(Sec::Info)?;
-    w.units(Sec::Types)?;
-    tables::line(&mut w)?;
-    tables::aranges(&mut w)?;
-    tables::str_offsets(&mut w)?;
+    // Two walks side by side: half the units (and the type units), and the
+    // other half with the sections walked from their start; then the
+    // sections that need what the units said.
+    let info = units::headers(s, Sec::Info)?;
+    let (first, second) = info.split_at(info.len() / 2);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| -> Result<units::Walk, String> {
+            let mut w = units::Walk::new(s);
+            w.walk_units(Sec::Info, first)?;
+            w.units(Sec::Types)?;
+            Ok(w)
+        });
+        let mut w = units::Walk::new(s);
+        let b = (|| -> Result<(), String> {
+            w.walk_units(Sec::Info, second)?;
+            tables::line(&mut w)?;
+            tables::aranges(&mut w)?;
+            tables::str_offsets(&mut w)?;
+            for sec in [
+                Sec::Pubnames,
+                Sec::Pubtypes,
+                Sec::GnuPubnames,
+                Sec::GnuPubtypes,
+            ] {
+                tables::name_table(&mut w, sec)?;
+            }
+            Ok(())
+        })();
+        let a = a.join().expect("a walk does not panic");
+        (a, b.map(|_| w))
+    });
+    let mut w = a?;
+    w.absorb(b?);
     tables::addr(&mut w)?;
-    for sec in [
-        Sec::Pubnames,
-        Sec::Pubtypes,
-        Sec::GnuPubnames,
-        Sec::GnuPubtypes,
-    ] {
-        tables::name_table(&mut w, sec)?;
-    }
     tables::macros(&mut w)?;
-    let mut fields = std::mem::take(&mut w.fields);
-    fields.sort_by_key(|f| (f.sec, f.at));
-    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
-    for f in fields {
-        match out.last() {
-            Some(l) if l.sec == f.sec && l.at == f.at => {
-                if *l != f {
-                    return Err(format!(
-                        "{} at {:#x} is read two ways ({:?} and {:?})",
-                        f.sec.name(),
-                        f.at,
-                        l.kind,
-                        f.kind
-                    ));
+    let mut out: Vec<Field> = Vec::with_capacity(w.fields.iter().map(Vec::len).sum());
+    for mut fields in std::mem::take(&mut w.fields) {
+        // Most sections are walked in order; lists follow their references.
+        if !fields.windows(2).all(|w| w[0].at <= w[1].at) {
+            fields.sort_unstable_by_key(|f| f.at);
+        }
+        let first = out.len();
+        for f in fields {
+            match out[first..].last() {
+                Some(l) if l.at == f.at => {
+                    if *l != f {
+                        return Err(format!(
+                            "{} at {:#x} is read two ways ({:?} and {:?})",
+                            f.sec.name(),
+                            f.at,
+                            l.kind,
+                            f.kind
+                        ));
+                    }
                 }
+                Some(l) if l.at + u64::from(l.enc.size()) > f.at => {
+                    return Err(format!("{} at {:#x}: fields overlap", f.sec.name(), f.at));
+                }
+                _ => out.push(f),
             }
-            Some(l) if l.sec == f.sec && l.at + u64::from(l.enc.size()) > f.at => {
-                return Err(format!("{} at {:#x}: fields overlap", f.sec.name(), f.at));
-            }
-            _ => out.push(f),
         }
     }
     let dwo: BTreeSet<String> = w.dwo.into_iter().collect();
@@ -254,6 +294,16 @@ pub fn find_fields(s: &Sections) -> Result<Found, String> {
         fields: out,
         dwo: dwo.into_iter().collect(),
     })
+}
+
+/// The split-DWARF objects the skeleton units of `s` name (reads only each
+/// unit's own DIE).
+pub fn split_objects(s: &Sections) -> Result<Vec<String>, String> {
+    let mut w = units::Walk::new(s);
+    w.unit_dies_only = true;
+    w.units(Sec::Info)?;
+    let dwo: BTreeSet<String> = w.dwo.into_iter().collect();
+    Ok(dwo.into_iter().collect())
 }
 
 /// The fields of the DWARF in the ELF file `data` (its debug sections
@@ -271,7 +321,18 @@ pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
             .map_err(|e| format!("{}: {e}", sec.name()))?;
         owned.push((sec, bytes));
     }
-    let mut secs = Sections::default();
+    let alloc: Vec<(u64, u64)> = file
+        .sections()
+        .filter(|s| {
+            matches!(s.flags(), object::SectionFlags::Elf { sh_flags }
+                if sh_flags & u64::from(object::elf::SHF_ALLOC) != 0)
+                && s.size() > 0
+        })
+        .map(|s| (s.address(), s.address() + s.size()))
+        .collect();
+    let lo = alloc.iter().map(|a| a.0).min().unwrap_or(u64::MAX);
+    let hi = alloc.iter().map(|a| a.1).max().unwrap_or(0);
+    let mut secs = Sections::new(lo, hi);
     for (sec, bytes) in &owned {
         secs.set(*sec, bytes);
     }

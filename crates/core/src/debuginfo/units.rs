@@ -7,12 +7,11 @@ use gimli::{constants as dw, AttributeValue, EndianSlice, Format, LittleEndian, 
 use super::cursor::{entry, Cursor, R};
 use super::{expr, lists, Enc, Field, Kind, Sec, Sections};
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
-
 /// The state of one walk over an image's DWARF.
 pub struct Walk<'s, 'a> {
     pub s: &'s Sections<'a>,
-    pub fields: Vec<Field>,
+    /// Fields by section ([`Sec::ALL`] order).
+    pub fields: Vec<Vec<Field>>,
     pub dwo: Vec<String>,
     /// Macro units referenced by units (imports are followed later).
     pub macro_units: BTreeSet<u64>,
@@ -22,6 +21,8 @@ pub struct Walk<'s, 'a> {
     pub tls_addr: HashSet<u64>,
     /// Lists already walked: (section, offset).
     lists_seen: HashSet<(Sec, u64)>,
+    /// Read only each unit's own DIE (for the names of split-DWARF objects).
+    pub unit_dies_only: bool,
 }
 
 /// A reference to a list, by offset or by index into the unit's offsets table.
@@ -58,52 +59,75 @@ impl<'s, 'a> Walk<'s, 'a> {
     pub fn new(s: &'s Sections<'a>) -> Walk<'s, 'a> {
         Walk {
             s,
-            fields: Vec::new(),
+            fields: vec![Vec::new(); Sec::ALL.len()],
             dwo: Vec::new(),
             macro_units: BTreeSet::new(),
             addr_bases: BTreeSet::new(),
             tls_addr: HashSet::new(),
             lists_seen: HashSet::new(),
+            unit_dies_only: false,
         }
     }
 
+    /// Record a field, if it moves with placement.
     pub fn push(&mut self, sec: Sec, at: usize, enc: Enc, kind: Kind) {
-        self.fields.push(Field {
+        let f = Field {
             sec,
             at: at as u64,
             enc,
             kind,
-        });
+        };
+        let moves = match kind {
+            Kind::Addr | Kind::Relative { .. } => {
+                let Some(v) = self.s.get(sec).and_then(|b| super::read_field(b, &f).ok()) else {
+                    // Out of bounds: kept, so the merge refuses it.
+                    self.fields[sec as usize].push(f);
+                    return;
+                };
+                match kind {
+                    Kind::Relative { base } => {
+                        !self.s.inside(base) && self.s.inside(base.wrapping_add(v))
+                    }
+                    _ => self.s.inside(v),
+                }
+            }
+            Kind::Tls | Kind::Offset(_) => true,
+        };
+        if moves {
+            self.fields[sec as usize].push(f);
+        }
     }
 
     /// Walk every unit of `sec` (`.debug_info` or `.debug_types`).
     pub fn units(&mut self, sec: Sec) -> R<()> {
-        let Some(bytes) = self.s.get(sec) else {
-            return Ok(());
-        };
-        let err = |e: gimli::Error| format!("{}: {e}", sec.name());
-        let data = Slice::new(bytes, LittleEndian);
-        let mut headers: Vec<UnitHeader<Slice>> = Vec::new();
-        if sec == Sec::Info {
-            let mut it = gimli::DebugInfo::from(data).units();
-            while let Some(h) = it.next().map_err(err)? {
-                headers.push(h);
-            }
-        } else {
-            let mut it = gimli::DebugTypes::from(data).units();
-            while let Some(h) = it.next().map_err(err)? {
-                headers.push(h);
-            }
-        }
+        let headers = headers(self.s, sec)?;
+        self.walk_units(sec, &headers)
+    }
+
+    /// Walk the units `headers` of `sec`.
+    pub fn walk_units(&mut self, sec: Sec, headers: &[UnitHeader<Slice<'a>>]) -> R<()> {
         if headers.is_empty() {
             return Ok(());
         }
+        let bytes = self.s.bytes(sec)?;
         let abbrev = gimli::DebugAbbrev::from(Slice::new(self.s.bytes(Sec::Abbrev)?, LittleEndian));
-        for h in &headers {
+        for h in headers {
             self.unit(sec, bytes, h, &abbrev)
                 .map_err(|e| format!("{} unit at {:#x}: {e}", sec.name(), unit_offset(h)))?;
         }
         Ok(())
+    }
+
+    /// Take in what another walk over the same sections found.
+    pub fn absorb(&mut self, other: Walk<'s, 'a>) {
+        for (mine, theirs) in self.fields.iter_mut().zip(other.fields) {
+            mine.extend(theirs);
+        }
+        self.dwo.extend(other.dwo);
+        self.macro_units.extend(other.macro_units);
+        self.addr_bases.extend(other.addr_bases);
+        self.tls_addr.extend(other.tls_addr);
+        self.lists_seen.extend(other.lists_seen);
     }
 
     fn unit(
@@ -267,6 +291,9 @@ impl<'s, 'a> Walk<'s, 'a> {
                 }
             }
             first = false;
+            if self.unit_dies_only {
+                break;
+            }
         }
         self.finish_unit(&st, enc)
     }
@@ -290,18 +317,23 @@ impl<'s, 'a> Walk<'s, 'a> {
             self.tls_addr.insert(at);
         }
         let v5 = enc.version >= 5;
-        for (refs, sec, list_base) in [
-            (
-                &st.locs,
-                if v5 { Sec::LocLists } else { Sec::Loc },
-                st.loclists_base,
-            ),
-            (
-                &st.ranges,
-                if v5 { Sec::RngLists } else { Sec::Ranges },
-                st.rnglists_base,
-            ),
-        ] {
+        let lists = if self.unit_dies_only {
+            Vec::new()
+        } else {
+            vec![
+                (
+                    &st.locs,
+                    if v5 { Sec::LocLists } else { Sec::Loc },
+                    st.loclists_base,
+                ),
+                (
+                    &st.ranges,
+                    if v5 { Sec::RngLists } else { Sec::Ranges },
+                    st.rnglists_base,
+                ),
+            ]
+        };
+        for (refs, sec, list_base) in lists {
             for r in refs {
                 let off = match *r {
                     ListRef::Offset(o) => o,
@@ -354,6 +386,30 @@ impl<'s, 'a> Walk<'s, 'a> {
         }
         Ok(())
     }
+}
+
+pub type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// The unit headers of `sec` (`.debug_info` or `.debug_types`).
+pub fn headers<'a>(s: &Sections<'a>, sec: Sec) -> R<Vec<UnitHeader<Slice<'a>>>> {
+    let Some(bytes) = s.get(sec) else {
+        return Ok(Vec::new());
+    };
+    let err = |e: gimli::Error| format!("{}: {e}", sec.name());
+    let data = Slice::new(bytes, LittleEndian);
+    let mut headers = Vec::new();
+    if sec == Sec::Info {
+        let mut it = gimli::DebugInfo::from(data).units();
+        while let Some(h) = it.next().map_err(err)? {
+            headers.push(h);
+        }
+    } else {
+        let mut it = gimli::DebugTypes::from(data).units();
+        while let Some(h) = it.next().map_err(err)? {
+            headers.push(h);
+        }
+    }
+    Ok(headers)
 }
 
 fn unit_offset(h: &UnitHeader<Slice>) -> usize {

@@ -31,7 +31,7 @@ pub const ENTRY_POINTS: [&str; 4] = [
 /// A validated x86-64 ELF shared object held in memory.
 pub struct Image {
     pub path: PathBuf,
-    pub data: Vec<u8>,
+    pub data: std::sync::Arc<Vec<u8>>,
     pub info: ImageInfo,
     loads: Vec<Segment>,
     /// Executable sections but the PLT stubs.
@@ -133,7 +133,7 @@ impl Image {
             .collect();
         let mut image = Image {
             path: path.to_path_buf(),
-            data,
+            data: data.into(),
             info,
             loads,
             code,

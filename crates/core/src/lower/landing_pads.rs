@@ -12,7 +12,7 @@ use crate::elf::Image;
 pub fn collect(image: &Image) -> (Vec<u64>, Vec<u64>) {
     let mut pads = Vec::new();
     let mut unknown = Vec::new();
-    let Ok(file) = object::File::parse(&*image.data) else {
+    let Ok(file) = object::File::parse(image.data.as_slice()) else {
         return (pads, unknown);
     };
     let Some(section) = file.section_by_name(".eh_frame") else {

@@ -32,6 +32,9 @@ pub fn collect(image: &Image) -> BranchTargets {
     let mut targets = BTreeSet::new();
     let mut unresolved = BTreeSet::new();
     let thunks = Thunks::new(image);
+    // Each function's candidate jump tables, if it jumps indirectly.
+    let mut jumping: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut bases = BTreeSet::new();
     for f in image.info.functions.iter().filter(|f| f.size > 0) {
         let Some(bytes) = image.read_vaddr(f.address, f.size as usize) else {
             continue;
@@ -66,15 +69,24 @@ pub fn collect(image: &Image) -> BranchTargets {
                 tables.push(x.ip_rel_memory_address());
             }
         }
-        if !indirect_jump {
-            continue;
+        bases.extend(tables.iter().copied());
+        if indirect_jump {
+            jumping.push((f.address, tables));
         }
-        // Read each candidate table as `int32` offsets from its base while
-        // they land in code: more targets than real only makes moving code
-        // rarer, never wrong.
+    }
+    // Read each candidate table as `int32` offsets from its base while they
+    // land in code, up to the next address code refers to (where another
+    // table or object starts; tables of consecutive functions lie side by
+    // side, and their offsets land in code from any of their bases): more
+    // targets than real only makes moving code rarer, never wrong.
+    for (function, tables) in jumping {
         let mut found = false;
         for base in tables {
-            for i in 0..MAX_TABLE {
+            let end = bases
+                .range(base + 1..)
+                .next()
+                .map_or(MAX_TABLE, |next| ((next - base) / 4).min(MAX_TABLE));
+            for i in 0..end {
                 let Some(b) = image.read_vaddr(base + 4 * i, 4) else {
                     break;
                 };
@@ -88,7 +100,7 @@ pub fn collect(image: &Image) -> BranchTargets {
             }
         }
         if !found {
-            unresolved.insert(f.address);
+            unresolved.insert(function);
         }
     }
     let (pads, unknown) = landing_pads::collect(image);

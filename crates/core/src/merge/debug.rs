@@ -54,11 +54,40 @@ pub struct Carried {
     pub summary: DebugSummary,
 }
 
+/// The fields of the callees' DWARF, found in the background while the
+/// merge analyses and lowers (finding needs no placement).
+#[derive(Default)]
+pub struct Finding {
+    running: Vec<(
+        String,
+        std::thread::JoinHandle<Result<debuginfo::Found, String>>,
+    )>,
+}
+
+impl Finding {
+    /// Start finding the fields of `data`, the ELF file of image `name`.
+    pub fn start(&mut self, name: &str, data: std::sync::Arc<Vec<u8>>) {
+        let handle = std::thread::spawn(move || debuginfo::fields_in_elf(&data));
+        self.running.push((name.to_string(), handle));
+    }
+
+    /// What was found for image `name`, if it was started.
+    fn take(&mut self, name: &str) -> Option<Result<debuginfo::Found, String>> {
+        let at = self.running.iter().position(|(n, _)| n == name)?;
+        let (_, handle) = self.running.swap_remove(at);
+        Some(
+            handle
+                .join()
+                .unwrap_or_else(|_| Err("reading its DWARF failed".into())),
+        )
+    }
+}
+
 /// Largest uncompressed debug section accepted from a compressed one.
 const MAX_INFLATED: u64 = 4 << 30;
 
 /// Build the fused image's debug sections from `parts` placed at `placements`.
-pub fn carry(parts: &[Part], placements: &[Placement]) -> Carried {
+pub fn carry(parts: &[Part], placements: &[Placement], mut found: Finding) -> Carried {
     let mut summary = DebugSummary::default();
     // Only the root has debug info: its sections as they are (compressed
     // ones stay compressed).
@@ -91,7 +120,7 @@ pub fn carry(parts: &[Part], placements: &[Placement]) -> Carried {
         if p.debug_sections.is_empty() {
             continue;
         }
-        match carry_part(p, pl, i == 0, &out, &mut summary) {
+        match carry_part(p, pl, i == 0, found.take(&p.name), &out, &mut summary) {
             Ok(pieces) => {
                 for (sec, d, bytes) in pieces {
                     if let Some(sec) = sec {
@@ -133,6 +162,7 @@ fn carry_part<'p>(
     p: &'p Part,
     pl: &Placement,
     root: bool,
+    found: Option<Result<debuginfo::Found, String>>,
     out: &BTreeMap<Sec, DebugOut>,
     summary: &mut DebugSummary,
 ) -> Result<Vec<Piece<'p>>, String> {
@@ -150,25 +180,6 @@ fn carry_part<'p>(
         }
         pieces.push((sec, d, inflate(p, d)?));
     }
-    let mut secs = debuginfo::Sections::default();
-    for (sec, _, bytes) in &pieces {
-        if let Some(s) = sec {
-            secs.set(*s, bytes);
-        }
-    }
-    let found = match debuginfo::find_fields(&secs) {
-        Ok(f) => f,
-        // The root's DWARF is right where it is, read or not.
-        Err(_) if root => return Ok(pieces),
-        Err(e) => return Err(e),
-    };
-    for dwo in &found.dwo {
-        summary.dwo.push((p.name.clone(), dwo.clone()));
-    }
-    if root {
-        return Ok(pieces);
-    }
-    let start = |s: Sec| out.get(&s).map_or(0, |o| o.bytes.len() as u64);
     let lo = p
         .sections
         .iter()
@@ -177,20 +188,43 @@ fn carry_part<'p>(
         .min()
         .unwrap_or(u64::MAX);
     let hi = p.span().1;
+    let mut secs = debuginfo::Sections::new(lo, hi);
+    for (sec, _, bytes) in &pieces {
+        if let Some(s) = sec {
+            secs.set(*s, bytes);
+        }
+    }
+    if root {
+        // The root's DWARF is right where it is: only the names of its
+        // split-DWARF objects are needed.
+        for dwo in debuginfo::split_objects(&secs).unwrap_or_default() {
+            summary.dwo.push((p.name.clone(), dwo));
+        }
+        return Ok(pieces);
+    }
+    let found = match found {
+        Some(f) => f?,
+        None => debuginfo::find_fields(&secs)?,
+    };
+    for dwo in &found.dwo {
+        summary.dwo.push((p.name.clone(), dwo.clone()));
+    }
+    let start = |s: Sec| out.get(&s).map_or(0, |o| o.bytes.len() as u64);
     let inside = |a: u64| a >= lo && a <= hi;
     let present: Vec<Sec> = pieces.iter().filter_map(|(x, _, _)| *x).collect();
     let has = |s: Sec| present.contains(&s);
-    let mut by_sec: BTreeMap<Sec, Vec<&Field>> = BTreeMap::new();
-    for f in &found.fields {
-        by_sec.entry(f.sec).or_default().push(f);
-    }
+    let by_sec: BTreeMap<Sec, &[Field]> = found
+        .fields
+        .chunk_by(|a, b| a.sec == b.sec)
+        .map(|run| (run[0].sec, run))
+        .collect();
     for (sec, _, bytes) in pieces.iter_mut() {
         let Some(sec) = *sec else { continue };
         let Some(fields) = by_sec.get(&sec) else {
             continue;
         };
         let bytes = bytes.to_mut();
-        for f in fields {
+        for f in fields.iter() {
             let v = debuginfo::read_field(bytes, f)?;
             let new = match f.kind {
                 Kind::Addr if inside(v) => v.checked_add(pl.disp),

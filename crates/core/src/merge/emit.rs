@@ -63,7 +63,11 @@ pub struct Layout<'a> {
 
 /// Size and place the fused image of `parts` (root first, runtime last),
 /// whose RPC sites `plans` (one list per part) lower.
-pub fn layout<'a>(parts: &'a [Part], plans: &[Vec<SitePlan>]) -> Result<Layout<'a>> {
+pub fn layout<'a>(
+    parts: &'a [Part],
+    plans: &[Vec<SitePlan>],
+    finding: debug::Finding,
+) -> Result<Layout<'a>> {
     // Inputs as displaced blocks, root at its own addresses; the new code
     // after them; the inputs' TLS blocks in one.
     let mut inputs = layout::place_inputs(parts)?;
@@ -141,7 +145,7 @@ pub fn layout<'a>(parts: &'a [Part], plans: &[Vec<SitePlan>]) -> Result<Layout<'
         encoded.verneed_count,
         syms.imports.len(),
     );
-    let debug = debug::carry(parts, placements);
+    let debug = debug::carry(parts, placements, finding);
     let non_alloc = sections::add_non_alloc(
         &mut sections,
         &debug.sections,

@@ -132,7 +132,7 @@ pub struct Part {
     pub name: String,
     pub path: PathBuf,
     pub role: Role,
-    pub data: Vec<u8>,
+    pub data: std::sync::Arc<Vec<u8>>,
     pub build_id: Option<String>,
     pub loads: Vec<Load>,
     /// The parts of `loads` the fused image copies: read-only loads lose
@@ -249,7 +249,7 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
         name: name.to_string(),
         path,
         role,
-        data: Vec::new(),
+        data: Default::default(),
         build_id: info.build_id.clone(),
         loads: Vec::new(),
         pieces: Vec::new(),

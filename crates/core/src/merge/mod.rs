@@ -200,10 +200,11 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
 /// load, analyze, lower, lay out, write. (Verifying is the caller's.)
 fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(Manifest, Vec<u8>)> {
     let mut cx = MergeContext::load(specs, opts)?;
+    let finding = cx.find_debug_fields();
     cx.analyze()?;
     cx.lower();
     cx.read_parts()?;
-    let out = emit::layout(&cx.parts, &cx.plans)
+    let out = emit::layout(&cx.parts, &cx.plans, finding)
         .and_then(emit::write)
         .with_context(|| format!("fusing into {}", output.display()))?;
     let manifest = cx.manifest(output, &out);

@@ -75,6 +75,17 @@ impl<'a> MergeContext<'a> {
         })
     }
 
+    /// Start finding the fields of each callee's DWARF, in the background.
+    pub fn find_debug_fields(&self) -> super::debug::Finding {
+        let mut f = super::debug::Finding::default();
+        for input in &self.inputs[1..] {
+            if input.image.info.debug_info {
+                f.start(&input.spec.name, input.image.data.clone());
+            }
+        }
+        f
+    }
+
     /// Reachability from the root through RPC sites (a dynamic site can
     /// reach any function), the edges and which of them may re-enter, and
     /// why each input is fused.

@@ -117,7 +117,7 @@ impl Unwinders {
             procs: HashMap::new(),
             libs: libs
                 .iter()
-                .map(|l| Unwindable::parse(Arc::new(l.image.data.clone())).map(Arc::new))
+                .map(|l| Unwindable::parse(l.image.data.clone()).map(Arc::new))
                 .collect(),
             files: HashMap::new(),
             build_ids: build_ids
