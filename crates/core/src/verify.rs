@@ -49,13 +49,23 @@ impl VerifyReport {
 /// Run every check; `load_with` is the program to run the load test with
 /// (this executable's hidden `__load` command), or `None` to skip it.
 pub fn verify(path: &Path, load_with: Option<&Path>) -> Result<VerifyReport> {
-    verify_staged(path, -1, load_with)
+    verify_image(Image::load(path)?, -1, load_with)
 }
 
-/// [`verify`] an output being written: `path` opens it in this process and,
-/// through the inherited descriptor `fd` (when not -1), in the load test's.
-pub fn verify_staged(path: &Path, fd: i32, load_with: Option<&Path>) -> Result<VerifyReport> {
-    let image = Image::load(path)?;
+/// [`verify`] an output being written, whose bytes are `data`: `path`
+/// names it, and the inherited descriptor `fd` opens it in the load test.
+pub fn verify_staged(
+    path: &Path,
+    data: Vec<u8>,
+    fd: i32,
+    load_with: Option<&Path>,
+) -> Result<VerifyReport> {
+    verify_image(Image::parse(path, data)?, fd, load_with)
+}
+
+fn verify_image(image: Image, fd: i32, load_with: Option<&Path>) -> Result<VerifyReport> {
+    let path = image.path.clone();
+    let path = path.as_path();
     let mut checks = Vec::new();
     let file = ElfFile64::<LE>::parse(&image.data[..])?;
     let mut check = |name, r: Result<String>| {

@@ -237,19 +237,17 @@ pub fn merge_verified(
         let read_path = staged.read_path();
         // Errors name the fused image by its final path, never the staging one.
         let staged_name = read_path.display().to_string();
-        let report =
-            crate::verify::verify_staged(&read_path, staged.fd(), Some(exe)).map_err(|e| {
-                match e.downcast_ref::<InputError>() {
-                    Some(ie) => anyhow::Error::new(InputError::new(
-                        output,
-                        format!(
-                            "fused image failed verification: {}",
-                            ie.reason
-                                .replace(&staged_name, &output.display().to_string())
-                        ),
-                    )),
-                    None => e,
-                }
+        let report = crate::verify::verify_staged(&read_path, bytes, staged.fd(), Some(exe))
+            .map_err(|e| match e.downcast_ref::<InputError>() {
+                Some(ie) => anyhow::Error::new(InputError::new(
+                    output,
+                    format!(
+                        "fused image failed verification: {}",
+                        ie.reason
+                            .replace(&staged_name, &output.display().to_string())
+                    ),
+                )),
+                None => e,
             })?;
         if let Some(c) = report.checks.iter().find(|c| !c.ok) {
             let detail = c.detail.replace(
