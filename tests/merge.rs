@@ -164,18 +164,22 @@ fn calls_to_functions_left_out_still_reach_the_host() {
     }
 }
 
-/// A root built with compressed DWARF (`-g -gz=zlib`) keeps readable debug
-/// info in the fused image: every section keeps `SHF_COMPRESSED` and its
-/// alignment, so `readelf` decodes it without complaint and `addr2line`
-/// names the same function, file and line at every function of the root.
+/// A root built with compressed DWARF (`-g -gz=zlib`), fused with a callee
+/// that has none, keeps its debug info as it was: every section keeps
+/// `SHF_COMPRESSED` and its alignment, so `readelf` decodes it without
+/// complaint and `addr2line` names the same function, file and line at
+/// every function of the root. (Callees' compressed DWARF: tests/debuginfo.rs.)
 #[test]
 fn compressed_debug_info_of_the_root_stays_readable() {
     require_tool("addr2line", &["--version"], "binutils");
     let dir = scratch_dir("merge-gz");
-    let build = |src: &str, out: &str| {
+    let build = |src: &str, out: &str, debug: bool| {
+        let flags: &[&str] = if debug { &["-g", "-gz=zlib"] } else { &[] };
         run_ok(
             Command::new("gcc")
-                .args(["-shared", "-fPIC", "-O2", "-g", "-gz=zlib", "-I"])
+                .args(["-shared", "-fPIC", "-O2"])
+                .args(flags)
+                .arg("-I")
                 .arg(repo().join("fixtures/include"))
                 .arg(repo().join("fixtures/functions").join(src))
                 .arg("-o")
@@ -183,8 +187,9 @@ fn compressed_debug_info_of_the_root_stays_readable() {
         );
         dir.join(out)
     };
-    let foo = build("foo.c", "libfoo.so");
-    let bar = build("bar.c", "libbar.so");
+    // Only the root has debug info: its sections are carried as they are.
+    let foo = build("foo.c", "libfoo.so", true);
+    let bar = build("bar.c", "libbar.so", false);
     let fused = dir.join("fused.so");
     run_ok(
         faasfuse()
@@ -203,6 +208,15 @@ fn compressed_debug_info_of_the_root_stays_readable() {
     assert!(
         complaints.trim().is_empty(),
         "readelf on the fused image: {complaints}"
+    );
+    let headers = run_stdout(Command::new("readelf").args(["-S", "-W"]).arg(&fused));
+    let info = headers
+        .lines()
+        .find(|l| l.contains(" .debug_info "))
+        .unwrap_or_else(|| panic!("no .debug_info:\n{headers}"));
+    assert!(
+        info.split_whitespace().any(|w| w == "C"),
+        "the root's compressed .debug_info is not marked compressed: {info}"
     );
     let data = std::fs::read(&foo).unwrap();
     let file = object::File::parse(&*data).unwrap();

@@ -20,13 +20,19 @@ use super::input::{DebugSection, Part};
 use super::layout::Placement;
 use crate::debuginfo::{self, Field, Kind, Sec};
 
-/// One output debug section.
-pub struct DebugOut {
+/// One output debug section: its images' pieces, one after another.
+pub struct DebugOut<'p> {
     pub name: String,
     pub flags: u64,
     pub align: u64,
     pub entsize: u64,
-    pub bytes: Vec<u8>,
+    pub pieces: Vec<Cow<'p, [u8]>>,
+}
+
+impl DebugOut<'_> {
+    pub fn size(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len() as u64).sum()
+    }
 }
 
 /// What the fused image's debug info holds.
@@ -49,8 +55,8 @@ pub struct LeftOut {
     pub reason: String,
 }
 
-pub struct Carried {
-    pub sections: Vec<DebugOut>,
+pub struct Carried<'p> {
+    pub sections: Vec<DebugOut<'p>>,
     pub summary: DebugSummary,
 }
 
@@ -87,7 +93,7 @@ impl Finding {
 const MAX_INFLATED: u64 = 4 << 30;
 
 /// Build the fused image's debug sections from `parts` placed at `placements`.
-pub fn carry(parts: &[Part], placements: &[Placement], mut found: Finding) -> Carried {
+pub fn carry<'p>(parts: &'p [Part], placements: &[Placement], mut found: Finding) -> Carried<'p> {
     let mut summary = DebugSummary::default();
     // Only the root has debug info: its sections as they are (compressed
     // ones stay compressed).
@@ -102,7 +108,7 @@ pub fn carry(parts: &[Part], placements: &[Placement], mut found: Finding) -> Ca
                     flags: d.flags,
                     align: d.align,
                     entsize: d.entsize,
-                    bytes: raw(root, d)?.to_vec(),
+                    pieces: vec![Cow::Borrowed(raw(root, d)?)],
                 })
             })
             .collect::<Vec<_>>();
@@ -129,16 +135,16 @@ pub fn carry(parts: &[Part], placements: &[Placement], mut found: Finding) -> Ca
                             flags: d.flags & u64::from(elf::SHF_MERGE | elf::SHF_STRINGS),
                             align: 1,
                             entsize: d.entsize,
-                            bytes: Vec::new(),
+                            pieces: Vec::new(),
                         });
-                        o.bytes.extend_from_slice(&bytes);
+                        o.pieces.push(bytes);
                     } else {
                         frame = Some(DebugOut {
                             name: d.name.clone(),
                             flags: 0,
                             align: d.align,
                             entsize: 0,
-                            bytes: bytes.into_owned(),
+                            pieces: vec![bytes],
                         });
                     }
                 }
@@ -209,7 +215,7 @@ fn carry_part<'p>(
     for dwo in &found.dwo {
         summary.dwo.push((p.name.clone(), dwo.clone()));
     }
-    let start = |s: Sec| out.get(&s).map_or(0, |o| o.bytes.len() as u64);
+    let start = |s: Sec| out.get(&s).map_or(0, DebugOut::size);
     let inside = |a: u64| a >= lo && a <= hi;
     let present: Vec<Sec> = pieces.iter().filter_map(|(x, _, _)| *x).collect();
     let has = |s: Sec| present.contains(&s);

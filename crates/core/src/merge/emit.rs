@@ -58,7 +58,7 @@ pub struct Layout<'a> {
     sections: Vec<OutSection>,
     phdrs: Vec<Phdr>,
     non_alloc: NonAlloc,
-    debug: Carried,
+    debug: Carried<'a>,
 }
 
 /// Size and place the fused image of `parts` (root first, runtime last),
@@ -265,7 +265,11 @@ pub fn write(l: Layout) -> Result<Output> {
 
     // Non-allocated sections, section headers, ELF header, build-id.
     for (d, at) in debug.sections.iter().zip(&non_alloc.debug) {
-        out[at.at()..at.at() + d.bytes.len()].copy_from_slice(&d.bytes);
+        let mut at = at.at();
+        for piece in &d.pieces {
+            out[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
     }
     for (at, bytes) in [
         (non_alloc.symtab, &non_alloc.symtab_bytes),

@@ -210,12 +210,12 @@ pub fn add_non_alloc(
             sh_type: elf::SHT_PROGBITS,
             flags: d.flags,
             offset: FileOff(fend),
-            size: d.bytes.len() as u64,
+            size: d.size(),
             align: d.align,
             entsize: d.entsize,
             ..Default::default()
         });
-        fend += d.bytes.len() as u64;
+        fend += d.size();
     }
     fend = align_up(fend, 8);
     let sites = FileOff(fend);
