@@ -646,6 +646,30 @@ fn debug_info_variants_of_the_compiler_matrix_resolve_every_line_row() {
             let out = outs.join(format!("{}-{v}.so", w.name));
             let manifest = fuse_workflow_in(&w, &vdir, &out, &[]);
             let images = images_in(&w, &vdir);
+            // Every image's DWARF is carried; with split DWARF the manifest
+            // names each image's `.dwo` files, and they are where it says.
+            let info = &manifest["debug_info"];
+            for (name, _) in &images {
+                if !info["carried"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c == name)
+                {
+                    problems.push(format!("{v} {} {name}: DWARF not carried: {info}", w.name));
+                }
+                let dwo: Vec<&str> = info["dwo"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| d[0] == *name)
+                    .filter_map(|d| d[1].as_str())
+                    .collect();
+                let split = v.contains("split");
+                if split != !dwo.is_empty() || dwo.iter().any(|d| !Path::new(d).is_file()) {
+                    problems.push(format!("{v} {} {name}: .dwo files {dwo:?}", w.name));
+                }
+            }
             for r in check_lines(&out, &manifest, &images) {
                 results.push((w.name.clone(), r));
             }

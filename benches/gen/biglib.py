@@ -23,8 +23,8 @@ def debug_sources():
     """C functions for a -g build: loops over a struct list, a switch, an
     inlined helper, a static and a TLS variable each, so the DWARF has what
     real code's has (DIEs, location and range lists, line programs). About
-    3.2 KB of library per function at -O2 -g with gcc; in files of 500."""
-    count = max(1, int(mb * 1024 * 1024 / 3200))
+    2.3 KB of library per function at -O2 -g with gcc; in files of 500."""
+    count = max(1, int(mb * 1024 * 1024 / 2300))
     per_file = 500
     head = ["#include <string.h>",
             "struct rec { int id; double w; char name[16]; struct rec *next; };",
