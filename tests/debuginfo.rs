@@ -666,7 +666,7 @@ fn debug_info_variants_of_the_compiler_matrix_resolve_every_line_row() {
                     .filter_map(|d| d[1].as_str())
                     .collect();
                 let split = v.contains("split");
-                if split != !dwo.is_empty() || dwo.iter().any(|d| !Path::new(d).is_file()) {
+                if split == dwo.is_empty() || dwo.iter().any(|d| !Path::new(d).is_file()) {
                     problems.push(format!("{v} {} {name}: .dwo files {dwo:?}", w.name));
                 }
             }
