@@ -114,6 +114,12 @@ pub fn carry<'p>(parts: &'p [Part], placements: &[Placement], mut found: Finding
             .collect::<Vec<_>>();
         if !sections.is_empty() {
             summary.carried.push(root.name.clone());
+            let inflated: Vec<(Sec, Cow<[u8]>)> = root
+                .debug_sections
+                .iter()
+                .filter_map(|d| Some((Sec::from_name(&d.name)?, inflate(root, d).ok()?)))
+                .collect();
+            summary.dwo = split_objects(root, inflated.iter().map(|(s, b)| (*s, &**b)));
         }
         return Carried { sections, summary };
     }
@@ -203,9 +209,7 @@ fn carry_part<'p>(
     if root {
         // The root's DWARF is right where it is: only the names of its
         // split-DWARF objects are needed.
-        for dwo in debuginfo::split_objects(&secs).unwrap_or_default() {
-            summary.dwo.push((p.name.clone(), dwo));
-        }
+        summary.dwo = split_objects(p, pieces.iter().filter_map(|(s, _, b)| Some(((*s)?, &**b))));
         return Ok(pieces);
     }
     let found = match found {
@@ -257,6 +261,22 @@ fn carry_part<'p>(
         }
     }
     Ok(pieces)
+}
+
+/// The split-DWARF objects the skeleton units in `sections` of `p` name.
+fn split_objects<'b>(
+    p: &Part,
+    sections: impl Iterator<Item = (Sec, &'b [u8])>,
+) -> Vec<(String, String)> {
+    let mut secs = debuginfo::Sections::new(0, 0);
+    for (sec, bytes) in sections {
+        secs.set(sec, bytes);
+    }
+    debuginfo::split_objects(&secs)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (p.name.clone(), d))
+        .collect()
 }
 
 /// The section's bytes in the input file.
