@@ -128,7 +128,11 @@ fused callee runs in-process through the fusion runtime; calls to any other name
 to the host. The first library is the root; every other library must be reachable from it \
 through RPC call sites (see `faasfuse inspect`).\n\n\
 The output is verified (`faasfuse verify`) before it replaces OUT.so; on any error no \
-output file appears. Same inputs give the same bytes.",
+output file appears. Same inputs give the same bytes.\n\n\
+Every input's DWARF is carried, shifted to where its image lands, so gdb, addr2line and \
+perf resolve callee code as in its own library; an image whose DWARF cannot be read \
+completely is left out, and the manifest's `debug_info` says why (`faasfuse inspect` \
+tells beforehand).",
         after_help = "Examples:\n  faasfuse merge libfoo.so libbar.so -o libfoo.fused.so\n  \
 faasfuse merge libfoo.so libbar.so --profile perf.data -o libfoo.fused.so\n  \
 faasfuse merge libfoo.so libbar.so --profile Foo=foo.fdata -o libfoo.fused.so\n  \
