@@ -14,6 +14,7 @@ pub mod analyze;
 pub mod build;
 pub mod debuginfo;
 pub mod elf;
+pub mod hash;
 pub mod inspect;
 pub mod lower;
 pub mod merge;

@@ -38,8 +38,11 @@ pub fn v4(w: &mut Walk, loc: bool, off: u64, cx: &ListCtx) -> R<()> {
             base = end;
             continue;
         }
-        for p in [at, at + asize as usize] {
-            w.push(sec, p, Enc::Fixed(asize), Kind::Relative { base });
+        // Relative to a base that moves with the image: nothing to shift.
+        if !w.s.inside(base) {
+            for p in [at, at + asize as usize] {
+                w.push(sec, p, Enc::Fixed(asize), Kind::Relative { base });
+            }
         }
         if loc {
             let len = c.u16()? as usize;

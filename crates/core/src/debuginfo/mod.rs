@@ -193,8 +193,25 @@ pub struct Found {
 }
 
 /// The value of field `f` in its section's `bytes`.
+#[inline]
 pub fn read_field(bytes: &[u8], f: &Field) -> Result<u64, String> {
-    let mut c = cursor::Cursor::new(bytes, f.at as usize, f.sec.name());
+    let at = f.at as usize;
+    match f.enc {
+        Enc::Fixed(8) => {
+            if let Some(b) = bytes.get(at..at + 8) {
+                return Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            }
+        }
+        Enc::Fixed(4) => {
+            if let Some(b) = bytes.get(at..at + 4) {
+                return Ok(u64::from(u32::from_le_bytes(
+                    b.try_into().expect("4 bytes"),
+                )));
+            }
+        }
+        _ => {}
+    }
+    let mut c = cursor::Cursor::new(bytes, at, f.sec.name());
     match f.enc {
         Enc::Fixed(n) if n <= 8 => c.fixed(n),
         Enc::Fixed(n) => Err(format!("{} at {:#x}: a {n}-byte field", f.sec.name(), f.at)),

@@ -1,6 +1,8 @@
 //! Unit headers and DIE attributes of `.debug_info` and `.debug_types`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+
+use crate::hash::FastSet;
 
 use gimli::{constants as dw, AttributeValue, EndianSlice, Format, LittleEndian, UnitHeader};
 
@@ -18,9 +20,9 @@ pub struct Walk<'s, 'a> {
     /// `DW_AT_addr_base` values: where `.debug_addr` contributions start.
     pub addr_bases: BTreeSet<u64>,
     /// `.debug_addr` entries that hold TLS offsets, not addresses.
-    pub tls_addr: HashSet<u64>,
+    pub tls_addr: FastSet<u64>,
     /// Lists already walked: (section, offset).
-    lists_seen: HashSet<(Sec, u64)>,
+    lists_seen: FastSet<(Sec, u64)>,
     /// Read only each unit's own DIE (for the names of split-DWARF objects).
     pub unit_dies_only: bool,
 }
@@ -63,13 +65,14 @@ impl<'s, 'a> Walk<'s, 'a> {
             dwo: Vec::new(),
             macro_units: BTreeSet::new(),
             addr_bases: BTreeSet::new(),
-            tls_addr: HashSet::new(),
-            lists_seen: HashSet::new(),
+            tls_addr: FastSet::default(),
+            lists_seen: FastSet::default(),
             unit_dies_only: false,
         }
     }
 
     /// Record a field, if it moves with placement.
+    #[inline]
     pub fn push(&mut self, sec: Sec, at: usize, enc: Enc, kind: Kind) {
         let f = Field {
             sec,

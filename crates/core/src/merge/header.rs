@@ -77,12 +77,19 @@ fn build_id(bytes: &[u8]) -> [u8; 20] {
         0xbf58_476d_1ce4_e5b9,
         0x94d0_49bb_1331_11eb,
     ];
-    let chunks = bytes.chunks_exact(8);
+    // Word i goes to lane i % 5: five words at a time, then the rest.
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    let rows = bytes.chunks_exact(40);
+    let rest = rows.remainder();
+    for row in rows {
+        for (l, c) in lanes.iter_mut().zip(row.chunks_exact(8)) {
+            *l = (*l ^ word(c)).wrapping_mul(PRIME);
+        }
+    }
+    let chunks = rest.chunks_exact(8);
     let tail = chunks.remainder();
-    for (i, c) in chunks.enumerate() {
-        let w = u64::from_le_bytes(c.try_into().unwrap());
-        let l = &mut lanes[i % 5];
-        *l = (*l ^ w).wrapping_mul(PRIME);
+    for (l, c) in lanes.iter_mut().zip(chunks) {
+        *l = (*l ^ word(c)).wrapping_mul(PRIME);
     }
     for &b in tail {
         lanes[0] = (lanes[0] ^ u64::from(b)).wrapping_mul(PRIME);
