@@ -47,8 +47,13 @@ impl<S: Slot> FlatMap<S> {
     }
 
     fn with_seed(bits: u32, seed: u64) -> Self {
+        let mut slots = Vec::with_capacity(1 << bits);
+        if std::mem::size_of::<S>() << bits >= 4 << 20 {
+            faasfuse_sys::hint::huge_pages(&slots);
+        }
+        slots.resize(1 << bits, S::EMPTY);
         FlatMap {
-            slots: vec![S::EMPTY; 1 << bits],
+            slots,
             len: 0,
             bits,
             seed,
