@@ -327,3 +327,67 @@ fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
         "{merged} merged, {left_out} left out"
     );
 }
+
+/// A compression header that asks for a terabyte is refused with its
+/// reason, before anything is allocated: the callee's DWARF is left out,
+/// and `inspect` says why.
+#[test]
+fn a_compressed_section_claiming_a_terabyte_is_left_out() {
+    let dir = scratch_dir("dwarf-fields-bomb");
+    let build = |stem: &str, flags: &[&str]| {
+        let out = dir.join(format!("lib{stem}.so"));
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-O2"])
+                .args(flags)
+                .arg(format!("-I{}", repo().join("fixtures/include").display()))
+                .arg(repo().join(format!("fixtures/functions/{stem}.c")))
+                .arg("-o")
+                .arg(&out),
+        );
+        out
+    };
+    let foo = build("foo", &["-g"]);
+    let bar = build("bar", &["-g", "-gz=zlib"]);
+    let mut data = std::fs::read(&bar).unwrap();
+    let (offset, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let s = file.section_by_name(".debug_info").unwrap();
+        s.file_range().unwrap()
+    };
+    // Elf64_Chdr: ch_type, ch_reserved, then ch_size.
+    let at = offset as usize + 8;
+    data[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let bomb = dir.join("libbar-bomb.so");
+    std::fs::write(&bomb, &data).unwrap();
+
+    let report: serde_json::Value = serde_json::from_str(&run_stdout(
+        faasfuse().arg("inspect").arg("--json").arg(&bomb),
+    ))
+    .unwrap();
+    assert_eq!(report["dwarf"]["carried"], false, "{}", report["dwarf"]);
+    let reason = report["dwarf"]["reason"].as_str().unwrap();
+    assert!(reason.contains("too large"), "{reason}");
+
+    let out = dir.join("fused.so");
+    let manifest = dir.join("fused.json");
+    run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(format!("Foo={}", foo.display()))
+            .arg(format!("Bar={}", bomb.display()))
+            .arg("-o")
+            .arg(&out)
+            .arg("--manifest")
+            .arg(&manifest),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let left = &m["debug_info"]["left_out"];
+    assert_eq!(left[0]["image"], "Bar", "{left}");
+    assert!(
+        left[0]["reason"].as_str().unwrap().contains("too large"),
+        "{left}"
+    );
+    assert_eq!(m["debug_info"]["carried"][0], "Foo");
+}

@@ -323,6 +323,10 @@ pub fn split_objects(s: &Sections) -> Result<Vec<String>, String> {
     Ok(dwo.into_iter().collect())
 }
 
+/// Largest debug section accepted uncompressed from a compressed one (a
+/// compression header can ask for any size).
+pub const MAX_INFLATED: u64 = 1 << 30;
+
 /// The fields of the DWARF in the ELF file `data` (its debug sections
 /// uncompressed first).
 pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
@@ -333,8 +337,18 @@ pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
         let Some(sec) = s.name().ok().and_then(Sec::from_name) else {
             continue;
         };
-        let bytes = s
-            .uncompressed_data()
+        let compressed = s
+            .compressed_data()
+            .map_err(|e| format!("{}: {e}", sec.name()))?;
+        if compressed.uncompressed_size > MAX_INFLATED {
+            return Err(format!(
+                "{}: {} bytes uncompressed is too large",
+                sec.name(),
+                compressed.uncompressed_size
+            ));
+        }
+        let bytes = compressed
+            .decompress()
             .map_err(|e| format!("{}: {e}", sec.name()))?;
         owned.push((sec, bytes));
     }

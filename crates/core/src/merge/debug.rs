@@ -89,9 +89,6 @@ impl Finding {
     }
 }
 
-/// Largest uncompressed debug section accepted from a compressed one.
-const MAX_INFLATED: u64 = 4 << 30;
-
 /// Build the fused image's debug sections from `parts` placed at `placements`.
 pub fn carry<'p>(parts: &'p [Part], placements: &[Placement], mut found: Finding) -> Carried<'p> {
     let mut summary = DebugSummary::default();
@@ -302,7 +299,7 @@ fn inflate<'p>(p: &'p Part, d: &DebugSection) -> Result<Cow<'p, [u8]>, String> {
         t => return Err(format!("{}: compression type {t} is not known", d.name)),
     };
     let size = word(8, 8)?;
-    if size > MAX_INFLATED {
+    if size > debuginfo::MAX_INFLATED {
         return Err(format!(
             "{}: {size} bytes uncompressed is too large",
             d.name
