@@ -22,8 +22,6 @@ mod lists;
 mod tables;
 mod units;
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
 /// The debug sections faasfuse can carry, in the order an output lists them.
@@ -147,25 +145,64 @@ pub struct Field {
     pub kind: Kind,
 }
 
-/// An image's debug sections, uncompressed, by [`Sec`], and the image's
-/// allocated address range: addresses outside it (0, tombstones) never move.
-pub struct Sections<'a> {
-    data: [Option<&'a [u8]>; 19],
-    span: (u64, u64),
+/// The addresses an image's allocated sections cover, ends included:
+/// addresses outside (0, tombstones) never move with the image.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    lo: u64,
+    hi: u64,
 }
 
-impl<'a> Sections<'a> {
-    /// No sections yet, of an image whose allocated sections span `lo..=hi`.
-    pub fn new(lo: u64, hi: u64) -> Sections<'a> {
-        Sections {
-            data: [None; 19],
-            span: (lo, hi),
+impl Span {
+    /// Covers nothing.
+    pub const EMPTY: Span = Span {
+        lo: u64::MAX,
+        hi: 0,
+    };
+
+    /// The span of the allocated, non-empty sections of the ELF file `data`.
+    pub fn of_elf(data: &[u8]) -> Result<Span, String> {
+        let file = object::File::parse(data).map_err(|e| e.to_string())?;
+        Ok(Span::of_file(&file))
+    }
+
+    fn of_file(file: &object::File) -> Span {
+        use object::{Object, ObjectSection};
+        let mut span = Span::EMPTY;
+        for s in file.sections() {
+            let alloc = matches!(s.flags(), object::SectionFlags::Elf { sh_flags }
+                if sh_flags & u64::from(object::elf::SHF_ALLOC) != 0);
+            if alloc && s.size() > 0 {
+                span.lo = span.lo.min(s.address());
+                span.hi = span.hi.max(s.address() + s.size());
+            }
         }
+        span
     }
 
     /// Whether `a` is an address in the image (an end address included).
+    pub fn inside(self, a: u64) -> bool {
+        a >= self.lo && a <= self.hi
+    }
+}
+
+/// An image's debug sections, uncompressed, by [`Sec`], and its [`Span`].
+pub struct Sections<'a> {
+    data: [Option<&'a [u8]>; 19],
+    span: Span,
+}
+
+impl<'a> Sections<'a> {
+    /// No sections yet, of an image that covers `span`.
+    pub fn new(span: Span) -> Sections<'a> {
+        Sections {
+            data: [None; 19],
+            span,
+        }
+    }
+
     pub fn inside(&self, a: u64) -> bool {
-        a >= self.span.0 && a <= self.span.1
+        self.span.inside(a)
     }
 
     pub fn set(&mut self, sec: Sec, bytes: &'a [u8]) {
@@ -306,10 +343,9 @@ pub fn find_fields(s: &Sections) -> Result<Found, String> {
             }
         }
     }
-    let dwo: BTreeSet<String> = w.dwo.into_iter().collect();
     Ok(Found {
         fields: out,
-        dwo: dwo.into_iter().collect(),
+        dwo: w.split_objects(),
     })
 }
 
@@ -319,8 +355,7 @@ pub fn split_objects(s: &Sections) -> Result<Vec<String>, String> {
     let mut w = units::Walk::new(s);
     w.unit_dies_only = true;
     w.units(Sec::Info)?;
-    let dwo: BTreeSet<String> = w.dwo.into_iter().collect();
-    Ok(dwo.into_iter().collect())
+    Ok(w.split_objects())
 }
 
 /// Largest debug section accepted uncompressed from a compressed one (a
@@ -352,18 +387,7 @@ pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
             .map_err(|e| format!("{}: {e}", sec.name()))?;
         owned.push((sec, bytes));
     }
-    let alloc: Vec<(u64, u64)> = file
-        .sections()
-        .filter(|s| {
-            matches!(s.flags(), object::SectionFlags::Elf { sh_flags }
-                if sh_flags & u64::from(object::elf::SHF_ALLOC) != 0)
-                && s.size() > 0
-        })
-        .map(|s| (s.address(), s.address() + s.size()))
-        .collect();
-    let lo = alloc.iter().map(|a| a.0).min().unwrap_or(u64::MAX);
-    let hi = alloc.iter().map(|a| a.1).max().unwrap_or(0);
-    let mut secs = Sections::new(lo, hi);
+    let mut secs = Sections::new(Span::of_file(&file));
     for (sec, bytes) in &owned {
         secs.set(*sec, bytes);
     }

@@ -121,6 +121,12 @@ impl<'s, 'a> Walk<'s, 'a> {
         Ok(())
     }
 
+    /// The split-DWARF objects the units named, sorted, each once.
+    pub fn split_objects(self) -> Vec<String> {
+        let dwo: BTreeSet<String> = self.dwo.into_iter().collect();
+        dwo.into_iter().collect()
+    }
+
     /// Take in what another walk over the same sections found.
     pub fn absorb(&mut self, other: Walk<'s, 'a>) {
         for (mine, theirs) in self.fields.iter_mut().zip(other.fields) {

@@ -189,15 +189,9 @@ fn carry_part<'p>(
         }
         pieces.push((sec, d, inflate(p, d)?));
     }
-    let lo = p
-        .sections
-        .iter()
-        .filter(|s| s.flags & u64::from(elf::SHF_ALLOC) != 0 && s.size > 0)
-        .map(|s| s.addr)
-        .min()
-        .unwrap_or(u64::MAX);
-    let hi = p.span().1;
-    let mut secs = debuginfo::Sections::new(lo, hi);
+    // The same span the background walk reads from the file.
+    let span = debuginfo::Span::of_elf(&p.data)?;
+    let mut secs = debuginfo::Sections::new(span);
     for (sec, _, bytes) in &pieces {
         if let Some(s) = sec {
             secs.set(*s, bytes);
@@ -217,7 +211,7 @@ fn carry_part<'p>(
         summary.dwo.push((p.name.clone(), dwo.clone()));
     }
     let start = |s: Sec| out.get(&s).map_or(0, DebugOut::size);
-    let inside = |a: u64| a >= lo && a <= hi;
+    let inside = |a: u64| span.inside(a);
     let present: Vec<Sec> = pieces.iter().filter_map(|(x, _, _)| *x).collect();
     let has = |s: Sec| present.contains(&s);
     let by_sec: BTreeMap<Sec, &[Field]> = found
@@ -265,7 +259,8 @@ fn split_objects<'b>(
     p: &Part,
     sections: impl Iterator<Item = (Sec, &'b [u8])>,
 ) -> Vec<(String, String)> {
-    let mut secs = debuginfo::Sections::new(0, 0);
+    // Only the units' own DIEs are read: no field is kept, so no span.
+    let mut secs = debuginfo::Sections::new(debuginfo::Span::EMPTY);
     for (sec, bytes) in sections {
         secs.set(sec, bytes);
     }
