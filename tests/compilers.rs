@@ -17,7 +17,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl};
@@ -44,22 +43,6 @@ const VARIANTS: &[&str] = &[
 /// Inputs per workflow: enough to take every branch (keywords included).
 const INPUTS: usize = 40;
 
-fn build_matrix(dir: &Path, variants: &[&str], pgo: &Path) {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/build-matrix.sh"))
-        .arg(dir)
-        .args(variants)
-        .env("PGO_DIR", pgo)
-        .output()
-        .expect("run scripts/build-matrix.sh");
-    assert!(
-        out.status.success(),
-        "building the compiler matrix failed (CI installs gcc, clang-16 and lld-16):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Build every variant once; PGO is trained on the workflows' inputs.
 fn matrix() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -73,7 +56,7 @@ fn matrix() -> &'static Path {
             .filter(|v| *v != "gcc-pgo")
             .collect();
         first.push("gcc-pgo-gen");
-        build_matrix(&dir, &first, &pgo);
+        build_matrix(&dir, &first, Some(&pgo));
         for w in workflows() {
             let inputs = generate_inputs(&w, INPUTS, 0x9601);
             let file = input_file(&format!("pgo-train-{}", w.name), &inputs);
@@ -84,7 +67,7 @@ fn matrix() -> &'static Path {
                 false,
             );
         }
-        build_matrix(&dir, &["gcc-pgo"], &pgo);
+        build_matrix(&dir, &["gcc-pgo"], Some(&pgo));
         dir
     })
 }

@@ -514,21 +514,9 @@ fn gdb_in_a_fused_callee_shows_what_the_unfused_callee_shows() {
     }
     for (variant, dir, root, callee, unfused) in oracles {
         let fused = dir.join("fused.so");
-        let manifest = dir.join("fused.json");
-        run_ok(
-            faasfuse()
-                .arg("merge")
-                .arg(format!("Root={}", root.display()))
-                .arg(format!("Callee={}", callee.display()))
-                .arg("-o")
-                .arg(&fused)
-                .arg("--manifest")
-                .arg(&manifest),
-        );
+        let m = merge_with_manifest([spec("Root", &root), spec("Callee", &callee)], &fused, &[]);
         // The root's TLS block comes first, so the callee's TLS variable
         // moved: gdb finds it only through the shifted offset.
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
         assert!(
             m["inputs"][1]["tls_offset"].as_u64().is_some_and(|x| x > 0),
             "{variant}: the callee's TLS block did not move: {}",
@@ -583,18 +571,7 @@ fn matrix() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch_dir("debuginfo-matrix");
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/build-matrix.sh"))
-            .arg(&dir)
-            .args(VARIANTS)
-            .output()
-            .expect("run scripts/build-matrix.sh");
-        assert!(
-            out.status.success(),
-            "building the debug-info matrix failed (CI installs gcc, clang-16 and lld-16):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_matrix(&dir, VARIANTS, None);
         dir
     })
 }

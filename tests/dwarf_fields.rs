@@ -237,22 +237,8 @@ fn clang_fields_are_its_relocations() {
 #[test]
 fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
     let dir = scratch_dir("dwarf-fields-damaged");
-    let build = |stem: &str, flags: &[&str]| {
-        let out = dir.join(format!("lib{stem}.so"));
-        let o = Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2"])
-            .args(flags)
-            .arg(format!("-I{}", repo().join("fixtures/include").display()))
-            .arg(repo().join(format!("fixtures/functions/{stem}.c")))
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        out
-    };
-    let foo = build("foo", &["-g", "-gdwarf-5"]);
-    let bar = build("bar", &["-g", "-gdwarf-5"]);
+    let foo = build_example(&dir, "foo", &["-g", "-gdwarf-5"]);
+    let bar = build_example(&dir, "bar", &["-g", "-gdwarf-5"]);
     let data = std::fs::read(&bar).unwrap();
     let ranges: Vec<(usize, usize)> = {
         let file = object::File::parse(&*data).unwrap();
@@ -277,20 +263,11 @@ fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
         if round % 20 == 0 {
             let lib = dir.join("libbar-damaged.so");
             std::fs::write(&lib, &bad).unwrap();
-            let out = dir.join("fused.so");
-            let manifest = dir.join("fused.json");
-            run_ok(
-                faasfuse()
-                    .arg("merge")
-                    .arg(format!("Foo={}", foo.display()))
-                    .arg(format!("Bar={}", lib.display()))
-                    .arg("-o")
-                    .arg(&out)
-                    .arg("--manifest")
-                    .arg(&manifest),
+            let m = merge_with_manifest(
+                [spec("Foo", &foo), spec("Bar", &lib)],
+                &dir.join("fused.so"),
+                &[],
             );
-            let m: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
             let info = &m["debug_info"];
             let carried = info["carried"]
                 .as_array()
@@ -334,21 +311,8 @@ fn damaged_dwarf_of_a_callee_is_left_out_not_a_crash() {
 #[test]
 fn a_compressed_section_claiming_a_terabyte_is_left_out() {
     let dir = scratch_dir("dwarf-fields-bomb");
-    let build = |stem: &str, flags: &[&str]| {
-        let out = dir.join(format!("lib{stem}.so"));
-        run_ok(
-            Command::new("gcc")
-                .args(["-shared", "-fPIC", "-O2"])
-                .args(flags)
-                .arg(format!("-I{}", repo().join("fixtures/include").display()))
-                .arg(repo().join(format!("fixtures/functions/{stem}.c")))
-                .arg("-o")
-                .arg(&out),
-        );
-        out
-    };
-    let foo = build("foo", &["-g"]);
-    let bar = build("bar", &["-g", "-gz=zlib"]);
+    let foo = build_example(&dir, "foo", &["-g"]);
+    let bar = build_example(&dir, "bar", &["-g", "-gz=zlib"]);
     let mut data = std::fs::read(&bar).unwrap();
     let (offset, _) = {
         let file = object::File::parse(&*data).unwrap();
@@ -369,20 +333,11 @@ fn a_compressed_section_claiming_a_terabyte_is_left_out() {
     let reason = report["dwarf"]["reason"].as_str().unwrap();
     assert!(reason.contains("too large"), "{reason}");
 
-    let out = dir.join("fused.so");
-    let manifest = dir.join("fused.json");
-    run_ok(
-        faasfuse()
-            .arg("merge")
-            .arg(format!("Foo={}", foo.display()))
-            .arg(format!("Bar={}", bomb.display()))
-            .arg("-o")
-            .arg(&out)
-            .arg("--manifest")
-            .arg(&manifest),
+    let m = merge_with_manifest(
+        [spec("Foo", &foo), spec("Bar", &bomb)],
+        &dir.join("fused.so"),
+        &[],
     );
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     let left = &m["debug_info"]["left_out"];
     assert_eq!(left[0]["image"], "Bar", "{left}");
     assert!(

@@ -173,23 +173,9 @@ fn calls_to_functions_left_out_still_reach_the_host() {
 fn compressed_debug_info_of_the_root_stays_readable() {
     require_tool("addr2line", &["--version"], "binutils");
     let dir = scratch_dir("merge-gz");
-    let build = |src: &str, out: &str, debug: bool| {
-        let flags: &[&str] = if debug { &["-g", "-gz=zlib"] } else { &[] };
-        run_ok(
-            Command::new("gcc")
-                .args(["-shared", "-fPIC", "-O2"])
-                .args(flags)
-                .arg("-I")
-                .arg(repo().join("fixtures/include"))
-                .arg(repo().join("fixtures/functions").join(src))
-                .arg("-o")
-                .arg(dir.join(out)),
-        );
-        dir.join(out)
-    };
     // Only the root has debug info: its sections are carried as they are.
-    let foo = build("foo.c", "libfoo.so", true);
-    let bar = build("bar.c", "libbar.so", false);
+    let foo = build_example(&dir, "foo", &["-g", "-gz=zlib"]);
+    let bar = build_example(&dir, "bar", &[]);
     let fused = dir.join("fused.so");
     run_ok(
         faasfuse()

@@ -260,13 +260,23 @@ pub fn fuse_workflow(w: &Workflow, variant: &str, out: &Path, extra: &[&str]) ->
 
 /// [`fuse_workflow`] of the libraries in `dir`.
 pub fn fuse_workflow_in(w: &Workflow, dir: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let manifest = out.with_extension("json");
     // Functions the workflow lists as re-entrant are declared so: their
     // recursion runs inside the image, as the in-process host serves it.
+    merge_with_manifest(w.run_args_in(dir), out, extra)
+}
+
+/// `faasfuse merge LIBS... -o OUT --manifest OUT.json EXTRA...`, which must
+/// succeed; returns the manifest.
+pub fn merge_with_manifest(
+    libs: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let manifest = out.with_extension("json");
     run_ok(
         faasfuse()
             .arg("merge")
-            .args(w.run_args_in(dir))
+            .args(libs)
             .arg("-o")
             .arg(out)
             .arg("--manifest")
@@ -274,6 +284,47 @@ pub fn fuse_workflow_in(w: &Workflow, dir: &Path, out: &Path, extra: &[&str]) ->
             .args(extra),
     );
     serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap()
+}
+
+/// `NAME=LIB` for `merge` and `run`.
+pub fn spec(name: &str, lib: &Path) -> String {
+    format!("{name}={}", lib.display())
+}
+
+/// Compile the example function `fixtures/functions/STEM.c` with gcc
+/// (`-O2` and `flags`) into `dir`.
+pub fn build_example(dir: &Path, stem: &str, flags: &[&str]) -> PathBuf {
+    let out = dir.join(format!("lib{stem}.so"));
+    run_ok(
+        Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2"])
+            .args(flags)
+            .arg("-I")
+            .arg(repo().join("fixtures/include"))
+            .arg(repo().join(format!("fixtures/functions/{stem}.c")))
+            .arg("-o")
+            .arg(&out),
+    );
+    out
+}
+
+/// `scripts/build-matrix.sh DIR VARIANTS...` (PGO data in `pgo`), which
+/// must succeed: a missing compiler fails the test.
+pub fn build_matrix(dir: &Path, variants: &[&str], pgo: Option<&Path>) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/build-matrix.sh"))
+        .arg(dir)
+        .args(variants);
+    if let Some(pgo) = pgo {
+        cmd.env("PGO_DIR", pgo);
+    }
+    let out = cmd.output().expect("run scripts/build-matrix.sh");
+    assert!(
+        out.status.success(),
+        "building the compiler matrix failed (CI installs gcc, clang-16 and lld-16):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `faasfuse build --config CONFIG --profile PROFILE --out-dir OUT`, which
