@@ -220,7 +220,9 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
             .args(fanout().deploy_args("default"))
             .arg("--inputs")
             .arg(&inputs)
-            .args(["--quiet", "--repeat", "25", "--", "Frontend"])
+            // As many rounds as above: with fewer, a stray sample on
+            // Recommend can reach the cold threshold on a loaded machine.
+            .args(["--quiet", "--repeat", "200", "--", "Frontend"])
             .stdout(pipe),
     );
     let (stdout, m) = merge_as_typed(&d, &["pipe.data"], "pipe.so");

@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 
 use super::fasthash::{BranchTable, FastMap, TraceTable};
-use super::images::{Loc, Process};
+use super::images::{Lib, Loc, Process};
 use super::perfdata::abi::{
     PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_MISC_USER, PERF_SAMPLE_PERIOD,
 };
 use super::perfdata::{attr, Sample};
+use super::traces::began_outside;
 
 /// What is counted for one image while reading.
 #[derive(Default)]
@@ -36,15 +37,19 @@ pub(crate) struct Counter<'l> {
     pub(crate) stats: super::aggregate::Stats,
     /// Return addresses of RPC sites per image.
     site_returns: &'l [HashSet<u64>],
+    libs: &'l [Lib],
+    outside: Vec<bool>,
     chain: Vec<u64>,
     seen: Vec<(usize, u64)>,
     locs: Vec<(Loc, Loc)>,
 }
 
 impl<'l> Counter<'l> {
-    pub(crate) fn new(libs: usize, site_returns: &'l [HashSet<u64>]) -> Self {
+    pub(crate) fn new(libs: &'l [Lib], site_returns: &'l [HashSet<u64>]) -> Self {
         Counter {
-            acc: (0..libs).map(|_| Acc::default()).collect(),
+            acc: libs.iter().map(|_| Acc::default()).collect(),
+            libs,
+            outside: Vec::new(),
             unmatched: HashMap::new(),
             stats: Default::default(),
             site_returns,
@@ -177,9 +182,11 @@ impl<'l> Counter<'l> {
                 .iter()
                 .map(|b| (proc.resolve(b.from), proc.resolve(b.to))),
         );
-        // The traces and branches of the stack, as (image, start, end, came
-        // from) and (image, from, to).
-        let traces = (0..n.min(s.branches.len() - 1)).filter_map(|i| {
+        // Entry i+1 is older than entry i: the code between its target and
+        // entry i's source ran straight through. Such a trace, in image
+        // `lib`, starts at `start` and ends at `end`; `came_from` is the
+        // source of the branch that began it, if in the same image.
+        let trace = |i: usize| {
             let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
             match (older_to, newer_from) {
                 (
@@ -197,8 +204,8 @@ impl<'l> Counter<'l> {
                 }
                 _ => None,
             }
-        });
-        let branches = locs[..n].iter().filter_map(|&(from, to)| {
+        };
+        let branch = |&(from, to): &(Loc, Loc)| {
             let Loc::Lib { lib, vaddr: from } = from else {
                 return None;
             };
@@ -207,46 +214,51 @@ impl<'l> Counter<'l> {
                 _ => None,
             };
             Some((lib, from, to))
-        });
+        };
+        let traces = n.min(s.branches.len() - 1);
         // Load every slot first: the cache misses of large tables overlap.
-        for (lib, start, end, came_from) in traces {
-            self.acc[lib].traces.prefetch(start, end, came_from);
+        for (lib, start, end, _) in (0..traces).filter_map(trace) {
+            self.acc[lib].traces.prefetch(start, end);
         }
-        for (lib, from, to) in branches {
+        for (lib, from, to) in locs[..n].iter().filter_map(branch) {
             self.acc[lib].branches.prefetch(from, to);
         }
-        // Entry i+1 is older than entry i: the code between its target and
-        // entry i's source ran straight through.
-        for i in 0..n.min(s.branches.len() - 1) {
-            let ((older_from, older_to), (newer_from, _)) = (locs[i + 1], locs[i]);
-            if let (
-                Loc::Lib { lib, vaddr: start },
-                Loc::Lib {
-                    lib: l2,
-                    vaddr: end,
-                },
-            ) = (older_to, newer_from)
-            {
-                if lib == l2 {
-                    let came_from = match older_from {
-                        Loc::Lib { lib: l3, vaddr } if l3 == lib => Some(vaddr),
-                        _ => None,
-                    };
-                    self.acc[lib].traces.add(start, end, came_from, 1);
-                }
-            }
-        }
-        for (b, &(from, to)) in s.branches[..n].iter().zip(&locs) {
+        // The branches, each with its flag: did it come from outside the
+        // function of its target (asked once per distinct branch)?
+        let mut outside = std::mem::take(&mut self.outside);
+        outside.clear();
+        for (b, loc) in s.branches[..n].iter().zip(&locs) {
             self.stats.branches += 1;
-            let Loc::Lib { lib, vaddr: from } = from else {
+            let flag = match branch(loc) {
+                Some((lib, from, to)) => {
+                    self.acc[lib]
+                        .branches
+                        .count(from, to, b.mispredicted(), || match to {
+                            Some(to) => began_outside(&self.libs[lib], to, Some(from)),
+                            None => true,
+                        })
+                }
+                None => true,
+            };
+            outside.push(flag);
+        }
+        // The traces, keyed by that flag of the branch that began them
+        // (what the fall-through walk needs of it), not by its source.
+        for i in 0..traces {
+            let Some((lib, start, end, came_from)) = trace(i) else {
                 continue;
             };
-            let to = match to {
-                Loc::Lib { lib: l2, vaddr } if l2 == lib => Some(vaddr),
-                _ => None,
+            let flag = match came_from {
+                None => true,
+                Some(_) if i + 1 < n => outside[i + 1],
+                Some(from) => self.acc[lib]
+                    .branches
+                    .outside(from, Some(start))
+                    .unwrap_or_else(|| began_outside(&self.libs[lib], start, Some(from))),
             };
-            self.acc[lib].branches.count(from, to, b.mispredicted());
+            self.acc[lib].traces.add(start, end, flag, 1);
         }
+        self.outside = outside;
         self.locs = locs;
     }
 }

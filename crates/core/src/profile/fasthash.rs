@@ -84,13 +84,19 @@ impl<S: Slot> FlatMap<S> {
     /// be the key of [`Slot::EMPTY`].
     #[inline]
     pub fn slot(&mut self, k: S::Key) -> &mut S {
+        self.entry(k).0
+    }
+
+    /// [`FlatMap::slot`], and whether it was inserted now.
+    #[inline]
+    pub fn entry(&mut self, k: S::Key) -> (&mut S, bool) {
         debug_assert!(k != S::EMPTY.key());
         let mask = self.slots.len() - 1;
         let mut i = self.home(&k);
         loop {
             let s = self.slots[i].key();
             if s == k {
-                return &mut self.slots[i];
+                return (&mut self.slots[i], false);
             }
             if s == S::EMPTY.key() {
                 break;
@@ -99,11 +105,28 @@ impl<S: Slot> FlatMap<S> {
         }
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
-            return self.slot(k);
+            return self.entry(k);
         }
         self.len += 1;
         self.slots[i] = S::new(k);
-        &mut self.slots[i]
+        (&mut self.slots[i], true)
+    }
+
+    /// The slot of `k`, if present.
+    #[inline]
+    pub fn get(&self, k: &S::Key) -> Option<&S> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(k);
+        loop {
+            let s = &self.slots[i];
+            if s.key() == *k {
+                return Some(s);
+            }
+            if s.key() == S::EMPTY.key() {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     fn grow(&mut self) {
@@ -134,8 +157,21 @@ fn add32(c: &mut u32, n: u64) -> u64 {
 /// `None` as a packed 32-bit address.
 const NONE32: u32 = u32::MAX;
 
+/// Adds `n` to the 31-bit count below [`OUTSIDE`] in `c`, keeping that
+/// bit; returns what carries beyond 31 bits (in units of 2^31).
+#[inline]
+fn add31(c: &mut u32, n: u64) -> u64 {
+    let sum = u64::from(*c & !OUTSIDE) + n;
+    *c = (*c & OUTSIDE) | (sum as u32 & !OUTSIDE);
+    sum >> 31
+}
+
+/// The flag of a branch in [`BranchSlot::mispred`]: its source lies
+/// outside the function of its target (see [`BranchTable::count`]).
+const OUTSIDE: u32 = 1 << 31;
+
 /// A branch slot: `from | to << 32` (`to` [`NONE32`] outside the image),
-/// count and mispredictions.
+/// count, and mispredictions (31 bits) with the [`OUTSIDE`] flag.
 #[derive(Clone, Copy)]
 #[repr(C, align(16))]
 pub struct BranchSlot {
@@ -169,13 +205,13 @@ impl Slot for BranchSlot {
     }
 }
 
-/// A trace slot: `start | end << 32`, the source of the branch that began
-/// it ([`NONE32`] when none), count.
+/// A trace slot: `start | end << 32`, whether the branch that began it
+/// came from outside the function of `start` (1) or not (0), count.
 #[derive(Clone, Copy)]
 #[repr(C, align(16))]
 pub struct TraceSlot {
     key: u64,
-    came_from: u32,
+    outside: u32,
     count: u32,
 }
 
@@ -183,24 +219,26 @@ impl Slot for TraceSlot {
     type Key = (u64, u32);
     const EMPTY: Self = TraceSlot {
         key: u64::MAX,
-        came_from: u32::MAX,
+        outside: u32::MAX,
         count: 0,
     };
     #[inline]
     fn key(&self) -> (u64, u32) {
-        (self.key, self.came_from)
+        (self.key, self.outside)
     }
     #[inline]
-    fn new((key, came_from): (u64, u32)) -> Self {
+    fn new((key, outside): (u64, u32)) -> Self {
         TraceSlot {
             key,
-            came_from,
+            outside,
             count: 0,
         }
     }
+    /// By `(start, end)` only: a trace's slot can be loaded before its flag
+    /// is known, and both flags of one run lie side by side.
     #[inline]
     fn hash(k: &(u64, u32)) -> u64 {
-        (k.0 ^ (u64::from(k.1)).rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        k.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 }
 
@@ -212,8 +250,9 @@ impl TraceSlot {
     }
 }
 
-/// A trace `(start, end, came_from)` and its count.
-pub type TraceCount = ((u64, u64, Option<u64>), u64);
+/// A trace `(start, end, came from outside start's function)` and its
+/// count.
+pub type TraceCount = ((u64, u64, bool), u64);
 
 /// A [`TraceTable`] taken apart to be walked in any order, without a copy
 /// of its entries: the occupied slots and the entries of wide addresses.
@@ -234,19 +273,12 @@ impl TraceList {
 /// The trace a slot holds and its count, with the carries beyond 32 bits.
 #[inline]
 fn trace_entry(s: &TraceSlot, carry: &FastMap<(u64, u32), u64>) -> TraceCount {
-    let (k, c) = s.key();
+    let (k, o) = s.key();
     let mut n = u64::from(s.count);
     if !carry.is_empty() {
-        n += carry.get(&(k, c)).map_or(0, |&cc| cc << 32);
+        n += carry.get(&(k, o)).map_or(0, |&cc| cc << 32);
     }
-    (
-        (
-            k & 0xffff_ffff,
-            k >> 32,
-            (c != NONE32).then_some(u64::from(c)),
-        ),
-        n,
-    )
+    ((k & 0xffff_ffff, k >> 32, o != 0), n)
 }
 
 /// Taken-branch counts: `(from, to) -> (count, mispredicted)`, `to` None
@@ -256,7 +288,8 @@ fn trace_entry(s: &TraceSlot, carry: &FastMap<(u64, u32), u64>) -> TraceCount {
 #[derive(Default, Clone)]
 pub struct BranchTable {
     flat: FlatMap<BranchSlot>,
-    /// Carries of the flat counts, in units of 2^32.
+    /// Carries of the flat counts, in units of 2^32 (counts) and 2^31
+    /// (mispredictions).
     carry: FastMap<u64, (u64, u64)>,
     wide: FastMap<(u64, Option<u64>), (u64, u64)>,
 }
@@ -284,29 +317,65 @@ impl BranchTable {
         }
     }
 
-    /// Count one taken branch.
+    /// Count one taken branch, and return its flag: whether `from` lies
+    /// outside the function of `to`, as `outside` tells. That is asked
+    /// once per distinct branch (the flag is kept in its slot), so the
+    /// traces the branch begins can be keyed by the flag instead of by
+    /// `from`.
     #[inline]
-    pub fn count(&mut self, from: u64, to: Option<u64>, mispredicted: bool) {
-        self.add(from, to, 1, u64::from(mispredicted));
+    pub fn count(
+        &mut self,
+        from: u64,
+        to: Option<u64>,
+        mispredicted: bool,
+        outside: impl FnOnce() -> bool,
+    ) -> bool {
+        self.add_flagged(from, to, 1, u64::from(mispredicted), outside)
+    }
+
+    /// The flag of `(from, to)` (see [`BranchTable::count`]), if it is
+    /// kept here.
+    #[inline]
+    pub fn outside(&self, from: u64, to: Option<u64>) -> Option<bool> {
+        let k = Self::pack(from, to)?;
+        self.flat.get(&k).map(|s| s.mispred & OUTSIDE != 0)
     }
 
     /// Add `count` and `mispred` to `(from, to)`.
     #[inline]
     pub fn add(&mut self, from: u64, to: Option<u64>, count: u64, mispred: u64) {
+        self.add_flagged(from, to, count, mispred, || false);
+    }
+
+    #[inline]
+    fn add_flagged(
+        &mut self,
+        from: u64,
+        to: Option<u64>,
+        count: u64,
+        mispred: u64,
+        outside: impl FnOnce() -> bool,
+    ) -> bool {
         match Self::pack(from, to) {
             Some(k) => {
-                let s = self.flat.slot(k);
-                let (c, m) = (add32(&mut s.count, count), add32(&mut s.mispred, mispred));
+                let (s, new) = self.flat.entry(k);
+                if new && outside() {
+                    s.mispred = OUTSIDE;
+                }
+                let flag = s.mispred & OUTSIDE != 0;
+                let (c, m) = (add32(&mut s.count, count), add31(&mut s.mispred, mispred));
                 if c | m != 0 {
                     let e = self.carry.entry(k).or_default();
                     e.0 += c;
                     e.1 += m;
                 }
+                flag
             }
             None => {
                 let e = self.wide.entry((from, to)).or_default();
                 e.0 += count;
                 e.1 += mispred;
+                outside()
             }
         }
     }
@@ -319,80 +388,87 @@ impl BranchTable {
         self.len() == 0
     }
 
-    /// Every `((from, to), (count, mispredicted))`, in no order.
-    pub fn iter(&self) -> impl Iterator<Item = ((u64, Option<u64>), (u64, u64))> + '_ {
+    /// Every `((from, to), (count, mispredicted), flag)`, in no order.
+    fn entries(&self) -> impl Iterator<Item = ((u64, Option<u64>), (u64, u64), bool)> + '_ {
         self.flat
             .iter()
             .map(|s| {
                 let k = s.key;
                 let to = (k >> 32) as u32;
-                let (mut c, mut m) = (u64::from(s.count), u64::from(s.mispred));
+                let (mut c, mut m) = (u64::from(s.count), u64::from(s.mispred & !OUTSIDE));
                 if !self.carry.is_empty() {
                     if let Some(&(cc, cm)) = self.carry.get(&k) {
                         c += cc << 32;
-                        m += cm << 32;
+                        m += cm << 31;
                     }
                 }
                 (
                     (k & 0xffff_ffff, (to != NONE32).then_some(u64::from(to))),
                     (c, m),
+                    s.mispred & OUTSIDE != 0,
                 )
             })
-            .chain(self.wide.iter().map(|(&k, &v)| (k, v)))
+            .chain(self.wide.iter().map(|(&k, &v)| (k, v, false)))
+    }
+
+    /// Every `((from, to), (count, mispredicted))`, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = ((u64, Option<u64>), (u64, u64))> + '_ {
+        self.entries().map(|(k, v, _)| (k, v))
     }
 
     pub fn values(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.iter().map(|(_, v)| v)
     }
 
-    /// Add every count of `other`.
+    /// Add every count of `other`, and its flags.
     pub fn merge(&mut self, other: &BranchTable) {
-        for ((from, to), (c, m)) in other.iter() {
-            self.add(from, to, c, m);
+        for ((from, to), (c, m), flag) in other.entries() {
+            self.add_flagged(from, to, c, m, || flag);
         }
     }
 }
 
-/// Straight-line runs between consecutive branches,
-/// `(start, end, source of the branch that began it) -> count`, packed as
-/// in [`BranchTable`].
+/// Straight-line runs between consecutive branches, `(start, end, the
+/// branch that began it came from outside start's function) -> count`,
+/// packed as in [`BranchTable`].
 #[derive(Default, Clone)]
 pub struct TraceTable {
     flat: FlatMap<TraceSlot>,
     /// Carries of the flat counts, in units of 2^32.
     carry: FastMap<(u64, u32), u64>,
-    wide: FastMap<(u64, u64, Option<u64>), u64>,
+    wide: FastMap<(u64, u64, bool), u64>,
 }
 
 impl TraceTable {
     #[inline]
-    fn pack(start: u64, end: u64, came_from: Option<u64>) -> Option<(u64, u32)> {
-        match (pack32(start), pack32(end), came_from.map(pack32)) {
-            (Some(s), Some(e), None) => Some((u64::from(s) | u64::from(e) << 32, NONE32)),
-            (Some(s), Some(e), Some(Some(c))) => Some((u64::from(s) | u64::from(e) << 32, c)),
+    fn pack(start: u64, end: u64, outside: bool) -> Option<(u64, u32)> {
+        match (pack32(start), pack32(end)) {
+            (Some(s), Some(e)) => Some((u64::from(s) | u64::from(e) << 32, u32::from(outside))),
             _ => None,
         }
     }
 
-    /// Start loading where the trace is counted.
+    /// Start loading where the trace is counted (either flag: both hash
+    /// alike).
     #[inline]
-    pub fn prefetch(&self, start: u64, end: u64, came_from: Option<u64>) {
-        if let Some(k) = Self::pack(start, end, came_from) {
+    pub fn prefetch(&self, start: u64, end: u64) {
+        if let Some(k) = Self::pack(start, end, false) {
             self.flat.prefetch(&k);
         }
     }
 
-    /// Add `n` to the trace.
+    /// Add `n` to the trace; `outside`: the branch that began it came from
+    /// outside the function of `start`.
     #[inline]
-    pub fn add(&mut self, start: u64, end: u64, came_from: Option<u64>, n: u64) {
-        match Self::pack(start, end, came_from) {
+    pub fn add(&mut self, start: u64, end: u64, outside: bool, n: u64) {
+        match Self::pack(start, end, outside) {
             Some(k) => {
                 let c = add32(&mut self.flat.slot(k).count, n);
                 if c != 0 {
                     *self.carry.entry(k).or_default() += c;
                 }
             }
-            None => *self.wide.entry((start, end, came_from)).or_default() += n,
+            None => *self.wide.entry((start, end, outside)).or_default() += n,
         }
     }
 
@@ -404,8 +480,8 @@ impl TraceTable {
         self.len() == 0
     }
 
-    /// Every `((start, end, came_from), count)`, in no order.
-    pub fn iter(&self) -> impl Iterator<Item = ((u64, u64, Option<u64>), u64)> + '_ {
+    /// Every `((start, end, outside), count)`, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = TraceCount> + '_ {
         self.flat
             .iter()
             .map(|s| trace_entry(s, &self.carry))
@@ -424,8 +500,8 @@ impl TraceTable {
     }
 
     pub fn merge(&mut self, other: &TraceTable) {
-        for ((s, e, c), n) in other.iter() {
-            self.add(s, e, c, n);
+        for ((s, e, o), n) in other.iter() {
+            self.add(s, e, o, n);
         }
     }
 }
@@ -444,7 +520,7 @@ mod tests {
     fn counts_carry_beyond_32_bits() {
         let mut b = BranchTable::default();
         b.add(0x10, Some(0x20), u64::from(u32::MAX), 3);
-        b.count(0x10, Some(0x20), true);
+        b.count(0x10, Some(0x20), true, || true);
         b.add(0x10, Some(0x20), 5 << 32, 1 << 33);
         b.add(0x1_0000_0000, None, 7, 1);
         let mut v: Vec<_> = b.iter().collect();
@@ -457,25 +533,45 @@ mod tests {
             ]
         );
         let mut m = BranchTable::default();
-        m.count(0x10, Some(0x20), false);
+        m.count(0x10, Some(0x20), false, || false);
         m.merge(&b);
         let v: Vec<_> = m.iter().filter(|e| e.0 .0 == 0x10).collect();
         assert_eq!(v, [((0x10, Some(0x20)), ((6 << 32) + 1, 4 + (1 << 33)))]);
 
         let mut t = TraceTable::default();
-        t.add(1, 2, None, u64::from(u32::MAX));
-        t.add(1, 2, None, 2);
-        t.add(1, 2, Some(9), 1);
+        t.add(1, 2, false, u64::from(u32::MAX));
+        t.add(1, 2, false, 2);
+        t.add(1, 2, true, 1);
         let mut v: Vec<_> = t.iter().collect();
         v.sort();
-        assert_eq!(v, [((1, 2, None), (1 << 32) + 1), ((1, 2, Some(9)), 1)]);
+        assert_eq!(v, [((1, 2, false), (1 << 32) + 1), ((1, 2, true), 1)]);
+    }
+
+    #[test]
+    fn a_branch_keeps_its_flag() {
+        let mut b = BranchTable::default();
+        assert!(b.count(1, Some(2), true, || true));
+        assert!(!b.count(5, Some(6), true, || false));
+        // Mispredictions carry beyond 31 bits without touching the flag.
+        b.add(1, Some(2), 0, 3 << 31);
+        assert!(b.count(1, Some(2), false, || panic!("asked twice")));
+        assert_eq!(b.outside(1, Some(2)), Some(true));
+        assert_eq!(b.outside(5, Some(6)), Some(false));
+        assert_eq!(b.outside(3, Some(4)), None);
+        let v: Vec<_> = b.iter().filter(|e| e.0 .0 == 1).collect();
+        assert_eq!(v, [((1, Some(2)), (2, 1 + (3 << 31)))]);
+        let mut m = BranchTable::default();
+        m.count(7, None, false, || false);
+        m.merge(&b);
+        assert_eq!(m.outside(1, Some(2)), Some(true));
+        assert_eq!(m.outside(5, Some(6)), Some(false));
     }
 
     #[test]
     fn grows_and_keeps_every_key() {
         let mut t = TraceTable::default();
         for i in 0..10_000u64 {
-            t.add(i, i + 1, (i % 3 == 0).then_some(i * 7), i);
+            t.add(i, i + 1, i % 3 == 0, i);
         }
         assert_eq!(t.len(), 10_000);
         let sum: u64 = t.iter().map(|(_, n)| n).sum();

@@ -103,7 +103,7 @@ pub fn ingest_perf_threads(
         libs,
         spaces: AddressSpaces::new(libs, &header.build_ids),
         unwinders: dwarf.then(|| Unwinders::new(libs, &header.build_ids)),
-        counter: Counter::new(libs.len(), &returns),
+        counter: Counter::new(libs, &returns),
         unwound: Vec::new(),
     };
     let total = if header.pipe {

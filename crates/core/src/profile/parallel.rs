@@ -458,7 +458,7 @@ pub(crate) fn run<R: std::io::Read>(
                 .map(|_| {
                     let (rx, attrs) = (&rx, &attrs);
                     sc.spawn(move || {
-                        let mut c = Counter::new(libs.len(), returns);
+                        let mut c = Counter::new(libs, returns);
                         let mut errs = Errors::default();
                         loop {
                             let b = match rx.lock() {

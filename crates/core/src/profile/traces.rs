@@ -12,9 +12,9 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 use super::fasthash::{TraceSlot, TraceTable};
 use super::images::Lib;
 
-/// A straight-line run: (start, end, source address of the branch that
-/// began it when that lies in the same image).
-pub type Trace = (u64, u64, Option<u64>);
+/// A straight-line run: (start, end, whether the branch that began it
+/// came from outside the function of `start`: [`began_outside`]).
+pub type Trace = (u64, u64, bool);
 
 /// Fall-through edges `((from, to), count)`.
 pub type Edges = Vec<((u64, u64), u64)>;
@@ -128,8 +128,19 @@ fn split_functions(lib: &Lib) -> HashSet<u64> {
     out
 }
 
-/// The fall-through edges of `traces` ((start, end, source of the branch
-/// that began the trace) -> count) in `lib`: (from, to) -> count, sorted
+/// Whether a trace at `start` began with a branch from outside the
+/// function of `start` (`came_from` is None outside the image): the one
+/// thing [`fallthroughs`] needs of that branch (a trace starting at a
+/// return address after a call began in the call's block, unless a jump
+/// inside the function led there).
+pub(crate) fn began_outside(lib: &Lib, start: u64, came_from: Option<u64>) -> bool {
+    let f = lib.symbols.at(start);
+    !matches!((f, came_from), (Some(f), Some(a)) if a >= f.start && a < f.start + f.size)
+}
+
+/// The fall-through edges of `traces` ((start, end, whether the branch
+/// that began the trace came from outside start's function, as
+/// [`began_outside`] tells) -> count) in `lib`: (from, to) -> count, sorted
 /// by (from, to), and how many traces did not match the code. Traces are
 /// taken in address order, so each function's blocks are built once and
 /// dropped when the walk leaves it (memory does not grow with the
@@ -246,7 +257,7 @@ fn fallthroughs_in<T>(
     // The function of the last trace and its blocks.
     let mut cur: Option<(u64, Option<Blocks>)> = None;
     for t in traces {
-        let ((start, end, came_from), n) = get(t);
+        let ((start, end, outside), n) = get(t);
         let Some(f) = lib.symbols.at(start) else {
             bad += n;
             continue;
@@ -255,7 +266,6 @@ fn fallthroughs_in<T>(
             bad += n;
             continue;
         }
-        let inside = |a: u64| a >= f.start && a < f.start + f.size;
         if cur.as_ref().map(|c| c.0) != Some(f.start) {
             let blocks = lib
                 .image
@@ -273,12 +283,7 @@ fn fallthroughs_in<T>(
         };
         // A trace that starts where a callee returned to, at a block
         // boundary, began in the block that ends with the call.
-        if start == b.starts[i]
-            && i > 0
-            && !came_from.is_some_and(inside)
-            && b.falls[i - 1]
-            && b.call[i - 1]
-        {
+        if start == b.starts[i] && i > 0 && outside && b.falls[i - 1] && b.call[i - 1] {
             i -= 1;
         }
         if (i..j).any(|k| !b.falls[k]) {
