@@ -422,9 +422,14 @@ impl BranchTable {
 
     /// Add every count of `other`, and its flags.
     pub fn merge(&mut self, other: &BranchTable) {
-        for ((from, to), (c, m), flag) in other.entries() {
-            self.add_flagged(from, to, c, m, || flag);
-        }
+        in_batches(
+            self,
+            other.entries(),
+            |t, e| t.prefetch(e.0 .0, e.0 .1),
+            |t, ((from, to), (c, m), flag)| {
+                t.add_flagged(from, to, c, m, || flag);
+            },
+        );
     }
 }
 
@@ -499,10 +504,34 @@ impl TraceTable {
         }
     }
 
+    /// Add every count of `other`.
     pub fn merge(&mut self, other: &TraceTable) {
-        for ((s, e, o), n) in other.iter() {
-            self.add(s, e, o, n);
-        }
+        in_batches(
+            self,
+            other.iter(),
+            |t, e| t.prefetch(e.0 .0, e.0 .1),
+            |t, ((s, e, o), n)| t.add(s, e, o, n),
+        );
+    }
+}
+
+/// Apply `add` to every item, a batch at a time, `prefetch` of the whole
+/// batch first: adding one table to another is a random walk over the
+/// larger one, whose cache misses then overlap.
+fn in_batches<M, T: Copy>(
+    into: &mut M,
+    items: impl Iterator<Item = T>,
+    prefetch: impl Fn(&M, &T),
+    add: impl Fn(&mut M, T),
+) {
+    const BATCH: usize = 32;
+    let mut buf: Vec<T> = Vec::with_capacity(BATCH);
+    let mut items = items.peekable();
+    while items.peek().is_some() {
+        buf.clear();
+        buf.extend(items.by_ref().take(BATCH));
+        buf.iter().for_each(|t| prefetch(into, t));
+        buf.iter().for_each(|&t| add(into, t));
     }
 }
 
