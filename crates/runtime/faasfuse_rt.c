@@ -24,7 +24,8 @@
  * - a worker's context serves nested calls and appends only on the thread
  *   running that worker's call; from any other thread, or while it runs no
  *   call, they fail (-1) with one line on stderr, never touching shared
- *   state (nightcore's worker aborts the process in that case).
+ *   state (stricter than nightcore's worker, which takes them from any
+ *   thread and aborts the process only when two nested calls overlap).
  *
  * Semantics follow the platform: a failing callee gives -1 (*output NULL)
  * and its output is discarded; a nested output stays valid until the

@@ -281,7 +281,7 @@ unsafe extern "C" fn host_invoke(
         };
         eprintln!(
             "faasfuse: {} invoked {} {why}; one call at a time per process, on the thread \
-             that runs it (nightcore aborts the worker)",
+             that runs it",
             frame.name,
             name_of(func_name)
         );
