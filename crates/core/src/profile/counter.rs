@@ -64,8 +64,8 @@ impl<'l> Counter<'l> {
         self.stats.bad_records += n;
     }
 
-    /// Add every count of `o`.
-    pub(crate) fn merge(&mut self, o: Counter) {
+    /// Add every count of `o`, on up to `threads` threads.
+    pub(crate) fn merge(&mut self, o: Counter, threads: usize) {
         // A counting thread's stats hold counts only (records, lost samples
         // and unwind failures are the reader's), so summing all is exact.
         self.stats.add(&o.stats);
@@ -73,7 +73,7 @@ impl<'l> Counter<'l> {
             *self.unmatched.entry(k).or_default() += v;
         }
         for (mine, theirs) in self.acc.iter_mut().zip(o.acc) {
-            mine.merge(theirs);
+            mine.merge(theirs, threads);
         }
     }
 
@@ -264,8 +264,8 @@ impl<'l> Counter<'l> {
 }
 
 impl Acc {
-    /// Add every count of `o`.
-    pub(crate) fn merge(&mut self, o: Acc) {
+    /// Add every count of `o`, on up to `threads` threads.
+    pub(crate) fn merge(&mut self, o: Acc, threads: usize) {
         if self.branches.is_empty() {
             self.branches = o.branches;
         } else {
@@ -274,7 +274,7 @@ impl Acc {
         if self.traces.is_empty() {
             self.traces = o.traces;
         } else {
-            self.traces.merge(&o.traces);
+            self.traces.merge(o.traces, threads);
         }
         for (mine, theirs) in [
             (&mut self.ips, o.ips),

@@ -435,13 +435,58 @@ impl BranchTable {
 
 /// Straight-line runs between consecutive branches, `(start, end, the
 /// branch that began it came from outside start's function) -> count`,
-/// packed as in [`BranchTable`].
-#[derive(Default, Clone)]
+/// packed as in [`BranchTable`], in [`PARTS`] parts.
+#[derive(Clone)]
 pub struct TraceTable {
+    parts: Vec<TracePart>,
+    wide: FastMap<(u64, u64, bool), u64>,
+}
+
+/// A trace's part follows from its `(start, end)` alone, the same in every
+/// table, so that the tables of several counting threads add up part by
+/// part, on as many threads.
+const PARTS: usize = 8;
+
+#[derive(Default, Clone)]
+struct TracePart {
     flat: FlatMap<TraceSlot>,
     /// Carries of the flat counts, in units of 2^32.
     carry: FastMap<(u64, u32), u64>,
-    wide: FastMap<(u64, u64, bool), u64>,
+}
+
+impl TracePart {
+    #[inline]
+    fn add(&mut self, k: (u64, u32), n: u64) {
+        let c = add32(&mut self.flat.slot(k).count, n);
+        if c != 0 {
+            *self.carry.entry(k).or_default() += c;
+        }
+    }
+
+    /// Add every count of `other` (the smaller part goes into the larger).
+    fn merge(&mut self, mut other: TracePart) {
+        if other.flat.len() > self.flat.len() {
+            std::mem::swap(self, &mut other);
+        }
+        in_batches(
+            self,
+            other
+                .flat
+                .iter()
+                .map(|s| (s.key(), trace_entry(s, &other.carry).1)),
+            |p, (k, _)| p.flat.prefetch(k),
+            |p, (k, n)| p.add(k, n),
+        );
+    }
+}
+
+impl Default for TraceTable {
+    fn default() -> Self {
+        TraceTable {
+            parts: (0..PARTS).map(|_| TracePart::default()).collect(),
+            wide: FastMap::default(),
+        }
+    }
 }
 
 impl TraceTable {
@@ -453,12 +498,20 @@ impl TraceTable {
         }
     }
 
+    /// The part of a packed `(start, end)` (high bits of another product
+    /// than the slot's hash, so that a part's keys still spread over its
+    /// slots).
+    #[inline]
+    fn part(k: u64) -> usize {
+        (k.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 61) as usize % PARTS
+    }
+
     /// Start loading where the trace is counted (either flag: both hash
     /// alike).
     #[inline]
     pub fn prefetch(&self, start: u64, end: u64) {
         if let Some(k) = Self::pack(start, end, false) {
-            self.flat.prefetch(&k);
+            self.parts[Self::part(k.0)].flat.prefetch(&k);
         }
     }
 
@@ -467,18 +520,13 @@ impl TraceTable {
     #[inline]
     pub fn add(&mut self, start: u64, end: u64, outside: bool, n: u64) {
         match Self::pack(start, end, outside) {
-            Some(k) => {
-                let c = add32(&mut self.flat.slot(k).count, n);
-                if c != 0 {
-                    *self.carry.entry(k).or_default() += c;
-                }
-            }
+            Some(k) => self.parts[Self::part(k.0)].add(k, n),
             None => *self.wide.entry((start, end, outside)).or_default() += n,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.flat.len() + self.wide.len()
+        self.parts.iter().map(|p| p.flat.len()).sum::<usize>() + self.wide.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -487,31 +535,48 @@ impl TraceTable {
 
     /// Every `((start, end, outside), count)`, in no order.
     pub fn iter(&self) -> impl Iterator<Item = TraceCount> + '_ {
-        self.flat
+        self.parts
             .iter()
-            .map(|s| trace_entry(s, &self.carry))
+            .flat_map(|p| p.flat.iter().map(|s| trace_entry(s, &p.carry)))
             .chain(self.wide.iter().map(|(&k, &n)| (k, n)))
     }
 
     /// The entries, taken apart in place (see [`TraceList`]).
     pub fn into_list(self) -> TraceList {
-        let mut slots = self.flat.slots;
-        slots.retain(|s| s.key() != TraceSlot::EMPTY.key());
+        let mut slots = Vec::with_capacity(self.len());
+        let mut carry = FastMap::default();
+        for p in self.parts {
+            slots.extend(
+                p.flat
+                    .slots
+                    .into_iter()
+                    .filter(|s| s.key() != TraceSlot::EMPTY.key()),
+            );
+            carry.extend(p.carry);
+        }
         TraceList {
             slots,
-            carry: self.carry,
+            carry,
             wide: self.wide.into_iter().collect(),
         }
     }
 
-    /// Add every count of `other`.
-    pub fn merge(&mut self, other: &TraceTable) {
-        in_batches(
-            self,
-            other.iter(),
-            |t, e| t.prefetch(e.0 .0, e.0 .1),
-            |t, ((s, e, o), n)| t.add(s, e, o, n),
-        );
+    /// Add every count of `other`, part by part on up to `threads` threads.
+    pub fn merge(&mut self, other: TraceTable, threads: usize) {
+        for (k, n) in other.wide {
+            *self.wide.entry(k).or_default() += n;
+        }
+        let mut pairs: Vec<_> = self.parts.iter_mut().zip(other.parts).collect();
+        let per = pairs.len().div_ceil(threads.clamp(1, PARTS));
+        std::thread::scope(|sc| {
+            for group in pairs.chunks_mut(per) {
+                sc.spawn(move || {
+                    for (mine, theirs) in group.iter_mut() {
+                        mine.merge(std::mem::take(theirs));
+                    }
+                });
+            }
+        });
     }
 }
 
@@ -594,6 +659,38 @@ mod tests {
         m.merge(&b);
         assert_eq!(m.outside(1, Some(2)), Some(true));
         assert_eq!(m.outside(5, Some(6)), Some(false));
+    }
+
+    #[test]
+    fn trace_tables_add_up_part_by_part() {
+        let (mut a, mut b, mut one) = (
+            TraceTable::default(),
+            TraceTable::default(),
+            TraceTable::default(),
+        );
+        for i in 0..60_000u64 {
+            let (s, e, o, n) = (i % 7001, i % 7001 + i % 13, i % 5 == 0, i % 3 + 1);
+            if i % 3 == 0 { &mut a } else { &mut b }.add(s, e, o, n);
+            one.add(s, e, o, n);
+        }
+        // Counts that carry beyond 32 bits, and wide addresses, in both.
+        for (t, times) in [(&mut a, 1), (&mut b, 1), (&mut one, 2)] {
+            for _ in 0..times {
+                t.add(1, 2, false, u64::from(u32::MAX));
+                t.add(1 << 40, 3, true, 5);
+            }
+        }
+        a.merge(b, 3);
+        let (mut got, mut want): (Vec<_>, Vec<_>) = (a.iter().collect(), one.iter().collect());
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(a.len(), one.len());
+        let list = a.into_list();
+        let mut listed: Vec<_> = list.slots.iter().map(|s| list.get(s)).collect();
+        listed.extend(list.wide.iter().copied());
+        listed.sort_unstable();
+        assert_eq!(listed, want);
     }
 
     #[test]

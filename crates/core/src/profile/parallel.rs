@@ -475,7 +475,7 @@ pub(crate) fn run<R: std::io::Read>(
             let (r, mut errs) = feed(Sink::Pool(tx), reader, spaces);
             for w in workers {
                 if let Ok((c, e)) = w.join() {
-                    counter.merge(c);
+                    counter.merge(c, threads);
                     errs.skipped += e.skipped;
                     if let Some((seq, fe)) = e.first {
                         errs.add(seq, fe, false);
