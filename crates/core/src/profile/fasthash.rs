@@ -676,7 +676,7 @@ mod tests {
         // Counts that carry beyond 32 bits, and wide addresses, in both.
         for (t, times) in [(&mut a, 1), (&mut b, 1), (&mut one, 2)] {
             for _ in 0..times {
-                t.add(1, 2, false, u64::from(u32::MAX));
+                t.add(1, 2, false, 3 << 32 | 7);
                 t.add(1 << 40, 3, true, 5);
             }
         }
