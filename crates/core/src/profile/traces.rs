@@ -240,12 +240,19 @@ fn sorted_edges<T>(
     get: impl Fn(&T) -> (Trace, u64),
 ) -> (Edges, u64) {
     let (mut e, bad) = fallthroughs_in(lib, traces, split, get);
-    e.sort_unstable_by_key(|e| e.0);
+    // In address order already, but for functions whose symbols overlap.
+    if !e.windows(2).all(|w| w[0].0 < w[1].0) {
+        e.sort_unstable_by_key(|e| e.0);
+    }
     (e, bad)
 }
 
 /// [`fallthroughs`] over traces sorted by start (`get` gives the trace of
-/// each element and its count).
+/// each element and its count). A trace adds its count to a run of one
+/// function's consecutive fall-through edges (block k to k+1 for k in
+/// i..j): that is kept as a difference at both ends of the run, and each
+/// function's edges are summed up once, in address order, when the walk
+/// leaves it.
 fn fallthroughs_in<T>(
     lib: &Lib,
     traces: &[T],
@@ -254,11 +261,26 @@ fn fallthroughs_in<T>(
 ) -> (Edges, u64) {
     let mut out: Edges = Vec::new();
     let mut bad = 0;
-    // The function of the last trace and its blocks.
+    let mut hint = 0;
+    // The function of the last trace, its blocks, and per block k what
+    // the count of edge k differs from that of edge k-1 (mod 2^64).
     let mut cur: Option<(u64, Option<Blocks>)> = None;
+    let mut diff: Vec<u64> = Vec::new();
+    let flush = |cur: &Option<(u64, Option<Blocks>)>, diff: &mut Vec<u64>, out: &mut Edges| {
+        if let Some((_, Some(b))) = cur {
+            let mut run = 0u64;
+            for (k, d) in diff.iter().enumerate() {
+                run = run.wrapping_add(*d);
+                if run != 0 && k + 1 < b.starts.len() {
+                    out.push(((b.last[k], b.starts[k + 1]), run));
+                }
+            }
+        }
+        diff.clear();
+    };
     for t in traces {
         let ((start, end, outside), n) = get(t);
-        let Some(f) = lib.symbols.at(start) else {
+        let Some(f) = lib.symbols.at_hinted(start, &mut hint) else {
             bad += n;
             continue;
         };
@@ -267,10 +289,14 @@ fn fallthroughs_in<T>(
             continue;
         }
         if cur.as_ref().map(|c| c.0) != Some(f.start) {
+            flush(&cur, &mut diff, &mut out);
             let blocks = lib
                 .image
                 .read_vaddr(f.start, f.size as usize)
                 .and_then(|code| Blocks::simple(code, f.start).then(|| Blocks::of(code, f.start)));
+            if let Some(b) = &blocks {
+                diff.resize(b.starts.len(), 0);
+            }
             cur = Some((f.start, blocks));
         }
         let Some((_, Some(b))) = &cur else {
@@ -290,9 +316,11 @@ fn fallthroughs_in<T>(
             bad += n;
             continue;
         }
-        for k in i..j {
-            out.push(((b.last[k], b.starts[k + 1]), n));
+        if i < j {
+            diff[i] = diff[i].wrapping_add(n);
+            diff[j] = diff[j].wrapping_sub(n);
         }
     }
+    flush(&cur, &mut diff, &mut out);
     (out, bad)
 }
