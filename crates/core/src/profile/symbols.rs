@@ -26,7 +26,16 @@ pub struct Symbols {
     /// Sorted by start, without overlaps at the same address.
     syms: Vec<Sym>,
     by_bolt: HashMap<String, usize>,
+    /// Per 4 KiB page of the address space up to the last symbol: the
+    /// index of the first symbol starting at or after the page, so that a
+    /// lookup searches the few symbols starting within one page (empty
+    /// when the symbols span too much address space for that).
+    pages: Vec<u32>,
 }
+
+/// Pages of [`Symbols::pages`] at most (64 MiB of index for 64 GiB of
+/// address space).
+const MAX_PAGES: u64 = 16 << 20;
 
 impl Symbols {
     pub fn new(image: &Image) -> Symbols {
@@ -87,7 +96,12 @@ impl Symbols {
                 out[i].size = section_end.min(next) - start;
             }
         }
-        Symbols { syms: out, by_bolt }
+        let pages = page_index(&out);
+        Symbols {
+            syms: out,
+            by_bolt,
+            pages,
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Sym> {
@@ -105,7 +119,7 @@ impl Symbols {
         {
             h
         } else {
-            self.syms.partition_point(|s| s.start <= vaddr)
+            self.first_after(vaddr)
         };
         *hint = i;
         let s = self.syms.get(i.checked_sub(1)?)?;
@@ -114,9 +128,23 @@ impl Symbols {
 
     /// The symbol containing `vaddr`.
     pub fn at(&self, vaddr: u64) -> Option<&Sym> {
-        let i = self.syms.partition_point(|s| s.start <= vaddr);
+        let i = self.first_after(vaddr);
         let s = self.syms.get(i.checked_sub(1)?)?;
         (vaddr < s.start + s.size.max(1)).then_some(s)
+    }
+
+    /// The index of the first symbol starting after `vaddr`.
+    #[inline]
+    fn first_after(&self, vaddr: u64) -> usize {
+        let p = (vaddr >> 12) as usize;
+        match (self.pages.get(p), self.pages.get(p + 1)) {
+            (Some(&lo), Some(&hi)) => {
+                let (lo, hi) = (lo as usize, hi as usize);
+                lo + self.syms[lo..hi].partition_point(|s| s.start <= vaddr)
+            }
+            _ if p + 1 >= self.pages.len() && !self.pages.is_empty() => self.syms.len(),
+            _ => self.syms.partition_point(|s| s.start <= vaddr),
+        }
     }
 
     /// A symbol by BOLT name, or by plain name for a BOLT name of another
@@ -132,6 +160,26 @@ impl Symbols {
                 .and_then(|&i| self.syms.get(i))
         })
     }
+}
+
+/// [`Symbols::pages`] of `syms` (sorted by start).
+fn page_index(syms: &[Sym]) -> Vec<u32> {
+    let Some(last) = syms.last() else {
+        return Vec::new();
+    };
+    let pages = (last.start >> 12) + 2;
+    if pages > MAX_PAGES || syms.len() >= u32::MAX as usize {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(pages as usize);
+    let mut i = 0;
+    for p in 0..pages {
+        while i < syms.len() && syms[i].start < p << 12 {
+            i += 1;
+        }
+        out.push(i as u32);
+    }
+    out
 }
 
 /// Defined function symbols in symbol-table order (`.symtab`, else
@@ -225,4 +273,61 @@ fn plt_entries(image: &Image) -> Vec<(u64, u64, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_index_finds_what_a_binary_search_finds() {
+        // Symbols of every size: several in one page, one over many pages,
+        // gaps, one at 0 and one far away.
+        let mut syms: Vec<Sym> = Vec::new();
+        let mut start = 0u64;
+        for i in 0..400u64 {
+            let size = [0, 1, 16, 300, 5000, 20_000][(i % 6) as usize];
+            syms.push(Sym {
+                start,
+                size,
+                name: format!("f{i}"),
+                bolt: format!("f{i}"),
+            });
+            start += size + (i % 7) * 100;
+        }
+        syms.push(Sym {
+            start: 1 << 30,
+            size: 8,
+            name: "far".into(),
+            bolt: "far".into(),
+        });
+        let indexed = Symbols {
+            pages: page_index(&syms),
+            syms: syms.clone(),
+            by_bolt: HashMap::new(),
+        };
+        assert!(!indexed.pages.is_empty());
+        let plain = Symbols {
+            syms,
+            by_bolt: HashMap::new(),
+            pages: Vec::new(),
+        };
+        let mut probes: Vec<u64> = (0..start + 10_000).step_by(37).collect();
+        for s in plain.iter() {
+            probes.extend([s.start.saturating_sub(1), s.start, s.start + s.size]);
+        }
+        probes.extend([
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 7,
+            (1 << 30) + 8,
+            u64::MAX,
+        ]);
+        let mut hint = 0;
+        for a in probes {
+            let want = plain.at(a).map(|s| s.start);
+            assert_eq!(indexed.at(a).map(|s| s.start), want, "at {a:#x}");
+            assert_eq!(indexed.at_hinted(a, &mut hint).map(|s| s.start), want);
+        }
+    }
 }
