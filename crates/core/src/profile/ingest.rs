@@ -309,6 +309,98 @@ impl NameKey {
     }
 }
 
+/// What the sources of `branches` (sorted by source) tell, on up to
+/// `threads` threads: the taken branches out of each RPC site, and calls
+/// by (caller, callee) function name. Each source instruction is decoded
+/// once; calls are summed by function before they are named.
+fn branch_sources(
+    lib: &Lib,
+    branches: &[BranchCount],
+    threads: usize,
+) -> (HashMap<u64, u64>, BTreeMap<(String, String), u64>) {
+    let site_at: HashSet<u64> = lib.sites.iter().map(|s| s.address).collect();
+    let part = |branches: &[BranchCount]| {
+        let mut outgoing: HashMap<u64, u64> = HashMap::new();
+        let mut call_edges: FastMap<(NameKey, Option<NameKey>), u64> = FastMap::default();
+        let mut last: Option<(u64, u64, bool)> = None;
+        for b in branches {
+            let (len, call) = match last {
+                Some((from, len, call)) if from == b.from => (len, call),
+                _ => {
+                    let (len, call) = match lib.image.read_vaddr(b.from, 15) {
+                        Some(c) => {
+                            let ins =
+                                Decoder::with_ip(64, c, b.from, DecoderOptions::NONE).decode();
+                            let call = !ins.is_invalid()
+                                && matches!(
+                                    ins.flow_control(),
+                                    FlowControl::Call | FlowControl::IndirectCall
+                                );
+                            (ins.len() as u64, call)
+                        }
+                        None => (0, is_call(lib, b.from)),
+                    };
+                    last = Some((b.from, len, call));
+                    (len, call)
+                }
+            };
+            // A call never branches to its next instruction: such an edge
+            // is a fall-through read from an .fdata.
+            if b.to != Some(b.from + len) && site_at.contains(&b.from) {
+                *outgoing.entry(b.from).or_default() += b.count;
+            }
+            if call {
+                let callee = b.to.map(|t| name_key(lib, t));
+                *call_edges
+                    .entry((name_key(lib, b.from), callee))
+                    .or_default() += b.count;
+            }
+        }
+        let mut named: Vec<((String, String), u64)> = call_edges
+            .into_iter()
+            .map(|((caller, callee), n)| {
+                let callee = callee.map_or_else(|| "[external]".to_string(), |k| k.name(lib));
+                ((caller.name(lib), callee), n)
+            })
+            .collect();
+        named.sort_unstable();
+        (outgoing, named)
+    };
+    // Parts end between sources.
+    let threads = threads.clamp(1, 64).min(branches.len() / 65536 + 1);
+    let mut parts: Vec<&[BranchCount]> = Vec::new();
+    let mut rest = branches;
+    for k in (1..=threads).rev() {
+        let mut cut = rest.len() / k;
+        while cut > 0 && cut < rest.len() && rest[cut].from == rest[cut - 1].from {
+            cut += 1;
+        }
+        let (a, b) = rest.split_at(cut);
+        parts.push(a);
+        rest = b;
+    }
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = parts.iter().map(|p| sc.spawn(|| part(p))).collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut outgoing = HashMap::new();
+    let mut named = Vec::new();
+    for (o, n) in results {
+        outgoing.extend(o);
+        named.extend(n);
+    }
+    if parts.len() > 1 {
+        named.sort_unstable();
+    }
+    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (k, n) in named {
+        *calls.entry(k).or_default() += n;
+    }
+    (outgoing, calls)
+}
+
 /// Whether the instruction at `vaddr` is a call.
 fn is_call(lib: &Lib, vaddr: u64) -> bool {
     let Some(bytes) = lib
@@ -356,7 +448,6 @@ pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
     // (from, to) is unique: the same order as sorting by every field.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::traces::par_sort_by_key(&mut branches, threads, |b| (b.from, b.to));
-    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (ft, _mismatched) =
         super::traces::fallthroughs(lib, std::mem::take(&mut acc.traces), threads);
     let fallthroughs = ft
@@ -368,48 +459,7 @@ pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
             mispred: 0,
         })
         .collect();
-    // Branches come sorted by source: decode each source instruction once.
-    // Calls are summed by (caller, callee) function before naming them.
-    let site_at: HashSet<u64> = lib.sites.iter().map(|s| s.address).collect();
-    let mut outgoing: HashMap<u64, u64> = HashMap::new();
-    let mut call_edges: FastMap<(NameKey, Option<NameKey>), u64> = FastMap::default();
-    let mut last: Option<(u64, u64, bool)> = None;
-    for b in &branches {
-        let (len, call) = match last {
-            Some((from, len, call)) if from == b.from => (len, call),
-            _ => {
-                let (len, call) = match lib.image.read_vaddr(b.from, 15) {
-                    Some(c) => {
-                        let ins = Decoder::with_ip(64, c, b.from, DecoderOptions::NONE).decode();
-                        let call = !ins.is_invalid()
-                            && matches!(
-                                ins.flow_control(),
-                                FlowControl::Call | FlowControl::IndirectCall
-                            );
-                        (ins.len() as u64, call)
-                    }
-                    None => (0, is_call(lib, b.from)),
-                };
-                last = Some((b.from, len, call));
-                (len, call)
-            }
-        };
-        // A call never branches to its next instruction: such an edge is a
-        // fall-through read from an .fdata.
-        if b.to != Some(b.from + len) && site_at.contains(&b.from) {
-            *outgoing.entry(b.from).or_default() += b.count;
-        }
-        if call {
-            let callee = b.to.map(|t| name_key(lib, t));
-            *call_edges
-                .entry((name_key(lib, b.from), callee))
-                .or_default() += b.count;
-        }
-    }
-    for ((caller, callee), n) in call_edges {
-        let callee = callee.map_or_else(|| "[external]".to_string(), |k| k.name(lib));
-        *calls.entry((caller.name(lib), callee)).or_default() += n;
-    }
+    let (outgoing, calls) = branch_sources(lib, &branches, threads);
     let rpc_sites = lib
         .sites
         .iter()
