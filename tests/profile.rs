@@ -92,7 +92,9 @@ fn dwarf_call_chains_rank_the_rpc_edges_hot() {
         &w,
         &["-e", "cpu-clock:u", "--call-graph", "dwarf"],
         false,
-        300,
+        // Enough samples (about 400) that Parse's lead over Store in
+        // their shares, about two to one, stands clear of sampling noise.
+        1000,
     );
     let p = profile("chain-dwarf", &[&data], &lib_args(&w), &[]);
     let st = &p["stats"];
