@@ -33,9 +33,9 @@ pub struct Symbols {
     pages: Vec<u32>,
 }
 
-/// Pages of [`Symbols::pages`] at most (64 MiB of index for 64 GiB of
-/// address space).
-const MAX_PAGES: u64 = 16 << 20;
+/// Pages of [`Symbols::pages`] at most: 4 MiB of index for 4 GiB of
+/// address space, so that a symbol at a hostile address costs little.
+const MAX_PAGES: u64 = 1 << 20;
 
 impl Symbols {
     pub fn new(image: &Image) -> Symbols {
