@@ -316,9 +316,22 @@ impl Staged {
 
 /// Write `bytes` to `path` atomically, executable when `executable`.
 pub fn write_atomically(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
+    write_parts_atomically(path, &[bytes], executable)
+}
+
+/// Write `parts` one after another to `path` atomically (a large text
+/// built in parts need not be joined first), executable when
+/// `executable`.
+pub fn write_parts_atomically(
+    path: &Path,
+    parts: &[impl AsRef<[u8]>],
+    executable: bool,
+) -> Result<()> {
     let mut s = Staged::create(path, executable)?;
-    s.file()
-        .write_all(bytes)
-        .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
+    for p in parts {
+        s.file()
+            .write_all(p.as_ref())
+            .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
+    }
     s.commit()
 }

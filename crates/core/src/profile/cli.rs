@@ -12,7 +12,7 @@ use super::images::Lib;
 use super::planning::{self, Content};
 use super::{fdata, ingest};
 use crate::error::InputError;
-use crate::output::write_atomically;
+use crate::output::write_parts_atomically;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -172,9 +172,9 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             let Some(img) = profile.images.get(&lib.name) else {
                 continue;
             };
-            if let Some(text) = fdata::write(lib, img) {
+            if let Some(parts) = fdata::write(lib, img) {
                 let path = dir.join(format!("{}.fdata", lib.name));
-                write_atomically(&path, text.as_bytes(), false)?;
+                write_parts_atomically(&path, &parts, false)?;
                 written.push(path.display().to_string());
             }
         }

@@ -25,7 +25,9 @@ use crate::error::InputError;
 
 /// The `.fdata` text of one image's profile (branches when it has any,
 /// else sampled addresses in `no_lbr` form); `None` when it has neither.
-pub fn write(lib: &Lib, img: &ImageProfile) -> Option<String> {
+/// The text comes in consecutive parts (formatted on several cores), to be
+/// written one after another without joining them.
+pub fn write(lib: &Lib, img: &ImageProfile) -> Option<Vec<String>> {
     let mut out = String::new();
     if !img.branches.is_empty() {
         let all = sum_sorted_branches(&img.branches, &img.fallthroughs);
@@ -47,10 +49,7 @@ pub fn write(lib: &Lib, img: &ImageProfile) -> Option<String> {
                     .collect()
             })
         };
-        out.reserve_exact(texts.iter().map(String::len).sum());
-        for t in texts {
-            out.push_str(&t);
-        }
+        return texts.iter().any(|t| !t.is_empty()).then_some(texts);
     } else if !img.addresses.is_empty() {
         out.push_str("no_lbr\n");
         for a in &img.addresses {
@@ -59,7 +58,7 @@ pub fn write(lib: &Lib, img: &ImageProfile) -> Option<String> {
             }
         }
     }
-    (!out.is_empty()).then_some(out)
+    (!out.is_empty()).then(|| vec![out])
 }
 
 /// The `.fdata` lines of `branches` (sorted by source).
