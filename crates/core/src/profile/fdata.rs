@@ -36,19 +36,7 @@ pub fn write(lib: &Lib, img: &ImageProfile) -> Option<Vec<String>> {
             .map_or(1, |n| n.get())
             .min(all.len() / 65536 + 1);
         let parts: Vec<&[BranchCount]> = all.chunks(all.len().div_ceil(threads)).collect();
-        let texts: Vec<String> = if parts.len() <= 1 {
-            parts.iter().map(|p| branch_lines(lib, p)).collect()
-        } else {
-            std::thread::scope(|sc| {
-                let hs: Vec<_> = parts
-                    .iter()
-                    .map(|p| sc.spawn(|| branch_lines(lib, p)))
-                    .collect();
-                hs.into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
+        let texts = super::traces::map_parts(&parts, |p| branch_lines(lib, p));
         return texts.iter().any(|t| !t.is_empty()).then_some(texts);
     } else if !img.addresses.is_empty() {
         out.push_str("no_lbr\n");

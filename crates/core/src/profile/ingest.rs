@@ -367,24 +367,8 @@ fn branch_sources(
         (outgoing, named)
     };
     // Parts end between sources.
-    let threads = threads.clamp(1, 64).min(branches.len() / 65536 + 1);
-    let mut parts: Vec<&[BranchCount]> = Vec::new();
-    let mut rest = branches;
-    for k in (1..=threads).rev() {
-        let mut cut = rest.len() / k;
-        while cut > 0 && cut < rest.len() && rest[cut].from == rest[cut - 1].from {
-            cut += 1;
-        }
-        let (a, b) = rest.split_at(cut);
-        parts.push(a);
-        rest = b;
-    }
-    let results: Vec<_> = std::thread::scope(|sc| {
-        let hs: Vec<_> = parts.iter().map(|p| sc.spawn(|| part(p))).collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let parts = super::traces::split_between(branches, threads, |b| b.from);
+    let results = super::traces::map_parts(&parts, part);
     let mut outgoing = HashMap::new();
     let mut named = Vec::new();
     for (o, n) in results {

@@ -153,42 +153,15 @@ pub fn fallthroughs(lib: &Lib, traces: TraceTable, threads: usize) -> (Edges, u6
     par_sort_by_key(&mut list.slots, threads, |t| t.start());
     list.wide.sort_unstable_by_key(|t| t.0 .0);
     let split = split_functions(lib);
-    let threads = threads.clamp(1, 64).min(list.slots.len() / 65536 + 1);
-    let mut parts: Vec<&[TraceSlot]> = Vec::new();
-    let mut rest = &list.slots[..];
-    for k in (1..=threads).rev() {
-        let mut cut = rest.len() / k;
-        // Cut between functions.
-        if cut < rest.len() && cut > 0 {
-            let f = lib.symbols.at(rest[cut].start()).map(|f| f.start);
-            while cut < rest.len() && lib.symbols.at(rest[cut].start()).map(|f| f.start) == f {
-                cut += 1;
-            }
-        }
-        let (a, b) = rest.split_at(cut);
-        parts.push(a);
-        rest = b;
-    }
+    // Parts end between functions.
+    let parts = split_between(&list.slots, threads, |s| {
+        lib.symbols.at(s.start()).map(|f| f.start)
+    });
     // Each part sorts its edges: parts hold functions in address order, so
     // the sorted parts joined are (nearly always) sorted already.
     let list = &list;
     let get = |s: &TraceSlot| list.get(s);
-    let mut results: Vec<(Edges, u64)> = if parts.len() <= 1 {
-        parts
-            .iter()
-            .map(|p| sorted_edges(lib, p, &split, get))
-            .collect()
-    } else {
-        std::thread::scope(|sc| {
-            let hs: Vec<_> = parts
-                .iter()
-                .map(|p| sc.spawn(|| sorted_edges(lib, p, &split, get)))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
+    let mut results = map_parts(&parts, |p| sorted_edges(lib, p, &split, get));
     if !list.wide.is_empty() {
         results.push(sorted_edges(lib, &list.wide, &split, |t| *t));
     }
@@ -209,6 +182,46 @@ pub fn fallthroughs(lib: &Lib, traces: TraceTable, threads: usize) -> (Edges, u6
         }
     }
     (merged, bad)
+}
+
+/// `items` cut into up to `threads` consecutive parts of about equal
+/// length (at least 65,536 items each), each cut moved on past the items
+/// of the same `key` as the one before it, so that no key spans two parts.
+pub fn split_between<T, K: PartialEq>(
+    items: &[T],
+    threads: usize,
+    key: impl Fn(&T) -> K,
+) -> Vec<&[T]> {
+    let threads = threads.clamp(1, 64).min(items.len() / 65536 + 1);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = items;
+    for k in (1..=threads).rev() {
+        let mut cut = rest.len() / k;
+        while cut > 0 && cut < rest.len() && key(&rest[cut]) == key(&rest[cut - 1]) {
+            cut += 1;
+        }
+        let (a, b) = rest.split_at(cut);
+        parts.push(a);
+        rest = b;
+    }
+    parts
+}
+
+/// `f` of every part, in order, each part on a thread of its own when
+/// there are several.
+pub fn map_parts<T: Sync, R: Send + Default>(
+    parts: &[&[T]],
+    f: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    if parts.len() <= 1 {
+        return parts.iter().map(|p| f(p)).collect();
+    }
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = parts.iter().map(|p| sc.spawn(|| f(p))).collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Sort `v` by `key` (unstably) on up to `threads` threads: split at the
