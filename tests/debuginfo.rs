@@ -336,12 +336,17 @@ fn line_problems(what: &str, results: &[(String, ImageLines)]) -> Vec<String> {
     problems
 }
 
-#[test]
-fn every_line_row_of_every_input_resolves_in_the_fused_image_as_in_its_input() {
+/// The tools the line-row checks ask: addr2line, objdump, objcopy, gdb.
+fn require_line_tools() {
     require_tool("addr2line", &["--version"], "binutils");
-    require_tool("gdb", &["--version"], "gdb");
     require_tool("objdump", &["--version"], "binutils");
     require_tool("objcopy", &["--version"], "binutils");
+    require_tool("gdb", &["--version"], "gdb");
+}
+
+#[test]
+fn every_line_row_of_every_input_resolves_in_the_fused_image_as_in_its_input() {
+    require_line_tools();
     let dir = fixtures().join("debug");
     let outs = scratch_dir("debuginfo-lines");
     let mut results = Vec::new();
@@ -366,24 +371,6 @@ fn marked_line(source: &str, marker: &str) -> usize {
         .position(|l| l.contains(marker))
         .unwrap_or_else(|| panic!("{marker} in {source}"))
         + 1
-}
-
-/// Build tests/data/`source` as `dir`/lib<stem>.so with gcc -O2 and
-/// `debug` flags.
-fn build_lib(source: &str, dir: &Path, debug: &[&str]) -> PathBuf {
-    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
-    let out = dir.join(format!("lib{stem}.so"));
-    run_ok(
-        Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2", "-Wall"])
-            .args(debug)
-            .arg("-I")
-            .arg(repo().join("fixtures/include"))
-            .arg(repo().join("tests/data").join(source))
-            .arg("-o")
-            .arg(&out),
-    );
-    out
 }
 
 /// What gdb showed of one command of [`gdb_in_callee`]'s session.
@@ -498,8 +485,11 @@ fn gdb_in_a_fused_callee_shows_what_the_unfused_callee_shows() {
     let mut oracles = Vec::new();
     for (variant, flags) in variants {
         let dir = scratch_dir(&format!("debuginfo-gdb-{variant}"));
-        let root = build_lib("dbg_root.c", &dir, flags);
-        let callee = build_lib("dbg_callee.c", &dir, flags);
+        let flags: Vec<&str> = std::iter::once("-Wall")
+            .chain(flags.iter().copied())
+            .collect();
+        let root = build_test_lib_with("dbg_root.c", &dir, &flags);
+        let callee = build_test_lib_with("dbg_callee.c", &dir, &flags);
         let (text, unfused) = gdb_in_callee(
             &[
                 format!("Root={}", root.display()),
@@ -609,10 +599,7 @@ fn gdb_declarations(elf: &Path) -> BTreeSet<String> {
 
 #[test]
 fn debug_info_variants_of_the_compiler_matrix_resolve_every_line_row() {
-    require_tool("addr2line", &["--version"], "binutils");
-    require_tool("objdump", &["--version"], "binutils");
-    require_tool("objcopy", &["--version"], "binutils");
-    require_tool("gdb", &["--version"], "gdb");
+    require_line_tools();
     let dir = matrix();
     let outs = scratch_dir("debuginfo-matrix-out");
     let mut problems = Vec::new();

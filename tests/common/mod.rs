@@ -364,12 +364,19 @@ pub fn assert_lines_equal(a: &str, b: &str, inputs: &[String], what: &str) {
 
 /// Compile one C or C++ test library from tests/data into `dir`.
 pub fn build_test_lib(source: &str, dir: &Path) -> PathBuf {
+    build_test_lib_with(source, dir, &["-g"])
+}
+
+/// [`build_test_lib`] with `flags` (debug info, warnings) in place of
+/// `-g`.
+pub fn build_test_lib_with(source: &str, dir: &Path, flags: &[&str]) -> PathBuf {
     let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
     let out = dir.join(format!("lib{stem}.so"));
     let cc = if source.ends_with(".c") { "gcc" } else { "g++" };
     run_ok(
         Command::new(cc)
-            .args(["-shared", "-fPIC", "-O2", "-g"])
+            .args(["-shared", "-fPIC", "-O2"])
+            .args(flags)
             .arg("-I")
             .arg(repo().join("fixtures/include"))
             .arg(repo().join("tests/data").join(source))
