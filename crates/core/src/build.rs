@@ -1,8 +1,11 @@
 //! `faasfuse build`: the CI step. Plan fusion groups, merge and verify one
 //! image per group, and write the new deployment beside them:
 //! `func_config.json` pointing each group's root at its fused image (every
-//! other function keeps its library and still serves RPCs), `plan.json`,
-//! and the RPC graph (`graph.dot`, and `graph.svg` when Graphviz is there).
+//! other function keeps its library and still serves RPCs), `launch.sh`
+//! (nightcore's launcher per function: nightcore reads no `library` field,
+//! a function's library is its launcher's `--fprocess` argument),
+//! `plan.json`, and the RPC graph (`graph.dot`, and `graph.svg` when
+//! Graphviz is there).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +23,8 @@ use crate::spec::FunctionSpec;
 pub struct Built {
     pub out_dir: String,
     pub config: String,
+    /// Starts nightcore's launchers for the deployment.
+    pub launch: String,
     pub plan: String,
     pub graph_dot: String,
     pub graph_svg: Option<String>,
@@ -102,7 +107,13 @@ pub fn build(
 ) -> Result<(Plan, Built)> {
     let p = plan::plan(config, weights, profile, options, previous)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    for f in ["func_config.json", "plan.json", "graph.dot", "graph.svg"] {
+    for f in [
+        "func_config.json",
+        "launch.sh",
+        "plan.json",
+        "graph.dot",
+        "graph.svg",
+    ] {
         crate::output::check_destination(&out_dir.join(f))?;
     }
     let mut images = Vec::new();
@@ -182,6 +193,12 @@ pub fn build(
         (serde_json::to_string_pretty(&entries)? + "\n").as_bytes(),
         false,
     )?;
+    let launch_path = out_dir.join("launch.sh");
+    crate::output::write_atomically(
+        &launch_path,
+        launch_script(&entries, out_dir)?.as_bytes(),
+        true,
+    )?;
     let plan_path = out_dir.join("plan.json");
     crate::output::write_atomically(
         &plan_path,
@@ -193,6 +210,7 @@ pub fn build(
     let built = Built {
         out_dir: out_dir.display().to_string(),
         config: config_path.display().to_string(),
+        launch: launch_path.display().to_string(),
         plan: plan_path.display().to_string(),
         graph_dot: dot_path.display().to_string(),
         graph_svg: svg.map(|s| s.display().to_string()),
@@ -200,3 +218,68 @@ pub fn build(
     };
     Ok((p, built))
 }
+
+/// `launch.sh`: one nightcore launcher per function of the deployment, its
+/// `--fprocess` running `func_worker_v1` on the function's library (an
+/// absolute path, so the script runs from anywhere). The platform's
+/// gateway and engine are the operator's; the script takes their programs'
+/// directory and the engine's IPC root from the environment.
+pub fn launch_script(entries: &[crate::plan::FuncEntry], out_dir: &Path) -> Result<String> {
+    let mut s = String::from(LAUNCH_HEAD);
+    for e in entries {
+        let Some(id) = e.func_id else {
+            s += &format!(
+                "# {}: no funcId in func_config.json, so nightcore cannot launch it\n",
+                e.func_name
+            );
+            continue;
+        };
+        let lib = if e.library.is_relative() {
+            std::path::absolute(out_dir.join(&e.library))?
+        } else {
+            e.library.clone()
+        };
+        let lib = lib.to_str().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the library of {} is not a UTF-8 path, which launch.sh cannot name",
+                lib.display(),
+                e.func_name
+            )
+        })?;
+        s += &format!(
+            "launch {id} {}  # {}\n",
+            sh_word(lib),
+            e.func_name.escape_default()
+        );
+    }
+    s += "wait\n";
+    Ok(s)
+}
+
+/// `s` as one word for `/bin/sh`.
+fn sh_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+const LAUNCH_HEAD: &str = r#"#!/bin/sh
+# Written by `faasfuse build`: starts one nightcore launcher per function of
+# this deployment. func_config.json beside this script is the gateway's and
+# the engine's --func_config_file; nightcore reads no library field, so each
+# function's library is its launcher's --fprocess argument, below.
+#
+# Usage: NIGHTCORE_BIN=DIR IPC_DIR=DIR [OUTPUT_DIR=DIR] sh launch.sh
+#   NIGHTCORE_BIN  the directory of nightcore's launcher and func_worker_v1
+#   IPC_DIR        the engine's --root_path_for_ipc
+#   OUTPUT_DIR     where the workers' stdout and stderr go (default: dropped)
+set -eu
+: "${NIGHTCORE_BIN:?set NIGHTCORE_BIN to the directory of nightcore's programs}"
+: "${IPC_DIR:?set IPC_DIR to the engine's --root_path_for_ipc}"
+# q WORD: WORD quoted for the shell the launcher runs --fprocess with.
+q() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\''/g")"; }
+# launch FUNC_ID LIBRARY
+launch() {
+  "$NIGHTCORE_BIN/launcher" --func_id="$1" --fprocess_mode=cpp \
+    --root_path_for_ipc="$IPC_DIR" ${OUTPUT_DIR:+--fprocess_output_dir="$OUTPUT_DIR"} \
+    --fprocess="$(q "$NIGHTCORE_BIN/func_worker_v1") $(q "$2")" &
+}
+"#;

@@ -5,5 +5,6 @@
 //! `synthetic` makes random deployments for the planner. The
 //! `faasfuse-testkit` binary runs the recorder and the generator.
 
+pub mod nightcore;
 pub mod record;
 pub mod synthetic;

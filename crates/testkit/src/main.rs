@@ -22,12 +22,16 @@ enum Command {
     RecordLbr(faasfuse_testkit::record::RecordArgs),
     /// Write a large synthetic LBR perf.data.
     GenLbr(faasfuse_testkit::record::gen::GenArgs),
+    /// Serve workflows on real nightcore stacks, unfused and fused side by
+    /// side, at several closed-loop concurrencies; one CSV row per run.
+    NightcoreBench(faasfuse_testkit::nightcore::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let r = match Cli::parse().command {
         Command::RecordLbr(a) => faasfuse_testkit::record::record_main(a),
         Command::GenLbr(a) => faasfuse_testkit::record::gen::gen_main(a),
+        Command::NightcoreBench(a) => faasfuse_testkit::nightcore::bench::bench_main(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
