@@ -543,6 +543,24 @@ fn a_crashing_callee_as_the_client_sees_it_on_nightcore() {
         unfused,
         [ok("rc=0 ok:a"), Answer::NoAnswer, Answer::NoAnswer]
     );
+    // faasfuse's host does not wait for good: it ends the run naming the
+    // worker that died.
+    let (code, err) = pm_fail(
+        &[
+            format!("Guard={}", guard.display()),
+            format!("Crasher={}", crasher.display()),
+        ],
+        "Guard",
+        &[b"a".to_vec(), b"segv".to_vec(), b"b".to_vec()],
+        true,
+        &[],
+        "nightcore-crash-host",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("worker process for Crasher") && err.contains("died"),
+        "{err}"
+    );
     // Fused without isolation: the fault kills Guard's process, Crasher
     // inside it; the client sees the same as unfused.
     assert_eq!(serve("crash-none", &fuse("none")), unfused);
