@@ -66,7 +66,8 @@ ARGS+=(--workflow "empty=Echo:$OUT/empty.inputs")
 echo "== Serving both on nightcore ($ROUNDS rounds, $REQUESTS requests per run, concurrency $CONC)"
 target/release/faasfuse-testkit nightcore-bench --unfused "$OUT/func_config.json" \
   --fused "$OUT/fused/func_config.json" "${ARGS[@]}" --concurrency "$CONC" \
-  --requests "$REQUESTS" --rounds "$ROUNDS" --work-dir "$OUT/stacks" --csv out/bench/nightcore.csv 2> "$OUT/runs.log"
+  --requests "$REQUESTS" --rounds "$ROUNDS" --work-dir "$OUT/stacks" --csv out/bench/nightcore.csv \
+  2> "$OUT/runs.log" || { tail -5 "$OUT/runs.log" >&2; exit 1; }
 
 python3 - out/bench/nightcore.csv "$OUT/workflows.tsv" <<'PY'
 import csv, collections, statistics, sys
@@ -97,8 +98,8 @@ for w in workflows:
         summary.write(f"{w},{nfun.get(w, 0)},{c}," + ",".join(f"{m[k]:.1f}" for m in (u, f) for k in keys)
                       + f",{p50r:.3f},{rpsr:.3f}\n")
 summary.close()
-print(f"(medians over {len({r['round'] for r in rows})} rounds; PSS: all function processes of the stack, "
-      f"processes: how many; lost answers: {lost})")
+print(f"(medians over {len({r['round'] for r in rows})} rounds; CPU: every process of the stack; PSS and procs: "
+      f"the function processes that served the workflow; lost answers: {lost})")
 with open(sys.argv[1].replace(".csv", "-p50.csv"), "w") as p, open(sys.argv[1].replace(".csv", "-rps.csv"), "w") as t:
     p.write("workflow,unfused c=1,fused c=1\n")
     t.write(f"workflow,unfused c={concs[-1]},fused c={concs[-1]}\n")

@@ -337,24 +337,21 @@ fn the_deployment_build_writes_runs_on_nightcore_through_its_launch_script() {
     }
     let functions = nightcore::read_config(&out.join("func_config.json")).unwrap();
     let stack = start("build", &functions, &Launch::Script(out.join("launch.sh")));
-    // Served by the fused images, not by the libraries beside them: the
-    // roots' workers mapped the images.
-    for pid in stack.worker_pids() {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains("libfoo.so") {
-            panic!("a worker of the built deployment loaded libfoo.so, not the fused image");
+    // Each group's root runs its fused image, not its own library.
+    for i in images {
+        let root = i["root"].as_str().unwrap();
+        let image = std::fs::canonicalize(i["path"].as_str().unwrap()).unwrap();
+        let workers = stack.workers_of(root);
+        assert!(!workers.is_empty(), "no worker of {root}");
+        for pid in workers {
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+            assert!(
+                maps.contains(&image.display().to_string()),
+                "{root}'s worker {pid} does not run {}",
+                image.display()
+            );
         }
     }
-    let mapped: usize = stack
-        .worker_pids()
-        .iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/maps"))
-                .unwrap_or_default()
-                .contains(".fused.so")
-        })
-        .count();
-    assert!(mapped >= images.len(), "{mapped} workers run fused images");
     let got = serve_all(&stack);
     stack.stop().unwrap();
     assert_answers("faasfuse build + launch.sh", &got, want);

@@ -55,28 +55,28 @@ pub struct Run {
     pub wall: Duration,
     pub lost: usize,
     pub failed: usize,
+    /// CPU time every process of the stack used during the run.
     pub cpu_seconds: f64,
+    /// The worker processes that ran during the run: the function
+    /// processes that served the workflow.
+    pub busy_workers: Vec<i32>,
 }
 
-/// CPU seconds used so far by the stack's platform processes and workers.
-fn cpu_seconds(stack: &Stack) -> f64 {
+/// CPU nanoseconds used so far by each process of the stack (platform
+/// and workers), by PID.
+fn cpu_by_process(stack: &Stack) -> Vec<(i32, u64)> {
     let own = stack.platform_pids();
-    let mut ticks: u64 = own
-        .iter()
-        .filter_map(|p| procs::stat(*p))
-        .map(|s| s.cpu_ticks)
-        .sum();
-    ticks += procs::descendants(&own)
-        .iter()
-        .map(|s| s.cpu_ticks)
-        .sum::<u64>();
-    ticks as f64 / procs::ticks_per_second() as f64
+    own.iter()
+        .copied()
+        .chain(procs::descendants(&own).iter().map(|p| p.pid))
+        .filter_map(|p| Some((p, procs::cpu_ns(p)?)))
+        .collect()
 }
 
 /// Serve `requests` requests of `root` (inputs in turn) with `clients`
 /// closed-loop clients.
 pub fn run(stack: &Stack, root: &str, inputs: &[Vec<u8>], clients: usize, requests: usize) -> Run {
-    let cpu0 = cpu_seconds(stack);
+    let cpu0 = cpu_by_process(stack);
     let start = Instant::now();
     let per: Vec<usize> = (0..clients)
         .map(|c| requests / clients + usize::from(c < requests % clients))
@@ -111,13 +111,22 @@ pub fn run(stack: &Stack, root: &str, inputs: &[Vec<u8>], clients: usize, reques
             .collect()
     });
     let wall = start.elapsed();
-    let cpu = cpu_seconds(stack) - cpu0;
+    let cpu1 = cpu_by_process(stack);
+    let before = |pid: i32| cpu0.iter().find(|(p, _)| *p == pid).map_or(0, |(_, c)| *c);
+    let cpu_ns: u64 = cpu1.iter().map(|(p, c)| c.saturating_sub(before(*p))).sum();
+    let workers = stack.worker_pids();
+    let busy_workers = cpu1
+        .iter()
+        .filter(|(p, c)| workers.contains(p) && *c > before(*p))
+        .map(|(p, _)| *p)
+        .collect();
     let mut r = Run {
         latencies_ns: Vec::new(),
         wall,
         lost: 0,
         failed: 0,
-        cpu_seconds: cpu,
+        cpu_seconds: cpu_ns as f64 / 1e9,
+        busy_workers,
     };
     for (l, lost, failed) in results {
         r.latencies_ns.extend(l);
@@ -136,9 +145,8 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// (function processes, RSS KiB, PSS KiB) of the stack's workers.
-pub fn worker_memory(stack: &Stack) -> (usize, u64, u64) {
-    let pids = stack.worker_pids();
+/// (processes, RSS KiB, PSS KiB) of the worker processes `pids`.
+pub fn memory(pids: &[i32]) -> (usize, u64, u64) {
     let (rss, pss) = pids
         .iter()
         .filter_map(|p| procs::memory_kib(*p))
@@ -217,7 +225,7 @@ pub fn bench_main(a: BenchArgs) -> Result<()> {
                 for i in order {
                     let (tag, stack) = &stacks[i];
                     let r = run(stack, &w.root, &w.inputs, c, a.requests);
-                    let (n, rss, pss) = worker_memory(stack);
+                    let (n, rss, pss) = memory(&r.busy_workers);
                     let done = r.latencies_ns.len().max(1);
                     let line = format!(
                         "{round},{},{tag},{c},{},{:.1},{:.1},{:.1},{:.1},{n},{rss},{pss},{},{}\n",

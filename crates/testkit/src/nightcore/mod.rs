@@ -185,6 +185,8 @@ impl Stack {
         opts: &Options,
     ) -> Result<Stack> {
         let bin = bin_dir()?;
+        // The programs run in the stack's directory: every path absolute.
+        let base = std::path::absolute(base)?;
         let mut last = None;
         for attempt in 0..4 {
             let dir = base.join(format!("nightcore-{tag}-{}-{attempt}", std::process::id()));
@@ -426,6 +428,18 @@ impl Stack {
             .into_iter()
             .filter(|p| p.comm.starts_with("func_worker") && p.state != 'Z')
             .map(|p| p.pid)
+            .collect()
+    }
+
+    /// The worker processes of function `name` (by the `FAAS_FUNC_ID` its
+    /// launcher gave them).
+    pub fn workers_of(&self, name: &str) -> Vec<i32> {
+        let Some(f) = self.functions.iter().find(|f| f.name == name) else {
+            return Vec::new();
+        };
+        self.worker_pids()
+            .into_iter()
+            .filter(|p| procs::func_id(*p) == Some(f.id))
             .collect()
     }
 

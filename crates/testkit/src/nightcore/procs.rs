@@ -78,6 +78,38 @@ pub fn memory_kib(pid: i32) -> Option<(u64, u64)> {
     Some((get("Rss:")?, get("Pss:")?))
 }
 
+/// CPU time of `pid`'s live threads in nanoseconds (the scheduler's own
+/// count, `/proc/PID/task/*/schedstat`), or its clock ticks scaled when
+/// that is missing; `None` when the process is gone.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    let mut any = false;
+    for t in tasks.filter_map(|e| e.ok()) {
+        let path = t.path().join("schedstat");
+        if let Some(ns) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            sum += ns;
+            any = true;
+        }
+    }
+    if any {
+        Some(sum)
+    } else {
+        stat(pid).map(|s| s.cpu_ticks * 1_000_000_000 / ticks_per_second())
+    }
+}
+
+/// The `FAAS_FUNC_ID` a nightcore launcher gave a worker process.
+pub fn func_id(pid: i32) -> Option<u32> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"FAAS_FUNC_ID="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
 /// Clock ticks per second, for [`ProcStat::cpu_ticks`].
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
