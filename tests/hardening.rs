@@ -4,6 +4,7 @@
 //! a replaced file or a leftover temporary.
 
 mod common;
+use common::elf_bytes::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
@@ -18,73 +19,7 @@ fn lib(name: &str) -> PathBuf {
     fixtures().join("default").join(name)
 }
 
-// ---- ELF surgery ---------------------------------------------------------
-
-fn u16_at(d: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(d[at..at + 2].try_into().unwrap())
-}
-fn u32_at(d: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(d[at..at + 4].try_into().unwrap())
-}
-fn u64_at(d: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(d[at..at + 8].try_into().unwrap())
-}
-fn put64(d: &mut [u8], at: usize, v: u64) {
-    d[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// File offsets of the program headers of type `t`.
-fn phdrs(d: &[u8], t: u32) -> Vec<usize> {
-    let (off, size, n) = (
-        u64_at(d, 32) as usize,
-        u16_at(d, 54) as usize,
-        u16_at(d, 56),
-    );
-    (0..n as usize)
-        .map(|i| off + i * size)
-        .filter(|&p| u32_at(d, p) == t)
-        .collect()
-}
-
-/// (header offset, sh_offset, sh_size) of the section called `name`.
-fn section(d: &[u8], name: &str) -> Option<(usize, usize, usize)> {
-    let (off, size, n) = (
-        u64_at(d, 40) as usize,
-        u16_at(d, 58) as usize,
-        u16_at(d, 60),
-    );
-    let strtab = off + u16_at(d, 62) as usize * size;
-    let names = u64_at(d, strtab + 24) as usize;
-    (0..n as usize).map(|i| off + i * size).find_map(|h| {
-        let at = names + u32_at(d, h) as usize;
-        let end = at + d[at..].iter().position(|&b| b == 0)?;
-        (&d[at..end] == name.as_bytes())
-            .then(|| (h, u64_at(d, h + 24) as usize, u64_at(d, h + 32) as usize))
-    })
-}
-
-/// File offset of the value of dynamic tag `tag`.
-fn dyn_value(d: &[u8], tag: u64) -> usize {
-    let (_, off, size) = section(d, ".dynamic").unwrap();
-    (off..off + size)
-        .step_by(16)
-        .find(|&e| u64_at(d, e) == tag)
-        .map(|e| e + 8)
-        .unwrap_or_else(|| panic!("no dynamic tag {tag}"))
-}
-
-/// File offset of the `.dynsym` entry of `name`.
-fn dynsym(d: &[u8], name: &str) -> usize {
-    let (_, off, size) = section(d, ".dynsym").unwrap();
-    let (_, stroff, _) = section(d, ".dynstr").unwrap();
-    (off..off + size)
-        .step_by(24)
-        .find(|&e| {
-            let at = stroff + u32_at(d, e) as usize;
-            d[at..].starts_with(name.as_bytes()) && d[at + name.len()] == 0
-        })
-        .unwrap()
-}
+// ---- ELF surgery: tests/common/elf_bytes.rs ------------------------------
 
 /// Write a mutated copy of fixture `name` as `out`.
 fn mutate(name: &str, out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
@@ -270,8 +205,10 @@ fn load_test_has_a_time_limit_and_its_child_dies() {
         Duration::from_secs(30),
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // The library does not load by itself either: it is named, as bad input.
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("did not return within"), "{err}");
+    assert!(err.contains(&spin.display().to_string()), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(start.elapsed() < Duration::from_secs(20));
     assert!(!out.exists());
@@ -695,8 +632,16 @@ fn garbage_weights_are_refused() {
 #[test]
 fn fuzz_findings_exit_2_naming_the_file() {
     let data = repo().join("tests/data/fuzz");
-    merge_refuses(&data.join("root-not-at-zero.so"), true, "PT_LOAD");
+    // Its first PT_LOAD does not start at 0: the dynamic segment's tables
+    // lie outside what the loader would map from the file's start.
+    merge_refuses(&data.join("root-not-at-zero.so"), true, "lies outside the file's loaded bytes");
     merge_refuses_callee(&data.join("callee-fde-outside.so"), "FDE covers");
+    // Damage only the load test finds (ld.so crashes loading it alone): the
+    // input is named, not the fused image.
+    merge_refuses_callee(
+        &data.join("callee-does-not-load.so"),
+        "does not load by itself",
+    );
     // An initializer that points nowhere (its displaced value overflowed).
     merge_refuses_callee(
         &data.join("callee-init-array-garbage.so"),

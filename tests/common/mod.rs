@@ -2,6 +2,8 @@
 //! the workflow descriptions, generates inputs, and runs the faasfuse binary.
 #![allow(dead_code)]
 
+pub mod elf_bytes;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

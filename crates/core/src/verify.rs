@@ -82,7 +82,7 @@ fn verify_image(image: Image, fd: i32, load_with: Option<&Path>) -> Result<Verif
     check("relocations", relocations(&file, loads));
     check("eh_frame_hdr", eh_frame_hdr(&file, &image));
     if let Some(exe) = load_with {
-        check("load test", load_test(exe, path, fd));
+        check(LOAD_TEST, load_test(exe, path, fd));
     }
     Ok(VerifyReport {
         path: path.display().to_string(),
@@ -278,6 +278,9 @@ fn eh_frame_hdr(file: &File, image: &Image) -> Result<String> {
     Ok(format!("{} FDEs, sorted and complete", listed.len()))
 }
 
+/// The name of the load test's check.
+pub(crate) const LOAD_TEST: &str = "load test";
+
 /// Seconds the load test may take (`FAASFUSE_LOAD_TIMEOUT`, default 30).
 fn load_timeout() -> std::time::Duration {
     let secs = std::env::var("FAASFUSE_LOAD_TIMEOUT")
@@ -291,7 +294,7 @@ fn load_timeout() -> std::time::Duration {
 /// `dlopen(RTLD_NOW)` the library in a contained child process
 /// (`faasfuse-sys`'s `child`), killed after [`load_timeout`]. `fd`, when
 /// not -1, is inherited.
-fn load_test(exe: &Path, path: &Path, fd: i32) -> Result<String> {
+pub(crate) fn load_test(exe: &Path, path: &Path, fd: i32) -> Result<String> {
     use std::os::unix::process::ExitStatusExt;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("__load").arg(path);

@@ -3,10 +3,17 @@
 
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader, Sym};
+
+use super::loader::LoaderView;
+use super::DynReloc;
 use object::LittleEndian as LE;
 
 /// Size of an ELF64 file header.
 const EHDR64: usize = 64;
+
+/// The highest `EI_ABIVERSION` glibc's loader takes with `ELFOSABI_GNU`
+/// (unique symbols, IFUNCs, absolute symbols, and the ones after).
+const MAX_GNU_ABIVERSION: u8 = 3;
 
 fn machine_name(m: u16) -> String {
     match m {
@@ -48,6 +55,28 @@ pub(super) fn header(d: &[u8]) -> Result<(), String> {
     }
     if d[5] != elf::ELFDATA2LSB {
         return Err("big-endian ELF; faasfuse handles little-endian x86-64 only".into());
+    }
+    // What ld.so checks of the identification before it maps anything.
+    if d[6] != elf::EV_CURRENT {
+        return Err(format!("ELF identification version {} (EI_VERSION), not 1", d[6]));
+    }
+    match (d[7], d[8]) {
+        (elf::ELFOSABI_SYSV, 0) => {}
+        (elf::ELFOSABI_GNU, v) if v <= MAX_GNU_ABIVERSION => {}
+        (elf::ELFOSABI_SYSV | elf::ELFOSABI_GNU, v) => {
+            return Err(format!(
+                "ELF ABI version {v} (EI_ABIVERSION) for OS ABI {}, which the dynamic linker refuses",
+                d[7]
+            ))
+        }
+        (osabi, _) => {
+            return Err(format!(
+                "built for OS ABI {osabi} (EI_OSABI), not System V or GNU/Linux: the dynamic linker refuses it"
+            ))
+        }
+    }
+    if d[9..16].iter().any(|&b| b != 0) {
+        return Err("nonzero padding in the ELF identification (EI_PAD), which the dynamic linker refuses".into());
     }
     if d.len() < EHDR64 {
         return Err(format!(
@@ -163,6 +192,89 @@ pub(super) fn ranges(file: &ElfFile64<LE>, len: u64) -> Result<(), String> {
             return Err(format!(
                 "truncated: section {name} ends at offset {end:#x}, beyond the end of the file ({len:#x} bytes)"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// What ld.so would do with the image holds as faasfuse reads it: every
+/// lazy-binding slot binds a symbol with no addend (ld.so jumps to the
+/// symbol plus the addend; linkers write 0), and the section headers
+/// faasfuse reads agree with the program headers and the dynamic segment
+/// (ld.so reads only those, so a header that disagrees is damage that
+/// would mislead the merge).
+pub(super) fn agrees_with_loader(
+    file: &ElfFile64<LE>,
+    view: &LoaderView,
+    relocs: &[DynReloc],
+) -> Result<(), String> {
+    let e = LE;
+    for r in relocs.iter().filter(|r| r.r_type == elf::R_X86_64_JUMP_SLOT) {
+        if r.symbol.is_none() {
+            return Err(format!(
+                "lazy-binding slot at {:#x} (R_X86_64_JUMP_SLOT) names no symbol",
+                r.offset
+            ));
+        }
+        if r.addend != 0 {
+            return Err(format!(
+                "lazy-binding slot at {:#x} (R_X86_64_JUMP_SLOT) has addend {}: ld.so would bind it to {} plus that",
+                r.offset,
+                r.addend,
+                r.symbol.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    let table = file.elf_section_table();
+    let disagree = |what: String| {
+        Err(format!(
+            "its section headers disagree with what the dynamic linker reads: {what}"
+        ))
+    };
+    for s in table.iter() {
+        let addr = s.sh_addr(e);
+        match s.sh_type(e) {
+            elf::SHT_DYNSYM => {
+                let symtab = view.get(elf::DT_SYMTAB);
+                if symtab != Some(addr) {
+                    return disagree(format!(".dynsym at {addr:#x}, DT_SYMTAB {symtab:#x?}"));
+                }
+                let entries = s.sh_size(e) / 24;
+                if let Some(n) = view.symbol_count()? {
+                    if n != entries {
+                        return disagree(format!(
+                            ".dynsym holds {entries} symbols, the hash table {n}"
+                        ));
+                    }
+                }
+                let strtab = view.get(elf::DT_STRTAB);
+                let linked = table
+                    .section(object::SectionIndex(s.sh_link(e) as usize))
+                    .map(|l| l.sh_addr(e))
+                    .ok();
+                if linked.is_none() || linked != strtab {
+                    return disagree(format!(
+                        ".dynsym's strings at {linked:#x?}, DT_STRTAB {strtab:#x?}"
+                    ));
+                }
+            }
+            elf::SHT_DYNAMIC => {
+                let seg = view.dynamic_range.map(|r| r.0);
+                if seg != Some(addr) {
+                    return disagree(format!(".dynamic at {addr:#x}, PT_DYNAMIC {seg:#x?}"));
+                }
+            }
+            _ => {
+                let name = table.section_name(e, s).unwrap_or_default();
+                if name == b".eh_frame" && view.eh_frame_hdr.is_some() {
+                    let start = view.eh_frame_start();
+                    if start != Some(addr) {
+                        return disagree(format!(
+                            ".eh_frame at {addr:#x}, PT_GNU_EH_FRAME's header points at {start:#x?}"
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use object::elf;
 use object::read::elf::{Dyn, ElfFile64, ProgramHeader, SectionHeader, SectionTable, Sym};
 use object::read::Result;
-use object::{LittleEndian as LE, Object};
+use object::LittleEndian as LE;
 use serde::Serialize;
 
 use super::ENTRY_POINTS;
@@ -218,9 +218,7 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
         elf_type: "DYN (shared object)".into(),
         pic: !textrel,
         soname: tag(elf::DT_SONAME).and_then(|v| v.string()),
-        build_id: file
-            .build_id()?
-            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+        build_id: build_id(file, data)?,
         needed,
         entry_points,
         tls,
@@ -229,7 +227,7 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
         versions: versions(table, data)?,
         relro,
         bind_now,
-        cet: cet(table, data)?,
+        cet: cet(file, data)?,
         endbr_functions: 0,
         emit_relocs,
         debug_info: section_names.contains(".debug_info"),
@@ -379,11 +377,27 @@ fn versions(table: &Table, data: &[u8]) -> Result<VersionInfo> {
     Ok(info)
 }
 
-/// `GNU_PROPERTY_X86_FEATURE_1_AND` bits from `.note.gnu.property`.
-fn cet(table: &Table, data: &[u8]) -> Result<CetInfo> {
+/// The GNU build-id, from the notes ld.so maps (`PT_NOTE`).
+fn build_id(file: &File, data: &[u8]) -> Result<Option<String>> {
+    for p in file.elf_program_headers() {
+        let Some(mut notes) = p.notes(E, data)? else {
+            continue;
+        };
+        while let Some(note) = notes.next()? {
+            if note.name() == elf::ELF_NOTE_GNU && note.n_type(E) == elf::NT_GNU_BUILD_ID {
+                return Ok(Some(note.desc().iter().map(|x| format!("{x:02x}")).collect()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `GNU_PROPERTY_X86_FEATURE_1_AND` bits from `.note.gnu.property`, read
+/// through the notes ld.so maps (`PT_NOTE`).
+fn cet(file: &File, data: &[u8]) -> Result<CetInfo> {
     let mut info = CetInfo::default();
-    for s in table.iter() {
-        let Some(mut notes) = s.notes(E, data)? else {
+    for p in file.elf_program_headers() {
+        let Some(mut notes) = p.notes(E, data)? else {
             continue;
         };
         while let Some(note) = notes.next()? {

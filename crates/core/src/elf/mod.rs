@@ -4,13 +4,14 @@
 mod check;
 pub mod eh_pe;
 mod info;
+pub mod loader;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use object::elf;
-use object::read::elf::{ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
+use object::read::elf::{ElfFile64, ProgramHeader, SectionHeader};
 use object::LittleEndian as LE;
 
 pub use info::{
@@ -84,7 +85,7 @@ pub struct CodeRange<'a> {
     pub bytes: &'a [u8],
 }
 
-/// One dynamic relocation (from `.rela.dyn` or `.rela.plt`).
+/// One dynamic relocation (from `DT_RELA` or `DT_JMPREL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynReloc {
     pub offset: u64,
@@ -119,8 +120,10 @@ impl Image {
         let info = info::collect(&file)
             .map_err(|e| InputError::new(path, format!("malformed ELF: {e}")))?;
         let (loads, code) = layout(&file);
-        let relocs = dynamic_relocs(&file)
-            .map_err(|e| InputError::new(path, format!("malformed relocations: {e}")))?;
+        let view = loader::LoaderView::read(&data).map_err(|r| InputError::new(path, r))?;
+        let relocs = dynamic_relocs(&view).map_err(|r| InputError::new(path, r))?;
+        check::agrees_with_loader(&file, &view, &relocs)
+            .map_err(|reason| InputError::new(path, reason))?;
         let got_symbols = relocs
             .iter()
             .filter(|r| {
@@ -221,7 +224,7 @@ impl Image {
         self.got_symbols.get(&vaddr).map(String::as_str)
     }
 
-    /// The dynamic relocations, `.rela.dyn` then `.rela.plt`.
+    /// The dynamic relocations, `DT_RELA` then `DT_JMPREL`.
     pub fn dynamic_relocs(&self) -> &[DynReloc] {
         &self.relocs
     }
@@ -275,35 +278,26 @@ fn layout(file: &File) -> (Vec<Segment>, Vec<CodeSection>) {
     (loads, code)
 }
 
-/// The relocations of every allocated `SHT_RELA` section (the dynamic ones).
-fn dynamic_relocs(file: &File) -> object::read::Result<Vec<DynReloc>> {
-    let e = LE;
-    let data = file.data();
-    let table = file.elf_section_table();
+/// The dynamic relocations as ld.so reads them (`DT_RELA`, `DT_JMPREL`),
+/// with their symbols' names (`DT_SYMTAB`, `DT_STRTAB`).
+fn dynamic_relocs(view: &loader::LoaderView) -> Result<Vec<DynReloc>, String> {
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut out = Vec::new();
-    for s in table.iter() {
-        if s.sh_type(e) != elf::SHT_RELA || s.sh_flags(e) & u64::from(elf::SHF_ALLOC) == 0 {
-            continue;
-        }
-        let Some((relas, link)) = s.rela(e, data)? else {
-            continue;
+    for r in view.relocations()? {
+        let symbol = if r.sym == 0 {
+            None
+        } else {
+            if !names.contains_key(&r.sym) {
+                names.insert(r.sym, view.symbol_name(r.sym)?);
+            }
+            names.get(&r.sym).cloned()
         };
-        let symbols = table.symbol_table_by_index(e, data, link)?;
-        for r in relas {
-            let sym = r.r_sym(e, false);
-            let symbol = if sym == 0 {
-                None
-            } else {
-                let s = symbols.symbol(object::SymbolIndex(sym as usize))?;
-                Some(String::from_utf8_lossy(s.name(e, symbols.strings())?).into_owned())
-            };
-            out.push(DynReloc {
-                offset: r.r_offset(e),
-                r_type: r.r_type(e, false),
-                symbol,
-                addend: r.r_addend(e),
-            });
-        }
+        out.push(DynReloc {
+            offset: r.offset,
+            r_type: r.r_type,
+            symbol,
+            addend: r.addend,
+        });
     }
     Ok(out)
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use object::elf;
-use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, SectionTable, Sym};
+use object::read::elf::{ElfFile64, ProgramHeader, SectionHeader, SectionTable, Sym};
 use object::LittleEndian as LE;
 
+use crate::elf::loader::LoaderView;
 use crate::elf::{Image, ENTRY_POINTS};
 use crate::error::InputError;
 
@@ -159,6 +160,10 @@ pub struct Part {
     /// CET feature bits (IBT=1, SHSTK=2) from `.note.gnu.property`.
     pub cet_bits: u32,
     pub sections: Vec<Section>,
+    /// Read-only metadata the fused image regenerates (ELF and program
+    /// headers, dynamic symbols, relocations, notes, unwind tables), where
+    /// ld.so's view confirms what the section headers say: (start, end).
+    pub regenerated: Vec<(u64, u64)>,
     pub symbols: Vec<Symbol>,
     /// Addresses of the four worker_v1 entry points.
     pub entry: [u64; 4],
@@ -270,6 +275,7 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
         static_tls: false,
         cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
         sections: Vec::new(),
+        regenerated: Vec::new(),
         symbols: Vec::new(),
         entry: [0; 4],
         debug_sections: Vec::new(),
@@ -308,10 +314,11 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
             _ => {}
         }
     }
-    read_dynamic(&mut part, table, &data)?;
+    let view = LoaderView::read(&data).map_err(|r| part.err(r))?;
+    read_dynamic(&mut part, &view)?;
     read_dynsyms(&mut part, table, &data)?;
-    read_relocs(&mut part, table, &data)?;
-    read_sections(&mut part, table, &data)?;
+    read_relocs(&mut part, &view, &data)?;
+    read_sections(&mut part, table, &view)?;
     read_symbols(&mut part, &file)?;
     part.data = data;
     for (i, ep) in ENTRY_POINTS.iter().enumerate() {
@@ -330,22 +337,19 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
     Ok(part)
 }
 
-fn read_dynamic(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
-    let Some((dyns, link)) = table.dynamic(E, data)? else {
-        return Err(part.err("no dynamic section"));
-    };
-    let strings = table.strings(E, data, link)?;
+/// The dynamic entries faasfuse carries, from the dynamic segment.
+fn read_dynamic(part: &mut Part, view: &LoaderView) -> Result<()> {
     let (mut ia, mut ias, mut fa, mut fas) = (None, 0, None, 0);
-    for d in dyns {
-        let Some(tag) = d.tag32(E) else { continue };
-        let v = d.d_val(E);
+    for &(tag, v) in &view.dynamic {
+        let Ok(tag) = u32::try_from(tag) else { continue };
         match tag {
-            elf::DT_NULL => break,
             elf::DT_INIT_ARRAY => ia = Some(v),
             elf::DT_INIT_ARRAYSZ => ias = array_len(part, "DT_INIT_ARRAYSZ", v)?,
             elf::DT_FINI_ARRAY => fa = Some(v),
             elf::DT_FINI_ARRAYSZ => fas = array_len(part, "DT_FINI_ARRAYSZ", v)?,
-            elf::DT_RUNPATH | elf::DT_RPATH => part.runpath = Some(text(d.string(E, strings)?)),
+            elf::DT_RUNPATH | elf::DT_RPATH => {
+                part.runpath = Some(view.string(v).map_err(|e| part.err(format!("DT_RUNPATH: {e}")))?)
+            }
             elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
             elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
             elf::DT_PREINIT_ARRAY => {
@@ -400,34 +404,21 @@ fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_relocs(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
-    for s in table.iter() {
-        if s.sh_flags(E) & u64::from(elf::SHF_ALLOC) == 0 {
-            continue;
-        }
-        match s.sh_type(E) {
-            elf::SHT_RELA => {
-                let Some((relas, _)) = s.rela(E, data)? else {
-                    continue;
-                };
-                for r in relas {
-                    part.relocs.push(Reloc {
-                        offset: r.r_offset(E),
-                        r_type: r.r_type(E, false),
-                        sym: r.r_sym(E, false),
-                        addend: r.r_addend(E),
-                    });
-                }
-            }
-            elf::SHT_REL => return Err(part.err("uses REL relocations; x86-64 images use RELA")),
-            elf::SHT_RELR => {
-                let words = s.data(E, data)?;
-                let mut addrs = Vec::new();
-                decode_relr(words, &mut addrs);
-                part.data_relr(data, &addrs)?;
-            }
-            _ => {}
-        }
+/// The dynamic relocations ld.so applies (`DT_RELA`, `DT_JMPREL`,
+/// `DT_RELR`), whatever the section headers say.
+fn read_relocs(part: &mut Part, view: &LoaderView, data: &[u8]) -> Result<()> {
+    for r in view.relocations().map_err(|e| part.err(e))? {
+        part.relocs.push(Reloc {
+            offset: r.offset,
+            r_type: r.r_type,
+            sym: r.sym,
+            addend: r.addend,
+        });
+    }
+    if let Some(words) = view.relr().map_err(|e| part.err(e))? {
+        let mut addrs = Vec::new();
+        decode_relr(words, &mut addrs);
+        part.data_relr(data, &addrs)?;
     }
     Ok(())
 }
@@ -514,7 +505,8 @@ fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
         || matches!(name, ".interp" | ".dynstr" | ".eh_frame_hdr" | ".eh_frame")
 }
 
-fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()> {
+    part.regenerated.extend(view.headers());
     for s in table.iter().skip(1) {
         let name = text(table.section_name(E, s)?);
         let flags = s.sh_flags(E);
@@ -541,6 +533,11 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
             continue;
         }
         if regenerated(&name, s.sh_type(E), flags) {
+            // Its bytes are dropped only where ld.so's view says the same;
+            // otherwise they stay, unnamed (the output names its own).
+            if let Some(r) = view.confirms(&name, s.sh_type(E), flags, s.sh_addr(E), s.sh_size(E)) {
+                part.regenerated.push(r);
+            }
             continue;
         }
         part.sections.push(Section {
@@ -553,15 +550,14 @@ fn read_sections(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
             entsize: s.sh_entsize(E),
         });
     }
-    let _ = data;
     Ok(())
 }
 
-/// Split each read-only load into the runs of it that hold live sections
-/// (every allocated section the fused image does not regenerate), cutting
-/// only dead stretches of at least a page so that no two pieces share a
-/// page. The root keeps its first bytes: the output's ELF header goes there.
-/// Without section headers nothing is known to be dead and loads stay whole.
+/// Split each read-only load into the runs of it the fused image copies:
+/// everything but the metadata it regenerates (`Part::regenerated`, each
+/// range confirmed by ld.so's view), cutting only dead stretches of at
+/// least a page so that no two pieces share a page. The root keeps its
+/// first bytes: the output's ELF header goes there.
 fn live_pieces(part: &Part) -> Vec<Load> {
     let page = part
         .loads
@@ -570,9 +566,6 @@ fn live_pieces(part: &Part) -> Vec<Load> {
         .max()
         .unwrap_or(1)
         .max(0x1000);
-    if part.sections.is_empty() {
-        return part.loads.clone();
-    }
     let mut out = Vec::new();
     for l in &part.loads {
         let end = l.vaddr + l.memsz;
@@ -580,17 +573,26 @@ fn live_pieces(part: &Part) -> Vec<Load> {
             out.push(*l);
             continue;
         }
-        let mut live: Vec<(u64, u64)> = part
-            .sections
+        let keep = if part.role == Role::Root && l.vaddr == 0 { 64.min(end) } else { 0 };
+        let mut dead: Vec<(u64, u64)> = part
+            .regenerated
             .iter()
-            .filter(|s| s.sh_type != elf::SHT_NOBITS && s.size > 0)
-            .map(|s| (s.addr.max(l.vaddr), (s.addr + s.size).min(end)))
+            .map(|&(a, b)| (a.max(l.vaddr).max(keep), b.min(end)))
             .filter(|(a, b)| a < b)
             .collect();
-        if part.role == Role::Root && l.vaddr == 0 {
-            live.push((0, 64.min(end)));
+        dead.sort_unstable();
+        // The live runs between the dead ranges.
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut at = l.vaddr;
+        for (a, b) in dead {
+            if a > at {
+                live.push((at, a));
+            }
+            at = at.max(b);
         }
-        live.sort_unstable();
+        if at < end {
+            live.push((at, end));
+        }
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for (a, b) in live {
             match runs.last_mut() {

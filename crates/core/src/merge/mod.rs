@@ -250,6 +250,19 @@ pub fn merge_verified(
                 None => e,
             })?;
         if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+            // A fused image that does not load may be an input that does
+            // not load either: that input is at fault.
+            if c.name == crate::verify::LOAD_TEST {
+                for s in specs {
+                    if let Err(e) = crate::verify::load_test(exe, &s.path, -1) {
+                        return Err(InputError::new(
+                            &s.path,
+                            format!("does not load by itself ({e:#}), so neither can its fused image"),
+                        )
+                        .into());
+                    }
+                }
+            }
             let detail = c.detail.replace(
                 &read_path.display().to_string(),
                 &output.display().to_string(),

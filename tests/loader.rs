@@ -1,0 +1,197 @@
+//! Inputs read as the dynamic linker reads them. ld.so goes by the program
+//! headers and the dynamic segment; section headers are optional and it
+//! ignores them. Each case here damages a fixture library only where ld.so
+//! does not look (or where it refuses the file), and `merge` must then
+//! either fuse it into an image that answers as the unfused deployment
+//! does, run and compared, or refuse it with exit 2 naming the file.
+
+mod common;
+use common::elf_bytes::*;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+const SHF_ALLOC: u64 = 2;
+const SHT_PROGBITS: u32 = 1;
+const SHT_NOTE: u32 = 7;
+
+fn dir() -> PathBuf {
+    scratch_dir("loader")
+}
+
+/// A copy of the hello workflow's `lib` (libfoo.so or libbar.so) with `f`
+/// applied, as `out`.
+fn damaged(lib: &str, out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut d = std::fs::read(fixtures().join("default").join(lib)).unwrap();
+    f(&mut d);
+    let p = dir().join(out);
+    std::fs::write(&p, d).unwrap();
+    p
+}
+
+/// The hello workflow's inputs, written once for every test here.
+fn inputs() -> &'static Path {
+    static F: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    F.get_or_init(|| input_file("loader-hello", &generate_inputs(&workflow("hello"), 40, 11)))
+}
+
+/// `faasfuse run` of Foo and Bar (either may be damaged).
+fn serve_unfused(foo: &Path, bar: &Path) -> String {
+    serve(
+        &[
+            format!("Foo={}", foo.display()),
+            format!("Bar={}", bar.display()),
+        ],
+        "Foo",
+        inputs(),
+        false,
+    )
+}
+
+/// Merge Foo and Bar: the fused image must answer as the undamaged
+/// deployment, or the merge must exit 2 naming `bad`.
+fn fuses_or_refuses(tag: &str, foo: &Path, bar: &Path, bad: &Path) -> &'static str {
+    let clean = fixtures().join("default");
+    let want = serve_unfused(&clean.join("libfoo.so"), &clean.join("libbar.so"));
+    // The damage is invisible to ld.so: the damaged deployment runs alike.
+    assert_eq!(serve_unfused(foo, bar), want, "{tag}: unfused");
+    let out = dir().join(format!("{tag}.fused.so"));
+    let _ = std::fs::remove_file(&out);
+    let o = faasfuse()
+        .arg("merge")
+        .arg(format!("Foo={}", foo.display()))
+        .arg(format!("Bar={}", bar.display()))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() {
+        let got = serve(&[format!("Foo={}", out.display())], "Foo", inputs(), false);
+        assert_eq!(got, want, "{tag}: the fused image answers otherwise");
+        "fused"
+    } else {
+        assert_eq!(o.status.code(), Some(2), "{tag}: {err}");
+        assert!(err.contains(&bad.display().to_string()), "{tag}: {err}");
+        assert!(!out.exists(), "{tag}: output left");
+        "refused"
+    }
+}
+
+/// One section header field changed in the root and, separately, in the
+/// callee.
+fn section_lie(tag: &str, section_name: &str, f: impl Fn(&mut Vec<u8>, usize)) -> [&'static str; 2] {
+    let clean = fixtures().join("default");
+    let apply = |lib: &str, out: &str| {
+        damaged(lib, out, |d| {
+            let (h, _, _) = section(d, section_name)
+                .unwrap_or_else(|| panic!("{lib} has no {section_name}"));
+            f(d, h)
+        })
+    };
+    let foo = apply("libfoo.so", &format!("{tag}-foo.so"));
+    let bar = apply("libbar.so", &format!("{tag}-bar.so"));
+    [
+        fuses_or_refuses(&format!("{tag}-root"), &foo, &clean.join("libbar.so"), &foo),
+        fuses_or_refuses(&format!("{tag}-callee"), &clean.join("libfoo.so"), &bar, &bar),
+    ]
+}
+
+fn clear_alloc(d: &mut Vec<u8>, h: usize) {
+    let flags = u64_at(d, h + 8);
+    put64(d, h + 8, flags & !SHF_ALLOC);
+}
+
+#[test]
+fn relocation_sections_without_shf_alloc() {
+    // Relocations come from DT_JMPREL and DT_RELA, as ld.so reads them.
+    assert_eq!(section_lie("rela-plt-noalloc", ".rela.plt", clear_alloc), ["fused"; 2]);
+    assert_eq!(section_lie("rela-dyn-noalloc", ".rela.dyn", clear_alloc), ["fused"; 2]);
+}
+
+#[test]
+fn relocation_sections_of_another_type() {
+    let progbits = |d: &mut Vec<u8>, h: usize| put32(d, h + 4, SHT_PROGBITS);
+    assert_eq!(section_lie("rela-plt-progbits", ".rela.plt", progbits), ["fused"; 2]);
+    assert_eq!(section_lie("rela-dyn-progbits", ".rela.dyn", progbits), ["fused"; 2]);
+}
+
+#[test]
+fn read_only_data_the_section_headers_misdescribe() {
+    // Whatever the headers say of .rodata, its bytes stay in the image.
+    for (tag, f) in [
+        ("rodata-noalloc", clear_alloc as fn(&mut Vec<u8>, usize)),
+        ("rodata-note", |d: &mut Vec<u8>, h: usize| put32(d, h + 4, SHT_NOTE)),
+        ("rodata-addr", |d: &mut Vec<u8>, h: usize| {
+            let a = u64_at(d, h + 16);
+            put64(d, h + 16, a + 0x40)
+        }),
+    ] {
+        assert_eq!(section_lie(tag, ".rodata", f), ["fused"; 2], "{tag}");
+    }
+}
+
+/// `merge` with `bad` as the callee (Bar) of the hello workflow exits 2
+/// naming it and saying `reason`, and writes nothing.
+fn merge_refuses(bad: &Path, reason: &str) {
+    let out = dir().join("refused.fused.so");
+    let o = faasfuse()
+        .arg("merge")
+        .arg(fixtures().join("default/libfoo.so"))
+        .arg(format!("Bar={}", bad.display()))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}: {err}", bad.display());
+    assert!(err.contains(&bad.display().to_string()) && err.contains(reason), "{err}");
+    assert!(!out.exists());
+}
+
+/// The first `.rela.plt` entry of libbar.so (headers intact here).
+fn first_plt_reloc(d: &[u8]) -> usize {
+    section(d, ".rela.plt").expect("libbar.so has PLT relocations").1
+}
+
+#[test]
+fn lazy_binding_slots_ld_so_would_bind_elsewhere_are_refused() {
+    // ld.so binds a JUMP_SLOT to its symbol plus the addend.
+    let addend = damaged("libbar.so", "jump-slot-addend.so", |d| {
+        let r = first_plt_reloc(d);
+        put64(d, r + 16, 8);
+    });
+    merge_refuses(&addend, "JUMP_SLOT) has addend 8");
+    let nosym = damaged("libbar.so", "jump-slot-nosym.so", |d| {
+        let r = first_plt_reloc(d);
+        let info = u64_at(d, r + 8);
+        put64(d, r + 8, info & 0xffff_ffff);
+    });
+    merge_refuses(&nosym, "JUMP_SLOT) names no symbol");
+}
+
+#[test]
+fn identifications_ld_so_refuses_are_refused() {
+    for (tag, at, value, reason) in [
+        ("osabi-freebsd", 7, 9u8, "OS ABI 9 (EI_OSABI)"),
+        ("abiversion", 8, 1, "EI_ABIVERSION"),
+        ("ei-version", 6, 2, "EI_VERSION"),
+        ("ei-pad", 12, 1, "EI_PAD"),
+    ] {
+        let bad = damaged("libbar.so", &format!("{tag}.so"), |d| d[at] = value);
+        merge_refuses(&bad, reason);
+        // The dynamic linker itself refuses it (dlopen from Python).
+        let o = std::process::Command::new("python3")
+            .args(["-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])"])
+            .arg(&bad)
+            .output()
+            .expect("python3");
+        assert!(!o.status.success(), "{tag}: ld.so loaded it");
+        let clean = std::process::Command::new("python3")
+            .args(["-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])"])
+            .arg(fixtures().join("default/libbar.so"))
+            .status()
+            .unwrap();
+        assert!(clean.success(), "ld.so loads the undamaged library");
+    }
+}
