@@ -634,7 +634,11 @@ fn fuzz_findings_exit_2_naming_the_file() {
     let data = repo().join("tests/data/fuzz");
     // Its first PT_LOAD does not start at 0: the dynamic segment's tables
     // lie outside what the loader would map from the file's start.
-    merge_refuses(&data.join("root-not-at-zero.so"), true, "lies outside the file's loaded bytes");
+    merge_refuses(
+        &data.join("root-not-at-zero.so"),
+        true,
+        "lies outside the file's loaded bytes",
+    );
     merge_refuses_callee(&data.join("callee-fde-outside.so"), "FDE covers");
     // Damage only the load test finds (ld.so crashes loading it alone): the
     // input is named, not the fused image.

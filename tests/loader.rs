@@ -36,11 +36,11 @@ fn inputs() -> &'static Path {
 }
 
 /// `faasfuse run` of Foo and Bar (either may be damaged).
-fn serve_unfused(foo: &Path, bar: &Path) -> String {
+fn serve_unfused(root: &Path, callee: &Path) -> String {
     serve(
         &[
-            format!("Foo={}", foo.display()),
-            format!("Bar={}", bar.display()),
+            format!("Foo={}", root.display()),
+            format!("Bar={}", callee.display()),
         ],
         "Foo",
         inputs(),
@@ -50,17 +50,17 @@ fn serve_unfused(foo: &Path, bar: &Path) -> String {
 
 /// Merge Foo and Bar: the fused image must answer as the undamaged
 /// deployment, or the merge must exit 2 naming `bad`.
-fn fuses_or_refuses(tag: &str, foo: &Path, bar: &Path, bad: &Path) -> &'static str {
+fn fuses_or_refuses(tag: &str, root: &Path, callee: &Path, bad: &Path) -> &'static str {
     let clean = fixtures().join("default");
     let want = serve_unfused(&clean.join("libfoo.so"), &clean.join("libbar.so"));
     // The damage is invisible to ld.so: the damaged deployment runs alike.
-    assert_eq!(serve_unfused(foo, bar), want, "{tag}: unfused");
+    assert_eq!(serve_unfused(root, callee), want, "{tag}: unfused");
     let out = dir().join(format!("{tag}.fused.so"));
     let _ = std::fs::remove_file(&out);
     let o = faasfuse()
         .arg("merge")
-        .arg(format!("Foo={}", foo.display()))
-        .arg(format!("Bar={}", bar.display()))
+        .arg(format!("Foo={}", root.display()))
+        .arg(format!("Bar={}", callee.display()))
         .arg("-o")
         .arg(&out)
         .output()
@@ -80,24 +80,34 @@ fn fuses_or_refuses(tag: &str, foo: &Path, bar: &Path, bad: &Path) -> &'static s
 
 /// One section header field changed in the root and, separately, in the
 /// callee.
-fn section_lie(tag: &str, section_name: &str, f: impl Fn(&mut Vec<u8>, usize)) -> [&'static str; 2] {
+fn section_lie(tag: &str, section_name: &str, f: impl Fn(&mut [u8], usize)) -> [&'static str; 2] {
     let clean = fixtures().join("default");
     let apply = |lib: &str, out: &str| {
         damaged(lib, out, |d| {
-            let (h, _, _) = section(d, section_name)
-                .unwrap_or_else(|| panic!("{lib} has no {section_name}"));
+            let (h, _, _) =
+                section(d, section_name).unwrap_or_else(|| panic!("{lib} has no {section_name}"));
             f(d, h)
         })
     };
-    let foo = apply("libfoo.so", &format!("{tag}-foo.so"));
-    let bar = apply("libbar.so", &format!("{tag}-bar.so"));
+    let root = apply("libfoo.so", &format!("{tag}-foo.so"));
+    let callee = apply("libbar.so", &format!("{tag}-bar.so"));
     [
-        fuses_or_refuses(&format!("{tag}-root"), &foo, &clean.join("libbar.so"), &foo),
-        fuses_or_refuses(&format!("{tag}-callee"), &clean.join("libfoo.so"), &bar, &bar),
+        fuses_or_refuses(
+            &format!("{tag}-root"),
+            &root,
+            &clean.join("libbar.so"),
+            &root,
+        ),
+        fuses_or_refuses(
+            &format!("{tag}-callee"),
+            &clean.join("libfoo.so"),
+            &callee,
+            &callee,
+        ),
     ]
 }
 
-fn clear_alloc(d: &mut Vec<u8>, h: usize) {
+fn clear_alloc(d: &mut [u8], h: usize) {
     let flags = u64_at(d, h + 8);
     put64(d, h + 8, flags & !SHF_ALLOC);
 }
@@ -105,24 +115,38 @@ fn clear_alloc(d: &mut Vec<u8>, h: usize) {
 #[test]
 fn relocation_sections_without_shf_alloc() {
     // Relocations come from DT_JMPREL and DT_RELA, as ld.so reads them.
-    assert_eq!(section_lie("rela-plt-noalloc", ".rela.plt", clear_alloc), ["fused"; 2]);
-    assert_eq!(section_lie("rela-dyn-noalloc", ".rela.dyn", clear_alloc), ["fused"; 2]);
+    assert_eq!(
+        section_lie("rela-plt-noalloc", ".rela.plt", clear_alloc),
+        ["fused"; 2]
+    );
+    assert_eq!(
+        section_lie("rela-dyn-noalloc", ".rela.dyn", clear_alloc),
+        ["fused"; 2]
+    );
 }
 
 #[test]
 fn relocation_sections_of_another_type() {
-    let progbits = |d: &mut Vec<u8>, h: usize| put32(d, h + 4, SHT_PROGBITS);
-    assert_eq!(section_lie("rela-plt-progbits", ".rela.plt", progbits), ["fused"; 2]);
-    assert_eq!(section_lie("rela-dyn-progbits", ".rela.dyn", progbits), ["fused"; 2]);
+    let progbits = |d: &mut [u8], h: usize| put32(d, h + 4, SHT_PROGBITS);
+    assert_eq!(
+        section_lie("rela-plt-progbits", ".rela.plt", progbits),
+        ["fused"; 2]
+    );
+    assert_eq!(
+        section_lie("rela-dyn-progbits", ".rela.dyn", progbits),
+        ["fused"; 2]
+    );
 }
 
 #[test]
 fn read_only_data_the_section_headers_misdescribe() {
     // Whatever the headers say of .rodata, its bytes stay in the image.
     for (tag, f) in [
-        ("rodata-noalloc", clear_alloc as fn(&mut Vec<u8>, usize)),
-        ("rodata-note", |d: &mut Vec<u8>, h: usize| put32(d, h + 4, SHT_NOTE)),
-        ("rodata-addr", |d: &mut Vec<u8>, h: usize| {
+        ("rodata-noalloc", clear_alloc as fn(&mut [u8], usize)),
+        ("rodata-note", |d: &mut [u8], h: usize| {
+            put32(d, h + 4, SHT_NOTE)
+        }),
+        ("rodata-addr", |d: &mut [u8], h: usize| {
             let a = u64_at(d, h + 16);
             put64(d, h + 16, a + 0x40)
         }),
@@ -145,13 +169,18 @@ fn merge_refuses(bad: &Path, reason: &str) {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{}: {err}", bad.display());
-    assert!(err.contains(&bad.display().to_string()) && err.contains(reason), "{err}");
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains(reason),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
 /// The first `.rela.plt` entry of libbar.so (headers intact here).
 fn first_plt_reloc(d: &[u8]) -> usize {
-    section(d, ".rela.plt").expect("libbar.so has PLT relocations").1
+    section(d, ".rela.plt")
+        .expect("libbar.so has PLT relocations")
+        .1
 }
 
 #[test]

@@ -58,7 +58,10 @@ pub(super) fn header(d: &[u8]) -> Result<(), String> {
     }
     // What ld.so checks of the identification before it maps anything.
     if d[6] != elf::EV_CURRENT {
-        return Err(format!("ELF identification version {} (EI_VERSION), not 1", d[6]));
+        return Err(format!(
+            "ELF identification version {} (EI_VERSION), not 1",
+            d[6]
+        ));
     }
     match (d[7], d[8]) {
         (elf::ELFOSABI_SYSV, 0) => {}
@@ -76,7 +79,10 @@ pub(super) fn header(d: &[u8]) -> Result<(), String> {
         }
     }
     if d[9..16].iter().any(|&b| b != 0) {
-        return Err("nonzero padding in the ELF identification (EI_PAD), which the dynamic linker refuses".into());
+        return Err(
+            "nonzero padding in the ELF identification (EI_PAD), which the dynamic linker refuses"
+                .into(),
+        );
     }
     if d.len() < EHDR64 {
         return Err(format!(
@@ -209,7 +215,10 @@ pub(super) fn agrees_with_loader(
     relocs: &[DynReloc],
 ) -> Result<(), String> {
     let e = LE;
-    for r in relocs.iter().filter(|r| r.r_type == elf::R_X86_64_JUMP_SLOT) {
+    for r in relocs
+        .iter()
+        .filter(|r| r.r_type == elf::R_X86_64_JUMP_SLOT)
+    {
         if r.symbol.is_none() {
             return Err(format!(
                 "lazy-binding slot at {:#x} (R_X86_64_JUMP_SLOT) names no symbol",

@@ -385,7 +385,9 @@ fn build_id(file: &File, data: &[u8]) -> Result<Option<String>> {
         };
         while let Some(note) = notes.next()? {
             if note.name() == elf::ELF_NOTE_GNU && note.n_type(E) == elf::NT_GNU_BUILD_ID {
-                return Ok(Some(note.desc().iter().map(|x| format!("{x:02x}")).collect()));
+                return Ok(Some(
+                    note.desc().iter().map(|x| format!("{x:02x}")).collect(),
+                ));
             }
         }
     }

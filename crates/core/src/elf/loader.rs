@@ -10,6 +10,7 @@ use object::elf;
 pub const DT_RELRSZ: u32 = 35;
 pub const DT_RELR: u32 = 36;
 pub const DT_RELRENT: u32 = 37;
+const SHT_RELR: u32 = 19;
 
 /// A `PT_LOAD` segment's addresses and file bytes.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +63,9 @@ impl<'a> LoaderView<'a> {
         let phentsize = u16_at(data, 54).ok_or_else(bad)? as usize;
         let phnum = u16_at(data, 56).ok_or_else(bad)? as usize;
         if phentsize < 56 {
-            return Err(format!("e_phentsize {phentsize} is smaller than a program header"));
+            return Err(format!(
+                "e_phentsize {phentsize} is smaller than a program header"
+            ));
         }
         let mut v = LoaderView {
             data,
@@ -100,9 +103,11 @@ impl<'a> LoaderView<'a> {
         let (dvaddr, dsize) = v
             .dynamic_range
             .ok_or_else(|| "no dynamic segment (PT_DYNAMIC)".to_string())?;
-        let bytes = v
-            .bytes(dvaddr, dsize)
-            .ok_or_else(|| format!("dynamic segment at {dvaddr:#x} (+{dsize:#x}) lies outside the file's loaded bytes"))?;
+        let bytes = v.bytes(dvaddr, dsize).ok_or_else(|| {
+            format!(
+                "dynamic segment at {dvaddr:#x} (+{dsize:#x}) lies outside the file's loaded bytes"
+            )
+        })?;
         for e in bytes.chunks_exact(16) {
             let tag = i64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
             let val = u64::from_le_bytes(e[8..].try_into().expect("8 bytes"));
@@ -134,19 +139,25 @@ impl<'a> LoaderView<'a> {
             return None;
         }
         let start = usize::try_from(l.offset.checked_add(rel)?).ok()?;
-        self.data.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+        self.data
+            .get(start..start.checked_add(usize::try_from(len).ok()?)?)
     }
 
     /// A table the dynamic segment points at: `addr_tag` and `size_tag`,
     /// checked to lie in the file's loaded bytes.
-    fn table(&self, addr_tag: u32, size_tag: u32, what: &str) -> Result<Option<(u64, &'a [u8])>, String> {
+    fn table(
+        &self,
+        addr_tag: u32,
+        size_tag: u32,
+        what: &str,
+    ) -> Result<Option<(u64, &'a [u8])>, String> {
         let (Some(addr), size) = (self.get(addr_tag), self.get(size_tag)) else {
             return Ok(None);
         };
         let size = size.ok_or_else(|| format!("{what} without its size"))?;
-        let bytes = self
-            .bytes(addr, size)
-            .ok_or_else(|| format!("{what} at {addr:#x} (+{size:#x}) lies outside the file's loaded bytes"))?;
+        let bytes = self.bytes(addr, size).ok_or_else(|| {
+            format!("{what} at {addr:#x} (+{size:#x}) lies outside the file's loaded bytes")
+        })?;
         Ok(Some((addr, bytes)))
     }
 
@@ -179,9 +190,17 @@ impl<'a> LoaderView<'a> {
             }
         }
         let mut out = Vec::new();
-        for bytes in rela.as_ref().map(|(_, b)| &b[..]).into_iter().chain(plt.map(|(_, b)| b)) {
+        for bytes in rela
+            .as_ref()
+            .map(|(_, b)| &b[..])
+            .into_iter()
+            .chain(plt.map(|(_, b)| b))
+        {
             if bytes.len() % 24 != 0 {
-                return Err(format!("relocation table of {} bytes, not whole Elf64_Rela entries", bytes.len()));
+                return Err(format!(
+                    "relocation table of {} bytes, not whole Elf64_Rela entries",
+                    bytes.len()
+                ));
             }
             for r in bytes.chunks_exact(24) {
                 let info = u64::from_le_bytes(r[8..16].try_into().expect("8 bytes"));
@@ -213,7 +232,9 @@ impl<'a> LoaderView<'a> {
         let entry = symtab
             .checked_add(u64::from(index) * 24)
             .and_then(|a| self.bytes(a, 24))
-            .ok_or_else(|| format!("dynamic symbol {index} lies outside the file's loaded bytes"))?;
+            .ok_or_else(|| {
+                format!("dynamic symbol {index} lies outside the file's loaded bytes")
+            })?;
         let name = u32::from_le_bytes(entry[..4].try_into().expect("4 bytes"));
         self.string(u64::from(name))
             .map_err(|e| format!("dynamic symbol {index}'s name: {e}"))
@@ -224,7 +245,9 @@ impl<'a> LoaderView<'a> {
         let strtab = self.get(elf::DT_STRTAB).ok_or("no DT_STRTAB")?;
         let strsz = self.get(elf::DT_STRSZ).ok_or("no DT_STRSZ")?;
         if at >= strsz {
-            return Err(format!("string offset {at:#x} lies beyond DT_STRSZ {strsz:#x}"));
+            return Err(format!(
+                "string offset {at:#x} lies beyond DT_STRSZ {strsz:#x}"
+            ));
         }
         let strings = self
             .bytes(strtab, strsz)
@@ -242,13 +265,20 @@ impl<'a> LoaderView<'a> {
     /// by its header), when it confirms the header: the section starts
     /// where the dynamic segment or a program header puts that table, and
     /// lies within what they say of its size.
-    pub fn confirms(&self, name: &str, sh_type: u32, flags: u64, addr: u64, size: u64) -> Option<(u64, u64)> {
+    pub fn confirms(
+        &self,
+        name: &str,
+        sh_type: u32,
+        flags: u64,
+        addr: u64,
+        size: u64,
+    ) -> Option<(u64, u64)> {
         let end = addr.checked_add(size)?;
         let at = |tag: u32| self.get(tag) == Some(addr);
-        let within = |r: Option<(u64, u64)>| {
-            r.is_some_and(|(a, s)| addr >= a && end <= a.saturating_add(s))
-        };
-        let sized = |tag: u32, size_tag: u32| at(tag) && self.get(size_tag).is_some_and(|s| size <= s);
+        let within =
+            |r: Option<(u64, u64)>| r.is_some_and(|(a, s)| addr >= a && end <= a.saturating_add(s));
+        let sized =
+            |tag: u32, size_tag: u32| at(tag) && self.get(size_tag).is_some_and(|s| size <= s);
         let ok = if flags & u64::from(elf::SHF_TLS) != 0 {
             within(self.tls)
         } else {
@@ -259,8 +289,10 @@ impl<'a> LoaderView<'a> {
                 elf::SHT_GNU_VERSYM => at(elf::DT_VERSYM),
                 elf::SHT_GNU_VERDEF => at(elf::DT_VERDEF),
                 elf::SHT_GNU_VERNEED => at(elf::DT_VERNEED),
-                elf::SHT_RELA => sized(elf::DT_RELA, elf::DT_RELASZ) || sized(elf::DT_JMPREL, elf::DT_PLTRELSZ),
-                x if x == 19 /* SHT_RELR */ => sized(DT_RELR, DT_RELRSZ),
+                elf::SHT_RELA => {
+                    sized(elf::DT_RELA, elf::DT_RELASZ) || sized(elf::DT_JMPREL, elf::DT_PLTRELSZ)
+                }
+                SHT_RELR => sized(DT_RELR, DT_RELRSZ),
                 elf::SHT_DYNAMIC => within(self.dynamic_range),
                 elf::SHT_NOTE => self.notes.iter().any(|n| within(Some(*n))),
                 elf::SHT_INIT_ARRAY => sized(elf::DT_INIT_ARRAY, elf::DT_INIT_ARRAYSZ),
@@ -292,7 +324,8 @@ impl<'a> LoaderView<'a> {
             out.push((a, a + 64));
         }
         let phoff = u64_at(self.data, 32).unwrap_or(0);
-        let n = u64::from(u16_at(self.data, 56).unwrap_or(0)) * u64::from(u16_at(self.data, 54).unwrap_or(0));
+        let n = u64::from(u16_at(self.data, 56).unwrap_or(0))
+            * u64::from(u16_at(self.data, 54).unwrap_or(0));
         if let Some(a) = to_vaddr(phoff) {
             out.push((a, a + n));
         }
@@ -304,19 +337,30 @@ impl<'a> LoaderView<'a> {
     /// `None` without either.
     pub fn symbol_count(&self) -> Result<Option<u64>, String> {
         if let Some(h) = self.get(elf::DT_HASH) {
-            let w = self.bytes(h, 8).ok_or("DT_HASH lies outside the file's loaded bytes")?;
-            return Ok(Some(u64::from(u32::from_le_bytes(w[4..8].try_into().expect("4 bytes")))));
+            let w = self
+                .bytes(h, 8)
+                .ok_or("DT_HASH lies outside the file's loaded bytes")?;
+            return Ok(Some(u64::from(u32::from_le_bytes(
+                w[4..8].try_into().expect("4 bytes"),
+            ))));
         }
         let Some(h) = self.get(elf::DT_GNU_HASH) else {
             return Ok(None);
         };
         let bad = || "DT_GNU_HASH lies outside the file's loaded bytes".to_string();
         let head = self.bytes(h, 16).ok_or_else(bad)?;
-        let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let word = |b: &[u8], i: usize| {
+            u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
+        };
         let (nbuckets, symoffset, bloom) = (word(head, 0), word(head, 1), word(head, 2));
         let buckets_at = h + 16 + u64::from(bloom) * 8;
-        let buckets = self.bytes(buckets_at, u64::from(nbuckets) * 4).ok_or_else(bad)?;
-        let last = (0..nbuckets as usize).map(|i| word(buckets, i)).max().unwrap_or(0);
+        let buckets = self
+            .bytes(buckets_at, u64::from(nbuckets) * 4)
+            .ok_or_else(bad)?;
+        let last = (0..nbuckets as usize)
+            .map(|i| word(buckets, i))
+            .max()
+            .unwrap_or(0);
         if last < symoffset {
             return Ok(Some(u64::from(symoffset)));
         }

@@ -287,8 +287,8 @@ fn dynamic_relocs(view: &loader::LoaderView) -> Result<Vec<DynReloc>, String> {
         let symbol = if r.sym == 0 {
             None
         } else {
-            if !names.contains_key(&r.sym) {
-                names.insert(r.sym, view.symbol_name(r.sym)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = names.entry(r.sym) {
+                e.insert(view.symbol_name(r.sym)?);
             }
             names.get(&r.sym).cloned()
         };

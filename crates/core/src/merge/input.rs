@@ -341,14 +341,19 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
 fn read_dynamic(part: &mut Part, view: &LoaderView) -> Result<()> {
     let (mut ia, mut ias, mut fa, mut fas) = (None, 0, None, 0);
     for &(tag, v) in &view.dynamic {
-        let Ok(tag) = u32::try_from(tag) else { continue };
+        let Ok(tag) = u32::try_from(tag) else {
+            continue;
+        };
         match tag {
             elf::DT_INIT_ARRAY => ia = Some(v),
             elf::DT_INIT_ARRAYSZ => ias = array_len(part, "DT_INIT_ARRAYSZ", v)?,
             elf::DT_FINI_ARRAY => fa = Some(v),
             elf::DT_FINI_ARRAYSZ => fas = array_len(part, "DT_FINI_ARRAYSZ", v)?,
             elf::DT_RUNPATH | elf::DT_RPATH => {
-                part.runpath = Some(view.string(v).map_err(|e| part.err(format!("DT_RUNPATH: {e}")))?)
+                part.runpath = Some(
+                    view.string(v)
+                        .map_err(|e| part.err(format!("DT_RUNPATH: {e}")))?,
+                )
             }
             elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
             elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
@@ -573,7 +578,11 @@ fn live_pieces(part: &Part) -> Vec<Load> {
             out.push(*l);
             continue;
         }
-        let keep = if part.role == Role::Root && l.vaddr == 0 { 64.min(end) } else { 0 };
+        let keep = if part.role == Role::Root && l.vaddr == 0 {
+            64.min(end)
+        } else {
+            0
+        };
         let mut dead: Vec<(u64, u64)> = part
             .regenerated
             .iter()

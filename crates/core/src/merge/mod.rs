@@ -257,7 +257,9 @@ pub fn merge_verified(
                     if let Err(e) = crate::verify::load_test(exe, &s.path, -1) {
                         return Err(InputError::new(
                             &s.path,
-                            format!("does not load by itself ({e:#}), so neither can its fused image"),
+                            format!(
+                                "does not load by itself ({e:#}), so neither can its fused image"
+                            ),
                         )
                         .into());
                     }
