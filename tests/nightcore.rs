@@ -628,3 +628,57 @@ fn a_nested_call_from_a_second_thread_crashes_nightcores_worker() {
         Answer::Ok(b"main=0(m) thread=-1 create=-1".to_vec())
     );
 }
+
+/// Tally and Count both define the C++ inline static `requests_seen()::n`
+/// (STB_GNU_UNIQUE). On nightcore each function has its own process and so
+/// its own count; the fused image must keep that (each image its own
+/// copy), and `merge` says which copy other libraries share.
+#[test]
+fn unique_statics_keep_a_copy_per_function_as_on_nightcore() {
+    let dir = scratch_dir("nightcore-unique");
+    let build = |src: &str| {
+        let out = dir.join(format!("lib{src}.so"));
+        run_ok(
+            std::process::Command::new("g++")
+                .args(["-shared", "-fPIC", "-O2", "-I"])
+                .arg(repo().join("fixtures/include"))
+                .arg("-I")
+                .arg(repo().join("tests/data"))
+                .arg(repo().join(format!("tests/data/{src}.cc")))
+                .arg("-o")
+                .arg(&out),
+        );
+        out
+    };
+    let (tally, count) = (build("uq_counter_root"), build("uq_counter_callee"));
+    let fused = dir.join("libtally.fused.so");
+    let o = run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(format!("Tally={}", tally.display()))
+            .arg(format!("Count={}", count.display()))
+            .arg("-o")
+            .arg(&fused),
+    );
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        report.contains("Tally and Count both define the unique symbol _ZZ13requests_seenvE1n"),
+        "{report}"
+    );
+    let serve = |tag: &str, root_lib: &Path| -> Vec<Answer> {
+        let functions = [
+            Function::new("Tally", 1, (1, 4), root_lib),
+            Function::new("Count", 2, (1, 4), &count),
+        ];
+        let stack = start(tag, &functions, &Launch::Libraries);
+        let mut client = stack.client();
+        let answers = (0..4)
+            .map(|_| client.call("Tally", b"x").unwrap())
+            .collect();
+        stack.stop().unwrap();
+        answers
+    };
+    let unfused = serve("unique-unfused", &tally);
+    assert_eq!(unfused[3], Answer::Ok(b"tally=4 count=4".to_vec()));
+    assert_eq!(serve("unique-fused", &fused), unfused);
+}

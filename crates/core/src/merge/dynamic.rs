@@ -62,6 +62,28 @@ pub fn add_exports(
     Ok(())
 }
 
+/// `STB_GNU_UNIQUE` names that more than one image defines: (name, the
+/// image that exports it, an image that keeps a copy of its own). Unfused,
+/// each function ran in its own process with its own copy; fused, the first
+/// image (the root first) exports the name and every later one binds its
+/// references to its own definition, so none shares another's state.
+pub fn shared_unique(parts: &[Part]) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        for s in p.dynsyms.iter().filter(|s| s.is_unique_definition()) {
+            let first = parts[..i].iter().position(|q| {
+                q.dynsyms
+                    .iter()
+                    .any(|t| t.is_unique_definition() && t.name == s.name)
+            });
+            if let Some(f) = first {
+                out.push((s.name.clone(), f, i));
+            }
+        }
+    }
+    out
+}
+
 /// Initializers: runtime, callees deepest first, root; finalizers the
 /// reverse (the loader runs a fini array from its end).
 pub struct InitFini {

@@ -81,11 +81,18 @@ pub fn layout<'a>(
     // runtime's entry points and unique definitions as exports.
     let mut syms = DynSymtab::default();
     let mut rewritten = Rewritten::default();
-    for (p, pl) in parts.iter().zip(placements) {
+    let shared = dynamic::shared_unique(parts);
+    for (i, (p, pl)) in parts.iter().zip(placements).enumerate() {
+        let own_copy: std::collections::HashSet<&str> = shared
+            .iter()
+            .filter(|(_, _, other)| *other == i)
+            .map(|(name, _, _)| name.as_str())
+            .collect();
         relocs::rewrite(
             p,
             pl.disp,
             pl.tls_offset.unwrap_or(0),
+            &own_copy,
             &mut syms,
             &mut rewritten,
         )?;

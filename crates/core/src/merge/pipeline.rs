@@ -244,6 +244,12 @@ impl<'a> MergeContext<'a> {
                 "{image}: {sec} dropped (the fused image cannot keep it correct)"
             ));
         }
+        for (name, first, other) in super::dynamic::shared_unique(parts) {
+            notes.push(format!(
+                "warning: {} and {} both define the unique symbol {name} (STB_GNU_UNIQUE, e.g. a C++ inline static): each keeps its own copy, as in its own process; {}'s copy is exported and shared with other libraries of the process that define {name}, {}'s is not",
+                parts[first].name, parts[other].name, parts[first].name, parts[other].name
+            ));
+        }
         let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         let rpc_sites = out
             .sites

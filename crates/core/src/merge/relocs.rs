@@ -62,11 +62,13 @@ impl Rewritten {
 }
 
 /// Rewrite `part`'s relocations. `disp` is its displacement, `tls_x` its
-/// block's offset in the combined TLS block.
+/// block's offset in the combined TLS block; `own_copy` the unique names it
+/// defines that an earlier image exports (it keeps its own copy of each).
 pub fn rewrite(
     part: &Part,
     disp: u64,
     tls_x: u64,
+    own_copy: &std::collections::HashSet<&str>,
     syms: &mut DynSymtab,
     out: &mut Rewritten,
 ) -> Result<()> {
@@ -98,6 +100,14 @@ pub fn rewrite(
                     out.relas.push(Rela::relative(offset, r.addend as u64))
                 }
                 (_, Some(s)) if s.abs => push(out, elf::R_X86_64_64, 0, s.value as i64 + r.addend),
+                (_, Some(s)) if s.is_unique_definition() && own_copy.contains(s.name.as_str()) => {
+                    push(
+                        out,
+                        elf::R_X86_64_RELATIVE,
+                        0,
+                        s.value as i64 + d + r.addend,
+                    )
+                }
                 (_, Some(s)) if s.is_unique_definition() => {
                     let t = if r.r_type == elf::R_X86_64_JUMP_SLOT {
                         elf::R_X86_64_GLOB_DAT
