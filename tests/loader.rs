@@ -224,3 +224,89 @@ fn identifications_ld_so_refuses_are_refused() {
         assert!(clean.success(), "ld.so loads the undamaged library");
     }
 }
+
+/// libfoo.so built with compressed debug sections (`-g -gz`), then `f`.
+fn compressed_debug(out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let d = scratch_dir("loader-gz");
+    let built = build_example(&d, "foo", &["-g", "-gz=zlib"]);
+    let mut bytes = std::fs::read(&built).unwrap();
+    f(&mut bytes);
+    let p = dir().join(out);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Merge `root` (a damaged libfoo.so) with libbar.so: exit 0 or 2, never a
+/// panic; the report.
+fn merge_root(root: &Path, out: &str) -> (Option<i32>, String) {
+    let out = dir().join(out);
+    let o = faasfuse()
+        .arg("merge")
+        .arg(format!("Foo={}", root.display()))
+        .arg(fixtures().join("default/libbar.so"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(0 | 2)), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    (o.status.code(), text)
+}
+
+#[test]
+fn compressed_debug_sections_shorter_than_their_header_or_too_large_in_all() {
+    // A compressed section of 10 bytes: less than its Elf64_Chdr.
+    let short = compressed_debug("gz-short.so", |d| {
+        let (h, _, _) = section(d, ".debug_info").unwrap();
+        put64(d, h + 32, 10);
+    });
+    merge_root(&short, "gz-short.fused.so");
+    // Four compressed sections that each inflate, for real, to 600 MiB of
+    // zeros: each is allowed alone, not all together (what is left over is
+    // not inflated). Peak memory of the merge stays near one of them.
+    let plain = compressed_debug("gz-big-base.so", |_| {});
+    let big = dir().join("gz-big.so");
+    let script = r#"
+import resource, struct, subprocess, sys, zlib
+src, dst, ff, libbar, out = sys.argv[1:6]
+d = bytearray(open(src, "rb").read())
+size = 600 << 20
+z = zlib.compressobj()
+stream = b"".join(z.compress(bytes(1 << 20)) for _ in range(600)) + z.flush()
+shoff, = struct.unpack_from("<Q", d, 40)
+shentsize, shnum, shstrndx = struct.unpack_from("<HHH", d, 58)
+names, = struct.unpack_from("<Q", d, shoff + shstrndx * shentsize + 24)
+for i in range(shnum):
+    h = shoff + i * shentsize
+    n, = struct.unpack_from("<I", d, h)
+    name = bytes(d[names + n:d.index(0, names + n)])
+    if name in (b".debug_info", b".debug_abbrev", b".debug_line", b".debug_str"):
+        at = len(d)
+        d += struct.pack("<IIQQ", 1, 0, size, 1) + stream
+        struct.pack_into("<QQ", d, h + 24, at, 24 + len(stream))
+open(dst, "wb").write(d)
+r = subprocess.run([ff, "merge", "Foo=" + dst, libbar, "-o", out], capture_output=True, text=True)
+sys.stdout.write(r.stdout + r.stderr)
+print("exit", r.returncode, "maxrss_kib", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"#;
+    let o = run_ok(
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&plain)
+            .arg(&big)
+            .arg(env!("CARGO_BIN_EXE_faasfuse"))
+            .arg(fixtures().join("default/libbar.so"))
+            .arg(dir().join("gz-big.fused.so")),
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+    assert!(matches!(last[1], "0" | "2"), "{text}");
+    let rss_kib: u64 = last[3].parse().unwrap();
+    assert!(
+        rss_kib < 1200 << 10,
+        "merge peaked at {} MiB inflating 4 x 600 MiB: {text}",
+        rss_kib >> 10
+    );
+}

@@ -362,12 +362,40 @@ pub fn split_objects(s: &Sections) -> Result<Vec<String>, String> {
 /// compression header can ask for any size).
 pub const MAX_INFLATED: u64 = 1 << 30;
 
+/// Most bytes all of one image's compressed debug sections may inflate to
+/// together: each header may ask for up to [`MAX_INFLATED`], so the bound
+/// is on their sum, not per section.
+pub const MAX_INFLATED_TOTAL: u64 = 1 << 30;
+
+/// What is left of one image's inflation allowance.
+pub struct InflateBudget(u64);
+
+impl Default for InflateBudget {
+    fn default() -> InflateBudget {
+        InflateBudget(MAX_INFLATED_TOTAL)
+    }
+}
+
+impl InflateBudget {
+    /// Take `size` bytes for section `name`, or say why not.
+    pub fn take(&mut self, name: &str, size: u64) -> Result<(), String> {
+        if size > MAX_INFLATED || size > self.0 {
+            return Err(format!(
+                "{name}: {size} bytes uncompressed is too large (the image's compressed debug sections may inflate to {MAX_INFLATED_TOTAL} bytes in all)"
+            ));
+        }
+        self.0 -= size;
+        Ok(())
+    }
+}
+
 /// The fields of the DWARF in the ELF file `data` (its debug sections
 /// uncompressed first).
 pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
     use object::{Object, ObjectSection};
     let file = object::File::parse(data).map_err(|e| e.to_string())?;
     let mut owned: Vec<(Sec, std::borrow::Cow<[u8]>)> = Vec::new();
+    let mut budget = InflateBudget::default();
     for s in file.sections() {
         let Some(sec) = s.name().ok().and_then(Sec::from_name) else {
             continue;
@@ -375,12 +403,8 @@ pub fn fields_in_elf(data: &[u8]) -> Result<Found, String> {
         let compressed = s
             .compressed_data()
             .map_err(|e| format!("{}: {e}", sec.name()))?;
-        if compressed.uncompressed_size > MAX_INFLATED {
-            return Err(format!(
-                "{}: {} bytes uncompressed is too large",
-                sec.name(),
-                compressed.uncompressed_size
-            ));
+        if compressed.format != object::CompressionFormat::None {
+            budget.take(sec.name(), compressed.uncompressed_size)?;
         }
         let bytes = compressed
             .decompress()

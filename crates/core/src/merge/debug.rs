@@ -111,10 +111,16 @@ pub fn carry<'p>(parts: &'p [Part], placements: &[Placement], mut found: Finding
             .collect::<Vec<_>>();
         if !sections.is_empty() {
             summary.carried.push(root.name.clone());
+            let mut budget = debuginfo::InflateBudget::default();
             let inflated: Vec<(Sec, Cow<[u8]>)> = root
                 .debug_sections
                 .iter()
-                .filter_map(|d| Some((Sec::from_name(&d.name)?, inflate(root, d).ok()?)))
+                .filter_map(|d| {
+                    Some((
+                        Sec::from_name(&d.name)?,
+                        inflate(root, d, &mut budget).ok()?,
+                    ))
+                })
                 .collect();
             summary.dwo = split_objects(root, inflated.iter().map(|(s, b)| (*s, &**b)));
         }
@@ -176,6 +182,7 @@ fn carry_part<'p>(
     summary: &mut DebugSummary,
 ) -> Result<Vec<Piece<'p>>, String> {
     let mut pieces: Vec<Piece> = Vec::new();
+    let mut budget = debuginfo::InflateBudget::default();
     for d in &p.debug_sections {
         let sec = Sec::from_name(&d.name);
         if sec.is_none() && !(root && d.name == ".debug_frame") {
@@ -187,7 +194,7 @@ fn carry_part<'p>(
         if pieces.iter().any(|(s, x, _)| *s == sec && x.name == d.name) {
             return Err(format!("two {} sections", d.name));
         }
-        pieces.push((sec, d, inflate(p, d)?));
+        pieces.push((sec, d, inflate(p, d, &mut budget)?));
     }
     // The same span the background walk reads from the file.
     let span = debuginfo::Span::of_elf(&p.data)?;
@@ -277,8 +284,13 @@ fn raw<'p>(p: &'p Part, d: &DebugSection) -> Option<&'p [u8]> {
     p.data.get(d.offset as usize..end as usize)
 }
 
-/// The section's bytes, uncompressed.
-fn inflate<'p>(p: &'p Part, d: &DebugSection) -> Result<Cow<'p, [u8]>, String> {
+/// The section's bytes, uncompressed, within what is left of the image's
+/// `budget`.
+fn inflate<'p>(
+    p: &'p Part,
+    d: &DebugSection,
+    budget: &mut debuginfo::InflateBudget,
+) -> Result<Cow<'p, [u8]>, String> {
     let bytes = raw(p, d).ok_or_else(|| format!("{} lies outside the file", d.name))?;
     if d.flags & u64::from(elf::SHF_COMPRESSED) == 0 {
         return Ok(Cow::Borrowed(bytes));
@@ -294,15 +306,12 @@ fn inflate<'p>(p: &'p Part, d: &DebugSection) -> Result<Cow<'p, [u8]>, String> {
         t => return Err(format!("{}: compression type {t} is not known", d.name)),
     };
     let size = word(8, 8)?;
-    if size > debuginfo::MAX_INFLATED {
-        return Err(format!(
-            "{}: {size} bytes uncompressed is too large",
-            d.name
-        ));
-    }
+    // The header (Elf64_Chdr) is 24 bytes; the stream follows it.
+    let stream = bytes.get(24..).ok_or_else(bad)?;
+    budget.take(&d.name, size)?;
     let data = object::CompressedData {
         format,
-        data: &bytes[24..],
+        data: stream,
         uncompressed_size: size,
     };
     data.decompress()
