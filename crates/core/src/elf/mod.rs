@@ -321,6 +321,7 @@ mod tests {
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 1;
         h[5] = 1;
+        h[6] = 1; // EV_CURRENT
         assert!(err(h.clone()).contains("32-bit"));
         h[4] = 2;
         h[5] = 2;
@@ -332,6 +333,19 @@ mod tests {
         h[18] = 62;
         h[16] = 2;
         assert!(err(h.clone()).contains("executable"));
+        // What ld.so refuses in the identification.
+        h[16] = 3;
+        h[7] = 9;
+        assert!(err(h.clone()).contains("EI_OSABI"));
+        h[7] = 3;
+        h[8] = 4;
+        assert!(err(h.clone()).contains("EI_ABIVERSION"));
+        h[8] = 3;
+        h[10] = 1;
+        assert!(err(h.clone()).contains("EI_PAD"));
+        h[10] = 0;
+        h[6] = 0;
+        assert!(err(h.clone()).contains("EI_VERSION"));
     }
 
     #[test]
