@@ -59,8 +59,9 @@ other than the one running the caller's current call fails (-1, one line on stde
 With --ipc (nightcore's model): a pool of worker processes per function, this process \
 being the engine relaying every call over Unix sockets, so each nested call pays a real \
 inter-process round trip. A call goes to an idle process of the callee; if none is idle a \
-new one starts, up to maxWorkers (65 by default: one per nesting level; minWorkers, \
-default 1, start up front; both from func_config.json with --config). Recursion A->A \
+new one starts, up to maxWorkers (both from func_config.json with --config; minWorkers \
+start up front, 1 when absent, none when 0 or less; maxWorkers absent or 0 or less is no \
+limit, as in nightcore: 65, one per nesting level, which the depth limit never fills). Recursion A->A \
 reaches a second process of A. A call that finds every process busy on the call stack \
 and the pool full fails the request (nightcore would wait forever).\n\n\
 By default every library runs in this process with its one worker: a nested call to a \
