@@ -254,7 +254,10 @@ faasfuse plan --config func_config.json --profile new.json --previous plan.json 
         long_about = "The CI step: `faasfuse plan`, then `faasfuse merge` and `faasfuse verify` \
 for every group with callees, then OUT_DIR/func_config.json pointing each group's root at \
 its fused image (every other function keeps its library and still serves RPCs that were \
-not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).",
+not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).\n\n\
+The deployment is written whole or not at all: every file is staged first and named only \
+when every group is fused, verified and within its budget; on any error OUT_DIR is left as \
+it was (absent, or holding what it held).",
         after_help = "Example:\n  faasfuse build --config func_config.json --profile profile.json --out-dir fused/\n  \
 faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     )]

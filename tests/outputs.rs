@@ -375,3 +375,60 @@ fn two_outputs_naming_one_file_are_refused_before_anything_is_written() {
     assert!(!out.exists());
     assert_eq!(hidden(&d), Vec::<String>::new());
 }
+
+#[test]
+fn the_svg_is_what_graphviz_renders_and_is_written_with_the_rest() {
+    // A stand-in for Graphviz's `dot` that renders a graph as its own text.
+    let d = scratch_dir("outputs-svg");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let dot = bin.join("dot");
+    std::fs::write(&dot, "#!/bin/sh\n[ \"$1\" = -Tsvg ] || exit 1\nexec cat\n").unwrap();
+    std::fs::set_permissions(&dot, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let (config, w) = two_groups(&d, 1 << 30);
+    let svg = d.join("g.svg");
+    let plan = d.join("p.json");
+    for f in [&svg, &plan, &d.join("g.dot")] {
+        let _ = std::fs::remove_file(f);
+    }
+    run_ok(
+        faasfuse()
+            .env("PATH", &path)
+            .arg("plan")
+            .arg("--config")
+            .arg(&config)
+            .arg("--profile")
+            .arg(&w)
+            .arg("--svg")
+            .arg(&svg)
+            .arg("-o")
+            .arg(&plan),
+    );
+    let dot_text = std::fs::read(d.join("g.dot")).unwrap();
+    assert!(
+        dot_text.starts_with(b"digraph"),
+        "{}",
+        String::from_utf8_lossy(&dot_text)
+    );
+    assert_eq!(std::fs::read(&svg).unwrap(), dot_text);
+    assert!(plan.is_file());
+    let out = d.join("fused");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = faasfuse()
+        .env("PATH", &path)
+        .arg("build")
+        .arg("--config")
+        .arg(&config)
+        .arg("--profile")
+        .arg(&w)
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("graph.svg")).unwrap(),
+        std::fs::read(out.join("graph.dot")).unwrap()
+    );
+}
