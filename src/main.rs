@@ -59,8 +59,9 @@ other than the one running the caller's current call fails (-1, one line on stde
 With --ipc (nightcore's model): a pool of worker processes per function, this process \
 being the engine relaying every call over Unix sockets, so each nested call pays a real \
 inter-process round trip. A call goes to an idle process of the callee; if none is idle a \
-new one starts, up to maxWorkers (65 by default: one per nesting level; minWorkers, \
-default 1, start up front; both from func_config.json with --config). Recursion A->A \
+new one starts, up to maxWorkers (both from func_config.json with --config; minWorkers \
+start up front, 1 when absent, none when 0 or less; maxWorkers absent or 0 or less is no \
+limit, as in nightcore: 65, one per nesting level, which the depth limit never fills). Recursion A->A \
 reaches a second process of A. A call that finds every process busy on the call stack \
 and the pool full fails the request (nightcore would wait forever).\n\n\
 By default every library runs in this process with its one worker: a nested call to a \
@@ -253,7 +254,10 @@ faasfuse plan --config func_config.json --profile new.json --previous plan.json 
         long_about = "The CI step: `faasfuse plan`, then `faasfuse merge` and `faasfuse verify` \
 for every group with callees, then OUT_DIR/func_config.json pointing each group's root at \
 its fused image (every other function keeps its library and still serves RPCs that were \
-not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).",
+not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).\n\n\
+The deployment is written whole or not at all: every file is staged first and named only \
+when every group is fused, verified and within its budget; on any error OUT_DIR is left as \
+it was (absent, or holding what it held).",
         after_help = "Example:\n  faasfuse build --config func_config.json --profile profile.json --out-dir fused/\n  \
 faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
     )]
@@ -570,6 +574,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             isolate,
         } => {
             let mut specs = faasfuse_host::resolve_specs(&libraries, None)?;
+            if let Some(m) = &manifest {
+                faasfuse_core::output::check_distinct(&[("-o", &output), ("--manifest", m)])?;
+            }
             refuse_inputs_as_outputs(
                 specs
                     .iter()
@@ -604,8 +611,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             let verify_with = (!no_verify).then_some(exe.as_path());
             opts.reentrant
                 .retain(|r| specs.iter().any(|s| &s.name == r));
-            let mut report =
-                faasfuse_core::merge::merge_verified(&specs, &output, verify_with, &opts)?;
+            // The image and the manifest appear together or not at all.
+            let mut staged_manifest = manifest
+                .as_deref()
+                .map(|m| faasfuse_core::output::Staged::create(m, false))
+                .transpose()?;
+            let image = faasfuse_core::output::Staged::create(&output, true)?;
+            let (mut report, image) =
+                faasfuse_core::merge::merge_staged(&specs, image, verify_with, &opts)?;
             if let Some(p) = planned {
                 report.notes.extend(
                     p.decisions
@@ -613,12 +626,16 @@ fn dispatch(cli: Cli) -> Result<()> {
                         .map(|d| format!("profile: {} <- {}: {}", d.root, d.function, d.reason)),
                 );
             }
-            report_out(
-                &report,
-                manifest.as_deref(),
-                json,
-                faasfuse_core::merge::render(&report),
-            )
+            let mut files = vec![image];
+            if let Some(mut m) = staged_manifest.take() {
+                let text = format!("{}\n", serde_json::to_string_pretty(&report)?);
+                m.file()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| InputError::new(m.dest(), format!("cannot write output: {e}")))?;
+                files.push(m);
+            }
+            faasfuse_core::output::commit_all(files)?;
+            report_out(&report, None, json, faasfuse_core::merge::render(&report))
         }
         Command::Plan {
             inputs,
@@ -628,6 +645,25 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             tuning,
         } => {
+            // The DOT file is written beside --svg when --dot is not given.
+            let dot_path = dot
+                .clone()
+                .or_else(|| svg.as_ref().map(|s| s.with_extension("dot")));
+            let dot_label = if dot.is_some() {
+                "--dot"
+            } else {
+                "the DOT file written beside --svg"
+            };
+            faasfuse_core::output::check_distinct(
+                &[
+                    ("-o", output.as_deref()),
+                    (dot_label, dot_path.as_deref()),
+                    ("--svg", svg.as_deref()),
+                ]
+                .into_iter()
+                .filter_map(|(l, p)| Some((l, p?)))
+                .collect::<Vec<_>>(),
+            )?;
             let (c, w, prev) = planning_inputs(&inputs)?;
             let p = faasfuse_core::plan::plan(
                 &c,
@@ -636,20 +672,35 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &tuning.options(),
                 prev.as_ref(),
             )?;
-            if dot.is_some() || svg.is_some() {
-                let dot_path = dot
-                    .clone()
-                    .unwrap_or_else(|| svg.as_ref().expect("svg").with_extension("dot"));
-                if faasfuse_core::build::write_graph(&p, &dot_path, svg.as_deref())?.is_none()
-                    && svg.is_some()
-                {
+            // Every output or none.
+            let plan_json = format!("{}\n", serde_json::to_string_pretty(&p)?);
+            let (dot_text, svg_bytes) = match &dot_path {
+                Some(_) => {
+                    let (d, s) = faasfuse_core::build::graph_files(&p);
+                    (d, if svg.is_some() { s } else { None })
+                }
+                None => (String::new(), None),
+            };
+            let mut files: Vec<(&std::path::Path, &[u8], bool)> = Vec::new();
+            if let Some(d) = &dot_path {
+                files.push((d, dot_text.as_bytes(), false));
+            }
+            if let (Some(s), Some(b)) = (&svg, &svg_bytes) {
+                files.push((s, b, false));
+            }
+            if let Some(o) = &output {
+                files.push((o, plan_json.as_bytes(), false));
+            }
+            faasfuse_core::output::write_all_atomically(&files)?;
+            if let (Some(d), None) = (&dot_path, &svg_bytes) {
+                if svg.is_some() {
                     eprintln!(
                         "faasfuse: Graphviz `dot` not found: wrote {} only",
-                        dot_path.display()
+                        d.display()
                     );
                 }
             }
-            report_out(&p, output.as_deref(), json, faasfuse_core::plan::table(&p))
+            report_out(&p, None, json, faasfuse_core::plan::table(&p))
         }
         Command::Build {
             inputs,

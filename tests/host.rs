@@ -252,7 +252,7 @@ fn the_process_pool_follows_func_config_and_a_full_pool_fails_the_request() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(&format!(
-            "{}: R: minWorkers 3 exceeds maxWorkers 2",
+            "{}: entry 1 (R): minWorkers 3 exceeds maxWorkers 2",
             c.display()
         )),
         "{err}"

@@ -250,8 +250,8 @@ fn build_isolates_the_functions_its_config_marks() {
     .unwrap();
     let config = dir.join("func_config.json");
     let c = serde_json::json!([
-        {"funcName": "Foo", "library": lib.join("libfoo.so"), "entry": true},
-        {"funcName": "Bar", "library": lib.join("libbar.so"), "isolate": "stack"},
+        {"funcName": "Foo", "funcId": 1, "library": lib.join("libfoo.so"), "entry": true},
+        {"funcName": "Bar", "funcId": 2, "library": lib.join("libbar.so"), "isolate": "stack"},
     ]);
     std::fs::write(&config, c.to_string()).unwrap();
     let out = dir.join("out");

@@ -378,8 +378,9 @@ fn a_trace_names_the_callees_of_a_transport_function() {
     let entries: Vec<serde_json::Value> = w
         .functions
         .iter()
-        .map(|(name, file)| {
-            serde_json::json!({"funcName": name, "library": lib.join(file), "entry": *name == w.root})
+        .enumerate()
+        .map(|(i, (name, file))| {
+            serde_json::json!({"funcName": name, "funcId": i + 1, "library": lib.join(file), "entry": *name == w.root})
         })
         .collect();
     let config = dir.join("func_config.json");
@@ -457,7 +458,8 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
     )
     .unwrap();
     for (reentrant, want) in [(false, 0.0), (true, 3000.0)] {
-        let mut e = serde_json::json!({"funcName": "Loop", "library": lib, "entry": true});
+        let mut e =
+            serde_json::json!({"funcName": "Loop", "funcId": 1, "library": lib, "entry": true});
         if reentrant {
             e["reentrant"] = true.into();
         }
@@ -505,8 +507,8 @@ fn build_never_writes_an_image_over_its_budget() {
     for (budget, fits) in [(real, true), (real - 1, false)] {
         let config = dir.join(format!("config-{budget}.json"));
         let c = serde_json::json!([
-            {"funcName": "Foo", "library": lib.join("libfoo.so"), "entry": true, "maxImageBytes": budget},
-            {"funcName": "Bar", "library": lib.join("libbar.so")},
+            {"funcName": "Foo", "funcId": 1, "library": lib.join("libfoo.so"), "entry": true, "maxImageBytes": budget},
+            {"funcName": "Bar", "funcId": 2, "library": lib.join("libbar.so")},
         ]);
         std::fs::write(&config, c.to_string()).unwrap();
         let out = dir.join(format!("out-{budget}"));

@@ -5,10 +5,11 @@
 //! (nightcore's launcher per function: nightcore reads no `library` field,
 //! a function's library is its launcher's `--fprocess` argument),
 //! `plan.json`, and the RPC graph (`graph.dot`, and `graph.svg` when
-//! Graphviz is there).
+//! Graphviz is there). The deployment appears whole or not at all: every
+//! file is staged first and named only when all are complete.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -40,28 +41,30 @@ pub struct BuiltImage {
     pub manifest: Manifest,
 }
 
-/// Write the plan's graph as DOT, and as SVG when `dot` runs.
-pub fn write_graph(p: &Plan, dot_path: &Path, svg_path: Option<&Path>) -> Result<Option<PathBuf>> {
-    crate::output::write_atomically(dot_path, plan::dot(p).as_bytes(), false)?;
-    let Some(svg) = svg_path else {
-        return Ok(None);
-    };
-    crate::output::check_destination(svg)?;
-    let tmp = crate::output::NamedTemp::new(crate::output::sibling_temp(svg, "tmp")?);
-    let ok = Command::new("dot")
+/// The plan's graph as DOT, and as SVG when Graphviz `dot` runs (`None`
+/// otherwise).
+pub fn graph_files(p: &Plan) -> (String, Option<Vec<u8>>) {
+    let dot = plan::dot(p);
+    (dot.clone(), render_svg(&dot))
+}
+
+/// `dot -Tsvg` on `dot`, through pipes.
+fn render_svg(dot: &str) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut child = Command::new("dot")
         .arg("-Tsvg")
-        .arg(dot_path)
-        .arg("-o")
-        .arg(tmp.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        tmp.commit(svg)?;
-        Ok(Some(svg.to_path_buf()))
-    } else {
-        Ok(None)
-    }
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let text = dot.to_string();
+    // Fed from a thread: dot may write before it has read everything.
+    let feeder = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().ok()?;
+    let fed = feeder.join().ok()?.is_ok();
+    (fed && out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
 }
 
 /// `merge --profile`: the planner over just `specs` (the first the root);
@@ -93,7 +96,14 @@ pub fn plan_merge(
     Ok((chosen, p))
 }
 
-/// Plan, merge every group, verify, and write the new deployment.
+/// The file of the fused image rooted at `root`.
+pub fn image_file(root: &str) -> String {
+    format!("lib{}.fused.so", root.to_lowercase())
+}
+
+/// Plan, merge every group, verify, and write the new deployment: every
+/// file or none (see [`crate::output::StagedDir`]); on an error `out_dir`
+/// is left as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     config: &Config,
@@ -105,22 +115,41 @@ pub fn build(
     level: Level,
     verify_with: Option<&Path>,
 ) -> Result<(Plan, Built)> {
+    let mut out = crate::output::StagedDir::new(out_dir)?;
     let p = plan::plan(config, weights, profile, options, previous)?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    for f in [
+    // A group that removes RPCs gets an image, even alone: a function that
+    // calls itself then does so in-process.
+    let groups: Vec<&plan::Group> = p.groups.iter().filter(|g| g.removed_calls > 0.0).collect();
+    // Every destination, checked before any work: none an input, none
+    // named twice (roots whose names differ only in case).
+    let fixed = [
         "func_config.json",
         "launch.sh",
         "plan.json",
         "graph.dot",
         "graph.svg",
-    ] {
-        crate::output::check_destination(&out_dir.join(f))?;
+    ];
+    let labels: Vec<(String, PathBuf)> = fixed
+        .iter()
+        .map(|f| (f.to_string(), out_dir.join(f)))
+        .chain(groups.iter().map(|g| {
+            (
+                format!("the fused image of {}", g.root),
+                out_dir.join(image_file(&g.root)),
+            )
+        }))
+        .collect();
+    let pairs: Vec<(&str, &Path)> = labels
+        .iter()
+        .map(|(l, p)| (l.as_str(), p.as_path()))
+        .collect();
+    crate::output::check_distinct(&pairs)?;
+    for (_, path) in &pairs {
+        crate::output::check_destination(path)?;
     }
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
-    // A group that removes RPCs gets an image, even alone: a function that
-    // calls itself then does so in-process.
-    for g in p.groups.iter().filter(|g| g.removed_calls > 0.0) {
+    for g in groups {
         let specs: Vec<FunctionSpec> = g
             .members
             .iter()
@@ -133,7 +162,7 @@ pub fn build(
                     .clone(),
             })
             .collect();
-        let file = format!("lib{}.fused.so", g.root.to_lowercase());
+        let file = image_file(&g.root);
         let path = out_dir.join(&file);
         let opts = crate::merge::MergeOptions {
             level,
@@ -150,12 +179,12 @@ pub fn build(
                 .filter_map(|m| Some((m.clone(), config.get(m)?.isolate?)))
                 .collect(),
         };
-        let manifest = crate::merge::merge_verified(&specs, &path, verify_with, &opts)
+        let staged = out.create(&file, true)?;
+        let (manifest, staged) = crate::merge::merge_staged(&specs, staged, verify_with, &opts)
             .with_context(|| format!("fusing the group of {}", g.root))?;
         // The planner budgets with an estimate; the real image must hold it.
         if let Some(max) = config.get(&g.root).and_then(|e| e.max_image_bytes) {
             if manifest.output_bytes > max {
-                let _ = std::fs::remove_file(&path);
                 return Err(InputError::new(
                     &config.path,
                     format!(
@@ -168,6 +197,7 @@ pub fn build(
                 .into());
             }
         }
+        out.add(staged);
         let e = entries
             .iter_mut()
             .find(|e| e.func_name == g.root)
@@ -177,7 +207,7 @@ pub fn build(
             root: g.root.clone(),
             members: g.members.clone(),
             path: path.display().to_string(),
-            bytes: std::fs::metadata(&path)?.len(),
+            bytes: manifest.output_bytes,
             manifest,
         });
     }
@@ -187,33 +217,35 @@ pub fn build(
             e.library = std::path::absolute(&e.library)?;
         }
     }
-    let config_path = out_dir.join("func_config.json");
-    crate::output::write_atomically(
-        &config_path,
-        (serde_json::to_string_pretty(&entries)? + "\n").as_bytes(),
-        false,
-    )?;
-    let launch_path = out_dir.join("launch.sh");
-    crate::output::write_atomically(
-        &launch_path,
-        launch_script(&entries, out_dir)?.as_bytes(),
-        true,
-    )?;
-    let plan_path = out_dir.join("plan.json");
-    crate::output::write_atomically(
-        &plan_path,
+    out.write(
+        "plan.json",
         (serde_json::to_string_pretty(&p)? + "\n").as_bytes(),
         false,
     )?;
-    let dot_path = out_dir.join("graph.dot");
-    let svg = write_graph(&p, &dot_path, Some(&out_dir.join("graph.svg")))?;
+    let (dot, svg) = graph_files(&p);
+    out.write("graph.dot", dot.as_bytes(), false)?;
+    if let Some(svg) = &svg {
+        out.write("graph.svg", svg, false)?;
+    }
+    out.write(
+        "launch.sh",
+        launch_script(&entries, out_dir)?.as_bytes(),
+        true,
+    )?;
+    // Last: the config that points at everything above.
+    out.write(
+        "func_config.json",
+        (serde_json::to_string_pretty(&entries)? + "\n").as_bytes(),
+        false,
+    )?;
+    out.commit()?;
     let built = Built {
         out_dir: out_dir.display().to_string(),
-        config: config_path.display().to_string(),
-        launch: launch_path.display().to_string(),
-        plan: plan_path.display().to_string(),
-        graph_dot: dot_path.display().to_string(),
-        graph_svg: svg.map(|s| s.display().to_string()),
+        config: out_dir.join("func_config.json").display().to_string(),
+        launch: out_dir.join("launch.sh").display().to_string(),
+        plan: out_dir.join("plan.json").display().to_string(),
+        graph_dot: out_dir.join("graph.dot").display().to_string(),
+        graph_svg: svg.map(|_| out_dir.join("graph.svg").display().to_string()),
         images,
     };
     Ok((p, built))

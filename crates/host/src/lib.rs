@@ -80,9 +80,10 @@ pub struct PoolLimits {
     pub max: usize,
 }
 
-/// Default pool size: one process per nesting level a request may reach
-/// (depths 0..=MAX_DEPTH), so that the depth limit, not the pool, bounds
-/// recursion, as it does in-process.
+/// The pool size meaning "no limit": one process per nesting level a
+/// request may reach (depths 0..=MAX_DEPTH). The host serves one request at
+/// a time, so no more processes of a function are ever busy at once, and
+/// the depth limit, not the pool, bounds recursion, as it does in-process.
 pub const DEFAULT_MAX_WORKERS: usize = MAX_DEPTH as usize + 1;
 
 impl Default for PoolLimits {
@@ -109,13 +110,21 @@ impl PoolLimits {
         }
     }
 
-    /// From a func_config.json entry's `minWorkers`/`maxWorkers`.
+    /// From a func_config.json entry's `minWorkers`/`maxWorkers`, read as
+    /// nightcore reads them: `minWorkers` absent starts one process up
+    /// front, 0 or less none (the first call starts one); `maxWorkers`
+    /// absent or 0 or less is no limit ([`DEFAULT_MAX_WORKERS`], or
+    /// `minWorkers` when that is more).
     pub fn of_entry(f: &faasfuse_core::plan::FuncEntry) -> PoolLimits {
         let d = PoolLimits::default();
-        PoolLimits {
-            min: f.min_workers.map_or(d.min, |n| n as usize),
-            max: f.max_workers.map_or(d.max, |n| n as usize),
-        }
+        let min = f
+            .min_workers
+            .map_or(d.min, |n| usize::try_from(n).unwrap_or(0));
+        let max = match f.max_workers {
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => d.max.max(min),
+        };
+        PoolLimits { min, max }
     }
 }
 

@@ -32,11 +32,17 @@ fn dir_of(path: &Path) -> PathBuf {
 /// A hidden temporary path in the directory of `path` (same file system, so
 /// a rename onto `path` is atomic), unique to this process and call.
 pub fn sibling_temp(path: &Path, tag: &str) -> Result<PathBuf> {
+    temp_in(&dir_of(path), path, tag)
+}
+
+/// A hidden temporary path for `path` in directory `dir`, unique to this
+/// process and call.
+fn temp_in(dir: &Path, path: &Path, tag: &str) -> Result<PathBuf> {
     static N: AtomicU32 = AtomicU32::new(0);
     let file = path
         .file_name()
         .ok_or_else(|| InputError::new(path, "output path has no file name"))?;
-    Ok(dir_of(path).join(format!(
+    Ok(dir.join(format!(
         ".{}.{tag}{}-{}",
         file.to_string_lossy(),
         std::process::id(),
@@ -218,12 +224,19 @@ pub struct Staged {
 impl Staged {
     /// Start writing `dest` (checked now and again at commit).
     pub fn create(dest: &Path, executable: bool) -> Result<Staged> {
+        Staged::create_in(&dir_of(dest), dest, executable)
+    }
+
+    /// Start writing `dest` as an unnamed file in directory `dir`, which
+    /// must be on the file system `dest` will be on (`dest`'s directory
+    /// may not exist yet).
+    pub fn create_in(dir: &Path, dest: &Path, executable: bool) -> Result<Staged> {
         check_destination(dest)?;
         let mode = if executable { 0o755 } else { 0o644 };
         let cannot = |e: std::io::Error| -> anyhow::Error {
             InputError::new(dest, format!("cannot write output: {e}")).into()
         };
-        let dir = dir_of(dest);
+        let dir = dir.to_path_buf();
         match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -242,7 +255,7 @@ impl Staged {
                     Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
                 ) =>
             {
-                let named = NamedTemp::new(sibling_temp(dest, "staged")?);
+                let named = NamedTemp::new(temp_in(&dir, dest, "staged")?);
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -277,9 +290,20 @@ impl Staged {
         self.file.as_raw_fd()
     }
 
+    /// Where the file goes.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     /// Write everything, sync, and give the file its name.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
         let dest = self.dest.clone();
+        self.commit_to(&dest)
+    }
+
+    /// [`Staged::commit`] under the name `dest` instead.
+    fn commit_to(mut self, dest: &Path) -> Result<()> {
+        let dest = dest.to_path_buf();
         let cannot = |e: std::io::Error| -> anyhow::Error {
             InputError::new(&dest, format!("cannot write output: {e}")).into()
         };
@@ -334,4 +358,220 @@ pub fn write_parts_atomically(
             .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
     }
     s.commit()
+}
+
+/// Write each `(path, bytes, executable)`: every file is staged before any
+/// gets its name, so an error (a missing directory, a full disk) leaves
+/// none of them written.
+pub fn write_all_atomically(files: &[(&Path, &[u8], bool)]) -> Result<()> {
+    let mut staged = Vec::new();
+    for (path, bytes, executable) in files {
+        let mut s = Staged::create(path, *executable)?;
+        s.file()
+            .write_all(bytes)
+            .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
+        staged.push(s);
+    }
+    commit_all(staged)
+}
+
+/// Give staged files their names in order, with signals blocked.
+pub fn commit_all(files: Vec<Staged>) -> Result<()> {
+    with_signals_blocked(|| files.into_iter().try_for_each(Staged::commit))
+}
+
+// ---- a directory of outputs -------------------------------------------------
+
+/// The files of one output directory (`build --out-dir`), given their names
+/// all together once every one is complete, or not at all.
+///
+/// Each file is staged as an unnamed file (see [`Staged`]) in the directory
+/// or, while it does not exist, in its nearest existing ancestor (the file
+/// system it will be on). [`StagedDir::commit`] then, with signals blocked,
+/// either renames a hidden directory holding every file onto the directory,
+/// which so appears whole, or, when the directory exists, renames the files
+/// into it one after another, in the order they were added. Dropped
+/// uncommitted, it leaves nothing behind, and the directory as it was.
+pub struct StagedDir {
+    dir: PathBuf,
+    /// Where the unnamed files live.
+    base: PathBuf,
+    exists: bool,
+    files: Vec<Staged>,
+}
+
+impl StagedDir {
+    /// Stage the files of `dir`, which must be a directory or absent.
+    pub fn new(dir: &Path) -> Result<StagedDir> {
+        let bad = |why: String| -> anyhow::Error { InputError::new(dir, why).into() };
+        if dir.file_name().is_none() && std::fs::metadata(dir).is_err() {
+            return Err(bad("output directory path has no name".into()));
+        }
+        let (base, exists) = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => (dir.to_path_buf(), true),
+            Ok(m) => {
+                return Err(bad(format!(
+                    "the output directory is {}, not a directory",
+                    crate::files::kind_of(&m)
+                )))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                let abs = std::path::absolute(dir)
+                    .map_err(|e| bad(format!("cannot use as output directory: {e}")))?;
+                let base = abs
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| std::fs::symlink_metadata(a).is_ok())
+                    .unwrap_or(Path::new("/"))
+                    .to_path_buf();
+                match std::fs::metadata(&base) {
+                    Ok(m) if m.is_dir() => (base, false),
+                    Ok(m) => {
+                        return Err(bad(format!(
+                            "cannot create the output directory: {} is {}",
+                            base.display(),
+                            crate::files::kind_of(&m)
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(bad(format!(
+                            "cannot create the output directory: {}: {e}",
+                            base.display()
+                        )))
+                    }
+                }
+            }
+            Err(e) => return Err(bad(format!("cannot use as output directory: {e}"))),
+        };
+        raise_open_file_limit();
+        Ok(StagedDir {
+            dir: dir.to_path_buf(),
+            base,
+            exists,
+            files: Vec::new(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start writing file `name` of the directory (add it when complete).
+    pub fn create(&self, name: &str, executable: bool) -> Result<Staged> {
+        Staged::create_in(&self.base, &self.dir.join(name), executable)
+    }
+
+    /// Add a complete file; files get their names in the order added.
+    pub fn add(&mut self, file: Staged) {
+        self.files.push(file);
+    }
+
+    /// Stage and add file `name` holding `bytes`.
+    pub fn write(&mut self, name: &str, bytes: &[u8], executable: bool) -> Result<()> {
+        let mut s = self.create(name, executable)?;
+        s.file().write_all(bytes).map_err(|e| {
+            InputError::new(self.dir.join(name), format!("cannot write output: {e}"))
+        })?;
+        self.add(s);
+        Ok(())
+    }
+
+    /// Give every file its name (see [`StagedDir`]).
+    pub fn commit(self) -> Result<()> {
+        if self.exists {
+            return commit_all(self.files);
+        }
+        let dir = self.dir;
+        let files = self.files;
+        let cannot = |e: std::io::Error| -> anyhow::Error {
+            InputError::new(&dir, format!("cannot create the output directory: {e}")).into()
+        };
+        with_signals_blocked(|| {
+            let parent = dir_of(&dir);
+            std::fs::create_dir_all(&parent).map_err(cannot)?;
+            let hidden = temp_in(&parent, &dir, "building")?;
+            std::fs::create_dir(&hidden).map_err(cannot)?;
+            let r = files.into_iter().try_for_each(|f| {
+                let name = f.dest().file_name().map(PathBuf::from).unwrap_or_default();
+                f.commit_to(&hidden.join(name))
+            });
+            let r = r.and_then(|()| std::fs::rename(&hidden, &dir).map_err(cannot));
+            if r.is_err() {
+                let _ = std::fs::remove_dir_all(&hidden);
+            }
+            r
+        })
+    }
+}
+
+/// Let this process hold as many open files as it may (a staged output
+/// directory keeps one descriptor per file until it commits).
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit and setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+// ---- outputs that name one file ---------------------------------------------
+
+/// Where `path` would be written: its directory with symbolic links
+/// resolved as far as it exists (the rest taken as written, `.` and `..`
+/// applied), then its name.
+pub fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return abs;
+    };
+    for a in parent.ancestors() {
+        let Ok(mut p) = a.canonicalize() else {
+            continue;
+        };
+        for c in parent.strip_prefix(a).unwrap_or(Path::new("")).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    p.pop();
+                }
+                std::path::Component::Normal(n) => p.push(n),
+                _ => {}
+            }
+        }
+        return p.join(name);
+    }
+    abs
+}
+
+/// Refuse two outputs of one command that name one file: the same
+/// directory and name once resolved (see [`resolved`]), or, for files that
+/// exist, the same device and inode (hard links). `outputs` are (what the
+/// command calls it, path); the error names the later path and both.
+pub fn check_distinct(outputs: &[(&str, &Path)]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut by_path: std::collections::HashMap<PathBuf, usize> = Default::default();
+    let mut by_inode: std::collections::HashMap<(u64, u64), usize> = Default::default();
+    for (j, (what, path)) in outputs.iter().enumerate() {
+        let mut first = by_path.insert(resolved(path), j);
+        if let Ok(m) = std::fs::metadata(path) {
+            first = first.or(by_inode.insert((m.dev(), m.ino()), j));
+        }
+        if let Some(i) = first {
+            return Err(InputError::new(
+                path,
+                format!(
+                    "{} and {what} name the same file; give each output a file of its own",
+                    outputs[i].0
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }

@@ -221,7 +221,32 @@ pub fn merge_verified(
 ) -> Result<Manifest> {
     crate::output::check_destination(output)?;
     let (manifest, bytes) = fuse(specs, output, opts)?;
-    let mut staged = crate::output::Staged::create(output, true)?;
+    let staged = crate::output::Staged::create(output, true)?;
+    let staged = write_verified(staged, bytes, verify_with)?;
+    staged.commit()?;
+    Ok(manifest)
+}
+
+/// [`merge_verified`] into `staged` (its destination names the image),
+/// left uncommitted for the caller to name with other outputs.
+pub fn merge_staged(
+    specs: &[FunctionSpec],
+    staged: crate::output::Staged,
+    verify_with: Option<&Path>,
+    opts: &MergeOptions,
+) -> Result<(Manifest, crate::output::Staged)> {
+    let (manifest, bytes) = fuse(specs, staged.dest(), opts)?;
+    Ok((manifest, write_verified(staged, bytes, verify_with)?))
+}
+
+/// Write the fused `bytes` into `staged` and verify them there.
+fn write_verified(
+    mut staged: crate::output::Staged,
+    bytes: Vec<u8>,
+    verify_with: Option<&Path>,
+) -> Result<crate::output::Staged> {
+    let output = staged.dest().to_path_buf();
+    let output = output.as_path();
     {
         use std::io::Write;
         staged
@@ -276,8 +301,7 @@ pub fn merge_verified(
             );
         }
     }
-    staged.commit()?;
-    Ok(manifest)
+    Ok(staged)
 }
 
 /// The human summary of a merge.

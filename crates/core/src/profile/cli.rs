@@ -12,7 +12,6 @@ use super::images::Lib;
 use super::planning::{self, Content};
 use super::{fdata, ingest};
 use crate::error::InputError;
-use crate::output::write_parts_atomically;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -146,6 +145,22 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         save(&total, &output)?;
         return report(&total, json, &[output.display().to_string()]);
     }
+    // Outputs that name one file are refused before anything is read.
+    if let Some(dir) = &a.fdata_dir {
+        let fdata: Vec<(String, PathBuf)> = crate::spec::resolve_specs(&a.libs, None)?
+            .iter()
+            .map(|s| {
+                (
+                    format!("--fdata-dir's {}.fdata", s.name),
+                    dir.join(format!("{}.fdata", s.name)),
+                )
+            })
+            .collect();
+        let mut outputs: Vec<(&str, &Path)> =
+            a.output.iter().map(|o| ("-o", o.as_path())).collect();
+        outputs.extend(fdata.iter().map(|(l, p)| (l.as_str(), p.as_path())));
+        crate::output::check_distinct(&outputs)?;
+    }
     let libs = load_libs(&a.libs)?;
     let mut total: Option<Profile> = None;
     for p in &a.inputs {
@@ -160,9 +175,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         }
     }
     let profile = total.unwrap_or_default();
+    // Every output staged first, then all named together.
     let mut written = Vec::new();
+    let mut staged = Vec::new();
     if let Some(o) = &a.output {
-        save(&profile, o)?;
+        staged.push(stage(&profile, o)?);
         written.push(o.display().to_string());
     }
     if let Some(dir) = &a.fdata_dir {
@@ -174,11 +191,19 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             };
             if let Some(parts) = fdata::write(lib, img) {
                 let path = dir.join(format!("{}.fdata", lib.name));
-                write_parts_atomically(&path, &parts, false)?;
+                let mut s = crate::output::Staged::create(&path, false)?;
+                for p in &parts {
+                    use std::io::Write as _;
+                    s.file()
+                        .write_all(p.as_ref())
+                        .map_err(|e| InputError::new(&path, format!("cannot write output: {e}")))?;
+                }
+                staged.push(s);
                 written.push(path.display().to_string());
             }
         }
     }
+    crate::output::commit_all(staged)?;
     report(&profile, a.json, &written)
 }
 
@@ -197,6 +222,11 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
 }
 
 fn save(p: &Profile, path: &Path) -> Result<()> {
+    stage(p, path)?.commit()
+}
+
+/// `p` as JSON in a staged output for `path`, not yet named.
+fn stage(p: &Profile, path: &Path) -> Result<crate::output::Staged> {
     use std::io::Write as _;
     // Streamed into the file: the text of a large profile (hundreds of
     // megabytes) is never held whole.
@@ -209,7 +239,7 @@ fn save(p: &Profile, path: &Path) -> Result<()> {
     w.write_all(b"\n").map_err(cannot)?;
     w.flush().map_err(cannot)?;
     drop(w);
-    staged.commit()
+    Ok(staged)
 }
 
 /// The printed summary: what a person or a script checks first.

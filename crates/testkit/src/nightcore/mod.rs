@@ -114,6 +114,95 @@ pub fn read_config(path: &Path) -> Result<Vec<Function>> {
         .collect()
 }
 
+/// What nightcore's gateway made of a `func_config.json`.
+#[derive(Debug)]
+pub enum ConfigVerdict {
+    /// It loaded the config and listened for requests (then it was
+    /// killed).
+    Accepted,
+    /// It exited (nightcore `LOG(FATAL)`s on a config it cannot load),
+    /// with its status and the last lines of its log.
+    Refused {
+        status: std::process::ExitStatus,
+        log: String,
+    },
+}
+
+/// Start nightcore's gateway alone on `config`, with ports the kernel hands
+/// out and its log in `dir`, and see whether it loads the config: it exits
+/// at once on one nightcore refuses, and otherwise listens for HTTP and gRPC
+/// requests. Either way it is gone when this returns (killed by its PID
+/// once it listens, or after `within`, which is then an error).
+pub fn gateway_verdict(config: &Path, dir: &Path, within: Duration) -> Result<ConfigVerdict> {
+    let bin = bin_dir()?;
+    let config = std::path::absolute(config)?;
+    std::fs::create_dir_all(dir)?;
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for attempt in 0..4 {
+        let log_path = dir.join(format!(
+            "gateway-{stem}-{}-{attempt}.log",
+            std::process::id()
+        ));
+        let log = std::fs::File::create(&log_path)?;
+        let (http, grpc, engine) = (free_port()?, free_port()?, free_port()?);
+        let mut cmd = Command::new(bin.join("gateway"));
+        cmd.args([
+            format!("--func_config_file={}", config.display()),
+            "--listen_addr=127.0.0.1".to_string(),
+            format!("--http_port={http}"),
+            format!("--grpc_port={grpc}"),
+            format!("--engine_conn_port={engine}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .current_dir(dir);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("starting nightcore's gateway")?;
+        let until = Instant::now() + within;
+        let verdict = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(ConfigVerdict::Refused {
+                    status,
+                    log: tail(&log_path),
+                });
+            }
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("for gRPC requests") {
+                break Some(ConfigVerdict::Accepted);
+            }
+            if Instant::now() >= until {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Gone by its PID whatever it did.
+        let _ = child.kill();
+        let _ = child.wait();
+        match verdict {
+            Some(ConfigVerdict::Refused { log, .. }) if log.contains("in use") => continue,
+            Some(v) => return Ok(v),
+            None => bail!(
+                "nightcore's gateway on {} neither exited nor listened within {within:?}; {}:\n    {}",
+                config.display(),
+                log_path.display(),
+                tail(&log_path)
+            ),
+        }
+    }
+    bail!("nightcore's gateway found its ports in use four times")
+}
+
 /// How the functions' launchers start.
 #[derive(Clone, Debug)]
 pub enum Launch {
