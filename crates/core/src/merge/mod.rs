@@ -222,7 +222,7 @@ pub fn merge_verified(
     crate::output::check_destination(output)?;
     let (manifest, bytes) = fuse(specs, output, opts)?;
     let staged = crate::output::Staged::create(output, true)?;
-    let staged = write_verified(staged, bytes, verify_with)?;
+    let staged = write_verified(specs, staged, bytes, verify_with)?;
     staged.commit()?;
     Ok(manifest)
 }
@@ -236,11 +236,12 @@ pub fn merge_staged(
     opts: &MergeOptions,
 ) -> Result<(Manifest, crate::output::Staged)> {
     let (manifest, bytes) = fuse(specs, staged.dest(), opts)?;
-    Ok((manifest, write_verified(staged, bytes, verify_with)?))
+    Ok((manifest, write_verified(specs, staged, bytes, verify_with)?))
 }
 
-/// Write the fused `bytes` into `staged` and verify them there.
+/// Write the fused `bytes` of `specs` into `staged` and verify them there.
 fn write_verified(
+    specs: &[FunctionSpec],
     mut staged: crate::output::Staged,
     bytes: Vec<u8>,
     verify_with: Option<&Path>,
