@@ -6,7 +6,11 @@
 //! A finding is a panic, a run over the time limit (the process aborts),
 //! an allocation beyond the address-space limit (the process aborts), an
 //! output merge accepts that verify rejects, or a temporary file left
-//! behind. Time-bounded in the normal suite (FUZZ_SECONDS per target,
+//! behind. The differential target (`elf-differential`) damages only what
+//! the dynamic linker ignores, the section header table, so the unfused
+//! deployment is unchanged: a fused image merge accepts must then answer
+//! every input as the unfused deployment does, or merge must refuse
+//! (exit 2). Time-bounded in the normal suite (FUZZ_SECONDS per target,
 //! default 8); `scripts/fuzz.sh` runs long campaigns (FUZZ_RUNS per target).
 
 mod common;
@@ -91,6 +95,43 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>, regions: &[(usize, usize)]) {
                 }
             }
         }
+    }
+}
+
+/// [`mutate`] confined to `d[a..b]` (its length kept).
+fn mutate_within(rng: &mut Rng, d: &mut [u8], (a, b): (usize, usize)) {
+    let mut sub = d[a..b].to_vec();
+    let n = sub.len();
+    mutate(rng, &mut sub, &[(0, n)]);
+    sub.resize(n, 0);
+    d[a..b].copy_from_slice(&sub);
+}
+
+/// The section header table of an ELF image: (start, end) in the file.
+fn section_headers(d: &[u8]) -> (usize, usize) {
+    let shoff = u64::from_le_bytes(d[40..48].try_into().unwrap()) as usize;
+    let n = u16::from_le_bytes(d[60..62].try_into().unwrap()) as usize;
+    (shoff, (shoff + 64 * n).min(d.len()))
+}
+
+/// `faasfuse run DEPLOY --inputs INPUTS -- Foo`: stdout, or why it failed.
+fn serve_hello(deploy: &[String], inputs: &Path) -> Result<String, String> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run")
+        .args(deploy)
+        .arg("--inputs")
+        .arg(inputs)
+        .args(["--", "Foo"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
     }
 }
 
@@ -309,14 +350,28 @@ fn fuzz_parsers() {
     let mut rng = Rng::new(seed);
     let mut campaigns = Vec::new();
 
-    let targets: [&'static str; 6] = [
+    let targets: [&'static str; 7] = [
         "elf-inspect",
         "elf-merge",
+        "elf-differential",
         "perf.data",
         "fdata",
         "config",
         "weights",
     ];
+    // The unfused deployment's answers, for the differential target.
+    let hello_inputs = input_file(
+        "fuzz-differential",
+        &generate_inputs(&workflow("hello"), 12, 5),
+    );
+    let unfused_answers = serve_hello(
+        &[
+            format!("Foo={}", foo.display()),
+            format!("Bar={}", bar.display()),
+        ],
+        &hello_inputs,
+    )
+    .expect("the unfused hello deployment serves");
     for target in targets {
         if !only.is_empty() && !only.split(',').any(|t| t == target) {
             continue;
@@ -335,6 +390,7 @@ fn fuzz_parsers() {
                 std::fs::read(&bar).unwrap(),
                 std::fs::read(&relr_bar).unwrap(),
             ],
+            "elf-differential" => vec![std::fs::read(&foo).unwrap(), std::fs::read(&bar).unwrap()],
             "perf.data" => vec![perf_bytes.clone()],
             "fdata" => vec![fdata_seed.clone()],
             "config" => vec![config_seed.clone()],
@@ -346,6 +402,10 @@ fn fuzz_parsers() {
             let mut d = seeds[k].clone();
             match target {
                 "elf-inspect" | "elf-merge" | "perf.data" => mutate(&mut rng, &mut d, &regions[k]),
+                "elf-differential" => {
+                    let shdrs = section_headers(&d);
+                    mutate_within(&mut rng, &mut d, shdrs)
+                }
                 _ => mutate_text(&mut rng, &mut d),
             }
             c.runs += 1;
@@ -397,6 +457,44 @@ fn fuzz_parsers() {
                                     return Err(format!(
                                         "accepted output fails verify: {}",
                                         rep.render()
+                                    ));
+                                }
+                                Ok(true)
+                            }
+                        }
+                    }
+                    "elf-differential" => {
+                        let out = work.join("differential.so");
+                        let _ = std::fs::remove_file(&out);
+                        let (root, callee) = if k == 0 {
+                            (file.clone(), bar.clone())
+                        } else {
+                            (foo.clone(), file.clone())
+                        };
+                        let specs = vec![
+                            FunctionSpec {
+                                name: "Foo".into(),
+                                path: root,
+                            },
+                            FunctionSpec {
+                                name: "Bar".into(),
+                                path: callee,
+                            },
+                        ];
+                        let opts = faasfuse_core::merge::MergeOptions::default();
+                        match faasfuse_core::merge::merge(&specs, &out, &opts) {
+                            Err(e) if faasfuse_core::error::exit_code(&e) == 2 => Ok(false),
+                            Err(e) => Err(format!(
+                                "merge failed with exit 1: {}",
+                                faasfuse_core::error::one_line(&e)
+                            )),
+                            Ok(_) => {
+                                let fused =
+                                    serve_hello(&[format!("Foo={}", out.display())], &hello_inputs)
+                                        .map_err(|e| format!("the fused image fails: {e}"))?;
+                                if fused != unfused_answers {
+                                    return Err(format!(
+                                        "the fused image answers otherwise:\n{fused}\nunfused:\n{unfused_answers}"
                                     ));
                                 }
                                 Ok(true)
