@@ -310,3 +310,21 @@ print("exit", r.returncode, "maxrss_kib", resource.getrusage(resource.RUSAGE_CHI
         rss_kib >> 10
     );
 }
+
+/// Without section headers ld.so loads a library; faasfuse cannot fuse it
+/// yet and says so, naming it (exit 2), rather than misreading it.
+#[test]
+fn a_library_without_section_headers_is_refused_with_the_reason() {
+    let bad = damaged("libbar.so", "no-section-headers.so", |d| {
+        // e_shoff, e_shnum and e_shstrndx zero: what --strip-sections leaves.
+        put64(d, 40, 0);
+        d[60..64].fill(0);
+    });
+    let o = std::process::Command::new("python3")
+        .args(["-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])"])
+        .arg(&bad)
+        .status()
+        .expect("python3");
+    assert!(o.success(), "ld.so loads it");
+    merge_refuses(&bad, "has no section headers");
+}

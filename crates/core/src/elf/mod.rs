@@ -124,6 +124,13 @@ impl Image {
         let relocs = dynamic_relocs(&view).map_err(|r| InputError::new(path, r))?;
         check::agrees_with_loader(&file, &view, &relocs)
             .map_err(|reason| InputError::new(path, reason))?;
+        if file.elf_section_table().is_empty() {
+            return Err(InputError::new(
+                path,
+                "has no section headers (as `objcopy --strip-sections` leaves it): the dynamic linker loads it, but faasfuse still reads dynamic symbols, symbol versions and code bounds through them and cannot fuse it yet",
+            )
+            .into());
+        }
         let got_symbols = relocs
             .iter()
             .filter(|r| {
