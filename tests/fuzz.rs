@@ -114,6 +114,22 @@ fn section_headers(d: &[u8]) -> (usize, usize) {
     (shoff, (shoff + 64 * n).min(d.len()))
 }
 
+/// The hello workflow with the mutated image `file` as its root (Foo) or
+/// as its callee (Bar).
+fn hello_specs(as_root: bool, file: &Path, foo: &Path, bar: &Path) -> Vec<FunctionSpec> {
+    let (root, callee) = if as_root { (file, bar) } else { (foo, file) };
+    vec![
+        FunctionSpec {
+            name: "Foo".into(),
+            path: root.to_path_buf(),
+        },
+        FunctionSpec {
+            name: "Bar".into(),
+            path: callee.to_path_buf(),
+        },
+    ]
+}
+
 /// `faasfuse run DEPLOY --inputs INPUTS -- Foo`: stdout, or why it failed.
 fn serve_hello(deploy: &[String], inputs: &Path) -> Result<String, String> {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_faasfuse"))
@@ -423,22 +439,7 @@ fn fuzz_parsers() {
                     "elf-merge" => {
                         let out = work.join("out.so");
                         let _ = std::fs::remove_file(&out);
-                        // The mutated image as the root or as the callee.
-                        let (root, callee) = if k == 0 {
-                            (file.clone(), bar.clone())
-                        } else {
-                            (foo.clone(), file.clone())
-                        };
-                        let specs = vec![
-                            FunctionSpec {
-                                name: "Foo".into(),
-                                path: root,
-                            },
-                            FunctionSpec {
-                                name: "Bar".into(),
-                                path: callee,
-                            },
-                        ];
+                        let specs = hello_specs(k == 0, &file, &foo, &bar);
                         let opts = faasfuse_core::merge::MergeOptions::default();
                         match faasfuse_core::merge::merge(&specs, &out, &opts) {
                             Err(e) => {
@@ -466,21 +467,7 @@ fn fuzz_parsers() {
                     "elf-differential" => {
                         let out = work.join("differential.so");
                         let _ = std::fs::remove_file(&out);
-                        let (root, callee) = if k == 0 {
-                            (file.clone(), bar.clone())
-                        } else {
-                            (foo.clone(), file.clone())
-                        };
-                        let specs = vec![
-                            FunctionSpec {
-                                name: "Foo".into(),
-                                path: root,
-                            },
-                            FunctionSpec {
-                                name: "Bar".into(),
-                                path: callee,
-                            },
-                        ];
+                        let specs = hello_specs(k == 0, &file, &foo, &bar);
                         let opts = faasfuse_core::merge::MergeOptions::default();
                         match faasfuse_core::merge::merge(&specs, &out, &opts) {
                             Err(e) if faasfuse_core::error::exit_code(&e) == 2 => Ok(false),
