@@ -116,8 +116,17 @@ fn section_headers(d: &[u8]) -> (usize, usize) {
 
 /// The hello workflow with the mutated image `file` as its root (Foo) or
 /// as its callee (Bar).
-fn hello_specs(as_root: bool, file: &Path, foo: &Path, bar: &Path) -> Vec<FunctionSpec> {
-    let (root, callee) = if as_root { (file, bar) } else { (foo, file) };
+fn hello_specs(
+    as_root: bool,
+    file: &Path,
+    root_lib: &Path,
+    callee_lib: &Path,
+) -> Vec<FunctionSpec> {
+    let (root, callee) = if as_root {
+        (file, callee_lib)
+    } else {
+        (root_lib, file)
+    };
     vec![
         FunctionSpec {
             name: "Foo".into(),
