@@ -328,3 +328,31 @@ fn a_library_without_section_headers_is_refused_with_the_reason() {
     assert!(o.success(), "ld.so loads it");
     merge_refuses(&bad, "has no section headers");
 }
+
+/// Fuzz findings, kept as regression inputs (tests/data/fuzz): a
+/// `.gnu.hash` header whose size reaches over the code (its bytes were
+/// dropped and the fused image crashed), and a `.symtab` header marked
+/// allocated (the output named it as a symbol table without strings).
+#[test]
+fn section_header_fuzz_findings_fuse_and_answer_as_unfused() {
+    let data = repo().join("tests/data/fuzz");
+    let clean = fixtures().join("default");
+    let hash = data.join("callee-gnu-hash-oversized.so");
+    assert_eq!(
+        fuses_or_refuses("fuzz-gnu-hash", &clean.join("libfoo.so"), &hash, &hash),
+        "fused"
+    );
+    let out = dir().join("fuzz-symtab.fused.so");
+    run_ok(
+        faasfuse()
+            .arg("merge")
+            .arg(clean.join("libfoo.so"))
+            .arg(format!(
+                "Bar={}",
+                data.join("callee-symtab-allocated.so").display()
+            ))
+            .arg("-o")
+            .arg(&out),
+    );
+    run_ok(faasfuse().arg("verify").arg(&out));
+}

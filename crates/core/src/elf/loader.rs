@@ -279,16 +279,18 @@ impl<'a> LoaderView<'a> {
             |r: Option<(u64, u64)>| r.is_some_and(|(a, s)| addr >= a && end <= a.saturating_add(s));
         let sized =
             |tag: u32, size_tag: u32| at(tag) && self.get(size_tag).is_some_and(|s| size <= s);
+        // Tables whose size the loader's view implies rather than states.
+        let within_extent = |tag: u32| at(tag) && self.extent(tag).is_some_and(|e| size <= e);
         let ok = if flags & u64::from(elf::SHF_TLS) != 0 {
             within(self.tls)
         } else {
             match sh_type {
-                elf::SHT_DYNSYM => at(elf::DT_SYMTAB),
-                elf::SHT_GNU_HASH => at(elf::DT_GNU_HASH),
-                elf::SHT_HASH => at(elf::DT_HASH),
-                elf::SHT_GNU_VERSYM => at(elf::DT_VERSYM),
-                elf::SHT_GNU_VERDEF => at(elf::DT_VERDEF),
-                elf::SHT_GNU_VERNEED => at(elf::DT_VERNEED),
+                elf::SHT_DYNSYM => within_extent(elf::DT_SYMTAB),
+                elf::SHT_GNU_HASH => within_extent(elf::DT_GNU_HASH),
+                elf::SHT_HASH => within_extent(elf::DT_HASH),
+                elf::SHT_GNU_VERSYM => within_extent(elf::DT_VERSYM),
+                elf::SHT_GNU_VERDEF => within_extent(elf::DT_VERDEF),
+                elf::SHT_GNU_VERNEED => within_extent(elf::DT_VERNEED),
                 elf::SHT_RELA => {
                     sized(elf::DT_RELA, elf::DT_RELASZ) || sized(elf::DT_JMPREL, elf::DT_PLTRELSZ)
                 }
@@ -301,7 +303,10 @@ impl<'a> LoaderView<'a> {
                     ".dynstr" => sized(elf::DT_STRTAB, elf::DT_STRSZ),
                     ".interp" => within(self.interp),
                     ".eh_frame_hdr" => within(self.eh_frame_hdr),
-                    ".eh_frame" => self.eh_frame_start() == Some(addr),
+                    ".eh_frame" => {
+                        self.eh_frame_start() == Some(addr)
+                            && self.eh_frame_extent(addr).is_some_and(|e| size <= e)
+                    }
                     _ => false,
                 },
             }
@@ -387,5 +392,105 @@ impl LoaderView<'_> {
         let size = super::eh_pe::fixed_size(enc)? as u64;
         let (value, _) = super::eh_pe::read(self.bytes(field, size)?, enc)?;
         super::eh_pe::target(enc, value, field)
+    }
+}
+
+impl LoaderView<'_> {
+    fn u32_at_vaddr(&self, vaddr: u64) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(vaddr, 4)?.try_into().ok()?))
+    }
+
+    fn u16_at_vaddr(&self, vaddr: u64) -> Option<u16> {
+        Some(u16::from_le_bytes(self.bytes(vaddr, 2)?.try_into().ok()?))
+    }
+
+    /// The bytes the table at dynamic tag `tag` spans, as its own contents
+    /// and the symbol count say; `None` when that cannot be read.
+    pub fn extent(&self, tag: u32) -> Option<u64> {
+        let addr = self.get(tag)?;
+        let count = || self.symbol_count().ok().flatten();
+        match tag {
+            elf::DT_SYMTAB => count()?.checked_mul(24),
+            elf::DT_VERSYM => count()?.checked_mul(2),
+            elf::DT_HASH => {
+                let nbucket = u64::from(self.u32_at_vaddr(addr)?);
+                let nchain = u64::from(self.u32_at_vaddr(addr + 4)?);
+                (2 + nbucket).checked_add(nchain)?.checked_mul(4)
+            }
+            elf::DT_GNU_HASH => {
+                let nbuckets = u64::from(self.u32_at_vaddr(addr)?);
+                let symoffset = u64::from(self.u32_at_vaddr(addr + 4)?);
+                let bloom = u64::from(self.u32_at_vaddr(addr + 8)?);
+                let chains = count()?.saturating_sub(symoffset);
+                16u64
+                    .checked_add(bloom.checked_mul(8)?)?
+                    .checked_add(nbuckets.checked_mul(4)?)?
+                    .checked_add(chains.checked_mul(4)?)
+            }
+            // Verneed: 16 bytes, vn_cnt at 2, vn_aux at 8, vn_next at 12;
+            // Vernaux: 16 bytes, vna_next at 12.
+            elf::DT_VERNEED => {
+                self.version_extent(addr, elf::DT_VERNEEDNUM, [16, 2, 8, 12], [16, 12])
+            }
+            // Verdef: 20 bytes, vd_cnt at 6, vd_aux at 12, vd_next at 16;
+            // Verdaux: 8 bytes, vda_next at 4.
+            elf::DT_VERDEF => self.version_extent(addr, elf::DT_VERDEFNUM, [20, 6, 12, 16], [8, 4]),
+            _ => None,
+        }
+    }
+
+    /// The extent of a chain of version entries and their aux entries:
+    /// `entry` is [size, count at, aux at, next at], `aux` [size, next at].
+    fn version_extent(
+        &self,
+        addr: u64,
+        num_tag: u32,
+        entry: [u64; 4],
+        aux: [u64; 2],
+    ) -> Option<u64> {
+        let n = self.get(num_tag)?.min(1 << 16);
+        let (mut end, mut cur) = (addr, addr);
+        for _ in 0..n {
+            self.bytes(cur, entry[0])?;
+            end = end.max(cur + entry[0]);
+            let cnt = self.u16_at_vaddr(cur + entry[1])?;
+            let mut a = cur.checked_add(u64::from(self.u32_at_vaddr(cur + entry[2])?))?;
+            for _ in 0..cnt {
+                self.bytes(a, aux[0])?;
+                end = end.max(a + aux[0]);
+                let next = self.u32_at_vaddr(a + aux[1])?;
+                if next == 0 {
+                    break;
+                }
+                a = a.checked_add(u64::from(next))?;
+            }
+            let next = self.u32_at_vaddr(cur + entry[3])?;
+            if next == 0 {
+                break;
+            }
+            cur = cur.checked_add(u64::from(next))?;
+        }
+        Some(end - addr)
+    }
+
+    /// The bytes `.eh_frame` at `addr` spans: its records up to the zero
+    /// terminator, or to the end of its segment's file bytes.
+    fn eh_frame_extent(&self, addr: u64) -> Option<u64> {
+        let mut at = addr;
+        loop {
+            let Some(len) = self.u32_at_vaddr(at) else {
+                return Some(at - addr);
+            };
+            if len == 0 {
+                return Some(at + 4 - addr);
+            }
+            let len = if len == u32::MAX {
+                u64::from_le_bytes(self.bytes(at + 4, 8)?.try_into().ok()?).checked_add(12)?
+            } else {
+                u64::from(len) + 4
+            };
+            self.bytes(at, len)?;
+            at = at.checked_add(len)?;
+        }
     }
 }

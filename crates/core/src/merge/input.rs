@@ -545,6 +545,15 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
             }
             continue;
         }
+        // Only code and data are named in the output; a header that calls
+        // some other kind of section (a symbol or string table) allocated
+        // is not believed, and its bytes stay unnamed.
+        if !matches!(
+            s.sh_type(E),
+            elf::SHT_PROGBITS | elf::SHT_NOBITS | elf::SHT_X86_64_UNWIND
+        ) {
+            continue;
+        }
         part.sections.push(Section {
             name,
             sh_type: s.sh_type(E),
