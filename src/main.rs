@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use faasfuse_core::error::{exit_code, one_line, InputError};
+use faasfuse_core::error::{exit_code, one_line, InputError, OutputError};
 use faasfuse_host::{stats::human, RunOptions};
 
 #[derive(Parser)]
@@ -631,7 +631,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 let text = format!("{}\n", serde_json::to_string_pretty(&report)?);
                 m.file()
                     .write_all(text.as_bytes())
-                    .map_err(|e| InputError::new(m.dest(), format!("cannot write output: {e}")))?;
+                    .map_err(|e| OutputError::write(m.dest(), e))?;
                 files.push(m);
             }
             faasfuse_core::output::commit_all(files)?;

@@ -39,7 +39,15 @@ fn hidden(dir: &Path) -> Vec<String> {
 }
 
 fn refused(args: &[&OsStr], needles: &[&str]) -> String {
-    let err = run_refused(faasfuse().args(args));
+    // An output that cannot be written exits 3; a refused one 2.
+    let want = if needles.iter().any(|n| n.contains("cannot write output")) {
+        3
+    } else {
+        2
+    };
+    let o = faasfuse().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(want), "{args:?}: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     for n in needles {
         assert!(err.contains(n), "{args:?}: no {n:?} in: {err}");
@@ -431,4 +439,40 @@ fn the_svg_is_what_graphviz_renders_and_is_written_with_the_rest() {
         std::fs::read(out.join("graph.svg")).unwrap(),
         std::fs::read(out.join("graph.dot")).unwrap()
     );
+}
+
+/// A full disk under the output: exit 3 naming the output, and nothing
+/// left on the disk. The disk is a 32 KiB tmpfs in a mount namespace of
+/// the test's own (`unshare`, util-linux), too small for a fused image.
+#[test]
+fn a_full_disk_exits_3_naming_the_output_and_leaves_nothing() {
+    let lib = fixtures().join("default");
+    let mnt = scratch_dir("outputs-full-disk");
+    let script = r#"
+set -u
+mount -t tmpfs -o size=32k tmpfs "$1" || exit 90
+"$2" merge "$3" "$4" -o "$1/fused.so"
+rc=$?
+echo "left: $(ls -A "$1")"
+exit $rc
+"#;
+    let o = std::process::Command::new("unshare")
+        .args(["-Urm", "sh", "-c", script, "sh"])
+        .arg(&mnt)
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg(lib.join("libfoo.so"))
+        .arg(lib.join("libbar.so"))
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_ne!(o.status.code(), Some(90), "cannot mount a tmpfs: {err}");
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("fused.so") && err.contains("cannot write output"),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(out.trim(), "left:", "files left on the full disk");
 }

@@ -2,7 +2,10 @@
 //!
 //! Bad input (a file that is missing, not an ELF, the wrong architecture, or
 //! not a function library) is reported as one line naming the file and the
-//! reason, and exits with code 2. Every other failure exits with code 1.
+//! reason, and exits with code 2. An output that cannot be written (a
+//! missing directory, no permission, a full disk) names the output and
+//! exits with code 3. Every other failure exits with code 1; a panic (a
+//! bug in faasfuse) exits with Rust's code 101.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,14 +34,47 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// An output faasfuse could not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl OutputError {
+    /// `cannot write output: ERR` for `path`.
+    pub fn write(path: impl AsRef<Path>, err: impl fmt::Display) -> Self {
+        OutputError {
+            path: path.as_ref().to_path_buf(),
+            reason: format!("cannot write output: {err}"),
+        }
+    }
+}
+
+impl fmt::Display for OutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for OutputError {}
+
 /// Exit code for bad input.
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for an output that could not be written.
+pub const EXIT_OUTPUT: i32 = 3;
 /// Exit code for any other failure.
 pub const EXIT_FAILURE: i32 = 1;
 
-/// The exit code an error chain deserves: 2 if any cause is an [`InputError`].
+/// The exit code an error chain deserves: 3 if any cause is an
+/// [`OutputError`], else 2 if any is an [`InputError`], else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err
+        .chain()
+        .any(|e| e.downcast_ref::<OutputError>().is_some())
+    {
+        EXIT_OUTPUT
+    } else if err
         .chain()
         .any(|e| e.downcast_ref::<InputError>().is_some())
     {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 use anyhow::Result;
 
-use crate::error::InputError;
+use crate::error::{InputError, OutputError};
 
 fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -77,7 +77,7 @@ pub fn check_destination(path: &Path) -> Result<()> {
             None => Ok(()),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(InputError::new(path, format!("cannot write output: {e}")).into()),
+        Err(e) => Err(OutputError::write(path, e).into()),
     }
 }
 
@@ -182,7 +182,7 @@ impl NamedTemp {
     pub fn commit(mut self, dest: &Path) -> Result<()> {
         check_destination(dest)?;
         let r = with_signals_blocked(|| std::fs::rename(&self.path, dest));
-        r.map_err(|e| InputError::new(dest, format!("cannot write output: {e}")))?;
+        r.map_err(|e| OutputError::write(dest, e))?;
         self.forget_slot();
         Ok(())
     }
@@ -233,9 +233,7 @@ impl Staged {
     pub fn create_in(dir: &Path, dest: &Path, executable: bool) -> Result<Staged> {
         check_destination(dest)?;
         let mode = if executable { 0o755 } else { 0o644 };
-        let cannot = |e: std::io::Error| -> anyhow::Error {
-            InputError::new(dest, format!("cannot write output: {e}")).into()
-        };
+        let cannot = |e: std::io::Error| -> anyhow::Error { OutputError::write(dest, e).into() };
         let dir = dir.to_path_buf();
         match std::fs::OpenOptions::new()
             .read(true)
@@ -304,9 +302,7 @@ impl Staged {
     /// [`Staged::commit`] under the name `dest` instead.
     fn commit_to(mut self, dest: &Path) -> Result<()> {
         let dest = dest.to_path_buf();
-        let cannot = |e: std::io::Error| -> anyhow::Error {
-            InputError::new(&dest, format!("cannot write output: {e}")).into()
-        };
+        let cannot = |e: std::io::Error| -> anyhow::Error { OutputError::write(&dest, e).into() };
         self.file.flush().map_err(cannot)?;
         self.file.sync_all().map_err(cannot)?;
         if let Some(named) = self.named.take() {
@@ -355,7 +351,7 @@ pub fn write_parts_atomically(
     for p in parts {
         s.file()
             .write_all(p.as_ref())
-            .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
+            .map_err(|e| OutputError::write(path, e))?;
     }
     s.commit()
 }
@@ -369,7 +365,7 @@ pub fn write_all_atomically(files: &[(&Path, &[u8], bool)]) -> Result<()> {
         let mut s = Staged::create(path, *executable)?;
         s.file()
             .write_all(bytes)
-            .map_err(|e| InputError::new(path, format!("cannot write output: {e}")))?;
+            .map_err(|e| OutputError::write(path, e))?;
         staged.push(s);
     }
     commit_all(staged)
@@ -473,9 +469,9 @@ impl StagedDir {
     /// Stage and add file `name` holding `bytes`.
     pub fn write(&mut self, name: &str, bytes: &[u8], executable: bool) -> Result<()> {
         let mut s = self.create(name, executable)?;
-        s.file().write_all(bytes).map_err(|e| {
-            InputError::new(self.dir.join(name), format!("cannot write output: {e}"))
-        })?;
+        s.file()
+            .write_all(bytes)
+            .map_err(|e| OutputError::write(self.dir.join(name), e))?;
         self.add(s);
         Ok(())
     }

@@ -39,7 +39,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::analyze::Callee;
-use crate::error::InputError;
+use crate::error::{InputError, OutputError};
 use crate::lower::Level;
 use crate::spec::FunctionSpec;
 use input::Role;
@@ -253,11 +253,11 @@ fn write_verified(
         staged
             .file()
             .write_all(&bytes)
-            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
+            .map_err(|e| OutputError::write(output, e))?;
         staged
             .file()
             .flush()
-            .map_err(|e| InputError::new(output, format!("cannot write output: {e}")))?;
+            .map_err(|e| OutputError::write(output, e))?;
     }
     if let Some(exe) = verify_with {
         let read_path = staged.read_path();

@@ -11,7 +11,7 @@ use super::aggregate::{Profile, FORMAT};
 use super::images::Lib;
 use super::planning::{self, Content};
 use super::{fdata, ingest};
-use crate::error::InputError;
+use crate::error::{InputError, OutputError};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -196,7 +196,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                     use std::io::Write as _;
                     s.file()
                         .write_all(p.as_ref())
-                        .map_err(|e| InputError::new(&path, format!("cannot write output: {e}")))?;
+                        .map_err(|e| OutputError::write(&path, e))?;
                 }
                 staged.push(s);
                 written.push(path.display().to_string());
@@ -231,9 +231,7 @@ fn stage(p: &Profile, path: &Path) -> Result<crate::output::Staged> {
     // Streamed into the file: the text of a large profile (hundreds of
     // megabytes) is never held whole.
     let mut staged = crate::output::Staged::create(path, false)?;
-    let cannot = |e: std::io::Error| -> anyhow::Error {
-        InputError::new(path, format!("cannot write output: {e}")).into()
-    };
+    let cannot = |e: std::io::Error| -> anyhow::Error { OutputError::write(path, e).into() };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, staged.file());
     serde_json::to_writer_pretty(&mut w, p).map_err(|e| cannot(e.into()))?;
     w.write_all(b"\n").map_err(cannot)?;
