@@ -751,8 +751,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", report.render());
             }
-            if !report.ok() {
-                anyhow::bail!("{}: verification failed", library.display());
+            // A library that fails a check is damaged input, as `merge`
+            // would say of it: exit 2 naming it and the first failed check.
+            if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+                return Err(InputError::new(
+                    &library,
+                    format!("verification failed: {}: {}", c.name, c.detail),
+                )
+                .into());
             }
             Ok(())
         }

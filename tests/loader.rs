@@ -356,3 +356,18 @@ fn section_header_fuzz_findings_fuse_and_answer_as_unfused() {
     );
     run_ok(faasfuse().arg("verify").arg(&out));
 }
+
+/// `verify` and `merge` agree on a damaged input: exit 2 naming it.
+#[test]
+fn verify_and_merge_both_exit_2_naming_a_damaged_input() {
+    let bad = repo().join("tests/data/fuzz/callee-does-not-load.so");
+    let o = faasfuse().arg("verify").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("verification failed"),
+        "{err}"
+    );
+    merge_refuses(&bad, "does not load by itself");
+}
