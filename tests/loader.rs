@@ -371,3 +371,23 @@ fn verify_and_merge_both_exit_2_naming_a_damaged_input() {
     );
     merge_refuses(&bad, "does not load by itself");
 }
+
+/// A library whose constructor traps: `run` says so in one line naming it
+/// (exit 2) instead of dying of the signal with nothing said.
+#[test]
+fn run_names_a_library_whose_initializer_crashes() {
+    let lib = build_test_lib("trap_ctor.c", &scratch_dir("loader-trap"));
+    let o = faasfuse()
+        .arg("run")
+        .arg(format!("Trap={}", lib.display()))
+        .args(["--", "Trap", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&lib.display().to_string()) && err.contains("crashed in its initializers"),
+        "{err}"
+    );
+}

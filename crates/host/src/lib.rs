@@ -9,6 +9,7 @@ mod inproc;
 pub mod ipc;
 mod library;
 pub mod load;
+mod load_guard;
 pub mod stats;
 mod wire;
 

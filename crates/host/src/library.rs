@@ -96,7 +96,9 @@ impl Library {
         // libraries' symbol lookup, as separate processes would.
         // SAFETY: loading a shared object runs its initializers; the file was
         // validated as an x86-64 shared object beforehand.
-        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
+        let handle = crate::load_guard::guarded(path, || unsafe {
+            libc::dlopen(cpath.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL)
+        });
         if handle.is_null() {
             return Err(InputError::new(path, format!("dlopen failed: {}", dl_error())).into());
         }
