@@ -190,36 +190,29 @@ fn build_out_dir_that_is_a_file_is_refused() {
     let (config, w) = two_groups(&dir, 1 << 30);
     let file = dir.join("not-a-dir");
     std::fs::write(&file, "keep").unwrap();
-    refused(
-        &[
-            os("build"),
-            os("--config"),
-            config.as_os_str(),
-            os("--profile"),
-            w.as_os_str(),
-            os("--out-dir"),
-            file.as_os_str(),
-        ],
-        &[
-            &file.display().to_string(),
-            "the output directory is a regular file, not a directory",
-        ],
-    );
-    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
-    // Under a file, too.
+    // The file itself, and a directory under it.
     let under = file.join("fused");
-    refused(
-        &[
-            os("build"),
-            os("--config"),
-            config.as_os_str(),
-            os("--profile"),
-            w.as_os_str(),
-            os("--out-dir"),
-            under.as_os_str(),
-        ],
-        &[&under.display().to_string(), "is a regular file"],
-    );
+    for (out, says) in [
+        (
+            &file,
+            "the output directory is a regular file, not a directory",
+        ),
+        (&under, "is a regular file"),
+    ] {
+        refused(
+            &[
+                os("build"),
+                os("--config"),
+                config.as_os_str(),
+                os("--profile"),
+                w.as_os_str(),
+                os("--out-dir"),
+                out.as_os_str(),
+            ],
+            &[&out.display().to_string(), says],
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
 }
 
 #[test]
