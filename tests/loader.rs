@@ -328,8 +328,9 @@ fn a_library_without_section_headers_is_refused_with_the_reason() {
 
 /// Fuzz findings, kept as regression inputs (tests/data/fuzz): a
 /// `.gnu.hash` header whose size reaches over the code (its bytes were
-/// dropped and the fused image crashed), and a `.symtab` header marked
-/// allocated (the output named it as a symbol table without strings).
+/// dropped and the fused image crashed), code section headers that move
+/// the code (merge panicked), and a `.symtab` header marked allocated (the
+/// output named it as a symbol table without strings).
 #[test]
 fn section_header_fuzz_findings_fuse_and_answer_as_unfused() {
     let data = repo().join("tests/data/fuzz");
@@ -337,6 +338,14 @@ fn section_header_fuzz_findings_fuse_and_answer_as_unfused() {
     let hash = data.join("callee-gnu-hash-oversized.so");
     assert_eq!(
         fuses_or_refuses("fuzz-gnu-hash", &clean.join("libfoo.so"), &hash, &hash),
+        "fused"
+    );
+    // Code section headers that place the code elsewhere: the RPC site
+    // found through them does not decode the same in its function, so it
+    // is not lowered (lowering it panicked).
+    let code = data.join("root-code-headers-misplaced.so");
+    assert_eq!(
+        fuses_or_refuses("fuzz-code-headers", &code, &clean.join("libbar.so"), &code),
         "fused"
     );
     let out = dir().join("fuzz-symtab.fused.so");

@@ -150,7 +150,11 @@ pub fn stub_bytes(k: usize, at: u64, call_image: u64) -> Result<Vec<u8>> {
 pub fn patch_site(l: &Lowered, disp: u64, thunk: u64) -> Result<(u64, Vec<u8>)> {
     let start = l.window_start + disp;
     let end = l.call_end + disp;
-    let mut bytes = nops((end - start - 5) as usize);
+    let room = end
+        .checked_sub(start)
+        .filter(|n| *n >= 5)
+        .ok_or_else(|| anyhow::anyhow!("a site's window at {start:#x} is shorter than a call"))?;
+    let mut bytes = nops((room - 5) as usize);
     let call = Instruction::with_branch(Code::Call_rel32_64, thunk)?;
     bytes.extend(encode_all(&[call], end - 5)?);
     Ok((start, bytes))

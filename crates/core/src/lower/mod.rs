@@ -218,6 +218,13 @@ fn window(
         .position(|x| x.ip() == s.address)
         .ok_or("the call is not on an instruction boundary of its function")?;
     let call = insns[at];
+    if call.next_ip() != s.address + s.length as u64 {
+        // The site was found in a decoding of other bounds (its section's)
+        // than its function's: they disagree, so neither is trusted.
+        return Err(
+            "the call decodes otherwise within its function than where the site was found".into(),
+        );
+    }
     let target = match call.op0_kind() {
         OpKind::Register => Target::Reg(call.op0_register()),
         OpKind::Memory => Target::Mem(call),
