@@ -4,11 +4,12 @@
 //! a replaced file or a leftover temporary.
 
 mod common;
+use common::damage::{self, assert_refused, damaged_copy, run_for};
 use common::elf_bytes::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn dir() -> PathBuf {
@@ -23,59 +24,11 @@ fn lib(name: &str) -> PathBuf {
 
 /// Write a mutated copy of fixture `name` as `out`.
 fn mutate(name: &str, out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    mutate_file(&lib(name), out, f)
+    damaged_copy(&lib(name), &dir(), out, f)
 }
 
 fn mutate_file(src: &Path, out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let mut d = std::fs::read(src).unwrap();
-    f(&mut d);
-    let p = dir().join(out);
-    std::fs::write(&p, d).unwrap();
-    p
-}
-
-// ---- running -------------------------------------------------------------
-
-/// Run with a deadline (a hang is a failure, not a stuck test).
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} hung for {limit:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Exit 2, one line `faasfuse: error: FILE: ...REASON...`, nothing on stdout.
-fn assert_refused(args: &[&std::ffi::OsStr], file: &Path, reason: &str) -> String {
-    let out = run_for(faasfuse().args(args), Duration::from_secs(60));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
-    assert!(err.starts_with("faasfuse: error: "), "{err}");
-    assert!(
-        err.contains(&file.display().to_string()),
-        "{args:?}: names {}: {err}",
-        file.display()
-    );
-    assert!(err.contains(reason), "{args:?}: says {reason:?}: {err}");
-    assert!(out.stdout.is_empty(), "{args:?}: no output on error");
-    err
+    damaged_copy(src, &dir(), out, f)
 }
 
 fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
@@ -87,31 +40,9 @@ fn merge_refuses_callee(bad: &Path, reason: &str) {
     merge_refuses(bad, false, reason);
 }
 
-/// `merge` with `bad` as the root (Foo) or the callee (Bar) of the hello
-/// workflow exits 2 naming it for `reason`, and writes nothing.
+/// [`common::damage::merge_refuses`] writing into this file's directory.
 fn merge_refuses(bad: &Path, as_root: bool, reason: &str) {
-    let out = dir().join(format!(
-        "{}.fused.so",
-        bad.file_name().unwrap().to_string_lossy()
-    ));
-    let _ = std::fs::remove_file(&out);
-    let (root, callee) = if as_root {
-        (
-            os(&format!("Foo={}", bad.display())).to_os_string(),
-            lib("libbar.so").into_os_string(),
-        )
-    } else {
-        (
-            lib("libfoo.so").into_os_string(),
-            os(&format!("Bar={}", bad.display())).to_os_string(),
-        )
-    };
-    assert_refused(
-        &[os("merge"), &root, &callee, os("-o"), out.as_os_str()],
-        bad,
-        reason,
-    );
-    assert!(!out.exists(), "no output for a refused input");
+    damage::merge_refuses(bad, as_root, reason, &dir());
 }
 
 /// No hidden temporary (`.NAME.staged…`, `.NAME.tmp…`) in `d`.

@@ -6,6 +6,7 @@
 //! does, run and compared, or refuse it with exit 2 naming the file.
 
 mod common;
+use common::damage;
 use common::elf_bytes::*;
 use common::*;
 
@@ -22,11 +23,7 @@ fn dir() -> PathBuf {
 /// A copy of the hello workflow's `lib` (libfoo.so or libbar.so) with `f`
 /// applied, as `out`.
 fn damaged(lib: &str, out: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let mut d = std::fs::read(fixtures().join("default").join(lib)).unwrap();
-    f(&mut d);
-    let p = dir().join(out);
-    std::fs::write(&p, d).unwrap();
-    p
+    damage::damaged_copy(&fixtures().join("default").join(lib), &dir(), out, f)
 }
 
 /// The hello workflow's inputs, written once for every test here.
@@ -156,24 +153,9 @@ fn read_only_data_the_section_headers_misdescribe() {
 }
 
 /// `merge` with `bad` as the callee (Bar) of the hello workflow exits 2
-/// naming it and saying `reason`, and writes nothing.
+/// naming it and saying `reason`, on one line, and writes nothing.
 fn merge_refuses(bad: &Path, reason: &str) {
-    let out = dir().join("refused.fused.so");
-    let o = faasfuse()
-        .arg("merge")
-        .arg(fixtures().join("default/libfoo.so"))
-        .arg(format!("Bar={}", bad.display()))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{}: {err}", bad.display());
-    assert!(
-        err.contains(&bad.display().to_string()) && err.contains(reason),
-        "{err}"
-    );
-    assert!(!out.exists());
+    damage::merge_refuses(bad, false, reason, &dir());
 }
 
 /// Whether the dynamic linker itself loads `lib` (`dlopen` through

@@ -499,6 +499,31 @@ fn mask_counters_hides_only_counter_digits() {
     );
 }
 
+/// Serve `inputs`, one at a time, to `root` on a stack of `root` and its
+/// one callee (each (name, library)); `check` sees the stack and the
+/// answers before it stops.
+fn serve_pair(
+    tag: &str,
+    root: (&str, &Path),
+    callee: (&str, &Path),
+    inputs: &[&[u8]],
+    check: impl FnOnce(&Stack, &[Answer]),
+) -> Vec<Answer> {
+    let functions = [
+        Function::new(root.0, 1, (1, 4), root.1),
+        Function::new(callee.0, 2, (1, 4), callee.1),
+    ];
+    let stack = start(tag, &functions, &Launch::Libraries);
+    let mut client = stack.client_with_deadline(Duration::from_secs(3));
+    let answers: Vec<Answer> = inputs
+        .iter()
+        .map(|i| client.call(root.0, i).unwrap())
+        .collect();
+    check(&stack, &answers);
+    stack.stop().unwrap();
+    answers
+}
+
 /// A callee that crashes (Guard calls Crasher; "segv" makes Crasher write
 /// through a null pointer), as the client sees it on nightcore.
 #[test]
@@ -518,19 +543,15 @@ fn a_crashing_callee_as_the_client_sees_it_on_nightcore() {
         );
         out
     };
-    let serve = |tag: &str, root_lib: &Path| -> Vec<Answer> {
-        let functions = [
-            Function::new("Guard", 1, (1, 4), root_lib),
-            Function::new("Crasher", 2, (1, 4), &crasher),
-        ];
-        let stack = start(tag, &functions, &Launch::Libraries);
-        let mut client = stack.client_with_deadline(Duration::from_secs(3));
-        let answers = ["a", "segv", "b"]
-            .iter()
-            .map(|i| client.call("Guard", i.as_bytes()).unwrap())
-            .collect();
-        stack.stop().unwrap();
-        answers
+    let serve = |tag: &str, root_lib: &Path| {
+        let inputs: [&[u8]; 3] = [b"a", b"segv", b"b"];
+        serve_pair(
+            tag,
+            ("Guard", root_lib),
+            ("Crasher", &crasher),
+            &inputs,
+            |_, _| {},
+        )
     };
     let ok = |s: &str| Answer::Ok(s.as_bytes().to_vec());
     // Unfused: Crasher's process dies and never answers; Guard waits in its
@@ -599,19 +620,19 @@ fn a_nested_call_from_a_second_thread_crashes_nightcores_worker() {
     let w = pm_workflow("threads");
     let (spawner, echo) = (w.lib("Spawner"), w.lib("Echo"));
     let serve = |tag: &str, root_lib: &Path| -> Answer {
-        let functions = [
-            Function::new("Spawner", 1, (1, 4), root_lib),
-            Function::new("Echo", 2, (1, 4), echo),
-        ];
-        let stack = start(tag, &functions, &Launch::Libraries);
-        let mut client = stack.client_with_deadline(Duration::from_secs(3));
-        let a = client.call("Spawner", b"a").unwrap();
-        let died = std::fs::read_to_string(stack.dir.join("out/Spawner_worker_0.stderr"))
-            .unwrap_or_default()
-            .contains("SIGSEGV");
-        stack.stop().unwrap();
-        assert_eq!(died, a == Answer::NoAnswer, "{tag}: {}", a.show());
-        a
+        let answers = serve_pair(
+            tag,
+            ("Spawner", root_lib),
+            ("Echo", echo),
+            &[b"a"],
+            |stack, a| {
+                let died = std::fs::read_to_string(stack.dir.join("out/Spawner_worker_0.stderr"))
+                    .unwrap_or_default()
+                    .contains("SIGSEGV");
+                assert_eq!(died, a[0] == Answer::NoAnswer, "{tag}: {}", a[0].show());
+            },
+        );
+        answers[0].clone()
     };
     assert_eq!(serve("threads-unfused", spawner), Answer::NoAnswer);
     let dir = scratch_dir("nightcore-threads");
@@ -665,18 +686,15 @@ fn unique_statics_keep_a_copy_per_function_as_on_nightcore() {
         report.contains("Tally and Count both define the unique symbol _ZZ13requests_seenvE1n"),
         "{report}"
     );
-    let serve = |tag: &str, root_lib: &Path| -> Vec<Answer> {
-        let functions = [
-            Function::new("Tally", 1, (1, 4), root_lib),
-            Function::new("Count", 2, (1, 4), &count),
-        ];
-        let stack = start(tag, &functions, &Launch::Libraries);
-        let mut client = stack.client();
-        let answers = (0..4)
-            .map(|_| client.call("Tally", b"x").unwrap())
-            .collect();
-        stack.stop().unwrap();
-        answers
+    let serve = |tag: &str, root_lib: &Path| {
+        let inputs: [&[u8]; 4] = [b"x"; 4];
+        serve_pair(
+            tag,
+            ("Tally", root_lib),
+            ("Count", &count),
+            &inputs,
+            |_, _| {},
+        )
     };
     let unfused = serve("unique-unfused", &tally);
     assert_eq!(unfused[3], Answer::Ok(b"tally=4 count=4".to_vec()));

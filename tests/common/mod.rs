@@ -2,6 +2,7 @@
 //! the workflow descriptions, generates inputs, and runs the faasfuse binary.
 #![allow(dead_code)]
 
+pub mod damage;
 pub mod elf_bytes;
 
 use std::path::{Path, PathBuf};

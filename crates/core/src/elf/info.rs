@@ -8,6 +8,7 @@ use object::read::Result;
 use object::LittleEndian as LE;
 use serde::Serialize;
 
+use super::loader::DT_RELR;
 use super::ENTRY_POINTS;
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,8 +134,6 @@ type File<'a> = ElfFile64<'a, LE>;
 type Table<'a> = SectionTable<'a, object::elf::FileHeader64<LE>, &'a [u8]>;
 
 const E: LE = LE;
-/// `DT_RELR` (packed relative relocations), newer than this `object`.
-const DT_RELR: u32 = 36;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

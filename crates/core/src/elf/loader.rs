@@ -178,11 +178,11 @@ impl<'a> LoaderView<'a> {
         if plt.is_some() && self.get(elf::DT_PLTREL) != Some(u64::from(elf::DT_RELA)) {
             return Err("DT_PLTREL is not DT_RELA: the PLT relocations are not RELA".into());
         }
-        let mut rela = rela.map(|(a, b)| (a, b.to_vec()));
+        let mut rela = rela;
         if let (Some((ra, rb)), Some((pa, pb))) = (rela.as_mut(), plt) {
             let (rend, pend) = (*ra + rb.len() as u64, pa + pb.len() as u64);
             if pa >= *ra && pend == rend {
-                rb.truncate((pa - *ra) as usize);
+                *rb = &rb[..(pa - *ra) as usize];
             } else if pa < rend && *ra < pend {
                 return Err(format!(
                     "DT_JMPREL {pa:#x}..{pend:#x} overlaps DT_RELA {ra:#x}..{rend:#x}"
@@ -190,12 +190,7 @@ impl<'a> LoaderView<'a> {
             }
         }
         let mut out = Vec::new();
-        for bytes in rela
-            .as_ref()
-            .map(|(_, b)| &b[..])
-            .into_iter()
-            .chain(plt.map(|(_, b)| b))
-        {
+        for bytes in rela.map(|(_, b)| b).into_iter().chain(plt.map(|(_, b)| b)) {
             if bytes.len() % 24 != 0 {
                 return Err(format!(
                     "relocation table of {} bytes, not whole Elf64_Rela entries",
@@ -342,47 +337,35 @@ impl<'a> LoaderView<'a> {
     /// `None` without either.
     pub fn symbol_count(&self) -> Result<Option<u64>, String> {
         if let Some(h) = self.get(elf::DT_HASH) {
-            let w = self
-                .bytes(h, 8)
+            let nchain = self
+                .u32_at_vaddr(h + 4)
                 .ok_or("DT_HASH lies outside the file's loaded bytes")?;
-            return Ok(Some(u64::from(u32::from_le_bytes(
-                w[4..8].try_into().expect("4 bytes"),
-            ))));
+            return Ok(Some(u64::from(nchain)));
         }
         let Some(h) = self.get(elf::DT_GNU_HASH) else {
             return Ok(None);
         };
         let bad = || "DT_GNU_HASH lies outside the file's loaded bytes".to_string();
-        let head = self.bytes(h, 16).ok_or_else(bad)?;
-        let word = |b: &[u8], i: usize| {
-            u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
-        };
-        let (nbuckets, symoffset, bloom) = (word(head, 0), word(head, 1), word(head, 2));
+        let word = |at: u64| self.u32_at_vaddr(at).ok_or_else(bad);
+        let (nbuckets, symoffset, bloom) = (word(h)?, word(h + 4)?, word(h + 8)?);
         let buckets_at = h + 16 + u64::from(bloom) * 8;
-        let buckets = self
-            .bytes(buckets_at, u64::from(nbuckets) * 4)
-            .ok_or_else(bad)?;
-        let last = (0..nbuckets as usize)
-            .map(|i| word(buckets, i))
-            .max()
-            .unwrap_or(0);
+        let mut last = 0;
+        for i in 0..u64::from(nbuckets) {
+            last = last.max(word(buckets_at + i * 4)?);
+        }
         if last < symoffset {
             return Ok(Some(u64::from(symoffset)));
         }
         let chains_at = buckets_at + u64::from(nbuckets) * 4;
         let mut i = last;
         loop {
-            let at = chains_at + u64::from(i - symoffset) * 4;
-            let w = self.bytes(at, 4).ok_or_else(bad)?;
-            if word(w, 0) & 1 != 0 {
+            if word(chains_at + u64::from(i - symoffset) * 4)? & 1 != 0 {
                 return Ok(Some(u64::from(i) + 1));
             }
             i = i.checked_add(1).ok_or_else(bad)?;
         }
     }
-}
 
-impl LoaderView<'_> {
     /// Where `PT_GNU_EH_FRAME`'s header says `.eh_frame` starts.
     pub fn eh_frame_start(&self) -> Option<u64> {
         let (hdr, _) = self.eh_frame_hdr?;
@@ -393,9 +376,7 @@ impl LoaderView<'_> {
         let (value, _) = super::eh_pe::read(self.bytes(field, size)?, enc)?;
         super::eh_pe::target(enc, value, field)
     }
-}
 
-impl LoaderView<'_> {
     fn u32_at_vaddr(&self, vaddr: u64) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(vaddr, 4)?.try_into().ok()?))
     }

@@ -507,13 +507,18 @@ impl Stack {
         self.children.iter().map(|(_, c)| c.id() as i32).collect()
     }
 
+    /// The launchers, or the script that starts them.
+    fn launcher_pids(&self) -> Vec<i32> {
+        self.children
+            .iter()
+            .filter(|(what, _)| what.starts_with("launch"))
+            .map(|(_, c)| c.id() as i32)
+            .collect()
+    }
+
     /// The function processes: everything the launchers started.
     pub fn worker_pids(&self) -> Vec<i32> {
-        let roots: Vec<i32> = self.children[2.min(self.children.len())..]
-            .iter()
-            .map(|(_, c)| c.id() as i32)
-            .collect();
-        procs::descendants(&roots)
+        procs::descendants(&self.launcher_pids())
             .into_iter()
             .filter(|p| p.comm.starts_with("func_worker") && p.state != 'Z')
             .map(|p| p.pid)
@@ -545,7 +550,7 @@ impl Stack {
         self.stopped = true;
         let own: Vec<i32> = self.platform_pids();
         // Workers first, by PID, while their launchers live to reap them.
-        let workers: Vec<i32> = procs::descendants(&own[2.min(own.len())..])
+        let workers: Vec<i32> = procs::descendants(&self.launcher_pids())
             .iter()
             .map(|p| p.pid)
             .collect();
