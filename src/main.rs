@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use faasfuse_core::output::to_stdout;
 
 use faasfuse_core::error::{exit_code, one_line, InputError, OutputError};
 use faasfuse_host::{stats::human, RunOptions};
@@ -364,9 +365,9 @@ fn report_out<T: serde::Serialize>(
         faasfuse_core::output::write_atomically(f, format!("{j}\n").as_bytes(), false)?;
     }
     if json {
-        println!("{j}");
+        to_stdout(&format!("{j}\n"))?;
     } else {
-        print!("{text}");
+        to_stdout(&text)?;
     }
     Ok(())
 }
@@ -478,9 +479,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Inspect { library, json } => {
             let report = faasfuse_core::inspect::inspect(&library)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                to_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", report.render());
+                to_stdout(&report.render())?;
             }
             Ok(())
         }
@@ -529,11 +530,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                 faasfuse_host::check_unique(&specs)?;
             }
             let report = faasfuse_host::run(&specs, &root, &all_inputs, &opts)?;
-            let mut out = std::io::stdout().lock();
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-                return Ok(());
+                return to_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?));
             }
+            let mut out = Vec::new();
             if !quiet {
                 for r in &report.raw {
                     writeln!(out, "rc={}\t{}", r.rc, faasfuse_host::escape(&r.output))?;
@@ -560,6 +560,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     )?;
                 }
             }
+            to_stdout(&String::from_utf8_lossy(&out))?;
             Ok(())
         }
         Command::Merge {
@@ -722,23 +723,23 @@ fn dispatch(cli: Cli) -> Result<()> {
                 Some(&exe),
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&built)?);
+                to_stdout(&format!("{}\n", serde_json::to_string_pretty(&built)?))?;
             } else {
-                print!("{}", faasfuse_core::plan::table(&p));
-                println!();
+                to_stdout(&faasfuse_core::plan::table(&p))?;
+                to_stdout("\n")?;
                 for i in &built.images {
-                    println!(
-                        "fused {} ({} B): {}",
+                    to_stdout(&format!(
+                        "fused {} ({} B): {}\n",
                         i.members.join(" + "),
                         i.bytes,
                         i.path
-                    );
+                    ))?;
                 }
-                println!("deployment: {}", built.config);
-                println!(
-                    "graph: {}",
+                to_stdout(&format!("deployment: {}\n", built.config))?;
+                to_stdout(&format!(
+                    "graph: {}\n",
                     built.graph_svg.as_deref().unwrap_or(&built.graph_dot)
-                );
+                ))?;
             }
             Ok(())
         }
@@ -747,9 +748,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe()?;
             let report = faasfuse_core::verify::verify(&library, Some(&exe))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                to_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", report.render());
+                to_stdout(&report.render())?;
             }
             // A library that fails a check is damaged input, as `merge`
             // would say of it: exit 2 naming it and the first failed check.

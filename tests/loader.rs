@@ -295,17 +295,120 @@ print("exit", r.returncode, "maxrss_kib", resource.getrusage(resource.RUSAGE_CHI
     );
 }
 
-/// Without section headers ld.so loads a library; faasfuse cannot fuse it
-/// yet and says so, naming it (exit 2), rather than misreading it.
+/// Without section headers ld.so loads a library, and so does faasfuse: the
+/// sections are recovered from the program headers and the dynamic
+/// segment, and the fused image answers as the unfused deployment does,
+/// whether the root, the callee or both were stripped, by the real tool or
+/// by zeroing the header's fields.
 #[test]
-fn a_library_without_section_headers_is_refused_with_the_reason() {
-    let bad = damaged("libbar.so", "no-section-headers.so", |d| {
-        // e_shoff, e_shnum and e_shstrndx zero: what --strip-sections leaves.
+fn libraries_without_section_headers_fuse_and_answer_as_unfused() {
+    let clean = fixtures().join("default");
+    let strip = |lib: &str| {
+        let out = dir().join(format!("stripped-{lib}"));
+        let o = std::process::Command::new("llvm-objcopy-16")
+            .arg("--strip-sections")
+            .arg(clean.join(lib))
+            .arg(&out)
+            .output()
+            .expect("llvm-objcopy-16 (CI installs llvm-16)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(u64_at(&std::fs::read(&out).unwrap(), 40), 0, "e_shoff");
+        out
+    };
+    let (root, callee) = (strip("libfoo.so"), strip("libbar.so"));
+    // e_shoff, e_shnum and e_shstrndx zero: the table is gone, its bytes stay.
+    let zeroed = damaged("libbar.so", "zeroed-section-headers.so", |d| {
         put64(d, 40, 0);
         d[60..64].fill(0);
     });
-    assert!(ld_so_loads(&bad), "ld.so loads it");
-    merge_refuses(&bad, "has no section headers");
+    for lib in [&root, &callee, &zeroed] {
+        assert!(ld_so_loads(lib), "ld.so loads {}", lib.display());
+    }
+    let foo = clean.join("libfoo.so");
+    for (tag, r, c) in [
+        ("stripped-root", &root, &clean.join("libbar.so")),
+        ("stripped-callee", &foo, &callee),
+        ("stripped-both", &root, &callee),
+        ("zeroed-callee", &foo, &zeroed),
+    ] {
+        assert_eq!(fuses_or_refuses(tag, r, c, c), "fused", "{tag}");
+        // The RPC site was found and lowered to a direct call all the
+        // same, as objdump decodes the fused code.
+        let out = dir().join(format!("{tag}.fused.so"));
+        let o = std::process::Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("call") && l.contains("<Foo::to_Bar@")),
+            "{tag}: no direct call of Bar"
+        );
+    }
+}
+
+/// Every example workflow, C and C++ (exceptions, unique statics, TLS),
+/// with every library stripped of its section headers, fuses and answers
+/// as the unfused deployment does, with every RPC site lowered as in the
+/// unstripped libraries.
+#[test]
+fn every_workflow_fuses_with_every_library_stripped_of_section_headers() {
+    let clean = fixtures().join("default");
+    let stripped = dir().join("stripped-all");
+    std::fs::create_dir_all(&stripped).unwrap();
+    for e in std::fs::read_dir(&clean).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "so") {
+            let o = std::process::Command::new("llvm-objcopy-16")
+                .arg("--strip-sections")
+                .arg(&p)
+                .arg(stripped.join(p.file_name().unwrap()))
+                .output()
+                .expect("llvm-objcopy-16 (CI installs llvm-16)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    for w in workflows() {
+        let inputs = generate_inputs(&w, 200, 0x5ec7);
+        let file = input_file(&format!("loader-stripped-{}", w.name), &inputs);
+        let unfused = serve(&w.run_args("default"), &w.root, &file, false);
+        let tiers = |m: &serde_json::Value| -> Vec<(u64, u64)> {
+            m["rpc_sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s["address"].as_u64().unwrap(), s["tier"].as_u64().unwrap()))
+                .collect()
+        };
+        let want = fuse_workflow(
+            &w,
+            "default",
+            &dir().join(format!("{}-clean.so", w.name)),
+            &[],
+        );
+        let out = dir().join(format!("{}-stripped.so", w.name));
+        let got = fuse_workflow_in(&w, &stripped, &out, &[]);
+        assert_eq!(tiers(&got), tiers(&want), "{}: sites and tiers", w.name);
+        let deploy = vec![format!("{}={}", w.root, out.display())];
+        let fused = serve(&deploy, &w.root, &file, false);
+        assert_lines_equal(&unfused, &fused, &inputs, &format!("{} stripped", w.name));
+    }
+}
+
+/// What cannot be recovered without guessing is refused: a dynamic symbol
+/// table that overlaps the string table.
+#[test]
+fn unrecoverable_section_headers_are_refused_with_the_reason() {
+    let bad = damaged("libbar.so", "no-sections-overlap.so", |d| {
+        let strtab = u64_at(d, dyn_value(d, 5));
+        let symtab = dyn_value(d, 6);
+        put64(d, symtab, strtab - 8);
+        put64(d, 40, 0);
+        d[60..64].fill(0);
+    });
+    merge_refuses(&bad, "cannot be recovered");
 }
 
 /// Fuzz findings, kept as regression inputs (tests/data/fuzz): a

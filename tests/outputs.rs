@@ -469,3 +469,67 @@ exit $rc
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(out.trim(), "left:", "files left on the full disk");
 }
+
+/// A report whose standard output is a full disk (`/dev/full`): exit 3
+/// naming standard output, on one line, for every command that prints one.
+#[test]
+fn a_full_standard_output_exits_3_naming_it() {
+    let lib = fixtures().join("default");
+    let foo = spec("Foo", &lib.join("libfoo.so"));
+    let bar = spec("Bar", &lib.join("libbar.so"));
+    let out = scratch_dir("outputs-full-stdout").join("fused.so");
+    let inputs = input_file("outputs-full-stdout", &["a".to_string()]);
+    let (foo_lib, out, inputs) = (
+        lib.join("libfoo.so"),
+        out.display().to_string(),
+        inputs.display().to_string(),
+    );
+    for args in [
+        vec!["inspect", foo_lib.to_str().unwrap()],
+        vec!["merge", &foo, &bar, "-o", &out],
+        vec!["run", &foo, &bar, "--inputs", &inputs, "--", "Foo"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = faasfuse().args(&args).stdout(full).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("standard output: cannot write output"),
+            "{err}"
+        );
+        assert!(err.contains("No space left on device"), "{err}");
+    }
+}
+
+/// An internal error (a panic, a bug in faasfuse) exits 101 with one line
+/// that says so, and the output it was staging is not left behind: the
+/// panic is injected while the fused image is staged, before its commit.
+#[test]
+fn an_internal_error_exits_101_and_leaves_no_output() {
+    let lib = fixtures().join("default");
+    let dir = scratch_dir("outputs-panic");
+    let out = dir.join("fused.so");
+    let _ = std::fs::remove_file(&out);
+    let o = faasfuse()
+        .env("FAASFUSE_INJECT_PANIC", "commit")
+        .arg("merge")
+        .arg(spec("Foo", &lib.join("libfoo.so")))
+        .arg(spec("Bar", &lib.join("libbar.so")))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(101), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("faasfuse: internal error: injected"),
+        "{err}"
+    );
+    assert!(!out.exists(), "output left");
+    assert_eq!(hidden(&dir), Vec::<String>::new(), "staging left");
+}

@@ -251,6 +251,12 @@ impl InspectReport {
         let _ = writeln!(s, "  DT_RELR        {}", yes(i.relr));
         let _ = writeln!(s, "  emit-relocs    {}", yes(i.emit_relocs));
         let _ = writeln!(s, "  debug info     {}", yes(i.debug_info));
+        if let Some(why) = &i.sections_recovered {
+            let _ = writeln!(
+                s,
+                "  sections       recovered from the program headers and the dynamic segment; the section headers were not used: {why}"
+            );
+        }
         match &self.dwarf {
             Some(DwarfCheck {
                 carried: true,

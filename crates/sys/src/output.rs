@@ -301,6 +301,14 @@ impl Staged {
 
     /// [`Staged::commit`] under the name `dest` instead.
     fn commit_to(mut self, dest: &Path) -> Result<()> {
+        // A deliberate internal error while an output is staged, for the
+        // test that proves a panic exits 101 and leaves nothing behind.
+        if std::env::var_os("FAASFUSE_INJECT_PANIC").is_some_and(|v| v == "commit") {
+            panic!(
+                "injected before committing {} (FAASFUSE_INJECT_PANIC=commit)",
+                dest.display()
+            );
+        }
         let dest = dest.to_path_buf();
         let cannot = |e: std::io::Error| -> anyhow::Error { OutputError::write(&dest, e).into() };
         self.file.flush().map_err(cannot)?;
@@ -570,4 +578,19 @@ pub fn check_distinct(outputs: &[(&str, &Path)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Write a report to standard output. A reader that went away (`| head`)
+/// ends the report quietly, as a closed pipe ends any Unix filter; any
+/// other failure (a full disk, a bad descriptor) is an output error naming
+/// standard output, not a panic.
+pub fn to_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::OutputError::write("standard output", e).into())
+        }
+        _ => Ok(()),
+    }
 }

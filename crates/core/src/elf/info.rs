@@ -125,6 +125,10 @@ pub struct ImageInfo {
     pub init_fini: InitFini,
     /// No `.symtab`: only exported functions are named.
     pub stripped: bool,
+    /// Why the section headers were not read (absent, or not agreeing
+    /// with the loader): the sections were recovered from the program
+    /// headers and the dynamic segment instead.
+    pub sections_recovered: Option<String>,
     pub functions: Vec<FunctionSymbol>,
     pub sections: Vec<SectionEntry>,
     pub segments: Vec<SegmentEntry>,
@@ -239,6 +243,7 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
             fini_array: (tag_val(elf::DT_FINI_ARRAYSZ).unwrap_or(0) / 8) as usize,
         },
         stripped: !table.iter().any(|s| s.sh_type(E) == elf::SHT_SYMTAB),
+        sections_recovered: None,
         functions,
         sections: sections(table),
         segments: segments(file),

@@ -456,7 +456,7 @@ impl<'a> LoaderView<'a> {
 
     /// The bytes `.eh_frame` at `addr` spans: its records up to the zero
     /// terminator, or to the end of its segment's file bytes.
-    fn eh_frame_extent(&self, addr: u64) -> Option<u64> {
+    pub fn eh_frame_extent(&self, addr: u64) -> Option<u64> {
         let mut at = addr;
         loop {
             let Some(len) = self.u32_at_vaddr(at) else {

@@ -5,6 +5,7 @@ mod check;
 pub mod eh_pe;
 mod info;
 pub mod loader;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,25 +113,43 @@ impl Image {
 
     /// Validate `data` (the contents of `path`) as an x86-64 ELF shared
     /// object and collect its facts.
+    ///
+    /// ld.so never reads section headers. When they are absent, or do not
+    /// parse or agree with what the loader reads, the image is read as
+    /// ld.so reads it: its sections are recovered from the program headers
+    /// and the dynamic segment (losing only `.symtab` and debug info); it
+    /// is refused, with the first reason, only when that fails too.
     pub fn parse(path: &Path, data: Vec<u8>) -> Result<Image> {
         check::header(&data).map_err(|reason| InputError::new(path, reason))?;
-        let file = ElfFile64::<LE>::parse(&data[..])
-            .map_err(|e| InputError::new(path, format!("malformed ELF: {e}")))?;
-        check::ranges(&file, data.len() as u64).map_err(|reason| InputError::new(path, reason))?;
-        let info = info::collect(&file)
-            .map_err(|e| InputError::new(path, format!("malformed ELF: {e}")))?;
-        let (loads, code) = layout(&file);
-        let view = loader::LoaderView::read(&data).map_err(|r| InputError::new(path, r))?;
-        let relocs = dynamic_relocs(&view).map_err(|r| InputError::new(path, r))?;
-        check::agrees_with_loader(&file, &view, &relocs)
-            .map_err(|reason| InputError::new(path, reason))?;
-        if file.elf_section_table().is_empty() {
-            return Err(InputError::new(
-                path,
-                "has no section headers (as `objcopy --strip-sections` leaves it): the dynamic linker loads it, but faasfuse still reads dynamic symbols, symbol versions and code bounds through them and cannot fuse it yet",
-            )
-            .into());
-        }
+        let first = if section_count(&data) == 0 {
+            Err(NO_SECTIONS.to_string())
+        } else {
+            Facts::read(&data)
+        };
+        let (data, facts, recovered) = match first {
+            Ok(facts) => (data, facts, None),
+            Err(reason) => {
+                let mut bare = data;
+                bare[40..48].fill(0);
+                bare[60..64].fill(0);
+                let again =
+                    recover::with_sections(&bare).and_then(|d| Facts::read(&d).map(|f| (d, f)));
+                match again {
+                    Ok((d, f)) => (d, f, Some(reason)),
+                    Err(r) if reason == NO_SECTIONS => {
+                        return Err(InputError::new(path, format!("{NO_SECTIONS} and {r}")).into())
+                    }
+                    Err(_) => return Err(InputError::new(path, reason).into()),
+                }
+            }
+        };
+        let Facts {
+            mut info,
+            loads,
+            code,
+            relocs,
+        } = facts;
+        info.sections_recovered = recovered;
         let got_symbols = relocs
             .iter()
             .filter(|r| {
@@ -261,6 +280,48 @@ impl Image {
 }
 
 type File<'a> = ElfFile64<'a, LE>;
+
+const NO_SECTIONS: &str = "has no section headers (as `objcopy --strip-sections` leaves it)";
+
+/// What an image's validation yields, read from its bytes.
+struct Facts {
+    info: ImageInfo,
+    loads: Vec<Segment>,
+    code: Vec<CodeSection>,
+    relocs: Vec<DynReloc>,
+}
+
+impl Facts {
+    /// Read and check `data` through its section headers and what the
+    /// loader reads; `Err` with the reason it cannot be read so.
+    fn read(data: &[u8]) -> Result<Facts, String> {
+        let file = ElfFile64::<LE>::parse(data).map_err(|e| format!("malformed ELF: {e}"))?;
+        check::ranges(&file, data.len() as u64)?;
+        let info = info::collect(&file).map_err(|e| format!("malformed ELF: {e}"))?;
+        let (loads, code) = layout(&file);
+        let view = loader::LoaderView::read(data)?;
+        let relocs = dynamic_relocs(&view)?;
+        check::agrees_with_loader(&file, &view, &relocs)?;
+        Ok(Facts {
+            info,
+            loads,
+            code,
+            relocs,
+        })
+    }
+}
+
+/// `e_shnum` of an ELF64 header already checked (0 when there is no
+/// section header table).
+fn section_count(data: &[u8]) -> u16 {
+    let shoff = u64::from_le_bytes(data[40..48].try_into().expect("checked header"));
+    let shnum = u16::from_le_bytes(data[60..62].try_into().expect("checked header"));
+    if shoff == 0 {
+        0
+    } else {
+        shnum
+    }
+}
 
 /// Loadable segments and executable sections.
 fn layout(file: &File) -> (Vec<Segment>, Vec<CodeSection>) {

@@ -464,6 +464,23 @@ impl EhFrameLayout {
         self.table_fdes
     }
 
+    /// Where every PC-relative pointer of the records points (FDE starts,
+    /// LSDAs, personality routines and their slots), as parsed.
+    pub fn pcrel_targets(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for r in &self.records {
+            let (bytes, vaddr) = &self.inputs[r.input];
+            for f in &r.pcrel {
+                let field = vaddr.wrapping_add((r.in_offset + f.offset) as u64);
+                let value = read_fixed(&bytes[r.in_offset + f.offset..], f.enc);
+                if let Some(t) = eh_pe::target(f.enc, value, field) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
     /// Absolute (begin, end) of the code described by each FDE, in output
     /// order, when the combined `.eh_frame` is placed at `eh_frame_vaddr`.
     /// Includes FDEs with an empty range.

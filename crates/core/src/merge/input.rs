@@ -135,6 +135,9 @@ pub struct Part {
     pub role: Role,
     pub data: std::sync::Arc<Vec<u8>>,
     pub build_id: Option<String>,
+    /// Why the input's section headers were not used (see
+    /// [`crate::elf::ImageInfo::sections_recovered`]).
+    pub sections_recovered: Option<String>,
     pub loads: Vec<Load>,
     /// The parts of `loads` the fused image copies: read-only loads lose
     /// the metadata the fused image regenerates (ELF and program headers,
@@ -256,6 +259,7 @@ fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
         role,
         data: Default::default(),
         build_id: info.build_id.clone(),
+        sections_recovered: info.sections_recovered.clone(),
         loads: Vec::new(),
         pieces: Vec::new(),
         needed: info.needed.clone(),

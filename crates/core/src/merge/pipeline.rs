@@ -244,6 +244,14 @@ impl<'a> MergeContext<'a> {
                 "{image}: {sec} dropped (the fused image cannot keep it correct)"
             ));
         }
+        for p in parts {
+            if let Some(why) = &p.sections_recovered {
+                notes.push(format!(
+                    "{}: sections recovered from the program headers and the dynamic segment, as the dynamic linker reads it ({why}); its .symtab and debug info are not carried",
+                    p.name
+                ));
+            }
+        }
         for (name, first, other) in super::dynamic::shared_unique(parts) {
             notes.push(format!(
                 "warning: {} and {} both define the unique symbol {name} (STB_GNU_UNIQUE, e.g. a C++ inline static): each keeps its own copy, as in its own process; {}'s copy is exported and shared with other libraries of the process that define {name}, {}'s is not",

@@ -49,6 +49,22 @@ pub fn collect(
         // Every FDE describes code of its own image.
         let (lo, hi) = p.span();
         let (lo, hi) = (lo + pl.disp, hi + pl.disp);
+        // Every pointer of the table points into its own image (a
+        // pointer elsewhere cannot be rebased, and points at nothing).
+        if let Some(t) = layout
+            .pcrel_targets()
+            .into_iter()
+            .find(|&t| t < lo || t > hi)
+        {
+            return Err(InputError::new(
+                &p.path,
+                format!(
+                    "malformed .eh_frame: a pointer to {:#x}, outside the image",
+                    t.wrapping_sub(pl.disp)
+                ),
+            )
+            .into());
+        }
         for (b, e) in layout.fde_ranges(addr + pl.disp) {
             if e != b && (b < lo || e < b || e > hi) {
                 return Err(InputError::new(

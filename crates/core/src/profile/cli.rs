@@ -305,9 +305,9 @@ pub fn summary<'a>(p: &'a Profile, written: &'a [String]) -> Summary<'a> {
 fn report(p: &Profile, json: bool, written: &[String]) -> Result<()> {
     let s = summary(p, written);
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        crate::output::to_stdout(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
     } else {
-        print!("{}", render(&s));
+        crate::output::to_stdout(&render(&s))?;
     }
     Ok(())
 }
