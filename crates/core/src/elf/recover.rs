@@ -368,7 +368,27 @@ fn gap(name: &'static str, sh_type: u32, flags: u32, addr: u64, size: u64) -> Re
 pub fn with_sections(data: &[u8]) -> Result<Vec<u8>, String> {
     let view = LoaderView::read(data)?;
     let ph = phdrs(data).ok_or("truncated program header table")?;
+    for p in &ph {
+        let in_file = p
+            .offset
+            .checked_add(p.filesz)
+            .is_some_and(|end| end <= data.len() as u64);
+        if p.vaddr.checked_add(p.memsz.max(p.filesz)).is_none()
+            || (p.p_type == elf::PT_LOAD && !in_file)
+        {
+            return Err(format!(
+                "its program header at {:#x} (+{:#x}) does not fit the address space or the file",
+                p.vaddr, p.memsz
+            ));
+        }
+    }
     let mut sections = tables(&view, &ph)?;
+    if let Some(t) = sections.iter().find(|t| t.addr.checked_add(t.size).is_none()) {
+        return Err(format!(
+            "its {} at {:#x} (+{:#x}) does not fit the address space",
+            t.name, t.addr, t.size
+        ));
+    }
     sections.sort_by_key(|s| (s.addr, s.size));
     for w in sections.windows(2) {
         let (x, y) = (&w[0], &w[1]);

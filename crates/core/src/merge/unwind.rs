@@ -49,6 +49,19 @@ pub fn collect(
         // Every FDE describes code of its own image.
         let (lo, hi) = p.span();
         let (lo, hi) = (lo + pl.disp, hi + pl.disp);
+        for (b, e) in layout.fde_ranges(addr + pl.disp) {
+            if e != b && (b < lo || e < b || e > hi) {
+                return Err(InputError::new(
+                    &p.path,
+                    format!(
+                        "malformed .eh_frame: an FDE covers {:#x}..{:#x}, outside the image",
+                        b.wrapping_sub(pl.disp),
+                        e.wrapping_sub(pl.disp)
+                    ),
+                )
+                .into());
+            }
+        }
         // Every pointer of the table points into its own image (a
         // pointer elsewhere cannot be rebased, and points at nothing).
         if let Some(t) = layout
@@ -64,19 +77,6 @@ pub fn collect(
                 ),
             )
             .into());
-        }
-        for (b, e) in layout.fde_ranges(addr + pl.disp) {
-            if e != b && (b < lo || e < b || e > hi) {
-                return Err(InputError::new(
-                    &p.path,
-                    format!(
-                        "malformed .eh_frame: an FDE covers {:#x}..{:#x}, outside the image",
-                        b.wrapping_sub(pl.disp),
-                        e.wrapping_sub(pl.disp)
-                    ),
-                )
-                .into());
-            }
         }
     }
     EhFrameLayout::parse(&eh_inputs)
