@@ -383,7 +383,10 @@ pub fn with_sections(data: &[u8]) -> Result<Vec<u8>, String> {
         }
     }
     let mut sections = tables(&view, &ph)?;
-    if let Some(t) = sections.iter().find(|t| t.addr.checked_add(t.size).is_none()) {
+    if let Some(t) = sections
+        .iter()
+        .find(|t| t.addr.checked_add(t.size).is_none())
+    {
         return Err(format!(
             "its {} at {:#x} (+{:#x}) does not fit the address space",
             t.name, t.addr, t.size
