@@ -45,6 +45,61 @@ const FLAGS: &[&str] = &[
     ".",
 ];
 
+/// What the probe prints: (Rust constant, C expression of type uint64_t, doc).
+const LAYOUT: &[(&str, &str, &str)] = &[
+    ("TABLE_MAGIC", "FF_TABLE_MAGIC", "`ff_table.magic`: \"FFTABLE1\" read as a little-endian `u64`."),
+    ("TABLE_HEADER_SIZE", "offsetof(struct ff_table, images)", "Size of the table header (`magic`, `count`); entries follow."),
+    ("IMAGE_ENTRY_SIZE", "sizeof(struct ff_image)", "Size of one `ff_image` entry."),
+    ("ENTRY_NAME", "offsetof(struct ff_image, name)", "Offset in an entry of `name`: the function's name, a NUL-terminated string."),
+    ("ENTRY_INIT", "offsetof(struct ff_image, init)", "Offset in an entry of `init`: the image's own `faas_init`."),
+    ("ENTRY_CREATE", "offsetof(struct ff_image, create)", "Offset in an entry of `create`: the image's own `faas_create_func_worker`."),
+    ("ENTRY_DESTROY", "offsetof(struct ff_image, destroy)", "Offset in an entry of `destroy`: the image's own `faas_destroy_func_worker`."),
+    ("ENTRY_CALL", "offsetof(struct ff_image, call)", "Offset in an entry of `call`: the image's own `faas_func_call`."),
+    ("ENTRY_RELRO_START", "offsetof(struct ff_image, relro_start)", "Offset in an entry of `relro_start`: start of the image's RELRO range, made read-only by the runtime's constructor (callees only; 0 = none)."),
+    ("ENTRY_RELRO_END", "offsetof(struct ff_image, relro_end)", "Offset in an entry of `relro_end`: end (exclusive) of that range."),
+    ("ENTRY_FLAGS", "offsetof(struct ff_image, flags)", "Offset in an entry of `flags`: [`FLAG_REENTRANT`], [`FLAG_ISOLATE_STACK`]."),
+    ("FLAG_REENTRANT", "FF_IMAGE_REENTRANT", "`ff_image.flags`: the function may be re-entered in one process (an extra worker serves the inner call instead of the host)."),
+    ("FLAG_ISOLATE_STACK", "FF_IMAGE_ISOLATE_STACK", "`ff_image.flags`: every call of the function runs on a stack of its worker's own, and a fault in it fails that call (`--isolate stack`)."),
+];
+
+/// Build and run the layout probe; returns the Rust source it prints.
+fn probe_layout(cc: &str, manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> String {
+    let mut c = String::from(
+        "#include <stdio.h>\n#include <inttypes.h>\n#include \"faasfuse_rt.h\"\nint main(void) {\n",
+    );
+    for (name, expr, doc) in LAYOUT {
+        let doc = doc.replace('\\', "\\\\").replace('"', "\\\"");
+        c.push_str(&format!(
+            "    printf(\"/// %s\\npub const {name}: u64 = %#\" PRIx64 \";\\n\", \"{doc}\", (uint64_t)({expr}));\n"
+        ));
+    }
+    c.push_str("    return 0;\n}\n");
+    let src = out_dir.join("layout_probe.c");
+    let exe = out_dir.join("layout_probe");
+    std::fs::write(&src, c).expect("write the layout probe");
+    let mut words = cc.split_whitespace();
+    let status = Command::new(words.next().expect("non-empty compiler command"))
+        .current_dir(manifest_dir)
+        .args(words)
+        .args(["-std=c11", "-I", "../../fixtures/include", "-I", ".", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("faasfuse: cannot build the runtime layout probe: {e}"));
+    assert!(
+        status.success(),
+        "faasfuse: building the runtime layout probe failed"
+    );
+    let out = Command::new(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("faasfuse: cannot run the runtime layout probe: {e}"));
+    assert!(
+        out.status.success(),
+        "faasfuse: the runtime layout probe failed"
+    );
+    String::from_utf8(out.stdout).expect("the probe prints ASCII")
+}
+
 fn main() {
     for s in SOURCES {
         println!("cargo:rerun-if-changed={s}");
@@ -74,6 +129,11 @@ fn main() {
         .arg("-o")
         .arg(&output)
         .args(SOURCES.iter().filter(|s| s.ends_with(".c")));
+    std::fs::write(
+        out_dir.join("layout.rs"),
+        probe_layout(&cc, &manifest_dir, &out_dir),
+    )
+    .expect("write layout.rs");
     let status = cmd.status().unwrap_or_else(|e| {
         panic!(
             "faasfuse: cannot run the C compiler `{cc}` to build the fusion runtime \

@@ -9,7 +9,8 @@
  * callees. Every pointer and address in the table is a run-time address
  * (the merger emits R_X86_64_RELATIVE relocations for them).
  *
- * The layout is fixed; src/lib.rs of this crate mirrors the sizes and offsets.
+ * This header is the layout's one source: build.rs has the C compiler print
+ * its sizes, offsets and flags for the merger (src/lib.rs of this crate).
  */
 #ifndef FAASFUSE_RT_H
 #define FAASFUSE_RT_H
@@ -54,17 +55,6 @@ struct ff_table {
     uint64_t count;  /* number of images; images[0] is the root */
     struct ff_image images[];
 };
-
-_Static_assert(sizeof(struct ff_image) == 64, "ff_image layout");
-_Static_assert(offsetof(struct ff_image, name) == 0, "ff_image.name");
-_Static_assert(offsetof(struct ff_image, init) == 8, "ff_image.init");
-_Static_assert(offsetof(struct ff_image, create) == 16, "ff_image.create");
-_Static_assert(offsetof(struct ff_image, destroy) == 24, "ff_image.destroy");
-_Static_assert(offsetof(struct ff_image, call) == 32, "ff_image.call");
-_Static_assert(offsetof(struct ff_image, relro_start) == 40, "ff_image.relro_start");
-_Static_assert(offsetof(struct ff_image, relro_end) == 48, "ff_image.relro_end");
-_Static_assert(offsetof(struct ff_image, flags) == 56, "ff_image.flags");
-_Static_assert(offsetof(struct ff_table, images) == 16, "ff_table header");
 
 /* Defined by the merger in the fused image. */
 extern const struct ff_table faasfuse_fused_table __attribute__((visibility("default")));

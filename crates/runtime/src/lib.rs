@@ -8,9 +8,10 @@
 //! header (`magic`, `count`) followed by `count` entries of
 //! [`IMAGE_ENTRY_SIZE`] bytes, entry 0 being the root. All fields are
 //! little-endian 64-bit words; pointers and addresses are run-time addresses
-//! (relocated with `R_X86_64_RELATIVE`). These constants mirror
-//! `struct ff_table` / `struct ff_image` in faasfuse_rt.h, which
-//! checks them with static assertions.
+//! (relocated with `R_X86_64_RELATIVE`). The sizes, offsets and flags are
+//! those of `struct ff_table` / `struct ff_image` in faasfuse_rt.h: build.rs
+//! has the C compiler print them (`sizeof`, `offsetof`), so the header is
+//! their one source.
 
 /// The runtime image (x86-64 ELF shared object).
 pub const RUNTIME_SO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libfaasfuse_rt.so"));
@@ -18,38 +19,9 @@ pub const RUNTIME_SO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libfaasf
 /// The undefined symbol through which the runtime reads the fused table.
 pub const TABLE_SYMBOL: &str = "faasfuse_fused_table";
 
-/// `ff_table.magic`: "FFTABLE1" read as a little-endian `u64`.
-pub const TABLE_MAGIC: u64 = 0x3145_4c42_4154_4646;
-
-/// Size of the table header (`magic: u64`, `count: u64`); entries follow.
-pub const TABLE_HEADER_SIZE: u64 = 16;
-
-/// Size of one `ff_image` entry.
-pub const IMAGE_ENTRY_SIZE: u64 = 64;
-
-/// Offset in an entry of `name`: the function's name, a NUL-terminated string.
-pub const ENTRY_NAME: u64 = 0;
-/// Offset in an entry of `init`: the image's own `faas_init`.
-pub const ENTRY_INIT: u64 = 8;
-/// Offset in an entry of `create`: the image's own `faas_create_func_worker`.
-pub const ENTRY_CREATE: u64 = 16;
-/// Offset in an entry of `destroy`: the image's own `faas_destroy_func_worker`.
-pub const ENTRY_DESTROY: u64 = 24;
-/// Offset in an entry of `call`: the image's own `faas_func_call`.
-pub const ENTRY_CALL: u64 = 32;
-/// Offset in an entry of `relro_start`: start of the image's RELRO range,
-/// made read-only by the runtime's constructor (callees only; 0 = none).
-pub const ENTRY_RELRO_START: u64 = 40;
-/// Offset in an entry of `relro_end`: end (exclusive) of that range.
-pub const ENTRY_RELRO_END: u64 = 48;
-/// Offset in an entry of `flags`: [`FLAG_REENTRANT`], [`FLAG_ISOLATE_STACK`].
-pub const ENTRY_FLAGS: u64 = 56;
-/// `ff_image.flags`: the function may be re-entered in one process (an
-/// extra worker serves the inner call instead of the host).
-pub const FLAG_REENTRANT: u64 = 1;
-/// `ff_image.flags`: every call of the function runs on a stack of its
-/// worker's own, and a fault in it fails that call (`--isolate stack`).
-pub const FLAG_ISOLATE_STACK: u64 = 2;
+// The table's sizes, offsets and constants, as the C compiler lays out
+// `struct ff_table` and `struct ff_image` (faasfuse_rt.h; build.rs).
+include!(concat!(env!("OUT_DIR"), "/layout.rs"));
 
 #[cfg(test)]
 mod tests {
@@ -87,8 +59,9 @@ mod tests {
     }
 
     #[test]
-    fn entry_layout_is_consistent() {
-        let offsets = [
+    fn entry_fields_are_distinct_words_inside_the_entry() {
+        // The merger writes each field as one little-endian 64-bit word.
+        let mut offsets = [
             ENTRY_NAME,
             ENTRY_INIT,
             ENTRY_CREATE,
@@ -98,10 +71,16 @@ mod tests {
             ENTRY_RELRO_END,
             ENTRY_FLAGS,
         ];
-        for (i, off) in offsets.iter().enumerate() {
-            assert_eq!(*off, 8 * i as u64);
+        offsets.sort_unstable();
+        for w in offsets.windows(2) {
+            assert!(w[1] >= w[0] + 8, "fields overlap: {offsets:?}");
         }
-        assert_eq!(IMAGE_ENTRY_SIZE, 8 * offsets.len() as u64);
+        assert!(offsets
+            .iter()
+            .all(|o| o % 8 == 0 && o + 8 <= IMAGE_ENTRY_SIZE));
+        assert_eq!(TABLE_HEADER_SIZE % 8, 0);
         assert_eq!(&TABLE_MAGIC.to_le_bytes(), b"FFTABLE1");
+        assert!(FLAG_REENTRANT != 0 && FLAG_ISOLATE_STACK != 0);
+        assert_eq!(FLAG_REENTRANT & FLAG_ISOLATE_STACK, 0);
     }
 }
