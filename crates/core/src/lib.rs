@@ -24,4 +24,4 @@ pub mod spec;
 pub mod verify;
 
 pub use faasfuse_runtime as runtime;
-pub use faasfuse_sys::{error, files, output};
+pub use faasfuse_sys::{error, files, output, progress};

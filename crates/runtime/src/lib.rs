@@ -80,7 +80,7 @@ mod tests {
             .all(|o| o % 8 == 0 && o + 8 <= IMAGE_ENTRY_SIZE));
         assert_eq!(TABLE_HEADER_SIZE % 8, 0);
         assert_eq!(&TABLE_MAGIC.to_le_bytes(), b"FFTABLE1");
-        assert!(FLAG_REENTRANT != 0 && FLAG_ISOLATE_STACK != 0);
+        const { assert!(FLAG_REENTRANT != 0 && FLAG_ISOLATE_STACK != 0) };
         assert_eq!(FLAG_REENTRANT & FLAG_ISOLATE_STACK, 0);
     }
 }

@@ -9,3 +9,4 @@ pub mod error;
 pub mod files;
 pub mod hint;
 pub mod output;
+pub mod progress;

@@ -38,7 +38,7 @@ use crate::elf::Image;
 pub use encode::{patch_site, stub_bytes, thunk_bytes, unwind_blob, STUB_SIZE};
 
 /// How far `merge` lowers RPC sites.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Leave every site an indirect call (tier 0).

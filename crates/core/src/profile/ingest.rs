@@ -4,7 +4,6 @@
 //! at the end.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Result;
@@ -24,7 +23,7 @@ use super::unwind::Unwinders;
 pub struct Options {
     /// Skip malformed records instead of failing.
     pub lenient: bool,
-    /// Show a progress bar on a terminal for large inputs.
+    /// Report reading progress (see [`crate::progress`]).
     pub progress: bool,
 }
 
@@ -111,7 +110,10 @@ pub fn ingest_perf_threads(
     } else {
         header.data_end - header.data_offset
     };
-    let bar = progress_bar(opts.progress, total);
+    let bar = opts
+        .progress
+        .then(|| crate::progress::bytes(&path.display().to_string(), total))
+        .flatten();
     let t0 = std::time::Instant::now();
     if dwarf {
         let mut n = 0u64;
@@ -121,7 +123,7 @@ pub fn ingest_perf_threads(
             n += 1;
             if n % 65536 == 0 {
                 if let Some(b) = &bar {
-                    b.set_position(events.reader.position() - header.data_offset);
+                    b.set(events.reader.position() - header.data_offset);
                 }
             }
             ing.event(ev, events.reader.attrs());
@@ -137,14 +139,14 @@ pub fn ingest_perf_threads(
                 returns: &returns,
                 threads,
                 lenient: opts.lenient,
-                progress: bar.as_ref(),
+                progress: bar.as_deref(),
             },
         )
         .map_err(|e| e.at(path))?;
         events.reader = reader;
     }
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     let rs = &events.reader.stats;
     ing.counter.stats.records = rs.records;
@@ -177,24 +179,6 @@ pub fn ingest_perf_threads(
         );
     }
     Ok((p, others))
-}
-
-fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
-    const LARGE: u64 = 64 << 20;
-    if !enabled
-        || total < LARGE
-        || !std::io::stderr().is_terminal()
-        || !std::io::stdout().is_terminal()
-    {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} reading {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec}, {eta} left",
-    ) {
-        b.set_style(style);
-    }
-    Some(b)
 }
 
 impl Ingest<'_> {

@@ -3,7 +3,7 @@
 //! build-id, and aggregating branch, call and RPC-site counts per image.
 
 pub mod aggregate;
-pub mod cli;
+pub mod command;
 mod counter;
 pub mod fasthash;
 pub mod fdata;

@@ -30,7 +30,7 @@ pub(crate) struct Setup<'a> {
     pub returns: &'a [HashSet<u64>],
     pub threads: usize,
     pub lenient: bool,
-    pub progress: Option<&'a indicatif::ProgressBar>,
+    pub progress: Option<&'a dyn crate::progress::Bar>,
 }
 
 /// One sample of a batch: where its body is and what the reader knew.
@@ -423,7 +423,7 @@ pub(crate) fn run<R: std::io::Read>(
                 n += 1;
                 if n % 65536 == 0 {
                     if let Some(b) = setup.progress {
-                        b.set_position(reader.position() - data_offset);
+                        b.set(reader.position() - data_offset);
                     }
                 }
                 match next {

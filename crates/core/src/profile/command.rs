@@ -13,72 +13,21 @@ use super::planning::{self, Content};
 use super::{fdata, ingest};
 use crate::error::{InputError, OutputError};
 
-#[derive(Debug, clap::Args)]
-#[command(
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true,
-    about = "Read perf.data or BOLT profiles of function libraries: branch, call and RPC-site \
-counts per library, as JSON and BOLT .fdata",
-    long_about = "Read profiles of function libraries and count, per library: taken branches \
-(LBR branch stacks), calls, samples per function, and the executions of every RPC call site \
-(the sites `faasfuse inspect` lists). The RPC edge Caller -> Callee weighs the executions of \
-the caller's sites that name the callee as a constant; a function's CPU share is the share of \
-all samples whose innermost frame in a library lies in its library.\n\n\
-INPUT is a perf.data (`perf record` with branch stacks `-b`/`-j`, or call chains `-g` or \
-`--call-graph dwarf`; all processes in one pass, e.g. every worker of `faasfuse run --ipc`), \
-a BOLT .fdata, or BOLT pre-aggregated text; several inputs are summed. Samples are mapped to \
-libraries by build-id (MMAP2 records or perf's build-id table), else by path; samples \
-outside every library are reported per file.\n\n\
-Branch stacks of consecutive samples overlap when the sample period is below the stack \
-depth: only the newest `period` entries of each stack are counted.",
-    after_help = "Examples:\n  \
-perf record -e cpu-clock:u --call-graph dwarf -- faasfuse run libfoo.so libbar.so \\\n      \
---repeat 1000 --quiet -- Foo world\n  \
-faasfuse profile perf.data --lib libfoo.so --lib libbar.so -o profile.json\n  \
-faasfuse plan --config func_config.json --profile profile.json\n\n  \
-perf record -e cycles:u -j any,u -- ...          (branch stacks, where the CPU has LBR)\n  \
-faasfuse profile perf.data --lib Foo=libfoo.so --fdata-dir fdata/\n  \
-llvm-bolt-16 libfoo.so -data fdata/Foo.fdata -o libfoo.bolt.so\n\n  \
-faasfuse profile Foo.fdata --lib Foo=libfoo.so --json\n  \
-faasfuse profile merge monday.json tuesday.json -o week.json"
-)]
-pub struct ProfileArgs {
-    #[command(subcommand)]
-    pub command: Option<ProfileCommand>,
-    /// perf.data, .fdata or pre-aggregated profiles to read (summed).
-    #[arg(required = true, value_name = "INPUT")]
+/// What one `faasfuse profile` run reads and writes.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileJob {
+    /// perf.data, .fdata or pre-aggregated profiles (summed); `-` is stdin.
     pub inputs: Vec<PathBuf>,
-    /// A function library the profile covers, as NAME=LIB.so or LIB.so (the
-    /// name is then the file stem without `lib`, as for `faasfuse run`).
-    #[arg(long = "lib", required = true, value_name = "[NAME=]LIB.so")]
+    /// The libraries the profile covers, as `[NAME=]LIB.so`.
     pub libs: Vec<String>,
-    /// Write the profile as JSON (the input of `faasfuse plan`).
-    #[arg(short, long, value_name = "profile.json")]
+    /// Where to write the profile JSON.
     pub output: Option<PathBuf>,
-    /// Write one BOLT `.fdata` per library, DIR/NAME.fdata, for llvm-bolt.
-    #[arg(long, value_name = "DIR")]
+    /// Where to write one BOLT `.fdata` per library.
     pub fdata_dir: Option<PathBuf>,
-    /// Print a JSON summary instead of the text one.
-    #[arg(long)]
+    /// Print the summary as JSON.
     pub json: bool,
-    /// Skip malformed records (counted in the summary) instead of failing.
-    #[arg(long)]
+    /// Skip malformed records (counted) instead of failing.
     pub lenient: bool,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum ProfileCommand {
-    /// Sum profile JSON files (e.g. from several hosts or days).
-    #[command(after_help = "Example:\n  faasfuse profile merge a.json b.json c.json -o all.json")]
-    Merge {
-        #[arg(required = true, value_name = "PROFILE.json")]
-        inputs: Vec<PathBuf>,
-        #[arg(short, long, value_name = "OUT.json")]
-        output: PathBuf,
-        /// Print a JSON summary instead of the text one.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// Load the libraries named by `--lib` arguments.
@@ -126,25 +75,24 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
     }
 }
 
-pub fn run(a: ProfileArgs) -> Result<()> {
-    if let Some(ProfileCommand::Merge {
-        inputs,
-        output,
-        json,
-    }) = a.command
-    {
-        let mut total: Option<Profile> = None;
-        for p in &inputs {
-            let one = load_profile(p)?;
-            match &mut total {
-                None => total = Some(one),
-                Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
-            }
+/// Sum profile JSON files into `output`; print the summary.
+pub fn merge_files(inputs: &[PathBuf], output: &Path, json: bool) -> Result<()> {
+    let mut total: Option<Profile> = None;
+    for p in inputs {
+        let one = load_profile(p)?;
+        match &mut total {
+            None => total = Some(one),
+            Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
         }
-        let total = total.unwrap_or_default();
-        save(&total, &output)?;
-        return report(&total, json, &[output.display().to_string()]);
     }
+    let total = total.unwrap_or_default();
+    save(&total, output)?;
+    report(&total, json, &[output.display().to_string()])
+}
+
+/// Read the job's profiles over its libraries, write its outputs (all or
+/// none), print the summary.
+pub fn run(a: ProfileJob) -> Result<()> {
     // Outputs that name one file are refused before anything is read.
     if let Some(dir) = &a.fdata_dir {
         let fdata: Vec<(String, PathBuf)> = crate::spec::resolve_specs(&a.libs, None)?
