@@ -93,3 +93,29 @@ pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<Function
     check_unique(&specs)?;
     Ok(specs)
 }
+
+/// How far a fused callee is kept apart from the code that calls it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// The callee runs on its caller's stack, in its caller's memory (the
+    /// cheapest call).
+    #[default]
+    None,
+    /// The callee runs on a stack of its own with a guard region: none of
+    /// its callers' frames lies above its own, and a fault in it (a bad
+    /// pointer, a stack overflow) fails its call with -1 instead of killing
+    /// the process; the host serves the function from then on.
+    Stack,
+}

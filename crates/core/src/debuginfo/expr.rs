@@ -2,8 +2,8 @@
 
 use gimli::{constants as dw, EndianSlice, LittleEndian, Operation};
 
+use super::collect::Collect as Walk;
 use super::cursor::{Cursor, R};
-use super::units::Walk;
 use super::{Enc, Kind, Sec};
 
 /// The operation before a TLS operator, which gives its operand.

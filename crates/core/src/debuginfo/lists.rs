@@ -1,8 +1,8 @@
 //! Range and location lists: `.debug_ranges`/`.debug_loc` (DWARF 2 to 4)
 //! and `.debug_rnglists`/`.debug_loclists` (DWARF 5).
 
+use super::collect::{read_at, Collect as Walk};
 use super::cursor::{entry, Cursor, R};
-use super::units::{read_at, Walk};
 use super::{expr, Enc, Kind, Sec};
 
 /// What a list needs from the unit that references it.

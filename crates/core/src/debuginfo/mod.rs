@@ -16,6 +16,7 @@
 //! Anything it cannot read is an error with the reason, never "no fields":
 //! the caller then leaves that image's DWARF out.
 
+mod collect;
 mod cursor;
 mod expr;
 mod lists;

@@ -6,21 +6,19 @@ use crate::hash::FastSet;
 
 use gimli::{constants as dw, AttributeValue, EndianSlice, Format, LittleEndian, UnitHeader};
 
+use super::collect::{read_at, Collect};
 use super::cursor::{entry, Cursor, R};
-use super::{expr, lists, Enc, Field, Kind, Sec, Sections};
+use super::{expr, lists, Enc, Kind, Sec, Sections};
 
 /// The state of one walk over an image's DWARF.
 pub struct Walk<'s, 'a> {
-    pub s: &'s Sections<'a>,
-    /// Fields by section ([`Sec::ALL`] order).
-    pub fields: Vec<Vec<Field>>,
+    /// The fields found so far.
+    pub c: Collect<'s, 'a>,
     pub dwo: Vec<String>,
     /// Macro units referenced by units (imports are followed later).
     pub macro_units: BTreeSet<u64>,
     /// `DW_AT_addr_base` values: where `.debug_addr` contributions start.
     pub addr_bases: BTreeSet<u64>,
-    /// `.debug_addr` entries that hold TLS offsets, not addresses.
-    pub tls_addr: FastSet<u64>,
     /// Lists already walked: (section, offset).
     lists_seen: FastSet<(Sec, u64)>,
     /// Read only each unit's own DIE (for the names of split-DWARF objects).
@@ -57,47 +55,28 @@ struct UnitState<'a> {
     comp_dir: Option<Deferred<&'a [u8]>>,
 }
 
+impl<'s, 'a> std::ops::Deref for Walk<'s, 'a> {
+    type Target = Collect<'s, 'a>;
+    fn deref(&self) -> &Collect<'s, 'a> {
+        &self.c
+    }
+}
+
+impl std::ops::DerefMut for Walk<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.c
+    }
+}
+
 impl<'s, 'a> Walk<'s, 'a> {
     pub fn new(s: &'s Sections<'a>) -> Walk<'s, 'a> {
         Walk {
-            s,
-            fields: vec![Vec::new(); Sec::ALL.len()],
+            c: Collect::new(s),
             dwo: Vec::new(),
             macro_units: BTreeSet::new(),
             addr_bases: BTreeSet::new(),
-            tls_addr: FastSet::default(),
             lists_seen: FastSet::default(),
             unit_dies_only: false,
-        }
-    }
-
-    /// Record a field, if it moves with placement.
-    #[inline]
-    pub fn push(&mut self, sec: Sec, at: usize, enc: Enc, kind: Kind) {
-        let f = Field {
-            sec,
-            at: at as u64,
-            enc,
-            kind,
-        };
-        let moves = match kind {
-            Kind::Addr | Kind::Relative { .. } => {
-                let Some(v) = self.s.get(sec).and_then(|b| super::read_field(b, &f).ok()) else {
-                    // Out of bounds: kept, so the merge refuses it.
-                    self.fields[sec as usize].push(f);
-                    return;
-                };
-                match kind {
-                    Kind::Relative { base } => {
-                        !self.s.inside(base) && self.s.inside(base.wrapping_add(v))
-                    }
-                    _ => self.s.inside(v),
-                }
-            }
-            Kind::Tls | Kind::Offset(_) => true,
-        };
-        if moves {
-            self.fields[sec as usize].push(f);
         }
     }
 
@@ -129,13 +108,13 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     /// Take in what another walk over the same sections found.
     pub fn absorb(&mut self, other: Walk<'s, 'a>) {
-        for (mine, theirs) in self.fields.iter_mut().zip(other.fields) {
+        for (mine, theirs) in self.c.fields.iter_mut().zip(other.c.fields) {
             mine.extend(theirs);
         }
         self.dwo.extend(other.dwo);
         self.macro_units.extend(other.macro_units);
         self.addr_bases.extend(other.addr_bases);
-        self.tls_addr.extend(other.tls_addr);
+        self.c.tls_addr.extend(other.c.tls_addr);
         self.lists_seen.extend(other.lists_seen);
     }
 
@@ -272,7 +251,7 @@ impl<'s, 'a> Walk<'s, 'a> {
                             || matches!(attr.value(), AttributeValue::Exprloc(_));
                         if let (true, Some(e)) = (is_expr, v.exprloc_value()) {
                             let at = e.0.offset_from(Slice::new(bytes, LittleEndian));
-                            let tls = expr::scan(self, sec, bytes, at, e.0.len(), enc)?;
+                            let tls = expr::scan(&mut self.c, sec, bytes, at, e.0.len(), enc)?;
                             st.tls_indices.extend(tls);
                         }
                     }
@@ -362,10 +341,10 @@ impl<'s, 'a> Walk<'s, 'a> {
                     addr_base: st.addr_base,
                 };
                 match sec {
-                    Sec::Loc => lists::v4(self, true, off, &ctx)?,
-                    Sec::Ranges => lists::v4(self, false, off, &ctx)?,
-                    Sec::LocLists => lists::v5(self, true, off, &ctx)?,
-                    _ => lists::v5(self, false, off, &ctx)?,
+                    Sec::Loc => lists::v4(&mut self.c, true, off, &ctx)?,
+                    Sec::Ranges => lists::v4(&mut self.c, false, off, &ctx)?,
+                    Sec::LocLists => lists::v5(&mut self.c, true, off, &ctx)?,
+                    _ => lists::v5(&mut self.c, false, off, &ctx)?,
                 }
             }
         }
@@ -426,16 +405,6 @@ fn unit_offset(h: &UnitHeader<Slice>) -> usize {
         gimli::UnitSectionOffset::DebugInfoOffset(o) => o.0,
         gimli::UnitSectionOffset::DebugTypesOffset(o) => o.0,
     }
-}
-
-/// The value of `size` bytes at `at`.
-pub fn read_at(bytes: &[u8], at: u64, size: u8) -> R<u64> {
-    let mut c = Cursor::new(
-        bytes,
-        usize::try_from(at).unwrap_or(usize::MAX),
-        "an index table",
-    );
-    c.fixed(size)
 }
 
 fn cstr_at(bytes: &[u8], at: usize) -> R<&[u8]> {

@@ -101,22 +101,7 @@ pub struct Edge {
     pub handling: String,
 }
 
-/// How far a fused callee is kept apart from the code that calls it.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// The callee runs on its caller's stack, in its caller's memory (the
-    /// cheapest call).
-    #[default]
-    None,
-    /// The callee runs on a stack of its own with a guard region: none of
-    /// its callers' frames lies above its own, and a fault in it (a bad
-    /// pointer, a stack overflow) fails its call with -1 instead of killing
-    /// the process; the host serves the function from then on.
-    Stack,
-}
+pub use crate::spec::Isolation;
 
 /// How to merge.
 #[derive(Debug, Clone, Default)]

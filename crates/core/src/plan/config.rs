@@ -66,7 +66,7 @@ pub struct FuncEntry {
     /// How the function is kept apart from its callers when fused as a
     /// callee (`"none"`, `"stack"`; see `merge --isolate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolate: Option<crate::merge::Isolation>,
+    pub isolate: Option<crate::spec::Isolation>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
