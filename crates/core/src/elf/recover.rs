@@ -77,211 +77,116 @@ fn align_of(addr: u64) -> u64 {
     1 << addr.trailing_zeros().min(12)
 }
 
+/// How a table the dynamic segment points at is sized.
+#[derive(Clone, Copy)]
+enum Size {
+    /// By another dynamic tag.
+    Tag(u32),
+    /// By its own contents ([`LoaderView::extent`]).
+    Extent,
+}
+
+/// One table the dynamic segment locates: (name, address tag, size, type,
+/// writable, link, entry size).
+type DynTable = (
+    &'static str,
+    u32,
+    Size,
+    u32,
+    bool,
+    Option<&'static str>,
+    u64,
+);
+
+#[rustfmt::skip]
+const DYN_TABLES: &[DynTable] = &[
+    (".dynsym", elf::DT_SYMTAB, Size::Extent, elf::SHT_DYNSYM, false, Some(".dynstr"), 24),
+    (".dynstr", elf::DT_STRTAB, Size::Tag(elf::DT_STRSZ), elf::SHT_STRTAB, false, None, 0),
+    (".gnu.hash", elf::DT_GNU_HASH, Size::Extent, elf::SHT_GNU_HASH, false, Some(".dynsym"), 0),
+    (".hash", elf::DT_HASH, Size::Extent, elf::SHT_HASH, false, Some(".dynsym"), 4),
+    (".gnu.version", elf::DT_VERSYM, Size::Extent, elf::SHT_GNU_VERSYM, false, Some(".dynsym"), 2),
+    (".gnu.version_d", elf::DT_VERDEF, Size::Extent, elf::SHT_GNU_VERDEF, false, Some(".dynstr"), 0),
+    (".gnu.version_r", elf::DT_VERNEED, Size::Extent, elf::SHT_GNU_VERNEED, false, Some(".dynstr"), 0),
+    (".rela.dyn", elf::DT_RELA, Size::Tag(elf::DT_RELASZ), elf::SHT_RELA, false, Some(".dynsym"), 24),
+    (".rela.plt", elf::DT_JMPREL, Size::Tag(elf::DT_PLTRELSZ), elf::SHT_RELA, false, Some(".dynsym"), 24),
+    (".relr.dyn", DT_RELR, Size::Tag(DT_RELRSZ), SHT_RELR, false, None, 8),
+    (".init_array", elf::DT_INIT_ARRAY, Size::Tag(elf::DT_INIT_ARRAYSZ), elf::SHT_INIT_ARRAY, true, None, 8),
+    (".fini_array", elf::DT_FINI_ARRAY, Size::Tag(elf::DT_FINI_ARRAYSZ), elf::SHT_FINI_ARRAY, true, None, 8),
+];
+
+/// A table section at `addr`.
+fn table(name: &'static str, sh_type: u32, flags: u32, addr: u64, size: u64) -> Recovered {
+    Recovered {
+        name,
+        sh_type,
+        flags,
+        addr,
+        size,
+        link: None,
+        info: 0,
+        entsize: 0,
+        align: align_of(addr).min(8),
+    }
+}
+
 /// Sections for the tables the dynamic segment and program headers locate.
 fn tables(view: &LoaderView, ph: &[Phdr]) -> Result<Vec<Recovered>, String> {
-    let a = u64::from(elf::SHF_ALLOC);
-    let wa = a | u64::from(elf::SHF_WRITE);
+    let (a, wa) = (elf::SHF_ALLOC, elf::SHF_ALLOC | elf::SHF_WRITE);
     let mut out = Vec::new();
-    let mut push = |name, sh_type, flags: u64, addr, size, link, info, entsize| {
+    if view.get(elf::DT_SYMTAB).is_none() || view.get(elf::DT_STRTAB).is_none() {
+        return Err("no dynamic symbol or string table (DT_SYMTAB, DT_STRTAB)".into());
+    }
+    for &(name, tag, size, sh_type, writable, link, entsize) in DYN_TABLES {
+        let Some(addr) = view.get(tag) else { continue };
+        let size = match size {
+            Size::Tag(t) => view.get(t),
+            Size::Extent => view.extent(tag),
+        }
+        .ok_or_else(|| format!("the size of its {name} cannot be read"))?;
+        let info = match tag {
+            elf::DT_SYMTAB => first_global(view, addr, size),
+            elf::DT_VERDEF => view.get(elf::DT_VERDEFNUM).unwrap_or(0) as u32,
+            elf::DT_VERNEED => view.get(elf::DT_VERNEEDNUM).unwrap_or(0) as u32,
+            _ => 0,
+        };
         out.push(Recovered {
-            name,
-            sh_type,
-            flags: flags as u32,
-            addr,
-            size,
             link,
             info,
             entsize,
-            align: align_of(addr).min(8),
-        })
-    };
-    let extent = |tag: u32, what: &str| {
-        view.extent(tag)
-            .ok_or_else(|| format!("the extent of {what} cannot be read"))
-    };
-    let sized = |addr_tag: u32, size_tag: u32| Some((view.get(addr_tag)?, view.get(size_tag)?));
-
+            ..table(name, sh_type, if writable { wa } else { a }, addr, size)
+        });
+    }
     if let Some((addr, size)) = view.interp {
-        push(".interp", elf::SHT_PROGBITS, a, addr, size, None, 0, 0);
+        out.push(table(".interp", elf::SHT_PROGBITS, a, addr, size));
     }
     for &(addr, size) in &view.notes {
-        push(".note", elf::SHT_NOTE, a, addr, size, None, 0, 0);
-    }
-    let dynsym = view
-        .get(elf::DT_SYMTAB)
-        .ok_or("no dynamic symbol table (DT_SYMTAB)")?;
-    let dynsym_size = extent(elf::DT_SYMTAB, "the dynamic symbol table (DT_SYMTAB)")?;
-    let locals = first_global(view, dynsym, dynsym_size);
-    push(
-        ".dynsym",
-        elf::SHT_DYNSYM,
-        a,
-        dynsym,
-        dynsym_size,
-        Some(".dynstr"),
-        locals,
-        24,
-    );
-    let (strtab, strsz) = sized(elf::DT_STRTAB, elf::DT_STRSZ)
-        .ok_or("no dynamic string table (DT_STRTAB, DT_STRSZ)")?;
-    push(".dynstr", elf::SHT_STRTAB, a, strtab, strsz, None, 0, 0);
-    if let Some(addr) = view.get(elf::DT_GNU_HASH) {
-        let size = extent(elf::DT_GNU_HASH, "DT_GNU_HASH")?;
-        push(
-            ".gnu.hash",
-            elf::SHT_GNU_HASH,
-            a,
-            addr,
-            size,
-            Some(".dynsym"),
-            0,
-            0,
-        );
-    }
-    if let Some(addr) = view.get(elf::DT_HASH) {
-        let size = extent(elf::DT_HASH, "DT_HASH")?;
-        push(".hash", elf::SHT_HASH, a, addr, size, Some(".dynsym"), 0, 4);
-    }
-    if let Some(addr) = view.get(elf::DT_VERSYM) {
-        let size = extent(elf::DT_VERSYM, "DT_VERSYM")?;
-        push(
-            ".gnu.version",
-            elf::SHT_GNU_VERSYM,
-            a,
-            addr,
-            size,
-            Some(".dynsym"),
-            0,
-            2,
-        );
-    }
-    for (tag, num, name, sh_type) in [
-        (
-            elf::DT_VERDEF,
-            elf::DT_VERDEFNUM,
-            ".gnu.version_d",
-            elf::SHT_GNU_VERDEF,
-        ),
-        (
-            elf::DT_VERNEED,
-            elf::DT_VERNEEDNUM,
-            ".gnu.version_r",
-            elf::SHT_GNU_VERNEED,
-        ),
-    ] {
-        if let Some(addr) = view.get(tag) {
-            let size = extent(tag, name)?;
-            let count = view.get(num).unwrap_or(0) as u32;
-            push(name, sh_type, a, addr, size, Some(".dynstr"), count, 0);
-        }
-    }
-    if let Some((addr, size)) = sized(elf::DT_RELA, elf::DT_RELASZ) {
-        push(
-            ".rela.dyn",
-            elf::SHT_RELA,
-            a,
-            addr,
-            size,
-            Some(".dynsym"),
-            0,
-            24,
-        );
-    }
-    if let Some((addr, size)) = sized(elf::DT_JMPREL, elf::DT_PLTRELSZ) {
-        push(
-            ".rela.plt",
-            elf::SHT_RELA,
-            a,
-            addr,
-            size,
-            Some(".dynsym"),
-            0,
-            24,
-        );
-    }
-    if let Some((addr, size)) = sized(DT_RELR, DT_RELRSZ) {
-        push(".relr.dyn", SHT_RELR, a, addr, size, None, 0, 8);
-    }
-    if let Some((addr, size)) = sized(elf::DT_INIT_ARRAY, elf::DT_INIT_ARRAYSZ) {
-        push(
-            ".init_array",
-            elf::SHT_INIT_ARRAY,
-            wa,
-            addr,
-            size,
-            None,
-            0,
-            8,
-        );
-    }
-    if let Some((addr, size)) = sized(elf::DT_FINI_ARRAY, elf::DT_FINI_ARRAYSZ) {
-        push(
-            ".fini_array",
-            elf::SHT_FINI_ARRAY,
-            wa,
-            addr,
-            size,
-            None,
-            0,
-            8,
-        );
+        out.push(table(".note", elf::SHT_NOTE, a, addr, size));
     }
     if let Some((addr, size)) = view.dynamic_range {
-        push(
-            ".dynamic",
-            elf::SHT_DYNAMIC,
-            wa,
-            addr,
-            size,
-            Some(".dynstr"),
-            0,
-            16,
-        );
+        let dynamic = table(".dynamic", elf::SHT_DYNAMIC, wa, addr, size);
+        out.push(Recovered {
+            link: Some(".dynstr"),
+            entsize: 16,
+            ..dynamic
+        });
     }
     if let Some((addr, size)) = view.eh_frame_hdr {
-        push(
-            ".eh_frame_hdr",
-            elf::SHT_PROGBITS,
-            a,
-            addr,
-            size,
-            None,
-            0,
-            0,
-        );
+        out.push(table(".eh_frame_hdr", elf::SHT_PROGBITS, a, addr, size));
         if let Some(start) = view.eh_frame_start() {
             let size = view
                 .eh_frame_extent(start)
                 .ok_or("the unwind table (.eh_frame) cannot be read")?;
-            push(".eh_frame", elf::SHT_PROGBITS, a, start, size, None, 0, 0);
+            out.push(table(".eh_frame", elf::SHT_PROGBITS, a, start, size));
         }
     }
+    let tls = wa | elf::SHF_TLS;
     for p in ph.iter().filter(|p| p.p_type == elf::PT_TLS) {
-        let tls = wa | u64::from(elf::SHF_TLS);
         if p.filesz > 0 {
-            push(
-                ".tdata",
-                elf::SHT_PROGBITS,
-                tls,
-                p.vaddr,
-                p.filesz,
-                None,
-                0,
-                0,
-            );
+            out.push(table(".tdata", elf::SHT_PROGBITS, tls, p.vaddr, p.filesz));
         }
         if p.memsz > p.filesz {
             let at = p.vaddr + p.filesz;
-            push(
-                ".tbss",
-                elf::SHT_NOBITS,
-                tls,
-                at,
-                p.memsz - p.filesz,
-                None,
-                0,
-                0,
-            );
+            out.push(table(".tbss", elf::SHT_NOBITS, tls, at, p.memsz - p.filesz));
         }
     }
     Ok(out)
