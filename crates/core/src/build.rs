@@ -120,96 +120,18 @@ pub fn build(
     // A group that removes RPCs gets an image, even alone: a function that
     // calls itself then does so in-process.
     let groups: Vec<&plan::Group> = p.groups.iter().filter(|g| g.removed_calls > 0.0).collect();
-    // Every destination, checked before any work: none an input, none
-    // named twice (roots whose names differ only in case).
-    let fixed = [
-        "func_config.json",
-        "launch.sh",
-        "plan.json",
-        "graph.dot",
-        "graph.svg",
-    ];
-    let labels: Vec<(String, PathBuf)> = fixed
-        .iter()
-        .map(|f| (f.to_string(), out_dir.join(f)))
-        .chain(groups.iter().map(|g| {
-            (
-                format!("the fused image of {}", g.root),
-                out_dir.join(image_file(&g.root)),
-            )
-        }))
-        .collect();
-    let pairs: Vec<(&str, &Path)> = labels
-        .iter()
-        .map(|(l, p)| (l.as_str(), p.as_path()))
-        .collect();
-    crate::output::check_distinct(&pairs)?;
-    for (_, path) in &pairs {
-        crate::output::check_destination(path)?;
-    }
+    check_destinations(out_dir, &groups)?;
     let mut images = Vec::new();
     let mut entries = config.functions.clone();
     for g in groups {
-        let specs: Vec<FunctionSpec> = g
-            .members
-            .iter()
-            .map(|m| FunctionSpec {
-                name: m.clone(),
-                path: config
-                    .get(m)
-                    .expect("planned from the config")
-                    .library
-                    .clone(),
-            })
-            .collect();
-        let file = image_file(&g.root);
-        let path = out_dir.join(&file);
-        let opts = crate::merge::MergeOptions {
-            level,
-            reentrant: g
-                .members
-                .iter()
-                .filter(|m| config.get(m).and_then(|e| e.reentrant) == Some(true))
-                .cloned()
-                .collect(),
-            isolate: Default::default(),
-            isolate_fn: g
-                .members
-                .iter()
-                .filter_map(|m| Some((m.clone(), config.get(m)?.isolate?)))
-                .collect(),
-        };
-        let staged = out.create(&file, true)?;
-        let (manifest, staged) = crate::merge::merge_staged(&specs, staged, verify_with, &opts)
-            .with_context(|| format!("fusing the group of {}", g.root))?;
-        // The planner budgets with an estimate; the real image must hold it.
-        if let Some(max) = config.get(&g.root).and_then(|e| e.max_image_bytes) {
-            if manifest.output_bytes > max {
-                return Err(InputError::new(
-                    &config.path,
-                    format!(
-                        "the fused image of {} ({}) is {} B, over its maxImageBytes {max} B; raise the budget or leave a callee out",
-                        g.root,
-                        g.members.join(" + "),
-                        manifest.output_bytes
-                    ),
-                )
-                .into());
-            }
-        }
+        let (staged, image) = fuse_group(config, g, out_dir, level, &mut out, verify_with)?;
         out.add(staged);
         let e = entries
             .iter_mut()
             .find(|e| e.func_name == g.root)
             .expect("root in config");
-        e.library = PathBuf::from(&file);
-        images.push(BuiltImage {
-            root: g.root.clone(),
-            members: g.members.clone(),
-            path: path.display().to_string(),
-            bytes: manifest.output_bytes,
-            manifest,
-        });
+        e.library = PathBuf::from(image_file(&g.root));
+        images.push(image);
     }
     // Libraries that were not fused keep absolute paths.
     for e in &mut entries {
@@ -249,6 +171,104 @@ pub fn build(
         images,
     };
     Ok((p, built))
+}
+
+/// Every destination of a build, checked before any work: none an input,
+/// none named twice (roots whose names differ only in case).
+fn check_destinations(out_dir: &Path, groups: &[&plan::Group]) -> Result<()> {
+    let fixed = [
+        "func_config.json",
+        "launch.sh",
+        "plan.json",
+        "graph.dot",
+        "graph.svg",
+    ];
+    let labels: Vec<(String, PathBuf)> = fixed
+        .iter()
+        .map(|f| (f.to_string(), out_dir.join(f)))
+        .chain(groups.iter().map(|g| {
+            (
+                format!("the fused image of {}", g.root),
+                out_dir.join(image_file(&g.root)),
+            )
+        }))
+        .collect();
+    let pairs: Vec<(&str, &Path)> = labels
+        .iter()
+        .map(|(l, p)| (l.as_str(), p.as_path()))
+        .collect();
+    crate::output::check_distinct(&pairs)?;
+    for (_, path) in &pairs {
+        crate::output::check_destination(path)?;
+    }
+    Ok(())
+}
+
+/// Merge and verify one group into a file staged in `out`, and check its
+/// real size against the budget the planner estimated for.
+fn fuse_group(
+    config: &Config,
+    g: &plan::Group,
+    out_dir: &Path,
+    level: Level,
+    out: &mut crate::output::StagedDir,
+    verify_with: Option<&Path>,
+) -> Result<(crate::output::Staged, BuiltImage)> {
+    let specs: Vec<FunctionSpec> = g
+        .members
+        .iter()
+        .map(|m| FunctionSpec {
+            name: m.clone(),
+            path: config
+                .get(m)
+                .expect("planned from the config")
+                .library
+                .clone(),
+        })
+        .collect();
+    let file = image_file(&g.root);
+    let path = out_dir.join(&file);
+    let opts = crate::merge::MergeOptions {
+        level,
+        reentrant: g
+            .members
+            .iter()
+            .filter(|m| config.get(m).and_then(|e| e.reentrant) == Some(true))
+            .cloned()
+            .collect(),
+        isolate: Default::default(),
+        isolate_fn: g
+            .members
+            .iter()
+            .filter_map(|m| Some((m.clone(), config.get(m)?.isolate?)))
+            .collect(),
+    };
+    let staged = out.create(&file, true)?;
+    let (manifest, staged) = crate::merge::merge_staged(&specs, staged, verify_with, &opts)
+        .with_context(|| format!("fusing the group of {}", g.root))?;
+    // The planner budgets with an estimate; the real image must hold it.
+    if let Some(max) = config.get(&g.root).and_then(|e| e.max_image_bytes) {
+        if manifest.output_bytes > max {
+            return Err(InputError::new(
+                &config.path,
+                format!(
+                    "the fused image of {} ({}) is {} B, over its maxImageBytes {max} B; raise the budget or leave a callee out",
+                    g.root,
+                    g.members.join(" + "),
+                    manifest.output_bytes
+                ),
+            )
+            .into());
+        }
+    }
+    let image = BuiltImage {
+        root: g.root.clone(),
+        members: g.members.clone(),
+        path: path.display().to_string(),
+        bytes: manifest.output_bytes,
+        manifest,
+    };
+    Ok((staged, image))
 }
 
 /// `launch.sh`: one nightcore launcher per function of the deployment, its

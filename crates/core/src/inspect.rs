@@ -176,8 +176,15 @@ fn list(items: &[String]) -> String {
 impl InspectReport {
     /// The human-readable report.
     pub fn render(&self) -> String {
-        let i = &self.info;
         let mut s = String::new();
+        self.render_facts(&mut s);
+        self.render_code(&mut s);
+        s
+    }
+
+    /// The ELF facts and the DWARF verdict.
+    fn render_facts(&self, s: &mut String) {
+        let i = &self.info;
         let _ = writeln!(s, "{}", self.path);
         let _ = writeln!(
             s,
@@ -275,6 +282,11 @@ impl InspectReport {
             }
             _ => {}
         }
+    }
+
+    /// Functions, RPC sites and, for a fused image, its images and lowered sites.
+    fn render_code(&self, s: &mut String) {
+        let i = &self.info;
         let _ = writeln!(s, "  functions ({}):", i.functions.len());
         for f in &i.functions {
             let _ = writeln!(
@@ -328,6 +340,5 @@ impl InspectReport {
                 );
             }
         }
-        s
     }
 }

@@ -275,28 +275,7 @@ pub fn check_nightcore(path: &Path, config: &serde_json::Value) -> Result<(), In
                 json_kind(e)
             )));
         };
-        let name = match obj.get("funcName") {
-            None => {
-                return Err(bad(
-                    "funcName is missing (nightcore needs one per entry)".into()
-                ))
-            }
-            Some(serde_json::Value::String(s)) => s.as_str(),
-            Some(other) => {
-                return Err(bad(format!(
-                    "funcName is {}, not a string",
-                    json_kind(other)
-                )))
-            }
-        };
-        if name.is_empty() {
-            return Err(bad("funcName is empty".into()));
-        }
-        if !valid_func_name(name) {
-            return Err(bad(format!(
-                "funcName {name:?} is not a name nightcore takes: ASCII letters and digits only (a gRPC service: grpc: then letters, digits, '.' and '_')"
-            )));
-        }
+        let name = func_name(obj).map_err(bad)?;
         if let Some(first) = names.insert(name, i) {
             return Err(bad(format!(
                 "funcName {name} is listed twice (entries {} and {}); nightcore needs each name once",
@@ -304,107 +283,126 @@ pub fn check_nightcore(path: &Path, config: &serde_json::Value) -> Result<(), In
                 i + 1
             )));
         }
-        let id = match obj.get("funcId") {
-            None => {
-                return Err(bad(format!(
-                    "funcId is missing (nightcore needs an id in 1..={MAX_FUNC_ID} for every function)"
-                )))
-            }
-            Some(v) => match v.as_i64() {
-                Some(id) if (1..=MAX_FUNC_ID as i64).contains(&id) => id as u64,
-                Some(_) => {
-                    return Err(bad(format!(
-                        "funcId {v} is outside 1..={MAX_FUNC_ID} (nightcore routes calls by an 8-bit function id, 0 being none)"
-                    )))
-                }
-                None if v.is_u64() => {
-                    return Err(bad(format!("funcId {v} is outside 1..={MAX_FUNC_ID}")))
-                }
-                None => {
-                    return Err(bad(format!(
-                        "funcId is {} ({v}), not an integer in 1..={MAX_FUNC_ID}",
-                        json_kind(v)
-                    )))
-                }
-            },
-        };
+        let id = func_id(obj).map_err(bad)?;
         if let Some(first) = ids.insert(id, i) {
             return Err(bad(format!(
                 "funcId {id} is also the funcId of {}; nightcore needs each funcId once",
                 entry_label(first, &entries[first])
             )));
         }
-        let mut workers = [None, None];
-        for (k, field) in ["minWorkers", "maxWorkers"].into_iter().enumerate() {
-            let Some(v) = obj.get(field) else { continue };
-            match v.as_i64() {
-                Some(n) if i32::try_from(n).is_ok() => workers[k] = Some(n),
-                Some(_) => {
-                    return Err(bad(format!(
-                        "{field} {v} does not fit nightcore's 32-bit int"
-                    )))
-                }
-                None if v.is_u64() => {
-                    return Err(bad(format!(
-                        "{field} {v} does not fit nightcore's 32-bit int"
-                    )))
-                }
-                None => {
-                    return Err(bad(format!(
-                        "{field} is {} ({v}), not an integer",
-                        json_kind(v)
-                    )))
-                }
+        entry_fields(name, obj).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// An entry's funcName, checked as nightcore checks it.
+fn func_name(obj: &serde_json::Map<String, serde_json::Value>) -> Result<&str, String> {
+    let name = match obj.get("funcName") {
+        None => return Err("funcName is missing (nightcore needs one per entry)".into()),
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(other) => return Err(format!("funcName is {}, not a string", json_kind(other))),
+    };
+    if name.is_empty() {
+        return Err("funcName is empty".into());
+    }
+    if !valid_func_name(name) {
+        return Err(format!(
+            "funcName {name:?} is not a name nightcore takes: ASCII letters and digits only (a gRPC service: grpc: then letters, digits, '.' and '_')"
+        ));
+    }
+    Ok(name)
+}
+
+/// An entry's funcId, checked as nightcore checks it.
+fn func_id(obj: &serde_json::Map<String, serde_json::Value>) -> Result<u64, String> {
+    let id = match obj.get("funcId") {
+        None => {
+            return Err(format!(
+                "funcId is missing (nightcore needs an id in 1..={MAX_FUNC_ID} for every function)"
+            ))
+        }
+        Some(v) => match v.as_i64() {
+            Some(id) if (1..=MAX_FUNC_ID as i64).contains(&id) => id as u64,
+            Some(_) => {
+                return Err(format!(
+                    "funcId {v} is outside 1..={MAX_FUNC_ID} (nightcore routes calls by an 8-bit function id, 0 being none)"
+                ))
+            }
+            None if v.is_u64() => {
+                return Err(format!("funcId {v} is outside 1..={MAX_FUNC_ID}"))
+            }
+            None => {
+                return Err(format!(
+                    "funcId is {} ({v}), not an integer in 1..={MAX_FUNC_ID}",
+                    json_kind(v)
+                ))
+            }
+        },
+    };
+    Ok(id)
+}
+
+/// An entry's worker counts and its service or HTTP fields.
+fn entry_fields(
+    name: &str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let mut workers = [None, None];
+    for (k, field) in ["minWorkers", "maxWorkers"].into_iter().enumerate() {
+        let Some(v) = obj.get(field) else { continue };
+        match v.as_i64() {
+            Some(n) if i32::try_from(n).is_ok() => workers[k] = Some(n),
+            Some(_) => return Err(format!("{field} {v} does not fit nightcore's 32-bit int")),
+            None if v.is_u64() => {
+                return Err(format!("{field} {v} does not fit nightcore's 32-bit int"))
+            }
+            None => return Err(format!("{field} is {} ({v}), not an integer", json_kind(v))),
+        }
+    }
+    if let [Some(min), Some(max)] = workers {
+        if min > 0 && max > 0 && min > max {
+            return Err(format!(
+                "minWorkers {min} exceeds maxWorkers {max}: nightcore's engine clamps a function's worker count between them, which is undefined behaviour when the minimum exceeds the maximum (0 or less means no limit)"
+            ));
+        }
+    }
+    if name.starts_with("grpc:") {
+        let methods = match obj.get("grpcMethods") {
+            None => {
+                return Err(
+                    "grpcMethods is missing (nightcore needs the methods of a gRPC service)".into(),
+                )
+            }
+            Some(serde_json::Value::Array(m)) => m,
+            Some(other) => {
+                return Err(format!(
+                    "grpcMethods is {}, not an array of method names",
+                    json_kind(other)
+                ))
+            }
+        };
+        if methods.len() > MAX_GRPC_METHODS {
+            return Err(format!(
+                "grpcMethods has {} methods, more than nightcore's {MAX_GRPC_METHODS}",
+                methods.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for m in methods {
+            let Some(m) = m.as_str() else {
+                return Err(format!(
+                    "grpcMethods holds {} ({m}), not a method name",
+                    json_kind(m)
+                ));
+            };
+            if !seen.insert(m) {
+                return Err(format!("grpcMethods lists {m:?} twice"));
             }
         }
-        if let [Some(min), Some(max)] = workers {
-            if min > 0 && max > 0 && min > max {
-                return Err(bad(format!(
-                    "minWorkers {min} exceeds maxWorkers {max}: nightcore's engine clamps a function's worker count between them, which is undefined behaviour when the minimum exceeds the maximum (0 or less means no limit)"
-                )));
-            }
-        }
-        if name.starts_with("grpc:") {
-            let methods =
-                match obj.get("grpcMethods") {
-                    None => return Err(bad(
-                        "grpcMethods is missing (nightcore needs the methods of a gRPC service)"
-                            .into(),
-                    )),
-                    Some(serde_json::Value::Array(m)) => m,
-                    Some(other) => {
-                        return Err(bad(format!(
-                            "grpcMethods is {}, not an array of method names",
-                            json_kind(other)
-                        )))
-                    }
-                };
-            if methods.len() > MAX_GRPC_METHODS {
-                return Err(bad(format!(
-                    "grpcMethods has {} methods, more than nightcore's {MAX_GRPC_METHODS}",
-                    methods.len()
-                )));
-            }
-            let mut seen = BTreeSet::new();
-            for m in methods {
-                let Some(m) = m.as_str() else {
-                    return Err(bad(format!(
-                        "grpcMethods holds {} ({m}), not a method name",
-                        json_kind(m)
-                    )));
-                };
-                if !seen.insert(m) {
-                    return Err(bad(format!("grpcMethods lists {m:?} twice")));
-                }
-            }
-        } else {
-            for field in ["allowHttpGet", "qsAsInput"] {
-                if let Some(v) = obj.get(field).filter(|v| !v.is_boolean()) {
-                    return Err(bad(format!(
-                        "{field} is {} ({v}), not a boolean",
-                        json_kind(v)
-                    )));
-                }
+    } else {
+        for field in ["allowHttpGet", "qsAsInput"] {
+            if let Some(v) = obj.get(field).filter(|v| !v.is_boolean()) {
+                return Err(format!("{field} is {} ({v}), not a boolean", json_kind(v)));
             }
         }
     }
