@@ -180,6 +180,18 @@ pub struct Part {
 }
 
 impl Part {
+    /// `size` bytes at `addr` lie in one loadable segment (its file bytes
+    /// when `file`) with program header flag `flag` (any when 0).
+    fn in_load(&self, addr: u64, size: u64, flag: u32, file: bool) -> bool {
+        let Some(end) = addr.checked_add(size) else {
+            return false;
+        };
+        self.loads.iter().any(|l| {
+            let lim = if file { l.filesz } else { l.memsz };
+            (flag == 0 || l.flags & flag != 0) && addr >= l.vaddr && end <= l.vaddr + lim
+        })
+    }
+
     /// The link-time value a relocated pointer slot holds.
     pub fn slot_value(&self, slot: u64) -> Option<u64> {
         self.slot_value_with(self.relocs.iter().find(|r| r.offset == slot), slot)
@@ -716,6 +728,15 @@ pub fn check_supported(part: &Part) -> Result<()> {
 /// segments, TLS, relocations, initializers, symbols, sections, unwind
 /// table and entry points, with checked arithmetic and sane limits.
 fn validate(p: &Part) -> Result<()> {
+    validate_segments(p)?;
+    validate_tables(p)?;
+    validate_symbols(p)?;
+    validate_sections(p)
+}
+
+/// Loadable segments (sorted, aligned, inside the file and the address
+/// limit) and TLS.
+fn validate_segments(p: &Part) -> Result<()> {
     let len = p.data.len() as u64;
     if p.loads.is_empty() {
         return Err(p.err("no loadable segments"));
@@ -761,15 +782,6 @@ fn validate(p: &Part) -> Result<()> {
             p.loads[0].vaddr
         )));
     }
-    let in_load = |addr: u64, size: u64, flag: u32, file: bool| -> bool {
-        let Some(end) = addr.checked_add(size) else {
-            return false;
-        };
-        p.loads.iter().any(|l| {
-            let lim = if file { l.filesz } else { l.memsz };
-            (flag == 0 || l.flags & flag != 0) && addr >= l.vaddr && end <= l.vaddr + lim
-        })
-    };
     if let Some(t) = p.tls {
         if !t.align.is_power_of_two() || t.align > MAX_TLS_ALIGN {
             return Err(p.err(format!(
@@ -783,18 +795,23 @@ fn validate(p: &Part) -> Result<()> {
                 t.filesz, t.memsz
             )));
         }
-        if t.filesz > 0 && !in_load(t.vaddr, t.filesz, 0, true) {
+        if t.filesz > 0 && !p.in_load(t.vaddr, t.filesz, 0, true) {
             return Err(p.err(format!(
                 "PT_TLS initialization image at {:#x} (+{:#x}) lies outside the file's loadable bytes",
                 t.vaddr, t.filesz
             )));
         }
     }
+    Ok(())
+}
+
+/// Dynamic relocations, initializer and finalizer arrays, `DT_INIT`/`DT_FINI`.
+fn validate_tables(p: &Part) -> Result<()> {
     for r in &p.relocs {
         if r.r_type == elf::R_X86_64_NONE {
             continue;
         }
-        if !in_load(r.offset, 8, elf::PF_W, false) {
+        if !p.in_load(r.offset, 8, elf::PF_W, false) {
             return Err(p.err(format!(
                 "dynamic relocation ({}) at r_offset {:#x} lies outside the image's writable segments",
                 crate::elf::reloc_type_name(r.r_type),
@@ -807,7 +824,7 @@ fn validate(p: &Part) -> Result<()> {
         ("DT_FINI_ARRAY", p.fini_array),
     ] {
         if let Some((addr, n)) = arr {
-            if n > 0 && !in_load(addr, n * 8, 0, false) {
+            if n > 0 && !p.in_load(addr, n * 8, 0, false) {
                 return Err(p.err(format!(
                     "{tag} at {addr:#x} ({n} entries) lies outside the image's segments"
                 )));
@@ -819,7 +836,7 @@ fn validate(p: &Part) -> Result<()> {
                 let slot = addr + 8 * i;
                 let v = p.slot_value_with(by_offset.get(&slot).copied(), slot);
                 if let Some(v) = v.filter(|&v| v != 0 && v != u64::MAX) {
-                    if !in_load(v, 1, elf::PF_X, false) {
+                    if !p.in_load(v, 1, elf::PF_X, false) {
                         return Err(p.err(format!(
                             "{tag} entry {i} = {v:#x} is not in an executable segment"
                         )));
@@ -830,11 +847,16 @@ fn validate(p: &Part) -> Result<()> {
     }
     for (tag, f) in [("DT_INIT", p.init), ("DT_FINI", p.fini)] {
         if let Some(a) = f {
-            if !in_load(a, 1, elf::PF_X, false) {
+            if !p.in_load(a, 1, elf::PF_X, false) {
                 return Err(p.err(format!("{tag} = {a:#x} is not in an executable segment")));
             }
         }
     }
+    Ok(())
+}
+
+/// Dynamic and static symbols lie inside the image (TLS ones in its block).
+fn validate_symbols(p: &Part) -> Result<()> {
     let (lo, hi) = p.span();
     let tls_size = p.tls.map(|t| t.memsz);
     for s in &p.dynsyms {
@@ -870,6 +892,11 @@ fn validate(p: &Part) -> Result<()> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Sections, the unwind table, RELRO and the entry points.
+fn validate_sections(p: &Part) -> Result<()> {
     for s in &p.sections {
         if s.align > MAX_LOAD_ALIGN || (s.align > 1 && !s.align.is_power_of_two()) {
             return Err(p.err(format!(
@@ -881,7 +908,7 @@ fn validate(p: &Part) -> Result<()> {
             continue;
         }
         let file = s.sh_type != elf::SHT_NOBITS;
-        if !in_load(s.addr, s.size, 0, file) {
+        if !p.in_load(s.addr, s.size, 0, file) {
             return Err(p.err(format!(
                 "section {} at {:#x} (+{:#x}) lies outside the image's loadable segments",
                 s.name, s.addr, s.size
@@ -891,7 +918,7 @@ fn validate(p: &Part) -> Result<()> {
             (elf::SHF_EXECINSTR, elf::PF_X, "executable"),
             (elf::SHF_WRITE, elf::PF_W, "writable"),
         ] {
-            if s.flags & u64::from(bit) != 0 && !in_load(s.addr, s.size, pf, false) {
+            if s.flags & u64::from(bit) != 0 && !p.in_load(s.addr, s.size, pf, false) {
                 return Err(p.err(format!(
                     "section {} at {:#x} is {what} but its segment is not",
                     s.name, s.addr
@@ -913,6 +940,7 @@ fn validate(p: &Part) -> Result<()> {
             let page = l.align.max(0x1000);
             l.flags & elf::PF_W != 0 && a >= l.vaddr && a <= end && b <= end.div_ceil(page) * page
         });
+        let (lo, _) = p.span();
         if a > b || a < lo || !within {
             return Err(p.err(format!(
                 "PT_GNU_RELRO {a:#x}..{b:#x} lies outside the image"
@@ -920,7 +948,7 @@ fn validate(p: &Part) -> Result<()> {
         }
     }
     for (i, &e) in p.entry.iter().enumerate() {
-        if p.role != Role::Runtime && !in_load(e, 1, elf::PF_X, false) {
+        if p.role != Role::Runtime && !p.in_load(e, 1, elf::PF_X, false) {
             return Err(p.err(format!(
                 "{} at {e:#x} is not in an executable segment",
                 ENTRY_POINTS[i]
