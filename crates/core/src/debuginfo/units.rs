@@ -189,57 +189,7 @@ impl<'s, 'a> Walk<'s, 'a> {
                     AttributeValue::SecOffset(_)
                     | AttributeValue::Data4(_)
                     | AttributeValue::Data8(_) => {
-                        let kind = match attr.value() {
-                            AttributeValue::DebugLineRef(_) => Some(Sec::Line),
-                            AttributeValue::LocationListsRef(o) => {
-                                st.locs.push(ListRef::Offset(o.0 as u64));
-                                Some(loc_sec)
-                            }
-                            AttributeValue::RangeListsRef(o) => {
-                                st.ranges.push(ListRef::Offset(o.0 as u64));
-                                Some(rng_sec)
-                            }
-                            AttributeValue::DebugMacinfoRef(_) => Some(Sec::Macinfo),
-                            AttributeValue::DebugMacroRef(o) => {
-                                self.macro_units.insert(o.0 as u64);
-                                Some(Sec::Macro)
-                            }
-                            AttributeValue::DebugAddrBase(o) => {
-                                st.addr_base = Some(o.0 as u64);
-                                self.addr_bases.insert(o.0 as u64);
-                                Some(Sec::Addr)
-                            }
-                            AttributeValue::DebugStrOffsetsBase(o) => {
-                                st.str_offsets_base = Some(o.0 as u64);
-                                Some(Sec::StrOffsets)
-                            }
-                            AttributeValue::DebugLocListsBase(o) => {
-                                st.loclists_base = Some(o.0 as u64);
-                                Some(Sec::LocLists)
-                            }
-                            AttributeValue::DebugRngListsBase(o) => {
-                                st.rnglists_base = Some(o.0 as u64);
-                                Some(Sec::RngLists)
-                            }
-                            AttributeValue::SecOffset(_) => match name {
-                                // View numbers next to location lists: offsets
-                                // only (the lists of numbers hold no address).
-                                dw::DW_AT_GNU_locviews => Some(loc_sec),
-                                dw::DW_AT_GNU_ranges_base => Some(Sec::Ranges),
-                                dw::DW_AT_GNU_macros => {
-                                    self.macro_units
-                                        .insert(attr.offset_value().unwrap_or(0) as u64);
-                                    Some(Sec::Macro)
-                                }
-                                _ => {
-                                    return Err(format!(
-                                        "{name} holds a section offset of a kind not known"
-                                    ))
-                                }
-                            },
-                            // A constant.
-                            _ => None,
-                        };
+                        let kind = self.offset_kind(&attr, &mut st, (loc_sec, rng_sec))?;
                         if let Some(t) = kind {
                             self.push(sec, start, width, Kind::Offset(t));
                         }
@@ -284,6 +234,64 @@ impl<'s, 'a> Walk<'s, 'a> {
             }
         }
         self.finish_unit(&st, enc)
+    }
+
+    /// The section a section-offset attribute points into (`None` for a
+    /// constant), noting the bases and lists it names in `st`.
+    fn offset_kind(
+        &mut self,
+        attr: &gimli::Attribute<Slice<'a>>,
+        st: &mut UnitState<'a>,
+        (loc_sec, rng_sec): (Sec, Sec),
+    ) -> R<Option<Sec>> {
+        let name = attr.name();
+        Ok(match attr.value() {
+            AttributeValue::DebugLineRef(_) => Some(Sec::Line),
+            AttributeValue::LocationListsRef(o) => {
+                st.locs.push(ListRef::Offset(o.0 as u64));
+                Some(loc_sec)
+            }
+            AttributeValue::RangeListsRef(o) => {
+                st.ranges.push(ListRef::Offset(o.0 as u64));
+                Some(rng_sec)
+            }
+            AttributeValue::DebugMacinfoRef(_) => Some(Sec::Macinfo),
+            AttributeValue::DebugMacroRef(o) => {
+                self.macro_units.insert(o.0 as u64);
+                Some(Sec::Macro)
+            }
+            AttributeValue::DebugAddrBase(o) => {
+                st.addr_base = Some(o.0 as u64);
+                self.addr_bases.insert(o.0 as u64);
+                Some(Sec::Addr)
+            }
+            AttributeValue::DebugStrOffsetsBase(o) => {
+                st.str_offsets_base = Some(o.0 as u64);
+                Some(Sec::StrOffsets)
+            }
+            AttributeValue::DebugLocListsBase(o) => {
+                st.loclists_base = Some(o.0 as u64);
+                Some(Sec::LocLists)
+            }
+            AttributeValue::DebugRngListsBase(o) => {
+                st.rnglists_base = Some(o.0 as u64);
+                Some(Sec::RngLists)
+            }
+            AttributeValue::SecOffset(_) => match name {
+                // View numbers next to location lists: offsets
+                // only (the lists of numbers hold no address).
+                dw::DW_AT_GNU_locviews => Some(loc_sec),
+                dw::DW_AT_GNU_ranges_base => Some(Sec::Ranges),
+                dw::DW_AT_GNU_macros => {
+                    self.macro_units
+                        .insert(attr.offset_value().unwrap_or(0) as u64);
+                    Some(Sec::Macro)
+                }
+                _ => return Err(format!("{name} holds a section offset of a kind not known")),
+            },
+            // A constant.
+            _ => None,
+        })
     }
 
     /// Walk the unit's lists and record what its indices name.
