@@ -39,7 +39,8 @@ impl Segments<'_> {
         self.program_headers(&unplaced).len()
     }
 
-    pub fn program_headers(&self, new: &NewSegments) -> Vec<Phdr> {
+    /// `PT_PHDR` and the loads that hold the inputs and the new code.
+    fn input_loads(&self, new: &NewSegments) -> Vec<Phdr> {
         let page = self.inputs.page;
         let mut phdrs = vec![Phdr {
             p_type: elf::PT_PHDR,
@@ -74,6 +75,12 @@ impl Segments<'_> {
                 align: page,
             });
         }
+        phdrs
+    }
+
+    pub fn program_headers(&self, new: &NewSegments) -> Vec<Phdr> {
+        let page = self.inputs.page;
+        let mut phdrs = self.input_loads(new);
         let seg = |p_type, flags, start: Slot, end_vaddr: OutAddr, memsz: u64, align| Phdr {
             p_type,
             flags,
