@@ -60,6 +60,35 @@ fn read_exact_at<R: Read + Seek>(
     Ok(buf)
 }
 
+/// The attribute table: `attrs_size` bytes of `attr_size`-byte entries at
+/// `attrs_off`, each with its sample id table.
+fn read_attrs<R: Read + Seek>(
+    f: &mut R,
+    attrs_off: u64,
+    attrs_size: u64,
+    attr_size: u64,
+    file_len: u64,
+) -> Result<Vec<Attr>, FormatError> {
+    let table = read_exact_at(f, attrs_off, attrs_size, file_len, "attribute table")?;
+    let mut attrs = Vec::new();
+    for (i, entry) in table.chunks_exact(attr_size as usize).enumerate() {
+        let at = attrs_off + i as u64 * attr_size;
+        let body = &entry[..entry.len() - 16];
+        let mut attr = Attr::parse(body).map_err(|r| err(at, r))?;
+        let mut ids = Cursor::new(&entry[entry.len() - 16..]);
+        let (ids_off, ids_size) = (ids.u64().unwrap_or(0), ids.u64().unwrap_or(0));
+        if ids_size > 0 {
+            let raw = read_exact_at(f, ids_off, ids_size, file_len, "sample id table")?;
+            attr.ids = raw
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+                .collect();
+        }
+        attrs.push(attr);
+    }
+    Ok(attrs)
+}
+
 /// Read and check the header of a perf.data file of `file_len` bytes.
 pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatError> {
     let mut head = [0u8; 16];
@@ -117,23 +146,7 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
             format!("attribute table size {attrs_size} is not a multiple of {attr_size}"),
         ));
     }
-    let table = read_exact_at(f, attrs_off, attrs_size, file_len, "attribute table")?;
-    let mut attrs = Vec::new();
-    for (i, entry) in table.chunks_exact(attr_size as usize).enumerate() {
-        let at = attrs_off + i as u64 * attr_size;
-        let body = &entry[..entry.len() - 16];
-        let mut attr = Attr::parse(body).map_err(|r| err(at, r))?;
-        let mut ids = Cursor::new(&entry[entry.len() - 16..]);
-        let (ids_off, ids_size) = (ids.u64().unwrap_or(0), ids.u64().unwrap_or(0));
-        if ids_size > 0 {
-            let raw = read_exact_at(f, ids_off, ids_size, file_len, "sample id table")?;
-            attr.ids = raw
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-                .collect();
-        }
-        attrs.push(attr);
-    }
+    let attrs = read_attrs(f, attrs_off, attrs_size, attr_size, file_len)?;
 
     let data_end = data_off
         .checked_add(data_size)
