@@ -57,6 +57,90 @@ pub fn is_caller_saved(r: Register) -> bool {
     )
 }
 
+/// The 64-bit general registers each instruction writes.
+fn register_writes(insns: &[Instruction]) -> Vec<Vec<Register>> {
+    let mut factory = InstructionInfoFactory::new();
+    insns
+        .iter()
+        .map(|x| {
+            let info = factory.info(x);
+            let mut w: Vec<Register> = info
+                .used_registers()
+                .iter()
+                .filter(|u| {
+                    matches!(
+                        u.access(),
+                        OpAccess::Write
+                            | OpAccess::CondWrite
+                            | OpAccess::ReadWrite
+                            | OpAccess::ReadCondWrite
+                    )
+                })
+                .map(|u| u.register().full_register())
+                .filter(|r| r.is_gpr64())
+                .collect();
+            w.dedup();
+            w
+        })
+        .collect()
+}
+
+/// Each block's predecessors among the blocks that run; `None` for a
+/// block reached in a way the analysis cannot see.
+fn live_predecessors(
+    insns: &[Instruction],
+    starts: &[usize],
+    preds: Vec<Vec<usize>>,
+    indirect_jumpers: Vec<usize>,
+) -> Vec<Option<Vec<usize>>> {
+    // Alignment padding after a return or jump is a block nobody
+    // branches to: it never runs, and neither does a block only it
+    // falls into. Any other block nobody branches or falls into is
+    // reached in a way the analysis cannot see (a jump table, a landing
+    // pad). Blocks reached from the entry or from such unseen entries
+    // run; the others must not lend their (absent) facts to the blocks
+    // they fall into.
+    let padding = |b: usize| {
+        let e = starts.get(b + 1).copied().unwrap_or(insns.len());
+        insns[starts[b]..e]
+            .iter()
+            .all(|x| matches!(x.mnemonic(), Mnemonic::Nop | Mnemonic::Int3))
+    };
+    let mut live = vec![false; starts.len()];
+    let mut work: Vec<usize> = (0..starts.len())
+        .filter(|&b| b == 0 || (preds[b].is_empty() && !padding(b)))
+        .collect();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
+    for (b, p) in preds.iter().enumerate() {
+        for &pb in p {
+            succs[pb].push(b);
+        }
+    }
+    while let Some(b) = work.pop() {
+        if std::mem::replace(&mut live[b], true) {
+            continue;
+        }
+        work.extend(succs[b].iter().copied().filter(|&s| !live[s]));
+    }
+    let indirect_jumpers: Vec<usize> = indirect_jumpers.into_iter().filter(|&b| live[b]).collect();
+    // A block nobody branches or falls into is reached through an
+    // indirect jump (a jump table) if the function has one; assume any.
+    preds
+        .into_iter()
+        .enumerate()
+        .map(|(b, p)| {
+            let p: Vec<usize> = p.into_iter().filter(|&pb| live[pb]).collect();
+            if b == 0 || !p.is_empty() || !live[b] {
+                Some(p)
+            } else if indirect_jumpers.is_empty() {
+                None
+            } else {
+                Some(indirect_jumpers.clone())
+            }
+        })
+        .collect()
+}
+
 impl FunctionCfg {
     /// Decode `code`, which starts at virtual address `ip`; `thunk` tells
     /// the register a direct call or jump branches through when its target
@@ -148,78 +232,8 @@ impl FunctionCfg {
                 preds[b + 1].push(b);
             }
         }
-        // Alignment padding after a return or jump is a block nobody
-        // branches to: it never runs, and neither does a block only it
-        // falls into. Any other block nobody branches or falls into is
-        // reached in a way the analysis cannot see (a jump table, a landing
-        // pad). Blocks reached from the entry or from such unseen entries
-        // run; the others must not lend their (absent) facts to the blocks
-        // they fall into.
-        let padding = |b: usize| {
-            let e = starts.get(b + 1).copied().unwrap_or(insns.len());
-            insns[starts[b]..e]
-                .iter()
-                .all(|x| matches!(x.mnemonic(), Mnemonic::Nop | Mnemonic::Int3))
-        };
-        let mut live = vec![false; starts.len()];
-        let mut work: Vec<usize> = (0..starts.len())
-            .filter(|&b| b == 0 || (preds[b].is_empty() && !padding(b)))
-            .collect();
-        let mut succs: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
-        for (b, p) in preds.iter().enumerate() {
-            for &pb in p {
-                succs[pb].push(b);
-            }
-        }
-        while let Some(b) = work.pop() {
-            if std::mem::replace(&mut live[b], true) {
-                continue;
-            }
-            work.extend(succs[b].iter().copied().filter(|&s| !live[s]));
-        }
-        let indirect_jumpers: Vec<usize> =
-            indirect_jumpers.into_iter().filter(|&b| live[b]).collect();
-        // A block nobody branches or falls into is reached through an
-        // indirect jump (a jump table) if the function has one; assume any.
-        let preds = preds
-            .into_iter()
-            .enumerate()
-            .map(|(b, p)| {
-                let p: Vec<usize> = p.into_iter().filter(|&pb| live[pb]).collect();
-                if b == 0 || !p.is_empty() || !live[b] {
-                    Some(p)
-                } else if indirect_jumpers.is_empty() {
-                    None
-                } else {
-                    Some(indirect_jumpers.clone())
-                }
-            })
-            .collect();
-
-        let mut factory = InstructionInfoFactory::new();
-        let writes = insns
-            .iter()
-            .map(|x| {
-                let info = factory.info(x);
-                let mut w: Vec<Register> = info
-                    .used_registers()
-                    .iter()
-                    .filter(|u| {
-                        matches!(
-                            u.access(),
-                            OpAccess::Write
-                                | OpAccess::CondWrite
-                                | OpAccess::ReadWrite
-                                | OpAccess::ReadCondWrite
-                        )
-                    })
-                    .map(|u| u.register().full_register())
-                    .filter(|r| r.is_gpr64())
-                    .collect();
-                w.dedup();
-                w
-            })
-            .collect();
+        let preds = live_predecessors(&insns, &starts, preds, indirect_jumpers);
+        let writes = register_writes(&insns);
 
         FunctionCfg {
             insns,
