@@ -16,6 +16,7 @@ pub mod debuginfo;
 pub mod elf;
 pub mod hash;
 pub mod inspect;
+pub mod loaded;
 pub mod lower;
 pub mod merge;
 pub mod plan;

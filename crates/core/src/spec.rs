@@ -80,10 +80,8 @@ pub fn resolve_specs(args: &[String], root: Option<&str>) -> Result<Vec<Function
     if !args.iter().all(named) {
         for a in args {
             let spec = FunctionSpec::parse(a, &[]);
-            let image = crate::elf::Image::load(&spec.path)?;
-            known.extend(crate::analyze::constant_callees(
-                &crate::analyze::find_rpc_sites(&image),
-            ));
+            let lib = crate::loaded::load(&spec.path)?;
+            known.extend(crate::analyze::constant_callees(&lib.sites));
         }
     }
     let specs: Vec<FunctionSpec> = args

@@ -250,7 +250,7 @@ fn text(b: &[u8]) -> String {
 
 /// Read everything the merger needs from a validated image; every value
 /// is checked against the image itself, and any fault names the file.
-pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
+pub fn read_part(image: &Image, name: &str, role: Role) -> Result<Part> {
     let path = image.path.clone();
     read_part_unchecked(image, name, role).map_err(|e| {
         if crate::error::exit_code(&e) == crate::error::EXIT_BAD_INPUT {
@@ -261,10 +261,8 @@ pub fn read_part(image: Image, name: &str, role: Role) -> Result<Part> {
     })
 }
 
-fn read_part_unchecked(image: Image, name: &str, role: Role) -> Result<Part> {
-    let Image {
-        path, data, info, ..
-    } = image;
+fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
+    let (path, data, info) = (image.path.clone(), image.data.clone(), &image.info);
     let mut part = Part {
         name: name.to_string(),
         path,

@@ -15,7 +15,7 @@ use super::{
     runtime, Decision, Edge, Manifest, ManifestInput, ManifestSite, MergeOptions, MAX_FUSED_SPAN,
     RUNTIME_NAME,
 };
-use crate::analyze::{find_rpc_sites, Callee, RpcSite};
+use crate::analyze::Callee;
 use crate::elf::Image;
 use crate::error::InputError;
 use crate::lower::{self, SitePlan};
@@ -24,8 +24,7 @@ use crate::spec::FunctionSpec;
 /// One input function library, parsed and searched for RPC sites once.
 struct Loaded {
     spec: FunctionSpec,
-    image: Image,
-    sites: Vec<RpcSite>,
+    image: std::sync::Arc<crate::loaded::Analysed>,
 }
 
 /// What one merge knows, filled in pass by pass.
@@ -53,13 +52,11 @@ impl<'a> MergeContext<'a> {
         opts.check(specs)?;
         let mut inputs = Vec::new();
         for s in specs {
-            let image = Image::load(&s.path)?;
+            let image = crate::loaded::load(&s.path)?;
             image.require_entry_points()?;
-            let sites = find_rpc_sites(&image);
             inputs.push(Loaded {
                 spec: s.clone(),
                 image,
-                sites,
             });
         }
         Ok(MergeContext {
@@ -97,7 +94,7 @@ impl<'a> MergeContext<'a> {
         let mut edges = Vec::new();
         let mut seen = BTreeSet::from([0usize]);
         while let Some(i) = queue.pop_front() {
-            let sites = &images[i].sites;
+            let sites = &images[i].image.sites;
             let dynamic = sites.iter().any(|s| s.callee == Callee::Dynamic);
             for (j, input) in images.iter().enumerate() {
                 let spec = &input.spec;
@@ -181,7 +178,7 @@ impl<'a> MergeContext<'a> {
             .iter()
             .map(|&i| {
                 let input = &self.inputs[i];
-                lower::plan(&input.image, &input.sites, &table, self.opts.level)
+                lower::plan(&input.image, &input.image.sites, &table, self.opts.level)
             })
             .collect();
         self.plans.push(Vec::new());
@@ -198,7 +195,7 @@ impl<'a> MergeContext<'a> {
             let Loaded { spec, image, .. } = slots[i].take().expect("each input once");
             self.input_bytes += image.data.len() as u64;
             let role = if k == 0 { Role::Root } else { Role::Callee };
-            let mut part = input::read_part(image, &spec.name, role)?;
+            let mut part = input::read_part(&image, &spec.name, role)?;
             part.reentrant = self.opts.reentrant.contains(&spec.name);
             // The root runs on its process's own stack, as unfused.
             part.isolation = if k == 0 {
@@ -228,7 +225,7 @@ impl<'a> MergeContext<'a> {
         }
         let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
         self.parts
-            .push(input::read_part(runtime, RUNTIME_NAME, Role::Runtime)?);
+            .push(input::read_part(&runtime, RUNTIME_NAME, Role::Runtime)?);
         Ok(())
     }
 

@@ -10,8 +10,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
-use crate::analyze::{find_rpc_sites, Callee};
-use crate::elf::Image;
+use crate::analyze::Callee;
 use crate::error::InputError;
 
 /// What the planner needs from a profile: calls per RPC edge and each
@@ -115,9 +114,9 @@ impl RpcGraph {
         }
         // Static sites: edges the code can take even if the profile saw none.
         for f in &config.functions {
-            let image = Image::load(&f.library)?;
+            let lib = crate::loaded::load(&f.library)?;
             let a = index[&f.func_name];
-            for s in find_rpc_sites(&image) {
+            for s in &lib.sites {
                 let Callee::Constant(n) = &s.callee else {
                     continue;
                 };

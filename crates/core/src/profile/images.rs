@@ -10,14 +10,14 @@ use anyhow::Result;
 
 use super::perfdata::Mmap;
 use super::symbols::Symbols;
-use crate::analyze::{find_rpc_sites, RpcSite};
-use crate::elf::{Image, Segment};
+use crate::analyze::RpcSite;
+use crate::elf::Segment;
 
 /// A function library given with `--lib [NAME=]LIB.so`.
 pub struct Lib {
     /// The function name it serves (callers' name for it).
     pub name: String,
-    pub image: Image,
+    pub image: std::sync::Arc<crate::loaded::Analysed>,
     pub build_id: Option<Vec<u8>>,
     pub sites: Vec<RpcSite>,
     canonical: Option<PathBuf>,
@@ -27,8 +27,8 @@ pub struct Lib {
 impl Lib {
     /// Load `path` as the image serving `name`.
     pub fn load(name: &str, path: &Path) -> Result<Lib> {
-        let image = Image::load(path)?;
-        let sites = find_rpc_sites(&image);
+        let image = crate::loaded::load(path)?;
+        let sites = image.sites.clone();
         let build_id = image.info.build_id.as_deref().and_then(hex_decode);
         let symbols = Symbols::new(&image);
         Ok(Lib {
