@@ -127,11 +127,12 @@ faasfuse plan --config func_config.json --profile new.json --previous plan.json 
     /// Plan, fuse every group, verify, and write the fused deployment.
     #[command(
         long_about = "The CI step: `faasfuse plan`, then `faasfuse merge` and `faasfuse verify` \
-for every group with callees, then OUT_DIR/func_config.json pointing each group's root at \
+for every group that removes RPCs, then DIR/func_config.json pointing each group's root at \
 its fused image (every other function keeps its library and still serves RPCs that were \
-not fused), OUT_DIR/plan.json and the RPC graph (graph.dot, graph.svg with Graphviz).\n\n\
+not fused), DIR/launch.sh (one nightcore launcher per function), DIR/plan.json and the RPC \
+graph (graph.dot, graph.svg with Graphviz).\n\n\
 The deployment is written whole or not at all: every file is staged first and named only \
-when every group is fused, verified and within its budget; on any error OUT_DIR is left as \
+when every group is fused, verified and within its budget; on any error DIR is left as \
 it was (absent, or holding what it held).",
         after_help = "Example:\n  faasfuse build --config func_config.json --profile profile.json --out-dir fused/\n  \
 faasfuse run --config fused/func_config.json --ipc -- Frontend 'red shoes'"
@@ -293,6 +294,8 @@ pub struct PlanArgs {
 pub struct BuildArgs {
     #[command(flatten)]
     pub inputs: PlanInputs,
+    /// The directory to write the fused deployment to (whole, or left as
+    /// it was).
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
     /// How far to rewrite RPC call sites (see `faasfuse merge --help`).
@@ -405,7 +408,8 @@ faasfuse profile merge monday.json tuesday.json -o week.json"
 pub struct ProfileArgs {
     #[command(subcommand)]
     pub command: Option<ProfileCommand>,
-    /// perf.data, .fdata or pre-aggregated profiles to read (summed).
+    /// perf.data, .fdata or pre-aggregated profiles to read (summed); `-`
+    /// reads standard input (spooled to a temporary file).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// A function library the profile covers, as NAME=LIB.so or LIB.so (the
@@ -433,6 +437,7 @@ pub enum ProfileCommand {
     Merge {
         #[arg(required = true, value_name = "PROFILE.json")]
         inputs: Vec<PathBuf>,
+        /// The summed profile JSON to write.
         #[arg(short, long, value_name = "OUT.json")]
         output: PathBuf,
         /// Print a JSON summary instead of the text one.

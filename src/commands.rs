@@ -376,9 +376,18 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
 fn read_inputs(file: &PathBuf, format: InputsFormat) -> Result<Vec<Vec<u8>>> {
     let mut text = Vec::new();
     if file.as_os_str() == "-" {
+        // Bounded as a file is: one byte past the limit says it is too large.
+        let limit = faasfuse_core::files::MAX_TEXT_BYTES;
         std::io::stdin()
+            .take(limit + 1)
             .read_to_end(&mut text)
             .context("reading stdin")?;
+        if text.len() as u64 > limit {
+            bail!(InputError::new(
+                "<stdin>",
+                format!("cannot read inputs: more than {limit} bytes")
+            ));
+        }
     } else {
         text = faasfuse_core::files::read(
             file,

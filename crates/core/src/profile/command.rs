@@ -132,7 +132,7 @@ pub fn run(a: ProfileJob) -> Result<()> {
     }
     if let Some(dir) = &a.fdata_dir {
         std::fs::create_dir_all(dir)
-            .map_err(|e| InputError::new(dir, format!("cannot create directory: {e}")))?;
+            .map_err(|e| OutputError::write(dir, format!("cannot create directory: {e}")))?;
         for lib in &libs {
             let Some(img) = profile.images.get(&lib.name) else {
                 continue;
