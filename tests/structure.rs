@@ -20,7 +20,7 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
                 stack.push(p);
                 continue;
             }
-            if p.extension().is_none_or(|x| x != "rs") {
+            if p.extension().map_or(true, |x| x != "rs") {
                 continue;
             }
             let rel = p.strip_prefix(src).unwrap().with_extension("");
