@@ -1,30 +1,54 @@
-//! Planning time against deployment size, and the heuristic's optimality
-//! gap where the exact optimum can be computed.
+//! Planning time and quality.
 //!
-//! Run: `cargo bench --bench plan` (or `scripts/bench-plan.sh`); writes
-//! out/bench/plan.csv.
+//! Run: `cargo bench --bench plan` (or `scripts/bench-plan.sh`). Parts, by
+//! the first argument or `PLAN_BENCH` (default `all`):
+//!
+//! - `scale`: time against deployment size and shapes on which a search
+//!   over subsets blows up (out/bench/plan.csv, plan-shapes.csv);
+//! - `sweep`: `PLAN_SWEEP` (default 1,000) random deployments of up to
+//!   2,000 functions and 10,000 edges without budgets, and as many with
+//!   budgets (benches/gen/shapes.rs: sizes, callees per function, cycles,
+//!   uniform, log-uniform and heavy-tailed call counts, entry ratios,
+//!   trust domains, re-entrant functions); prints the median, the 99th
+//!   percentile and the worst time with the shape that produced it
+//!   (out/bench/plan-sweep.csv, one line per deployment);
+//! - `gap`: the heuristic against exact enumeration on groups of up to 20
+//!   candidates (out/bench/plan-gap.csv, one line per group).
+//!
+//! Times are of `plan_graph`: the whole plan of a built graph (every
+//! group, the reasons, the edges' status), release build, one thread.
+
+#[path = "gen/shapes.rs"]
+mod shapes;
 
 use std::time::Instant;
 
-use faasfuse_core::plan::solve::{exact_removed_calls, solve};
+use faasfuse_core::plan::solve::{exact_removed_calls, solve, solve_with, Limits, Search};
+use faasfuse_core::plan::{plan_graph, Options, RpcGraph};
 use faasfuse_testkit::synthetic::{deployment, star, unbounded_deployment};
 use petgraph::graph::NodeIndex;
+use shapes::Shape;
 
-/// Median of five timed runs of `f` (ms), and its last result.
-fn median_ms<T>(mut f: impl FnMut(u64) -> T) -> (f64, T) {
-    let mut times = Vec::new();
-    let mut last = None;
-    for seed in 0..5 {
-        let t = Instant::now();
-        last = Some(f(seed));
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    (times[2], last.expect("five runs"))
+/// Time of the whole plan of `rg` (ms), and its groups' members.
+fn time_plan(rg: &RpcGraph, limits: &[Limits]) -> (f64, usize) {
+    let (ms, members, _) = time_plan_objective(rg, limits);
+    (ms, members)
 }
 
-fn main() {
-    std::fs::create_dir_all("out/bench").expect("out/bench");
+/// [`time_plan`], and the plan's objective (removed RPC cost, us).
+fn time_plan_objective(rg: &RpcGraph, limits: &[Limits]) -> (f64, usize, f64) {
+    let t = Instant::now();
+    let plan = plan_graph(rg, limits, &Options::default(), None);
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let members = plan.groups.iter().map(|g| g.members.len()).sum();
+    (ms, members, plan.objective_us)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn scale() {
     let mut csv = String::from("functions,entries,edges,plan_ms_median\n");
     println!(
         "{:>9} {:>8} {:>7} {:>16}",
@@ -35,14 +59,7 @@ fn main() {
         let mut shape = (0, 0);
         for seed in 0..5 {
             let (rg, limits) = deployment(n, seed);
-            let t = Instant::now();
-            let mut groups = 0;
-            for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
-                let s = solve(&rg, root, &limits[root.index()], false);
-                groups += s.members.len();
-            }
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-            std::hint::black_box(groups);
+            times.push(time_plan(&rg, &limits).0);
             shape = (
                 rg.g.node_weights().filter(|x| x.entry).count(),
                 rg.g.edge_count(),
@@ -53,85 +70,345 @@ fn main() {
         println!("{n:>9} {:>8} {:>7} {med:>16.2}", shape.0, shape.1);
         csv.push_str(&format!("{n},{},{},{med:.3}\n", shape.0, shape.1));
     }
+    std::fs::write("out/bench/plan.csv", csv).expect("write out/bench/plan.csv");
 
     // Shapes where a search over subsets blows up: one root with many hot
     // callees, and whole deployments without budgets.
     println!(
-        "\n{:<44} {:>16} {:>9}",
+        "\n{:<52} {:>16} {:>9}",
         "shape", "plan ms (median)", "members"
     );
     let mut shapes = String::from("shape,plan_ms_median,members\n");
-    let mut shape = |name: String, ms: f64, members: usize| {
-        println!("{name:<44} {ms:>16.2} {members:>9}");
-        shapes.push_str(&format!("{name},{ms:.3},{members}\n"));
+    let mut row = |name: String, mut runs: Vec<(f64, usize)>| {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ms, m) = runs[runs.len() / 2];
+        println!("{name:<52} {ms:>16.2} {m:>9}");
+        shapes.push_str(&format!("{name},{ms:.3},{m}\n"));
     };
     for (n, fit) in [(1000, None), (1000, Some(100)), (399, None), (999, None)] {
-        let (ms, m) = median_ms(|seed| {
-            let (rg, l) = star(n, fit, seed);
-            solve(&rg, NodeIndex::new(0), &l, false).members.len()
-        });
+        let runs = (0..5)
+            .map(|seed| {
+                let (rg, l) = star(n, fit, seed);
+                let limits = vec![l; rg.g.node_count()];
+                time_plan(&rg, &limits)
+            })
+            .collect();
         let budget = fit.map_or("no budget".to_string(), |k| format!("budget for ~{k}"));
-        shape(format!("one root, {n} hot callees, {budget}"), ms, m);
+        row(format!("one root, {n} hot callees, {budget}"), runs);
     }
-    let (ms, m) = median_ms(|seed| {
-        let (rg, limits) = unbounded_deployment(2000, seed);
-        rg.g.node_indices()
-            .filter(|&i| rg.g[i].entry)
-            .map(|root| solve(&rg, root, &limits[root.index()], false).members.len())
-            .sum::<usize>()
-    });
-    shape("random 2000 functions, no budgets".into(), ms, m);
+    let runs = (0..5)
+        .map(|seed| {
+            let (rg, limits) = unbounded_deployment(2000, seed);
+            time_plan(&rg, &limits)
+        })
+        .collect();
+    row("random 2000 functions, no budgets".into(), runs);
+    for calls in [shapes::Calls::LogUniform(1e6), shapes::Calls::Uniform(1e6)] {
+        let runs = (0..5)
+            .map(|seed| {
+                let shape = Shape {
+                    calls,
+                    ..Shape::issue(seed)
+                };
+                let (rg, limits) = shape.build();
+                time_plan(&rg, &limits)
+            })
+            .collect();
+        row(
+            format!("2000 functions, 200 entries, 1-3 callees, {calls}"),
+            runs,
+        );
+    }
     std::fs::write("out/bench/plan-shapes.csv", shapes).expect("write plan-shapes.csv");
+}
 
-    // The greedy search against exact enumeration where the greedy runs
-    // (more than 14 candidates) and enumeration is still feasible.
-    let (mut groups, mut optimal, mut worst, mut sum) = (0, 0, 0.0f64, 0.0f64);
-    for k in 15..=18 {
-        for seed in 0..10 {
-            let (rg, l) = star(k, Some(k / 2), 500 + seed);
-            let e = exact_removed_calls(&rg, NodeIndex::new(0), &l);
-            let h = solve(&rg, NodeIndex::new(0), &l, false).removed_calls;
-            let gap = if e > 0.0 { (e - h) / e } else { 0.0 };
-            groups += 1;
-            optimal += usize::from(gap <= 1e-9);
-            worst = worst.max(gap);
-            sum += gap;
-        }
-    }
-    println!(
-        "\ngreedy vs exact on {groups} groups of 15..18 candidates under a size budget: optimal on {optimal}, mean gap {:.3}%, worst gap {:.3}%",
-        100.0 * sum / groups as f64,
-        100.0 * worst
-    );
-    csv.push_str(&format!(
-        "# greedy gap (15..18 candidates): groups={groups} optimal={optimal} mean_gap={:.6} worst_gap={worst:.6}\n",
-        sum / groups as f64
-    ));
-
-    // Optimality gap of the heuristic on graphs small enough to enumerate.
-    let (mut roots, mut optimal, mut worst) = (0, 0, 0.0f64);
-    for seed in 0..2000 {
-        let n = 3 + (seed % 12) as usize;
-        let (rg, limits) = deployment(n, 1000 + seed);
-        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
-            let l = &limits[root.index()];
-            let e = solve(&rg, root, l, false).removed_calls;
-            let h = solve(&rg, root, l, true).removed_calls;
-            roots += 1;
-            let gap = if e > 0.0 { (e - h) / e } else { 0.0 };
-            if gap <= 1e-9 {
-                optimal += 1;
+/// The corners of the sweep's space: the most functions, edges and
+/// entries, every call-count distribution, DAGs and fully cyclic graphs.
+fn corners() -> Vec<Shape> {
+    let mut out = Vec::new();
+    let mut seed = 0;
+    for budgets in [false, true] {
+        for ratio in [0.1, 0.25] {
+            for callees in [(1, 3), (4, 8)] {
+                for back in [0.1, 1.0] {
+                    for calls in [
+                        shapes::Calls::Uniform(1e6),
+                        shapes::Calls::LogUniform(1e6),
+                        shapes::Calls::Pareto(0.7),
+                    ] {
+                        seed += 1;
+                        out.push(Shape {
+                            functions: 2000,
+                            entries: (2000.0 * ratio) as usize,
+                            callees,
+                            back,
+                            calls,
+                            domains: 1,
+                            reentrant: 0.0,
+                            external: true,
+                            budgets,
+                            max_edges: 10_000,
+                            seed: 9_000 + seed,
+                        });
+                    }
+                }
             }
-            worst = worst.max(gap);
+        }
+    }
+    out
+}
+
+fn sweep(count: u64) {
+    let t = Instant::now();
+    let mut worst = (0.0, String::new());
+    for shape in corners() {
+        let (rg, limits) = shape.build();
+        let (ms, _, objective) = time_plan_objective(&rg, &limits);
+        if std::env::var("PLAN_VERBOSE").is_ok() {
+            println!(
+                "  {ms:>8.1} ms  objective {objective:.6e}  {shape} (edges={})",
+                rg.g.edge_count()
+            );
+        }
+        if ms > worst.0 {
+            worst = (ms, format!("{shape} (edges={})", rg.g.edge_count()));
         }
     }
     println!(
-        "\nheuristic vs exact on {roots} groups of 3..14-function deployments: optimal on {optimal} ({:.1}%), worst gap {:.2}%",
-        100.0 * optimal as f64 / roots as f64,
-        100.0 * worst
+        "\ncorners: {} deployments of 2000 functions in {:.0} s: worst {:.1} ms\n  worst: {}",
+        corners().len(),
+        t.elapsed().as_secs_f64(),
+        worst.0,
+        worst.1
     );
-    csv.push_str(&format!(
-        "# gap: groups={roots} optimal={optimal} worst_gap={worst:.6}\n"
-    ));
-    std::fs::write("out/bench/plan.csv", csv).expect("write out/bench/plan.csv");
+    let mut csv = String::from("budgets,seed,functions,entries,edges,plan_ms,members,shape\n");
+    for budgets in [false, true] {
+        let t = Instant::now();
+        let mut runs: Vec<(f64, String)> = Vec::new();
+        let (mut max_n, mut max_e) = (0, 0);
+        for seed in 0..count {
+            let shape = Shape::random(2000, budgets, seed);
+            let (rg, limits) = shape.build();
+            let (ms, members) = time_plan(&rg, &limits);
+            let entries = rg.g.node_weights().filter(|x| x.entry).count();
+            max_n = max_n.max(rg.g.node_count());
+            max_e = max_e.max(rg.g.edge_count());
+            csv.push_str(&format!(
+                "{budgets},{seed},{},{entries},{},{ms:.3},{members},{shape}\n",
+                rg.g.node_count(),
+                rg.g.edge_count()
+            ));
+            runs.push((ms, format!("{shape} (edges={})", rg.g.edge_count())));
+        }
+        let mut times: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        times.sort_by(f64::total_cmp);
+        let Some(worst) = runs.iter().max_by(|a, b| a.0.total_cmp(&b.0)) else {
+            continue;
+        };
+        println!(
+            "\nsweep, {} budgets: {count} random deployments (up to {max_n} functions, {max_e} edges) in {:.0} s: plan median {:.1} ms, p99 {:.1} ms, worst {:.1} ms\n  worst: {}",
+            if budgets { "with" } else { "without" },
+            t.elapsed().as_secs_f64(),
+            quantile(&times, 0.5),
+            quantile(&times, 0.99),
+            worst.0,
+            worst.1
+        );
+    }
+    std::fs::write("out/bench/plan-sweep.csv", csv).expect("write plan-sweep.csv");
+}
+
+/// Gap of `h` below the optimum `e`.
+fn gap(e: f64, h: f64) -> f64 {
+    if e > 0.0 {
+        ((e - h) / e).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+struct Gaps {
+    what: &'static str,
+    gaps: Vec<f64>,
+}
+
+impl Gaps {
+    fn print(&self) {
+        let mut g = self.gaps.clone();
+        g.sort_by(f64::total_cmp);
+        let optimal = g.iter().filter(|&&x| x <= 1e-9).count();
+        println!(
+            "  {:<58} optimal on {optimal} of {} ({:.1}%), median gap {:.3}%, mean {:.3}%, p99 {:.2}%, worst {:.2}%",
+            self.what,
+            g.len(),
+            100.0 * optimal as f64 / g.len() as f64,
+            100.0 * quantile(&g, 0.5),
+            100.0 * g.iter().sum::<f64>() / g.len() as f64,
+            100.0 * quantile(&g, 0.99),
+            100.0 * g.last().copied().unwrap_or(0.0)
+        );
+    }
+}
+
+fn gaps(count: usize) {
+    let t = Instant::now();
+    let mut csv = String::from("source,seed,root,candidates,budgets,exact,plan,greedy_alone\n");
+    let alone = Search {
+        heuristic: true,
+        refine: false,
+        ..Search::default()
+    };
+    let forced = Search {
+        heuristic: true,
+        ..Search::default()
+    };
+    // What `plan` runs on 15-20 candidates; what it would run on <= 14 if
+    // it did not enumerate; the incremental greedy that alone serves
+    // groups of more than 64 candidates.
+    let mut plan_15_20 = Gaps {
+        what: "plan's search, groups of 15-20 candidates",
+        gaps: Vec::new(),
+    };
+    let mut forced_small = Gaps {
+        what: "plan's search forced onto groups of 1-14 candidates",
+        gaps: Vec::new(),
+    };
+    let mut alone_all = Gaps {
+        what: "incremental greedy alone, groups of 1-20 candidates",
+        gaps: Vec::new(),
+    };
+    let mut record = |source: &str, seed: u64, rg: &RpcGraph, root: NodeIndex, l: &Limits| {
+        let p = solve(rg, root, l, false);
+        let k = p.verdicts.len();
+        let candidates = p
+            .verdicts
+            .values()
+            .filter(|v| {
+                !matches!(
+                    v,
+                    faasfuse_core::plan::solve::Verdict::Cold { .. }
+                        | faasfuse_core::plan::solve::Verdict::OtherDomain
+                )
+            })
+            .count();
+        let _ = k;
+        if candidates == 0 || candidates > 20 {
+            return false;
+        }
+        let e = exact_removed_calls(rg, root, l);
+        let h = if candidates > 14 {
+            p.removed_calls
+        } else {
+            solve_with(rg, root, l, &forced).removed_calls
+        };
+        let a = solve_with(rg, root, l, &alone).removed_calls;
+        assert!(
+            h <= e * (1.0 + 1e-9) + 1e-9,
+            "{source} {seed}: beats the optimum"
+        );
+        if candidates > 14 {
+            plan_15_20.gaps.push(gap(e, h));
+        } else {
+            forced_small.gaps.push(gap(e, h));
+        }
+        alone_all.gaps.push(gap(e, a));
+        let budgets = l.max_image_bytes.is_some() || l.cpu_budget.is_some();
+        csv.push_str(&format!(
+            "{source},{seed},{},{candidates},{budgets},{e},{h},{a}\n",
+            root.index()
+        ));
+        candidates > 14
+    };
+    // Random shapes of 10-60 functions, with and without budgets, until
+    // `count` groups of 15-20 candidates; stars of 15-20 callees under a
+    // size budget.
+    let mut big = 0;
+    let mut seed = 0;
+    while big < count && seed < 200 * count as u64 {
+        let mut shape = Shape::random(60, seed % 2 == 0, 7_000_000 + seed);
+        shape.functions = 10 + (seed % 51) as usize;
+        shape.entries = shape.entries.clamp(1, shape.functions / 4 + 1);
+        let (rg, limits) = shape.build();
+        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+            if big < count && record("random", seed, &rg, root, &limits[root.index()]) {
+                big += 1;
+            }
+        }
+        seed += 1;
+    }
+    for k in 15..=20 {
+        for seed in 0..(count / 12).max(1) as u64 {
+            let (rg, l) = star(k, Some(k / 2), 500 + seed);
+            record("star", seed, &rg, NodeIndex::new(0), &l);
+        }
+    }
+    println!(
+        "\nheuristic vs exact enumeration ({:.0} s):",
+        t.elapsed().as_secs_f64()
+    );
+    plan_15_20.print();
+    forced_small.print();
+    alone_all.print();
+    std::fs::write("out/bench/plan-gap.csv", csv).expect("write plan-gap.csv");
+}
+
+fn main() {
+    std::fs::create_dir_all("out/bench").expect("out/bench");
+    let part = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .or_else(|| std::env::var("PLAN_BENCH").ok())
+        .unwrap_or_else(|| "all".into());
+    let count: u64 = std::env::var("PLAN_SWEEP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let gap_groups: usize = std::env::var("PLAN_GAP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    if part == "all" || part == "scale" {
+        scale();
+    }
+    if part == "all" || part == "sweep" {
+        sweep(count);
+    }
+    if part == "all" || part == "gap" {
+        gaps(gap_groups);
+    }
+    if part == "one" {
+        // `one SEED [budgets]`: one deployment of the sweep, timed apart.
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let seed: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let budgets = args.get(2).is_some_and(|s| s == "budgets");
+        let shape = if args.get(2).is_some_and(|s| s == "corner") {
+            corners()[seed as usize].clone()
+        } else {
+            Shape::random(2000, budgets, seed)
+        };
+        let (rg, limits) = shape.build();
+        println!("{shape} edges={}", rg.g.edge_count());
+        let t = Instant::now();
+        let mut worst = (0.0, 0, 0);
+        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+            let t1 = Instant::now();
+            let s = solve(&rg, root, &limits[root.index()], false);
+            let ms = t1.elapsed().as_secs_f64() * 1e3;
+            if ms > worst.0 {
+                worst = (ms, s.verdicts.len(), s.members.len());
+            }
+        }
+        println!(
+            "solve all {:.1} ms, worst group {:.2} ms ({} candidates, {} members)",
+            t.elapsed().as_secs_f64() * 1e3,
+            worst.0,
+            worst.1,
+            worst.2
+        );
+        let (ms, members, objective) = time_plan_objective(&rg, &limits);
+        println!("plan {ms:.1} ms, {members} members, objective {objective:.6e}");
+    }
 }

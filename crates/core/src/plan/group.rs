@@ -8,6 +8,48 @@ use petgraph::visit::EdgeRef;
 
 use super::graph::RpcGraph;
 
+/// A deployment graph's edges as flat arrays: the out-edges of node `n`
+/// are `out(n)`, sorted by callee (parallel edges in the graph's order).
+/// Built once per plan, so each root's group is gathered without walking
+/// the graph's edge lists or sorting.
+pub struct Adjacency {
+    start: Vec<usize>,
+    pub to: Vec<usize>,
+    pub calls: Vec<f64>,
+    pub share: Vec<f64>,
+}
+
+impl Adjacency {
+    pub fn new(rg: &RpcGraph) -> Adjacency {
+        let n = rg.g.node_count();
+        let mut adj = Adjacency {
+            start: Vec::with_capacity(n + 1),
+            to: Vec::with_capacity(rg.g.edge_count()),
+            calls: Vec::with_capacity(rg.g.edge_count()),
+            share: Vec::with_capacity(rg.g.edge_count()),
+        };
+        let mut out = Vec::new();
+        for u in rg.g.node_indices() {
+            adj.start.push(adj.to.len());
+            out.clear();
+            out.extend(rg.g.edges(u));
+            out.sort_by_key(|e| e.target());
+            for e in &out {
+                adj.to.push(e.target().index());
+                adj.calls.push(e.weight().calls);
+                adj.share.push(e.weight().share);
+            }
+        }
+        adj.start.push(adj.to.len());
+        adj
+    }
+
+    /// Indices of node `n`'s out-edges.
+    pub fn out(&self, n: usize) -> std::ops::Range<usize> {
+        self.start[n]..self.start[n + 1]
+    }
+}
+
 pub struct LocalEdge {
     pub from: usize,
     pub to: usize,
@@ -20,9 +62,19 @@ pub struct Local {
     /// Deployment node of each local node; `nodes[0]` is the root.
     pub nodes: Vec<NodeIndex>,
     pub edges: Vec<LocalEdge>,
-    /// Edge indices into and out of each local node.
-    pub ins: Vec<Vec<usize>>,
-    pub outs: Vec<Vec<usize>>,
+    /// Edge indices into and out of each local node: those of node `u`
+    /// are `in_list[in_start[u]..in_start[u + 1]]` (likewise out), in
+    /// edge order.
+    in_start: Vec<usize>,
+    in_list: Vec<usize>,
+    out_start: Vec<usize>,
+    out_list: Vec<usize>,
+    /// The callers and callees at the other end of those edges.
+    in_from: Vec<u32>,
+    out_to: Vec<u32>,
+    /// The calls on those edges.
+    in_calls: Vec<f64>,
+    out_calls: Vec<f64>,
     executions: Vec<f64>,
     reentrant: Vec<bool>,
 }
@@ -37,20 +89,55 @@ impl Local {
             local[n.index()] = i;
         }
         let mut edges = Vec::new();
+        let mut out = Vec::new();
         for (u, &n) in nodes.iter().enumerate() {
-            let mut out: Vec<_> = rg.g.edges(n).collect();
-            out.sort_by_key(|e| e.target());
-            for e in out {
+            out.clear();
+            out.extend(rg.g.edges(n).filter_map(|e| {
                 let v = local[e.target().index()];
-                if v == usize::MAX {
-                    continue;
-                }
+                (v != usize::MAX).then_some((e.target(), v, e.weight()))
+            }));
+            out.sort_by_key(|e| e.0);
+            for &(_, v, w) in &out {
                 edges.push(LocalEdge {
                     from: u,
                     to: v,
-                    calls: e.weight().calls,
-                    hot: e.weight().share >= cold,
+                    calls: w.calls,
+                    hot: w.share >= cold,
                 });
+            }
+        }
+        let executions = nodes.iter().map(|&n| rg.g[n].executions).collect();
+        let reentrant = nodes.iter().map(|&n| rg.g[n].reentrant).collect();
+        Local::assemble(nodes, edges, executions, reentrant)
+    }
+
+    /// [`Local::new`] over a deployment's [`Adjacency`] (the same graph,
+    /// built without going through the deployment graph's edge lists).
+    pub fn with_adjacency(
+        rg: &RpcGraph,
+        adj: &Adjacency,
+        root: NodeIndex,
+        cands: &[NodeIndex],
+        cold: f64,
+    ) -> Local {
+        let mut nodes = vec![root];
+        nodes.extend(cands.iter().copied().filter(|&c| c != root));
+        let mut local = vec![usize::MAX; rg.g.node_count()];
+        for (i, &n) in nodes.iter().enumerate() {
+            local[n.index()] = i;
+        }
+        let mut edges = Vec::new();
+        for (u, &n) in nodes.iter().enumerate() {
+            for k in adj.out(n.index()) {
+                let v = local[adj.to[k]];
+                if v != usize::MAX {
+                    edges.push(LocalEdge {
+                        from: u,
+                        to: v,
+                        calls: adj.calls[k],
+                        hot: adj.share[k] >= cold,
+                    });
+                }
             }
         }
         let executions = nodes.iter().map(|&n| rg.g[n].executions).collect();
@@ -65,20 +152,79 @@ impl Local {
         executions: Vec<f64>,
         reentrant: Vec<bool>,
     ) -> Local {
-        let mut ins = vec![Vec::new(); nodes.len()];
-        let mut outs = vec![Vec::new(); nodes.len()];
-        for (i, e) in edges.iter().enumerate() {
-            ins[e.to].push(i);
-            outs[e.from].push(i);
+        // Counting sort of the edge indices by callee and by caller.
+        let n = nodes.len();
+        let (mut in_start, mut out_start) = (vec![0; n + 1], vec![0; n + 1]);
+        for e in &edges {
+            in_start[e.to + 1] += 1;
+            out_start[e.from + 1] += 1;
         }
+        for i in 0..n {
+            in_start[i + 1] += in_start[i];
+            out_start[i + 1] += out_start[i];
+        }
+        let (mut in_list, mut out_list) = (vec![0; edges.len()], vec![0; edges.len()]);
+        let (mut in_at, mut out_at) = (in_start.clone(), out_start.clone());
+        for (i, e) in edges.iter().enumerate() {
+            in_list[in_at[e.to]] = i;
+            in_at[e.to] += 1;
+            out_list[out_at[e.from]] = i;
+            out_at[e.from] += 1;
+        }
+        let in_from = in_list.iter().map(|&i| edges[i].from as u32).collect();
+        let out_to = out_list.iter().map(|&i| edges[i].to as u32).collect();
+        let in_calls = in_list.iter().map(|&i| edges[i].calls).collect();
+        let out_calls = out_list.iter().map(|&i| edges[i].calls).collect();
         Local {
             executions,
             reentrant,
             nodes,
             edges,
-            ins,
-            outs,
+            in_start,
+            in_list,
+            out_start,
+            out_list,
+            in_from,
+            out_to,
+            in_calls,
+            out_calls,
         }
+    }
+
+    /// Indices of the edges into `u`.
+    #[inline]
+    pub fn ins(&self, u: usize) -> &[usize] {
+        &self.in_list[self.in_start[u]..self.in_start[u + 1]]
+    }
+
+    /// Indices of the edges out of `u`.
+    #[inline]
+    pub fn outs(&self, u: usize) -> &[usize] {
+        &self.out_list[self.out_start[u]..self.out_start[u + 1]]
+    }
+
+    /// The callers of `u`, edge by edge (as [`Local::ins`]).
+    #[inline]
+    pub fn callers(&self, u: usize) -> &[u32] {
+        &self.in_from[self.in_start[u]..self.in_start[u + 1]]
+    }
+
+    /// The calls into `u`, edge by edge (as [`Local::ins`]).
+    #[inline]
+    pub fn calls_in(&self, u: usize) -> &[f64] {
+        &self.in_calls[self.in_start[u]..self.in_start[u + 1]]
+    }
+
+    /// The calls out of `u`, edge by edge (as [`Local::outs`]).
+    #[inline]
+    pub fn calls_out(&self, u: usize) -> &[f64] {
+        &self.out_calls[self.out_start[u]..self.out_start[u + 1]]
+    }
+
+    /// The callees of `u`, edge by edge (as [`Local::outs`]).
+    #[inline]
+    pub fn callees(&self, u: usize) -> &[u32] {
+        &self.out_to[self.out_start[u]..self.out_start[u + 1]]
     }
 
     pub fn len(&self) -> usize {
@@ -91,78 +237,11 @@ impl Local {
     /// callee is then on some call stack of the image above the caller);
     /// unless the callee is declared re-entrant.
     pub fn staying(&self, member: &[bool]) -> Vec<bool> {
-        let scc = self.components(member);
-        self.edges
-            .iter()
-            .map(|e| {
-                member[e.from]
-                    && member[e.to]
-                    && !self.reentrant[e.to]
-                    && (e.to == 0 || e.from == e.to || scc[e.from] == scc[e.to])
-            })
+        let mut ev = Eval::default();
+        ev.components(self, member);
+        (0..self.edges.len())
+            .map(|ei| ev.stays(self, member, ei))
             .collect()
-    }
-
-    /// Strongly connected component of each member other than the root,
-    /// in the subgraph of members without the root (Tarjan, iterative);
-    /// `usize::MAX` for the rest.
-    fn components(&self, member: &[bool]) -> Vec<usize> {
-        let n = self.len();
-        let mut index = vec![usize::MAX; n];
-        let mut low = vec![0; n];
-        let mut on_stack = vec![false; n];
-        let mut comp = vec![usize::MAX; n];
-        let mut stack = Vec::new();
-        let mut next = 0;
-        let mut ncomp = 0;
-        let inside = |v: usize| v != 0 && member[v];
-        for s in (1..n).filter(|&v| inside(v)) {
-            if index[s] != usize::MAX {
-                continue;
-            }
-            // (node, position in its out-edge list)
-            let mut work = vec![(s, 0usize)];
-            index[s] = next;
-            low[s] = next;
-            next += 1;
-            stack.push(s);
-            on_stack[s] = true;
-            while let Some(&mut (v, ref mut pos)) = work.last_mut() {
-                if let Some(&ei) = self.outs[v].get(*pos) {
-                    *pos += 1;
-                    let w = self.edges[ei].to;
-                    if !inside(w) {
-                        continue;
-                    }
-                    if index[w] == usize::MAX {
-                        index[w] = next;
-                        low[w] = next;
-                        next += 1;
-                        stack.push(w);
-                        on_stack[w] = true;
-                        work.push((w, 0));
-                    } else if on_stack[w] {
-                        low[v] = low[v].min(index[w]);
-                    }
-                    continue;
-                }
-                work.pop();
-                if let Some(&(p, _)) = work.last() {
-                    low[p] = low[p].min(low[v]);
-                }
-                if low[v] == index[v] {
-                    while let Some(w) = stack.pop() {
-                        on_stack[w] = false;
-                        comp[w] = ncomp;
-                        if w == v {
-                            break;
-                        }
-                    }
-                    ncomp += 1;
-                }
-            }
-        }
-        comp
     }
 
     /// RPCs removed by fusing `member` (the root always in): every call on
@@ -171,39 +250,15 @@ impl Local {
     /// `f(u) = Σ calls(q→u)·f(q) / executions(u)` over in-image calls into
     /// `u`, `f(root) = 1` (a fixed point bounded by 1, so cycles are safe).
     pub fn value(&self, member: &[bool]) -> f64 {
-        let stays = self.staying(member);
-        let counts = |ei: usize| member[self.edges[ei].from] && !stays[ei];
-        let mut f = vec![0.0; self.len()];
-        f[0] = 1.0;
-        for _ in 0..64 {
-            let mut changed = false;
-            for u in (1..self.len()).filter(|&u| member[u]) {
-                let exec = self.executions[u];
-                if exec <= 0.0 {
-                    continue;
-                }
-                let calls_in: f64 = self.ins[u]
-                    .iter()
-                    .filter(|&&ei| counts(ei))
-                    .map(|&ei| self.edges[ei].calls * f[self.edges[ei].from])
-                    .sum();
-                let v = (calls_in / exec).min(1.0);
-                if (v - f[u]).abs() > 1e-12 {
-                    f[u] = v;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        self.edges
-            .iter()
-            .enumerate()
-            .filter(|&(ei, e)| counts(ei) && member[e.to])
-            .map(|(_, e)| e.calls * f[e.from])
-            .sum::<f64>()
-            + 0.0 // an empty sum is -0.0
+        Eval::default().value(self, member)
+    }
+
+    pub fn executions(&self, i: usize) -> f64 {
+        self.executions[i]
+    }
+
+    pub fn reentrant(&self, i: usize) -> bool {
+        self.reentrant[i]
     }
 
     /// Every member is reached from the root through hot edges between
@@ -213,7 +268,7 @@ impl Local {
         seen[0] = true;
         let mut stack = vec![0];
         while let Some(u) = stack.pop() {
-            for &ei in &self.outs[u] {
+            for &ei in self.outs(u) {
                 let e = &self.edges[ei];
                 if e.hot && member[e.to] && !seen[e.to] {
                     seen[e.to] = true;
@@ -246,4 +301,174 @@ pub fn reentering_edges(n: usize, edges: &[(usize, usize)]) -> Vec<bool> {
         vec![false; n],
     );
     local.staying(&vec![true; n])
+}
+
+/// Scratch space for evaluating member sets of one [`Local`] without
+/// allocating: the strongly connected components of the members other
+/// than the root (Tarjan, iterative), in the order Tarjan completes them
+/// (each component after every component it reaches), and each member's
+/// share `f` of in-image executions. One evaluation is O(nodes + edges).
+#[derive(Default)]
+pub struct Eval {
+    index: Vec<usize>,
+    low: Vec<usize>,
+    on_stack: Vec<bool>,
+    /// Component of each member other than the root; `usize::MAX` else.
+    pub comp: Vec<usize>,
+    stack: Vec<usize>,
+    work: Vec<(usize, usize)>,
+    /// Members other than the root, component by component, sinks first.
+    pub order: Vec<usize>,
+    /// Where each component starts in `order` (one more entry at the end).
+    pub starts: Vec<usize>,
+    /// Share of each member's executions that run inside the image.
+    pub f: Vec<f64>,
+}
+
+impl Eval {
+    /// The components of the members other than the root.
+    pub fn components(&mut self, local: &Local, member: &[bool]) {
+        let n = local.len();
+        for v in [&mut self.index, &mut self.comp] {
+            v.clear();
+            v.resize(n, usize::MAX);
+        }
+        self.low.clear();
+        self.low.resize(n, 0);
+        self.on_stack.clear();
+        self.on_stack.resize(n, false);
+        self.order.clear();
+        self.starts.clear();
+        self.starts.push(0);
+        let mut next = 0;
+        let inside = |v: usize| v != 0 && member[v];
+        for s in (1..n).filter(|&v| inside(v)) {
+            if self.index[s] != usize::MAX {
+                continue;
+            }
+            // (node, position in its out-edge list)
+            self.work.push((s, 0));
+            self.index[s] = next;
+            self.low[s] = next;
+            next += 1;
+            self.stack.push(s);
+            self.on_stack[s] = true;
+            while let Some(&mut (v, ref mut pos)) = self.work.last_mut() {
+                if let Some(&ei) = local.outs(v).get(*pos) {
+                    *pos += 1;
+                    let w = local.edges[ei].to;
+                    if !inside(w) {
+                        continue;
+                    }
+                    if self.index[w] == usize::MAX {
+                        self.index[w] = next;
+                        self.low[w] = next;
+                        next += 1;
+                        self.stack.push(w);
+                        self.on_stack[w] = true;
+                        self.work.push((w, 0));
+                    } else if self.on_stack[w] {
+                        self.low[v] = self.low[v].min(self.index[w]);
+                    }
+                    continue;
+                }
+                self.work.pop();
+                if let Some(&(p, _)) = self.work.last() {
+                    self.low[p] = self.low[p].min(self.low[v]);
+                }
+                if self.low[v] == self.index[v] {
+                    let c = self.starts.len() - 1;
+                    while let Some(w) = self.stack.pop() {
+                        self.on_stack[w] = false;
+                        self.comp[w] = c;
+                        self.order.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    self.starts.push(self.order.len());
+                }
+            }
+        }
+    }
+
+    /// Edge `ei` is between members and stays an RPC (see
+    /// [`Local::staying`]); needs [`Eval::components`] of `member` first.
+    pub fn stays(&self, local: &Local, member: &[bool], ei: usize) -> bool {
+        let e = &local.edges[ei];
+        member[e.from]
+            && member[e.to]
+            && !local.reentrant[e.to]
+            && (e.to == 0 || e.from == e.to || self.comp[e.from] == self.comp[e.to])
+    }
+
+    /// Edge `ei` removes calls: between members and not staying.
+    pub fn counts(&self, local: &Local, member: &[bool], ei: usize) -> bool {
+        let e = &local.edges[ei];
+        member[e.from] && member[e.to] && !self.stays(local, member, ei)
+    }
+
+    /// Whether component `c` has a counting edge inside it (a re-entrant
+    /// member on one of its cycles, or a re-entrant member calling
+    /// itself), so that its shares are a fixed point rather than a sum.
+    pub fn cyclic(&self, local: &Local, c: usize) -> bool {
+        self.order[self.starts[c]..self.starts[c + 1]]
+            .iter()
+            .any(|&v| {
+                local.reentrant[v]
+                    && local
+                        .ins(v)
+                        .iter()
+                        .any(|&ei| self.comp[local.edges[ei].from] == c)
+            })
+    }
+
+    /// The shares `f` of `member` (the components must be current).
+    fn shares(&mut self, local: &Local, member: &[bool]) {
+        self.f.clear();
+        self.f.resize(local.len(), 0.0);
+        self.f[0] = 1.0;
+        // Components in reverse completion order: every counting edge
+        // into a component comes from one already done, or from inside
+        // it only when it is cyclic.
+        for c in (0..self.starts.len() - 1).rev() {
+            let rounds = if self.cyclic(local, c) { 64 } else { 1 };
+            for _ in 0..rounds {
+                let mut changed = false;
+                for k in self.starts[c]..self.starts[c + 1] {
+                    let u = self.order[k];
+                    let exec = local.executions[u];
+                    if exec <= 0.0 {
+                        continue;
+                    }
+                    let calls_in: f64 = local
+                        .ins(u)
+                        .iter()
+                        .filter(|&&ei| self.counts(local, member, ei))
+                        .map(|&ei| local.edges[ei].calls * self.f[local.edges[ei].from])
+                        .sum();
+                    let v = (calls_in / exec).min(1.0);
+                    if (v - self.f[u]).abs() > 1e-12 {
+                        self.f[u] = v;
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// [`Local::value`] of `member`, leaving its components and shares
+    /// here.
+    pub fn value(&mut self, local: &Local, member: &[bool]) -> f64 {
+        self.components(local, member);
+        self.shares(local, member);
+        (0..local.edges.len())
+            .filter(|&ei| self.counts(local, member, ei))
+            .map(|ei| local.edges[ei].calls * self.f[local.edges[ei].from])
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
+    }
 }

@@ -8,10 +8,11 @@ mod group;
 mod render;
 pub mod solve;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 
@@ -342,26 +343,64 @@ pub fn plan(
     previous: Option<&Plan>,
 ) -> Result<Plan> {
     let rg = RpcGraph::build(config, weights, profile)?;
-    let g = &rg.g;
-    let mut groups = Vec::new();
-    let mut decisions = Vec::new();
+    let mut by_node = vec![None; rg.g.node_count()];
     for entry in &config.functions {
-        let root = rg.index[&entry.func_name];
-        if !g[root].entry {
-            continue;
-        }
-        let l = limits(entry, options);
-        let solved = solve::solve(&rg, root, &l, options.heuristic_only);
+        by_node[rg.index[&entry.func_name].index()] = Some(limits(entry, options));
+    }
+    let by_node: Vec<Limits> = by_node
+        .into_iter()
+        .map(|l| {
+            l.unwrap_or(Limits {
+                max_image_bytes: None,
+                cpu_budget: None,
+                memory_bytes: None,
+                cold: options.cold_threshold,
+            })
+        })
+        .collect();
+    Ok(plan_graph(&rg, &by_node, options, previous))
+}
+
+/// Plan fusion groups on a built graph: one group per entry (in node
+/// order), under `limits` (by node index). What `plan` does once the
+/// deployment and profile are read; the planning benchmark times it.
+pub fn plan_graph(
+    rg: &RpcGraph,
+    limits: &[Limits],
+    options: &Options,
+    previous: Option<&Plan>,
+) -> Plan {
+    let g = &rg.g;
+    let planner = solve::Planner::new(rg);
+    let search = solve::Search {
+        heuristic: options.heuristic_only,
+        ..solve::Search::default()
+    };
+    // A root's previous group (the first, should a plan name it twice).
+    let previous: BTreeMap<&str, &Group> = previous
+        .map(|p| {
+            p.groups
+                .iter()
+                .rev()
+                .map(|x| (x.root.as_str(), x))
+                .collect()
+        })
+        .unwrap_or_default();
+    // One root's group, its decisions, and its members when it removes
+    // calls (for the edges' status).
+    let plan_root = |root: NodeIndex| {
+        let root_name = &g[root].name;
+        let l = &limits[root.index()];
+        let solved = planner.solve(root, l, &search);
         let mut members = solved.members.clone();
         let mut removed = solved.removed_calls;
         let mut kept = false;
-        let prev = previous.and_then(|p| p.groups.iter().find(|x| x.root == entry.func_name));
-        if let Some(p) = prev {
+        if let Some(p) = previous.get(root_name.as_str()) {
             let old: Option<BTreeSet<_>> =
                 p.members.iter().map(|m| rg.index.get(m).copied()).collect();
             if let Some(old) = old {
                 let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
-                let old_removed = solve::removed_calls(&rg, root, &old);
+                let old_removed = solve::removed_calls(rg, root, &old);
                 if old != members
                     && same_domain
                     && old.contains(&root)
@@ -379,7 +418,15 @@ pub fn plan(
             .map(|&m| g[m].name.clone())
             .collect();
         names.sort();
-        names.insert(0, entry.func_name.clone());
+        names.insert(0, root_name.clone());
+        let kept_marginal;
+        let marginal = if kept {
+            kept_marginal = solve::marginals(rg, root, &members);
+            &kept_marginal
+        } else {
+            &solved.marginal
+        };
+        let mut decisions = Vec::with_capacity(solved.verdicts.len());
         for (&c, v) in &solved.verdicts {
             let fused = members.contains(&c);
             let reason = if kept && (fused != (*v == Verdict::Fused)) {
@@ -392,13 +439,7 @@ pub fn plan(
                 match v {
                     Verdict::Fused => format!(
                         "fused: removes RPCs worth {:.0} us per profile window in this group",
-                        (removed - solve::removed_calls(&rg, root, &{
-                            let mut m = members.clone();
-                            m.remove(&c);
-                            m
-                        }))
-                        .max(0.0)
-                            * options.rpc_cost_us
+                        marginal.get(&c).copied().unwrap_or(0.0).max(0.0) * options.rpc_cost_us
                     ),
                     Verdict::Cold { share } => format!(
                         "not fused: the edge to it is cold ({:.2}% of its caller's executions < {:.2}%)",
@@ -416,14 +457,14 @@ pub fn plan(
                 }
             };
             decisions.push(Decision {
-                root: entry.func_name.clone(),
+                root: root_name.clone(),
                 function: g[c].name.clone(),
                 fused,
                 reason,
             });
         }
-        groups.push(Group {
-            root: entry.func_name.clone(),
+        let group = Group {
+            root: root_name.clone(),
             image_bytes: members.iter().map(|&m| g[m].image_bytes).sum::<u64>()
                 + solve::RUNTIME_BYTES,
             cpu: members.iter().map(|&m| g[m].cpu).sum(),
@@ -432,21 +473,36 @@ pub fn plan(
             removed_cost_us: removed * options.rpc_cost_us,
             exact: solved.exact,
             kept_from_previous: kept,
-        });
+        };
+        (group, decisions, (removed > 0.0).then_some(members))
+    };
+    let roots: Vec<NodeIndex> = g.node_indices().filter(|&i| g[i].entry).collect();
+    let mut groups = Vec::with_capacity(roots.len());
+    let mut decisions = Vec::new();
+    let mut fused_in: Vec<BTreeSet<NodeIndex>> = Vec::new();
+    for (group, d, fused) in in_parallel(&roots, plan_root) {
+        groups.push(group);
+        decisions.extend(d);
+        fused_in.extend(fused);
     }
-    let fused_pair = |a: &str, b: &str| {
-        groups.iter().any(|gr| {
-            gr.members.iter().any(|m| m == a)
-                && gr.members.iter().any(|m| m == b)
-                && gr.removed_calls > 0.0
-        })
+    // The groups (that remove calls) each function is in.
+    let mut groups_of: Vec<Vec<usize>> = vec![Vec::new(); g.node_count()];
+    for (k, m) in fused_in.iter().enumerate() {
+        for &u in m {
+            groups_of[u.index()].push(k);
+        }
+    }
+    let fused_pair = |a: NodeIndex, b: NodeIndex| {
+        groups_of[a.index()]
+            .iter()
+            .any(|&k| fused_in[k].contains(&b))
     };
     let mut edges: Vec<PlanEdge> = g
         .edge_references()
         .map(|e| {
             let (u, v) = (e.source(), e.target());
             let share = e.weight().share;
-            let status = if fused_pair(&g[u].name, &g[v].name) {
+            let status = if fused_pair(u, v) {
                 "fused"
             } else if share < options.cold_threshold {
                 "cold"
@@ -465,12 +521,47 @@ pub fn plan(
         .collect();
     edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
     let objective_us = groups.iter().map(|g| g.removed_cost_us).sum();
-    Ok(Plan {
+    Plan {
         options: options.clone(),
         functions: rg.summaries(),
         edges,
         groups,
         decisions,
         objective_us,
-    })
+    }
+}
+
+/// `f` of every item, in order, on as many threads as the machine has
+/// (groups are independent, so the plan is the one a single thread makes).
+fn in_parallel<T: Copy + Sync, R: Send>(items: &[T], f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(|&x| f(x)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&x) = items.get(i) else {
+                            break;
+                        };
+                        out.push((i, f(x)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a planning thread panicked"))
+            .collect()
+    });
+    done.sort_by_key(|d| d.0);
+    done.into_iter().map(|d| d.1).collect()
 }

@@ -13,24 +13,58 @@
 //! the group) stays an RPC in the fused image, as the platform never
 //! re-enters a busy process, unless the callee is declared re-entrant: such
 //! edges remove nothing. Groups are independent under this model, so the
-//! plan is the best group per root: exact (every candidate subset) when a
-//! root has at most [`EXACT_LIMIT`] candidates; otherwise a lazy greedy
-//! (add the reachable candidate with the largest gain that fits the
-//! budgets, re-evaluating only the top of the queue and the neighbours of
-//! each new member) followed by local search (drop or add single members
-//! while that helps). The work per group grows with the candidates and
-//! their edges, not with the number of subsets.
+//! plan is the best group per root.
+//!
+//! Search: exact (every candidate subset) when a root has at most
+//! [`EXACT_LIMIT`] candidates. Otherwise a greedy search whose work is
+//! bounded per group, whatever the shape:
+//!
+//! - an incremental lazy greedy (run twice: by gain, and by gain per unit
+//!   of the tightest budget) that keeps the members other than the root
+//!   free of cycles, with a topological order of them maintained as
+//!   members join (Pearce–Kelly), so that a candidate's gain is read off
+//!   its edges (the calls members make into it, and the calls it makes to
+//!   members times their downstream multiplier) instead of re-evaluating
+//!   the group, and a new member's share is pushed downstream in that
+//!   order; with one call of lookahead (a callee that removes little
+//!   itself may open the way to a hot callee of its own);
+//! - on groups of at most [`FULL_LIMIT`] candidates, the same greedy with
+//!   every gain re-evaluated over the whole group;
+//! - local search over the results (drop or add one member, and on groups
+//!   of at most [`SWAP_LIMIT`] candidates swap one for another), each move
+//!   evaluated over the whole group, while that helps.
+//!
+//! Every step counts the nodes and edges it visits against [`WORK_BASE`]
+//! per group (beyond building the group, O(edges · log)); a search that
+//! reaches it stops with its best group so far, which is always connected
+//! and within budget. The best of the results wins. The outcome depends
+//! only on the input, never on time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use petgraph::graph::NodeIndex;
-use petgraph::visit::EdgeRef;
 
 use super::graph::RpcGraph;
-use super::group::Local;
+use super::group::{Adjacency, Eval, Local};
 
 /// Candidates up to which a root's group is found by enumeration.
 pub const EXACT_LIMIT: usize = 14;
+
+/// Candidates up to which the greedy that re-evaluates whole groups runs
+/// beside the incremental one.
+pub const FULL_LIMIT: usize = 64;
+
+/// Candidates up to which local search also tries swapping a member for a
+/// non-member (quadratic in the candidates).
+pub const SWAP_LIMIT: usize = 64;
+
+/// Node and edge visits the search may spend on one group: `WORK_BASE`
+/// plus `WORK_PER_ITEM` per candidate and edge among them (the greedy
+/// alone needs a few per item and a handful of passes over the group).
+/// Groups of up to [`FULL_LIMIT`] candidates of random deployments finish
+/// their local search well within it.
+pub const WORK_BASE: u64 = 500_000;
+pub const WORK_PER_ITEM: u64 = 64;
 
 /// Budgets and thresholds that apply to one root's group.
 #[derive(Debug, Clone)]
@@ -59,8 +93,36 @@ pub enum Verdict {
 pub struct Solved {
     pub members: BTreeSet<NodeIndex>,
     pub removed_calls: f64,
+    /// Each member's [`marginals`] (the root aside).
+    pub marginal: BTreeMap<NodeIndex, f64>,
     pub exact: bool,
     pub verdicts: BTreeMap<NodeIndex, Verdict>,
+}
+
+/// How a group is searched; the default is what `plan` does.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Search even where enumeration would run (`exact` is then false).
+    pub heuristic: bool,
+    /// Work the search may spend on one group beyond its size (see
+    /// [`WORK_BASE`]), and per candidate and edge.
+    pub work: u64,
+    pub work_per_item: u64,
+    /// Also run the greedy that re-evaluates whole groups and local search
+    /// (where they fit); without them, only the incremental greedy runs,
+    /// as it does alone on large groups.
+    pub refine: bool,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Search {
+            heuristic: false,
+            work: WORK_BASE,
+            work_per_item: WORK_PER_ITEM,
+            refine: true,
+        }
+    }
 }
 
 /// Removed RPCs of group `members` rooted at `root`.
@@ -70,41 +132,127 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
     local.value(&vec![true; local.len()])
 }
 
+/// For each member of group `members` other than `root`, the RPCs the
+/// group removes that it would not remove without that member. A member
+/// on no cycle of the group (the rule of the planner's groups) costs
+/// O(1) after one pass over the group: its removal takes away the calls
+/// into it and its flow times the downstream multiplier of its calls.
+/// Members on a cycle, or any member when re-entrant functions make the
+/// removed calls a fixed point, are re-evaluated with the group.
+pub fn marginals(
+    rg: &RpcGraph,
+    root: NodeIndex,
+    members: &BTreeSet<NodeIndex>,
+) -> BTreeMap<NodeIndex, f64> {
+    let cands: Vec<NodeIndex> = members.iter().copied().collect();
+    let local = Local::new(rg, root, &cands, 0.0);
+    marginals_on(&local, &vec![true; local.len()])
+}
+
+/// [`marginals`] of the members `member` of `local`.
+fn marginals_on(local: &Local, member: &[bool]) -> BTreeMap<NodeIndex, f64> {
+    let mut ev = Eval::default();
+    let total = ev.value(local, member);
+    marginals_of(local, member, &mut ev, total)
+}
+
+/// [`marginals_on`] with `ev` holding the evaluation of `member` (worth
+/// `total`).
+fn marginals_of(
+    local: &Local,
+    member: &[bool],
+    ev: &mut Eval,
+    total: f64,
+) -> BTreeMap<NodeIndex, f64> {
+    let n = local.len();
+    let mut member = member.to_vec();
+    let comps = ev.starts.len() - 1;
+    let linear = !(0..comps).any(|c| ev.cyclic(local, c));
+    let mut out = BTreeMap::new();
+    let mut again = Vec::new();
+    if linear {
+        // Downstream multiplier: removed calls per unit of `f`, sinks first.
+        let mut k = vec![0.0; n];
+        for &u in &ev.order {
+            k[u] = local
+                .outs(u)
+                .iter()
+                .filter(|&&ei| ev.counts(local, &member, ei))
+                .map(|&ei| {
+                    let w = local.edges[ei].to;
+                    let exec = local.executions(w);
+                    let beyond = if w != 0 && exec > 0.0 {
+                        k[w] / exec
+                    } else {
+                        0.0
+                    };
+                    local.edges[ei].calls * (1.0 + beyond)
+                })
+                .sum();
+        }
+        for c in 0..comps {
+            let (a, b) = (ev.starts[c], ev.starts[c + 1]);
+            if b - a > 1 {
+                again.extend_from_slice(&ev.order[a..b]);
+                continue;
+            }
+            let u = ev.order[a];
+            let inflow: f64 = local
+                .ins(u)
+                .iter()
+                .filter(|&&ei| ev.counts(local, &member, ei))
+                .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
+                .sum();
+            out.insert(local.nodes[u], inflow + ev.f[u] * k[u]);
+        }
+    } else {
+        again.extend((1..n).filter(|&u| member[u]));
+    }
+    again.sort_unstable();
+    for u in again {
+        member[u] = false;
+        out.insert(local.nodes[u], total - ev.value(local, &member));
+        member[u] = true;
+    }
+    out
+}
+
 /// Approximate size the fusion runtime adds to an image.
 pub const RUNTIME_BYTES: u64 = 16 * 1024;
 
 /// Callees that may join `root`'s group: reachable through hot edges
-/// between functions of the root's domain. Everything else gets its verdict.
+/// between functions of the root's domain. Everything else reached gets
+/// its verdict (the first edge found to it decides a cold one).
 fn candidates(
     rg: &RpcGraph,
+    adj: &Adjacency,
     root: NodeIndex,
     l: &Limits,
-    verdicts: &mut BTreeMap<NodeIndex, Verdict>,
+    verdicts: &mut [Option<Verdict>],
 ) -> Vec<NodeIndex> {
     let g = &rg.g;
-    let mut seen = BTreeSet::from([root]);
-    let mut stack = vec![root];
+    let mut seen = vec![false; g.node_count()];
+    seen[root.index()] = true;
+    let mut stack = vec![root.index()];
     let mut out = Vec::new();
     while let Some(u) = stack.pop() {
-        let mut edges: Vec<_> = g.edges(u).collect();
-        edges.sort_by_key(|e| e.target());
-        for e in edges {
-            let v = e.target();
-            if seen.contains(&v) {
+        for k in adj.out(u) {
+            let v = adj.to[k];
+            if seen[v] {
                 continue;
             }
-            if g[v].domain != g[root].domain {
-                verdicts.entry(v).or_insert(Verdict::OtherDomain);
+            if g[NodeIndex::new(v)].domain != g[root].domain {
+                verdicts[v].get_or_insert(Verdict::OtherDomain);
                 continue;
             }
-            let share = e.weight().share;
+            let share = adj.share[k];
             if share < l.cold {
-                verdicts.entry(v).or_insert(Verdict::Cold { share });
+                verdicts[v].get_or_insert(Verdict::Cold { share });
                 continue;
             }
-            verdicts.remove(&v);
-            seen.insert(v);
-            out.push(v);
+            verdicts[v] = None;
+            seen[v] = true;
+            out.push(NodeIndex::new(v));
             stack.push(v);
         }
     }
@@ -114,62 +262,200 @@ fn candidates(
 
 /// The best group rooted at `root`; `heuristic` forces the greedy search.
 pub fn solve(rg: &RpcGraph, root: NodeIndex, l: &Limits, heuristic: bool) -> Solved {
-    let mut verdicts = BTreeMap::new();
-    let cands = candidates(rg, root, l, &mut verdicts);
-    let local = Local::new(rg, root, &cands, l.cold);
-    let exact = !heuristic && cands.len() <= EXACT_LIMIT;
-    let member = if exact {
-        enumerate(rg, &local, l)
-    } else {
-        // Greedy by gain, and by gain per unit of the tightest budget (the
-        // knapsack rule); each improved by local search; the better wins.
-        let by_gain = local_search(rg, &local, l, greedy(rg, &local, l, false));
-        let by_density = local_search(rg, &local, l, greedy(rg, &local, l, true));
-        if local.value(&by_density) > local.value(&by_gain) + 1e-9 {
-            by_density
-        } else {
-            by_gain
-        }
+    let search = Search {
+        heuristic,
+        ..Search::default()
     };
-    let members: BTreeSet<NodeIndex> = (0..local.len())
-        .filter(|&i| member[i])
-        .map(|i| local.nodes[i])
-        .collect();
-    // Verdicts of candidates left out.
-    for (i, &c) in local.nodes.iter().enumerate().skip(1) {
-        if member[i] {
-            verdicts.insert(c, Verdict::Fused);
-            continue;
+    solve_with(rg, root, l, &search)
+}
+
+/// [`solve`] with the search spelled out.
+pub fn solve_with(rg: &RpcGraph, root: NodeIndex, l: &Limits, search: &Search) -> Solved {
+    Planner::new(rg).solve(root, l, search)
+}
+
+/// Solves the groups of one deployment graph (built once, shared by
+/// every root, and by threads).
+pub struct Planner<'a> {
+    rg: &'a RpcGraph,
+    adj: Adjacency,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(rg: &'a RpcGraph) -> Planner<'a> {
+        Planner {
+            rg,
+            adj: Adjacency::new(rg),
         }
-        let mut with = member.clone();
-        with[i] = true;
-        let stays = local.staying(&with);
-        let only_reentry = local.ins[i]
-            .iter()
-            .filter(|&&ei| with[local.edges[ei].from])
-            .all(|&ei| stays[ei]);
-        let v = match Usage::of(rg, &local, &with).over(l) {
-            Some(why) => Verdict::OverBudget(why.to_string()),
-            None if only_reentry => Verdict::Reenters,
-            None => Verdict::NoGain,
-        };
-        verdicts.insert(c, v);
     }
-    Solved {
-        removed_calls: local.value(&member),
-        members,
-        exact,
-        verdicts,
+
+    /// The best group rooted at `root` (see [`solve`]).
+    pub fn solve(&self, root: NodeIndex, l: &Limits, search: &Search) -> Solved {
+        let rg = self.rg;
+        let mut found = vec![None; rg.g.node_count()];
+        let cands = candidates(rg, &self.adj, root, l, &mut found);
+        let local = Local::with_adjacency(rg, &self.adj, root, &cands, l.cold);
+        let exact = !search.heuristic && cands.len() <= EXACT_LIMIT;
+        let member = if exact {
+            enumerate(rg, &local, l)
+        } else {
+            self::search(rg, &local, l, search)
+        };
+        let members: BTreeSet<NodeIndex> = (0..local.len())
+            .filter(|&i| member[i])
+            .map(|i| local.nodes[i])
+            .collect();
+        let mut ev = Eval::default();
+        let removed_calls = ev.value(&local, &member);
+        // Verdicts of candidates left out.
+        let usage = Usage::of(rg, &local, &member);
+        let only_reentry = reentry_only(&local, &member, &ev);
+        for (i, &c) in local.nodes.iter().enumerate().skip(1) {
+            found[c.index()] = Some(if member[i] {
+                Verdict::Fused
+            } else {
+                match usage.with(rg, &local, i).over(l) {
+                    Some(why) => Verdict::OverBudget(why.to_string()),
+                    None if only_reentry[i] => Verdict::Reenters,
+                    None => Verdict::NoGain,
+                }
+            });
+        }
+        let verdicts = found
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((NodeIndex::new(i), v?)))
+            .collect();
+        Solved {
+            removed_calls,
+            marginal: marginals_of(&local, &member, &mut ev, removed_calls),
+            members,
+            exact,
+            verdicts,
+        }
+    }
+
+    /// [`exact_removed_calls`] on this graph.
+    pub fn exact_removed_calls(&self, root: NodeIndex, l: &Limits) -> f64 {
+        let rg = self.rg;
+        let cands = candidates(rg, &self.adj, root, l, &mut vec![None; rg.g.node_count()]);
+        let local = Local::with_adjacency(rg, &self.adj, root, &cands, l.cold);
+        local.value(&enumerate(rg, &local, l))
     }
 }
 
+/// For each non-member `i`: were it added, every call into it from the
+/// group (itself included) would stay an RPC (see [`Local::staying`]).
+/// `ev` holds the components of `member`. A call from a member `p` into
+/// `i` stays when `i` is not re-entrant and `p` is `i` itself or `i`
+/// reaches `p` through members other than the root; reachability between
+/// components is computed for up to 512 of them at a time (bit sets).
+fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
+    let n = local.len();
+    let mut only = vec![false; n];
+    // (non-member, the components of its callers that need a path)
+    let mut asks: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut need = Vec::new();
+    for i in (1..n).filter(|&i| !member[i]) {
+        let mut into = local
+            .callers(i)
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|&p| member[p] || p == i);
+        if local.reentrant(i) {
+            only[i] = into.next().is_none();
+            continue;
+        }
+        need.clear();
+        let mut from_root = false;
+        for p in into {
+            from_root |= p == 0;
+            if p != i {
+                need.push(ev.comp[p]);
+            }
+        }
+        if from_root {
+            continue;
+        }
+        if need.is_empty() {
+            only[i] = true;
+            continue;
+        }
+        // A callee reaches a caller only if its component completed
+        // later (or is the caller's).
+        let latest = local
+            .callees(i)
+            .iter()
+            .map(|&s| s as usize)
+            .filter(|&s| s != 0 && s != i && member[s])
+            .map(|s| ev.comp[s])
+            .max();
+        if latest.is_some_and(|l| need.iter().all(|&c| c <= l)) {
+            need.sort_unstable();
+            need.dedup();
+            asks.push((i, need.clone()));
+        }
+    }
+    if asks.is_empty() {
+        return only;
+    }
+    let comps = ev.starts.len() - 1;
+    let mut targets: Vec<usize> = asks.iter().flat_map(|a| a.1.iter().copied()).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    const WORDS: usize = 8;
+    let mut slot = vec![usize::MAX; comps];
+    let mut met: Vec<Vec<bool>> = asks.iter().map(|a| vec![false; a.1.len()]).collect();
+    let mut bits = vec![0u64; comps * WORDS];
+    for chunk in targets.chunks(64 * WORDS) {
+        slot.iter_mut().for_each(|s| *s = usize::MAX);
+        for (k, &t) in chunk.iter().enumerate() {
+            slot[t] = k;
+        }
+        bits.iter_mut().for_each(|b| *b = 0);
+        // A component completes after every component it reaches.
+        for c in 0..comps {
+            if slot[c] != usize::MAX {
+                bits[c * WORDS + slot[c] / 64] |= 1 << (slot[c] % 64);
+            }
+            for &u in &ev.order[ev.starts[c]..ev.starts[c + 1]] {
+                for &ei in local.outs(u) {
+                    let w = local.edges[ei].to;
+                    if w == 0 || !member[w] || ev.comp[w] == c {
+                        continue;
+                    }
+                    let d = ev.comp[w];
+                    for k in 0..WORDS {
+                        bits[c * WORDS + k] |= bits[d * WORDS + k];
+                    }
+                }
+            }
+        }
+        for ((i, need), met) in asks.iter().zip(&mut met) {
+            for (t, m) in need.iter().zip(met.iter_mut()) {
+                if *m || slot[*t] == usize::MAX {
+                    continue;
+                }
+                let (word, bit) = (slot[*t] / 64, 1u64 << (slot[*t] % 64));
+                *m = local.outs(*i).iter().any(|&ei| {
+                    let s = local.edges[ei].to;
+                    s != 0 && s != *i && member[s] && bits[ev.comp[s] * WORDS + word] & bit != 0
+                });
+            }
+        }
+    }
+    for ((i, _), met) in asks.iter().zip(&met) {
+        only[*i] = met.iter().all(|&m| m);
+    }
+    only
+}
+
 /// The exact optimum of `root`'s group by enumeration, whatever the
-/// number of candidates (2^candidates evaluations): the yardstick the
-/// planning benchmark measures the greedy search against.
+/// number of candidates (2^candidates evaluations, fewer than 32
+/// candidates): the yardstick the planning benchmark and tests measure
+/// the greedy search against.
 pub fn exact_removed_calls(rg: &RpcGraph, root: NodeIndex, l: &Limits) -> f64 {
-    let cands = candidates(rg, root, l, &mut BTreeMap::new());
-    let local = Local::new(rg, root, &cands, l.cold);
-    local.value(&enumerate(rg, &local, l))
+    Planner::new(rg).exact_removed_calls(root, l)
 }
 
 /// Running totals of a member set against the root's budgets.
@@ -231,33 +517,119 @@ impl std::fmt::Display for Over {
 }
 
 /// Every subset of the candidates: the best connected one within budget,
-/// the smaller on ties.
+/// the smaller on ties (then the first in mask order).
 fn enumerate(rg: &RpcGraph, local: &Local, l: &Limits) -> Vec<bool> {
     let n = local.len() - 1;
-    let mut best: Option<(f64, usize, Vec<bool>)> = None;
+    assert!(n < 32, "enumeration of {n} candidates");
+    let mut hot_out = vec![0u32; n + 1];
+    for e in local.edges.iter().filter(|e| e.hot) {
+        hot_out[e.from] |= 1 << e.to;
+    }
+    let mut ev = Eval::default();
+    let mut member = vec![true; local.len()];
+    let mut best: Option<(f64, usize, u32)> = None;
     for mask in 0u32..(1 << n) {
-        let mut member = vec![true; local.len()];
-        for (i, m) in member.iter_mut().enumerate().skip(1) {
-            *m = mask >> (i - 1) & 1 == 1;
+        let full = mask << 1 | 1;
+        // Reached from the root through hot edges between members.
+        let (mut reach, mut frontier) = (1u32, 1u32);
+        while frontier != 0 {
+            let mut next = 0;
+            let mut f = frontier;
+            while f != 0 {
+                next |= hot_out[f.trailing_zeros() as usize];
+                f &= f - 1;
+            }
+            frontier = next & full & !reach;
+            reach |= frontier;
         }
-        if !local.connected(&member) || !Usage::of(rg, local, &member).fits(l) {
+        if reach != full {
             continue;
         }
-        let r = local.value(&member);
+        let mut usage = Usage {
+            bytes: RUNTIME_BYTES,
+            ..Usage::default()
+        };
+        for (i, m) in member.iter_mut().enumerate() {
+            *m = full >> i & 1 == 1;
+            if *m {
+                usage = usage.with(rg, local, i);
+            }
+        }
+        if !usage.fits(l) {
+            continue;
+        }
+        let r = ev.value(local, &member);
         let size = mask.count_ones() as usize;
         let better = match &best {
             None => true,
             Some((b, s, _)) => r > b + 1e-9 || ((r - b).abs() <= 1e-9 && size < *s),
         };
         if better {
-            best = Some((r, size, member));
+            best = Some((r, size, full));
         }
     }
-    best.map(|b| b.2).unwrap_or_else(|| {
-        let mut m = vec![false; local.len()];
-        m[0] = true;
-        m
-    })
+    let full = best.map_or(1, |b| b.2);
+    (0..local.len()).map(|i| full >> i & 1 == 1).collect()
+}
+
+/// Work left for one group's search, in node and edge visits.
+struct Work(u64);
+
+impl Work {
+    /// Spend `n`; false once nothing is left.
+    fn spend(&mut self, n: usize) -> bool {
+        self.0 = self.0.saturating_sub(n as u64);
+        self.0 > 0
+    }
+    fn left(&self) -> bool {
+        self.0 > 0
+    }
+}
+
+/// The heuristic search of one group (see the module documentation).
+fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> Vec<bool> {
+    let limit = s.work + s.work_per_item * (local.len() + local.edges.len()) as u64;
+    let mut work = Work(limit);
+    let mut ev = Eval::default();
+    let refine = s.refine && local.len() - 1 <= FULL_LIMIT;
+    // Without budgets both orders are the same.
+    let orders: &[bool] = if has_budget(l) {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let mut starts = Vec::new();
+    let mut grown = Vec::new();
+    for &per_budget in orders {
+        let share = limit / orders.len() as u64 / 2;
+        let mut left = Work(share);
+        grown.push(Grow::new(rg, local, l, per_budget).run(&mut left));
+        work.spend((share - left.0) as usize);
+    }
+    if refine {
+        for &per_budget in orders {
+            if let Some(m) = greedy(rg, local, l, per_budget, &mut ev, &mut work) {
+                starts.push(m);
+            }
+        }
+    }
+    starts.extend(grown);
+    if starts.len() == 1 && !refine {
+        return starts.pop().expect("one result");
+    }
+    let mut best: Option<(f64, Vec<bool>)> = None;
+    for m in starts {
+        let m = if refine {
+            local_search(rg, local, l, m, &mut ev, &mut work)
+        } else {
+            m
+        };
+        let v = ev.value(local, &m);
+        if best.as_ref().map_or(true, |b| v > b.0 + 1e-9) {
+            best = Some((v, m));
+        }
+    }
+    best.map(|b| b.1).expect("a search result")
 }
 
 /// A candidate's gain in the greedy queue, largest first; ties go to the
@@ -277,75 +649,97 @@ impl Ord for Gain {
     }
 }
 
-/// Lazy greedy: keep every reachable candidate's last known gain in a
-/// queue; take the top, re-evaluate it, and add it if it still beats the
-/// next one (else requeue it with its new gain). Adding a member changes
-/// the gains of its neighbours most, so those are re-evaluated at once.
-fn greedy(rg: &RpcGraph, local: &Local, l: &Limits, per_budget: bool) -> Vec<bool> {
+fn has_budget(l: &Limits) -> bool {
+    l.max_image_bytes.is_some() || l.cpu_budget.is_some() || l.memory_bytes.is_some()
+}
+
+/// A member's share of the tightest budget it uses (1 without budgets, or
+/// when not weighing by budget).
+fn budget_weight(rg: &RpcGraph, local: &Local, l: &Limits, per_budget: bool, c: usize) -> f64 {
+    let node = &rg.g[local.nodes[c]];
+    let shares = [
+        l.max_image_bytes
+            .map(|m| node.image_bytes as f64 / m.max(1) as f64),
+        l.cpu_budget.map(|m| node.cpu / m.max(1e-12)),
+        l.memory_bytes
+            .map(|m| node.memory_bytes as f64 / m.max(1) as f64),
+    ];
+    let w = shares.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
+    if per_budget && w > 0.0 {
+        w
+    } else {
+        1.0
+    }
+}
+
+/// Lazy greedy re-evaluating whole groups: keep every reachable
+/// candidate's last known gain in a queue; take the top, re-evaluate it,
+/// and add it if it still beats the next one (else requeue it with its new
+/// gain). Adding a member changes the gains of its neighbours most, so
+/// those are re-evaluated at once. `None` when the work runs out first.
+fn greedy(
+    rg: &RpcGraph,
+    local: &Local,
+    l: &Limits,
+    per_budget: bool,
+    ev: &mut Eval,
+    work: &mut Work,
+) -> Option<Vec<bool>> {
     let n = local.len();
-    // A member's share of the tightest budget it uses (1 without budgets).
-    let weight = |c: usize| -> f64 {
-        let node = &rg.g[local.nodes[c]];
-        let shares = [
-            l.max_image_bytes
-                .map(|m| node.image_bytes as f64 / m.max(1) as f64),
-            l.cpu_budget.map(|m| node.cpu / m.max(1e-12)),
-            l.memory_bytes
-                .map(|m| node.memory_bytes as f64 / m.max(1) as f64),
-        ];
-        let w = shares.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
-        if per_budget && w > 0.0 {
-            w
-        } else {
-            1.0
-        }
-    };
+    let cost = local.len() + local.edges.len();
+    let weight = |c: usize| budget_weight(rg, local, l, per_budget, c);
     let mut member = vec![false; n];
     member[0] = true;
-    let mut value = local.value(&member);
+    let mut value = ev.value(local, &member);
     let mut usage = Usage::of(rg, local, &member);
     let mut version = vec![0u32; n];
-    let mut heap = std::collections::BinaryHeap::new();
+    let mut heap = BinaryHeap::new();
     // What adding `c` gains, looking one hot call further: a callee that
     // removes little itself may open the way to a hot callee of its own.
-    let gain_of = |member: &mut Vec<bool>, usage: Usage, value: f64, c: usize| {
+    let gain_of = |ev: &mut Eval, member: &mut Vec<bool>, usage: Usage, value: f64, c: usize| {
         member[c] = true;
-        let mut best = (local.value(member) - value) / weight(c);
+        let mut best = (ev.value(local, member) - value) / weight(c);
+        let mut spent = cost;
         let with_c = usage.with(rg, local, c);
-        for &ei in &local.outs[c] {
+        for &ei in local.outs(c) {
             let d = local.edges[ei].to;
             if !local.edges[ei].hot || member[d] || !with_c.with(rg, local, d).fits(l) {
                 continue;
             }
             member[d] = true;
-            best = best.max((local.value(member) - value) / (weight(c) + weight(d)));
+            best = best.max((ev.value(local, member) - value) / (weight(c) + weight(d)));
+            spent += cost;
             member[d] = false;
         }
         member[c] = false;
-        best
+        (best, spent)
     };
-    let push_neighbours = |member: &mut Vec<bool>,
-                           usage: Usage,
-                           value: f64,
-                           version: &mut Vec<u32>,
-                           heap: &mut std::collections::BinaryHeap<Gain>,
-                           u: usize| {
-        let mut near: Vec<usize> = local.outs[u]
+    let near = |member: &[bool], u: usize| {
+        let mut near: Vec<usize> = local
+            .outs(u)
             .iter()
             .filter(|&&ei| local.edges[ei].hot)
             .map(|&ei| local.edges[ei].to)
-            .chain(local.ins[u].iter().map(|&ei| local.edges[ei].from))
+            .chain(local.ins(u).iter().map(|&ei| local.edges[ei].from))
             .filter(|&v| !member[v] && reachable(local, member, v))
             .collect();
         near.sort_unstable();
         near.dedup();
-        for v in near {
-            version[v] += 1;
-            heap.push(Gain(gain_of(member, usage, value, v), v, version[v]));
-        }
+        near
     };
-    push_neighbours(&mut member, usage, value, &mut version, &mut heap, 0);
-    while let Some(Gain(_, c, ver)) = heap.pop() {
+    let mut next = near(&member, 0);
+    loop {
+        for v in next.drain(..) {
+            let (g, spent) = gain_of(ev, &mut member, usage, value, v);
+            if !work.spend(spent) {
+                return None;
+            }
+            version[v] += 1;
+            heap.push(Gain(g, v, version[v]));
+        }
+        let Some(Gain(_, c, ver)) = heap.pop() else {
+            break;
+        };
         if ver != version[c] || member[c] {
             continue;
         }
@@ -353,9 +747,12 @@ fn greedy(rg: &RpcGraph, local: &Local, l: &Limits, per_budget: bool) -> Vec<boo
         if !after.fits(l) {
             continue; // budgets only fill up: it never fits again
         }
-        let g = gain_of(&mut member, usage, value, c);
-        if let Some(next) = heap.peek() {
-            if g + 1e-9 < next.0 {
+        let (g, spent) = gain_of(ev, &mut member, usage, value, c);
+        if !work.spend(spent) {
+            return None;
+        }
+        if let Some(top) = heap.peek() {
+            if g + 1e-9 < top.0 {
                 version[c] += 1;
                 heap.push(Gain(g, c, version[c]));
                 continue;
@@ -365,37 +762,42 @@ fn greedy(rg: &RpcGraph, local: &Local, l: &Limits, per_budget: bool) -> Vec<boo
             break;
         }
         member[c] = true;
-        value = local.value(&member);
+        value = ev.value(local, &member);
         usage = after;
-        push_neighbours(&mut member, usage, value, &mut version, &mut heap, c);
+        next = near(&member, c);
     }
-    member
+    Some(member)
 }
 
 /// A hot edge from a member reaches `v`.
 fn reachable(local: &Local, member: &[bool], v: usize) -> bool {
-    local.ins[v]
+    local
+        .ins(v)
         .iter()
         .any(|&ei| local.edges[ei].hot && member[local.edges[ei].from])
 }
 
-/// Candidates up to which local search also tries swapping a member for a
-/// non-member (quadratic in the candidates).
-const SWAP_LIMIT: usize = 64;
-
 /// Drop or add single members, and for small groups swap one for another,
 /// while that removes more RPCs (within budget, connected); a few rounds at
-/// most.
-fn local_search(rg: &RpcGraph, local: &Local, l: &Limits, mut member: Vec<bool>) -> Vec<bool> {
-    let mut value = local.value(&member);
+/// most, and no more than the work left.
+fn local_search(
+    rg: &RpcGraph,
+    local: &Local,
+    l: &Limits,
+    mut member: Vec<bool>,
+    ev: &mut Eval,
+    work: &mut Work,
+) -> Vec<bool> {
+    let mut value = ev.value(local, &member);
     let n = local.len();
-    let try_flip = |member: &mut Vec<bool>, value: &mut f64, flips: &[usize]| -> bool {
+    let cost = 2 * (local.len() + local.edges.len());
+    let mut try_flip = |member: &mut Vec<bool>, value: &mut f64, flips: &[usize]| -> bool {
         for &i in flips {
             member[i] = !member[i];
         }
         let ok = local.connected(member) && Usage::of(rg, local, member).fits(l);
         let v = if ok {
-            local.value(member)
+            ev.value(local, member)
         } else {
             f64::NEG_INFINITY
         };
@@ -411,12 +813,18 @@ fn local_search(rg: &RpcGraph, local: &Local, l: &Limits, mut member: Vec<bool>)
     for _ in 0..3 {
         let mut improved = false;
         for i in 1..n {
+            if !work.spend(cost) {
+                return member;
+            }
             improved |= try_flip(&mut member, &mut value, &[i]);
         }
         if n <= SWAP_LIMIT + 1 {
             for i in 1..n {
                 for j in 1..n {
                     if member[i] && !member[j] {
+                        if !work.spend(cost) {
+                            return member;
+                        }
                         improved |= try_flip(&mut member, &mut value, &[i, j]);
                     }
                 }
@@ -427,4 +835,542 @@ fn local_search(rg: &RpcGraph, local: &Local, l: &Limits, mut member: Vec<bool>)
         }
     }
     member
+}
+
+/// Labels of [`Order`]: spaced `LABEL_STEP` apart from `LABEL_BASE` when
+/// renumbered, halved between neighbours on insertion.
+const LABEL_BASE: u64 = 1 << 61;
+const LABEL_STEP: u64 = 1 << 32;
+const LABEL_END: u64 = 1 << 62;
+
+/// The label of a function not in [`Order`]: the root, non-members.
+const NONE: u64 = u64::MAX;
+
+/// First and last slot of an [`Order`] (no member).
+const HEAD: usize = 0;
+const TAIL: usize = 1;
+
+/// Members in a topological order: a doubly linked list of slots whose
+/// labels increase along it, a member in each. A new slot takes the label
+/// halfway between its neighbours (all are spread out again when none is
+/// free); reordering members permutes them among their slots.
+struct Order {
+    label: Vec<u64>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    node: Vec<usize>,
+    len: usize,
+}
+
+impl Order {
+    fn new() -> Order {
+        Order {
+            label: vec![0, LABEL_END],
+            next: vec![TAIL, TAIL],
+            prev: vec![HEAD, HEAD],
+            node: vec![usize::MAX; 2],
+            len: 0,
+        }
+    }
+
+    /// Members, first to last.
+    fn members(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        let mut list = Vec::with_capacity(self.len);
+        let mut s = self.next[HEAD];
+        while s != TAIL {
+            list.push(self.node[s]);
+            s = self.next[s];
+        }
+        list.into_iter()
+    }
+
+    /// Take the slots of members `moved` out of the list.
+    fn unlink(&mut self, moved: &[usize], slots: &[usize]) {
+        for &m in moved {
+            let t = slots[m];
+            let (p, n) = (self.prev[t], self.next[t]);
+            self.next[p] = n;
+            self.prev[n] = p;
+        }
+    }
+
+    /// Right after slot `a`: the members `before` (unlinked), a new slot
+    /// for member `u`, and the members `after` (unlinked), in that order;
+    /// `slots` and `labels` are each member's, kept current.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_after(
+        &mut self,
+        a: usize,
+        before: &[usize],
+        u: usize,
+        after: &[usize],
+        slots: &mut [usize],
+        labels: &mut [u64],
+        work: &mut Work,
+    ) {
+        let s = self.label.len();
+        self.label.push(0);
+        self.next.push(TAIL);
+        self.prev.push(HEAD);
+        self.node.push(u);
+        self.len += 1;
+        slots[u] = s;
+        let k = (before.len() + after.len()) as u64 + 1;
+        if (self.label[self.next[a]] - self.label[a]) / (k + 1) == 0 {
+            self.renumber(labels, work);
+        }
+        let (lo, b) = (self.label[a], self.next[a]);
+        let step = if b == TAIL {
+            LABEL_STEP.min((LABEL_END - lo) / (k + 1))
+        } else {
+            (self.label[b] - lo) / (k + 1)
+        };
+        let mut at = a;
+        let block = before.iter().chain(std::iter::once(&u)).chain(after);
+        for (i, &m) in block.enumerate() {
+            let t = slots[m];
+            self.label[t] = lo + step * (i as u64 + 1);
+            labels[m] = self.label[t];
+            self.prev[t] = at;
+            self.next[t] = b;
+            self.next[at] = t;
+            self.prev[b] = t;
+            at = t;
+        }
+    }
+
+    /// Spread the labels out again (`LABEL_STEP` apart).
+    fn renumber(&mut self, labels: &mut [u64], work: &mut Work) {
+        work.spend(self.len);
+        assert!(
+            (self.len as u64) < (LABEL_END - LABEL_BASE) / LABEL_STEP,
+            "too many members to label"
+        );
+        let mut s = self.next[HEAD];
+        let mut l = LABEL_BASE;
+        while s != TAIL {
+            self.label[s] = l;
+            labels[self.node[s]] = l;
+            l += LABEL_STEP;
+            s = self.next[s];
+        }
+    }
+}
+
+/// The incremental greedy: members other than the root stay free of
+/// cycles (a candidate that would close one is left out for good, as
+/// members only join), so every call between members other than into the
+/// root removes RPCs and a member's share `f` is the sum over its
+/// callers, kept current by pushing each new member's share downstream in
+/// topological order. That order is kept as members join (Pearce–Kelly:
+/// a new member whose callers come after its callees reorders only the
+/// members between them). A candidate's gain is the calls members make
+/// into it plus its share times its calls to members, each weighted by
+/// the callee's downstream multiplier `k` (refreshed as the group grows by
+/// a quarter, with the shares).
+struct Grow<'a> {
+    rg: &'a RpcGraph,
+    local: &'a Local,
+    l: &'a Limits,
+    /// The root has a budget (else one call of lookahead cannot change
+    /// what is taken, only when).
+    budgets: bool,
+    weight: Vec<f64>,
+    member: Vec<bool>,
+    /// Members other than the root in topological order, each member's
+    /// slot in it and label.
+    order: Order,
+    slot: Vec<usize>,
+    label: Vec<u64>,
+    f: Vec<f64>,
+    /// Downstream multiplier of each member per execution of it (0 for
+    /// the root): the calls removed beyond it per call into it.
+    kx: Vec<f64>,
+    blocked: Vec<bool>,
+    usage: Usage,
+    refresh_at: usize,
+    mark: Vec<u32>,
+    stamp: u32,
+    fwd: Vec<usize>,
+    bwd: Vec<usize>,
+}
+
+impl<'a> Grow<'a> {
+    fn new(rg: &'a RpcGraph, local: &'a Local, l: &'a Limits, per_budget: bool) -> Grow<'a> {
+        let n = local.len();
+        let mut member = vec![false; n];
+        member[0] = true;
+        let mut f = vec![0.0; n];
+        f[0] = 1.0;
+        Grow {
+            rg,
+            local,
+            l,
+            budgets: has_budget(l),
+            weight: (0..n)
+                .map(|c| budget_weight(rg, local, l, per_budget, c))
+                .collect(),
+            member,
+            order: Order::new(),
+            slot: vec![usize::MAX; n],
+            label: vec![NONE; n],
+            f,
+            kx: vec![0.0; n],
+            blocked: vec![false; n],
+            usage: Usage {
+                bytes: RUNTIME_BYTES,
+                ..Usage::default()
+            }
+            .with(rg, local, 0),
+            refresh_at: 8,
+            mark: vec![0; n],
+            stamp: 0,
+            fwd: Vec::new(),
+            bwd: Vec::new(),
+        }
+    }
+
+    /// Calls members make into `c` (weighted by their shares; a
+    /// non-member's share is 0).
+    fn inflow(&self, c: usize) -> f64 {
+        let local = self.local;
+        local
+            .callers(c)
+            .iter()
+            .zip(local.calls_in(c))
+            .filter(|(&p, _)| p as usize != c)
+            .map(|(&p, &n)| n * self.f[p as usize])
+            .sum()
+    }
+
+    fn share_of(&self, c: usize, inflow: f64) -> f64 {
+        let exec = self.local.executions(c);
+        if exec > 0.0 {
+            (inflow / exec).min(1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Removed calls per unit of `c`'s share: its calls to members (other
+    /// than the root, unless re-entrant), each with the callee's
+    /// downstream multiplier per execution `kx`, and a re-entrant
+    /// self-call.
+    fn outflow(&self, c: usize) -> f64 {
+        let local = self.local;
+        let root_counts = local.reentrant(0);
+        local
+            .callees(c)
+            .iter()
+            .zip(local.calls_out(c))
+            .map(|(&w, &n)| {
+                let w = w as usize;
+                if w == c {
+                    if local.reentrant(c) {
+                        n
+                    } else {
+                        0.0
+                    }
+                } else if self.member[w] && (w != 0 || root_counts) {
+                    n * (1.0 + self.kx[w])
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    }
+
+    /// The member caller of `c` labelled last and the member callee
+    /// labelled first (the root and `c` aside: their label is `NONE`).
+    fn bounds(&self, c: usize) -> (Option<usize>, Option<usize>) {
+        let (mut last, mut lb) = (None, 0);
+        for &p in self.local.callers(c) {
+            let lp = self.label[p as usize];
+            if lp != NONE && lp >= lb {
+                (last, lb) = (Some(p as usize), lp);
+            }
+        }
+        let (mut first, mut ub) = (None, NONE);
+        for &q in self.local.callees(c) {
+            let lq = self.label[q as usize];
+            if lq < ub {
+                (first, ub) = (Some(q as usize), lq);
+            }
+        }
+        (last, first)
+    }
+
+    /// Whether adding `c` would close a cycle among members other than the
+    /// root: one of its member callees reaches one of its member callers.
+    /// Searches forward from the callees (through members labelled up to
+    /// its last caller) and backward from the callers (down to its first
+    /// callee) in turn, and stops when the two meet (a cycle) or either
+    /// side has nothing left: that side's members are then in `fwd` or
+    /// `bwd` (the other empty), for [`Grow::place`]. The work is about
+    /// twice the smaller side.
+    fn closes_cycle(&mut self, c: usize, work: &mut Work) -> bool {
+        let local = self.local;
+        self.fwd.clear();
+        self.bwd.clear();
+        let (Some(last), Some(first)) = self.bounds(c) else {
+            return false;
+        };
+        let (lb, ub) = (self.label[last], self.label[first]);
+        if lb < ub {
+            return false;
+        }
+        self.stamp += 2;
+        let (back, ahead) = (self.stamp - 1, self.stamp);
+        work.spend(local.ins(c).len() + local.outs(c).len());
+        // Seeds: callers reached backward, callees forward.
+        for &p in local.callers(c) {
+            let p = p as usize;
+            if self.label[p] != NONE && self.label[p] >= ub && self.mark[p] != back {
+                self.mark[p] = back;
+                self.bwd.push(p);
+            }
+        }
+        for &q in local.callees(c) {
+            let q = q as usize;
+            if self.label[q] <= lb && self.mark[q] != ahead {
+                if self.mark[q] == back {
+                    return true;
+                }
+                self.mark[q] = ahead;
+                self.fwd.push(q);
+            }
+        }
+        // `fwd[..f]` and `bwd[..b]` are expanded.
+        let (mut f, mut b) = (0, 0);
+        loop {
+            if f == self.fwd.len() {
+                self.bwd.clear();
+                return false;
+            }
+            let u = self.fwd[f];
+            f += 1;
+            let next = local.callees(u);
+            work.spend(next.len());
+            for &w in next {
+                let w = w as usize;
+                if self.label[w] > lb || self.mark[w] == ahead {
+                    continue;
+                }
+                if self.mark[w] == back {
+                    return true;
+                }
+                self.mark[w] = ahead;
+                self.fwd.push(w);
+            }
+            if b == self.bwd.len() {
+                self.fwd.clear();
+                return false;
+            }
+            let u = self.bwd[b];
+            b += 1;
+            let prev = local.callers(u);
+            work.spend(prev.len());
+            for &q in prev {
+                let q = q as usize;
+                let lq = self.label[q];
+                if lq == NONE || lq < ub || self.mark[q] == back {
+                    continue;
+                }
+                if self.mark[q] == ahead {
+                    return true;
+                }
+                self.mark[q] = back;
+                self.bwd.push(q);
+            }
+        }
+    }
+
+    /// Give `c` (about to join, [`Grow::closes_cycle`] just false) a place
+    /// after its member callers and before its member callees. When its
+    /// last caller comes after its first callee, either the members its
+    /// callees reach up to that caller (`fwd`) move, in their order, to
+    /// right after it with `c` before them, or the members that reach its
+    /// callers down to that callee (`bwd`) move to right before it with
+    /// `c` after them: every other call into or out of the moved members
+    /// keeps its direction.
+    fn place(&mut self, c: usize, work: &mut Work) {
+        let (last, first) = self.bounds(c);
+        let label = &self.label;
+        let conflict = matches!((last, first), (Some(p), Some(q)) if label[p] >= label[q]);
+        if !conflict {
+            self.fwd.clear();
+            self.bwd.clear();
+        }
+        self.fwd.sort_unstable_by_key(|&u| label[u]);
+        self.bwd.sort_unstable_by_key(|&u| label[u]);
+        work.spend(4 * (self.fwd.len() + self.bwd.len()));
+        self.order.unlink(&self.fwd, &self.slot);
+        self.order.unlink(&self.bwd, &self.slot);
+        let a = match (last, first) {
+            (Some(p), _) if self.bwd.is_empty() => self.slot[p],
+            (_, Some(q)) => self.order.prev[self.slot[q]],
+            (Some(p), None) => self.slot[p],
+            (None, None) => self.order.prev[TAIL],
+        };
+        self.order.insert_after(
+            a,
+            &self.bwd,
+            c,
+            &self.fwd,
+            &mut self.slot,
+            &mut self.label,
+            work,
+        );
+    }
+
+    /// Every member's share, first label first (exact again: a new member
+    /// updates only its member callees'), and the downstream multipliers,
+    /// last label first.
+    fn refresh(&mut self, work: &mut Work) {
+        let order: Vec<usize> = self.order.members().collect();
+        work.spend(2 * order.len());
+        for &u in &order {
+            work.spend(self.local.ins(u).len());
+            self.f[u] = self.share_of(u, self.inflow(u));
+        }
+        for &u in order.iter().rev() {
+            work.spend(self.local.outs(u).len());
+            let exec = self.local.executions(u);
+            self.kx[u] = 0.0;
+            self.kx[u] = if exec > 0.0 {
+                self.outflow(u) / exec
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// What adding `c` gains per unit of budget, looking one hot call
+    /// further (where budgets make the order matter, or it gains nothing
+    /// itself). Whether it closes a cycle is asked when it is taken.
+    fn score(&mut self, c: usize, work: &mut Work) -> f64 {
+        let local = self.local;
+        work.spend(local.ins(c).len() + local.outs(c).len());
+        let fin = self.inflow(c);
+        let fc = self.share_of(c, fin);
+        let own = fin + fc * self.outflow(c);
+        let wc = self.weight[c];
+        let mut best = own / wc;
+        if self.budgets || own <= 1e-9 {
+            let with_c = self.usage.with(self.rg, local, c);
+            for &ei in local.outs(c) {
+                let e = &local.edges[ei];
+                let d = e.to;
+                if !e.hot
+                    || d == c
+                    || self.member[d]
+                    || self.blocked[d]
+                    || !with_c.with(self.rg, local, d).fits(self.l)
+                {
+                    continue;
+                }
+                work.spend(local.ins(d).len() + local.outs(d).len());
+                let fin_d = self.inflow(d) + e.calls * fc;
+                let gd = fin_d + self.share_of(d, fin_d) * self.outflow(d);
+                best = best.max((own + gd) / (wc + self.weight[d]));
+            }
+        }
+        best
+    }
+
+    /// Add `c`, push the shares downstream, and leave in `near` the
+    /// non-members whose gain changed enough to score again.
+    fn add(&mut self, c: usize, work: &mut Work, near: &mut Vec<usize>) {
+        let local = self.local;
+        let fin = self.inflow(c);
+        let fc = self.share_of(c, fin);
+        self.place(c, work);
+        self.member[c] = true;
+        self.f[c] = fc;
+        self.usage = self.usage.with(self.rg, local, c);
+        self.stamp += 1;
+        let stamp = self.stamp;
+        near.clear();
+        // Its callers gain a member callee; its callees a member caller.
+        for &ei in local.ins(c).iter().chain(local.outs(c)) {
+            let e = &local.edges[ei];
+            let v = if e.to == c { e.from } else { e.to };
+            if !self.member[v] && !self.blocked[v] && self.mark[v] != stamp {
+                self.mark[v] = stamp;
+                near.push(v);
+            }
+        }
+        // Its member callees' shares grow; further downstream the shares
+        // are brought up to date when the group has doubled (measured: as
+        // good as pushing every change through, at a fraction of the work).
+        work.spend(local.outs(c).len());
+        for &ei in local.outs(c) {
+            let e = &local.edges[ei];
+            let w = e.to;
+            let exec = local.executions(w);
+            if w != 0 && w != c && self.member[w] && exec > 0.0 {
+                self.f[w] = (self.f[w] + e.calls * fc / exec).min(1.0);
+            }
+        }
+        if self.order.len >= self.refresh_at {
+            self.refresh(work);
+            self.refresh_at = 2 * self.order.len + 8;
+        }
+        near.retain(|&v| reachable(local, &self.member, v));
+        near.sort_unstable();
+    }
+
+    /// Grow the group from the root until no candidate gains or the work
+    /// runs out.
+    fn run(mut self, work: &mut Work) -> Vec<bool> {
+        let n = self.local.len();
+        let mut version = vec![0u32; n];
+        let mut heap = BinaryHeap::new();
+        let mut near: Vec<usize> = self
+            .local
+            .outs(0)
+            .iter()
+            .filter(|&&ei| self.local.edges[ei].hot)
+            .map(|&ei| self.local.edges[ei].to)
+            .filter(|&v| v != 0)
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        loop {
+            for &v in &near {
+                version[v] += 1;
+                heap.push(Gain(self.score(v, work), v, version[v]));
+            }
+            near.clear();
+            if !work.left() {
+                break;
+            }
+            let Some(Gain(_, c, ver)) = heap.pop() else {
+                break;
+            };
+            if ver != version[c] || self.member[c] || self.blocked[c] {
+                continue;
+            }
+            if !self.usage.with(self.rg, self.local, c).fits(self.l) {
+                continue; // budgets only fill up: it never fits again
+            }
+            let g = self.score(c, work);
+            if let Some(top) = heap.peek() {
+                if g + 1e-9 < top.0 {
+                    version[c] += 1;
+                    heap.push(Gain(g, c, version[c]));
+                    continue;
+                }
+            }
+            if g <= 1e-9 {
+                break;
+            }
+            if self.closes_cycle(c, work) {
+                self.blocked[c] = true;
+                continue;
+            }
+            self.add(c, work, &mut near);
+        }
+        self.member
+    }
 }
