@@ -4,7 +4,8 @@
 //! of each opening and parsing the file again.
 //!
 //! Keyed by the file's canonical path; a failed load is not kept (the next
-//! stage that asks fails the same way, naming the file).
+//! stage that asks fails the same way, naming the file), nor is one of a
+//! file changed since.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,12 +34,16 @@ pub fn load(path: &Path) -> Result<Arc<Analysed>> {
     let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     // One slot per file, so that two threads asking for one file load it
     // once, and threads asking for others are not held up.
-    let slot = cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default()
-        .clone();
+    let slot = {
+        let mut cache = cache().lock().unwrap_or_else(|p| p.into_inner());
+        let slot = cache.entry(key).or_default();
+        // A file rewritten or replaced since it was loaded is loaded again
+        // (its image maps the file, and would show the new bytes).
+        if slot.get().is_some_and(|a| !a.image.is_current()) {
+            *slot = Default::default();
+        }
+        slot.clone()
+    };
     if let Some(a) = slot.get() {
         return Ok(a.clone());
     }

@@ -21,6 +21,7 @@ pub use info::{
 };
 
 use crate::error::InputError;
+pub use crate::files::FileBytes;
 
 /// The four worker_v1 entry points a function library exports.
 pub const ENTRY_POINTS: [&str; 4] = [
@@ -30,10 +31,11 @@ pub const ENTRY_POINTS: [&str; 4] = [
     "faas_func_call",
 ];
 
-/// A validated x86-64 ELF shared object held in memory.
+/// A validated x86-64 ELF shared object: its file's bytes (mapped, not
+/// copied, when read from a file) and the facts read from them.
 pub struct Image {
     pub path: PathBuf,
-    pub data: std::sync::Arc<Vec<u8>>,
+    pub data: std::sync::Arc<FileBytes>,
     pub info: ImageInfo,
     loads: Vec<Segment>,
     /// Executable sections but the PLT stubs.
@@ -96,10 +98,11 @@ pub struct DynReloc {
 }
 
 impl Image {
-    /// Read and validate `path`.
+    /// Read and validate `path`. The file is mapped, not copied: its
+    /// pages are read as analysis and merging touch them.
     pub fn load(path: &Path) -> Result<Image> {
         // The magic is checked before the rest is read.
-        let data = crate::files::read_checked(
+        let data = crate::files::map_checked(
             path,
             crate::files::MAX_ELF_BYTES,
             "a shared object",
@@ -119,7 +122,8 @@ impl Image {
     /// ld.so reads it: its sections are recovered from the program headers
     /// and the dynamic segment (losing only `.symtab` and debug info); it
     /// is refused, with the first reason, only when that fails too.
-    pub fn parse(path: &Path, data: Vec<u8>) -> Result<Image> {
+    pub fn parse(path: &Path, data: impl Into<FileBytes>) -> Result<Image> {
+        let data: FileBytes = data.into();
         check::header(&data).map_err(|reason| InputError::new(path, reason))?;
         let first = if section_count(&data) == 0 {
             Err(NO_SECTIONS.to_string())
@@ -129,13 +133,14 @@ impl Image {
         let (data, facts, recovered) = match first {
             Ok(facts) => (data, facts, None),
             Err(reason) => {
-                let mut bare = data;
+                let mut bare = data.to_vec();
+                drop(data);
                 bare[40..48].fill(0);
                 bare[60..64].fill(0);
                 let again =
                     recover::with_sections(&bare).and_then(|d| Facts::read(&d).map(|f| (d, f)));
                 match again {
-                    Ok((d, f)) => (d, f, Some(reason)),
+                    Ok((d, f)) => (d.into(), f, Some(reason)),
                     Err(r) if reason == NO_SECTIONS => {
                         return Err(InputError::new(path, format!("{NO_SECTIONS} and {r}")).into())
                     }
@@ -234,6 +239,30 @@ impl Image {
                 })
             })
             .collect()
+    }
+
+    /// Whether the file at `path` is still the one this image was mapped
+    /// from (not rewritten in place nor replaced since); always, for an
+    /// image not mapped from a file. A mapping shows what the file holds
+    /// now, so an image of a file changed since must be read again.
+    pub fn is_current(&self) -> bool {
+        match self.data.version() {
+            None => true,
+            Some(v) => crate::files::FileVersion::now(&self.path) == Some(v),
+        }
+    }
+
+    /// Let the pages of the executable sections leave this process's
+    /// resident memory until they are read again (see
+    /// [`FileBytes::release`]): for after a pass over all code, as the
+    /// analysis makes; the bytes stay the same.
+    pub fn release_code(&self) {
+        for c in &self.code {
+            let (Ok(start), Ok(size)) = (usize::try_from(c.offset), usize::try_from(c.size)) else {
+                continue;
+            };
+            self.data.release(start..start.saturating_add(size));
+        }
     }
 
     /// The function symbol containing `vaddr`.
@@ -414,6 +443,32 @@ mod tests {
         h[10] = 0;
         h[6] = 0;
         assert!(err(h.clone()).contains("EI_VERSION"));
+    }
+
+    /// An image knows whether its file has changed since it was read.
+    #[test]
+    fn an_image_knows_when_its_file_changed() {
+        let exe = std::env::current_exe().unwrap();
+        let dir = std::env::temp_dir().join(format!("faasfuse-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("image.so");
+        std::fs::copy(&exe, &copy).unwrap();
+        let img = Image::load(&copy).unwrap();
+        assert!(img.data.is_mapped() && img.is_current());
+        // Rewritten in place (the same bytes), then replaced by a rename.
+        std::fs::write(&copy, std::fs::read(&exe).unwrap()).unwrap();
+        assert!(!img.is_current());
+        drop(img);
+        let img = Image::load(&copy).unwrap();
+        assert!(img.is_current());
+        let other = dir.join("other.so");
+        std::fs::copy(&exe, &other).unwrap();
+        std::fs::rename(&other, &copy).unwrap();
+        assert!(!img.is_current());
+        // Bytes not read from a file are always current.
+        let bytes = std::fs::read(&exe).unwrap();
+        assert!(Image::parse(&copy, bytes).unwrap().is_current());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct Finding {
 
 impl Finding {
     /// Start finding the fields of `data`, the ELF file of image `name`.
-    pub fn start(&mut self, name: &str, data: std::sync::Arc<Vec<u8>>) {
+    pub fn start(&mut self, name: &str, data: std::sync::Arc<crate::files::FileBytes>) {
         let handle = std::thread::spawn(move || debuginfo::fields_in_elf(&data));
         self.running.push((name.to_string(), handle));
     }

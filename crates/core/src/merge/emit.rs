@@ -223,11 +223,16 @@ pub fn write(l: Layout) -> Result<Output> {
     let dynamic = dynamic.entries(&new, relative_count);
 
     // Bytes: the inputs, with their lowered sites patched, and the new code.
+    // A mapped input's pages leave memory as they are copied, and so do
+    // those read before (what is read again comes back from the file).
     let mut out = vec![0u8; non_alloc.total as usize];
     for (p, pl) in parts.iter().zip(placements) {
+        p.data.release(0..p.data.len());
         for (l, off) in p.pieces.iter().zip(&pl.load_offsets) {
-            let src = &p.data[l.offset as usize..(l.offset + l.filesz) as usize];
-            out[off.at()..off.at() + l.filesz as usize].copy_from_slice(src);
+            p.data.copy_out(
+                l.offset as usize,
+                &mut out[off.at()..off.at() + l.filesz as usize],
+            );
         }
     }
     for (vaddr, bytes) in &code.site_patches {

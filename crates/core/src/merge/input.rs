@@ -133,7 +133,7 @@ pub struct Part {
     pub name: String,
     pub path: PathBuf,
     pub role: Role,
-    pub data: std::sync::Arc<Vec<u8>>,
+    pub data: std::sync::Arc<crate::files::FileBytes>,
     pub build_id: Option<String>,
     /// Why the input's section headers were not used (see
     /// [`crate::elf::ImageInfo::sections_recovered`]).

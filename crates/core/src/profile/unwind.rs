@@ -15,7 +15,7 @@ use object::{LittleEndian as LE, Object, ObjectSection};
 
 use super::images::{vaddr_of_mapping, Lib};
 use super::perfdata::{Mmap, Sample};
-use crate::elf::{load_segments, Segment};
+use crate::elf::{load_segments, FileBytes, Segment};
 
 /// perf's x86 user register numbers.
 const REG_BP: u32 = 6;
@@ -28,7 +28,7 @@ const MAX_DSO_BYTES: u64 = 1 << 30;
 
 /// A section of a shared file image.
 #[derive(Clone, Default)]
-pub struct Bytes(Arc<Vec<u8>>, Range<usize>);
+pub struct Bytes(Arc<FileBytes>, Range<usize>);
 
 impl Deref for Bytes {
     type Target = [u8];
@@ -40,13 +40,13 @@ impl Deref for Bytes {
 /// An ELF file's unwind data, loaded once and shared by every process
 /// mapping it.
 struct Unwindable {
-    data: Arc<Vec<u8>>,
+    data: Arc<FileBytes>,
     loads: Vec<Segment>,
     sections: HashMap<&'static str, (u64, Range<usize>)>,
 }
 
 impl Unwindable {
-    fn parse(data: Arc<Vec<u8>>) -> Option<Unwindable> {
+    fn parse(data: Arc<FileBytes>) -> Option<Unwindable> {
         let file = ElfFile64::<LE>::parse(&data[..]).ok()?;
         let loads = load_segments(&file);
         let mut sections = HashMap::new();
@@ -156,7 +156,7 @@ impl Unwinders {
                     return None;
                 }
             }
-            Unwindable::parse(Arc::new(data)).map(Arc::new)
+            Unwindable::parse(Arc::new(data.into())).map(Arc::new)
         })();
         self.files.insert(m.filename.clone(), loaded.clone());
         loaded
