@@ -85,6 +85,20 @@ impl<'a> Thunks<'a> {
         }
     }
 
+    /// Whether `addr` is a retpoline thunk.
+    pub fn is_thunk(&self, addr: u64) -> bool {
+        // Nothing outside the file's bytes is one (and is not remembered).
+        self.image.bytes_from(addr).is_some() && self.thunk_at(addr).is_some()
+    }
+
+    fn thunk_at(&self, addr: u64) -> Option<Register> {
+        *self
+            .memo
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| thunk_register(self.image, addr))
+    }
+
     /// The register a direct `call`/`jmp` `x` branches through when its
     /// target is a retpoline thunk.
     pub fn register_of(&self, x: &Instruction) -> Option<Register> {
@@ -94,11 +108,6 @@ impl<'a> Thunks<'a> {
         ) {
             return None;
         }
-        let t = x.near_branch_target();
-        *self
-            .memo
-            .borrow_mut()
-            .entry(t)
-            .or_insert_with(|| thunk_register(self.image, t))
+        self.thunk_at(x.near_branch_target())
     }
 }

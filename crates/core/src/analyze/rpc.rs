@@ -62,24 +62,53 @@ const ARGS: [Register; 6] = [
 const MAX_NAME: usize = 256;
 
 /// All RPC call sites of an image, by address.
+///
+/// A site is an indirect call, so only functions whose bytes may hold one
+/// ([`super::scan::may_call_indirectly`], which fails closed) are decoded
+/// and analysed; the others cannot hold a site.
 pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
     let regions = function_regions(image);
-    // Functions are independent: analyse them on every core.
+    // Functions are independent: analyse them on every core, in parts of
+    // about equal size.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = regions.len().div_ceil(threads).max(1);
     let mut sites: Vec<RpcSite> = std::thread::scope(|scope| {
-        let workers: Vec<_> = regions
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || sites_in(image, part)))
+        let workers: Vec<_> = split_by_size(&regions, threads)
+            .map(|part| scope.spawn(move || sites_in(image, part, true)))
             .collect();
         workers
             .into_iter()
             .flat_map(|w| w.join().expect("analysis thread"))
             .collect()
     });
+    // Every code page was read once; they are read again only to copy.
+    image.release_code();
     sites.sort_by_key(|s| s.address);
     sites.dedup_by_key(|s| s.address);
     sites
+}
+
+/// `regions` in at most `parts` consecutive runs of about equal bytes.
+fn split_by_size<'r, 'a>(
+    regions: &'r [Region<'a>],
+    parts: usize,
+) -> impl Iterator<Item = &'r [Region<'a>]> {
+    let total: usize = regions.iter().map(|r| r.bytes.len()).sum();
+    let share = total.div_ceil(parts.max(1)).max(1);
+    let mut rest = regions;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut size = 0;
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || size < share) {
+            size += rest[n].bytes.len();
+            n += 1;
+        }
+        let (part, tail) = rest.split_at(n);
+        rest = tail;
+        Some(part)
+    })
 }
 
 /// Whether the code holds any indirect call, retpoline thunk calls
@@ -98,12 +127,16 @@ fn has_indirect_call(code: &[u8], ip: u64, thunks: &Thunks) -> bool {
     false
 }
 
-fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcSite> {
+/// The sites in `regions`; with `scan`, regions the byte scan rules out
+/// are not decoded.
+fn sites_in(image: &Image, regions: &[Region], scan: bool) -> Vec<RpcSite> {
     let mut sites = Vec::new();
     let thunks = Thunks::new(image);
-    for (start, bytes, name) in regions {
-        let (start, bytes) = (*start, *bytes);
-        if !has_indirect_call(bytes, start, &thunks) {
+    for r in regions {
+        let (start, bytes) = (r.start, r.bytes);
+        if (scan && !super::scan::may_call_indirectly(bytes, start, |t| thunks.is_thunk(t)))
+            || !has_indirect_call(bytes, start, &thunks)
+        {
             continue;
         }
         let cfg = FunctionCfg::decode(bytes, start, &|x| thunks.register_of(x));
@@ -126,7 +159,7 @@ fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcS
             sites.push(RpcSite {
                 address: x.ip(),
                 length: x.len(),
-                function: name.clone(),
+                function: r.name.map(str::to_string),
                 callee,
                 name_address,
                 instruction: text,
@@ -136,9 +169,17 @@ fn sites_in(image: &Image, regions: &[(u64, &[u8], Option<String>)]) -> Vec<RpcS
     sites
 }
 
+/// Code analysed as a unit: a function, or a section without function
+/// symbols.
+struct Region<'a> {
+    start: u64,
+    bytes: &'a [u8],
+    name: Option<&'a str>,
+}
+
 /// The code to analyse, one region per function symbol; when the image has
 /// no function symbols for some code, that code is one region per section.
-fn function_regions(image: &Image) -> Vec<(u64, &[u8], Option<String>)> {
+fn function_regions(image: &Image) -> Vec<Region<'_>> {
     let mut out = Vec::new();
     for range in image.code_ranges() {
         let lo = range.vaddr;
@@ -152,16 +193,20 @@ fn function_regions(image: &Image) -> Vec<(u64, &[u8], Option<String>)> {
         funcs.sort_by_key(|f| (f.address, std::cmp::Reverse(f.size)));
         funcs.dedup_by_key(|f| f.address);
         if funcs.is_empty() {
-            out.push((lo, range.bytes, None));
+            out.push(Region {
+                start: lo,
+                bytes: range.bytes,
+                name: None,
+            });
             continue;
         }
         for f in funcs {
             let off = (f.address - lo) as usize;
-            out.push((
-                f.address,
-                &range.bytes[off..off + f.size as usize],
-                Some(f.name.clone()),
-            ));
+            out.push(Region {
+                start: f.address,
+                bytes: &range.bytes[off..off + f.size as usize],
+                name: Some(&f.name),
+            });
         }
     }
     out
@@ -361,4 +406,60 @@ pub fn constant_callees<'a>(sites: impl IntoIterator<Item = &'a RpcSite>) -> BTr
             Callee::Dynamic => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// System libraries, and any listed in `FAASFUSE_TEST_LIBS`.
+    fn libraries() -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+            "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+        if let Ok(extra) = std::env::var("FAASFUSE_TEST_LIBS") {
+            v.extend(
+                extra
+                    .split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+            );
+        }
+        v
+    }
+
+    /// The byte scan only rules out functions without an indirect call:
+    /// the sites are those of decoding every function, and the functions
+    /// with an indirect call are all kept.
+    #[test]
+    fn finds_the_sites_of_decoding_every_function() {
+        for path in libraries() {
+            let image = Image::load(&path).unwrap();
+            let regions = function_regions(&image);
+            let mut every = sites_in(&image, &regions, false);
+            every.sort_by_key(|s| s.address);
+            every.dedup_by_key(|s| s.address);
+            assert_eq!(find_rpc_sites(&image), every, "{}", path.display());
+            let thunks = Thunks::new(&image);
+            for r in &regions {
+                if has_indirect_call(r.bytes, r.start, &thunks) {
+                    assert!(
+                        super::super::scan::may_call_indirectly(r.bytes, r.start, |t| thunks
+                            .is_thunk(t)),
+                        "{}: {:?} at {:#x}",
+                        path.display(),
+                        r.name,
+                        r.start
+                    );
+                }
+            }
+        }
+    }
 }

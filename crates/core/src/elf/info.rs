@@ -1,5 +1,6 @@
 //! The facts about an image that decide whether and how it can be fused.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use object::elf;
@@ -172,16 +173,17 @@ pub(super) fn collect(file: &File) -> Result<ImageInfo> {
     let textrel = tag(elf::DT_TEXTREL).is_some() || flags & u64::from(elf::DF_TEXTREL) != 0;
 
     let functions = functions(file, table, data)?;
-    let exported: BTreeMap<&str, u64> = functions
-        .iter()
-        .filter(|f| f.exported)
-        .map(|f| (f.name.as_str(), f.address))
-        .collect();
+    // An entry point is the last exported function of its name (by
+    // address), as a map from names would keep it.
     let entry_points = ENTRY_POINTS
         .iter()
         .map(|n| EntryPoint {
             name: n.to_string(),
-            address: exported.get(n).copied(),
+            address: functions
+                .iter()
+                .rev()
+                .find(|f| f.exported && f.name == *n)
+                .map(|f| f.address),
         })
         .collect();
 
@@ -304,12 +306,17 @@ fn is_code(st_type: u8) -> bool {
 /// marked exported when `.dynsym` defines them with default or protected
 /// visibility.
 fn functions(file: &File, table: &Table, data: &[u8]) -> Result<Vec<FunctionSymbol>> {
-    let mut exported = BTreeSet::new();
+    // (value, name) of every exported function; names are compared as the
+    // text they become.
+    let mut exported: Vec<(u64, Cow<str>)> = Vec::new();
     let dynsym = file.elf_dynamic_symbol_table();
     for s in dynsym.iter() {
         if is_code(s.st_type()) && s.st_shndx(E) != elf::SHN_UNDEF && s.st_bind() != elf::STB_LOCAL
         {
-            exported.insert((text(s.name(E, dynsym.strings())?), s.st_value(E)));
+            exported.push((
+                s.st_value(E),
+                String::from_utf8_lossy(s.name(E, dynsym.strings())?),
+            ));
         }
     }
     let symtab = file.elf_symbol_table();
@@ -319,21 +326,28 @@ fn functions(file: &File, table: &Table, data: &[u8]) -> Result<Vec<FunctionSymb
         if !is_code(s.st_type()) || s.st_shndx(E) == elf::SHN_UNDEF {
             continue;
         }
-        let name = text(s.name(E, source.strings())?);
+        let name = String::from_utf8_lossy(s.name(E, source.strings())?);
         if name.is_empty() {
             continue;
         }
-        let key = (name, s.st_value(E));
         out.push(FunctionSymbol {
-            exported: exported.contains(&key),
-            name: key.0,
-            address: key.1,
+            exported: false,
+            name: name.into_owned(),
+            address: s.st_value(E),
             size: s.st_size(E),
             binding: binding(s.st_bind()),
         });
     }
     let _ = (table, data);
     out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
+    // Both in (value, name) order: one walk marks the exported ones.
+    exported.sort_unstable();
+    let mut e = exported.iter().peekable();
+    for f in &mut out {
+        let key = (f.address, f.name.as_str());
+        while e.next_if(|(v, n)| (*v, n.as_ref()) < key).is_some() {}
+        f.exported = e.peek().is_some_and(|(v, n)| (*v, n.as_ref()) == key);
+    }
     out.dedup_by(|a, b| a.address == b.address && a.name == b.name);
     Ok(out)
 }

@@ -37,6 +37,10 @@ use crate::elf::Image;
 
 pub use encode::{patch_site, stub_bytes, thunk_bytes, unwind_blob, STUB_SIZE};
 
+/// Length of the direct `call rel32` a lowered site ends with: the bytes
+/// before the return address it overwrites must not be a branch target.
+const DIRECT_CALL_LEN: u64 = 5;
+
 /// How far `merge` lowers RPC sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,7 +141,7 @@ pub fn plan(image: &Image, sites: &[RpcSite], table: &[String], level: Level) ->
             })
             .collect();
     }
-    let targets = targets::collect(image);
+    let targets = targets::collect_for(image, sites);
     sites
         .iter()
         .map(|s| {
@@ -239,7 +243,7 @@ fn window(
     let end = call.next_ip();
     let mut start = at;
     let mut factory = InstructionInfoFactory::new();
-    while end - insns[start].ip() < 5 {
+    while end - insns[start].ip() < DIRECT_CALL_LEN {
         if targets.targets.contains(&insns[start].ip()) {
             return Err(format!(
                 "a branch target at {:#x} is too close before the call",
