@@ -23,7 +23,7 @@ mod shapes;
 
 use std::time::Instant;
 
-use faasfuse_core::plan::solve::{exact_removed_calls, solve, solve_with, Limits, Search};
+use faasfuse_core::plan::solve::{exact_removed_calls, solve, solve_with, Limits, Planner, Search};
 use faasfuse_core::plan::{plan_graph, Options, RpcGraph};
 use faasfuse_testkit::synthetic::{deployment, star, unbounded_deployment};
 use petgraph::graph::NodeIndex;
@@ -186,6 +186,7 @@ fn sweep(count: u64) {
         let t = Instant::now();
         let mut runs: Vec<(f64, String)> = Vec::new();
         let (mut max_n, mut max_e) = (0, 0);
+        let (mut groups, mut stopped) = (0, 0);
         for seed in 0..count {
             let shape = Shape::random(2000, budgets, seed);
             let (rg, limits) = shape.build();
@@ -199,6 +200,17 @@ fn sweep(count: u64) {
                 rg.g.edge_count()
             ));
             runs.push((ms, format!("{shape} (edges={})", rg.g.edge_count())));
+            // Groups whose search reached its work limit (asked again,
+            // untimed, where planning took long enough for that to be
+            // possible).
+            if ms > 50.0 {
+                let planner = Planner::new(&rg);
+                for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+                    let s = planner.solve(root, &limits[root.index()], &Search::default());
+                    stopped += usize::from(s.stopped);
+                }
+            }
+            groups += entries;
         }
         let mut times: Vec<f64> = runs.iter().map(|r| r.0).collect();
         times.sort_by(f64::total_cmp);
@@ -206,7 +218,7 @@ fn sweep(count: u64) {
             continue;
         };
         println!(
-            "\nsweep, {} budgets: {count} random deployments (up to {max_n} functions, {max_e} edges) in {:.0} s: plan median {:.1} ms, p99 {:.1} ms, worst {:.1} ms\n  worst: {}",
+            "\nsweep, {} budgets: {count} random deployments (up to {max_n} functions, {max_e} edges) in {:.0} s: plan median {:.1} ms, p99 {:.1} ms, worst {:.1} ms; {stopped} of {groups} groups reached the work limit\n  worst: {}",
             if budgets { "with" } else { "without" },
             t.elapsed().as_secs_f64(),
             quantile(&times, 0.5),

@@ -663,3 +663,228 @@ fn a_trace_adds_only_edges_no_sample_names() {
         .unwrap();
     assert_eq!(inv["calls"], 50.0, "{inv}");
 }
+
+#[path = "../benches/gen/shapes.rs"]
+mod shapes;
+
+/// What every group must keep, whatever searched for it: its removed
+/// calls are those of its members; every member is reached from the root
+/// through hot edges between members of the root's domain, within the
+/// root's budgets; each member's marginal is what the group loses without
+/// it (`marginals`: checked where the group is small); a candidate is
+/// `Fused` exactly when a member, and `Reenters` exactly when, added, every
+/// call into it from the group would stay an RPC (the rule
+/// `reentering_edges` applies, checked where no function is re-entrant).
+fn check_group(
+    rg: &faasfuse_core::plan::RpcGraph,
+    root: petgraph::graph::NodeIndex,
+    l: &faasfuse_core::plan::solve::Limits,
+    s: &faasfuse_core::plan::solve::Solved,
+    what: &str,
+) {
+    use faasfuse_core::plan::solve::{self, Verdict};
+    use petgraph::visit::EdgeRef;
+    let g = &rg.g;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * a.abs().max(b.abs()).max(1.0);
+    let m = &s.members;
+    assert!(m.contains(&root), "{what}: root missing");
+    let again = solve::removed_calls(rg, root, m);
+    assert!(
+        close(s.removed_calls, again),
+        "{what}: {} != {again}",
+        s.removed_calls
+    );
+    // Reached through hot edges between members, one domain, budgets.
+    let mut seen = std::collections::BTreeSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(u) = stack.pop() {
+        for e in g.edges(u) {
+            if e.weight().share >= l.cold && m.contains(&e.target()) && seen.insert(e.target()) {
+                stack.push(e.target());
+            }
+        }
+    }
+    assert_eq!(&seen, m, "{what}: members not reached through hot edges");
+    assert!(m.iter().all(|&u| g[u].domain == g[root].domain), "{what}");
+    let bytes: u64 = m.iter().map(|&u| g[u].image_bytes).sum::<u64>() + solve::RUNTIME_BYTES;
+    let cpu: f64 = m.iter().map(|&u| g[u].cpu).sum();
+    let mem: u64 = m.iter().map(|&u| g[u].memory_bytes).sum();
+    // (A root over its budget by itself stays alone.)
+    let alone = m.len() == 1;
+    assert!(
+        l.max_image_bytes.map_or(true, |b| alone || bytes <= b),
+        "{what}: image"
+    );
+    assert!(
+        l.cpu_budget.map_or(true, |b| alone || cpu <= b),
+        "{what}: cpu"
+    );
+    assert!(
+        l.memory_bytes.map_or(true, |b| alone || mem <= b),
+        "{what}: memory"
+    );
+    // Marginals, against removing each member in turn.
+    if m.len() <= 40 {
+        for &c in m.iter().filter(|&&c| c != root) {
+            let mut without = m.clone();
+            without.remove(&c);
+            let lost = s.removed_calls - solve::removed_calls(rg, root, &without);
+            let got = s.marginal.get(&c).copied().unwrap_or(f64::NAN);
+            assert!(
+                close(got, lost),
+                "{what}: marginal of {c:?} {got} != {lost}"
+            );
+        }
+    }
+    // Verdicts (of small groups: checked the long way).
+    for (&c, v) in s.verdicts.iter().filter(|_| m.len() <= 40) {
+        assert_eq!(*v == Verdict::Fused, m.contains(&c), "{what}: {c:?} {v:?}");
+        if m.contains(&c) || matches!(v, Verdict::Cold { .. } | Verdict::OtherDomain) {
+            continue;
+        }
+        let with: Vec<_> = m.iter().copied().chain([c]).collect();
+        if with.iter().any(|&u| g[u].reentrant) || matches!(v, Verdict::OverBudget(_)) {
+            continue;
+        }
+        let at = |u| {
+            if u == root {
+                0
+            } else {
+                1 + with
+                    .iter()
+                    .filter(|&&w| w != root)
+                    .position(|&w| w == u)
+                    .unwrap()
+            }
+        };
+        let edges: Vec<_> = g
+            .edge_references()
+            .filter(|e| with.contains(&e.source()) && with.contains(&e.target()))
+            .collect();
+        let pairs: Vec<_> = edges
+            .iter()
+            .map(|e| (at(e.source()), at(e.target())))
+            .collect();
+        let stays = faasfuse_core::plan::reentering_edges(with.len(), &pairs);
+        let all_stay = edges
+            .iter()
+            .zip(&stays)
+            .filter(|(e, _)| e.target() == c)
+            .all(|(_, &s)| s);
+        assert_eq!(*v == Verdict::Reenters, all_stay, "{what}: {c:?} {v:?}");
+    }
+}
+
+/// The planner on random small groups (the planning benchmark's shapes:
+/// cycles, uniform and heavy-tailed call counts, re-entrant functions,
+/// trust domains, with and without budgets) against exact enumeration:
+/// every group keeps the rules of `check_group`; the search `plan` runs on
+/// larger groups, forced onto these, and the incremental greedy alone
+/// (what serves groups of more than 64 candidates) never beat the optimum
+/// and stay near the gaps measured when this was written, on 294 groups:
+/// the search below the optimum on 3, mean gap 0.12 %, worst 20 %; the
+/// greedy alone below on 33, mean 1.3 %, worst 72 % (a callee with a large
+/// gain of its own taken early, whose call back to a member then closes a
+/// cycle through every candidate between them).
+#[test]
+fn groups_keep_their_rules_and_the_search_stays_near_enumeration_on_random_shapes() {
+    use faasfuse_core::plan::solve::{Planner, Search};
+    let forced = Search {
+        heuristic: true,
+        ..Search::default()
+    };
+    let alone = Search {
+        heuristic: true,
+        refine: false,
+        ..Search::default()
+    };
+    let (mut searched, mut greedy) = (Vec::new(), Vec::new());
+    for seed in 0..250 {
+        let mut shape = shapes::Shape::random(30, seed % 2 == 0, 11_000 + seed);
+        shape.functions = 6 + (seed % 25) as usize;
+        shape.entries = shape.entries.clamp(1, 3);
+        let (rg, limits) = shape.build();
+        let planner = Planner::new(&rg);
+        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+            let l = &limits[root.index()];
+            let exact = planner.solve(root, l, &Search::default());
+            if !exact.exact || exact.verdicts.len() < 3 {
+                continue;
+            }
+            let what = format!("{shape} root {}", root.index());
+            check_group(&rg, root, l, &exact, &what);
+            for (search, gaps) in [(&forced, &mut searched), (&alone, &mut greedy)] {
+                let h = planner.solve(root, l, search);
+                check_group(&rg, root, l, &h, &what);
+                let e = exact.removed_calls;
+                assert!(
+                    h.removed_calls <= e * (1.0 + 1e-9) + 1e-9,
+                    "{what}: {} beats the optimum {e}",
+                    h.removed_calls
+                );
+                gaps.push(if e > 0.0 {
+                    (e - h.removed_calls) / e
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    let summary = |g: &[f64]| {
+        let below = g.iter().filter(|&&x| x > 1e-9).count();
+        let mean = g.iter().sum::<f64>() / g.len() as f64;
+        let worst = g.iter().copied().fold(0.0, f64::max);
+        (below, mean, worst)
+    };
+    let (sb, sm, sw) = summary(&searched);
+    let (gb, gm, gw) = summary(&greedy);
+    eprintln!(
+        "{} groups: search {sb} below the optimum, mean gap {:.3}%, worst {:.2}%; greedy alone {gb} below, mean {:.3}%, worst {:.2}%",
+        searched.len(),
+        100.0 * sm,
+        100.0 * sw,
+        100.0 * gm,
+        100.0 * gw
+    );
+    assert!(searched.len() >= 250, "{} groups", searched.len());
+    assert!(
+        sb <= 6 && sm <= 0.0025 && sw <= 0.25,
+        "search: {sb} {sm} {sw}"
+    );
+    assert!(
+        gb <= 45 && gm <= 0.02 && gw <= 0.8,
+        "greedy alone: {gb} {gm} {gw}"
+    );
+}
+
+/// A group of some 1,600 candidates on a cyclic graph (the shape that ran
+/// past ten minutes: 2,000 functions, one to three callees each anywhere,
+/// call counts up to 10^6, no budgets): the search ends within its work
+/// limit, and a far smaller limit stops it early with a group that still
+/// keeps the rules.
+#[test]
+fn a_group_of_thousands_of_candidates_is_searched_within_its_work_limit() {
+    use faasfuse_core::plan::solve::{Planner, Search};
+    let shape = shapes::Shape {
+        calls: shapes::Calls::Uniform(1e6),
+        entries: 2,
+        ..shapes::Shape::issue(1)
+    };
+    let (rg, limits) = shape.build();
+    let planner = Planner::new(&rg);
+    for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+        let l = &limits[root.index()];
+        let s = planner.solve(root, l, &Search::default());
+        assert!(s.verdicts.len() > 1000, "{} candidates", s.verdicts.len());
+        assert!(!s.stopped && !s.exact);
+        check_group(&rg, root, l, &s, "default limit");
+        let tight = Search {
+            work: 10_000,
+            work_per_item: 0,
+            ..Search::default()
+        };
+        let t = planner.solve(root, l, &tight);
+        assert!(t.stopped && t.members.len() < s.members.len());
+        check_group(&rg, root, l, &t, "tight limit");
+    }
+}

@@ -19,26 +19,37 @@
 //! [`EXACT_LIMIT`] candidates. Otherwise a greedy search whose work is
 //! bounded per group, whatever the shape:
 //!
-//! - an incremental lazy greedy (run twice: by gain, and by gain per unit
-//!   of the tightest budget) that keeps the members other than the root
-//!   free of cycles, with a topological order of them maintained as
-//!   members join (Pearce–Kelly), so that a candidate's gain is read off
-//!   its edges (the calls members make into it, and the calls it makes to
-//!   members times their downstream multiplier) instead of re-evaluating
-//!   the group, and a new member's share is pushed downstream in that
-//!   order; with one call of lookahead (a callee that removes little
-//!   itself may open the way to a hot callee of its own);
+//! - an incremental lazy greedy ([`Grow`]; run twice under budgets: by
+//!   gain, and by gain per unit of the tightest budget). The members other
+//!   than the root stay free of cycles (a candidate that would close one
+//!   is left out for good), so every call between them removes RPCs, and
+//!   they are kept in a topological order as they join (a new member whose
+//!   last caller comes after its first callee moves the members on one
+//!   side of it, searched from both sides at once, the smaller side
+//!   first). A candidate's gain is read off its edges: the calls members
+//!   make into it (weighted by their shares) plus its own share times its
+//!   calls to members, each weighted by the callee's downstream multiplier;
+//!   with one call of lookahead where budgets make the order matter or the
+//!   candidate gains nothing itself (a callee that removes little may open
+//!   the way to a hot callee of its own). A new member updates its member
+//!   callees' shares; every share and multiplier is recomputed whenever
+//!   the group has doubled (pushing every change downstream at once made
+//!   no measurable difference to the groups found, at several times the
+//!   work);
 //! - on groups of at most [`FULL_LIMIT`] candidates, the same greedy with
-//!   every gain re-evaluated over the whole group;
-//! - local search over the results (drop or add one member, and on groups
-//!   of at most [`SWAP_LIMIT`] candidates swap one for another), each move
-//!   evaluated over the whole group, while that helps.
+//!   every gain re-evaluated over the whole group, then local search over
+//!   all the results (drop or add one member, and with at most
+//!   [`SWAP_LIMIT`] candidates swap one for another), each move evaluated
+//!   over the whole group, while that helps. The best result wins.
 //!
-//! Every step counts the nodes and edges it visits against [`WORK_BASE`]
-//! per group (beyond building the group, O(edges · log)); a search that
-//! reaches it stops with its best group so far, which is always connected
-//! and within budget. The best of the results wins. The outcome depends
-//! only on the input, never on time.
+//! Every step counts the nodes and edges it visits against a limit per
+//! group of [`WORK_BASE`] plus [`WORK_PER_ITEM`] per candidate and edge,
+//! half of it kept for the incremental greedy; a search that reaches it
+//! stops with its best group so far, which is always connected and within
+//! budget (`Solved::stopped` says so). Beyond the search, a group costs a
+//! few passes over its candidates and edges (gathering them, evaluating
+//! the result, the verdicts and the reasons). The outcome depends only on
+//! the input, never on time or threads.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -59,10 +70,11 @@ pub const FULL_LIMIT: usize = 64;
 pub const SWAP_LIMIT: usize = 64;
 
 /// Node and edge visits the search may spend on one group: `WORK_BASE`
-/// plus `WORK_PER_ITEM` per candidate and edge among them (the greedy
-/// alone needs a few per item and a handful of passes over the group).
-/// Groups of up to [`FULL_LIMIT`] candidates of random deployments finish
-/// their local search well within it.
+/// plus `WORK_PER_ITEM` per candidate and edge among them (a few
+/// milliseconds). The incremental greedy needs a small multiple of the
+/// group's size (it never reached its half on the planning benchmark's
+/// random deployments); local search on groups of 50 to 64 candidates can
+/// use it up, and then keeps the best group it has.
 pub const WORK_BASE: u64 = 500_000;
 pub const WORK_PER_ITEM: u64 = 64;
 
@@ -95,6 +107,9 @@ pub struct Solved {
     pub removed_calls: f64,
     /// Each member's [`marginals`] (the root aside).
     pub marginal: BTreeMap<NodeIndex, f64>,
+    /// The search reached its work limit somewhere (and kept its best
+    /// group so far).
+    pub stopped: bool,
     pub exact: bool,
     pub verdicts: BTreeMap<NodeIndex, Verdict>,
 }
@@ -133,12 +148,15 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
 }
 
 /// For each member of group `members` other than `root`, the RPCs the
-/// group removes that it would not remove without that member. A member
-/// on no cycle of the group (the rule of the planner's groups) costs
-/// O(1) after one pass over the group: its removal takes away the calls
-/// into it and its flow times the downstream multiplier of its calls.
-/// Members on a cycle, or any member when re-entrant functions make the
-/// removed calls a fixed point, are re-evaluated with the group.
+/// group removes that it would not remove without that member. After one
+/// pass over the group, a member on no cycle of it (every member of the
+/// incremental greedy's groups) costs a look at its edges: without it the
+/// group loses the calls into it, and its share times its downstream
+/// multiplier (exact: shares are linear in the calls into a function, the
+/// cap of 1 never cutting a sum, as a function's executions count every
+/// call into it). Members on a cycle, or every member when re-entrant
+/// functions make the shares a fixed point, are re-evaluated with the
+/// group (O(group) each).
 pub fn marginals(
     rg: &RpcGraph,
     root: NodeIndex,
@@ -296,8 +314,8 @@ impl<'a> Planner<'a> {
         let cands = candidates(rg, &self.adj, root, l, &mut found);
         let local = Local::with_adjacency(rg, &self.adj, root, &cands, l.cold);
         let exact = !search.heuristic && cands.len() <= EXACT_LIMIT;
-        let member = if exact {
-            enumerate(rg, &local, l)
+        let (member, stopped) = if exact {
+            (enumerate(rg, &local, l), false)
         } else {
             self::search(rg, &local, l, search)
         };
@@ -331,6 +349,7 @@ impl<'a> Planner<'a> {
             marginal: marginals_of(&local, &member, &mut ev, removed_calls),
             members,
             exact,
+            stopped,
             verdicts,
         }
     }
@@ -586,10 +605,12 @@ impl Work {
     }
 }
 
-/// The heuristic search of one group (see the module documentation).
-fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> Vec<bool> {
+/// The heuristic search of one group (see the module documentation), and
+/// whether some part of it reached its work limit.
+fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> (Vec<bool>, bool) {
     let limit = s.work + s.work_per_item * (local.len() + local.edges.len()) as u64;
     let mut work = Work(limit);
+    let mut stopped = false;
     let mut ev = Eval::default();
     let refine = s.refine && local.len() - 1 <= FULL_LIMIT;
     // Without budgets both orders are the same.
@@ -601,26 +622,31 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> Vec<bool> {
     let mut starts = Vec::new();
     let mut grown = Vec::new();
     for &per_budget in orders {
+        // Half the work for the incremental greedy, whatever else runs.
         let share = limit / orders.len() as u64 / 2;
         let mut left = Work(share);
         grown.push(Grow::new(rg, local, l, per_budget).run(&mut left));
+        stopped |= !left.left();
         work.spend((share - left.0) as usize);
     }
     if refine {
         for &per_budget in orders {
-            if let Some(m) = greedy(rg, local, l, per_budget, &mut ev, &mut work) {
-                starts.push(m);
+            match greedy(rg, local, l, per_budget, &mut ev, &mut work) {
+                Some(m) => starts.push(m),
+                None => stopped = true,
             }
         }
     }
     starts.extend(grown);
     if starts.len() == 1 && !refine {
-        return starts.pop().expect("one result");
+        return (starts.pop().expect("one result"), stopped);
     }
     let mut best: Option<(f64, Vec<bool>)> = None;
     for m in starts {
         let m = if refine {
-            local_search(rg, local, l, m, &mut ev, &mut work)
+            let m = local_search(rg, local, l, m, &mut ev, &mut work);
+            stopped |= !work.left();
+            m
         } else {
             m
         };
@@ -629,7 +655,7 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> Vec<bool> {
             best = Some((v, m));
         }
     }
-    best.map(|b| b.1).expect("a search result")
+    (best.map(|b| b.1).expect("a search result"), stopped)
 }
 
 /// A candidate's gain in the greedy queue, largest first; ties go to the
@@ -838,7 +864,8 @@ fn local_search(
 }
 
 /// Labels of [`Order`]: spaced `LABEL_STEP` apart from `LABEL_BASE` when
-/// renumbered, halved between neighbours on insertion.
+/// renumbered; what is inserted between two neighbours shares the gap
+/// between their labels evenly.
 const LABEL_BASE: u64 = 1 << 61;
 const LABEL_STEP: u64 = 1 << 32;
 const LABEL_END: u64 = 1 << 62;
@@ -851,9 +878,10 @@ const HEAD: usize = 0;
 const TAIL: usize = 1;
 
 /// Members in a topological order: a doubly linked list of slots whose
-/// labels increase along it, a member in each. A new slot takes the label
-/// halfway between its neighbours (all are spread out again when none is
-/// free); reordering members permutes them among their slots.
+/// labels increase along it, a member in each. A new member, and the
+/// members that move with it, are linked in after a slot with labels
+/// spread over the gap to the next one (all labels are spread out again
+/// when the gap is too small).
 struct Order {
     label: Vec<u64>,
     next: Vec<usize>,
@@ -960,14 +988,13 @@ impl Order {
 /// The incremental greedy: members other than the root stay free of
 /// cycles (a candidate that would close one is left out for good, as
 /// members only join), so every call between members other than into the
-/// root removes RPCs and a member's share `f` is the sum over its
-/// callers, kept current by pushing each new member's share downstream in
-/// topological order. That order is kept as members join (Pearce–Kelly:
-/// a new member whose callers come after its callees reorders only the
-/// members between them). A candidate's gain is the calls members make
-/// into it plus its share times its calls to members, each weighted by
-/// the callee's downstream multiplier `k` (refreshed as the group grows by
-/// a quarter, with the shares).
+/// root removes RPCs and a member's share `f` is the sum over its callers.
+/// The members are kept in a topological [`Order`] as they join. A
+/// candidate's gain is the calls members make into it plus its share
+/// times its calls to members, each weighted by one plus the callee's
+/// downstream multiplier `kx`. A new member updates its member callees'
+/// shares; all shares and multipliers are recomputed when the group has
+/// doubled (see the module documentation).
 struct Grow<'a> {
     rg: &'a RpcGraph,
     local: &'a Local,
@@ -1336,6 +1363,7 @@ impl<'a> Grow<'a> {
             .collect();
         near.sort_unstable();
         near.dedup();
+        let mut swept = false;
         loop {
             for &v in &near {
                 version[v] += 1;
@@ -1363,13 +1391,24 @@ impl<'a> Grow<'a> {
                 }
             }
             if g <= 1e-9 {
-                break;
+                // Scores in the queue may be stale low (shares grow when
+                // recomputed): score every candidate once more first.
+                if swept {
+                    break;
+                }
+                swept = true;
+                near.extend((1..n).filter(|&v| {
+                    !self.member[v] && !self.blocked[v] && reachable(self.local, &self.member, v)
+                }));
+                work.spend(n);
+                continue;
             }
             if self.closes_cycle(c, work) {
                 self.blocked[c] = true;
                 continue;
             }
             self.add(c, work, &mut near);
+            swept = false;
         }
         self.member
     }
