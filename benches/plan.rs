@@ -5,18 +5,26 @@
 //!
 //! - `scale`: time against deployment size and shapes on which a search
 //!   over subsets blows up (out/bench/plan.csv, plan-shapes.csv);
-//! - `sweep`: `PLAN_SWEEP` (default 1,000) random deployments of up to
-//!   2,000 functions and 10,000 edges without budgets, and as many with
-//!   budgets (benches/gen/shapes.rs: sizes, callees per function, cycles,
-//!   uniform, log-uniform and heavy-tailed call counts, entry ratios,
-//!   trust domains, re-entrant functions); prints the median, the 99th
-//!   percentile and the worst time with the shape that produced it
-//!   (out/bench/plan-sweep.csv, one line per deployment);
+//! - `sweep`: the corners of the shape space (2,000 functions, the most
+//!   edges and entries, every call-count distribution, nearly acyclic and
+//!   fully cyclic), then `PLAN_SWEEP` (default 1,000) random deployments
+//!   of up to 2,000 functions and 10,000 edges without budgets, and as
+//!   many with budgets (benches/gen/shapes.rs: sizes, callees per
+//!   function, cycles, uniform, log-uniform and heavy-tailed call counts,
+//!   entry ratios, trust domains, re-entrant functions); prints the
+//!   median, the 99th percentile and the worst time with the shape that
+//!   produced it, on every core and on one, and how many groups' searches
+//!   reached their work limit (out/bench/plan-sweep.csv, one line per
+//!   deployment);
 //! - `gap`: the heuristic against exact enumeration on groups of up to 20
-//!   candidates (out/bench/plan-gap.csv, one line per group).
+//!   candidates, and the incremental greedy against plan's whole search
+//!   on groups of 21-64 (out/bench/plan-gap.csv, one line per group);
+//! - `one SEED [budgets|corner]`: one deployment of the sweep (or corner
+//!   SEED), each group solved in turn on one thread, then planned.
 //!
 //! Times are of `plan_graph`: the whole plan of a built graph (every
-//! group, the reasons, the edges' status), release build, one thread.
+//! group, the reasons, the edges' status), release build, on every core
+//! (`FAASFUSE_THREADS`), and in the sweep also on one thread.
 
 #[path = "gen/shapes.rs"]
 mod shapes;
@@ -42,6 +50,18 @@ fn time_plan_objective(rg: &RpcGraph, limits: &[Limits]) -> (f64, usize, f64) {
     let ms = t.elapsed().as_secs_f64() * 1e3;
     let members = plan.groups.iter().map(|g| g.members.len()).sum();
     (ms, members, plan.objective_us)
+}
+
+/// [`time_plan`] on one thread (the plan is the same).
+fn time_plan_one_thread(rg: &RpcGraph, limits: &[Limits]) -> f64 {
+    let before = std::env::var_os("FAASFUSE_THREADS");
+    std::env::set_var("FAASFUSE_THREADS", "1");
+    let ms = time_plan(rg, limits).0;
+    match before {
+        Some(v) => std::env::set_var("FAASFUSE_THREADS", v),
+        None => std::env::remove_var("FAASFUSE_THREADS"),
+    }
+    ms
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -158,73 +178,93 @@ fn corners() -> Vec<Shape> {
     out
 }
 
-fn sweep(count: u64) {
-    let t = Instant::now();
-    let mut worst = (0.0, String::new());
-    for shape in corners() {
-        let (rg, limits) = shape.build();
-        let (ms, _, objective) = time_plan_objective(&rg, &limits);
-        if std::env::var("PLAN_VERBOSE").is_ok() {
-            println!(
-                "  {ms:>8.1} ms  objective {objective:.6e}  {shape} (edges={})",
-                rg.g.edge_count()
-            );
-        }
-        if ms > worst.0 {
-            worst = (ms, format!("{shape} (edges={})", rg.g.edge_count()));
+/// One planned deployment of the sweep.
+struct Run {
+    ms: f64,
+    ms_one_thread: f64,
+    shape: String,
+}
+
+/// Plan `shape` on every core and on one; count the groups whose search
+/// reached its work limit (asked again, untimed, where planning took long
+/// enough for that to be possible).
+fn run_shape(shape: &Shape, stopped: &mut usize, csv: &mut String) -> Run {
+    let (rg, limits) = shape.build();
+    let (ms, members) = time_plan(&rg, &limits);
+    let ms_one_thread = time_plan_one_thread(&rg, &limits);
+    if ms_one_thread > 50.0 {
+        let planner = Planner::new(&rg);
+        for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
+            let s = planner.solve(root, &limits[root.index()], &Search::default());
+            *stopped += usize::from(s.stopped);
         }
     }
-    println!(
-        "\ncorners: {} deployments of 2000 functions in {:.0} s: worst {:.1} ms\n  worst: {}",
-        corners().len(),
-        t.elapsed().as_secs_f64(),
-        worst.0,
-        worst.1
+    let entries = rg.g.node_weights().filter(|x| x.entry).count();
+    csv.push_str(&format!(
+        "{},{},{},{entries},{},{ms:.3},{ms_one_thread:.3},{members},{shape}\n",
+        shape.budgets,
+        shape.seed,
+        rg.g.node_count(),
+        rg.g.edge_count()
+    ));
+    Run {
+        ms,
+        ms_one_thread,
+        shape: format!("{shape} edges={}", rg.g.edge_count()),
+    }
+}
+
+/// Median, 99th percentile and worst of `runs` (by `time`), and the
+/// worst's shape.
+fn summary(runs: &[Run], time: impl Fn(&Run) -> f64) -> String {
+    let mut times: Vec<f64> = runs.iter().map(&time).collect();
+    times.sort_by(f64::total_cmp);
+    let worst = runs
+        .iter()
+        .max_by(|a, b| time(a).total_cmp(&time(b)))
+        .expect("some runs");
+    format!(
+        "median {:.1} ms, p99 {:.1} ms, worst {:.1} ms ({})",
+        quantile(&times, 0.5),
+        quantile(&times, 0.99),
+        time(worst),
+        worst.shape
+    )
+}
+
+fn sweep(count: u64) {
+    let mut csv = String::from(
+        "budgets,seed,functions,entries,edges,plan_ms,plan_ms_one_thread,members,shape\n",
     );
-    let mut csv = String::from("budgets,seed,functions,entries,edges,plan_ms,members,shape\n");
+    let threads = faasfuse_core::profile::ingest::worker_threads();
+    let t = Instant::now();
+    let mut stopped = 0;
+    let runs: Vec<Run> = corners()
+        .iter()
+        .map(|shape| run_shape(shape, &mut stopped, &mut csv))
+        .collect();
+    println!(
+        "\ncorners: {} deployments of 2000 functions in {:.0} s ({stopped} groups reached the work limit)\n  {threads} threads: {}\n  one thread: {}",
+        runs.len(),
+        t.elapsed().as_secs_f64(),
+        summary(&runs, |r| r.ms),
+        summary(&runs, |r| r.ms_one_thread)
+    );
     for budgets in [false, true] {
         let t = Instant::now();
-        let mut runs: Vec<(f64, String)> = Vec::new();
-        let (mut max_n, mut max_e) = (0, 0);
-        let (mut groups, mut stopped) = (0, 0);
-        for seed in 0..count {
-            let shape = Shape::random(2000, budgets, seed);
-            let (rg, limits) = shape.build();
-            let (ms, members) = time_plan(&rg, &limits);
-            let entries = rg.g.node_weights().filter(|x| x.entry).count();
-            max_n = max_n.max(rg.g.node_count());
-            max_e = max_e.max(rg.g.edge_count());
-            csv.push_str(&format!(
-                "{budgets},{seed},{},{entries},{},{ms:.3},{members},{shape}\n",
-                rg.g.node_count(),
-                rg.g.edge_count()
-            ));
-            runs.push((ms, format!("{shape} (edges={})", rg.g.edge_count())));
-            // Groups whose search reached its work limit (asked again,
-            // untimed, where planning took long enough for that to be
-            // possible).
-            if ms > 50.0 {
-                let planner = Planner::new(&rg);
-                for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
-                    let s = planner.solve(root, &limits[root.index()], &Search::default());
-                    stopped += usize::from(s.stopped);
-                }
-            }
-            groups += entries;
-        }
-        let mut times: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        times.sort_by(f64::total_cmp);
-        let Some(worst) = runs.iter().max_by(|a, b| a.0.total_cmp(&b.0)) else {
+        let mut stopped = 0;
+        let runs: Vec<Run> = (0..count)
+            .map(|seed| run_shape(&Shape::random(2000, budgets, seed), &mut stopped, &mut csv))
+            .collect();
+        if runs.is_empty() {
             continue;
-        };
+        }
         println!(
-            "\nsweep, {} budgets: {count} random deployments (up to {max_n} functions, {max_e} edges) in {:.0} s: plan median {:.1} ms, p99 {:.1} ms, worst {:.1} ms; {stopped} of {groups} groups reached the work limit\n  worst: {}",
+            "\nsweep, {} budgets: {count} random deployments of up to 2000 functions and 10000 edges in {:.0} s ({stopped} groups reached the work limit)\n  {threads} threads: {}\n  one thread: {}",
             if budgets { "with" } else { "without" },
             t.elapsed().as_secs_f64(),
-            quantile(&times, 0.5),
-            quantile(&times, 0.99),
-            worst.0,
-            worst.1
+            summary(&runs, |r| r.ms),
+            summary(&runs, |r| r.ms_one_thread)
         );
     }
     std::fs::write("out/bench/plan-sweep.csv", csv).expect("write plan-sweep.csv");
@@ -250,7 +290,7 @@ impl Gaps {
         g.sort_by(f64::total_cmp);
         let optimal = g.iter().filter(|&&x| x <= 1e-9).count();
         println!(
-            "  {:<58} optimal on {optimal} of {} ({:.1}%), median gap {:.3}%, mean {:.3}%, p99 {:.2}%, worst {:.2}%",
+            "  {:<52} optimal on {optimal} of {} ({:.1}%), median gap {:.3}%, mean {:.3}%, p99 {:.2}%, worst {:.2}%",
             self.what,
             g.len(),
             100.0 * optimal as f64 / g.len() as f64,
@@ -263,6 +303,7 @@ impl Gaps {
 }
 
 fn gaps(count: usize) {
+    use faasfuse_core::plan::solve::Verdict;
     let t = Instant::now();
     let mut csv = String::from("source,seed,root,candidates,budgets,exact,plan,greedy_alone\n");
     let alone = Search {
@@ -276,7 +317,8 @@ fn gaps(count: usize) {
     };
     // What `plan` runs on 15-20 candidates; what it would run on <= 14 if
     // it did not enumerate; the incremental greedy that alone serves
-    // groups of more than 64 candidates.
+    // groups of more than 64 candidates; and on 21-64 candidates, where
+    // nothing enumerates, that greedy against plan's search.
     let mut plan_15_20 = Gaps {
         what: "plan's search, groups of 15-20 candidates",
         gaps: Vec::new(),
@@ -285,27 +327,36 @@ fn gaps(count: usize) {
         what: "plan's search forced onto groups of 1-14 candidates",
         gaps: Vec::new(),
     };
-    let mut alone_all = Gaps {
+    let mut alone_small = Gaps {
         what: "incremental greedy alone, groups of 1-20 candidates",
+        gaps: Vec::new(),
+    };
+    let mut alone_mid = Gaps {
+        what: "greedy alone below plan's search, 21-64 candidates",
         gaps: Vec::new(),
     };
     let mut record = |source: &str, seed: u64, rg: &RpcGraph, root: NodeIndex, l: &Limits| {
         let p = solve(rg, root, l, false);
-        let k = p.verdicts.len();
         let candidates = p
             .verdicts
             .values()
-            .filter(|v| {
-                !matches!(
-                    v,
-                    faasfuse_core::plan::solve::Verdict::Cold { .. }
-                        | faasfuse_core::plan::solve::Verdict::OtherDomain
-                )
-            })
+            .filter(|v| !matches!(v, Verdict::Cold { .. } | Verdict::OtherDomain))
             .count();
-        let _ = k;
-        if candidates == 0 || candidates > 20 {
-            return false;
+        if candidates == 0 || candidates > 64 {
+            return 0;
+        }
+        let a = solve_with(rg, root, l, &alone).removed_calls;
+        let budgets = l.max_image_bytes.is_some() || l.cpu_budget.is_some();
+        let r = root.index();
+        if candidates > 20 {
+            if alone_mid.gaps.len() < count {
+                alone_mid.gaps.push(gap(p.removed_calls, a));
+                let h = p.removed_calls;
+                csv.push_str(&format!(
+                    "{source},{seed},{r},{candidates},{budgets},,{h},{a}\n"
+                ));
+            }
+            return candidates;
         }
         let e = exact_removed_calls(rg, root, l);
         let h = if candidates > 14 {
@@ -313,7 +364,6 @@ fn gaps(count: usize) {
         } else {
             solve_with(rg, root, l, &forced).removed_calls
         };
-        let a = solve_with(rg, root, l, &alone).removed_calls;
         assert!(
             h <= e * (1.0 + 1e-9) + 1e-9,
             "{source} {seed}: beats the optimum"
@@ -323,30 +373,35 @@ fn gaps(count: usize) {
         } else {
             forced_small.gaps.push(gap(e, h));
         }
-        alone_all.gaps.push(gap(e, a));
-        let budgets = l.max_image_bytes.is_some() || l.cpu_budget.is_some();
+        alone_small.gaps.push(gap(e, a));
         csv.push_str(&format!(
-            "{source},{seed},{},{candidates},{budgets},{e},{h},{a}\n",
-            root.index()
+            "{source},{seed},{r},{candidates},{budgets},{e},{h},{a}\n"
         ));
-        candidates > 14
+        candidates
     };
     // Random shapes of 10-60 functions, with and without budgets, until
-    // `count` groups of 15-20 candidates; stars of 15-20 callees under a
-    // size budget.
-    let mut big = 0;
-    let mut seed = 0;
-    while big < count && seed < 200 * count as u64 {
-        let mut shape = Shape::random(60, seed % 2 == 0, 7_000_000 + seed);
-        shape.functions = 10 + (seed % 51) as usize;
+    // `count` groups of 15-20 candidates; then of 40-150 functions until
+    // `count` groups of 21-64; stars of 15-20 callees under a size budget.
+    let (mut n15, mut n21) = (0, 0);
+    for seed in 0..400 * count as u64 {
+        if n15 >= count && n21 >= count {
+            break;
+        }
+        let mut shape = Shape::random(150, seed % 2 == 0, 7_000_000 + seed);
+        shape.functions = if n15 < count {
+            10 + (seed % 51) as usize
+        } else {
+            40 + (seed % 111) as usize
+        };
         shape.entries = shape.entries.clamp(1, shape.functions / 4 + 1);
         let (rg, limits) = shape.build();
         for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
-            if big < count && record("random", seed, &rg, root, &limits[root.index()]) {
-                big += 1;
+            match record("random", seed, &rg, root, &limits[root.index()]) {
+                15..=20 => n15 += 1,
+                21..=64 => n21 += 1,
+                _ => {}
             }
         }
-        seed += 1;
     }
     for k in 15..=20 {
         for seed in 0..(count / 12).max(1) as u64 {
@@ -360,7 +415,8 @@ fn gaps(count: usize) {
     );
     plan_15_20.print();
     forced_small.print();
-    alone_all.print();
+    alone_small.print();
+    alone_mid.print();
     std::fs::write("out/bench/plan-gap.csv", csv).expect("write plan-gap.csv");
 }
 
@@ -404,10 +460,11 @@ fn main() {
         let (rg, limits) = shape.build();
         println!("{shape} edges={}", rg.g.edge_count());
         let t = Instant::now();
+        let planner = Planner::new(&rg);
         let mut worst = (0.0, 0, 0);
         for root in rg.g.node_indices().filter(|&i| rg.g[i].entry) {
             let t1 = Instant::now();
-            let s = solve(&rg, root, &limits[root.index()], false);
+            let s = planner.solve(root, &limits[root.index()], &Search::default());
             let ms = t1.elapsed().as_secs_f64() * 1e3;
             if ms > worst.0 {
                 worst = (ms, s.verdicts.len(), s.members.len());

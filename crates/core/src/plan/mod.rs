@@ -531,12 +531,15 @@ pub fn plan_graph(
     }
 }
 
-/// `f` of every item, in order, on as many threads as the machine has
-/// (groups are independent, so the plan is the one a single thread makes).
+/// `f` of every item, in order, on every core (`FAASFUSE_THREADS=N` to
+/// choose, as for profiles) when there are at least 8 items (fewer cost
+/// more to start threads for than they save); groups are independent, so
+/// the plan is the one a single thread makes.
 fn in_parallel<T: Copy + Sync, R: Send>(items: &[T], f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+    let threads = match items.len() {
+        0..=7 => 1,
+        n => crate::profile::ingest::worker_threads().min(n),
+    };
     if threads <= 1 {
         return items.iter().map(|&x| f(x)).collect();
     }

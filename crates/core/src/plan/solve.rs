@@ -612,7 +612,8 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> (Vec<bool>, b
     let mut work = Work(limit);
     let mut stopped = false;
     let mut ev = Eval::default();
-    let refine = s.refine && local.len() - 1 <= FULL_LIMIT;
+    let n = local.len() - 1;
+    let full = s.refine && n <= FULL_LIMIT;
     // Without budgets both orders are the same.
     let orders: &[bool] = if has_budget(l) {
         &[false, true]
@@ -629,7 +630,7 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> (Vec<bool>, b
         stopped |= !left.left();
         work.spend((share - left.0) as usize);
     }
-    if refine {
+    if full {
         for &per_budget in orders {
             match greedy(rg, local, l, per_budget, &mut ev, &mut work) {
                 Some(m) => starts.push(m),
@@ -638,12 +639,12 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> (Vec<bool>, b
         }
     }
     starts.extend(grown);
-    if starts.len() == 1 && !refine {
+    if starts.len() == 1 && !full {
         return (starts.pop().expect("one result"), stopped);
     }
     let mut best: Option<(f64, Vec<bool>)> = None;
     for m in starts {
-        let m = if refine {
+        let m = if full {
             let m = local_search(rg, local, l, m, &mut ev, &mut work);
             stopped |= !work.left();
             m
