@@ -154,9 +154,10 @@ pub fn removed_calls(rg: &RpcGraph, root: NodeIndex, members: &BTreeSet<NodeInde
 /// group loses the calls into it, and its share times its downstream
 /// multiplier (exact: shares are linear in the calls into a function, the
 /// cap of 1 never cutting a sum, as a function's executions count every
-/// call into it). Members on a cycle, or every member when re-entrant
-/// functions make the shares a fixed point, are re-evaluated with the
-/// group (O(group) each).
+/// call into it; where re-entrant members make them a fixed point, the
+/// multipliers are one too). Members on a cycle of the group, or calling
+/// themselves in-process, are re-evaluated with the group (O(group)
+/// each).
 pub fn marginals(
     rg: &RpcGraph,
     root: NodeIndex,
@@ -185,46 +186,56 @@ fn marginals_of(
     let n = local.len();
     let mut member = member.to_vec();
     let comps = ev.starts.len() - 1;
-    let linear = !(0..comps).any(|c| ev.cyclic(local, c));
+    // Downstream multiplier: removed calls per unit of `f`, sinks first;
+    // within a component whose calls count among themselves (re-entrant
+    // members) a fixed point, as the shares are.
+    let mut k = vec![0.0; n];
+    for c in 0..comps {
+        let rounds = if ev.cyclic(local, c) { 64 } else { 1 };
+        for _ in 0..rounds {
+            let mut changed = false;
+            for &u in &ev.order[ev.starts[c]..ev.starts[c + 1]] {
+                let v: f64 = local
+                    .outs(u)
+                    .iter()
+                    .filter(|&&ei| ev.counts(local, &member, ei))
+                    .map(|&ei| {
+                        let w = local.edges[ei].to;
+                        let exec = local.executions(w);
+                        let beyond = if w != 0 && exec > 0.0 {
+                            k[w] / exec
+                        } else {
+                            0.0
+                        };
+                        local.edges[ei].calls * (1.0 + beyond)
+                    })
+                    .sum();
+                changed |= (v - k[u]).abs() > 1e-12 * v.abs().max(1.0);
+                k[u] = v;
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+    // Members on a cycle of the group, or calling themselves in-process,
+    // change which calls count when they leave: evaluated again.
     let mut out = BTreeMap::new();
     let mut again = Vec::new();
-    if linear {
-        // Downstream multiplier: removed calls per unit of `f`, sinks first.
-        let mut k = vec![0.0; n];
-        for &u in &ev.order {
-            k[u] = local
-                .outs(u)
-                .iter()
-                .filter(|&&ei| ev.counts(local, &member, ei))
-                .map(|&ei| {
-                    let w = local.edges[ei].to;
-                    let exec = local.executions(w);
-                    let beyond = if w != 0 && exec > 0.0 {
-                        k[w] / exec
-                    } else {
-                        0.0
-                    };
-                    local.edges[ei].calls * (1.0 + beyond)
-                })
-                .sum();
+    for c in 0..comps {
+        let (a, b) = (ev.starts[c], ev.starts[c + 1]);
+        if b - a > 1 || ev.cyclic(local, c) {
+            again.extend_from_slice(&ev.order[a..b]);
+            continue;
         }
-        for c in 0..comps {
-            let (a, b) = (ev.starts[c], ev.starts[c + 1]);
-            if b - a > 1 {
-                again.extend_from_slice(&ev.order[a..b]);
-                continue;
-            }
-            let u = ev.order[a];
-            let inflow: f64 = local
-                .ins(u)
-                .iter()
-                .filter(|&&ei| ev.counts(local, &member, ei))
-                .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
-                .sum();
-            out.insert(local.nodes[u], inflow + ev.f[u] * k[u]);
-        }
-    } else {
-        again.extend((1..n).filter(|&u| member[u]));
+        let u = ev.order[a];
+        let inflow: f64 = local
+            .ins(u)
+            .iter()
+            .filter(|&&ei| ev.counts(local, &member, ei))
+            .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
+            .sum();
+        out.insert(local.nodes[u], inflow + ev.f[u] * k[u]);
     }
     again.sort_unstable();
     for u in again {
