@@ -442,6 +442,8 @@ fn fuzz_parsers() {
                 _ => "libinput.so".to_string(),
             });
             std::fs::write(&file, &d).unwrap();
+            // Each run is a command of its own: nothing loaded before.
+            faasfuse_core::loaded::forget();
             let r = dog.run(&id, &d, || -> Result<bool, String> {
                 match target {
                     "elf-inspect" => Ok(faasfuse_core::inspect::inspect(&file).is_ok()),

@@ -60,3 +60,10 @@ impl std::ops::Deref for Analysed {
         &self.image
     }
 }
+
+/// Drop every image loaded so far: for a long-running user of the library
+/// that rewrites its inputs in place between commands (a file rewritten
+/// within one timestamp tick at the same size looks unchanged).
+pub fn forget() {
+    cache().lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
