@@ -72,9 +72,10 @@ pub struct Local {
     /// The callers and callees at the other end of those edges.
     in_from: Vec<u32>,
     out_to: Vec<u32>,
-    /// The calls on those edges.
+    /// The calls on those edges, and whether the out-edges are hot.
     in_calls: Vec<f64>,
     out_calls: Vec<f64>,
+    out_hot: Vec<bool>,
     executions: Vec<f64>,
     reentrant: Vec<bool>,
 }
@@ -175,6 +176,7 @@ impl Local {
         let out_to = out_list.iter().map(|&i| edges[i].to as u32).collect();
         let in_calls = in_list.iter().map(|&i| edges[i].calls).collect();
         let out_calls = out_list.iter().map(|&i| edges[i].calls).collect();
+        let out_hot = out_list.iter().map(|&i| edges[i].hot).collect();
         Local {
             executions,
             reentrant,
@@ -188,6 +190,7 @@ impl Local {
             out_to,
             in_calls,
             out_calls,
+            out_hot,
         }
     }
 
@@ -219,6 +222,13 @@ impl Local {
     #[inline]
     pub fn calls_out(&self, u: usize) -> &[f64] {
         &self.out_calls[self.out_start[u]..self.out_start[u + 1]]
+    }
+
+    /// Whether the calls out of `u` are hot, edge by edge (as
+    /// [`Local::outs`]).
+    #[inline]
+    pub fn hot_out(&self, u: usize) -> &[bool] {
+        &self.out_hot[self.out_start[u]..self.out_start[u + 1]]
     }
 
     /// The callees of `u`, edge by edge (as [`Local::outs`]).

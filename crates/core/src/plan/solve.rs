@@ -29,13 +29,12 @@
 //!   first). A candidate's gain is read off its edges: the calls members
 //!   make into it (weighted by their shares) plus its own share times its
 //!   calls to members, each weighted by the callee's downstream multiplier;
-//!   with one call of lookahead where budgets make the order matter or the
-//!   candidate gains nothing itself (a callee that removes little may open
-//!   the way to a hot callee of its own). A new member updates its member
-//!   callees' shares; every share and multiplier is recomputed whenever
-//!   the group has doubled (pushing every change downstream at once made
-//!   no measurable difference to the groups found, at several times the
-//!   work);
+//!   with one call of lookahead (a callee that removes little may open the
+//!   way to a hot callee of its own), the hot callee's gain as of its own
+//!   last scoring. A new member updates its member callees' shares; every
+//!   share and multiplier is recomputed whenever the group has doubled
+//!   (pushing every change downstream at once made no measurable
+//!   difference to the groups found, at several times the work);
 //! - on groups of at most [`FULL_LIMIT`] candidates, the same greedy with
 //!   every gain re-evaluated over the whole group, then local search over
 //!   all the results (drop or add one member, and with at most
@@ -1011,8 +1010,7 @@ struct Grow<'a> {
     rg: &'a RpcGraph,
     local: &'a Local,
     l: &'a Limits,
-    /// The root has a budget (else one call of lookahead cannot change
-    /// what is taken, only when).
+    /// The root has a budget.
     budgets: bool,
     weight: Vec<f64>,
     member: Vec<bool>,
@@ -1025,6 +1023,9 @@ struct Grow<'a> {
     /// Downstream multiplier of each member per execution of it (0 for
     /// the root): the calls removed beyond it per call into it.
     kx: Vec<f64>,
+    /// Each candidate's in-flow and out-flow when last scored (NaN before).
+    fin: Vec<f64>,
+    out: Vec<f64>,
     blocked: Vec<bool>,
     usage: Usage,
     refresh_at: usize,
@@ -1055,6 +1056,8 @@ impl<'a> Grow<'a> {
             label: vec![NONE; n],
             f,
             kx: vec![0.0; n],
+            fin: vec![f64::NAN; n],
+            out: vec![f64::NAN; n],
             blocked: vec![false; n],
             usage: Usage {
                 bytes: RUNTIME_BYTES,
@@ -1285,34 +1288,43 @@ impl<'a> Grow<'a> {
     }
 
     /// What adding `c` gains per unit of budget, looking one hot call
-    /// further (where budgets make the order matter, or it gains nothing
-    /// itself). Whether it closes a cycle is asked when it is taken.
+    /// further: a callee that removes little itself may open the way to a
+    /// hot callee of its own. The callee's gain is taken from its own last
+    /// scoring (the calls members made into it then, and its calls to
+    /// members), plus `c`'s calls into it: one look at `c`'s edges. Whether
+    /// `c` closes a cycle is asked when it is taken.
     fn score(&mut self, c: usize, work: &mut Work) -> f64 {
         let local = self.local;
         work.spend(local.ins(c).len() + local.outs(c).len());
         let fin = self.inflow(c);
+        let out = self.outflow(c);
+        (self.fin[c], self.out[c]) = (fin, out);
         let fc = self.share_of(c, fin);
-        let own = fin + fc * self.outflow(c);
+        let own = fin + fc * out;
         let wc = self.weight[c];
         let mut best = own / wc;
-        if self.budgets || own <= 1e-9 {
-            let with_c = self.usage.with(self.rg, local, c);
-            for &ei in local.outs(c) {
-                let e = &local.edges[ei];
-                let d = e.to;
-                if !e.hot
-                    || d == c
-                    || self.member[d]
-                    || self.blocked[d]
-                    || !with_c.with(self.rg, local, d).fits(self.l)
-                {
-                    continue;
-                }
-                work.spend(local.ins(d).len() + local.outs(d).len());
-                let fin_d = self.inflow(d) + e.calls * fc;
-                let gd = fin_d + self.share_of(d, fin_d) * self.outflow(d);
-                best = best.max((own + gd) / (wc + self.weight[d]));
+        let with_c = self.usage.with(self.rg, local, c);
+        for (&d, (&hot, &calls)) in local
+            .callees(c)
+            .iter()
+            .zip(local.hot_out(c).iter().zip(local.calls_out(c)))
+        {
+            let d = d as usize;
+            if !hot
+                || d == c
+                || self.member[d]
+                || self.blocked[d]
+                || (self.budgets && !with_c.with(self.rg, local, d).fits(self.l))
+            {
+                continue;
             }
+            if self.fin[d].is_nan() {
+                work.spend(local.ins(d).len() + local.outs(d).len());
+                (self.fin[d], self.out[d]) = (self.inflow(d), self.outflow(d));
+            }
+            let fin_d = self.fin[d] + calls * fc;
+            let gd = fin_d + self.share_of(d, fin_d) * self.out[d];
+            best = best.max((own + gd) / (wc + self.weight[d]));
         }
         best
     }
