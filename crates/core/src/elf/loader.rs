@@ -44,13 +44,13 @@ pub struct LoaderView<'a> {
     pub notes: Vec<(u64, u64)>,
 }
 
-fn u16_at(d: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(d.get(at..at + 2)?.try_into().ok()?))
 }
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
-fn u64_at(d: &[u8], at: usize) -> Option<u64> {
+pub(super) fn u64_at(d: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(d.get(at..at + 8)?.try_into().ok()?))
 }
 

@@ -13,7 +13,7 @@
 
 use object::elf;
 
-use super::loader::{LoaderView, DT_RELR, DT_RELRSZ};
+use super::loader::{u16_at, u32_at, u64_at, LoaderView, DT_RELR, DT_RELRSZ};
 
 const SHT_RELR: u32 = 19;
 
@@ -41,16 +41,6 @@ struct Phdr {
     vaddr: u64,
     filesz: u64,
     memsz: u64,
-}
-
-fn u16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
-}
-fn u64_at(d: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(at..at + 8)?.try_into().ok()?))
 }
 
 fn phdrs(data: &[u8]) -> Option<Vec<Phdr>> {
@@ -114,18 +104,11 @@ const DYN_TABLES: &[DynTable] = &[
     (".fini_array", elf::DT_FINI_ARRAY, Size::Tag(elf::DT_FINI_ARRAYSZ), elf::SHT_FINI_ARRAY, true, None, 8),
 ];
 
-/// A table section at `addr`.
+/// A table section at `addr` (tables promise at most 8-byte alignment).
 fn table(name: &'static str, sh_type: u32, flags: u32, addr: u64, size: u64) -> Recovered {
     Recovered {
-        name,
-        sh_type,
-        flags,
-        addr,
-        size,
-        link: None,
-        info: 0,
-        entsize: 0,
         align: align_of(addr).min(8),
+        ..gap(name, sh_type, flags, addr, size)
     }
 }
 
@@ -253,6 +236,7 @@ fn fill(ph: &[Phdr], tables: &[Recovered], headers: &[(u64, u64)]) -> Vec<Recove
     out
 }
 
+/// A section of what a segment holds beyond its tables, at `addr`.
 fn gap(name: &'static str, sh_type: u32, flags: u32, addr: u64, size: u64) -> Recovered {
     Recovered {
         name,
