@@ -8,3 +8,29 @@ pub mod rpc;
 pub mod scan;
 
 pub use rpc::{constant_callees, find_rpc_sites, Callee, RpcSite};
+
+/// Libraries of real compilers' code for unit tests (jump tables, landing
+/// pads, retpolines where built so): the system's, and any listed in
+/// `FAASFUSE_TEST_LIBS` (colon-separated).
+#[cfg(test)]
+pub(crate) fn test_libraries() -> Vec<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mut v: Vec<PathBuf> = [
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.exists())
+    .collect();
+    if let Ok(extra) = std::env::var("FAASFUSE_TEST_LIBS") {
+        v.extend(
+            extra
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+        );
+    }
+    v
+}

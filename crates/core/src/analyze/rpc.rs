@@ -413,26 +413,8 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// System libraries, and any listed in `FAASFUSE_TEST_LIBS`.
     fn libraries() -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = [
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
-            "/usr/lib/x86_64-linux-gnu/libz.so.1",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect();
-        if let Ok(extra) = std::env::var("FAASFUSE_TEST_LIBS") {
-            v.extend(
-                extra
-                    .split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-            );
-        }
-        v
+        crate::analyze::test_libraries()
     }
 
     /// The byte scan only rules out functions without an indirect call:

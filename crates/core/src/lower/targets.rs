@@ -386,28 +386,8 @@ mod tests {
     use crate::analyze::Callee;
     use std::path::PathBuf;
 
-    /// Libraries of real compilers' code (jump tables, landing pads,
-    /// retpolines where built so): the system's, and any listed in
-    /// `FAASFUSE_TEST_LIBS` (colon-separated).
     fn libraries() -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = [
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
-            "/usr/lib/x86_64-linux-gnu/libz.so.1",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect();
-        if let Ok(extra) = std::env::var("FAASFUSE_TEST_LIBS") {
-            v.extend(
-                extra
-                    .split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-            );
-        }
-        v
+        crate::analyze::test_libraries()
     }
 
     fn site(x: &Instruction) -> RpcSite {
