@@ -236,7 +236,7 @@ fn sweep(count: u64) {
     let mut csv = String::from(
         "budgets,seed,functions,entries,edges,plan_ms,plan_ms_one_thread,members,shape\n",
     );
-    let threads = faasfuse_core::profile::ingest::worker_threads();
+    let threads = faasfuse_core::threads::worker_threads();
     let t = Instant::now();
     let mut stopped = 0;
     let runs: Vec<Run> = corners()

@@ -86,9 +86,11 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
                 reason: Some(e),
             },
         });
+    let mut info = image.info.clone();
+    info.endbr_functions = image.count_endbr_functions();
     Ok(InspectReport {
         path: path.display().to_string(),
-        info: image.info.clone(),
+        info,
         rpc_sites,
         fused_sites,
         fused_images,

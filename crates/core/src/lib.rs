@@ -22,7 +22,8 @@ pub mod merge;
 pub mod plan;
 pub mod profile;
 pub mod spec;
+pub mod timing;
 pub mod verify;
 
 pub use faasfuse_runtime as runtime;
-pub use faasfuse_sys::{error, files, output, progress};
+pub use faasfuse_sys::{error, files, output, progress, threads};

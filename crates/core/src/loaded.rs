@@ -54,6 +54,15 @@ pub fn load(path: &Path) -> Result<Arc<Analysed>> {
         .clone())
 }
 
+/// Each of `paths` [`load`]ed, several at once
+/// ([`map_ordered`](crate::threads::map_ordered)); an error is the first in
+/// `paths` order's, whatever finished first.
+pub fn load_all(paths: &[&Path]) -> Result<Vec<Arc<Analysed>>> {
+    crate::threads::map_ordered(paths, |p| load(p))
+        .into_iter()
+        .collect()
+}
+
 impl std::ops::Deref for Analysed {
     type Target = Image;
     fn deref(&self) -> &Image {

@@ -11,6 +11,7 @@ use object::LittleEndian as LE;
 use serde::Serialize;
 
 use crate::elf::{Image, Segment};
+use crate::files::FileBytes;
 
 const E: LE = LE;
 
@@ -56,7 +57,7 @@ pub fn verify(path: &Path, load_with: Option<&Path>) -> Result<VerifyReport> {
 /// names it, and the inherited descriptor `fd` opens it in the load test.
 pub fn verify_staged(
     path: &Path,
-    data: Vec<u8>,
+    data: FileBytes,
     fd: i32,
     load_with: Option<&Path>,
 ) -> Result<VerifyReport> {

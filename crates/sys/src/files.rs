@@ -181,6 +181,8 @@ enum Inner {
         len: usize,
         /// The fault-guard slot that names the file, if one was free.
         slot: Option<usize>,
+        /// The file, open, for copies the kernel makes file to file.
+        file: File,
     },
 }
 
@@ -257,6 +259,69 @@ impl FileBytes {
     }
 }
 
+impl FileBytes {
+    /// Write the bytes `from..from + len` into `out` at offset `at`. From a
+    /// mapped file the kernel copies them file to file (no pass through this
+    /// process's memory); where it cannot (another file system, an old
+    /// kernel), and for bytes held in memory, they are written.
+    ///
+    /// Panics if the range is out of bounds, as slicing does.
+    pub fn copy_to(&self, from: usize, len: usize, out: &File, at: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let src = &self[from..from + len];
+        let Inner::Mapped { file, .. } = &self.inner else {
+            return out.write_all_at(src, at);
+        };
+        let done = kernel_copy(file, from as u64, out, at, len)?;
+        out.write_all_at(&src[done..], at + done as u64)
+    }
+}
+
+/// Copy up to `len` bytes of `src` from `from` into `dst` at `at` with
+/// `copy_file_range`; how many were copied before the kernel declined
+/// (the rest is the caller's to write). A source that ends early changed
+/// while it was read: an error.
+fn kernel_copy(src: &File, from: u64, dst: &File, at: u64, len: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0usize;
+    while done < len {
+        let mut off_in = (from + done as u64) as libc::loff_t;
+        let mut off_out = (at + done as u64) as libc::loff_t;
+        // SAFETY: both descriptors are open files this process owns; the
+        // offsets are passed by pointer and the files' own offsets untouched.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                len - done,
+                0,
+            )
+        };
+        match n {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "input changed while being read (it is shorter than when opened)",
+                ))
+            }
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(
+                        libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF,
+                    ) => break,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -305,7 +370,7 @@ impl std::fmt::Debug for FileBytes {
 
 impl Drop for FileBytes {
     fn drop(&mut self) {
-        if let Inner::Mapped { ptr, len, slot } = self.inner {
+        if let Inner::Mapped { ptr, len, slot, .. } = self.inner {
             if let Some(i) = slot {
                 guard::forget(i);
             }
@@ -347,6 +412,22 @@ pub fn map_checked(
         Ok(size) if size > 0 => size,
         _ => return read(f, check_head),
     };
+    let bytes = match map_file(f, size, path, version) {
+        Ok(bytes) => bytes,
+        Err(f) => return read(f, check_head),
+    };
+    check_head(&bytes[..size.min(64)]).map_err(|r| InputError::new(path, r))?;
+    Ok(bytes)
+}
+
+/// A private, read-only mapping of the `size` bytes of the open regular
+/// file `f` (named `path` in fault messages); `f` back if it cannot be mapped.
+fn map_file(
+    f: File,
+    size: usize,
+    path: &Path,
+    version: Option<FileVersion>,
+) -> Result<FileBytes, File> {
     use std::os::fd::AsRawFd;
     // SAFETY: a new private read-only mapping of an open regular file; the
     // kernel chooses the address, so nothing else is replaced.
@@ -362,19 +443,35 @@ pub fn map_checked(
     };
     let ptr = match std::ptr::NonNull::new(p.cast::<u8>()) {
         Some(ptr) if p != libc::MAP_FAILED => ptr,
-        _ => return read(f, check_head),
+        _ => return Err(f),
     };
     let slot = guard::register(ptr.as_ptr() as usize, size, path);
-    let bytes = FileBytes {
+    Ok(FileBytes {
         inner: Inner::Mapped {
             ptr,
             len: size,
             slot,
+            file: f,
         },
         version,
+    })
+}
+
+/// The bytes of an output this process has written to `file` (named
+/// `path`), to read back without copying them: a mapping of the file as it
+/// is now, or its bytes read when it cannot be mapped. Not an input.
+pub fn map_written(file: &File, path: &Path) -> std::io::Result<FileBytes> {
+    let len = file.metadata()?.len();
+    let size = usize::try_from(len).map_err(|_| std::io::Error::other("file too large"))?;
+    let read = |f: &File| {
+        let mut v = vec![0u8; size];
+        std::os::unix::fs::FileExt::read_exact_at(f, &mut v, 0)?;
+        Ok(FileBytes::from(v))
     };
-    check_head(&bytes[..size.min(64)]).map_err(|r| InputError::new(path, r))?;
-    Ok(bytes)
+    if size == 0 {
+        return read(file);
+    }
+    map_file(file.try_clone()?, size, path, None).or_else(|f| read(&f))
 }
 
 /// Faults in mapped inputs: the file shrank after it was mapped (pages past

@@ -10,3 +10,4 @@ pub mod files;
 pub mod hint;
 pub mod output;
 pub mod progress;
+pub mod threads;

@@ -342,6 +342,17 @@ impl Staged {
     }
 }
 
+/// Start writing `file`'s dirty pages to disk without waiting for them:
+/// the sync before the file gets its name then waits for less. Only a
+/// hint; an error is ignored (the sync reports what matters).
+pub fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range on a descriptor we own; it reads no memory.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Write `bytes` to `path` atomically, executable when `executable`.
 pub fn write_atomically(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
     write_parts_atomically(path, &[bytes], executable)

@@ -70,7 +70,7 @@ pub fn find_rpc_sites(image: &Image) -> Vec<RpcSite> {
     let regions = function_regions(image);
     // Functions are independent: analyse them on every core, in parts of
     // about equal size.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::threads::worker_threads();
     let mut sites: Vec<RpcSite> = std::thread::scope(|scope| {
         let workers: Vec<_> = split_by_size(&regions, threads)
             .map(|part| scope.spawn(move || sites_in(image, part, true)))

@@ -114,7 +114,8 @@ pub struct ImageInfo {
     pub bind_now: bool,
     pub cet: CetInfo,
     /// Functions that start with an `endbr64` landing pad
-    /// (`-fcf-protection`), whether or not the image is marked.
+    /// (`-fcf-protection`), whether or not the image is marked; counted
+    /// for `inspect` only (it reads a page of code per function).
     pub endbr_functions: usize,
     /// Static relocations kept by `-Wl,--emit-relocs`.
     pub emit_relocs: bool,
@@ -339,7 +340,7 @@ fn functions(file: &File, table: &Table, data: &[u8]) -> Result<Vec<FunctionSymb
         });
     }
     let _ = (table, data);
-    out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
+    let mut out = sorted_by_address_and_name(out);
     // Both in (value, name) order: one walk marks the exported ones.
     exported.sort_unstable();
     let mut e = exported.iter().peekable();
@@ -350,6 +351,26 @@ fn functions(file: &File, table: &Table, data: &[u8]) -> Result<Vec<FunctionSymb
     }
     out.dedup_by(|a, b| a.address == b.address && a.name == b.name);
     Ok(out)
+}
+
+/// `functions` in (address, name) order, equal ones in their order: a
+/// stable sort that moves each symbol once (an image may define hundreds
+/// of thousands), comparing names only where addresses tie.
+fn sorted_by_address_and_name(functions: Vec<FunctionSymbol>) -> Vec<FunctionSymbol> {
+    let mut order: Vec<(u64, usize)> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.address, i))
+        .collect();
+    order.sort_unstable();
+    for run in order.chunk_by_mut(|a, b| a.0 == b.0) {
+        run.sort_by(|a, b| functions[a.1].name.cmp(&functions[b.1].name));
+    }
+    let mut slots: Vec<Option<FunctionSymbol>> = functions.into_iter().map(Some).collect();
+    order
+        .iter()
+        .map(|&(_, i)| slots[i].take().expect("each symbol once"))
+        .collect()
 }
 
 fn ifuncs(table: &Table, data: &[u8]) -> Result<Vec<String>> {

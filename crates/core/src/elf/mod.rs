@@ -165,7 +165,7 @@ impl Image {
             })
             .filter_map(|r| Some((r.offset, r.symbol.clone()?)))
             .collect();
-        let mut image = Image {
+        let image = Image {
             path: path.to_path_buf(),
             data: data.into(),
             info,
@@ -174,14 +174,18 @@ impl Image {
             got_symbols,
             relocs,
         };
+        Ok(image)
+    }
+
+    /// How many functions start with `endbr64` (read on demand: it touches
+    /// a page of code per function).
+    pub fn count_endbr_functions(&self) -> usize {
         const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
-        image.info.endbr_functions = image
-            .info
+        self.info
             .functions
             .iter()
-            .filter(|f| image.read_vaddr(f.address, 4) == Some(&ENDBR64[..]))
-            .count();
-        Ok(image)
+            .filter(|f| self.read_vaddr(f.address, 4) == Some(&ENDBR64[..]))
+            .count()
     }
 
     /// The file bytes from `vaddr` to the end of its segment's file image.

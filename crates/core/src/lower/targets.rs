@@ -217,7 +217,7 @@ fn indices_where<T: Sync, S>(
     init: impl Fn() -> S + Sync,
     keep: impl Fn(&S, &T) -> bool + Sync,
 ) -> Vec<usize> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::threads::worker_threads();
     let chunk = items.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = items

@@ -33,28 +33,72 @@ pub struct Export {
 #[derive(Default)]
 pub struct StrTab {
     pub bytes: Vec<u8>,
-    index: HashMap<String, u32>,
+    /// Where each string starts in `bytes` (it ends at the next NUL),
+    /// hashed by its bytes: a table of hundreds of thousands of names is
+    /// built without a second copy of each.
+    index: hashbrown::HashTable<u32>,
+}
+
+fn hash_str(s: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = crate::hash::WordHasher::default();
+    h.write(s);
+    h.write_usize(s.len());
+    h.finish()
+}
+
+/// The hash of the string at `at` in `bytes` (it ends at the next NUL).
+fn hash_at(bytes: &[u8], at: u32) -> u64 {
+    let at = at as usize;
+    let len = bytes[at..].iter().position(|&b| b == 0).unwrap_or(0);
+    hash_str(&bytes[at..at + len])
 }
 
 impl StrTab {
     pub fn new() -> StrTab {
         StrTab {
             bytes: vec![0],
-            index: HashMap::new(),
+            index: hashbrown::HashTable::new(),
         }
     }
+
+    /// Room for `strings` more strings of `bytes` bytes in all.
+    pub fn reserve(&mut self, bytes: usize, strings: usize) {
+        self.bytes.reserve(bytes);
+        let bytes = &self.bytes;
+        self.index.reserve(strings, |&at| hash_at(bytes, at));
+    }
+
+    /// The offset of `s`, added on first use.
     pub fn add(&mut self, s: &str) -> u32 {
-        if s.is_empty() {
+        self.add_parts(&[s])
+    }
+
+    /// The offset of the concatenation of `parts`, added on first use.
+    pub fn add_parts(&mut self, parts: &[&str]) -> u32 {
+        let start = self.bytes.len();
+        for p in parts {
+            self.bytes.extend_from_slice(p.as_bytes());
+        }
+        if self.bytes.len() == start {
             return 0;
         }
-        if let Some(&i) = self.index.get(s) {
-            return i;
+        let bytes = &self.bytes;
+        let s = &bytes[start..];
+        let hash = hash_str(s);
+        let same = |&at: &u32| {
+            let at = at as usize;
+            bytes.get(at..at + s.len()) == Some(s) && bytes.get(at + s.len()) == Some(&0)
+        };
+        if let Some(&at) = self.index.find(hash, same) {
+            self.bytes.truncate(start);
+            return at;
         }
-        let i = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(s.as_bytes());
         self.bytes.push(0);
-        self.index.insert(s.to_string(), i);
-        i
+        let bytes = &self.bytes;
+        self.index
+            .insert_unique(hash, start as u32, |&at| hash_at(bytes, at));
+        start as u32
     }
 }
 

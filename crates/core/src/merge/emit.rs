@@ -12,6 +12,7 @@ use super::debug::{self, Carried, DebugSummary};
 use super::dynamic::{self, Dynamic, InitFini};
 use super::dynsym::{DynSymtab, Encoded, StrTab};
 use super::eh_frame::EhFrameLayout;
+use super::file::{Copy, FusedFile};
 use super::header;
 use super::input::Part;
 use super::layout::{self, Inputs, NewSegments, Placement, Sizes, Slot, TlsBlock};
@@ -25,9 +26,12 @@ use super::unwind;
 use crate::error::InputError;
 use crate::lower::{SitePlan, SiteRecord};
 
-/// What `write` produced.
+/// What `write` produced (the bytes themselves: [`FusedFile`]).
 pub struct Output {
-    pub bytes: Vec<u8>,
+    /// The image's size in bytes.
+    pub len: u64,
+    /// Where the build-id hash goes, written as zeros.
+    pub build_id: u64,
     pub placements: Vec<Placement>,
     pub relocations: usize,
     pub imports: usize,
@@ -61,16 +65,35 @@ pub struct Layout<'a> {
     debug: Carried<'a>,
 }
 
+pub use layout::place_inputs;
+
+/// The inputs' loadable bytes at their places in the fused image: what goes
+/// into it unchanged.
+pub fn input_copies<'a>(parts: &'a [Part], placements: &[Placement]) -> Vec<Copy<'a>> {
+    let mut copies = Vec::new();
+    for (p, pl) in parts.iter().zip(placements) {
+        for (l, off) in p.pieces.iter().zip(&pl.load_offsets) {
+            copies.push(Copy {
+                data: &p.data,
+                from: l.offset as usize,
+                len: l.filesz as usize,
+                at: off.0,
+            });
+        }
+    }
+    copies
+}
+
 /// Size and place the fused image of `parts` (root first, runtime last),
-/// whose RPC sites `plans` (one list per part) lower.
+/// whose RPC sites `plans` (one list per part) lower, the inputs placed as
+/// [`place_inputs`] placed them: displaced blocks, the root at its own
+/// addresses; then the new code after them, the inputs' TLS blocks in one.
 pub fn layout<'a>(
     parts: &'a [Part],
+    mut inputs: Inputs,
     plans: &[Vec<SitePlan>],
     finding: debug::Finding,
 ) -> Result<Layout<'a>> {
-    // Inputs as displaced blocks, root at its own addresses; the new code
-    // after them; the inputs' TLS blocks in one.
-    let mut inputs = layout::place_inputs(parts)?;
     let new_code = NewCode::new(plans);
     let text = inputs.place_text(new_code.size());
     let tls = inputs.place_tls(parts);
@@ -185,7 +208,7 @@ pub fn layout<'a>(
 }
 
 /// Encode the fused image laid out in `l`.
-pub fn write(l: Layout) -> Result<Output> {
+pub fn write(l: Layout) -> Result<(Output, FusedFile)> {
     let Layout {
         parts,
         inputs,
@@ -223,97 +246,89 @@ pub fn write(l: Layout) -> Result<Output> {
     let dynamic = dynamic.entries(&new, relative_count);
 
     // Bytes: the inputs, with their lowered sites patched, and the new code.
-    // A mapped input's pages leave memory as they are copied, and so do
-    // those read before (what is read again comes back from the file).
-    let mut out = vec![0u8; non_alloc.total as usize];
-    for (p, pl) in parts.iter().zip(placements) {
+    // What analysis read of the inputs leaves memory (the kernel copies
+    // them; what is read again comes back from the file).
+    for p in parts {
         p.data.release(0..p.data.len());
-        for (l, off) in p.pieces.iter().zip(&pl.load_offsets) {
-            p.data.copy_out(
-                l.offset as usize,
-                &mut out[off.at()..off.at() + l.filesz as usize],
-            );
-        }
     }
-    for (vaddr, bytes) in &code.site_patches {
-        let off = segments::output_range(&phdrs, *vaddr, bytes.len() as u64)
+    let mut out = FusedFile::new(non_alloc.total, input_copies(parts, placements));
+    for (vaddr, bytes) in code.site_patches {
+        let off = segments::output_range(&phdrs, vaddr, bytes.len() as u64)
             .ok_or_else(|| anyhow::anyhow!("internal error: site outside the file"))?;
-        out[off..off + bytes.len()].copy_from_slice(bytes);
+        out.put(off as u64, bytes);
     }
     if let Some(t) = text {
-        out[t.offset.at()..t.offset.at() + t.size as usize].copy_from_slice(&code.bytes);
+        out.put(t.offset.0, code.bytes);
     }
-    let sites = non_alloc.sites.at();
-    out[sites..sites + sites_json.len()].copy_from_slice(&sites_json);
+    out.put(non_alloc.sites.0, sites_json);
     for (vaddr, value) in &rewritten.patches {
         let off = segments::output_range(&phdrs, *vaddr, 8)
             .ok_or_else(|| anyhow::anyhow!("internal error: patch outside the file"))?;
-        out[off..off + 8].copy_from_slice(&value.to_le_bytes());
+        out.put(off as u64, value.to_le_bytes().to_vec());
     }
 
     // The new segments.
-    let mut put = |slot: Slot, bytes: &[u8]| {
-        out[slot.offset.at()..slot.offset.at() + bytes.len()].copy_from_slice(bytes);
-    };
-    put(new.phdr, &segments::encode(&phdrs));
-    put(new.build_id, &header::build_id_note());
+    out.put(new.phdr.offset.0, segments::encode(&phdrs));
+    out.put(new.build_id.offset.0, header::build_id_note());
     if let Some(s) = new.property {
-        put(s, &header::property_note(cet));
+        out.put(s.offset.0, header::property_note(cet));
     }
-    put(new.gnu_hash, &encoded.gnu_hash);
-    put(new.dynsym, &encoded.dynsym);
-    put(new.dynstr, &dynstr.bytes);
-    put(new.versym, &encoded.versym);
-    put(new.verneed, &encoded.verneed);
-    put(new.rela, &relocs::encode(&relas));
-    put(new.eh_frame_hdr, &hdr_bytes);
-    put(new.eh_frame, &eh_bytes);
-    put(new.dynamic, &dynamic::encode(&dynamic));
+    out.put(new.gnu_hash.offset.0, encoded.gnu_hash);
+    out.put(new.dynsym.offset.0, encoded.dynsym);
+    out.put(new.dynstr.offset.0, dynstr.bytes);
+    out.put(new.versym.offset.0, encoded.versym);
+    out.put(new.verneed.offset.0, encoded.verneed);
+    out.put(new.rela.offset.0, relocs::encode(&relas));
+    out.put(new.eh_frame_hdr.offset.0, hdr_bytes);
+    out.put(new.eh_frame.offset.0, eh_bytes);
+    out.put(new.dynamic.offset.0, dynamic::encode(&dynamic));
     let words = |v: &[u64]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
-    put(new.init_array, &words(&init_fini.init));
-    put(new.fini_array, &words(&init_fini.fini));
-    put(new.table, &table.bytes);
-    put(new.tdata, &tls_image(parts, placements, tls)?);
+    out.put(new.init_array.offset.0, words(&init_fini.init));
+    out.put(new.fini_array.offset.0, words(&init_fini.fini));
+    out.put(new.table.offset.0, table.bytes);
+    out.put(new.tdata.offset.0, tls_image(parts, placements, tls)?);
 
-    // Non-allocated sections, section headers, ELF header, build-id.
-    for (d, at) in debug.sections.iter().zip(&non_alloc.debug) {
-        let mut at = at.at();
-        for piece in &d.pieces {
-            out[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
+    // Non-allocated sections, section headers, ELF header.
+    for (d, at) in debug.sections.into_iter().zip(&non_alloc.debug) {
+        let mut at = at.0;
+        for piece in d.pieces {
+            let n = piece.len() as u64;
+            out.put(at, piece);
+            at += n;
         }
     }
-    for (at, bytes) in [
-        (non_alloc.symtab, &non_alloc.symtab_bytes),
-        (non_alloc.strtab, &non_alloc.strtab_bytes),
-        (
-            sections[non_alloc.shstrndx].offset,
-            &non_alloc.shstrtab.bytes,
-        ),
-    ] {
-        out[at.at()..at.at() + bytes.len()].copy_from_slice(bytes);
-    }
-    let shoff = non_alloc.shoff.at();
-    out[shoff..].copy_from_slice(&sections::encode(&sections, &non_alloc.name_offsets));
-    header::write_elf_header(
-        &mut out,
-        new.phdr.offset,
-        phdrs.len(),
-        non_alloc.shoff,
-        sections.len(),
-        non_alloc.shstrndx,
-        osabi,
+    out.put(non_alloc.symtab.0, non_alloc.symtab_bytes);
+    out.put(non_alloc.strtab.0, non_alloc.strtab_bytes);
+    out.put(
+        sections[non_alloc.shstrndx].offset.0,
+        non_alloc.shstrtab.bytes,
     );
-    header::fill_build_id(&mut out, new.build_id.offset);
+    out.put(
+        non_alloc.shoff.0,
+        sections::encode(&sections, &non_alloc.name_offsets),
+    );
+    out.put(
+        0,
+        header::elf_header(
+            new.phdr.offset,
+            phdrs.len(),
+            non_alloc.shoff,
+            sections.len(),
+            non_alloc.shstrndx,
+            osabi,
+        ),
+    );
 
-    Ok(Output {
-        bytes: out,
+    let output = Output {
+        len: out.len(),
+        build_id: new.build_id.offset.0 + header::BUILD_ID_HASH_AT,
         placements: inputs.placements,
         relocations: relas.len(),
         imports: syms.imports.len(),
         sites: code.records,
         debug: debug.summary,
-    })
+    };
+    Ok((output, out))
 }
 
 /// The output's relocations, sorted, and how many are relative: the

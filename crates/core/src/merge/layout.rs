@@ -40,13 +40,6 @@ impl Add<u64> for FileOff {
     }
 }
 
-impl FileOff {
-    /// The offset as an index into the output bytes.
-    pub fn at(self) -> usize {
-        self.0 as usize
-    }
-}
-
 pub fn align_up(v: u64, a: u64) -> u64 {
     if a <= 1 {
         v

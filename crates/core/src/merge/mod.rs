@@ -19,6 +19,7 @@ mod dynamic;
 mod dynsym;
 pub mod eh_frame;
 mod emit;
+mod file;
 mod header;
 mod input;
 mod layout;
@@ -39,9 +40,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::analyze::Callee;
-use crate::error::{InputError, OutputError};
+use crate::error::InputError;
+use crate::files::FileBytes;
 use crate::lower::Level;
 use crate::spec::FunctionSpec;
+use crate::timing::Phases;
 use input::Role;
 use pipeline::MergeContext;
 
@@ -166,24 +169,50 @@ pub struct Manifest {
 
 /// Fuse `specs` (root first) into `output`.
 pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<Manifest> {
-    let (manifest, bytes) = fuse(specs, output, opts)?;
-    crate::output::write_atomically(output, &bytes, true)?;
+    let mut staged = crate::output::Staged::create(output, true)?;
+    let (manifest, _) = fuse(specs, &mut staged, opts, &mut Phases::start("merge"))?;
+    staged.commit()?;
     Ok(manifest)
 }
 
-/// Fuse `specs` (root first) into the bytes of the image `output` names:
-/// load, analyze, lower, lay out, write. (Verifying is the caller's.)
-fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(Manifest, Vec<u8>)> {
+/// Fuse `specs` (root first) into `staged` (its destination names the
+/// image): load, analyze, lower, lay out, write. The bytes written, mapped
+/// for reading. (Verifying is the caller's.)
+fn fuse(
+    specs: &[FunctionSpec],
+    staged: &mut crate::output::Staged,
+    opts: &MergeOptions,
+    time: &mut Phases,
+) -> Result<(Manifest, FileBytes)> {
+    let output = staged.dest().to_path_buf();
     let mut cx = MergeContext::load(specs, opts)?;
+    time.mark("load");
     let finding = cx.find_debug_fields();
     cx.analyze()?;
     cx.lower();
     cx.read_parts()?;
-    let out = emit::layout(&cx.parts, &cx.plans, finding)
-        .and_then(emit::write)
-        .with_context(|| format!("fusing into {}", output.display()))?;
-    let manifest = cx.manifest(output, &out);
-    Ok((manifest, out.bytes))
+    time.mark("analyze");
+    let inputs = emit::place_inputs(&cx.parts)?;
+    let copies = emit::input_copies(&cx.parts, &inputs.placements);
+    let out_file: &std::fs::File = staged.file();
+    // The kernel copies the inputs' bulk while the rest is made.
+    let (out, written) = std::thread::scope(|s| {
+        let copying = s.spawn(|| file::copy_inputs(&copies, out_file, &output));
+        let made = emit::layout(&cx.parts, inputs, &cx.plans, finding)
+            .and_then(emit::write)
+            .with_context(|| format!("fusing into {}", output.display()));
+        let copied = copying
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let (out, fused) = made?;
+        copied?;
+        time.mark("layout");
+        let written = fused.write_to(out_file, &output, out.build_id)?;
+        time.mark("write");
+        anyhow::Ok((out, written))
+    })?;
+    let manifest = cx.manifest(&output, &out);
+    Ok((manifest, written))
 }
 
 /// Merge into an unnamed temporary file, verify it, then give it its name:
@@ -195,9 +224,8 @@ pub fn merge_verified(
     opts: &MergeOptions,
 ) -> Result<Manifest> {
     crate::output::check_destination(output)?;
-    let (manifest, bytes) = fuse(specs, output, opts)?;
     let staged = crate::output::Staged::create(output, true)?;
-    let staged = write_verified(specs, staged, bytes, verify_with)?;
+    let (manifest, staged) = merge_staged(specs, staged, verify_with, opts)?;
     staged.commit()?;
     Ok(manifest)
 }
@@ -206,78 +234,68 @@ pub fn merge_verified(
 /// left uncommitted for the caller to name with other outputs.
 pub fn merge_staged(
     specs: &[FunctionSpec],
-    staged: crate::output::Staged,
+    mut staged: crate::output::Staged,
     verify_with: Option<&Path>,
     opts: &MergeOptions,
 ) -> Result<(Manifest, crate::output::Staged)> {
-    let (manifest, bytes) = fuse(specs, staged.dest(), opts)?;
-    Ok((manifest, write_verified(specs, staged, bytes, verify_with)?))
+    let mut time = Phases::start("merge");
+    let (manifest, written) = fuse(specs, &mut staged, opts, &mut time)?;
+    if let Some(exe) = verify_with {
+        verify_written(specs, &staged, written, exe)?;
+        time.mark("verify");
+    }
+    Ok((manifest, staged))
 }
 
-/// Write the fused `bytes` of `specs` into `staged` and verify them there.
-fn write_verified(
+/// Verify the fused image of `specs` written into `staged` (`written`, its
+/// bytes), loading it with `exe`.
+fn verify_written(
     specs: &[FunctionSpec],
-    mut staged: crate::output::Staged,
-    bytes: Vec<u8>,
-    verify_with: Option<&Path>,
-) -> Result<crate::output::Staged> {
-    let output = staged.dest().to_path_buf();
-    let output = output.as_path();
-    {
-        use std::io::Write;
-        staged
-            .file()
-            .write_all(&bytes)
-            .map_err(|e| OutputError::write(output, e))?;
-        staged
-            .file()
-            .flush()
-            .map_err(|e| OutputError::write(output, e))?;
-    }
-    if let Some(exe) = verify_with {
-        let read_path = staged.read_path();
-        // Errors name the fused image by its final path, never the staging one.
-        let staged_name = read_path.display().to_string();
-        let report = crate::verify::verify_staged(&read_path, bytes, staged.fd(), Some(exe))
-            .map_err(|e| match e.downcast_ref::<InputError>() {
-                Some(ie) => anyhow::Error::new(InputError::new(
-                    output,
-                    format!(
-                        "fused image failed verification: {}",
-                        ie.reason
-                            .replace(&staged_name, &output.display().to_string())
-                    ),
-                )),
-                None => e,
-            })?;
-        if let Some(c) = report.checks.iter().find(|c| !c.ok) {
-            // A fused image that does not load may be an input that does
-            // not load either: that input is at fault.
-            if c.name == crate::verify::LOAD_TEST {
-                for s in specs {
-                    if let Err(e) = crate::verify::load_test(exe, &s.path, -1) {
-                        return Err(InputError::new(
-                            &s.path,
-                            format!(
-                                "does not load by itself ({e:#}), so neither can its fused image"
-                            ),
-                        )
-                        .into());
-                    }
+    staged: &crate::output::Staged,
+    written: FileBytes,
+    exe: &Path,
+) -> Result<()> {
+    let output = staged.dest();
+    let read_path = staged.read_path();
+    // Errors name the fused image by its final path, never the staging one.
+    let staged_name = read_path.display().to_string();
+    let report = crate::verify::verify_staged(&read_path, written, staged.fd(), Some(exe))
+        .map_err(|e| match e.downcast_ref::<InputError>() {
+            Some(ie) => anyhow::Error::new(InputError::new(
+                output,
+                format!(
+                    "fused image failed verification: {}",
+                    ie.reason
+                        .replace(&staged_name, &output.display().to_string())
+                ),
+            )),
+            None => e,
+        })?;
+    if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+        // A fused image that does not load may be an input that does
+        // not load either: that input is at fault.
+        if c.name == crate::verify::LOAD_TEST {
+            for s in specs {
+                if let Err(e) = crate::verify::load_test(exe, &s.path, -1) {
+                    return Err(InputError::new(
+                        &s.path,
+                        format!("does not load by itself ({e:#}), so neither can its fused image"),
+                    )
+                    .into());
                 }
             }
-            let detail = c.detail.replace(
-                &read_path.display().to_string(),
-                &output.display().to_string(),
-            );
-            anyhow::bail!(
-                "fused image {} failed verification: {}: {detail}",
-                output.display(),
-                c.name,
-            );
         }
+        let detail = c.detail.replace(
+            &read_path.display().to_string(),
+            &output.display().to_string(),
+        );
+        anyhow::bail!(
+            "fused image {} failed verification: {}: {detail}",
+            output.display(),
+            c.name,
+        );
     }
-    Ok(staged)
+    Ok(())
 }
 
 /// The human summary of a merge.

@@ -50,9 +50,9 @@ impl<'a> MergeContext<'a> {
     pub fn load(specs: &'a [FunctionSpec], opts: &'a MergeOptions) -> Result<MergeContext<'a>> {
         crate::spec::check_unique(specs)?;
         opts.check(specs)?;
+        let paths: Vec<&Path> = specs.iter().map(|s| s.path.as_path()).collect();
         let mut inputs = Vec::new();
-        for s in specs {
-            let image = crate::loaded::load(&s.path)?;
+        for (s, image) in specs.iter().zip(crate::loaded::load_all(&paths)?) {
             image.require_entry_points()?;
             inputs.push(Loaded {
                 spec: s.clone(),
@@ -191,11 +191,24 @@ impl<'a> MergeContext<'a> {
             .into_iter()
             .map(Some)
             .collect();
-        for (k, &i) in self.order.iter().enumerate() {
-            let Loaded { spec, image, .. } = slots[i].take().expect("each input once");
+        let ordered: Vec<Loaded> = self
+            .order
+            .iter()
+            .map(|&i| slots[i].take().expect("each input once"))
+            .collect();
+        // The inputs' parts are read in parallel; errors are reported in
+        // order.
+        let roles: Vec<(&Loaded, Role)> = ordered
+            .iter()
+            .enumerate()
+            .map(|(k, l)| (l, if k == 0 { Role::Root } else { Role::Callee }))
+            .collect();
+        let read = crate::threads::map_ordered(&roles, |(l, role)| {
+            input::read_part(&l.image, &l.spec.name, *role)
+        });
+        for (k, (Loaded { spec, image, .. }, part)) in ordered.into_iter().zip(read).enumerate() {
             self.input_bytes += image.data.len() as u64;
-            let role = if k == 0 { Role::Root } else { Role::Callee };
-            let mut part = input::read_part(&image, &spec.name, role)?;
+            let mut part = part?;
             part.reentrant = self.opts.reentrant.contains(&spec.name);
             // The root runs on its process's own stack, as unfused.
             part.isolation = if k == 0 {
@@ -303,7 +316,7 @@ impl<'a> MergeContext<'a> {
             decisions: self.decisions,
             notes,
             debug_info: out.debug.clone(),
-            output_bytes: out.bytes.len() as u64,
+            output_bytes: out.len,
             input_bytes: self.input_bytes,
             dynamic_relocations: out.relocations,
             imports: out.imports,

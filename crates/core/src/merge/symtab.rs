@@ -18,7 +18,18 @@ pub fn symtab_bytes(
     code_symbols: &[CodeSymbol],
 ) -> (Vec<u8>, Vec<u8>, u32) {
     let mut strtab = StrTab::new();
-    let mut out = vec![0u8; 24];
+    let count: usize = parts.iter().map(|p| p.symbols.len()).sum::<usize>()
+        + code_symbols.len()
+        + syms.exports.len();
+    let mut out = Vec::with_capacity(24 * (count + 1));
+    out.resize(24, 0);
+    strtab.reserve(
+        parts
+            .iter()
+            .flat_map(|p| p.symbols.iter().map(|s| p.name.len() + 3 + s.name.len()))
+            .sum(),
+        count,
+    );
     // The section that holds the whole symbol (empty sections hold nothing).
     let shndx = |addr: OutAddr, size: u64| {
         sections
@@ -39,7 +50,7 @@ pub fn symtab_bytes(
             let Some(ndx) = shndx(value, s.size) else {
                 continue;
             };
-            let name = strtab.add(&format!("{}::{}", p.name, s.name));
+            let name = strtab.add_parts(&[&p.name, "::", &s.name]);
             let t = s.info & 0xf;
             let info = (elf::STB_LOCAL << 4) | t;
             out.extend_from_slice(&name.to_le_bytes());

@@ -538,7 +538,7 @@ pub fn plan_graph(
 fn in_parallel<T: Copy + Sync, R: Send>(items: &[T], f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = match items.len() {
         0..=7 => 1,
-        n => crate::profile::ingest::worker_threads().min(n),
+        n => crate::threads::worker_threads().min(n),
     };
     if threads <= 1 {
         return items.iter().map(|&x| f(x)).collect();

@@ -32,9 +32,7 @@ pub fn write(lib: &Lib, img: &ImageProfile) -> Option<Vec<String>> {
     if !img.branches.is_empty() {
         let all = sum_sorted_branches(&img.branches, &img.fallthroughs);
         // Lines are formatted in parts on every core and joined in order.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(all.len() / 65536 + 1);
+        let threads = crate::threads::worker_threads().min(all.len() / 65536 + 1);
         let parts: Vec<&[BranchCount]> = all.chunks(all.len().div_ceil(threads)).collect();
         let texts = super::traces::map_parts(&parts, |p| branch_lines(lib, p));
         return texts.iter().any(|t| !t.is_empty()).then_some(texts);

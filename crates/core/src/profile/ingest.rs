@@ -60,16 +60,7 @@ fn site_returns(libs: &[Lib]) -> Vec<HashSet<u64>> {
         .collect()
 }
 
-/// Threads that decode and count samples: every core, unless
-/// `FAASFUSE_THREADS` says otherwise.
-pub fn worker_threads() -> usize {
-    std::env::var("FAASFUSE_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .min(64)
-}
+use crate::threads::worker_threads;
 
 /// [`ingest_perf`], also returning the executable files the profile maps
 /// that are none of `libs` (what a profile of other builds does contain).
@@ -414,7 +405,7 @@ pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
         })
         .collect();
     // (from, to) is unique: the same order as sorting by every field.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = worker_threads();
     super::traces::par_sort_by_key(&mut branches, threads, |b| (b.from, b.to));
     let (ft, _mismatched) =
         super::traces::fallthroughs(lib, std::mem::take(&mut acc.traces), threads);
