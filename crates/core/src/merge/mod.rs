@@ -5,12 +5,12 @@
 //! The runtime exports the four entry points and runs fused callees
 //! in-process; every other call still goes to the host.
 //!
-//! A merge is a pipeline of passes over one `pipeline::MergeContext`:
-//! load (each input parsed once, with its RPC sites) → analyze
-//! (reachability, re-entry) → lower (site plans) → read parts (what the
-//! transplant needs) → `emit::layout` (every input, new content, section
-//! and program header placed once) → `emit::write` (bytes) → verify
-//! (`merge_verified`). The output's parts are written by `dynamic`,
+//! A merge is a pipeline of passes, each a function returning what it
+//! produced (`pipeline`): load (each input parsed once, with its RPC
+//! sites) → analyze (reachability, re-entry) → lower (site plans) → read
+//! parts (what the transplant needs) → `emit::layout` (every input, new
+//! content, section and program header placed once) → `emit::write`
+//! (bytes) → verify (`merge_verified`). The output's parts are written by `dynamic`,
 //! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
 //! `segments`, `symtab`, `table` and `text`.
 
@@ -43,7 +43,6 @@ use crate::error::{InputError, OutputError};
 use crate::lower::Level;
 use crate::spec::FunctionSpec;
 use input::Role;
-use pipeline::MergeContext;
 
 pub use input::decode_relr;
 
@@ -174,15 +173,15 @@ pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Resu
 /// Fuse `specs` (root first) into the bytes of the image `output` names:
 /// load, analyze, lower, lay out, write. (Verifying is the caller's.)
 fn fuse(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<(Manifest, Vec<u8>)> {
-    let mut cx = MergeContext::load(specs, opts)?;
-    let finding = cx.find_debug_fields();
-    cx.analyze()?;
-    cx.lower();
-    cx.read_parts()?;
-    let out = emit::layout(&cx.parts, &cx.plans, finding)
+    let loaded = pipeline::load(specs, opts)?;
+    let finding = loaded.find_debug_fields();
+    let analyzed = pipeline::analyze(&loaded, opts)?;
+    let lowered = pipeline::lower(&loaded, &analyzed, opts.level);
+    let parts = pipeline::read_parts(loaded, &analyzed, opts)?;
+    let out = emit::layout(&parts.parts, &lowered.plans, finding)
         .and_then(emit::write)
         .with_context(|| format!("fusing into {}", output.display()))?;
-    let manifest = cx.manifest(output, &out);
+    let manifest = pipeline::manifest(output, analyzed, &parts, &out);
     Ok((manifest, out.bytes))
 }
 
