@@ -39,31 +39,31 @@ pub enum Role {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub offset: u64,
-    pub filesz: u64,
-    pub flags: u32,
-    pub align: u64,
+    pub(super) vaddr: u64,
+    pub(super) memsz: u64,
+    pub(super) offset: u64,
+    pub(super) filesz: u64,
+    pub(super) flags: u32,
+    pub(super) align: u64,
 }
 
 /// A symbol version required from a library.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Needed {
-    pub file: String,
-    pub version: String,
+    pub(super) file: String,
+    pub(super) version: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct DynSym {
-    pub name: String,
-    pub value: u64,
-    pub size: u64,
-    pub info: u8,
-    pub other: u8,
-    pub defined: bool,
-    pub abs: bool,
-    pub version: Option<Needed>,
+    pub(super) name: String,
+    pub(super) value: u64,
+    pub(super) size: u64,
+    pub(super) info: u8,
+    pub(super) other: u8,
+    pub(super) defined: bool,
+    pub(super) abs: bool,
+    pub(super) version: Option<Needed>,
 }
 
 impl DynSym {
@@ -81,37 +81,37 @@ impl DynSym {
 /// addend read from the word they relocate.
 #[derive(Debug, Clone, Copy)]
 pub struct Reloc {
-    pub offset: u64,
-    pub r_type: u32,
-    pub sym: u32,
-    pub addend: i64,
+    pub(super) offset: u64,
+    pub(super) r_type: u32,
+    pub(super) sym: u32,
+    pub(super) addend: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Tls {
-    pub vaddr: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-    pub align: u64,
+    pub(super) vaddr: u64,
+    pub(super) filesz: u64,
+    pub(super) memsz: u64,
+    pub(super) align: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Section {
-    pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
-    pub addr: u64,
-    pub size: u64,
-    pub align: u64,
-    pub entsize: u64,
+    pub(super) name: String,
+    pub(super) sh_type: u32,
+    pub(super) flags: u64,
+    pub(super) addr: u64,
+    pub(super) size: u64,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Symbol {
-    pub name: String,
-    pub value: u64,
-    pub size: u64,
-    pub info: u8,
+    pub(super) name: String,
+    pub(super) value: u64,
+    pub(super) size: u64,
+    pub(super) info: u8,
 }
 
 /// A non-allocated `.debug_*` section, with the header fields a reader
@@ -120,63 +120,77 @@ pub struct Symbol {
 /// sections.
 #[derive(Debug, Clone)]
 pub struct DebugSection {
-    pub name: String,
-    pub offset: u64,
-    pub size: u64,
-    pub flags: u64,
-    pub align: u64,
-    pub entsize: u64,
+    pub(super) name: String,
+    pub(super) offset: u64,
+    pub(super) size: u64,
+    pub(super) flags: u64,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
 }
 
 /// One input image, as the merger sees it.
 pub struct Part {
-    pub name: String,
-    pub path: PathBuf,
-    pub role: Role,
-    pub data: std::sync::Arc<crate::files::FileBytes>,
-    pub build_id: Option<String>,
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    pub(super) role: Role,
+    pub(super) data: std::sync::Arc<crate::files::FileBytes>,
+    pub(super) build_id: Option<String>,
     /// Why the input's section headers were not used (see
     /// [`crate::elf::ImageInfo::sections_recovered`]).
-    pub sections_recovered: Option<String>,
-    pub loads: Vec<Load>,
+    pub(super) sections_recovered: Option<String>,
+    pub(super) loads: Vec<Load>,
     /// The parts of `loads` the fused image copies: read-only loads lose
     /// the metadata the fused image regenerates (ELF and program headers,
     /// dynamic symbols, relocations, notes, unwind tables), whole pages of it.
-    pub pieces: Vec<Load>,
-    pub needed: Vec<String>,
-    pub runpath: Option<String>,
-    pub soname: Option<String>,
-    pub dynsyms: Vec<DynSym>,
-    pub relocs: Vec<Reloc>,
-    pub tls: Option<Tls>,
-    pub init: Option<u64>,
-    pub fini: Option<u64>,
-    /// (vaddr, entries)
-    pub init_array: Option<(u64, u64)>,
-    pub fini_array: Option<(u64, u64)>,
-    pub relro: Option<(u64, u64)>,
-    pub eh_frame: Option<(u64, u64)>,
-    pub exec_stack: bool,
-    /// Marked `DF_1_NODELETE`: never unloaded.
-    pub nodelete: bool,
-    pub static_tls: bool,
+    pub(super) pieces: Vec<Load>,
+    pub(super) tls: Option<Tls>,
+    pub(super) relro: Option<(u64, u64)>,
+    pub(super) exec_stack: bool,
     /// CET feature bits (IBT=1, SHSTK=2) from `.note.gnu.property`.
-    pub cet_bits: u32,
-    pub sections: Vec<Section>,
-    /// Read-only metadata the fused image regenerates (ELF and program
-    /// headers, dynamic symbols, relocations, notes, unwind tables), where
-    /// ld.so's view confirms what the section headers say: (start, end).
-    pub regenerated: Vec<(u64, u64)>,
-    pub symbols: Vec<Symbol>,
+    pub(super) cet_bits: u32,
+    pub(super) dynamic: DynamicEntries,
+    pub(super) dynsyms: Vec<DynSym>,
+    pub(super) relocs: Vec<Reloc>,
+    pub(super) initializers: Initializers,
+    pub(super) eh_frame: Option<(u64, u64)>,
+    pub(super) sections: Vec<Section>,
+    pub(super) symbols: Vec<Symbol>,
     /// Addresses of the four worker_v1 entry points.
-    pub entry: [u64; 4],
+    pub(super) entry: [u64; 4],
     /// The image's `.debug_*` sections, copied as they are (the root's).
-    pub debug_sections: Vec<DebugSection>,
+    pub(super) debug_sections: Vec<DebugSection>,
+    pub(super) fusion: Fusion,
+}
+
+/// The dynamic entries of an input the fused image's `.dynamic` joins.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicEntries {
+    pub(super) needed: Vec<String>,
+    pub(super) runpath: Option<String>,
+    pub(super) soname: Option<String>,
+    /// Marked `DF_1_NODELETE`: never unloaded.
+    pub(super) nodelete: bool,
+    pub(super) static_tls: bool,
+}
+
+/// An input's initializers and finalizers: `DT_INIT`, `DT_FINI`, and the
+/// arrays as (vaddr, entries).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Initializers {
+    pub(super) init: Option<u64>,
+    pub(super) fini: Option<u64>,
+    pub(super) init_array: Option<(u64, u64)>,
+    pub(super) fini_array: Option<(u64, u64)>,
+}
+
+/// How an input runs in the fused image, as the merge options say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fusion {
     /// Declared re-entrant: a call into it while it runs is served
     /// in-process by an extra worker instead of going to the host.
-    pub reentrant: bool,
+    pub(super) reentrant: bool,
     /// How it is kept apart from its callers (callees only).
-    pub isolation: super::Isolation,
+    pub(super) isolation: super::Isolation,
 }
 
 impl Part {
@@ -272,29 +286,28 @@ fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
         sections_recovered: info.sections_recovered.clone(),
         loads: Vec::new(),
         pieces: Vec::new(),
-        needed: info.needed.clone(),
-        runpath: None,
-        soname: info.soname.clone(),
+        tls: None,
+        relro: info.relro.as_ref().map(|r| (r.start, r.end)),
+        exec_stack: false,
+        cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
+        dynamic: DynamicEntries {
+            needed: info.needed.clone(),
+            soname: info.soname.clone(),
+            ..Default::default()
+        },
         dynsyms: Vec::new(),
         relocs: Vec::new(),
-        tls: None,
-        init: info.init_fini.init,
-        fini: info.init_fini.fini,
-        init_array: None,
-        fini_array: None,
-        relro: info.relro.as_ref().map(|r| (r.start, r.end)),
+        initializers: Initializers {
+            init: info.init_fini.init,
+            fini: info.init_fini.fini,
+            ..Default::default()
+        },
         eh_frame: None,
-        exec_stack: false,
-        nodelete: false,
-        static_tls: false,
-        cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
         sections: Vec::new(),
-        regenerated: Vec::new(),
         symbols: Vec::new(),
         entry: [0; 4],
         debug_sections: Vec::new(),
-        reentrant: false,
-        isolation: Default::default(),
+        fusion: Fusion::default(),
     };
     if !info.pic {
         return Err(
@@ -332,7 +345,7 @@ fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
     read_dynamic(&mut part, &view)?;
     read_dynsyms(&mut part, table, &data)?;
     read_relocs(&mut part, &view, &data)?;
-    read_sections(&mut part, table, &view)?;
+    let regenerated = read_sections(&mut part, table, &view)?;
     read_symbols(&mut part, &file)?;
     part.data = data;
     for (i, ep) in ENTRY_POINTS.iter().enumerate() {
@@ -347,7 +360,7 @@ fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
         }
     }
     validate(&part)?;
-    part.pieces = live_pieces(&part);
+    part.pieces = live_pieces(&part, &regenerated);
     Ok(part)
 }
 
@@ -364,21 +377,25 @@ fn read_dynamic(part: &mut Part, view: &LoaderView) -> Result<()> {
             elf::DT_FINI_ARRAY => fa = Some(v),
             elf::DT_FINI_ARRAYSZ => fas = array_len(part, "DT_FINI_ARRAYSZ", v)?,
             elf::DT_RUNPATH | elf::DT_RPATH => {
-                part.runpath = Some(
+                part.dynamic.runpath = Some(
                     view.string(v)
                         .map_err(|e| part.err(format!("DT_RUNPATH: {e}")))?,
                 )
             }
-            elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
-            elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
+            elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => {
+                part.dynamic.static_tls = true
+            }
+            elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => {
+                part.dynamic.nodelete = true
+            }
             elf::DT_PREINIT_ARRAY => {
                 return Err(part.err("has DT_PREINIT_ARRAY, which a shared object may not use"))
             }
             _ => {}
         }
     }
-    part.init_array = ia.map(|a| (a, ias));
-    part.fini_array = fa.map(|a| (a, fas));
+    part.initializers.init_array = ia.map(|a| (a, ias));
+    part.initializers.fini_array = fa.map(|a| (a, fas));
     Ok(())
 }
 
@@ -503,7 +520,7 @@ pub fn decode_relr(words: &[u8], out: &mut Vec<u64>) {
 }
 
 /// Sections whose contents the fused image regenerates or drops.
-fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
+fn is_regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
     flags & u64::from(elf::SHF_TLS) != 0
         || matches!(
             sh_type,
@@ -524,8 +541,13 @@ fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
         || matches!(name, ".interp" | ".dynstr" | ".eh_frame_hdr" | ".eh_frame")
 }
 
-fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()> {
-    part.regenerated.extend(view.headers());
+/// Read the sections the output names (code and data), the `.debug_*`
+/// ones and `.eh_frame`; the ranges of read-only metadata the fused image
+/// regenerates (ELF and program headers, dynamic symbols, relocations,
+/// notes, unwind tables), where ld.so's view confirms what the section
+/// headers say, are returned as (start, end).
+fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<Vec<(u64, u64)>> {
+    let mut regenerated: Vec<(u64, u64)> = view.headers();
     for s in table.iter().skip(1) {
         let name = text(table.section_name(E, s)?);
         let flags = s.sh_flags(E);
@@ -551,11 +573,11 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
             }
             continue;
         }
-        if regenerated(&name, s.sh_type(E), flags) {
+        if is_regenerated(&name, s.sh_type(E), flags) {
             // Its bytes are dropped only where ld.so's view says the same;
             // otherwise they stay, unnamed (the output names its own).
             if let Some(r) = view.confirms(&name, s.sh_type(E), flags, s.sh_addr(E), s.sh_size(E)) {
-                part.regenerated.push(r);
+                regenerated.push(r);
             }
             continue;
         }
@@ -578,15 +600,15 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
             entsize: s.sh_entsize(E),
         });
     }
-    Ok(())
+    Ok(regenerated)
 }
 
 /// Split each read-only load into the runs of it the fused image copies:
-/// everything but the metadata it regenerates (`Part::regenerated`, each
-/// range confirmed by ld.so's view), cutting only dead stretches of at
+/// everything but the metadata it regenerates (`regenerated`, each range
+/// confirmed by ld.so's view), cutting only dead stretches of at
 /// least a page so that no two pieces share a page. The root keeps its
 /// first bytes: the output's ELF header goes there.
-fn live_pieces(part: &Part) -> Vec<Load> {
+fn live_pieces(part: &Part, regenerated: &[(u64, u64)]) -> Vec<Load> {
     let page = part
         .loads
         .iter()
@@ -606,8 +628,7 @@ fn live_pieces(part: &Part) -> Vec<Load> {
         } else {
             0
         };
-        let mut dead: Vec<(u64, u64)> = part
-            .regenerated
+        let mut dead: Vec<(u64, u64)> = regenerated
             .iter()
             .map(|&(a, b)| (a.max(l.vaddr).max(keep), b.min(end)))
             .filter(|(a, b)| a < b)
@@ -818,8 +839,8 @@ fn validate_tables(p: &Part) -> Result<()> {
         }
     }
     for (tag, arr) in [
-        ("DT_INIT_ARRAY", p.init_array),
-        ("DT_FINI_ARRAY", p.fini_array),
+        ("DT_INIT_ARRAY", p.initializers.init_array),
+        ("DT_FINI_ARRAY", p.initializers.fini_array),
     ] {
         if let Some((addr, n)) = arr {
             if n > 0 && !p.in_load(addr, n * 8, 0, false) {
@@ -843,7 +864,10 @@ fn validate_tables(p: &Part) -> Result<()> {
             }
         }
     }
-    for (tag, f) in [("DT_INIT", p.init), ("DT_FINI", p.fini)] {
+    for (tag, f) in [
+        ("DT_INIT", p.initializers.init),
+        ("DT_FINI", p.initializers.fini),
+    ] {
         if let Some(a) = f {
             if !p.in_load(a, 1, elf::PF_X, false) {
                 return Err(p.err(format!("{tag} = {a:#x} is not in an executable segment")));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::emit::Output;
-use super::input::{self, Part, Role};
+use super::input::{self, Fusion, Part, Role};
 use super::{
     runtime, Decision, Edge, Manifest, ManifestInput, ManifestSite, MergeOptions, MAX_FUSED_SPAN,
     RUNTIME_NAME,
@@ -220,12 +220,14 @@ pub(super) fn read_parts(
         input_bytes += image.data.len() as u64;
         let role = if k == 0 { Role::Root } else { Role::Callee };
         let mut part = input::read_part(&image, &spec.name, role)?;
-        part.reentrant = opts.reentrant.contains(&spec.name);
-        // The root runs on its process's own stack, as unfused.
-        part.isolation = if k == 0 {
-            super::Isolation::None
-        } else {
-            opts.isolation_of(&spec.name)
+        part.fusion = Fusion {
+            reentrant: opts.reentrant.contains(&spec.name),
+            // The root runs on its process's own stack, as unfused.
+            isolation: if k == 0 {
+                super::Isolation::None
+            } else {
+                opts.isolation_of(&spec.name)
+            },
         };
         input::check_supported(&part)?;
         parts.push(part);
@@ -272,7 +274,7 @@ pub(super) fn manifest(output: &Path, analyzed: Analyzed, parts: &Parts, out: &O
                 build_id: p.build_id.clone(),
                 displacement: pl.disp,
                 tls_offset: pl.tls_offset,
-                isolation: p.isolation,
+                isolation: p.fusion.isolation,
             })
             .collect(),
         edges: analyzed.edges,
