@@ -87,8 +87,8 @@ pub fn shared_unique(parts: &[Part]) -> Vec<(String, usize, usize)> {
 /// Initializers: runtime, callees deepest first, root; finalizers the
 /// reverse (the loader runs a fini array from its end).
 pub struct InitFini {
-    pub init: Vec<u64>,
-    pub fini: Vec<u64>,
+    pub(super) init: Vec<u64>,
+    pub(super) fini: Vec<u64>,
 }
 
 impl InitFini {

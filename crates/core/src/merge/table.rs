@@ -17,7 +17,7 @@ enum Target {
 /// The table's bytes and the pointers in it, which relative relocations
 /// fill in wherever the table goes.
 pub struct FusedTable {
-    pub bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// (offset in the table, what it points at)
     pointers: Vec<(u64, Target)>,
 }
