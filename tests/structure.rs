@@ -1,41 +1,49 @@
 //! The structure the README claims, checked on the sources: data flows one
 //! way (no module of the library imports one that imports it back, at any
-//! level), and the command-line crates (clap, indicatif) are dependencies
-//! of the binary only.
+//! level), the command-line crates (clap, indicatif) are dependencies of
+//! the binary only, and no product function is longer than
+//! `MAX_FN_LINES`.
 
 mod common;
 use common::repo;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Module path (`merge::input`) of each source file under `src`.
-fn modules(src: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// Every `.rs` file under `src`, with its text.
+fn sources(src: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-                continue;
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
             }
-            if p.extension().map_or(true, |x| x != "rs") {
-                continue;
-            }
-            let rel = p.strip_prefix(src).unwrap().with_extension("");
-            let mut parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
-                parts.pop();
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            // Unit tests may reach anywhere.
-            let product = text.split("#[cfg(test)]").next().unwrap().to_string();
-            out.insert(parts.join("::"), product);
         }
+    }
+    out.sort();
+    out
+}
+
+/// Module path (`merge::input`) of each source file under `src`.
+fn modules(src: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (p, text) in sources(src) {
+        let rel = p.strip_prefix(src).unwrap().with_extension("");
+        let mut parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
+            parts.pop();
+        }
+        // Unit tests may reach anywhere.
+        let product = text.split("#[cfg(test)]").next().unwrap().to_string();
+        out.insert(parts.join("::"), product);
     }
     out
 }
@@ -220,4 +228,302 @@ fn command_line_crates_are_dependencies_of_the_binary_only() {
             );
         }
     }
+}
+
+/// The longest a product function may be, from its `fn` line to its
+/// closing brace: past this, a reader loses the steps; name them instead.
+const MAX_FN_LINES: usize = 120;
+
+/// `text` with comments and string and character literals blanked
+/// (newlines kept, so offsets and lines still match): braces and `fn` in
+/// what is left are code.
+fn code_only(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let ident = |i: usize| b[i].is_ascii_alphanumeric() || b[i] == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            // A raw string: `r"`, `r#"`, `br"`, not the end of a name.
+            b'r' if (i == 0 || !ident(i - 1) || (b[i - 1] == b'b' && (i < 2 || !ident(i - 2))))
+                && b[i + 1..].iter().find(|&&c| c != b'#') == Some(&b'"') =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+                let mut close = vec![b'"'];
+                close.extend(std::iter::repeat(b'#').take(hashes));
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            // A character literal, not a lifetime or label.
+            b'\'' => {
+                let c = text[i + 1..].chars().next().unwrap_or(' ');
+                if c == '\\' {
+                    i += 2;
+                    while i < b.len() && b[i] != b'\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                } else if b.get(i + 1 + c.len_utf8()) == Some(&b'\'') {
+                    i += 2 + c.len_utf8();
+                } else {
+                    i += 1;
+                    continue;
+                }
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        let end = i.min(b.len());
+        for c in &mut out[start..end] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    }
+    out
+}
+
+/// The offset just past the item or field starting at `from` in `code`:
+/// past its closing brace, or at the `;`, `,` or `}` that ends it.
+fn item_end(code: &[u8], from: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, &c) in code.iter().enumerate().skip(from) {
+        match c {
+            b'(' | b'[' => depth += 1,
+            b')' | b']' => depth = depth.saturating_sub(1),
+            b'{' if depth == 0 => return block_end(code, i),
+            b';' | b',' | b'}' if depth == 0 => return i,
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// The offset just past the brace that closes the one at `open`.
+fn block_end(code: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, &c) in code.iter().enumerate().skip(open) {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// A function longer than `MAX_FN_LINES`: where it starts (1-based line),
+/// its name and its length in lines.
+#[derive(Debug, PartialEq)]
+struct LongFn {
+    line: usize,
+    name: String,
+    lines: usize,
+}
+
+/// The functions with a body in `text` longer than `max` lines, outside
+/// `#[cfg(test)]` items.
+fn long_functions(text: &str, max: usize) -> Vec<LongFn> {
+    let code = code_only(text);
+    let line_of = |at: usize| 1 + code[..at].iter().filter(|&&c| c == b'\n').count();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let attr = b"#[cfg(test)]";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 < code.len() {
+        if code[i..].starts_with(attr) {
+            i = item_end(&code, i + attr.len());
+            continue;
+        }
+        let is_fn = code[i..].starts_with(b"fn")
+            && (i == 0 || !ident(code[i - 1]))
+            && code[i + 2].is_ascii_whitespace();
+        if !is_fn {
+            i += 1;
+            continue;
+        }
+        let name_at = i
+            + 2
+            + code[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count();
+        let name: String = code[name_at..]
+            .iter()
+            .take_while(|&&c| ident(c))
+            .map(|&c| c as char)
+            .collect();
+        // The body opens at the first brace outside the signature's
+        // parentheses; a `;` there first is a declaration without one.
+        let mut depth = 0usize;
+        let mut body = None;
+        for (j, &c) in code.iter().enumerate().skip(name_at) {
+            match c {
+                b'(' | b'[' => depth += 1,
+                b')' | b']' => depth = depth.saturating_sub(1),
+                b'{' if depth == 0 => {
+                    body = Some(j);
+                    break;
+                }
+                b';' if depth == 0 => break,
+                _ => {}
+            }
+        }
+        if let (false, Some(open)) = (name.is_empty(), body) {
+            let first = line_of(i);
+            let lines = line_of(block_end(&code, open) - 1) - first + 1;
+            if lines > max {
+                out.push(LongFn {
+                    line: first,
+                    name,
+                    lines,
+                });
+            }
+        }
+        // Functions nested in this one are measured too.
+        i = name_at;
+    }
+    out
+}
+
+/// The files a `#[cfg(test)] mod NAME;` in some file of `files` declares:
+/// unit tests kept in a file of their own.
+fn test_module_files(files: &[(PathBuf, String)]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for (p, text) in files {
+        let dir = match p.file_stem().unwrap().to_str().unwrap() {
+            "mod" | "lib" | "main" => p.parent().unwrap().to_path_buf(),
+            stem => p.parent().unwrap().join(stem),
+        };
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("#[cfg(test)]") {
+            rest = &rest[at + "#[cfg(test)]".len()..];
+            let decl = rest.trim_start();
+            let Some(decl) = decl.strip_prefix("mod ").or(decl.strip_prefix("pub mod ")) else {
+                continue;
+            };
+            let name = decl
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap();
+            if decl[name.len()..].trim_start().starts_with(';') {
+                out.insert(dir.join(format!("{name}.rs")));
+                out.insert(dir.join(name).join("mod.rs"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_product_function_is_longer_than_the_limit() {
+    let mut offenders = Vec::new();
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(repo().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("src"))
+        .filter(|p| p.is_dir())
+        .collect();
+    crates.sort();
+    crates.push(repo().join("src"));
+    let mut seen = 0;
+    for src in crates {
+        let files = sources(&src);
+        let tests = test_module_files(&files);
+        for (p, text) in &files {
+            let rel = p.strip_prefix(repo()).unwrap();
+            let in_tests = rel
+                .components()
+                .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches");
+            if in_tests || tests.contains(p) {
+                continue;
+            }
+            seen += 1;
+            for f in long_functions(text, MAX_FN_LINES) {
+                offenders.push(format!(
+                    "{}:{} fn {}: {} lines",
+                    rel.display(),
+                    f.line,
+                    f.name,
+                    f.lines
+                ));
+            }
+        }
+    }
+    assert!(seen > 50, "only {seen} source files found");
+    assert!(
+        offenders.is_empty(),
+        "functions longer than {MAX_FN_LINES} lines (split them into named steps):\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The length check finds a planted long function and measures it from
+/// its `fn` line to its closing brace, past braces in strings, characters
+/// and comments; it passes over one at the limit, declarations, and
+/// `#[cfg(test)]` code.
+#[test]
+fn the_length_check_finds_a_planted_long_function() {
+    let body = |n: usize| "    let _ = 1;\n".repeat(n);
+    // Two lines of signature and brace, then the body.
+    let text = format!(
+        "//! A file.\n\
+         /// Docs are not counted. {{\n\
+         pub(crate) fn long<'a>(x: &'a str) -> Result<(), ()>\n{{\n\
+         {}    let s = \"}}\"; let c = '}}'; let r = r#\"}}\"#; /* }} */ // }}\n\
+         }}\n\
+         fn at_limit() {{\n{}}}\n\
+         trait T {{ fn declared(&self); }}\n\
+         #[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{}    }}\n}}\n",
+        body(119),
+        body(118),
+        body(200)
+    );
+    assert_eq!(
+        long_functions(&text, MAX_FN_LINES),
+        vec![LongFn {
+            line: 3,
+            name: "long".into(),
+            lines: 123
+        }]
+    );
 }

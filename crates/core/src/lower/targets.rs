@@ -265,111 +265,36 @@ pub fn collect_for(image: &Image, sites: &[RpcSite]) -> BranchTargets {
     if windows.contains(0) {
         return collect(image);
     }
-    let sited: BTreeSet<u64> = sites
-        .iter()
-        .filter_map(|s| image.function_at(s.address))
-        .map(|f| f.address)
-        .collect();
-    let code = Code::of(image);
-    let funcs = functions(image);
-    let mut targets: BTreeSet<u64> = funcs
+    let scope = Windows {
+        image,
+        sited: sites
+            .iter()
+            .filter_map(|s| image.function_at(s.address))
+            .map(|f| f.address)
+            .collect(),
+        code: Code::of(image),
+        funcs: functions(image),
+        windows,
+    };
+    let mut targets: BTreeSet<u64> = scope
+        .funcs
         .iter()
         .map(|(f, _)| f.address)
-        .filter(|&a| windows.contains(a))
+        .filter(|&a| scope.windows.contains(a))
         .collect();
-    let mut unresolved = BTreeSet::new();
-
-    // The functions to decode.
-    let chosen = indices_where(
-        &funcs,
-        || Thunks::new(image),
-        |thunks, (f, bytes)| {
-            let wanted = |t: u64| windows.contains(t);
-            let thunk = |t: u64| thunks.is_thunk(t);
-            sited.contains(&f.address)
-                || scan::may_branch_to_or_jump_indirectly(
-                    bytes,
-                    f.address,
-                    &BranchScan {
-                        wanted: &wanted,
-                        thunk: &thunk,
-                    },
-                )
-        },
-    );
+    let chosen = scope.may_branch_into_windows();
     let thunks = Thunks::new(image);
-    let mut decoded = vec![false; funcs.len()];
-    // Every address code refers to that is known (bounds of tables).
-    let mut bases = BTreeSet::new();
-    let mut jumping: Vec<(u64, Vec<u64>)> = Vec::new();
-    for &i in &chosen {
-        let (f, bytes) = funcs[i];
-        decoded[i] = true;
-        let d = decode(f, bytes, &code, &thunks);
-        targets.extend(d.targets.into_iter().filter(|&t| windows.contains(t)));
-        bases.extend(d.tables.iter().copied());
-        if d.indirect_jump {
-            jumping.push((f.address, d.tables));
-        }
-    }
-
-    // A table's length matters up to the last entry that lands in a window
-    // (or, for a sited function, its first entry: whether it has any):
-    // read it without a bound to find which, then learn every address code
-    // refers to below that entry.
-    let mut need = Vec::new();
-    for (function, tables) in &jumping {
-        for &base in tables {
-            let mut last = None;
-            let mut i = 0u64;
-            read_table(image, &code, base, MAX_TABLE, |t| {
-                if windows.contains(t) || (i == 0 && sited.contains(function)) {
-                    last = Some(i);
-                }
-                i += 1;
-            });
-            if let Some(last) = last {
-                need.push((base + 1, base.saturating_add(4 * (last + 1))));
-            }
-        }
-    }
-    let need = Ranges::new(need);
-    if !need.is_empty() {
-        let refer = indices_where(
-            &funcs,
-            || (),
-            |_, (f, bytes)| {
-                scan::may_refer_to(bytes, f.address, |a| need.contains(a) && !code.contains(a))
-            },
-        );
-        for i in refer {
-            if !decoded[i] {
-                let (f, bytes) = funcs[i];
-                bases.extend(decode(f, bytes, &code, &thunks).tables);
-            }
-        }
-    }
-    for (function, tables) in jumping {
-        let mut found = false;
-        for base in tables {
-            let end = table_len(base, bases.range(base + 1..).next());
-            found |= read_table(image, &code, base, end, |t| {
-                if windows.contains(t) {
-                    targets.insert(t);
-                }
-            });
-        }
-        if !found && sited.contains(&function) {
-            unresolved.insert(function);
-        }
-    }
+    let mut first = scope.decode(&chosen, &thunks);
+    targets.append(&mut first.targets);
+    scope.learn_table_bounds(&mut first, &thunks);
+    let mut unresolved = scope.read_jump_tables(first.jumping, &first.bases, &mut targets);
 
     image.release_code();
     let (pads, unknown) = landing_pads::collect(image);
-    targets.extend(pads.into_iter().filter(|&t| windows.contains(t)));
+    targets.extend(pads.into_iter().filter(|&t| scope.windows.contains(t)));
     for start in unknown {
         if let Some(f) = image.function_at(start) {
-            if sited.contains(&f.address) {
+            if scope.sited.contains(&f.address) {
                 unresolved.insert(f.address);
             }
         }
@@ -377,6 +302,145 @@ pub fn collect_for(image: &Image, sites: &[RpcSite]) -> BranchTargets {
     BranchTargets {
         targets,
         unresolved,
+    }
+}
+
+/// What [`collect_for`] looks at: the bytes a lowered call overwrites (the
+/// windows) and the functions that hold a site.
+struct Windows<'a> {
+    image: &'a Image,
+    windows: Ranges,
+    /// Start addresses of the functions that hold a site.
+    sited: BTreeSet<u64>,
+    code: Code,
+    funcs: Vec<(&'a FunctionSymbol, &'a [u8])>,
+}
+
+/// What decoding the chosen functions found.
+struct FirstDecode {
+    /// Which of the functions are decoded.
+    decoded: Vec<bool>,
+    /// Targets in the windows.
+    targets: BTreeSet<u64>,
+    /// Every address code refers to that is known (bounds of tables).
+    bases: BTreeSet<u64>,
+    /// The functions that jump indirectly, with their candidate tables.
+    jumping: Vec<(u64, Vec<u64>)>,
+}
+
+impl Windows<'_> {
+    /// The functions to decode: those that hold a site, or that a byte scan
+    /// finds may branch into a window or jump indirectly.
+    fn may_branch_into_windows(&self) -> Vec<usize> {
+        indices_where(
+            &self.funcs,
+            || Thunks::new(self.image),
+            |thunks, (f, bytes)| {
+                let wanted = |t: u64| self.windows.contains(t);
+                let thunk = |t: u64| thunks.is_thunk(t);
+                self.sited.contains(&f.address)
+                    || scan::may_branch_to_or_jump_indirectly(
+                        bytes,
+                        f.address,
+                        &BranchScan {
+                            wanted: &wanted,
+                            thunk: &thunk,
+                        },
+                    )
+            },
+        )
+    }
+
+    fn decode(&self, chosen: &[usize], thunks: &Thunks) -> FirstDecode {
+        let mut out = FirstDecode {
+            decoded: vec![false; self.funcs.len()],
+            targets: BTreeSet::new(),
+            bases: BTreeSet::new(),
+            jumping: Vec::new(),
+        };
+        for &i in chosen {
+            let (f, bytes) = self.funcs[i];
+            out.decoded[i] = true;
+            let d = decode(f, bytes, &self.code, thunks);
+            out.targets
+                .extend(d.targets.into_iter().filter(|&t| self.windows.contains(t)));
+            out.bases.extend(d.tables.iter().copied());
+            if d.indirect_jump {
+                out.jumping.push((f.address, d.tables));
+            }
+        }
+        out
+    }
+
+    /// A table's length matters up to the last entry that lands in a window
+    /// (or, for a sited function, its first entry: whether it has any):
+    /// read it without a bound to find which, then learn every address code
+    /// refers to below that entry.
+    fn learn_table_bounds(&self, first: &mut FirstDecode, thunks: &Thunks) {
+        let mut need = Vec::new();
+        for (function, tables) in &first.jumping {
+            for &base in tables {
+                let mut last = None;
+                let mut i = 0u64;
+                read_table(self.image, &self.code, base, MAX_TABLE, |t| {
+                    if self.windows.contains(t) || (i == 0 && self.sited.contains(function)) {
+                        last = Some(i);
+                    }
+                    i += 1;
+                });
+                if let Some(last) = last {
+                    need.push((base + 1, base.saturating_add(4 * (last + 1))));
+                }
+            }
+        }
+        let need = Ranges::new(need);
+        if need.is_empty() {
+            return;
+        }
+        let refer = indices_where(
+            &self.funcs,
+            || (),
+            |_, (f, bytes)| {
+                scan::may_refer_to(bytes, f.address, |a| {
+                    need.contains(a) && !self.code.contains(a)
+                })
+            },
+        );
+        for i in refer {
+            if !first.decoded[i] {
+                let (f, bytes) = self.funcs[i];
+                first
+                    .bases
+                    .extend(decode(f, bytes, &self.code, thunks).tables);
+            }
+        }
+    }
+
+    /// Add the window targets of each jumping function's tables, each read
+    /// up to the next known address; the sited functions none of whose
+    /// tables was found are unresolved.
+    fn read_jump_tables(
+        &self,
+        jumping: Vec<(u64, Vec<u64>)>,
+        bases: &BTreeSet<u64>,
+        targets: &mut BTreeSet<u64>,
+    ) -> BTreeSet<u64> {
+        let mut unresolved = BTreeSet::new();
+        for (function, tables) in jumping {
+            let mut found = false;
+            for base in tables {
+                let end = table_len(base, bases.range(base + 1..).next());
+                found |= read_table(self.image, &self.code, base, end, |t| {
+                    if self.windows.contains(t) {
+                        targets.insert(t);
+                    }
+                });
+            }
+            if !found && self.sited.contains(&function) {
+                unresolved.insert(function);
+            }
+        }
+        unresolved
     }
 }
 

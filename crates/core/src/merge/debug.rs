@@ -22,11 +22,11 @@ use crate::debuginfo::{self, Field, Kind, Sec};
 
 /// One output debug section: its images' pieces, one after another.
 pub struct DebugOut<'p> {
-    pub name: String,
-    pub flags: u64,
-    pub align: u64,
-    pub entsize: u64,
-    pub pieces: Vec<Cow<'p, [u8]>>,
+    pub(super) name: String,
+    pub(super) flags: u64,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
+    pub(super) pieces: Vec<Cow<'p, [u8]>>,
 }
 
 impl DebugOut<'_> {
@@ -56,8 +56,8 @@ pub struct LeftOut {
 }
 
 pub struct Carried<'p> {
-    pub sections: Vec<DebugOut<'p>>,
-    pub summary: DebugSummary,
+    pub(super) sections: Vec<DebugOut<'p>>,
+    pub(super) summary: DebugSummary,
 }
 
 /// The fields of the callees' DWARF, found in the background while the

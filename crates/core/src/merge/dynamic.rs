@@ -87,8 +87,8 @@ pub fn shared_unique(parts: &[Part]) -> Vec<(String, usize, usize)> {
 /// Initializers: runtime, callees deepest first, root; finalizers the
 /// reverse (the loader runs a fini array from its end).
 pub struct InitFini {
-    pub init: Vec<u64>,
-    pub fini: Vec<u64>,
+    pub(super) init: Vec<u64>,
+    pub(super) fini: Vec<u64>,
 }
 
 impl InitFini {
@@ -125,7 +125,7 @@ impl Dynamic {
     pub fn new(parts: &[Part], dynstr: &mut StrTab) -> Dynamic {
         let mut needed: Vec<String> = Vec::new();
         for p in parts {
-            for n in &p.needed {
+            for n in &p.dynamic.needed {
                 if !needed.contains(n) {
                     needed.push(n.clone());
                 }
@@ -133,7 +133,7 @@ impl Dynamic {
         }
         let mut runpaths: Vec<String> = Vec::new();
         for p in parts {
-            if let Some(r) = &p.runpath {
+            if let Some(r) = &p.dynamic.runpath {
                 for d in r.split(':') {
                     if !runpaths.iter().any(|x| x == d) {
                         runpaths.push(d.to_string());
@@ -142,14 +142,14 @@ impl Dynamic {
             }
         }
         let needed = needed.iter().map(|n| dynstr.add(n)).collect();
-        let soname = parts[0].soname.as_ref().map(|s| dynstr.add(s));
+        let soname = parts[0].dynamic.soname.as_ref().map(|s| dynstr.add(s));
         let runpath = (!runpaths.is_empty()).then(|| dynstr.add(&runpaths.join(":")));
         Dynamic {
             needed,
             soname,
             runpath,
             static_tls: parts.iter().any(|p| {
-                p.static_tls || p.relocs.iter().any(|r| r.r_type == elf::R_X86_64_TPOFF64)
+                p.dynamic.static_tls || p.relocs.iter().any(|r| r.r_type == elf::R_X86_64_TPOFF64)
             }),
             // An input that is never unloaded keeps that promise fused:
             // marked so, or defining a unique symbol (the dynamic linker
@@ -157,7 +157,7 @@ impl Dynamic {
             // since other objects' references may point into it).
             nodelete: parts
                 .iter()
-                .any(|p| p.nodelete || p.dynsyms.iter().any(|s| s.is_unique_definition())),
+                .any(|p| p.dynamic.nodelete || p.dynsyms.iter().any(|s| s.is_unique_definition())),
             verneed_count: 0,
         }
     }
@@ -237,10 +237,11 @@ pub fn encode(entries: &[(u32, u64)]) -> Vec<u8> {
 /// finalizers the list is given in array order (`DT_FINI` first) because
 /// the fused fini array runs from its end.
 fn initializers(part: &Part, disp: u64, init: bool) -> Vec<u64> {
+    let i = &part.initializers;
     let (single, array) = if init {
-        (part.init, part.init_array)
+        (i.init, i.init_array)
     } else {
-        (part.fini, part.fini_array)
+        (i.fini, i.fini_array)
     };
     let mut out = Vec::new();
     if let Some(f) = single {

@@ -44,23 +44,43 @@ pub struct Output {
 /// Every input and every new content of the fused image, sized and placed.
 pub struct Layout<'a> {
     parts: &'a [Part],
+    places: Places,
+    tables: Tables,
+    contents: Contents,
+    file: FileSections<'a>,
+}
+
+/// Where everything loadable goes.
+struct Places {
     inputs: Inputs,
     text: Option<Slot>,
-    code: Code,
-    sites_json: Vec<u8>,
     tls: TlsBlock,
+    new: NewSegments,
+    phdrs: Vec<Phdr>,
+}
+
+/// The dynamic linker's tables.
+struct Tables {
     syms: DynSymtab,
     relocs: Rewritten,
     dynstr: StrTab,
     encoded: Encoded,
     dynamic: Dynamic,
     init_fini: InitFini,
-    eh: EhFrameLayout,
     table: FusedTable,
+}
+
+/// The new code and what describes it.
+struct Contents {
+    code: Code,
+    sites_json: Vec<u8>,
+    eh: EhFrameLayout,
     cet: u32,
-    new: NewSegments,
+}
+
+/// The section headers and the non-allocated sections.
+struct FileSections<'a> {
     sections: Vec<OutSection>,
-    phdrs: Vec<Phdr>,
     non_alloc: NonAlloc,
     debug: Carried<'a>,
 }
@@ -100,8 +120,77 @@ pub fn layout<'a>(
     let placements = &inputs.placements;
 
     // Contents whose sizes do not depend on where the new segments go.
-    // Dynamic symbols: the imports the inputs' relocations need, and the
-    // runtime's entry points and unique definitions as exports.
+    let mut sections = sections::input_sections(parts, placements);
+    let tables = tables(parts, placements, &sections)?;
+    let eh = unwind::collect(parts, placements, text)?;
+    let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);
+    let segments = Segments {
+        parts,
+        inputs: &inputs,
+        text,
+        tls,
+        exec_stack: parts.iter().any(|p| p.exec_stack),
+    };
+
+    // The new segments.
+    let new = inputs.place_new(&sizes(
+        &tables,
+        &eh,
+        tls,
+        |property| segments.count(property) as u64 * PHDR_SIZE,
+        cet != 0,
+    ));
+    let phdrs = segments.program_headers(&new);
+
+    // The new code at its place, then the sections: the new contents', then
+    // the non-allocated ones (among them the record of every site and the
+    // `.symtab` naming the new code).
+    let code = new_code.encode(parts, placements, text)?;
+    let sites_json = serde_json::to_vec_pretty(&code.records)?;
+    sections::add_new(
+        &mut sections,
+        &new,
+        text,
+        tls,
+        tables.encoded.verneed_count,
+        tables.syms.imports.len(),
+    );
+    let debug = debug::carry(parts, placements, finding);
+    let non_alloc = sections::add_non_alloc(
+        &mut sections,
+        &debug.sections,
+        new.alloc_end,
+        sites_json.len() as u64,
+        |sections| symtab_bytes(parts, placements, sections, &tables.syms, &code.symbols),
+    );
+    Ok(Layout {
+        parts,
+        places: Places {
+            inputs,
+            text,
+            tls,
+            new,
+            phdrs,
+        },
+        tables,
+        contents: Contents {
+            code,
+            sites_json,
+            eh,
+            cet,
+        },
+        file: FileSections {
+            sections,
+            non_alloc,
+            debug,
+        },
+    })
+}
+
+/// The dynamic tables: the imports the inputs' relocations need, the
+/// runtime's entry points and the unique definitions as exports, their
+/// strings and versions, the initializers, the fused table.
+fn tables(parts: &[Part], placements: &[Placement], sections: &[OutSection]) -> Result<Tables> {
     let mut syms = DynSymtab::default();
     let mut rewritten = Rewritten::default();
     let shared = dynamic::shared_unique(parts);
@@ -120,175 +209,177 @@ pub fn layout<'a>(
             &mut rewritten,
         )?;
     }
-    let mut sections = sections::input_sections(parts, placements);
-    dynamic::add_exports(&mut syms, parts, placements, &sections)?;
+    dynamic::add_exports(&mut syms, parts, placements, sections)?;
     let mut dynstr = StrTab::new();
     let dynamic = Dynamic::new(parts, &mut dynstr);
     let encoded = syms.encode(&mut dynstr);
     let dynamic = dynamic.with_verneed(encoded.verneed_count);
-    let init_fini = InitFini::new(parts, placements);
-    let eh = unwind::collect(parts, placements, text)?;
-    let cet = parts.iter().map(|p| p.cet_bits).fold(3, |a, b| a & b);
-    let table = FusedTable::new(parts, placements);
-    let rela_count = rewritten.relas.len()
-        + init_fini.init.len()
-        + init_fini.fini.len()
-        + table.relocation_count();
-    let segments = Segments {
-        parts,
-        inputs: &inputs,
-        text,
-        tls,
-        exec_stack: parts.iter().any(|p| p.exec_stack),
-    };
-
-    // The new segments.
-    let new = inputs.place_new(&Sizes {
-        phdrs: segments.count(cet != 0) as u64 * PHDR_SIZE,
-        property: cet != 0,
-        gnu_hash: encoded.gnu_hash.len() as u64,
-        dynsym: encoded.dynsym.len() as u64,
-        dynstr: dynstr.bytes.len() as u64,
-        versym: encoded.versym.len() as u64,
-        verneed: encoded.verneed.len() as u64,
-        rela: rela_count as u64 * 24,
-        eh_frame_hdr: eh.hdr_size(),
-        eh_frame: eh.eh_frame_size(),
-        dynamic: dynamic.size(),
-        init_array: init_fini.init.len() as u64 * 8,
-        fini_array: init_fini.fini.len() as u64 * 8,
-        table: table.size(),
-        tls,
-    });
-    let phdrs = segments.program_headers(&new);
-
-    // The new code at its place, then the sections: the new contents', then
-    // the non-allocated ones (among them the record of every site and the
-    // `.symtab` naming the new code).
-    let code = new_code.encode(parts, placements, text)?;
-    let sites_json = serde_json::to_vec_pretty(&code.records)?;
-    sections::add_new(
-        &mut sections,
-        &new,
-        text,
-        tls,
-        encoded.verneed_count,
-        syms.imports.len(),
-    );
-    let debug = debug::carry(parts, placements, finding);
-    let non_alloc = sections::add_non_alloc(
-        &mut sections,
-        &debug.sections,
-        new.alloc_end,
-        sites_json.len() as u64,
-        |sections| symtab_bytes(parts, placements, sections, &syms, &code.symbols),
-    );
-    Ok(Layout {
-        parts,
-        inputs,
-        text,
-        code,
-        sites_json,
-        tls,
+    Ok(Tables {
         syms,
         relocs: rewritten,
         dynstr,
         encoded,
         dynamic,
-        init_fini,
-        eh,
-        table,
-        cet,
-        new,
-        sections,
-        phdrs,
-        non_alloc,
-        debug,
+        init_fini: InitFini::new(parts, placements),
+        table: FusedTable::new(parts, placements),
     })
+}
+
+/// The sizes of the new segments' contents; `phdrs` sizes the program
+/// headers, with a property note or without.
+fn sizes(
+    t: &Tables,
+    eh: &EhFrameLayout,
+    tls: TlsBlock,
+    phdrs: impl Fn(bool) -> u64,
+    property: bool,
+) -> Sizes {
+    let rela_count = t.relocs.relas.len()
+        + t.init_fini.init.len()
+        + t.init_fini.fini.len()
+        + t.table.relocation_count();
+    Sizes {
+        phdrs: phdrs(property),
+        property,
+        gnu_hash: t.encoded.gnu_hash.len() as u64,
+        dynsym: t.encoded.dynsym.len() as u64,
+        dynstr: t.dynstr.bytes.len() as u64,
+        versym: t.encoded.versym.len() as u64,
+        verneed: t.encoded.verneed.len() as u64,
+        rela: rela_count as u64 * 24,
+        eh_frame_hdr: eh.hdr_size(),
+        eh_frame: eh.eh_frame_size(),
+        dynamic: t.dynamic.size(),
+        init_array: t.init_fini.init.len() as u64 * 8,
+        fini_array: t.init_fini.fini.len() as u64 * 8,
+        table: t.table.size(),
+        tls,
+    }
 }
 
 /// Encode the fused image laid out in `l`.
 pub fn write(l: Layout) -> Result<(Output, FusedFile)> {
     let Layout {
         parts,
-        inputs,
-        text,
-        code,
-        sites_json,
-        tls,
-        syms,
-        relocs: mut rewritten,
-        dynstr,
-        encoded,
-        dynamic,
-        init_fini,
-        eh,
-        table,
-        cet,
-        new,
-        sections,
-        phdrs,
-        non_alloc,
-        debug,
+        places,
+        mut tables,
+        contents,
+        file,
     } = l;
-    let placements = &inputs.placements;
-
-    let (relas, relative_count) = relocations(&mut rewritten, &syms, &new, &init_fini, &table);
+    let (relas, relative_count) = relocations(&mut tables, &places.new);
     // GNU extensions in the dynamic tables (unique symbols, IFUNCs) mark the
     // file as GNU ABI, as the link editor does; readers interpret them then.
-    let osabi =
-        if !syms.unique.is_empty() || relas.iter().any(|r| r.r_type == elf::R_X86_64_IRELATIVE) {
-            elf::ELFOSABI_GNU
-        } else {
-            elf::ELFOSABI_SYSV
-        };
-    let (eh_bytes, hdr_bytes) = eh.emit(new.eh_frame.vaddr.0, new.eh_frame_hdr.vaddr.0)?;
-    let dynamic = dynamic.entries(&new, relative_count);
+    let gnu =
+        !tables.syms.unique.is_empty() || relas.iter().any(|r| r.r_type == elf::R_X86_64_IRELATIVE);
+    let osabi = if gnu {
+        elf::ELFOSABI_GNU
+    } else {
+        elf::ELFOSABI_SYSV
+    };
 
-    // Bytes: the inputs, with their lowered sites patched, and the new code.
     // What analysis read of the inputs leaves memory (the kernel copies
     // them; what is read again comes back from the file).
     for p in parts {
         p.data.release(0..p.data.len());
     }
-    let mut out = FusedFile::new(non_alloc.total, input_copies(parts, placements));
-    for (vaddr, bytes) in code.site_patches {
-        let off = segments::output_range(&phdrs, vaddr, bytes.len() as u64)
-            .ok_or_else(|| anyhow::anyhow!("internal error: site outside the file"))?;
+    let placements = &places.inputs.placements;
+    let mut out = FusedFile::new(file.non_alloc.total, input_copies(parts, placements));
+    let Contents {
+        code,
+        sites_json,
+        eh,
+        cet,
+    } = contents;
+    out.put(file.non_alloc.sites.0, sites_json);
+    let patches = tables
+        .relocs
+        .patches
+        .iter()
+        .map(|(v, w)| (*v, w.to_le_bytes().to_vec()));
+    for (vaddr, bytes) in code.site_patches.into_iter().chain(patches) {
+        let off = segments::output_range(&places.phdrs, vaddr, bytes.len() as u64)
+            .ok_or_else(|| anyhow::anyhow!("internal error: patch outside the file"))?;
         out.put(off as u64, bytes);
     }
-    if let Some(t) = text {
+    if let Some(t) = places.text {
         out.put(t.offset.0, code.bytes);
     }
-    out.put(non_alloc.sites.0, sites_json);
-    for (vaddr, value) in &rewritten.patches {
-        let off = segments::output_range(&phdrs, *vaddr, 8)
-            .ok_or_else(|| anyhow::anyhow!("internal error: patch outside the file"))?;
-        out.put(off as u64, value.to_le_bytes().to_vec());
-    }
+    let imports = tables.syms.imports.len();
+    let relocations = relas.len();
+    put_new_segments(
+        &mut out,
+        parts,
+        &places,
+        tables,
+        (relas, relative_count),
+        eh,
+        cet,
+    )?;
+    let summary = put_file_sections(&mut out, file, &places, osabi);
+    let output = Output {
+        len: out.len(),
+        build_id: places.new.build_id.offset.0 + header::BUILD_ID_HASH_AT,
+        placements: places.inputs.placements,
+        relocations,
+        imports,
+        sites: code.records,
+        debug: summary,
+    };
+    Ok((output, out))
+}
 
-    // The new segments.
-    out.put(new.phdr.offset.0, segments::encode(&phdrs));
+/// The new segments' contents into `out`.
+fn put_new_segments(
+    out: &mut FusedFile,
+    parts: &[Part],
+    places: &Places,
+    t: Tables,
+    (relas, relative_count): (Vec<Rela>, usize),
+    eh: EhFrameLayout,
+    cet: u32,
+) -> Result<()> {
+    let new = &places.new;
+    let (eh_bytes, hdr_bytes) = eh.emit(new.eh_frame.vaddr.0, new.eh_frame_hdr.vaddr.0)?;
+    let dynamic = t.dynamic.entries(new, relative_count);
+    out.put(new.phdr.offset.0, segments::encode(&places.phdrs));
     out.put(new.build_id.offset.0, header::build_id_note());
     if let Some(s) = new.property {
         out.put(s.offset.0, header::property_note(cet));
     }
-    out.put(new.gnu_hash.offset.0, encoded.gnu_hash);
-    out.put(new.dynsym.offset.0, encoded.dynsym);
-    out.put(new.dynstr.offset.0, dynstr.bytes);
-    out.put(new.versym.offset.0, encoded.versym);
-    out.put(new.verneed.offset.0, encoded.verneed);
+    out.put(new.gnu_hash.offset.0, t.encoded.gnu_hash);
+    out.put(new.dynsym.offset.0, t.encoded.dynsym);
+    out.put(new.dynstr.offset.0, t.dynstr.bytes);
+    out.put(new.versym.offset.0, t.encoded.versym);
+    out.put(new.verneed.offset.0, t.encoded.verneed);
     out.put(new.rela.offset.0, relocs::encode(&relas));
     out.put(new.eh_frame_hdr.offset.0, hdr_bytes);
     out.put(new.eh_frame.offset.0, eh_bytes);
     out.put(new.dynamic.offset.0, dynamic::encode(&dynamic));
     let words = |v: &[u64]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
-    out.put(new.init_array.offset.0, words(&init_fini.init));
-    out.put(new.fini_array.offset.0, words(&init_fini.fini));
-    out.put(new.table.offset.0, table.bytes);
-    out.put(new.tdata.offset.0, tls_image(parts, placements, tls)?);
+    out.put(new.init_array.offset.0, words(&t.init_fini.init));
+    out.put(new.fini_array.offset.0, words(&t.init_fini.fini));
+    out.put(new.table.offset.0, t.table.bytes);
+    let placements = &places.inputs.placements;
+    out.put(
+        new.tdata.offset.0,
+        tls_image(parts, placements, places.tls)?,
+    );
+    Ok(())
+}
 
-    // Non-allocated sections, section headers, ELF header.
+/// The non-allocated sections, the section headers and the ELF header into
+/// `out`; what the debug info holds.
+fn put_file_sections<'a>(
+    out: &mut FusedFile<'a>,
+    file: FileSections<'a>,
+    places: &Places,
+    osabi: u8,
+) -> DebugSummary {
+    let FileSections {
+        sections,
+        non_alloc,
+        debug,
+    } = file;
     for (d, at) in debug.sections.into_iter().zip(&non_alloc.debug) {
         let mut at = at.0;
         for piece in d.pieces {
@@ -310,51 +401,35 @@ pub fn write(l: Layout) -> Result<(Output, FusedFile)> {
     out.put(
         0,
         header::elf_header(
-            new.phdr.offset,
-            phdrs.len(),
+            places.new.phdr.offset,
+            places.phdrs.len(),
             non_alloc.shoff,
             sections.len(),
             non_alloc.shstrndx,
             osabi,
         ),
     );
-
-    let output = Output {
-        len: out.len(),
-        build_id: new.build_id.offset.0 + header::BUILD_ID_HASH_AT,
-        placements: inputs.placements,
-        relocations: relas.len(),
-        imports: syms.imports.len(),
-        sites: code.records,
-        debug: debug.summary,
-    };
-    Ok((output, out))
+    debug.summary
 }
 
 /// The output's relocations, sorted, and how many are relative: the
 /// inputs' (completed now that the fused table is placed), the initializer
 /// arrays', the fused table's.
-fn relocations(
-    rewritten: &mut Rewritten,
-    syms: &DynSymtab,
-    new: &NewSegments,
-    init_fini: &InitFini,
-    table: &FusedTable,
-) -> (Vec<Rela>, usize) {
-    rewritten.resolve(new.table.vaddr.0, syms);
-    let mut relas = std::mem::take(&mut rewritten.relas);
+fn relocations(t: &mut Tables, new: &NewSegments) -> (Vec<Rela>, usize) {
+    t.relocs.resolve(new.table.vaddr.0, &t.syms);
+    let mut relas = std::mem::take(&mut t.relocs.relas);
     let words_at = |slot: Slot, v: &[u64]| {
         (0..v.len())
             .map(move |i| slot.vaddr + 8 * i as u64)
             .zip(v.to_vec())
     };
-    for (at, v) in words_at(new.init_array, &init_fini.init) {
+    for (at, v) in words_at(new.init_array, &t.init_fini.init) {
         relas.push(Rela::relative(at.0, v));
     }
-    for (at, v) in words_at(new.fini_array, &init_fini.fini) {
+    for (at, v) in words_at(new.fini_array, &t.init_fini.fini) {
         relas.push(Rela::relative(at.0, v));
     }
-    relas.extend(table.relas(new.table.vaddr));
+    relas.extend(t.table.relas(new.table.vaddr));
     let relative_count = relocs::sort(&mut relas);
     (relas, relative_count)
 }

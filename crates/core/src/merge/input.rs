@@ -2,7 +2,7 @@
 //! symbols with versions, every dynamic relocation (packed relative ones
 //! decoded), TLS, initializers, RELRO, unwind tables, sections and symbols.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use object::elf;
@@ -39,31 +39,31 @@ pub enum Role {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub offset: u64,
-    pub filesz: u64,
-    pub flags: u32,
-    pub align: u64,
+    pub(super) vaddr: u64,
+    pub(super) memsz: u64,
+    pub(super) offset: u64,
+    pub(super) filesz: u64,
+    pub(super) flags: u32,
+    pub(super) align: u64,
 }
 
 /// A symbol version required from a library.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Needed {
-    pub file: String,
-    pub version: String,
+    pub(super) file: String,
+    pub(super) version: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct DynSym {
-    pub name: String,
-    pub value: u64,
-    pub size: u64,
-    pub info: u8,
-    pub other: u8,
-    pub defined: bool,
-    pub abs: bool,
-    pub version: Option<Needed>,
+    pub(super) name: String,
+    pub(super) value: u64,
+    pub(super) size: u64,
+    pub(super) info: u8,
+    pub(super) other: u8,
+    pub(super) defined: bool,
+    pub(super) abs: bool,
+    pub(super) version: Option<Needed>,
 }
 
 impl DynSym {
@@ -81,37 +81,37 @@ impl DynSym {
 /// addend read from the word they relocate.
 #[derive(Debug, Clone, Copy)]
 pub struct Reloc {
-    pub offset: u64,
-    pub r_type: u32,
-    pub sym: u32,
-    pub addend: i64,
+    pub(super) offset: u64,
+    pub(super) r_type: u32,
+    pub(super) sym: u32,
+    pub(super) addend: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Tls {
-    pub vaddr: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-    pub align: u64,
+    pub(super) vaddr: u64,
+    pub(super) filesz: u64,
+    pub(super) memsz: u64,
+    pub(super) align: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Section {
-    pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
-    pub addr: u64,
-    pub size: u64,
-    pub align: u64,
-    pub entsize: u64,
+    pub(super) name: String,
+    pub(super) sh_type: u32,
+    pub(super) flags: u64,
+    pub(super) addr: u64,
+    pub(super) size: u64,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Symbol {
-    pub name: String,
-    pub value: u64,
-    pub size: u64,
-    pub info: u8,
+    pub(super) name: String,
+    pub(super) value: u64,
+    pub(super) size: u64,
+    pub(super) info: u8,
 }
 
 /// A non-allocated `.debug_*` section, with the header fields a reader
@@ -120,63 +120,77 @@ pub struct Symbol {
 /// sections.
 #[derive(Debug, Clone)]
 pub struct DebugSection {
-    pub name: String,
-    pub offset: u64,
-    pub size: u64,
-    pub flags: u64,
-    pub align: u64,
-    pub entsize: u64,
+    pub(super) name: String,
+    pub(super) offset: u64,
+    pub(super) size: u64,
+    pub(super) flags: u64,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
 }
 
 /// One input image, as the merger sees it.
 pub struct Part {
-    pub name: String,
-    pub path: PathBuf,
-    pub role: Role,
-    pub data: std::sync::Arc<crate::files::FileBytes>,
-    pub build_id: Option<String>,
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    pub(super) role: Role,
+    pub(super) data: std::sync::Arc<crate::files::FileBytes>,
+    pub(super) build_id: Option<String>,
     /// Why the input's section headers were not used (see
     /// [`crate::elf::ImageInfo::sections_recovered`]).
-    pub sections_recovered: Option<String>,
-    pub loads: Vec<Load>,
+    pub(super) sections_recovered: Option<String>,
+    pub(super) loads: Vec<Load>,
     /// The parts of `loads` the fused image copies: read-only loads lose
     /// the metadata the fused image regenerates (ELF and program headers,
     /// dynamic symbols, relocations, notes, unwind tables), whole pages of it.
-    pub pieces: Vec<Load>,
-    pub needed: Vec<String>,
-    pub runpath: Option<String>,
-    pub soname: Option<String>,
-    pub dynsyms: Vec<DynSym>,
-    pub relocs: Vec<Reloc>,
-    pub tls: Option<Tls>,
-    pub init: Option<u64>,
-    pub fini: Option<u64>,
-    /// (vaddr, entries)
-    pub init_array: Option<(u64, u64)>,
-    pub fini_array: Option<(u64, u64)>,
-    pub relro: Option<(u64, u64)>,
-    pub eh_frame: Option<(u64, u64)>,
-    pub exec_stack: bool,
-    /// Marked `DF_1_NODELETE`: never unloaded.
-    pub nodelete: bool,
-    pub static_tls: bool,
+    pub(super) pieces: Vec<Load>,
+    pub(super) tls: Option<Tls>,
+    pub(super) relro: Option<(u64, u64)>,
+    pub(super) exec_stack: bool,
     /// CET feature bits (IBT=1, SHSTK=2) from `.note.gnu.property`.
-    pub cet_bits: u32,
-    pub sections: Vec<Section>,
-    /// Read-only metadata the fused image regenerates (ELF and program
-    /// headers, dynamic symbols, relocations, notes, unwind tables), where
-    /// ld.so's view confirms what the section headers say: (start, end).
-    pub regenerated: Vec<(u64, u64)>,
-    pub symbols: Vec<Symbol>,
+    pub(super) cet_bits: u32,
+    pub(super) dynamic: DynamicEntries,
+    pub(super) dynsyms: Vec<DynSym>,
+    pub(super) relocs: Vec<Reloc>,
+    pub(super) initializers: Initializers,
+    pub(super) eh_frame: Option<(u64, u64)>,
+    pub(super) sections: Vec<Section>,
+    pub(super) symbols: Vec<Symbol>,
     /// Addresses of the four worker_v1 entry points.
-    pub entry: [u64; 4],
+    pub(super) entry: [u64; 4],
     /// The image's `.debug_*` sections, copied as they are (the root's).
-    pub debug_sections: Vec<DebugSection>,
+    pub(super) debug_sections: Vec<DebugSection>,
+    pub(super) fusion: Fusion,
+}
+
+/// The dynamic entries of an input the fused image's `.dynamic` joins.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicEntries {
+    pub(super) needed: Vec<String>,
+    pub(super) runpath: Option<String>,
+    pub(super) soname: Option<String>,
+    /// Marked `DF_1_NODELETE`: never unloaded.
+    pub(super) nodelete: bool,
+    pub(super) static_tls: bool,
+}
+
+/// An input's initializers and finalizers: `DT_INIT`, `DT_FINI`, and the
+/// arrays as (vaddr, entries).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Initializers {
+    pub(super) init: Option<u64>,
+    pub(super) fini: Option<u64>,
+    pub(super) init_array: Option<(u64, u64)>,
+    pub(super) fini_array: Option<(u64, u64)>,
+}
+
+/// How an input runs in the fused image, as the merge options say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fusion {
     /// Declared re-entrant: a call into it while it runs is served
     /// in-process by an extra worker instead of going to the host.
-    pub reentrant: bool,
+    pub(super) reentrant: bool,
     /// How it is kept apart from its callers (callees only).
-    pub isolation: super::Isolation,
+    pub(super) isolation: super::Isolation,
 }
 
 impl Part {
@@ -262,50 +276,75 @@ pub fn read_part(image: &Image, name: &str, role: Role) -> Result<Part> {
 }
 
 fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
-    let (path, data, info) = (image.path.clone(), image.data.clone(), &image.info);
-    let mut part = Part {
-        name: name.to_string(),
-        path,
-        role,
-        data: Default::default(),
-        build_id: info.build_id.clone(),
-        sections_recovered: info.sections_recovered.clone(),
-        loads: Vec::new(),
-        pieces: Vec::new(),
-        needed: info.needed.clone(),
-        runpath: None,
-        soname: info.soname.clone(),
-        dynsyms: Vec::new(),
-        relocs: Vec::new(),
-        tls: None,
-        init: info.init_fini.init,
-        fini: info.init_fini.fini,
-        init_array: None,
-        fini_array: None,
-        relro: info.relro.as_ref().map(|r| (r.start, r.end)),
-        eh_frame: None,
-        exec_stack: false,
-        nodelete: false,
-        static_tls: false,
-        cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
-        sections: Vec::new(),
-        regenerated: Vec::new(),
-        symbols: Vec::new(),
-        entry: [0; 4],
-        debug_sections: Vec::new(),
-        reentrant: false,
-        isolation: Default::default(),
-    };
+    let (path, data, info) = (image.path.as_path(), image.data.clone(), &image.info);
     if !info.pic {
-        return Err(
-            part.err("not position-independent (has text relocations); rebuild it with -fPIC")
-        );
+        return Err(fault(
+            path,
+            "not position-independent (has text relocations); rebuild it with -fPIC",
+        ));
     }
     let file = ElfFile64::<LE>::parse(&data[..])?;
     let table = file.elf_section_table();
+    let segments = read_program_headers(&file, path)?;
+    let view = LoaderView::read(&data).map_err(|r| fault(path, r))?;
+    let (dynamic, initializers) = read_dynamic(info, &view, path)?;
+    let dynsyms = read_dynsyms(table, &data)?;
+    let relocs = read_relocs(&view, &data, &segments.loads, path)?;
+    let sections = read_sections(table, &view)?;
+    let symbols = read_symbols(&file)?;
+    let entry = entry_points(&dynsyms, role, path)?;
+    let mut part = Part {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        role,
+        data,
+        build_id: info.build_id.clone(),
+        sections_recovered: info.sections_recovered.clone(),
+        loads: segments.loads,
+        pieces: Vec::new(),
+        tls: segments.tls,
+        relro: info.relro.as_ref().map(|r| (r.start, r.end)),
+        exec_stack: segments.exec_stack,
+        cet_bits: u32::from(info.cet.ibt) | (u32::from(info.cet.shstk) << 1),
+        dynamic,
+        dynsyms,
+        relocs,
+        initializers,
+        eh_frame: sections.eh_frame,
+        sections: sections.named,
+        symbols,
+        entry,
+        debug_sections: sections.debug,
+        fusion: Fusion::default(),
+    };
+    validate(&part)?;
+    part.pieces = live_pieces(&part, &sections.regenerated);
+    Ok(part)
+}
+
+/// A fault of the input at `path`.
+fn fault(path: &Path, reason: impl Into<String>) -> anyhow::Error {
+    InputError::new(path, reason).into()
+}
+
+/// What the program headers say.
+struct Segments {
+    loads: Vec<Load>,
+    tls: Option<Tls>,
+    exec_stack: bool,
+}
+
+/// The loads, the TLS block and whether the stack is executable; an
+/// executable (`PT_INTERP`) is refused.
+fn read_program_headers(file: &ElfFile64<LE>, path: &Path) -> Result<Segments> {
+    let mut out = Segments {
+        loads: Vec::new(),
+        tls: None,
+        exec_stack: false,
+    };
     for p in file.elf_program_headers() {
         match p.p_type(E) {
-            elf::PT_LOAD => part.loads.push(Load {
+            elf::PT_LOAD => out.loads.push(Load {
                 vaddr: p.p_vaddr(E),
                 memsz: p.p_memsz(E),
                 offset: p.p_offset(E),
@@ -314,45 +353,60 @@ fn read_part_unchecked(image: &Image, name: &str, role: Role) -> Result<Part> {
                 align: p.p_align(E).max(1),
             }),
             elf::PT_TLS => {
-                part.tls = Some(Tls {
+                out.tls = Some(Tls {
                     vaddr: p.p_vaddr(E),
                     filesz: p.p_filesz(E),
                     memsz: p.p_memsz(E),
                     align: p.p_align(E).max(1),
                 })
             }
-            elf::PT_GNU_STACK => part.exec_stack = p.p_flags(E) & elf::PF_X != 0,
+            elf::PT_GNU_STACK => out.exec_stack = p.p_flags(E) & elf::PF_X != 0,
             elf::PT_INTERP => {
-                return Err(part.err("an executable (has PT_INTERP), not a function library"))
+                return Err(fault(
+                    path,
+                    "an executable (has PT_INTERP), not a function library",
+                ))
             }
             _ => {}
         }
     }
-    let view = LoaderView::read(&data).map_err(|r| part.err(r))?;
-    read_dynamic(&mut part, &view)?;
-    read_dynsyms(&mut part, table, &data)?;
-    read_relocs(&mut part, &view, &data)?;
-    read_sections(&mut part, table, &view)?;
-    read_symbols(&mut part, &file)?;
-    part.data = data;
+    Ok(out)
+}
+
+/// The addresses of the four entry points (a function library exports
+/// them all; the runtime need not).
+fn entry_points(dynsyms: &[DynSym], role: Role, path: &Path) -> Result<[u64; 4]> {
+    let mut entry = [0; 4];
     for (i, ep) in ENTRY_POINTS.iter().enumerate() {
-        let sym = part
-            .dynsyms
+        let sym = dynsyms
             .iter()
             .find(|s| s.defined && s.name == *ep && s.st_type() == elf::STT_FUNC);
         match sym {
-            Some(s) => part.entry[i] = s.value,
+            Some(s) => entry[i] = s.value,
             None if role == Role::Runtime => {}
-            None => return Err(part.err(format!("not a function library: does not export {ep}"))),
+            None => {
+                return Err(fault(
+                    path,
+                    format!("not a function library: does not export {ep}"),
+                ))
+            }
         }
     }
-    validate(&part)?;
-    part.pieces = live_pieces(&part);
-    Ok(part)
+    Ok(entry)
 }
 
-/// The dynamic entries faasfuse carries, from the dynamic segment.
-fn read_dynamic(part: &mut Part, view: &LoaderView) -> Result<()> {
+/// The dynamic entries faasfuse carries, from the dynamic segment; `DT_INIT`
+/// and `DT_FINI`, `DT_NEEDED` and `DT_SONAME` as the image's `info` has them.
+fn read_dynamic(
+    info: &crate::elf::ImageInfo,
+    view: &LoaderView,
+    path: &Path,
+) -> Result<(DynamicEntries, Initializers)> {
+    let mut dynamic = DynamicEntries {
+        needed: info.needed.clone(),
+        soname: info.soname.clone(),
+        ..Default::default()
+    };
     let (mut ia, mut ias, mut fa, mut fas) = (None, 0, None, 0);
     for &(tag, v) in &view.dynamic {
         let Ok(tag) = u32::try_from(tag) else {
@@ -360,41 +414,49 @@ fn read_dynamic(part: &mut Part, view: &LoaderView) -> Result<()> {
         };
         match tag {
             elf::DT_INIT_ARRAY => ia = Some(v),
-            elf::DT_INIT_ARRAYSZ => ias = array_len(part, "DT_INIT_ARRAYSZ", v)?,
+            elf::DT_INIT_ARRAYSZ => ias = array_len(path, "DT_INIT_ARRAYSZ", v)?,
             elf::DT_FINI_ARRAY => fa = Some(v),
-            elf::DT_FINI_ARRAYSZ => fas = array_len(part, "DT_FINI_ARRAYSZ", v)?,
+            elf::DT_FINI_ARRAYSZ => fas = array_len(path, "DT_FINI_ARRAYSZ", v)?,
             elf::DT_RUNPATH | elf::DT_RPATH => {
-                part.runpath = Some(
+                dynamic.runpath = Some(
                     view.string(v)
-                        .map_err(|e| part.err(format!("DT_RUNPATH: {e}")))?,
+                        .map_err(|e| fault(path, format!("DT_RUNPATH: {e}")))?,
                 )
             }
-            elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => part.static_tls = true,
-            elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => part.nodelete = true,
+            elf::DT_FLAGS if v & u64::from(elf::DF_STATIC_TLS) != 0 => dynamic.static_tls = true,
+            elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NODELETE) != 0 => dynamic.nodelete = true,
             elf::DT_PREINIT_ARRAY => {
-                return Err(part.err("has DT_PREINIT_ARRAY, which a shared object may not use"))
+                return Err(fault(
+                    path,
+                    "has DT_PREINIT_ARRAY, which a shared object may not use",
+                ))
             }
             _ => {}
         }
     }
-    part.init_array = ia.map(|a| (a, ias));
-    part.fini_array = fa.map(|a| (a, fas));
-    Ok(())
+    let initializers = Initializers {
+        init: info.init_fini.init,
+        fini: info.init_fini.fini,
+        init_array: ia.map(|a| (a, ias)),
+        fini_array: fa.map(|a| (a, fas)),
+    };
+    Ok((dynamic, initializers))
 }
 
 /// Entries of an initializer array of `bytes` bytes.
-fn array_len(part: &Part, tag: &str, bytes: u64) -> Result<u64> {
+fn array_len(path: &Path, tag: &str, bytes: u64) -> Result<u64> {
     if bytes % 8 != 0 || bytes > MAX_ARRAY_ENTRIES * 8 {
-        return Err(part.err(format!(
+        return Err(fault(path, format!(
             "{tag} = {bytes:#x}: not a whole number of pointers, or more than {MAX_ARRAY_ENTRIES} entries"
         )));
     }
     Ok(bytes / 8)
 }
 
-fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
+fn read_dynsyms(table: &Table, data: &[u8]) -> Result<Vec<DynSym>> {
     let syms = table.symbols(E, data, elf::SHT_DYNSYM)?;
     let versions = table.versions(E, data)?;
+    let mut out = Vec::new();
     for (i, s) in syms.iter().enumerate() {
         let version = match &versions {
             Some(v) if i > 0 => {
@@ -409,7 +471,7 @@ fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
             }
             _ => None,
         };
-        part.dynsyms.push(DynSym {
+        out.push(DynSym {
             name: text(s.name(E, syms.strings())?),
             value: s.st_value(E),
             size: s.st_size(E),
@@ -420,61 +482,60 @@ fn read_dynsyms(part: &mut Part, table: &Table, data: &[u8]) -> Result<()> {
             version,
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The dynamic relocations ld.so applies (`DT_RELA`, `DT_JMPREL`,
 /// `DT_RELR`), whatever the section headers say.
-fn read_relocs(part: &mut Part, view: &LoaderView, data: &[u8]) -> Result<()> {
-    for r in view.relocations().map_err(|e| part.err(e))? {
-        part.relocs.push(Reloc {
+fn read_relocs(view: &LoaderView, data: &[u8], loads: &[Load], path: &Path) -> Result<Vec<Reloc>> {
+    let mut out = Vec::new();
+    for r in view.relocations().map_err(|e| fault(path, e))? {
+        out.push(Reloc {
             offset: r.offset,
             r_type: r.r_type,
             sym: r.sym,
             addend: r.addend,
         });
     }
-    if let Some(words) = view.relr().map_err(|e| part.err(e))? {
+    if let Some(words) = view.relr().map_err(|e| fault(path, e))? {
         let mut addrs = Vec::new();
         decode_relr(words, &mut addrs);
-        part.data_relr(data, &addrs)?;
+        for &a in &addrs {
+            out.push(packed_relative(data, loads, a, path)?);
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
-impl Part {
-    /// Add the relative relocations of packed (`DT_RELR`) entries; their
-    /// addends are the words in the file.
-    fn data_relr(&mut self, data: &[u8], addrs: &[u64]) -> Result<()> {
-        for &a in addrs {
-            let word = a
-                .checked_add(8)
-                .and_then(|end| {
-                    self.loads.iter().find(|l| {
-                        l.flags & elf::PF_W != 0
-                            && a >= l.vaddr
-                            && end <= l.vaddr.saturating_add(l.filesz)
-                    })
-                })
-                .and_then(|l| {
-                    let off = usize::try_from(l.offset.checked_add(a - l.vaddr)?).ok()?;
-                    data.get(off..off.checked_add(8)?)
-                })
-                .ok_or_else(|| {
-                    self.err(format!(
-                        "packed relocation (DT_RELR) at {a:#x} lies outside the image's writable segments"
-                    ))
-                })?;
-            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            self.relocs.push(Reloc {
-                offset: a,
-                r_type: elf::R_X86_64_RELATIVE,
-                sym: 0,
-                addend: word as i64,
-            });
-        }
-        Ok(())
-    }
+/// The relative relocation of a packed (`DT_RELR`) entry at `a`; its
+/// addend is the word in the file.
+fn packed_relative(data: &[u8], loads: &[Load], a: u64, path: &Path) -> Result<Reloc> {
+    let word = a
+        .checked_add(8)
+        .and_then(|end| {
+            loads.iter().find(|l| {
+                l.flags & elf::PF_W != 0 && a >= l.vaddr && end <= l.vaddr.saturating_add(l.filesz)
+            })
+        })
+        .and_then(|l| {
+            let off = usize::try_from(l.offset.checked_add(a - l.vaddr)?).ok()?;
+            data.get(off..off.checked_add(8)?)
+        })
+        .ok_or_else(|| {
+            fault(
+                path,
+                format!(
+                "packed relocation (DT_RELR) at {a:#x} lies outside the image's writable segments"
+            ),
+            )
+        })?;
+    let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+    Ok(Reloc {
+        offset: a,
+        r_type: elf::R_X86_64_RELATIVE,
+        sym: 0,
+        addend: word as i64,
+    })
 }
 
 /// Decode `SHT_RELR` words into the addresses they relocate.
@@ -503,7 +564,7 @@ pub fn decode_relr(words: &[u8], out: &mut Vec<u64>) {
 }
 
 /// Sections whose contents the fused image regenerates or drops.
-fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
+fn is_regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
     flags & u64::from(elf::SHF_TLS) != 0
         || matches!(
             sh_type,
@@ -524,17 +585,34 @@ fn regenerated(name: &str, sh_type: u32, flags: u64) -> bool {
         || matches!(name, ".interp" | ".dynstr" | ".eh_frame_hdr" | ".eh_frame")
 }
 
-fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()> {
-    part.regenerated.extend(view.headers());
+/// What the section headers say.
+struct Sections {
+    /// The sections the output names: code and data.
+    named: Vec<Section>,
+    debug: Vec<DebugSection>,
+    eh_frame: Option<(u64, u64)>,
+    /// Read-only metadata the fused image regenerates (ELF and program
+    /// headers, dynamic symbols, relocations, notes, unwind tables), where
+    /// ld.so's view confirms what the section headers say: (start, end).
+    regenerated: Vec<(u64, u64)>,
+}
+
+fn read_sections(table: &Table, view: &LoaderView) -> Result<Sections> {
+    let mut out = Sections {
+        named: Vec::new(),
+        debug: Vec::new(),
+        eh_frame: None,
+        regenerated: view.headers(),
+    };
     for s in table.iter().skip(1) {
         let name = text(table.section_name(E, s)?);
         let flags = s.sh_flags(E);
         if name == ".eh_frame" {
-            part.eh_frame = Some((s.sh_addr(E), s.sh_size(E)));
+            out.eh_frame = Some((s.sh_addr(E), s.sh_size(E)));
         }
         if flags & u64::from(elf::SHF_ALLOC) == 0 {
             if name.starts_with(".debug_") {
-                part.debug_sections.push(DebugSection {
+                out.debug.push(DebugSection {
                     name,
                     offset: s.sh_offset(E),
                     size: s.sh_size(E),
@@ -551,11 +629,11 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
             }
             continue;
         }
-        if regenerated(&name, s.sh_type(E), flags) {
+        if is_regenerated(&name, s.sh_type(E), flags) {
             // Its bytes are dropped only where ld.so's view says the same;
             // otherwise they stay, unnamed (the output names its own).
             if let Some(r) = view.confirms(&name, s.sh_type(E), flags, s.sh_addr(E), s.sh_size(E)) {
-                part.regenerated.push(r);
+                out.regenerated.push(r);
             }
             continue;
         }
@@ -568,7 +646,7 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
         ) {
             continue;
         }
-        part.sections.push(Section {
+        out.named.push(Section {
             name,
             sh_type: s.sh_type(E),
             flags,
@@ -578,15 +656,15 @@ fn read_sections(part: &mut Part, table: &Table, view: &LoaderView) -> Result<()
             entsize: s.sh_entsize(E),
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Split each read-only load into the runs of it the fused image copies:
-/// everything but the metadata it regenerates (`Part::regenerated`, each
-/// range confirmed by ld.so's view), cutting only dead stretches of at
+/// everything but the metadata it regenerates (`regenerated`, each range
+/// confirmed by ld.so's view), cutting only dead stretches of at
 /// least a page so that no two pieces share a page. The root keeps its
 /// first bytes: the output's ELF header goes there.
-fn live_pieces(part: &Part) -> Vec<Load> {
+fn live_pieces(part: &Part, regenerated: &[(u64, u64)]) -> Vec<Load> {
     let page = part
         .loads
         .iter()
@@ -606,8 +684,7 @@ fn live_pieces(part: &Part) -> Vec<Load> {
         } else {
             0
         };
-        let mut dead: Vec<(u64, u64)> = part
-            .regenerated
+        let mut dead: Vec<(u64, u64)> = regenerated
             .iter()
             .map(|&(a, b)| (a.max(l.vaddr).max(keep), b.min(end)))
             .filter(|(a, b)| a < b)
@@ -647,7 +724,8 @@ fn live_pieces(part: &Part) -> Vec<Load> {
 }
 
 /// Function and object symbols, from `.symtab` or, when stripped, `.dynsym`.
-fn read_symbols(part: &mut Part, file: &ElfFile64<LE>) -> Result<()> {
+fn read_symbols(file: &ElfFile64<LE>) -> Result<Vec<Symbol>> {
+    let mut out = Vec::new();
     let symtab = file.elf_symbol_table();
     let source = if symtab.is_empty() {
         file.elf_dynamic_symbol_table()
@@ -666,18 +744,16 @@ fn read_symbols(part: &mut Part, file: &ElfFile64<LE>) -> Result<()> {
         if name.is_empty() {
             continue;
         }
-        part.symbols.push(Symbol {
+        out.push(Symbol {
             name,
             value: s.st_value(E),
             size: s.st_size(E),
             info: s.st_info(),
         });
     }
-    part.symbols
-        .sort_by(|a, b| (a.value, &a.name).cmp(&(b.value, &b.name)));
-    part.symbols
-        .dedup_by(|a, b| a.value == b.value && a.name == b.name);
-    Ok(())
+    out.sort_by(|a, b| (a.value, &a.name).cmp(&(b.value, &b.name)));
+    out.dedup_by(|a, b| a.value == b.value && a.name == b.name);
+    Ok(out)
 }
 
 /// Refuse what the transplant cannot carry.
@@ -818,8 +894,8 @@ fn validate_tables(p: &Part) -> Result<()> {
         }
     }
     for (tag, arr) in [
-        ("DT_INIT_ARRAY", p.init_array),
-        ("DT_FINI_ARRAY", p.fini_array),
+        ("DT_INIT_ARRAY", p.initializers.init_array),
+        ("DT_FINI_ARRAY", p.initializers.fini_array),
     ] {
         if let Some((addr, n)) = arr {
             if n > 0 && !p.in_load(addr, n * 8, 0, false) {
@@ -843,7 +919,10 @@ fn validate_tables(p: &Part) -> Result<()> {
             }
         }
     }
-    for (tag, f) in [("DT_INIT", p.init), ("DT_FINI", p.fini)] {
+    for (tag, f) in [
+        ("DT_INIT", p.initializers.init),
+        ("DT_FINI", p.initializers.fini),
+    ] {
         if let Some(a) = f {
             if !p.in_load(a, 1, elf::PF_X, false) {
                 return Err(p.err(format!("{tag} = {a:#x} is not in an executable segment")));

@@ -62,11 +62,11 @@ pub fn congruent(at: u64, vaddr: u64, page: u64) -> u64 {
 /// Where each input landed.
 #[derive(Debug, Clone)]
 pub struct Placement {
-    pub disp: u64,
+    pub(super) disp: u64,
     /// File offset of each of the part's loads in the output.
-    pub load_offsets: Vec<FileOff>,
+    pub(super) load_offsets: Vec<FileOff>,
     /// Offset of the part's TLS block in the combined block.
-    pub tls_offset: Option<u64>,
+    pub(super) tls_offset: Option<u64>,
 }
 
 impl Placement {
@@ -90,9 +90,9 @@ pub fn file_offset(part: &Part, pl: &Placement, vaddr: InAddr) -> FileOff {
 /// A blob in one of the new segments.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Slot {
-    pub vaddr: OutAddr,
-    pub offset: FileOff,
-    pub size: u64,
+    pub(super) vaddr: OutAddr,
+    pub(super) offset: FileOff,
+    pub(super) size: u64,
 }
 
 impl Slot {
@@ -103,8 +103,8 @@ impl Slot {
 
 /// Sequential placement inside a new segment.
 pub struct Cursor {
-    pub vaddr: OutAddr,
-    pub offset: FileOff,
+    pub(super) vaddr: OutAddr,
+    pub(super) offset: FileOff,
 }
 
 impl Cursor {
@@ -136,12 +136,12 @@ impl Cursor {
 /// the next contents may go.
 pub struct Inputs {
     /// The largest page any input's segments use.
-    pub page: u64,
-    pub placements: Vec<Placement>,
+    pub(super) page: u64,
+    pub(super) placements: Vec<Placement>,
     /// End of the address space used so far.
-    pub vend: OutAddr,
+    pub(super) vend: OutAddr,
     /// End of the file bytes used so far.
-    pub fend: FileOff,
+    pub(super) fend: FileOff,
 }
 
 pub fn place_inputs(parts: &[Part]) -> Result<Inputs> {
@@ -236,29 +236,29 @@ impl Inputs {
 /// The combined TLS block of every input.
 #[derive(Debug, Clone, Copy)]
 pub struct TlsBlock {
-    pub size: u64,
-    pub align: u64,
+    pub(super) size: u64,
+    pub(super) align: u64,
     /// Bytes of its initialization image.
-    pub filesz: u64,
+    pub(super) filesz: u64,
 }
 
 /// Sizes of the new contents, known before any is placed.
 pub struct Sizes {
-    pub phdrs: u64,
-    pub property: bool,
-    pub gnu_hash: u64,
-    pub dynsym: u64,
-    pub dynstr: u64,
-    pub versym: u64,
-    pub verneed: u64,
-    pub rela: u64,
-    pub eh_frame_hdr: u64,
-    pub eh_frame: u64,
-    pub dynamic: u64,
-    pub init_array: u64,
-    pub fini_array: u64,
-    pub table: u64,
-    pub tls: TlsBlock,
+    pub(super) phdrs: u64,
+    pub(super) property: bool,
+    pub(super) gnu_hash: u64,
+    pub(super) dynsym: u64,
+    pub(super) dynstr: u64,
+    pub(super) versym: u64,
+    pub(super) verneed: u64,
+    pub(super) rela: u64,
+    pub(super) eh_frame_hdr: u64,
+    pub(super) eh_frame: u64,
+    pub(super) dynamic: u64,
+    pub(super) init_array: u64,
+    pub(super) fini_array: u64,
+    pub(super) table: u64,
+    pub(super) tls: TlsBlock,
 }
 
 /// The new read-only segment (program headers, notes, dynamic symbols,
@@ -266,28 +266,28 @@ pub struct Sizes {
 /// initializer arrays, the fused table, the combined TLS image).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NewSegments {
-    pub r_start: Slot,
-    pub phdr: Slot,
-    pub build_id: Slot,
-    pub property: Option<Slot>,
-    pub gnu_hash: Slot,
-    pub dynsym: Slot,
-    pub dynstr: Slot,
-    pub versym: Slot,
-    pub verneed: Slot,
-    pub rela: Slot,
-    pub eh_frame_hdr: Slot,
-    pub eh_frame: Slot,
-    pub r_end: OutAddr,
-    pub rw_start: Slot,
-    pub dynamic: Slot,
-    pub init_array: Slot,
-    pub fini_array: Slot,
-    pub table: Slot,
-    pub tdata: Slot,
-    pub rw_end: OutAddr,
+    pub(super) r_start: Slot,
+    pub(super) phdr: Slot,
+    pub(super) build_id: Slot,
+    pub(super) property: Option<Slot>,
+    pub(super) gnu_hash: Slot,
+    pub(super) dynsym: Slot,
+    pub(super) dynstr: Slot,
+    pub(super) versym: Slot,
+    pub(super) verneed: Slot,
+    pub(super) rela: Slot,
+    pub(super) eh_frame_hdr: Slot,
+    pub(super) eh_frame: Slot,
+    pub(super) r_end: OutAddr,
+    pub(super) rw_start: Slot,
+    pub(super) dynamic: Slot,
+    pub(super) init_array: Slot,
+    pub(super) fini_array: Slot,
+    pub(super) table: Slot,
+    pub(super) tdata: Slot,
+    pub(super) rw_end: OutAddr,
     /// End of the allocated file bytes.
-    pub alloc_end: FileOff,
+    pub(super) alloc_end: FileOff,
 }
 
 /// Size of the build-id note.

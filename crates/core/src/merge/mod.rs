@@ -5,12 +5,12 @@
 //! The runtime exports the four entry points and runs fused callees
 //! in-process; every other call still goes to the host.
 //!
-//! A merge is a pipeline of passes over one `pipeline::MergeContext`:
-//! load (each input parsed once, with its RPC sites) → analyze
-//! (reachability, re-entry) → lower (site plans) → read parts (what the
-//! transplant needs) → `emit::layout` (every input, new content, section
-//! and program header placed once) → `emit::write` (bytes) → verify
-//! (`merge_verified`). The output's parts are written by `dynamic`,
+//! A merge is a pipeline of passes, each a function returning what it
+//! produced (`pipeline`): load (each input parsed once, with its RPC
+//! sites) → analyze (reachability, re-entry) → lower (site plans) → read
+//! parts (what the transplant needs) → `emit::layout` (every input, new
+//! content, section and program header placed once) → `emit::write`
+//! (bytes) → verify (`merge_verified`). The output's parts are written by `dynamic`,
 //! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
 //! `segments`, `symtab`, `table` and `text`.
 
@@ -46,7 +46,6 @@ use crate::lower::Level;
 use crate::spec::FunctionSpec;
 use crate::timing::Phases;
 use input::Role;
-use pipeline::MergeContext;
 
 pub use input::decode_relr;
 
@@ -185,20 +184,20 @@ fn fuse(
     time: &mut Phases,
 ) -> Result<(Manifest, FileBytes)> {
     let output = staged.dest().to_path_buf();
-    let mut cx = MergeContext::load(specs, opts)?;
+    let loaded = pipeline::load(specs, opts)?;
     time.mark("load");
-    let finding = cx.find_debug_fields();
-    cx.analyze()?;
-    cx.lower();
-    cx.read_parts()?;
+    let finding = loaded.find_debug_fields();
+    let analyzed = pipeline::analyze(&loaded, opts)?;
+    let lowered = pipeline::lower(&loaded, &analyzed, opts.level);
+    let parts = pipeline::read_parts(loaded, &analyzed, opts)?;
     time.mark("analyze");
-    let inputs = emit::place_inputs(&cx.parts)?;
-    let copies = emit::input_copies(&cx.parts, &inputs.placements);
+    let inputs = emit::place_inputs(&parts.parts)?;
+    let copies = emit::input_copies(&parts.parts, &inputs.placements);
     let out_file: &std::fs::File = staged.file();
     // The kernel copies the inputs' bulk while the rest is made.
     let (out, written) = std::thread::scope(|s| {
         let copying = s.spawn(|| file::copy_inputs(&copies, out_file, &output));
-        let made = emit::layout(&cx.parts, inputs, &cx.plans, finding)
+        let made = emit::layout(&parts.parts, inputs, &lowered.plans, finding)
             .and_then(emit::write)
             .with_context(|| format!("fusing into {}", output.display()));
         let copied = copying
@@ -211,7 +210,7 @@ fn fuse(
         time.mark("write");
         anyhow::Ok((out, written))
     })?;
-    let manifest = cx.manifest(&output, &out);
+    let manifest = pipeline::manifest(&output, analyzed, &parts, &out);
     Ok((manifest, written))
 }
 

@@ -1,4 +1,7 @@
-//! The merge's passes before layout, over one context: load, analyze, lower, read parts.
+//! The merge's passes before layout, each a function that takes what it
+//! needs and returns what it produced: [`load`] → [`Loaded`], [`analyze`]
+//! → [`Analyzed`], [`lower`] → [`Lowered`], [`read_parts`] → [`Parts`];
+//! [`manifest`] tells what the merge did.
 //!
 //! Load parses each input and finds its RPC sites once; analyze finds
 //! reachability, edges, re-entry and decisions; lower plans the sites;
@@ -6,11 +9,12 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use super::emit::Output;
-use super::input::{self, Part, Role};
+use super::input::{self, Fusion, Part, Role};
 use super::{
     runtime, Decision, Edge, Manifest, ManifestInput, ManifestSite, MergeOptions, MAX_FUSED_SPAN,
     RUNTIME_NAME,
@@ -18,62 +22,44 @@ use super::{
 use crate::analyze::Callee;
 use crate::elf::Image;
 use crate::error::InputError;
-use crate::lower::{self, SitePlan};
+use crate::loaded::Analysed;
+use crate::lower::{self, Level, SitePlan};
 use crate::spec::FunctionSpec;
 
 /// One input function library, parsed and searched for RPC sites once.
-struct Loaded {
+struct Input {
     spec: FunctionSpec,
-    image: std::sync::Arc<crate::loaded::Analysed>,
+    image: Arc<Analysed>,
 }
 
-/// What one merge knows, filled in pass by pass.
-pub struct MergeContext<'a> {
-    opts: &'a MergeOptions,
-    root: &'a FunctionSpec,
-    /// The inputs as given (root first); taken by [`MergeContext::read_parts`].
-    inputs: Vec<Loaded>,
-    /// Input indices in fused-table order: the root, then the callees in
-    /// the order the root reaches them.
-    order: Vec<usize>,
-    edges: Vec<Edge>,
-    decisions: Vec<Decision>,
-    /// Each input's site plans, in `order`; the runtime's (none) last.
-    pub plans: Vec<Vec<SitePlan>>,
-    /// Each input as the transplant sees it, in `order`; the runtime last.
-    pub parts: Vec<Part>,
-    input_bytes: u64,
+/// Every input, loaded and validated, as given (root first).
+pub(super) struct Loaded {
+    inputs: Vec<Input>,
 }
 
-impl<'a> MergeContext<'a> {
-    /// Load and validate every input of `specs` (root first).
-    pub fn load(specs: &'a [FunctionSpec], opts: &'a MergeOptions) -> Result<MergeContext<'a>> {
-        crate::spec::check_unique(specs)?;
-        opts.check(specs)?;
-        let paths: Vec<&Path> = specs.iter().map(|s| s.path.as_path()).collect();
-        let mut inputs = Vec::new();
-        for (s, image) in specs.iter().zip(crate::loaded::load_all(&paths)?) {
-            image.require_entry_points()?;
-            inputs.push(Loaded {
-                spec: s.clone(),
-                image,
-            });
-        }
-        Ok(MergeContext {
-            opts,
-            root: &specs[0],
-            inputs,
-            order: Vec::new(),
-            edges: Vec::new(),
-            decisions: Vec::new(),
-            plans: Vec::new(),
-            parts: Vec::new(),
-            input_bytes: 0,
-        })
+/// Load and validate every input of `specs` (root first).
+pub(super) fn load(specs: &[FunctionSpec], opts: &MergeOptions) -> Result<Loaded> {
+    crate::spec::check_unique(specs)?;
+    opts.check(specs)?;
+    let paths: Vec<&Path> = specs.iter().map(|s| s.path.as_path()).collect();
+    let mut inputs = Vec::new();
+    for (s, image) in specs.iter().zip(crate::loaded::load_all(&paths)?) {
+        image.require_entry_points()?;
+        inputs.push(Input {
+            spec: s.clone(),
+            image,
+        });
+    }
+    Ok(Loaded { inputs })
+}
+
+impl Loaded {
+    fn root(&self) -> &FunctionSpec {
+        &self.inputs[0].spec
     }
 
     /// Start finding the fields of each callee's DWARF, in the background.
-    pub fn find_debug_fields(&self) -> super::debug::Finding {
+    pub(super) fn find_debug_fields(&self) -> super::debug::Finding {
         let mut f = super::debug::Finding::default();
         for input in &self.inputs[1..] {
             if input.image.info.debug_info {
@@ -82,246 +68,295 @@ impl<'a> MergeContext<'a> {
         }
         f
     }
+}
 
-    /// Reachability from the root through RPC sites (a dynamic site can
-    /// reach any function), the edges and which of them may re-enter, and
-    /// why each input is fused.
-    pub fn analyze(&mut self) -> Result<()> {
-        let images = &self.inputs;
-        let root = self.root;
-        let mut order = vec![0usize];
-        let mut queue = VecDeque::from([0usize]);
-        let mut edges = Vec::new();
-        let mut seen = BTreeSet::from([0usize]);
-        while let Some(i) = queue.pop_front() {
-            let sites = &images[i].image.sites;
-            let dynamic = sites.iter().any(|s| s.callee == Callee::Dynamic);
-            for (j, input) in images.iter().enumerate() {
-                let spec = &input.spec;
-                let constant = sites
-                    .iter()
-                    .filter(|s| matches!(&s.callee, Callee::Constant(n) if *n == spec.name))
-                    .count();
-                if constant == 0 && !dynamic {
-                    continue;
-                }
-                edges.push(Edge {
-                    caller: images[i].spec.name.clone(),
-                    callee: spec.name.clone(),
-                    sites: if constant > 0 {
-                        constant
-                    } else {
-                        sites.iter().filter(|s| s.callee == Callee::Dynamic).count()
-                    },
-                    may_reenter: false,
-                    handling: String::new(),
-                });
-                if seen.insert(j) {
-                    order.push(j);
-                    queue.push_back(j);
-                }
-            }
-        }
-        for (j, input) in images.iter().enumerate() {
-            let spec = &input.spec;
-            if !seen.contains(&j) {
-                return Err(InputError::new(
-                    &spec.path,
-                    format!(
-                        "no RPC site of {} or its callees calls {}: nothing to fuse it into",
-                        root.name, spec.name
-                    ),
-                )
-                .into());
-            }
-        }
+/// What the merge fuses, in which order, and why.
+pub(super) struct Analyzed {
+    root: String,
+    /// Input indices in fused-table order: the root, then the callees in
+    /// the order the root reaches them.
+    order: Vec<usize>,
+    edges: Vec<Edge>,
+    decisions: Vec<Decision>,
+}
 
-        mark_reentry(&mut edges, &root.name, &self.opts.reentrant);
-
-        let mut decisions = vec![Decision {
-            function: root.name.clone(),
-            fused: true,
-            reason: "root: the fused image serves it and exports its entry points".into(),
-        }];
-        for &i in &order[1..] {
-            let name = &images[i].spec.name;
-            let via: Vec<&str> = edges
-                .iter()
-                .filter(|e| e.callee == *name)
-                .map(|e| e.caller.as_str())
-                .collect();
-            decisions.push(Decision {
-                function: name.clone(),
-                fused: true,
-                reason: format!(
-                    "reachable from {} via RPC sites of {}",
-                    root.name,
-                    via.join(", ")
-                ),
-            });
-        }
-        self.order = order;
-        self.edges = edges;
-        self.decisions = decisions;
-        Ok(())
-    }
-
-    /// Plan how each input's RPC sites are lowered.
-    pub fn lower(&mut self) {
-        let table: Vec<String> = self
-            .order
-            .iter()
-            .map(|&i| self.inputs[i].spec.name.clone())
-            .collect();
-        self.plans = self
-            .order
-            .iter()
-            .map(|&i| {
-                let input = &self.inputs[i];
-                lower::plan(&input.image, &input.image.sites, &table, self.opts.level)
-            })
-            .collect();
-        self.plans.push(Vec::new());
-    }
-
-    /// Read what the transplant needs from each input, in fused order, and
-    /// from the fusion runtime; refuse what it cannot carry.
-    pub fn read_parts(&mut self) -> Result<()> {
-        let mut slots: Vec<Option<Loaded>> = std::mem::take(&mut self.inputs)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let ordered: Vec<Loaded> = self
-            .order
-            .iter()
-            .map(|&i| slots[i].take().expect("each input once"))
-            .collect();
-        // The inputs' parts are read in parallel; errors are reported in
-        // order.
-        let roles: Vec<(&Loaded, Role)> = ordered
-            .iter()
-            .enumerate()
-            .map(|(k, l)| (l, if k == 0 { Role::Root } else { Role::Callee }))
-            .collect();
-        let read = crate::threads::map_ordered(&roles, |(l, role)| {
-            input::read_part(&l.image, &l.spec.name, *role)
-        });
-        for (k, (Loaded { spec, image, .. }, part)) in ordered.into_iter().zip(read).enumerate() {
-            self.input_bytes += image.data.len() as u64;
-            let mut part = part?;
-            part.reentrant = self.opts.reentrant.contains(&spec.name);
-            // The root runs on its process's own stack, as unfused.
-            part.isolation = if k == 0 {
-                super::Isolation::None
-            } else {
-                self.opts.isolation_of(&spec.name)
-            };
-            input::check_supported(&part)?;
-            self.parts.push(part);
-        }
-        // Direct calls between images reach ±2 GiB: the images together
-        // must fit in that.
-        let parts = &self.parts;
-        let span: u64 = parts.iter().map(|p| p.span().1 - p.span().0).sum();
-        if span > MAX_FUSED_SPAN {
-            let big = parts
-                .iter()
-                .max_by_key(|p| p.span().1 - p.span().0)
-                .expect("a root");
+/// Reachability from the root through RPC sites (a dynamic site can reach
+/// any function), the edges and which of them may re-enter, and why each
+/// input is fused; an input the root cannot reach is refused.
+pub(super) fn analyze(loaded: &Loaded, opts: &MergeOptions) -> Result<Analyzed> {
+    let root = loaded.root();
+    let (order, mut edges) = reach(&loaded.inputs);
+    for (j, input) in loaded.inputs.iter().enumerate() {
+        if !order.contains(&j) {
             return Err(InputError::new(
-                &big.path,
+                &input.spec.path,
                 format!(
-                    "the fused image would span {span:#x} bytes, beyond the {MAX_FUSED_SPAN:#x} that direct calls between its images can reach"
+                    "no RPC site of {} or its callees calls {}: nothing to fuse it into",
+                    root.name, input.spec.name
                 ),
             )
             .into());
         }
-        let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
-        self.parts
-            .push(input::read_part(&runtime, RUNTIME_NAME, Role::Runtime)?);
-        Ok(())
     }
+    mark_reentry(&mut edges, &root.name, &opts.reentrant);
+    let decisions = decisions(&loaded.inputs, &order, &edges);
+    Ok(Analyzed {
+        root: root.name.clone(),
+        order,
+        edges,
+        decisions,
+    })
+}
 
-    /// What the merge did, given the fused image `out` of `output`.
-    pub fn manifest(self, output: &Path, out: &Output) -> Manifest {
-        let parts = &self.parts;
-        let mut notes = Vec::new();
-        for l in &out.debug.left_out {
-            notes.push(format!("{}: debug info not carried: {}", l.image, l.reason));
-        }
-        for (image, sec) in &out.debug.dropped_sections {
-            notes.push(format!(
-                "{image}: {sec} dropped (the fused image cannot keep it correct)"
-            ));
-        }
-        for p in parts {
-            if let Some(why) = &p.sections_recovered {
-                notes.push(format!(
-                    "{}: sections recovered from the program headers and the dynamic segment, as the dynamic linker reads it ({why}); its .symtab and debug info are not carried",
-                    p.name
-                ));
+/// The inputs the root reaches, breadth first (the root first), and the
+/// edges from each to those its sites name (a dynamic site: all of them).
+fn reach(inputs: &[Input]) -> (Vec<usize>, Vec<Edge>) {
+    let mut order = vec![0usize];
+    let mut queue = VecDeque::from([0usize]);
+    let mut edges = Vec::new();
+    let mut seen = BTreeSet::from([0usize]);
+    while let Some(i) = queue.pop_front() {
+        let sites = &inputs[i].image.sites;
+        let dynamic = sites.iter().any(|s| s.callee == Callee::Dynamic);
+        for (j, input) in inputs.iter().enumerate() {
+            let spec = &input.spec;
+            let constant = sites
+                .iter()
+                .filter(|s| matches!(&s.callee, Callee::Constant(n) if *n == spec.name))
+                .count();
+            if constant == 0 && !dynamic {
+                continue;
+            }
+            edges.push(Edge {
+                caller: inputs[i].spec.name.clone(),
+                callee: spec.name.clone(),
+                sites: if constant > 0 {
+                    constant
+                } else {
+                    sites.iter().filter(|s| s.callee == Callee::Dynamic).count()
+                },
+                may_reenter: false,
+                handling: String::new(),
+            });
+            if seen.insert(j) {
+                order.push(j);
+                queue.push_back(j);
             }
         }
-        for (name, first, other) in super::dynamic::shared_unique(parts) {
+    }
+    (order, edges)
+}
+
+/// Why each input in `order` is fused: the root serves, the others are
+/// reached through the callers' sites.
+fn decisions(inputs: &[Input], order: &[usize], edges: &[Edge]) -> Vec<Decision> {
+    let root = &inputs[0].spec.name;
+    let mut decisions = vec![Decision {
+        function: root.clone(),
+        fused: true,
+        reason: "root: the fused image serves it and exports its entry points".into(),
+    }];
+    for &i in &order[1..] {
+        let name = &inputs[i].spec.name;
+        let via: Vec<&str> = edges
+            .iter()
+            .filter(|e| e.callee == *name)
+            .map(|e| e.caller.as_str())
+            .collect();
+        decisions.push(Decision {
+            function: name.clone(),
+            fused: true,
+            reason: format!("reachable from {root} via RPC sites of {}", via.join(", ")),
+        });
+    }
+    decisions
+}
+
+/// How each input's RPC sites are lowered.
+pub(super) struct Lowered {
+    /// One list per input in fused order; the runtime's (none) last.
+    pub(super) plans: Vec<Vec<SitePlan>>,
+}
+
+/// Plan how each input's RPC sites are lowered at `level`.
+pub(super) fn lower(loaded: &Loaded, analyzed: &Analyzed, level: Level) -> Lowered {
+    let table: Vec<String> = analyzed
+        .order
+        .iter()
+        .map(|&i| loaded.inputs[i].spec.name.clone())
+        .collect();
+    let mut plans: Vec<Vec<SitePlan>> = analyzed
+        .order
+        .iter()
+        .map(|&i| {
+            let image = &loaded.inputs[i].image;
+            lower::plan(image, &image.sites, &table, level)
+        })
+        .collect();
+    plans.push(Vec::new());
+    Lowered { plans }
+}
+
+/// Each input as the transplant sees it.
+pub(super) struct Parts {
+    /// In fused order; the runtime last.
+    pub(super) parts: Vec<Part>,
+    /// Bytes of the input files.
+    input_bytes: u64,
+}
+
+/// Read what the transplant needs from each input, in fused order, and
+/// from the fusion runtime; refuse what it cannot carry.
+pub(super) fn read_parts(
+    loaded: Loaded,
+    analyzed: &Analyzed,
+    opts: &MergeOptions,
+) -> Result<Parts> {
+    let mut slots: Vec<Option<Input>> = loaded.inputs.into_iter().map(Some).collect();
+    let ordered: Vec<(Input, Role)> = analyzed
+        .order
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let role = if k == 0 { Role::Root } else { Role::Callee };
+            (slots[i].take().expect("each input once"), role)
+        })
+        .collect();
+    // The parts are read in parallel; errors are reported in order.
+    let read = crate::threads::map_ordered(&ordered, |(input, role)| {
+        input::read_part(&input.image, &input.spec.name, *role)
+    });
+    let mut parts = Vec::new();
+    let mut input_bytes = 0;
+    for (k, ((Input { spec, image }, _), part)) in ordered.into_iter().zip(read).enumerate() {
+        input_bytes += image.data.len() as u64;
+        let mut part = part?;
+        part.fusion = Fusion {
+            reentrant: opts.reentrant.contains(&spec.name),
+            // The root runs on its process's own stack, as unfused.
+            isolation: if k == 0 {
+                super::Isolation::None
+            } else {
+                opts.isolation_of(&spec.name)
+            },
+        };
+        input::check_supported(&part)?;
+        parts.push(part);
+    }
+    check_span(&parts)?;
+    let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
+    parts.push(input::read_part(&runtime, RUNTIME_NAME, Role::Runtime)?);
+    Ok(Parts { parts, input_bytes })
+}
+
+/// Direct calls between images reach ±2 GiB: the images together must fit
+/// in that.
+fn check_span(parts: &[Part]) -> Result<()> {
+    let span: u64 = parts.iter().map(|p| p.span().1 - p.span().0).sum();
+    if span <= MAX_FUSED_SPAN {
+        return Ok(());
+    }
+    let big = parts
+        .iter()
+        .max_by_key(|p| p.span().1 - p.span().0)
+        .expect("a root");
+    Err(InputError::new(
+        &big.path,
+        format!(
+            "the fused image would span {span:#x} bytes, beyond the {MAX_FUSED_SPAN:#x} that direct calls between its images can reach"
+        ),
+    )
+    .into())
+}
+
+/// What the merge did, given the fused image `out` of `output`.
+pub(super) fn manifest(output: &Path, analyzed: Analyzed, parts: &Parts, out: &Output) -> Manifest {
+    let Parts { parts, input_bytes } = parts;
+    Manifest {
+        output: output.display().to_string(),
+        root: analyzed.root,
+        inputs: parts
+            .iter()
+            .zip(&out.placements)
+            .map(|(p, pl)| ManifestInput {
+                name: p.name.clone(),
+                path: p.path.display().to_string(),
+                role: p.role,
+                build_id: p.build_id.clone(),
+                displacement: pl.disp,
+                tls_offset: pl.tls_offset,
+                isolation: p.fusion.isolation,
+            })
+            .collect(),
+        edges: analyzed.edges,
+        rpc_sites: manifest_sites(parts, out),
+        decisions: analyzed.decisions,
+        notes: notes(parts, out),
+        debug_info: out.debug.clone(),
+        output_bytes: out.len,
+        input_bytes: *input_bytes,
+        dynamic_relocations: out.relocations,
+        imports: out.imports,
+    }
+}
+
+/// What the fused image leaves out or changes, and what its reader
+/// should know.
+fn notes(parts: &[Part], out: &Output) -> Vec<String> {
+    let mut notes = Vec::new();
+    for l in &out.debug.left_out {
+        notes.push(format!("{}: debug info not carried: {}", l.image, l.reason));
+    }
+    for (image, sec) in &out.debug.dropped_sections {
+        notes.push(format!(
+            "{image}: {sec} dropped (the fused image cannot keep it correct)"
+        ));
+    }
+    for p in parts {
+        if let Some(why) = &p.sections_recovered {
             notes.push(format!(
-                "warning: {} and {} both define the unique symbol {name} (STB_GNU_UNIQUE, e.g. a C++ inline static): each keeps its own copy, as in its own process; {}'s copy is exported and shared with other libraries of the process that define {name}, {}'s is not",
-                parts[first].name, parts[other].name, parts[first].name, parts[other].name
+                "{}: sections recovered from the program headers and the dynamic segment, as the dynamic linker reads it ({why}); its .symtab and debug info are not carried",
+                p.name
             ));
         }
-        let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-        let rpc_sites = out
-            .sites
-            .iter()
-            .map(|r| {
-                let reaches = match &r.callee {
-                    Callee::Constant(n) if fused.contains(n.as_str()) => {
-                        format!("in-process call of {n}")
-                    }
-                    Callee::Constant(n) => format!("RPC to {n} through the host (not fused)"),
-                    Callee::Dynamic => {
-                        "name looked up at run time: fused callees in-process, others through the host"
-                            .into()
-                    }
-                };
-                ManifestSite {
-                    image: r.image.clone(),
-                    input_address: r.input_address,
-                    address: r.address,
-                    function: r.function.clone(),
-                    callee: r.callee.clone(),
-                    tier: r.tier,
-                    thunk: r.thunk,
-                    handling: format!("{reaches}; tier {}: {}", r.tier, r.reason),
-                }
-            })
-            .collect();
-        Manifest {
-            output: output.display().to_string(),
-            root: self.root.name.clone(),
-            inputs: parts
-                .iter()
-                .zip(&out.placements)
-                .map(|(p, pl)| ManifestInput {
-                    name: p.name.clone(),
-                    path: p.path.display().to_string(),
-                    role: p.role,
-                    build_id: p.build_id.clone(),
-                    displacement: pl.disp,
-                    tls_offset: pl.tls_offset,
-                    isolation: p.isolation,
-                })
-                .collect(),
-            edges: self.edges,
-            rpc_sites,
-            decisions: self.decisions,
-            notes,
-            debug_info: out.debug.clone(),
-            output_bytes: out.len,
-            input_bytes: self.input_bytes,
-            dynamic_relocations: out.relocations,
-            imports: out.imports,
-        }
     }
+    for (name, first, other) in super::dynamic::shared_unique(parts) {
+        notes.push(format!(
+            "warning: {} and {} both define the unique symbol {name} (STB_GNU_UNIQUE, e.g. a C++ inline static): each keeps its own copy, as in its own process; {}'s copy is exported and shared with other libraries of the process that define {name}, {}'s is not",
+            parts[first].name, parts[other].name, parts[first].name, parts[other].name
+        ));
+    }
+    notes
+}
+
+/// Every RPC site of the fused image, with what a call there does.
+fn manifest_sites(parts: &[Part], out: &Output) -> Vec<ManifestSite> {
+    let fused: BTreeSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    out.sites
+        .iter()
+        .map(|r| {
+            let reaches = match &r.callee {
+                Callee::Constant(n) if fused.contains(n.as_str()) => {
+                    format!("in-process call of {n}")
+                }
+                Callee::Constant(n) => format!("RPC to {n} through the host (not fused)"),
+                Callee::Dynamic => {
+                    "name looked up at run time: fused callees in-process, others through the host"
+                        .into()
+                }
+            };
+            ManifestSite {
+                image: r.image.clone(),
+                input_address: r.input_address,
+                address: r.address,
+                function: r.function.clone(),
+                callee: r.callee.clone(),
+                tier: r.tier,
+                thunk: r.thunk,
+                handling: format!("{reaches}; tier {}: {}", r.tier, r.reason),
+            }
+        })
+        .collect()
 }
 
 /// Mark the edges whose call can find the callee running: into the root

@@ -17,10 +17,10 @@ use crate::error::InputError;
 /// One output relocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rela {
-    pub offset: u64,
-    pub r_type: u32,
-    pub sym: u32,
-    pub addend: i64,
+    pub(super) offset: u64,
+    pub(super) r_type: u32,
+    pub(super) sym: u32,
+    pub(super) addend: i64,
 }
 
 impl Rela {
@@ -38,8 +38,8 @@ impl Rela {
 /// image bytes (address in the output, new value).
 #[derive(Default)]
 pub struct Rewritten {
-    pub relas: Vec<Rela>,
-    pub patches: Vec<(OutAddr, u64)>,
+    pub(super) relas: Vec<Rela>,
+    pub(super) patches: Vec<(OutAddr, u64)>,
     /// Relocations relative to the fused table, whose address the layout
     /// decides later (the runtime's one import the merger defines).
     at_table: Vec<usize>,

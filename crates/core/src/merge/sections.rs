@@ -15,16 +15,16 @@ pub const SHDR_SIZE: u64 = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct OutSection {
-    pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
-    pub addr: OutAddr,
-    pub offset: FileOff,
-    pub size: u64,
-    pub link: u32,
-    pub info: u32,
-    pub align: u64,
-    pub entsize: u64,
+    pub(super) name: String,
+    pub(super) sh_type: u32,
+    pub(super) flags: u64,
+    pub(super) addr: OutAddr,
+    pub(super) offset: FileOff,
+    pub(super) size: u64,
+    pub(super) link: u32,
+    pub(super) info: u32,
+    pub(super) align: u64,
+    pub(super) entsize: u64,
 }
 
 /// The null section and the copied images' sections (indices are final:
@@ -175,19 +175,19 @@ pub fn add_new(
 /// Where the non-allocated contents go, after the allocated ones.
 pub struct NonAlloc {
     /// Where each of the debug sections goes.
-    pub debug: Vec<FileOff>,
-    pub sites: FileOff,
-    pub symtab: FileOff,
-    pub symtab_bytes: Vec<u8>,
-    pub strtab: FileOff,
-    pub strtab_bytes: Vec<u8>,
-    pub shstrtab: StrTab,
-    pub shstrndx: usize,
-    pub name_offsets: Vec<u32>,
+    pub(super) debug: Vec<FileOff>,
+    pub(super) sites: FileOff,
+    pub(super) symtab: FileOff,
+    pub(super) symtab_bytes: Vec<u8>,
+    pub(super) strtab: FileOff,
+    pub(super) strtab_bytes: Vec<u8>,
+    pub(super) shstrtab: StrTab,
+    pub(super) shstrndx: usize,
+    pub(super) name_offsets: Vec<u32>,
     /// Offset of the section header table.
-    pub shoff: FileOff,
+    pub(super) shoff: FileOff,
     /// Size of the whole file.
-    pub total: u64,
+    pub(super) total: u64,
 }
 
 /// Add the non-allocated sections (debug info, the lowered sites'

@@ -10,22 +10,22 @@ pub const PHDR_SIZE: u64 = 56;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Phdr {
-    pub p_type: u32,
-    pub flags: u32,
-    pub offset: FileOff,
-    pub vaddr: OutAddr,
-    pub filesz: u64,
-    pub memsz: u64,
-    pub align: u64,
+    pub(super) p_type: u32,
+    pub(super) flags: u32,
+    pub(super) offset: FileOff,
+    pub(super) vaddr: OutAddr,
+    pub(super) filesz: u64,
+    pub(super) memsz: u64,
+    pub(super) align: u64,
 }
 
 /// What the program headers describe besides the inputs' loads.
 pub struct Segments<'a> {
-    pub parts: &'a [Part],
-    pub inputs: &'a Inputs,
-    pub text: Option<Slot>,
-    pub tls: TlsBlock,
-    pub exec_stack: bool,
+    pub(super) parts: &'a [Part],
+    pub(super) inputs: &'a Inputs,
+    pub(super) text: Option<Slot>,
+    pub(super) tls: TlsBlock,
+    pub(super) exec_stack: bool,
 }
 
 impl Segments<'_> {

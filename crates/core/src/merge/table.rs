@@ -17,7 +17,7 @@ enum Target {
 /// The table's bytes and the pointers in it, which relative relocations
 /// fill in wherever the table goes.
 pub struct FusedTable {
-    pub bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// (offset in the table, what it points at)
     pointers: Vec<(u64, Target)>,
 }
@@ -35,11 +35,11 @@ impl FusedTable {
         let mut name_cursor = names_at;
         for (k, (p, pl)) in parts[..n].iter().zip(placements).enumerate() {
             let entry = runtime::TABLE_HEADER_SIZE + runtime::IMAGE_ENTRY_SIZE * k as u64;
-            let flags = if p.reentrant {
+            let flags = if p.fusion.reentrant {
                 runtime::FLAG_REENTRANT
             } else {
                 0
-            } | match p.isolation {
+            } | match p.fusion.isolation {
                 super::Isolation::None => 0,
                 super::Isolation::Stack => runtime::FLAG_ISOLATE_STACK,
             };

@@ -8,9 +8,9 @@ use crate::lower::{self, Dest, SitePlan, SiteRecord};
 
 /// A function of the new code, for `.symtab`.
 pub struct CodeSymbol {
-    pub name: String,
-    pub addr: OutAddr,
-    pub size: u64,
+    pub(super) name: String,
+    pub(super) addr: OutAddr,
+    pub(super) size: u64,
 }
 
 /// The new code to write, sized before it is placed.
@@ -23,12 +23,12 @@ pub struct NewCode<'a> {
 
 /// The new code, encoded at its place.
 pub struct Code {
-    pub bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// Bytes replacing each lowered site's call in the copied images.
-    pub site_patches: Vec<(OutAddr, Vec<u8>)>,
-    pub symbols: Vec<CodeSymbol>,
+    pub(super) site_patches: Vec<(OutAddr, Vec<u8>)>,
+    pub(super) symbols: Vec<CodeSymbol>,
     /// Every RPC site, with its tier, at its fused address.
-    pub records: Vec<SiteRecord>,
+    pub(super) records: Vec<SiteRecord>,
 }
 
 impl NewCode<'_> {

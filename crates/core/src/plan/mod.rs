@@ -371,68 +371,164 @@ pub fn plan_graph(
     previous: Option<&Plan>,
 ) -> Plan {
     let g = &rg.g;
-    let planner = solve::Planner::new(rg);
-    let search = solve::Search {
-        heuristic: options.heuristic_only,
-        ..solve::Search::default()
+    let roots = RootPlanner {
+        rg,
+        planner: solve::Planner::new(rg),
+        search: solve::Search {
+            heuristic: options.heuristic_only,
+            ..solve::Search::default()
+        },
+        // A root's previous group (the first, should a plan name it twice).
+        previous: previous
+            .map(|p| {
+                p.groups
+                    .iter()
+                    .rev()
+                    .map(|x| (x.root.as_str(), x))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        limits,
+        options,
     };
-    // A root's previous group (the first, should a plan name it twice).
-    let previous: BTreeMap<&str, &Group> = previous
-        .map(|p| {
-            p.groups
-                .iter()
-                .rev()
-                .map(|x| (x.root.as_str(), x))
-                .collect()
-        })
-        .unwrap_or_default();
-    // One root's group, its decisions, and its members when it removes
-    // calls (for the edges' status).
-    let plan_root = |root: NodeIndex| {
+    let entries: Vec<NodeIndex> = g.node_indices().filter(|&i| g[i].entry).collect();
+    let mut groups = Vec::with_capacity(entries.len());
+    let mut decisions = Vec::new();
+    let mut fused_in: Vec<BTreeSet<NodeIndex>> = Vec::new();
+    for planned in in_parallel(&entries, |root| roots.plan(root)) {
+        groups.push(planned.group);
+        decisions.extend(planned.decisions);
+        fused_in.extend(planned.removing);
+    }
+    let objective_us = groups.iter().map(|g| g.removed_cost_us).sum();
+    Plan {
+        options: options.clone(),
+        functions: rg.summaries(),
+        edges: plan_edges(rg, &fused_in, options),
+        groups,
+        decisions,
+        objective_us,
+    }
+}
+
+/// What planning one root's group needs, shared by every root.
+struct RootPlanner<'a> {
+    rg: &'a RpcGraph,
+    planner: solve::Planner<'a>,
+    search: solve::Search,
+    previous: BTreeMap<&'a str, &'a Group>,
+    limits: &'a [Limits],
+    options: &'a Options,
+}
+
+/// One root's group and its decisions.
+struct PlannedRoot {
+    group: Group,
+    decisions: Vec<Decision>,
+    /// The group's members when it removes calls (for the edges' status).
+    removing: Option<BTreeSet<NodeIndex>>,
+}
+
+/// The members a root's group gets, and what they remove.
+struct Chosen {
+    members: BTreeSet<NodeIndex>,
+    removed: f64,
+    /// The previous plan's group, kept under the hysteresis.
+    kept: bool,
+}
+
+impl RootPlanner<'_> {
+    fn plan(&self, root: NodeIndex) -> PlannedRoot {
+        let g = &self.rg.g;
         let root_name = &g[root].name;
-        let l = &limits[root.index()];
-        let solved = planner.solve(root, l, &search);
-        let mut members = solved.members.clone();
-        let mut removed = solved.removed_calls;
-        let mut kept = false;
-        if let Some(p) = previous.get(root_name.as_str()) {
-            let old: Option<BTreeSet<_>> =
-                p.members.iter().map(|m| rg.index.get(m).copied()).collect();
-            if let Some(old) = old {
-                let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
-                let old_removed = solve::removed_calls(rg, root, &old);
-                if old != members
-                    && same_domain
-                    && old.contains(&root)
-                    && removed <= old_removed * (1.0 + options.hysteresis)
-                {
-                    members = old;
-                    removed = old_removed;
-                    kept = true;
-                }
-            }
-        }
-        let mut names: Vec<String> = members
+        let solved = self
+            .planner
+            .solve(root, &self.limits[root.index()], &self.search);
+        let chosen = self.keep_previous(root, &solved);
+        let mut names: Vec<String> = chosen
+            .members
             .iter()
             .filter(|&&m| m != root)
             .map(|&m| g[m].name.clone())
             .collect();
         names.sort();
         names.insert(0, root_name.clone());
+        let decisions = self.decisions(root, &solved, &chosen);
+        let Chosen {
+            members,
+            removed,
+            kept,
+        } = chosen;
+        let group = Group {
+            root: root_name.clone(),
+            image_bytes: members.iter().map(|&m| g[m].image_bytes).sum::<u64>()
+                + solve::RUNTIME_BYTES,
+            cpu: members.iter().map(|&m| g[m].cpu).sum(),
+            members: names,
+            removed_calls: removed,
+            removed_cost_us: removed * self.options.rpc_cost_us,
+            exact: solved.exact,
+            kept_from_previous: kept,
+        };
+        PlannedRoot {
+            group,
+            decisions,
+            removing: (removed > 0.0).then_some(members),
+        }
+    }
+
+    /// The root's previous group instead of the solved one, when it is
+    /// still valid (one trust domain, the root in it) and the new one
+    /// removes at most the hysteresis more.
+    fn keep_previous(&self, root: NodeIndex, solved: &solve::Solved) -> Chosen {
+        let (rg, g) = (self.rg, &self.rg.g);
+        let solved_choice = Chosen {
+            members: solved.members.clone(),
+            removed: solved.removed_calls,
+            kept: false,
+        };
+        let Some(p) = self.previous.get(g[root].name.as_str()) else {
+            return solved_choice;
+        };
+        let old: Option<BTreeSet<_>> = p.members.iter().map(|m| rg.index.get(m).copied()).collect();
+        let Some(old) = old else {
+            return solved_choice;
+        };
+        let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
+        let old_removed = solve::removed_calls(rg, root, &old);
+        if old != solved.members
+            && same_domain
+            && old.contains(&root)
+            && solved.removed_calls <= old_removed * (1.0 + self.options.hysteresis)
+        {
+            Chosen {
+                members: old,
+                removed: old_removed,
+                kept: true,
+            }
+        } else {
+            solved_choice
+        }
+    }
+
+    /// Why each candidate of `root`'s group is fused or not.
+    fn decisions(&self, root: NodeIndex, solved: &solve::Solved, chosen: &Chosen) -> Vec<Decision> {
+        let g = &self.rg.g;
+        let options = self.options;
         let kept_marginal;
-        let marginal = if kept {
-            kept_marginal = solve::marginals(rg, root, &members);
+        let marginal = if chosen.kept {
+            kept_marginal = solve::marginals(self.rg, root, &chosen.members);
             &kept_marginal
         } else {
             &solved.marginal
         };
         let mut decisions = Vec::with_capacity(solved.verdicts.len());
         for (&c, v) in &solved.verdicts {
-            let fused = members.contains(&c);
-            let reason = if kept && (fused != (*v == Verdict::Fused)) {
+            let fused = chosen.members.contains(&c);
+            let reason = if chosen.kept && (fused != (*v == Verdict::Fused)) {
                 format!(
                     "kept as in the previous plan: the new grouping would remove at most {:.0}% more RPC cost (hysteresis {:.0}%)",
-                    100.0 * (solved.removed_calls / removed.max(1e-9) - 1.0),
+                    100.0 * (solved.removed_calls / chosen.removed.max(1e-9) - 1.0),
                     100.0 * options.hysteresis
                 )
             } else {
@@ -457,34 +553,20 @@ pub fn plan_graph(
                 }
             };
             decisions.push(Decision {
-                root: root_name.clone(),
+                root: g[root].name.clone(),
                 function: g[c].name.clone(),
                 fused,
                 reason,
             });
         }
-        let group = Group {
-            root: root_name.clone(),
-            image_bytes: members.iter().map(|&m| g[m].image_bytes).sum::<u64>()
-                + solve::RUNTIME_BYTES,
-            cpu: members.iter().map(|&m| g[m].cpu).sum(),
-            members: names,
-            removed_calls: removed,
-            removed_cost_us: removed * options.rpc_cost_us,
-            exact: solved.exact,
-            kept_from_previous: kept,
-        };
-        (group, decisions, (removed > 0.0).then_some(members))
-    };
-    let roots: Vec<NodeIndex> = g.node_indices().filter(|&i| g[i].entry).collect();
-    let mut groups = Vec::with_capacity(roots.len());
-    let mut decisions = Vec::new();
-    let mut fused_in: Vec<BTreeSet<NodeIndex>> = Vec::new();
-    for (group, d, fused) in in_parallel(&roots, plan_root) {
-        groups.push(group);
-        decisions.extend(d);
-        fused_in.extend(fused);
+        decisions
     }
+}
+
+/// Every edge of the graph with its status: fused when some group that
+/// removes calls (`fused_in`) holds both ends, else cold or an RPC.
+fn plan_edges(rg: &RpcGraph, fused_in: &[BTreeSet<NodeIndex>], options: &Options) -> Vec<PlanEdge> {
+    let g = &rg.g;
     // The groups (that remove calls) each function is in.
     let mut groups_of: Vec<Vec<usize>> = vec![Vec::new(); g.node_count()];
     for (k, m) in fused_in.iter().enumerate() {
@@ -520,15 +602,7 @@ pub fn plan_graph(
         })
         .collect();
     edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
-    let objective_us = groups.iter().map(|g| g.removed_cost_us).sum();
-    Plan {
-        options: options.clone(),
-        functions: rg.summaries(),
-        edges,
-        groups,
-        decisions,
-        objective_us,
-    }
+    edges
 }
 
 /// `f` of every item, in order, on every core (`FAASFUSE_THREADS=N` to

@@ -31,6 +31,7 @@
 //!   branches and straight-line traces with a skewed, long-tailed hotness.
 
 use std::collections::HashMap;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -207,16 +208,70 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
             cmdline,
         },
     )?;
-    let mut images = Vec::new();
-    // bases[p][lib]
-    let mut bases = Vec::new();
     let mut time = 1_000_000_000u64;
+    let mapped = map_libraries(&mut w, &libs, procs, time)?;
+    let mut sampler = Sampler {
+        branches: &branches,
+        bases: &mapped.bases,
+        procs,
+        // (count, mispredicted) per process and branch, for the truth file.
+        counts: if a.truth.is_some() {
+            vec![(0u64, 0u64); procs as usize * branches.len()]
+        } else {
+            Vec::new()
+        },
+        total: 0,
+    };
+    let limit = a.size_mb << 20;
+    while w.bytes() < limit {
+        time += 1000;
+        sampler.write_sample(&mut w, &mut draw, &mut rng, time)?;
+    }
+    let samples = w.samples();
+    let size = w.finish()?;
+    let total = sampler.total;
+    if let Some(t) = &a.truth {
+        Truth {
+            every: MAX_BRANCHES as u64,
+            taken_branches: total,
+            samples,
+            images: mapped.images,
+            branches: sampler.counted(),
+        }
+        .write(t)?;
+    }
+    eprintln!(
+        "faasfuse: wrote {samples} samples ({total} branches over {} static sites) in {size} bytes to {} in {:.1} s",
+        branches.len(),
+        a.output.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Where the libraries are mapped in each process.
+struct Mapped {
+    images: Vec<ImageInfo>,
+    /// bases[process][library]
+    bases: Vec<Vec<u64>>,
+}
+
+/// Start `procs` processes at `time`, each mapping every library's
+/// executable segments at its own base.
+fn map_libraries<W: Write + Seek>(
+    w: &mut PerfDataWriter<W>,
+    libs: &[Lib],
+    procs: u32,
+    time: u64,
+) -> Result<Mapped> {
+    let mut images = Vec::new();
+    let mut bases = Vec::new();
     for p in 0..procs {
         let pid = 100_000 + p;
         w.comm(pid, pid, "faasfuse", time)?;
         let mut base = 0x7f00_0000_0000u64 + u64::from(p) * 0x10_0000_0000;
         let mut row = Vec::new();
-        for lib in &libs {
+        for lib in libs {
             for &(vaddr, memsz, off) in &lib.exec {
                 let start = base + (vaddr & !0xfff);
                 let end = (base + vaddr + memsz + 0xfff) & !0xfff;
@@ -244,30 +299,43 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         }
         bases.push(row);
     }
-    let limit = a.size_mb << 20;
-    // (count, mispredicted) per process and branch, for the truth file.
-    let mut counts = if a.truth.is_some() {
-        vec![(0u64, 0u64); procs as usize * branches.len()]
-    } else {
-        Vec::new()
-    };
-    let mut stack = Vec::with_capacity(MAX_BRANCHES);
-    let n = branches.len() as f64;
-    let mut total = 0u64;
-    while w.bytes() < limit {
-        time += 1000;
-        let p = (rng.next() % u64::from(procs)) as u32;
+    Ok(Mapped { images, bases })
+}
+
+/// Draws branch stacks and counts what it drew.
+struct Sampler<'a> {
+    branches: &'a [StaticBranch],
+    bases: &'a [Vec<u64>],
+    procs: u32,
+    /// (count, mispredicted) per process and branch; empty when not kept.
+    counts: Vec<(u64, u64)>,
+    /// Branches drawn.
+    total: u64,
+}
+
+impl Sampler<'_> {
+    /// One sample of a full branch stack, in a random process and thread.
+    fn write_sample(
+        &mut self,
+        w: &mut PerfDataWriter<impl Write + Seek>,
+        draw: &mut Draw,
+        rng: &mut Rng,
+        time: u64,
+    ) -> Result<()> {
+        let branches = self.branches;
+        let p = (rng.next() % u64::from(self.procs)) as u32;
         let pid = 100_000 + p;
         let tid = pid + 0x10000 * (rng.next() % 2) as u32;
-        stack.clear();
+        let n = branches.len() as f64;
+        let mut stack = Vec::with_capacity(MAX_BRANCHES);
         for _ in 0..MAX_BRANCHES {
-            let i = match &mut draw {
+            let i = match &mut *draw {
                 // Skewed: a few branches are very hot, most are cold.
                 Draw::Toy => ((rng.unit().powi(4)) * n) as usize,
-                Draw::Walks(w) => w.next(&branches, &mut rng),
+                Draw::Walks(w) => w.next(branches, rng),
             };
             let b = &branches[i];
-            let base = bases[p as usize][b.lib];
+            let base = self.bases[p as usize][b.lib];
             let r = rng.next();
             let e = BranchEntry {
                 from: base + b.from,
@@ -275,7 +343,7 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
                 mispred: r & 15 == 0,
                 cycles: ((r >> 8) % 64 + 1) as u16,
             };
-            if let Some(c) = counts.get_mut(p as usize * branches.len() + i) {
+            if let Some(c) = self.counts.get_mut(p as usize * branches.len() + i) {
                 c.0 += 1;
                 c.1 += u64::from(e.mispred);
             }
@@ -285,44 +353,30 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
         if matches!(draw, Draw::Walks(_)) {
             stack.reverse();
         }
-        total += MAX_BRANCHES as u64;
-        w.sample(pid, tid, stack[0].to, time, MAX_BRANCHES as u64, &stack)?;
+        self.total += MAX_BRANCHES as u64;
+        w.sample(pid, tid, stack[0].to, time, MAX_BRANCHES as u64, &stack)
     }
-    let samples = w.samples();
-    let size = w.finish()?;
-    if let Some(t) = &a.truth {
-        // Merge by address, as a reader would (a library listed twice).
+
+    /// The counts by process and address, merged as a reader would (a
+    /// library listed twice).
+    fn counted(&self) -> Vec<BranchCount> {
+        let branches = self.branches;
         let mut merged: HashMap<(u32, u64, u64), (u64, u64)> = HashMap::new();
-        for (k, &(count, mispred)) in counts.iter().enumerate() {
+        for (k, &(count, mispred)) in self.counts.iter().enumerate() {
             if count == 0 {
                 continue;
             }
             let p = (k / branches.len()) as u32;
             let b = &branches[k % branches.len()];
-            let base = bases[p as usize][b.lib];
+            let base = self.bases[p as usize][b.lib];
             let e = merged
                 .entry((100_000 + p, base + b.from, base + b.to))
                 .or_default();
             e.0 += count;
             e.1 += mispred;
         }
-        let list = BranchCount::sorted(&merged);
-        Truth {
-            every: MAX_BRANCHES as u64,
-            taken_branches: total,
-            samples,
-            images,
-            branches: list,
-        }
-        .write(t)?;
+        BranchCount::sorted(&merged)
     }
-    eprintln!(
-        "faasfuse: wrote {samples} samples ({total} branches over {} static sites) in {size} bytes to {} in {:.1} s",
-        branches.len(),
-        a.output.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
 /// How the entries of a stack are chosen.

@@ -823,22 +823,7 @@ impl Recorder<'_> {
             }
             let tid = tid as u32;
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-                self.flush(tid)?;
-                self.threads.remove(&tid);
-                if self.procs.contains_key(&tid) {
-                    self.procs.remove(&tid);
-                }
-                if self.roots.contains(&tid) && libc::WIFSIGNALED(status) {
-                    self.failures.push(format!(
-                        "process {tid} killed by signal {}",
-                        libc::WTERMSIG(status)
-                    ));
-                } else if self.roots.contains(&tid) && libc::WEXITSTATUS(status) != 0 {
-                    self.failures.push(format!(
-                        "process {tid} exited with {}",
-                        libc::WEXITSTATUS(status)
-                    ));
-                }
+                self.on_exit(tid, status)?;
                 continue;
             }
             if !libc::WIFSTOPPED(status) {
@@ -854,87 +839,120 @@ impl Recorder<'_> {
                 let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, PTRACE_OPTIONS as usize);
             }
             let tgid = self.thread(tid).tgid;
-            if sig == libc::SIGTRAP && event != 0 {
-                let mut msg: libc::c_ulong = 0;
-                let _ = ptrace(
-                    libc::PTRACE_GETEVENTMSG,
-                    tid,
-                    0,
-                    &mut msg as *mut _ as usize,
-                );
-                let new = msg as u32;
-                match event {
-                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
-                        self.threads
-                            .entry(new)
-                            .or_insert_with(|| Thread::new(new))
-                            .tgid = new;
-                        self.on_fork(tgid, new, event == libc::PTRACE_EVENT_VFORK)?;
-                    }
-                    libc::PTRACE_EVENT_CLONE => {
-                        self.threads
-                            .entry(new)
-                            .or_insert_with(|| Thread::new(tgid))
-                            .tgid = tgid;
-                    }
-                    libc::PTRACE_EVENT_EXEC => {
-                        // A new program: no breakpoints, a new memory.
-                        self.procs.remove(&tgid);
-                        for t in self.threads.values_mut() {
-                            if t.tgid == tgid {
-                                t.stepping = None;
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                self.resume(tid, 0);
-                continue;
+            match sig {
+                libc::SIGTRAP if event != 0 => self.on_event(tid, tgid, event)?,
+                libc::SIGTRAP => self.on_trap(tid, tgid, first)?,
+                libc::SIGSTOP => self.on_stop(tid, tgid)?,
+                _ => self.resume(tid, sig),
             }
-            if sig == libc::SIGTRAP {
-                if let Some(at) = self.thread(tid).stepping.take() {
-                    self.on_stepped(tid, tgid, at)?;
-                    continue;
-                }
-                if self.thread(tid).step_all {
-                    self.on_step(tid, tgid)?;
-                    self.resume(tid, 0);
-                    continue;
-                }
-                let regs = match get_regs(tid) {
-                    Ok(r) => r,
-                    Err(_) => continue,
-                };
-                if self.on_site(tid, tgid, regs)? {
-                    continue;
-                }
-                // The first exec stop of a command (PTRACE_TRACEME), or a
-                // trap of the program's own.
-                if first {
-                    self.resume(tid, 0);
-                } else {
-                    self.resume(tid, sig);
-                }
-                continue;
-            }
-            if sig == libc::SIGSTOP {
-                // SAFETY: siginfo_t is plain old data.
-                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                let hook = ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut info as *mut _ as usize)
-                    .is_ok()
-                    && info.si_code == libc::SI_TKILL
-                    // SAFETY: si_pid is valid for SI_TKILL.
-                    && unsafe { info.si_pid() } as u32 == tgid;
-                if hook && !self.procs.get(&tgid).is_some_and(|p| p.armed) {
-                    self.arm(tgid)
-                        .with_context(|| format!("arming process {tgid}"))?;
-                }
-                // Our stop (or the stop of a new tracee): swallow it.
-                self.resume(tid, 0);
-                continue;
-            }
-            self.resume(tid, sig);
         }
+    }
+
+    /// A thread ended: write what it recorded; a command that failed is
+    /// a failure.
+    fn on_exit(&mut self, tid: u32, status: i32) -> Result<()> {
+        self.flush(tid)?;
+        self.threads.remove(&tid);
+        if self.procs.contains_key(&tid) {
+            self.procs.remove(&tid);
+        }
+        if self.roots.contains(&tid) && libc::WIFSIGNALED(status) {
+            self.failures.push(format!(
+                "process {tid} killed by signal {}",
+                libc::WTERMSIG(status)
+            ));
+        } else if self.roots.contains(&tid) && libc::WEXITSTATUS(status) != 0 {
+            self.failures.push(format!(
+                "process {tid} exited with {}",
+                libc::WEXITSTATUS(status)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A ptrace event stop: a fork, a clone or an exec.
+    fn on_event(&mut self, tid: u32, tgid: u32, event: i32) -> Result<()> {
+        let mut msg: libc::c_ulong = 0;
+        let _ = ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            0,
+            &mut msg as *mut _ as usize,
+        );
+        let new = msg as u32;
+        match event {
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                self.threads
+                    .entry(new)
+                    .or_insert_with(|| Thread::new(new))
+                    .tgid = new;
+                self.on_fork(tgid, new, event == libc::PTRACE_EVENT_VFORK)?;
+            }
+            libc::PTRACE_EVENT_CLONE => {
+                self.threads
+                    .entry(new)
+                    .or_insert_with(|| Thread::new(tgid))
+                    .tgid = tgid;
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                // A new program: no breakpoints, a new memory.
+                self.procs.remove(&tgid);
+                for t in self.threads.values_mut() {
+                    if t.tgid == tgid {
+                        t.stepping = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.resume(tid, 0);
+        Ok(())
+    }
+
+    /// A `SIGTRAP`: a single step done, a breakpoint at a site, or a trap
+    /// that is not ours (`first`: the thread's first stop).
+    fn on_trap(&mut self, tid: u32, tgid: u32, first: bool) -> Result<()> {
+        if let Some(at) = self.thread(tid).stepping.take() {
+            return self.on_stepped(tid, tgid, at);
+        }
+        if self.thread(tid).step_all {
+            self.on_step(tid, tgid)?;
+            self.resume(tid, 0);
+            return Ok(());
+        }
+        let Ok(regs) = get_regs(tid) else {
+            return Ok(());
+        };
+        if self.on_site(tid, tgid, regs)? {
+            return Ok(());
+        }
+        // The first exec stop of a command (PTRACE_TRACEME), or a
+        // trap of the program's own.
+        if first {
+            self.resume(tid, 0);
+        } else {
+            self.resume(tid, libc::SIGTRAP);
+        }
+        Ok(())
+    }
+
+    /// A `SIGSTOP`: the hook asking to arm its process, or the stop of a
+    /// new tracee.
+    fn on_stop(&mut self, tid: u32, tgid: u32) -> Result<()> {
+        // SAFETY: siginfo_t is plain old data.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let hook = ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut info as *mut _ as usize)
+            .is_ok()
+            && info.si_code == libc::SI_TKILL
+            // SAFETY: si_pid is valid for SI_TKILL.
+            && unsafe { info.si_pid() } as u32 == tgid;
+        if hook && !self.procs.get(&tgid).is_some_and(|p| p.armed) {
+            self.arm(tgid)
+                .with_context(|| format!("arming process {tgid}"))?;
+        }
+        // Our stop (or the stop of a new tracee): swallow it.
+        self.resume(tid, 0);
+        Ok(())
     }
 }
 
