@@ -174,3 +174,62 @@ fn duplicate_function_names_are_rejected() {
     let b = format!("Foo={}", bar.display());
     assert_rejected(&["run", &a, &b, "--", "Foo", "x"], &bar, "already served");
 }
+
+/// A symbol-less `R_X86_64_DTPMOD64` needs the word after its own (the
+/// module-local TLS offset) in the file: a library whose word lies past its
+/// segment's file bytes is refused naming it, not an internal error (found
+/// by the `elf-merge` fuzz target: one relocation type byte changed).
+#[test]
+fn module_local_tls_relocation_without_its_offset_word_is_refused() {
+    use object::read::elf::{ElfFile64, ProgramHeader, SectionHeader};
+    use object::{elf, LittleEndian as LE};
+    let w = workflow("hello");
+    let lib = fixtures().join("default/libbar.so");
+    let mut bytes = std::fs::read(&lib).unwrap();
+    let e = LE;
+    let at = {
+        let file = ElfFile64::<LE>::parse(&bytes[..]).unwrap();
+        let file_end = |va: u64| {
+            file.elf_program_headers().iter().any(|p| {
+                p.p_type(e) == elf::PT_LOAD
+                    && va >= p.p_vaddr(e)
+                    && va < p.p_vaddr(e) + p.p_filesz(e)
+                    && va + 16 > p.p_vaddr(e) + p.p_filesz(e)
+            })
+        };
+        let rela = file
+            .elf_section_table()
+            .iter()
+            .find(|s| {
+                s.sh_type(e) == elf::SHT_RELA && s.sh_flags(e) & u64::from(elf::SHF_ALLOC) != 0
+            })
+            .expect("a .rela.dyn");
+        let (off, size) = (rela.sh_offset(e) as usize, rela.sh_size(e) as usize);
+        (off..off + size)
+            .step_by(24)
+            .find(|&r| {
+                let word = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+                word(r + 8) == u64::from(elf::R_X86_64_RELATIVE) && file_end(word(r))
+            })
+            .expect("a relative relocation of a word the segment's file bytes end just after")
+    };
+    bytes[at + 8] = elf::R_X86_64_DTPMOD64 as u8;
+    let bad = scratch("dtpmod-past-file.so");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = scratch("dtpmod-past-file.fused.so");
+    let foo = fixtures()
+        .join("default")
+        .join(&w.functions.iter().find(|(n, _)| n == "Foo").unwrap().1);
+    assert_rejected(
+        &[
+            "merge",
+            &format!("Foo={}", foo.display()),
+            &format!("Bar={}", bad.display()),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &bad,
+        "must be in the file",
+    );
+    assert!(!out.exists(), "no output");
+}

@@ -156,7 +156,15 @@ pub fn rewrite(
                     // The module-local offset word follows the module id.
                     let next = r.offset + 8;
                     if !reloc_at.contains(&next) {
-                        let word = part.word_at(next).unwrap_or(0);
+                        let Some(word) = part.word_at(next) else {
+                            bail!(InputError::new(
+                                &part.path,
+                                format!(
+                                    "R_X86_64_DTPMOD64 at {:#x} has no symbol, so its TLS offset word at {next:#x} must be in the file, and it is not",
+                                    r.offset
+                                ),
+                            ));
+                        };
                         out.patches
                             .push((OutAddr(next + disp), word.wrapping_add(tls_x)));
                     }
