@@ -1,4 +1,4 @@
-//! Each input library is opened and parsed once per command, however many
+//! Each input is opened and parsed once per command, however many
 //! stages use it: `build` (the plan's static edges, every group's merge)
 //! and `merge --profile` of a perf.data (the profile's image matching, the
 //! planner, the merge). The oracle is the kernel's: `strace` counts the
@@ -128,6 +128,13 @@ fn merge_with_a_perf_profile_opens_each_library_once() {
     let log = traced("merge", &args);
     assert!(out.exists());
     assert_eq!(opens(&log, &libs), vec![1, 1], "{libs:?}");
+    // The profile too: its first bytes tell a perf.data from text, and the
+    // reader goes on from the same open file.
+    assert_eq!(
+        opens(&log, std::slice::from_ref(&data)),
+        vec![1],
+        "{data:?}"
+    );
 }
 
 /// The counter itself sees a second open: `inspect` twice in one shell.

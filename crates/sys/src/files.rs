@@ -49,6 +49,27 @@ pub fn input_like(meta: &Metadata) -> Option<PathBuf> {
     })
 }
 
+/// Inputs opened to tell what they hold (their first bytes read), kept
+/// open for the reader that follows: each is opened once per command.
+static KEPT: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+
+/// Keep `file`, opened as `path`, for [`take_kept`].
+pub fn keep_open(path: &Path, file: File) {
+    if let Ok(mut v) = KEPT.lock() {
+        v.push((path.to_path_buf(), file));
+    }
+}
+
+/// The file [`keep_open`] kept for `path`, read from its start again.
+pub fn take_kept(path: &Path) -> Option<File> {
+    use std::io::{Seek, SeekFrom};
+    let mut v = KEPT.lock().ok()?;
+    let i = v.iter().position(|(p, _)| p == path)?;
+    let (_, mut f) = v.swap_remove(i);
+    f.seek(SeekFrom::Start(0)).ok()?;
+    Some(f)
+}
+
 /// What kind of non-regular file `meta` is, for messages.
 pub fn kind_of(meta: &Metadata) -> &'static str {
     let t = meta.file_type();

@@ -97,6 +97,8 @@ pub fn read_content(path: &Path) -> Result<Content> {
         return Err(InputError::new(path, "empty file: no profile in it").into());
     }
     if perfdata::is_perf_data(&head[..n]) {
+        // The reader that follows reads it from this open file.
+        crate::files::keep_open(path, f.into_inner());
         return Ok(Content::PerfData);
     }
     if len > crate::files::MAX_TEXT_BYTES {

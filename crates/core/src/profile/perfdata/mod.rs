@@ -46,7 +46,10 @@ pub fn is_perf_data(bytes: &[u8]) -> bool {
 /// Open `path` and read its header; events come from the result in time
 /// order.
 pub fn open(path: &Path, lenient: bool) -> Result<Ordered<File>> {
-    let (mut f, _) = crate::files::open_regular(path, u64::MAX, "a perf.data")?;
+    let mut f = match crate::files::take_kept(path) {
+        Some(f) => f,
+        None => crate::files::open_regular(path, u64::MAX, "a perf.data")?.0,
+    };
     let len = f
         .metadata()
         .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?
