@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # perf.data ingestion: faasfuse against perf2bolt-16 on the same LBR
-# profiles of SIZE_MB megabytes (default 1100), two datasets:
+# profiles of SIZE_MB megabytes (default 1100), three datasets:
 #   - toy: the chain workflow's four libraries, `faasfuse-testkit gen-lbr` (four
 #     processes, independent entries over ~100 branch sites: a table that
 #     never grows);
-#   - diverse: one 11 MB branchy synthetic library
+#   - diverse: one 11.7 MB branchy synthetic library
 #     (`benches/gen/biglib.py BigA - 10 DIR branchy`, 1.1 million branch
 #     sites), `faasfuse-testkit gen-lbr --mode diverse` (four processes, Zipf-distributed
-#     walks: 1.1 million distinct branches, 8.8 million distinct traces);
-#   - diverse-big: the same over a 113 MB library (100 MB of code, 11
-#     million sites): 7.5 million distinct branches, 18 million traces
+#     walks: 1.1 million distinct branches, 8.4 million distinct traces);
+#   - diverse-big: the same over a 117 MB library (100 MB of code, 11
+#     million sites): 7.5 million distinct branches, 17 million traces
 #     (perf2bolt-16 runs out of memory on it with 23 GB).
 # Each run is repeated REPS times (default 3; perf2bolt on the diverse
 # profiles P2B_REPS times, default REPS), every tool once per round and the
