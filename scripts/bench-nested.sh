@@ -10,7 +10,8 @@
 # and spread (min-max) over the repeats, and ratios of medians.
 #
 # Usage: [REPS=5] scripts/bench-nested.sh [REPEAT]    (default 200 requests per point)
-# Writes out/bench/nested.csv (one row per mode and repeat).
+# Writes out/bench/nested.csv (one row per mode and repeat), nested-insns.csv
+# and nested-insns-functions.csv (instructions per call, by function).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT="${1:-200}"
@@ -76,6 +77,39 @@ if command -v valgrind > /dev/null; then
   done
   a=$(insns "${DIRECT[0]}" 2000); b=$(insns "${DIRECT[0]}" 0)
   echo "direct-c-call,$(( (a - b) / 2000 ))" >> "$OUT/nested-insns.csv"
+  # Where a call's instructions go: callgrind's count per function with N
+  # calls minus with 0, over N (functions at 1 or more per call).
+  rm -f "$OUT/nested-insns-functions.csv"
+  echo "mode,function,instructions_per_nested_call" > "$OUT/nested-insns-functions.csv"
+  per_function() { # mode deploy
+    local n
+    for n in 2000 0; do
+      valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$n" "$FF" run "$2" -- BenchCaller "$n" \
+        > /dev/null 2>&1
+      callgrind_annotate --auto=no --threshold=100 "$OUT/callgrind.$n" > "$OUT/callgrind.$n.txt"
+    done
+    python3 - "$1" "$OUT/callgrind.2000.txt" "$OUT/callgrind.0.txt" >> "$OUT/nested-insns-functions.csv" <<'PY'
+import re, sys
+def counts(path):
+    c = {}
+    for line in open(path):
+        m = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?:\S+)", line)
+        if m and ":" in m.group(2):
+            fn = m.group(2).split(":", 1)[1].split(" [")[0]
+            c[fn] = c.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return c
+a, b = counts(sys.argv[2]), counts(sys.argv[3])
+for fn in sorted(a, key=lambda f: -(a[f] - b.get(f, 0))):
+    per = (a[fn] - b.get(fn, 0)) / 2000
+    if per >= 1:
+        print(f'{sys.argv[1]},"{fn}",{per:.1f}')
+PY
+    rm -f "$OUT"/callgrind.*
+  }
+  if command -v callgrind_annotate > /dev/null; then
+    per_function fused-tier2 "BenchCaller=$OUT/libbenchcaller.fused-direct.so"
+    per_function direct-c-call "${DIRECT[0]}"
+  fi
 fi
 
 python3 - "$OUT/nested.csv" <<'PY'
@@ -101,6 +135,12 @@ if ins:
     print(f'\n{"mode":<20} {"instructions per nested call":>30}')
     for r in ins:
         print(f'{r["mode"]:<20} {r["instructions_per_nested_call"]:>30}')
+import os
+fns = sys.argv[1].replace("nested.csv", "nested-insns-functions.csv")
+if os.path.exists(fns):
+    print("\ninstructions per nested call, by function (callgrind):")
+    for r in csv.DictReader(open(fns)):
+        print(f'{r["mode"]:<20} {r["instructions_per_nested_call"]:>8}  {r["function"]}')
 PY
 python3 - "$OUT/nested.csv" > "$OUT/nested-plot.csv" <<'PY'
 import csv, sys

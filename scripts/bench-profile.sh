@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # perf.data ingestion: faasfuse against perf2bolt-16 on the same LBR
-# profiles of SIZE_MB megabytes (default 1100), two datasets:
+# profiles of SIZE_MB megabytes (default 1100), three datasets:
 #   - toy: the chain workflow's four libraries, `faasfuse-testkit gen-lbr` (four
 #     processes, independent entries over ~100 branch sites: a table that
 #     never grows);
-#   - diverse: one 11 MB branchy synthetic library
+#   - diverse: one 11.7 MB branchy synthetic library
 #     (`benches/gen/biglib.py BigA - 10 DIR branchy`, 1.1 million branch
 #     sites), `faasfuse-testkit gen-lbr --mode diverse` (four processes, Zipf-distributed
-#     walks: 1.1 million distinct branches, 8.8 million distinct traces);
-#   - diverse-big: the same over a 113 MB library (100 MB of code, 11
-#     million sites): 7.5 million distinct branches, 18 million traces
+#     walks: 1.1 million distinct branches, 8.4 million distinct traces);
+#   - diverse-big: the same over a 117 MB library (100 MB of code, 11
+#     million sites): 7.5 million distinct branches, 17 million traces
 #     (perf2bolt-16 runs out of memory on it with 23 GB).
 # Each run is repeated REPS times (default 3; perf2bolt on the diverse
-# profiles P2B_REPS times, default REPS), reporting the median and the
-# spread (min-max) of wall time, throughput and peak RSS of
+# profiles P2B_REPS times, default REPS), every tool once per round and the
+# rounds in turn, reporting the median and the spread (min-max) of wall
+# time, throughput and peak RSS of
 #   - faasfuse profile: every library in one pass (JSON profile and .fdata);
 #   - faasfuse profile --fdata-dir with one library (what perf2bolt does);
 #   - perf2bolt-16 with one library (it reads one binary per run);
@@ -37,9 +38,9 @@ FF=$TARGET/release/faasfuse
 TK=$TARGET/release/faasfuse-testkit
 PERF2BOLT=/usr/lib/llvm-16/bin/perf2bolt
 
-measure() { # dataset label images reps command...
-  local ds="$1" label="$2" images="$3" reps="$4"; shift 4
-  for rep in $(seq 1 "$reps"); do
+measure() { # dataset label images rep command... : one run, round `rep`
+  local ds="$1" label="$2" images="$3" rep="$4"; shift 4
+  {
     cat "$DATA" > /dev/null # same warm page cache for every tool
     if ! /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" > "$OUT/$ds-$label.log" 2>&1; then
       echo "$ds $label: failed ($(head -1 "$OUT/time.txt"); $(tail -1 "$OUT/time.txt") s and KB)" >&2
@@ -49,7 +50,7 @@ measure() { # dataset label images reps command...
     read -r secs rss < <(tail -1 "$OUT/time.txt")
     python3 -c "import sys; s=max(float(sys.argv[3]), 0.01); print(f'{sys.argv[1]},{sys.argv[2]},{sys.argv[4]},{sys.argv[6]},{sys.argv[5]},{s:.2f},{int(sys.argv[5])/1e6/s:.1f},{sys.argv[7]}')" \
       "$ds" "$label" "$secs" "$images" "$BYTES" "$rep" "$rss" >> "$CSV"
-  done
+  }
 }
 
 check_fdata() { # ours theirs
@@ -94,18 +95,23 @@ for ds in $DATASETS; do
   for l in "${LIBS[@]}"; do LIBARGS+=(--lib "$l"); done
   ONE=${LIBS[0]%%=*}
   ONE_SO=${LIBS[0]#*=}
-  measure "$ds" faasfuse-all "${#LIBS[@]}" "$REPS" "$FF" profile "$DATA" "${LIBARGS[@]}" -o "$OUT/$ds-profile.json" --fdata-dir "$OUT/$ds-fdata"
-  measure "$ds" faasfuse-one 1 "$REPS" "$FF" profile "$DATA" --lib "${LIBS[0]}" --fdata-dir "$OUT/$ds-fdata-one"
-  measure "$ds" faasfuse-one-1thread 1 "$REPS" env FAASFUSE_THREADS=1 "$FF" profile "$DATA" --lib "${LIBS[0]}" --fdata-dir "$OUT/$ds-fdata-one"
-  if [ -x "$PERF2BOLT" ]; then
-    reps=$REPS
-    [ "$ds" != toy ] && reps=$P2B_REPS
-    rm -f "$OUT/$ds.perf2bolt.fdata"
-    if measure "$ds" perf2bolt-one 1 "$reps" "$PERF2BOLT" "$ONE_SO" -p "$DATA" -o "$OUT/$ds.perf2bolt.fdata"; then
-      check_fdata "$OUT/$ds-fdata-one/$ONE.fdata" "$OUT/$ds.perf2bolt.fdata"
+  p2b_reps=$REPS
+  [ "$ds" != toy ] && p2b_reps=$P2B_REPS
+  [ -x "$PERF2BOLT" ] || { p2b_reps=0; echo "perf2bolt-16 not installed (Debian bolt-16): faasfuse only" >&2; }
+  rm -f "$OUT/$ds.perf2bolt.fdata"
+  p2b_ok=1
+  # Every tool once per round, the rounds in turn, so that each sees the
+  # same machine (a drift in its speed hits every tool alike).
+  for rep in $(seq 1 "$REPS"); do
+    measure "$ds" faasfuse-all "${#LIBS[@]}" "$rep" "$FF" profile "$DATA" "${LIBARGS[@]}" -o "$OUT/$ds-profile.json" --fdata-dir "$OUT/$ds-fdata"
+    measure "$ds" faasfuse-one 1 "$rep" "$FF" profile "$DATA" --lib "${LIBS[0]}" --fdata-dir "$OUT/$ds-fdata-one"
+    measure "$ds" faasfuse-one-1thread 1 "$rep" env FAASFUSE_THREADS=1 "$FF" profile "$DATA" --lib "${LIBS[0]}" --fdata-dir "$OUT/$ds-fdata-one"
+    if [ "$rep" -le "$p2b_reps" ] && [ "$p2b_ok" = 1 ]; then
+      measure "$ds" perf2bolt-one 1 "$rep" "$PERF2BOLT" "$ONE_SO" -p "$DATA" -o "$OUT/$ds.perf2bolt.fdata" || p2b_ok=0
     fi
-  else
-    echo "perf2bolt-16 not installed (Debian bolt-16): faasfuse only" >&2
+  done
+  if [ "$p2b_reps" -gt 0 ] && [ "$p2b_ok" = 1 ]; then
+    check_fdata "$OUT/$ds-fdata-one/$ONE.fdata" "$OUT/$ds.perf2bolt.fdata"
   fi
 done
 
