@@ -12,9 +12,15 @@ const K: u64 = 0x517c_c1b7_2722_0a95;
 
 impl Hasher for WordHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        let words = bytes.chunks_exact(8);
+        let rest = words.remainder();
+        for w in words {
+            self.write_u64(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        if !rest.is_empty() {
+            // The last word, zero-padded (as a whole word would be).
             let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
+            w[..rest.len()].copy_from_slice(rest);
             self.write_u64(u64::from_le_bytes(w));
         }
     }

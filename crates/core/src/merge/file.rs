@@ -38,6 +38,8 @@ pub fn copy_inputs(copies: &[Copy], out: &File, path: &Path) -> anyhow::Result<(
             .copy_to(c.from, c.len, out, c.at)
             .map_err(|e| OutputError::write(path, e))?;
     }
+    // Their way to the disk starts here, while the rest is made.
+    crate::output::start_writeback(out);
     Ok(())
 }
 
