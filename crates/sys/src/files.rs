@@ -743,6 +743,53 @@ mod tests {
         let _ = std::fs::remove_dir_all(e.parent().unwrap());
     }
 
+    /// Copies into another file are whole: made by the kernel file to file
+    /// (same file system), written from the mapping where the kernel
+    /// declines (/dev/shm is tmpfs, another file system than the temporary
+    /// directory on most machines), written from memory for owned bytes. A
+    /// source cut short under the kernel's copy is an error, not a short
+    /// copy.
+    #[test]
+    fn copies_into_other_files_are_whole() {
+        let p = file("c.bin", 5 * 4096 + 123);
+        let b = map_checked(&p, 1 << 20, "a test file", |_| Ok(())).unwrap();
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "/dev/shm (tmpfs) is needed for this test");
+        let other = shm.join(format!("faasfuse-files-{}-c.out", std::process::id()));
+        let owned = FileBytes::from(b.to_vec());
+        for (src, dst) in [
+            (&b, p.with_file_name("c.out")),
+            (&b, other.clone()),
+            (&owned, p.with_file_name("o.out")),
+        ] {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&dst)
+                .unwrap();
+            src.copy_to(100, src.len() - 107, &f, 4099).unwrap();
+            let got = std::fs::read(&dst).unwrap();
+            assert_eq!(got.len(), 4099 + src.len() - 107, "{dst:?}");
+            assert!(got[..4099].iter().all(|&x| x == 0), "{dst:?}");
+            assert_eq!(&got[4099..], &src[100..src.len() - 7], "{dst:?}");
+        }
+        let _ = std::fs::remove_file(&other);
+        // Cut short: the kernel's copy reaches the new end and says so.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let f = std::fs::File::create(p.with_file_name("s.out")).unwrap();
+        let e = b.copy_to(0, 3 * 4096, &f, 0).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        drop(b);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
     const CHILD: &str = "FAASFUSE_FILES_TEST_TRUNCATE";
 
     /// An input cut short while it is mapped ends the process with one line
