@@ -87,16 +87,24 @@ fn assert_rejected(args: &[&str], file: &Path, reason: &str) {
     assert!(out.stdout.is_empty(), "{args:?}: no output on error");
 }
 
+/// The bad libraries and what their refusal says, made once per test
+/// process (tests run side by side, and a file being rewritten by one is
+/// no bad input for another).
 fn cases() -> Vec<(PathBuf, &'static str)> {
-    vec![
-        (scratch("does-not-exist.so"), "no such file"),
-        (text_file(), "not an ELF file"),
-        (truncated(), "truncated"),
-        (elf32(), "32-bit"),
-        (aarch64(), "AArch64"),
-        (executable(), "not a shared object"),
-        (scratch(""), "directory"),
-    ]
+    static CASES: std::sync::OnceLock<Vec<(PathBuf, &'static str)>> = std::sync::OnceLock::new();
+    CASES
+        .get_or_init(|| {
+            vec![
+                (scratch("does-not-exist.so"), "no such file"),
+                (text_file(), "not an ELF file"),
+                (truncated(), "truncated"),
+                (elf32(), "32-bit"),
+                (aarch64(), "AArch64"),
+                (executable(), "not a shared object"),
+                (scratch(""), "directory"),
+            ]
+        })
+        .clone()
 }
 
 #[test]
