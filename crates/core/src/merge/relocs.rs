@@ -153,20 +153,9 @@ pub fn rewrite(
                 }
                 (None, _) => {
                     push(out, r.r_type, 0, 0);
-                    // The module-local offset word follows the module id.
-                    let next = r.offset + 8;
-                    if !reloc_at.contains(&next) {
-                        let Some(word) = part.word_at(next) else {
-                            bail!(InputError::new(
-                                &part.path,
-                                format!(
-                                    "R_X86_64_DTPMOD64 at {:#x} has no symbol, so its TLS offset word at {next:#x} must be in the file, and it is not",
-                                    r.offset
-                                ),
-                            ));
-                        };
+                    if !reloc_at.contains(&(r.offset + 8)) {
                         out.patches
-                            .push((OutAddr(next + disp), word.wrapping_add(tls_x)));
+                            .push(module_local_offset(part, r.offset, disp, tls_x)?);
                     }
                 }
                 (_, Some(_)) => push(out, r.r_type, 0, 0),
@@ -186,6 +175,22 @@ pub fn rewrite(
         }
     }
     Ok(())
+}
+
+/// The patch of the word after a symbol-less `R_X86_64_DTPMOD64` at
+/// `offset`: the module-local TLS offset, moved by the image's block's
+/// offset `tls_x` in the combined TLS block. The word must be in the file.
+fn module_local_offset(part: &Part, offset: u64, disp: u64, tls_x: u64) -> Result<(OutAddr, u64)> {
+    let next = offset + 8;
+    let Some(word) = part.word_at(next) else {
+        bail!(InputError::new(
+            &part.path,
+            format!(
+                "R_X86_64_DTPMOD64 at {offset:#x} has no symbol, so its TLS offset word at {next:#x} must be in the file, and it is not"
+            ),
+        ));
+    };
+    Ok((OutAddr(next + disp), word.wrapping_add(tls_x)))
 }
 
 /// Order for `.rela.dyn`: relative first (counted by `DT_RELACOUNT`),
