@@ -341,7 +341,7 @@ fn no_evidence_reason(caller: &str, callee: &str, evidence: Evidence) -> String 
             "the profile has no sample in {callee} and no call chain through {caller}'s RPC sites"
         ),
     };
-    format!("no evidence: {what}, so it can tell neither hot nor cold; {RECORDING_ADVICE}")
+    format!("no evidence: {what}, so how often it runs is unknown, not zero; {RECORDING_ADVICE}")
 }
 
 /// The factor that brings a trace's counts to the scale of the sampled
