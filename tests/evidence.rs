@@ -188,7 +188,7 @@ fn frame_pointer_chains_show_no_rpc_edge_and_the_profile_says_so() {
     let data = frame_pointer_profile();
     let w = workflow("fanout");
     let out = dir().join("fp.json");
-    run_ok(
+    let text = run_stdout(
         faasfuse()
             .arg("profile")
             .arg(data)
@@ -196,6 +196,11 @@ fn frame_pointer_chains_show_no_rpc_edge_and_the_profile_says_so() {
             .arg("-o")
             .arg(&out),
     );
+    assert!(
+        text.contains("cannot see") && text.contains("Frontend -> Pricing (samples only)"),
+        "{text}"
+    );
+    assert!(text.contains(ADVICE), "{text}");
     let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     // A frame-pointer profile with samples in the callees, not a DWARF one.
     let st = &p["stats"];
