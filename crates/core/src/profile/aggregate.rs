@@ -210,7 +210,7 @@ impl Evidence {
 
 /// How to record a profile that shows RPC edges, for reasons that say an
 /// edge has no evidence.
-pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with branch stacks (`perf record --call-graph lbr` or `-b`) where the CPU has LBR, or build the functions with -fno-omit-frame-pointer so that `perf record -g` chains reach their RPC sites";
+pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with branch stacks (`perf record --call-graph lbr` or `-b`) where the CPU has LBR, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites";
 
 impl Profile {
     pub fn new(sources: Vec<String>) -> Profile {
@@ -432,4 +432,108 @@ pub fn sum_sorted_branches(a: &[BranchCount], b: &[BranchCount]) -> Vec<BranchCo
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(address: u64, callee: &str, sample_count: u64, branch_count: u64) -> SiteCount {
+        SiteCount {
+            address,
+            function: Some("faas_func_call".into()),
+            callee: callee.into(),
+            branch_count,
+            sample_count,
+        }
+    }
+
+    /// The fan-out shape: Frontend's sites to Inventory (`inv` samples
+    /// through it, branch count `br`) and Recommend (none), a dynamic
+    /// site; Inventory with `callee_samples` samples, Recommend none.
+    fn profile(stats: Stats, inv: u64, br: u64, callee_samples: u64) -> Profile {
+        let mut p = Profile::new(vec![]);
+        p.stats = stats;
+        let image = |samples, rpc_sites| ImageProfile {
+            samples,
+            attributed_samples: samples,
+            rpc_sites,
+            ..ImageProfile::default()
+        };
+        let sites = vec![
+            site(0x1180, "Inventory", inv, br),
+            site(0x1230, "Recommend", 0, 0),
+            site(0x12e0, "dynamic", 0, 0),
+        ];
+        p.images.insert("Frontend".into(), image(10, sites));
+        p.images
+            .insert("Inventory".into(), image(callee_samples, vec![]));
+        p.images.insert("Recommend".into(), image(0, vec![]));
+        p.derive();
+        p
+    }
+
+    fn of(p: &Profile, callee: &str) -> Evidence {
+        p.evidence["Frontend"][callee]
+    }
+
+    #[test]
+    fn each_kind_of_recording_shows_what_it_can() {
+        let chains = Stats {
+            samples: 100,
+            callchain_samples: 60,
+            ..Stats::default()
+        };
+        // Frame-pointer chains through one of Frontend's sites: all of its
+        // edges are seen, the one no chain passed through as zero.
+        let p = profile(chains.clone(), 7, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::FramePointerChains);
+        assert_eq!(of(&p, "Recommend"), Evidence::FramePointerChains);
+        assert!(!p.evidence["Frontend"].contains_key("dynamic"));
+        // No chain through any of its sites: the callee's samples only, or
+        // nothing.
+        let p = profile(chains.clone(), 0, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::SamplesOnly);
+        assert_eq!(of(&p, "Recommend"), Evidence::Nothing);
+        assert!(!of(&p, "Inventory").sees() && !of(&p, "Recommend").sees());
+        // DWARF stacks and branch stacks see every edge.
+        let dwarf = Stats {
+            dwarf_samples: 60,
+            ..chains
+        };
+        assert_eq!(
+            of(&profile(dwarf, 0, 0, 0), "Inventory"),
+            Evidence::DwarfChains
+        );
+        let lbr = Stats {
+            samples: 100,
+            lbr_samples: 100,
+            branches: 3200,
+            ..Stats::default()
+        };
+        let p = profile(lbr, 0, 9, 0);
+        assert_eq!(of(&p, "Recommend"), Evidence::BranchStacks);
+        assert_eq!(p.calls["Frontend"]["Inventory"], 9.0);
+    }
+
+    #[test]
+    fn merged_profiles_see_what_either_saw() {
+        let chains = Stats {
+            samples: 100,
+            callchain_samples: 60,
+            ..Stats::default()
+        };
+        let mut fp = profile(chains.clone(), 0, 0, 5);
+        let dwarf = profile(
+            Stats {
+                dwarf_samples: 60,
+                ..chains
+            },
+            4,
+            0,
+            5,
+        );
+        fp.merge(dwarf).unwrap();
+        assert_eq!(of(&fp, "Recommend"), Evidence::DwarfChains);
+    }
 }
