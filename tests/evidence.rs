@@ -172,15 +172,16 @@ fn input_names(m: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `build` into `DIR/OUT`: the written plan and deployment.
-fn build(out: &str, profile: &Path) -> (Value, Value) {
+/// `build` into `DIR/OUT`: the written plan, deployment and graph.
+fn build(out: &str, profile: &Path) -> (Value, Value, String) {
     let out = dir().join(out);
     let _ = std::fs::remove_dir_all(&out);
     build_deployment(&config(), profile, &out);
     let read = |f: &str| -> Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
     };
-    (read("plan.json"), read("func_config.json"))
+    let dot = std::fs::read_to_string(out.join("graph.dot")).unwrap();
+    (read("plan.json"), read("func_config.json"), dot)
 }
 
 #[test]
@@ -249,7 +250,12 @@ fn plan_reports_edges_a_frame_pointer_profile_cannot_see_as_no_evidence_never_co
 #[test]
 fn build_and_merge_fuse_nothing_on_a_frame_pointer_profile_alone() {
     let data = frame_pointer_profile();
-    let (plan, deployed) = build("fp-build", data);
+    let (plan, deployed, dot) = build("fp-build", data);
+    // Drawn dotted, not dashed as a cold edge.
+    assert!(
+        dot.contains("style=dotted") && !dot.contains("style=dashed"),
+        "{dot}"
+    );
     for g in plan["groups"].as_array().unwrap() {
         assert_eq!(g["removed_calls"], 0.0, "{g}");
     }
@@ -300,7 +306,8 @@ fn dwarf_chains_decide_as_before_hot_edges_fused_and_the_cold_one_cold() {
     let table = plan_table(data);
     assert!(!table.contains("no evidence"), "{table}");
 
-    let (built, deployed) = build("dwarf-build", data);
+    let (built, deployed, dot) = build("dwarf-build", data);
+    assert!(!dot.contains("style=dotted"), "{dot}");
     assert_eq!(
         members(&built, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
