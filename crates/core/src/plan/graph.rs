@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Config;
 use crate::analyze::Callee;
 use crate::error::InputError;
+use crate::profile::aggregate::Evidence;
 
 /// What the planner needs from a profile: calls per RPC edge and each
 /// function's share of CPU samples, over the same window.
@@ -25,6 +26,26 @@ pub struct Weights {
     /// Requests from outside the deployment, per function, when known.
     #[serde(default)]
     pub external: BTreeMap<String, f64>,
+    /// What the profile can show about each edge (`caller -> callee ->
+    /// evidence`), from perf.data and BOLT profiles; `None` when the counts
+    /// are given outright (a weights file, a platform trace), which sees
+    /// every edge. An edge this map lacks is seen by nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<BTreeMap<String, BTreeMap<String, Evidence>>>,
+}
+
+impl Weights {
+    /// What the profile can show about `caller -> callee`: `None` when
+    /// the counts were given outright.
+    pub fn evidence_of(&self, caller: &str, callee: &str) -> Option<Evidence> {
+        let e = self.evidence.as_ref()?;
+        Some(
+            e.get(caller)
+                .and_then(|m| m.get(callee))
+                .copied()
+                .unwrap_or(Evidence::Nothing),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +74,9 @@ pub struct Edge {
     /// unknown (an entry without request counts) over the hottest edge out
     /// of the caller, which a callee called once per request matches.
     pub share: f64,
+    /// What the profile can show about the edge; `None` when its count was
+    /// given outright.
+    pub evidence: Option<Evidence>,
 }
 
 pub struct RpcGraph {
@@ -107,6 +131,7 @@ impl RpcGraph {
                             calls,
                             static_sites: 0,
                             share: 0.0,
+                            evidence: weights.evidence_of(caller, callee),
                         },
                     );
                 }
@@ -131,6 +156,7 @@ impl RpcGraph {
                                 calls: 0.0,
                                 static_sites: 1,
                                 share: 0.0,
+                                evidence: weights.evidence_of(&f.func_name, n),
                             },
                         );
                     }
@@ -158,6 +184,7 @@ impl RpcGraph {
                     calls,
                     static_sites: 1,
                     share: 0.0,
+                    evidence: None,
                 },
             );
         }

@@ -17,6 +17,8 @@ pub struct Adjacency {
     pub to: Vec<usize>,
     pub calls: Vec<f64>,
     pub share: Vec<f64>,
+    /// What the profile can show about each edge (see [`super::graph::Edge`]).
+    pub evidence: Vec<Option<crate::profile::aggregate::Evidence>>,
 }
 
 impl Adjacency {
@@ -27,6 +29,7 @@ impl Adjacency {
             to: Vec::with_capacity(rg.g.edge_count()),
             calls: Vec::with_capacity(rg.g.edge_count()),
             share: Vec::with_capacity(rg.g.edge_count()),
+            evidence: Vec::with_capacity(rg.g.edge_count()),
         };
         let mut out = Vec::new();
         for u in rg.g.node_indices() {
@@ -38,6 +41,7 @@ impl Adjacency {
                 adj.to.push(e.target().index());
                 adj.calls.push(e.weight().calls);
                 adj.share.push(e.weight().share);
+                adj.evidence.push(e.weight().evidence);
             }
         }
         adj.start.push(adj.to.len());

@@ -23,6 +23,7 @@ pub use render::{dot, table};
 use solve::{Limits, Verdict};
 
 use crate::error::InputError;
+use crate::profile::aggregate::{Evidence, RECORDING_ADVICE};
 use crate::profile::images::Lib;
 use crate::profile::planning::{self, Kind, ProfileArg};
 
@@ -75,8 +76,17 @@ pub struct PlanEdge {
     pub static_sites: usize,
     /// Calls per execution of the caller (see `cold_threshold`).
     pub share: f64,
-    /// `fused` (inside some group), `cold`, or `rpc`.
+    /// `fused` (inside some group), `cold`, `no evidence` (the profile
+    /// cannot show the edge: neither hot nor cold), or `rpc`.
     pub status: String,
+    /// What the profile can show about the edge (absent when its count was
+    /// given outright: a weights file, a platform trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// Why an edge has no evidence, and how to record a profile that
+    /// shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +147,7 @@ fn read_weights(
             calls: p.calls,
             cpu: p.cpu,
             external: p.external,
+            evidence: Some(p.evidence),
         };
         return Ok((w, false));
     }
@@ -253,8 +264,12 @@ pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Resul
     let mut traced = Weights::default();
     let mut sampled_inputs = 0;
     let mut libs = None;
+    // What the inputs together can show: the best any of them shows of an
+    // edge; an input whose counts are given outright shows every edge.
+    let mut evidence = Some(BTreeMap::new());
     for p in paths {
         let (w, trace) = read_weights(p, functions, &mut libs)?;
+        evidence = best_evidence(evidence, w.evidence);
         let into = if trace {
             &mut traced
         } else {
@@ -295,7 +310,38 @@ pub fn load_weights(paths: &[PathBuf], functions: &[(String, PathBuf)]) -> Resul
             *mine = n * scale;
         }
     }
+    sampled.evidence = evidence;
     Ok(sampled)
+}
+
+type EvidenceMap = BTreeMap<String, BTreeMap<String, Evidence>>;
+
+/// The evidence of two inputs together: per edge the better; `None` (the
+/// counts given outright, every edge seen) when either is.
+fn best_evidence(a: Option<EvidenceMap>, b: Option<EvidenceMap>) -> Option<EvidenceMap> {
+    let (mut a, b) = (a?, b?);
+    for (caller, callees) in b {
+        let row = a.entry(caller).or_default();
+        for (callee, e) in callees {
+            let slot = row.entry(callee).or_insert(e);
+            *slot = (*slot).max(e);
+        }
+    }
+    Some(a)
+}
+
+/// Why the edge `caller -> callee` has no evidence in a profile that has
+/// `evidence` of it, and how to record one that shows it.
+fn no_evidence_reason(caller: &str, callee: &str, evidence: Evidence) -> String {
+    let what = match evidence {
+        Evidence::SamplesOnly => format!(
+            "the profile has samples in {callee} but no call chain through {caller}'s RPC sites (frame-pointer chains stop at the first frame of code built without frame pointers)"
+        ),
+        _ => format!(
+            "the profile has no sample in {callee} and no call chain through {caller}'s RPC sites"
+        ),
+    };
+    format!("no evidence: {what}, so how often it runs is unknown, not zero; {RECORDING_ADVICE}")
 }
 
 /// The factor that brings a trace's counts to the scale of the sampled
@@ -542,6 +588,10 @@ impl RootPlanner<'_> {
                         100.0 * share,
                         100.0 * options.cold_threshold
                     ),
+                    Verdict::NoEvidence { caller, evidence } => format!(
+                        "not fused on this profile: {}",
+                        no_evidence_reason(&g[*caller].name, &g[c].name, *evidence)
+                    ),
                     Verdict::OtherDomain => format!(
                         "not fused: trust domain {} differs from the root's {}",
                         g[c].domain.as_deref().unwrap_or("(none)"),
@@ -564,7 +614,9 @@ impl RootPlanner<'_> {
 }
 
 /// Every edge of the graph with its status: fused when some group that
-/// removes calls (`fused_in`) holds both ends, else cold or an RPC.
+/// removes calls (`fused_in`) holds both ends, else below the cold
+/// threshold no evidence (the profile cannot show it) or cold, else an
+/// RPC.
 fn plan_edges(rg: &RpcGraph, fused_in: &[BTreeSet<NodeIndex>], options: &Options) -> Vec<PlanEdge> {
     let g = &rg.g;
     // The groups (that remove calls) each function is in.
@@ -584,8 +636,12 @@ fn plan_edges(rg: &RpcGraph, fused_in: &[BTreeSet<NodeIndex>], options: &Options
         .map(|e| {
             let (u, v) = (e.source(), e.target());
             let share = e.weight().share;
+            let evidence = e.weight().evidence;
+            let blind = evidence.filter(|e| !e.sees());
             let status = if fused_pair(u, v) {
                 "fused"
+            } else if share < options.cold_threshold && blind.is_some() {
+                "no evidence"
             } else if share < options.cold_threshold {
                 "cold"
             } else {
@@ -598,6 +654,10 @@ fn plan_edges(rg: &RpcGraph, fused_in: &[BTreeSet<NodeIndex>], options: &Options
                 static_sites: e.weight().static_sites,
                 share,
                 status: status.into(),
+                evidence,
+                reason: blind
+                    .filter(|_| status == "no evidence")
+                    .map(|b| no_evidence_reason(&g[u].name, &g[v].name, b)),
             }
         })
         .collect();

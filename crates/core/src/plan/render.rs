@@ -1,6 +1,6 @@
 //! The plan for people: a table on stdout and the RPC graph in Graphviz DOT
 //! (functions sized by CPU share, edges weighted by calls, fused groups as
-//! clusters, cold edges dashed).
+//! clusters, cold edges dashed, edges without evidence dotted).
 
 use std::fmt::Write as _;
 
@@ -35,15 +35,22 @@ pub fn table(p: &Plan) -> String {
     }
     let _ = writeln!(s, "\nedges:");
     for e in &p.edges {
+        let seen = match e.evidence {
+            Some(ev) => format!(" ({})", ev.describe()),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "  {:<16} -> {:<16} {:>10.0} calls {:>7.2}% of caller  {}",
+            "  {:<16} -> {:<16} {:>10.0} calls {:>7.2}% of caller  {}{seen}",
             e.caller,
             e.callee,
             e.calls,
             100.0 * e.share,
             e.status
         );
+        if let Some(r) = &e.reason {
+            let _ = writeln!(s, "      {r}");
+        }
     }
     let _ = writeln!(s, "\ndecisions:");
     for d in &p.decisions {
@@ -117,10 +124,10 @@ pub fn dot(p: &Plan) -> String {
     }
     for e in &p.edges {
         let width = 1.0 + 4.0 * e.calls / max_calls;
-        let style = if e.status == "cold" {
-            "dashed"
-        } else {
-            "solid"
+        let style = match e.status.as_str() {
+            "cold" => "dashed",
+            "no evidence" => "dotted",
+            _ => "solid",
         };
         let _ = writeln!(
             s,

@@ -94,6 +94,12 @@ pub enum Verdict {
     Cold {
         share: f64,
     },
+    /// The profile cannot show the edge from `caller` (it has `evidence`
+    /// of it, which does not see it): not fused on that profile alone.
+    NoEvidence {
+        caller: NodeIndex,
+        evidence: crate::profile::aggregate::Evidence,
+    },
     OtherDomain,
     OverBudget(String),
     NoGain,
@@ -275,7 +281,13 @@ fn candidates(
             }
             let share = adj.share[k];
             if share < l.cold {
-                verdicts[v].get_or_insert(Verdict::Cold { share });
+                verdicts[v].get_or_insert(match adj.evidence[k] {
+                    Some(evidence) if !evidence.sees() => Verdict::NoEvidence {
+                        caller: NodeIndex::new(u),
+                        evidence,
+                    },
+                    _ => Verdict::Cold { share },
+                });
                 continue;
             }
             verdicts[v] = None;

@@ -28,6 +28,10 @@ pub struct Profile {
     #[serde(default)]
     pub external: BTreeMap<String, f64>,
     pub images: BTreeMap<String, ImageProfile>,
+    /// `caller -> callee -> evidence`: what the profile can show about each
+    /// RPC edge with a constant callee name (see [`Evidence`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, BTreeMap<String, Evidence>>,
     /// Samples whose instruction pointer lies outside every image, by
     /// mapped file (`[kernel]`, `[unknown]` for unmapped addresses).
     pub unmatched: BTreeMap<String, u64>,
@@ -39,6 +43,7 @@ impl Stats {
         self.samples += o.samples;
         self.lbr_samples += o.lbr_samples;
         self.callchain_samples += o.callchain_samples;
+        self.dwarf_samples += o.dwarf_samples;
         self.branches += o.branches;
         self.matched_samples += o.matched_samples;
         self.lost_samples += o.lost_samples;
@@ -55,6 +60,10 @@ pub struct Stats {
     pub lbr_samples: u64,
     /// Samples with a call chain (frame pointers or a DWARF-unwound stack).
     pub callchain_samples: u64,
+    /// Samples with a copied user stack (`--call-graph dwarf`), unwound
+    /// with the images' `.eh_frame`.
+    #[serde(default)]
+    pub dwarf_samples: u64,
     /// Branch-stack entries counted.
     pub branches: u64,
     /// Samples whose instruction pointer lies in an image.
@@ -160,6 +169,49 @@ impl SiteCount {
     }
 }
 
+/// What a profile can show about an RPC edge `Caller -> Callee`, weakest
+/// first. Only the last three see the edge: its count, zero included, is
+/// a measurement; the first two are no evidence either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// No sample in the callee and no call chain through the caller's RPC
+    /// sites.
+    Nothing,
+    /// Samples in the callee, but no call chain through the caller's RPC
+    /// sites (frame-pointer chains stop at the first frame of code built
+    /// without frame pointers; a profile without call chains has none).
+    SamplesOnly,
+    /// Frame-pointer call chains that reach the caller's RPC sites.
+    FramePointerChains,
+    /// Call chains unwound from copied user stacks (`--call-graph dwarf`).
+    DwarfChains,
+    /// Branch stacks (LBR): each execution of a site is a branch.
+    BranchStacks,
+}
+
+impl Evidence {
+    /// Whether the edge's count is a measurement (zero meaning cold).
+    pub fn sees(self) -> bool {
+        self >= Evidence::FramePointerChains
+    }
+
+    /// In words, for tables and reasons.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Evidence::Nothing => "nothing",
+            Evidence::SamplesOnly => "samples only",
+            Evidence::FramePointerChains => "frame-pointer chains",
+            Evidence::DwarfChains => "DWARF chains",
+            Evidence::BranchStacks => "branch stacks",
+        }
+    }
+}
+
+/// How to record a profile that shows RPC edges, for reasons that say an
+/// edge has no evidence.
+pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with branch stacks (`perf record --call-graph lbr` or `-b`) where the CPU has LBR, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites";
+
 impl Profile {
     pub fn new(sources: Vec<String>) -> Profile {
         Profile {
@@ -207,6 +259,43 @@ impl Profile {
             };
             self.cpu.insert(name.clone(), share);
         }
+        self.evidence = self.edge_evidence();
+    }
+
+    /// What this profile can show about each RPC edge with a constant
+    /// callee name: branch stacks or DWARF chains see every edge (of every
+    /// image, as they follow code built with or without frame pointers);
+    /// frame-pointer chains see the edges of a caller when some chain
+    /// holds the return address of one of its RPC sites. Else the edge is
+    /// seen by nothing, or by its callee's samples only.
+    fn edge_evidence(&self) -> BTreeMap<String, BTreeMap<String, Evidence>> {
+        let all = if self.by_branches() || self.stats.branches > 0 {
+            Some(Evidence::BranchStacks)
+        } else if self.stats.dwarf_samples > 0 {
+            Some(Evidence::DwarfChains)
+        } else {
+            None
+        };
+        let mut out: BTreeMap<String, BTreeMap<String, Evidence>> = BTreeMap::new();
+        for (name, img) in &self.images {
+            let reached = img.rpc_sites.iter().any(|s| s.sample_count > 0);
+            for s in img.rpc_sites.iter().filter(|s| !s.is_dynamic()) {
+                let e = all.unwrap_or(if reached {
+                    Evidence::FramePointerChains
+                } else if self.images.get(&s.callee).is_some_and(|c| c.samples > 0) {
+                    Evidence::SamplesOnly
+                } else {
+                    Evidence::Nothing
+                });
+                let slot = out
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(s.callee.clone())
+                    .or_insert(e);
+                *slot = (*slot).max(e);
+            }
+        }
+        out
     }
 
     /// Add `other` to this profile.
@@ -343,4 +432,108 @@ pub fn sum_sorted_branches(a: &[BranchCount], b: &[BranchCount]) -> Vec<BranchCo
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(address: u64, callee: &str, sample_count: u64, branch_count: u64) -> SiteCount {
+        SiteCount {
+            address,
+            function: Some("faas_func_call".into()),
+            callee: callee.into(),
+            branch_count,
+            sample_count,
+        }
+    }
+
+    /// The fan-out shape: Frontend's sites to Inventory (`inv` samples
+    /// through it, branch count `br`) and Recommend (none), a dynamic
+    /// site; Inventory with `callee_samples` samples, Recommend none.
+    fn profile(stats: Stats, inv: u64, br: u64, callee_samples: u64) -> Profile {
+        let mut p = Profile::new(vec![]);
+        p.stats = stats;
+        let image = |samples, rpc_sites| ImageProfile {
+            samples,
+            attributed_samples: samples,
+            rpc_sites,
+            ..ImageProfile::default()
+        };
+        let sites = vec![
+            site(0x1180, "Inventory", inv, br),
+            site(0x1230, "Recommend", 0, 0),
+            site(0x12e0, "dynamic", 0, 0),
+        ];
+        p.images.insert("Frontend".into(), image(10, sites));
+        p.images
+            .insert("Inventory".into(), image(callee_samples, vec![]));
+        p.images.insert("Recommend".into(), image(0, vec![]));
+        p.derive();
+        p
+    }
+
+    fn of(p: &Profile, callee: &str) -> Evidence {
+        p.evidence["Frontend"][callee]
+    }
+
+    #[test]
+    fn each_kind_of_recording_shows_what_it_can() {
+        let chains = Stats {
+            samples: 100,
+            callchain_samples: 60,
+            ..Stats::default()
+        };
+        // Frame-pointer chains through one of Frontend's sites: all of its
+        // edges are seen, the one no chain passed through as zero.
+        let p = profile(chains.clone(), 7, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::FramePointerChains);
+        assert_eq!(of(&p, "Recommend"), Evidence::FramePointerChains);
+        assert!(!p.evidence["Frontend"].contains_key("dynamic"));
+        // No chain through any of its sites: the callee's samples only, or
+        // nothing.
+        let p = profile(chains.clone(), 0, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::SamplesOnly);
+        assert_eq!(of(&p, "Recommend"), Evidence::Nothing);
+        assert!(!of(&p, "Inventory").sees() && !of(&p, "Recommend").sees());
+        // DWARF stacks and branch stacks see every edge.
+        let dwarf = Stats {
+            dwarf_samples: 60,
+            ..chains
+        };
+        assert_eq!(
+            of(&profile(dwarf, 0, 0, 0), "Inventory"),
+            Evidence::DwarfChains
+        );
+        let lbr = Stats {
+            samples: 100,
+            lbr_samples: 100,
+            branches: 3200,
+            ..Stats::default()
+        };
+        let p = profile(lbr, 0, 9, 0);
+        assert_eq!(of(&p, "Recommend"), Evidence::BranchStacks);
+        assert_eq!(p.calls["Frontend"]["Inventory"], 9.0);
+    }
+
+    #[test]
+    fn merged_profiles_see_what_either_saw() {
+        let chains = Stats {
+            samples: 100,
+            callchain_samples: 60,
+            ..Stats::default()
+        };
+        let mut fp = profile(chains.clone(), 0, 0, 5);
+        let dwarf = profile(
+            Stats {
+                dwarf_samples: 60,
+                ..chains
+            },
+            4,
+            0,
+            5,
+        );
+        fp.merge(dwarf).unwrap();
+        assert_eq!(of(&fp, "Recommend"), Evidence::DwarfChains);
+    }
 }

@@ -196,6 +196,11 @@ pub struct Summary<'a> {
     pub cpu: &'a std::collections::BTreeMap<String, f64>,
     pub images: Vec<ImageSummary>,
     pub unmatched: &'a std::collections::BTreeMap<String, u64>,
+    /// What the profile can show about each RPC edge.
+    pub evidence: &'a std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, super::aggregate::Evidence>,
+    >,
     pub written: &'a [String],
 }
 
@@ -220,6 +225,7 @@ pub fn summary<'a>(p: &'a Profile, written: &'a [String]) -> Summary<'a> {
         stats: &p.stats,
         calls: &p.calls,
         cpu: &p.cpu,
+        evidence: &p.evidence,
         images: p
             .images
             .iter()
@@ -268,6 +274,29 @@ fn pct(n: u64, total: u64) -> String {
     }
 }
 
+/// The RPC edges the profile cannot see, and how to record one that does.
+fn unseen_edges(o: &mut String, s: &Summary) {
+    use std::fmt::Write as _;
+    let unseen: Vec<String> = s
+        .evidence
+        .iter()
+        .flat_map(|(a, m)| m.iter().map(move |(b, e)| (a, b, *e)))
+        .filter(|(_, _, e)| !e.sees())
+        .map(|(a, b, e)| format!("  {a} -> {b} ({})", e.describe()))
+        .collect();
+    if unseen.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nRPC edges this profile cannot see (no evidence: their count is unknown, not zero):"
+    );
+    for u in unseen {
+        let _ = writeln!(o, "{u}");
+    }
+    let _ = writeln!(o, "  to see them, {}", super::aggregate::RECORDING_ADVICE);
+}
+
 /// The text summary.
 pub fn render(s: &Summary) -> String {
     use std::fmt::Write as _;
@@ -308,6 +337,7 @@ pub fn render(s: &Summary) -> String {
     for (a, b, n) in &edges {
         let _ = writeln!(o, "  {a} -> {b}  {n}");
     }
+    unseen_edges(&mut o, s);
     let _ = writeln!(o, "\nFunctions (CPU share of all samples):");
     let mut imgs: Vec<&ImageSummary> = s.images.iter().collect();
     imgs.sort_by(|a, b| {

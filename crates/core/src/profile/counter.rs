@@ -94,6 +94,7 @@ impl<'l> Counter<'l> {
         // The frames: the sampled address, then return addresses.
         self.chain.clear();
         if let Some(unwound) = unwound {
+            self.stats.dwarf_samples += 1;
             self.chain.push(s.ip);
             self.chain.extend_from_slice(unwound);
         } else if !s.callchain.is_empty() {
