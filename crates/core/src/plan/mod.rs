@@ -670,35 +670,8 @@ fn plan_edges(rg: &RpcGraph, fused_in: &[BTreeSet<NodeIndex>], options: &Options
 /// more to start threads for than they save); groups are independent, so
 /// the plan is the one a single thread makes.
 fn in_parallel<T: Copy + Sync, R: Send>(items: &[T], f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = match items.len() {
-        0..=7 => 1,
-        n => crate::threads::worker_threads().min(n),
-    };
-    if threads <= 1 {
+    if items.len() < 8 {
         return items.iter().map(|&x| f(x)).collect();
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&x) = items.get(i) else {
-                            break;
-                        };
-                        out.push((i, f(x)));
-                    }
-                    out
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a planning thread panicked"))
-            .collect()
-    });
-    done.sort_by_key(|d| d.0);
-    done.into_iter().map(|d| d.1).collect()
+    crate::threads::map_ordered(items, |&x| f(x))
 }
