@@ -188,7 +188,7 @@ fn fuse(
     time.mark("load");
     let finding = loaded.find_debug_fields();
     let analyzed = pipeline::analyze(&loaded, opts)?;
-    let lowered = pipeline::lower(&loaded, &analyzed, opts.level);
+    let lowered = pipeline::lower(&loaded, &analyzed, opts);
     let parts = pipeline::read_parts(loaded, &analyzed, opts)?;
     time.mark("analyze");
     let inputs = emit::place_inputs(&parts.parts)?;
@@ -313,6 +313,7 @@ pub fn render(m: &Manifest) -> String {
             match i.isolation {
                 Isolation::None => "",
                 Isolation::Stack => "  (isolated: own stack)",
+                Isolation::Mpk => "  (isolated: own stack and protection key)",
             }
         ));
     }
