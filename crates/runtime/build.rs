@@ -12,11 +12,13 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 7] = [
     "faasfuse_rt.c",
     "faasfuse_stack.c",
+    "faasfuse_mpk.c",
     "faasfuse_rt.h",
     "faasfuse_stack.h",
+    "faasfuse_mpk.h",
     "../../fixtures/include/faas_worker.h",
 ];
 

@@ -19,10 +19,9 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include "faasfuse_mpk.h"
 #include "faasfuse_stack.h"
 
-#define FF_STACK_SIZE ((size_t)8 << 20) /* a thread's default stack */
-#define FF_STACK_GUARD ((size_t)64 << 10)
 #define FF_ALTSTACK_SIZE ((size_t)64 << 10)
 #define FF_MAX_STACKS 4096
 
@@ -119,6 +118,10 @@ static void ff_chain(int sig, siginfo_t *si, void *uc)
 static void ff_fault(int sig, siginfo_t *si, void *ucv)
 {
     ucontext_t *uc = ucv;
+    /* Handlers start with only key 0 open; the stack records are the
+     * runtime's (the thread's PKRU comes back from the signal frame). */
+    if (ff_mpk->active)
+        ff_pkru_gate_enable();
     uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
     size_t n = __atomic_load_n(&ff_nstacks, __ATOMIC_ACQUIRE);
     if (n > FF_MAX_STACKS)
@@ -135,7 +138,8 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
             uintptr_t saved = (uintptr_t)s->saved_sp;
             uc->uc_mcontext.gregs[REG_RSP] = (greg_t)saved;
             uc->uc_mcontext.gregs[REG_RBP] = (greg_t)(saved + 48);
-            uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)ff_stack_recover;
+            uc->uc_mcontext.gregs[REG_RIP] =
+                (greg_t)(uintptr_t)(s->resume ? s->resume : ff_stack_recover);
             return;
         }
     }
@@ -178,18 +182,18 @@ struct ff_stack *ff_stack_new(void)
     size_t n = __atomic_fetch_add(&ff_nstacks, 1, __ATOMIC_RELAXED);
     if (n >= FF_MAX_STACKS)
         return NULL;
-    struct ff_stack *s = calloc(1, sizeof *s);
+    struct ff_stack *s = ff_state_alloc(sizeof *s);
     if (!s)
         return NULL;
     size_t len = FF_STACK_GUARD + FF_STACK_SIZE;
     char *map = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (map == MAP_FAILED) {
-        free(s);
+        ff_state_free(s);
         return NULL;
     }
     if (mprotect(map + FF_STACK_GUARD, FF_STACK_SIZE, PROT_READ | PROT_WRITE) != 0) {
         munmap(map, len);
-        free(s);
+        ff_state_free(s);
         return NULL;
     }
     s->map = map;

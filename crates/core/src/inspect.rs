@@ -324,7 +324,8 @@ impl InspectReport {
                     match im.isolation {
                         Isolation::None => "none",
                         Isolation::Stack => "stack (own stack, faults fail the call)",
-                        Isolation::Mpk => "mpk (own stack and protection key, faults fail the call)",
+                        Isolation::Mpk =>
+                            "mpk (own stack and protection key, faults fail the call)",
                     },
                     if im.reentrant { ", re-entrant" } else { "" }
                 );

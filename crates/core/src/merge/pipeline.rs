@@ -202,9 +202,10 @@ pub(super) fn lower(loaded: &Loaded, analyzed: &Analyzed, opts: &MergeOptions) -
             let mut plans = lower::plan(image, &image.sites, &table, level);
             if level != opts.level {
                 for p in &mut plans {
-                    p.reason = "not lowered: its function is isolated with mpk, and a call out of it \
+                    p.reason =
+                        "not lowered: its function is isolated with mpk, and a call out of it \
                                 goes through the runtime's gate (an indirect call)"
-                        .into();
+                            .into();
                 }
             }
             plans

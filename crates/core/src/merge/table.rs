@@ -64,8 +64,14 @@ impl FusedTable {
             // Where the image lies: the runtime finds each image's writable
             // segments by it, to give them their protection key.
             let (lo, hi) = p.span();
-            pointers.push((entry + runtime::ENTRY_SPAN_START, Target::Image(pl.out(InAddr(lo)))));
-            pointers.push((entry + runtime::ENTRY_SPAN_END, Target::Image(pl.out(InAddr(hi)))));
+            pointers.push((
+                entry + runtime::ENTRY_SPAN_START,
+                Target::Image(pl.out(InAddr(lo))),
+            ));
+            pointers.push((
+                entry + runtime::ENTRY_SPAN_END,
+                Target::Image(pl.out(InAddr(hi))),
+            ));
             if let (Role::Callee, Some((s, e))) = (p.role, p.relro) {
                 pointers.push((
                     entry + runtime::ENTRY_RELRO_START,
