@@ -272,6 +272,22 @@ pub struct MergeArgs {
     /// Per function in func_config.json: "isolate": "stack" or "mpk".
     #[arg(long, value_enum, default_value_t = IsolateArg::None)]
     pub isolate: IsolateArg,
+    /// Isolate function NAME as MODE, whatever --isolate says
+    /// (repeatable, comma-separated): e.g. `--isolate mpk --isolate-fn
+    /// Pricing=stack` for a callee with thread-local storage, which `mpk`
+    /// refuses.
+    #[arg(long, value_name = "NAME=MODE", value_delimiter = ',', value_parser = parse_isolate_fn)]
+    pub isolate_fn: Vec<(String, IsolateArg)>,
+}
+
+fn parse_isolate_fn(s: &str) -> Result<(String, IsolateArg), String> {
+    use clap::ValueEnum;
+    let (name, mode) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=MODE (none, stack or mpk)"))?;
+    let mode = IsolateArg::from_str(mode, false)
+        .map_err(|_| format!("`{mode}`: the modes are none, stack and mpk"))?;
+    Ok((name.to_string(), mode))
 }
 
 #[derive(clap::Args)]

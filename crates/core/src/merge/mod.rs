@@ -126,18 +126,22 @@ impl MergeOptions {
 
     /// Every function declared re-entrant is one of `specs`.
     pub fn check(&self, specs: &[FunctionSpec]) -> Result<()> {
-        match self
-            .reentrant
-            .iter()
-            .find(|r| !specs.iter().any(|s| &s.name == *r))
-        {
-            Some(r) => Err(InputError::new(
+        let unknown = |r: &&String| !specs.iter().any(|s| &s.name == *r);
+        if let Some(r) = self.reentrant.iter().find(unknown) {
+            return Err(InputError::new(
                 r.as_str(),
                 "declared re-entrant but not among the libraries to fuse",
             )
-            .into()),
-            None => Ok(()),
+            .into());
         }
+        if let Some(r) = self.isolate_fn.keys().find(unknown) {
+            return Err(InputError::new(
+                r.as_str(),
+                "given an isolation but not among the libraries to fuse",
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
