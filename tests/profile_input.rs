@@ -210,10 +210,14 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
     check_fused_serves(&out, "pi-dwarf");
 
     // perf's pipe format (`perf record -o - > FILE`) reads the same way.
+    // It has no build-id table: `--buildid-mmap` puts the build-ids in the
+    // mappings, which match the copies in `d` (without them, a mapping
+    // matching a library by name alone is refused: tests/containers.rs).
     let pipe = std::fs::File::create(d.join("pipe.data")).unwrap();
     run_ok(
         std::process::Command::new("perf")
             .args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
+            .arg("--buildid-mmap")
             .args(["-o", "-", "--"])
             .arg(env!("CARGO_BIN_EXE_faasfuse"))
             .arg("run")

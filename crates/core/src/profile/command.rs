@@ -55,10 +55,14 @@ fn read_stdin(libs: &[Lib], lenient: bool) -> Result<Profile> {
     std::io::copy(&mut std::io::stdin().lock(), &mut spool)
         .map_err(|e| InputError::new(stdin, format!("cannot read: {e}")))?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", spool.as_raw_fd()));
-    read_input(&path, libs, lenient).map_err(|e| match e.downcast_ref::<InputError>() {
-        Some(ie) if ie.path == path => InputError::new(stdin, ie.reason.clone()).into(),
-        _ => e,
-    })
+    let mut p =
+        read_input(&path, libs, lenient).map_err(|e| match e.downcast_ref::<InputError>() {
+            Some(ie) if ie.path == path => InputError::new(stdin, ie.reason.clone()).into(),
+            _ => e,
+        })?;
+    // Named as the user named it, not by the spool's descriptor.
+    p.sources = vec![stdin.display().to_string()];
+    Ok(p)
 }
 
 /// Read one input of any supported kind.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::perfdata::Mmap;
+use super::perfdata::{FileId, Mmap};
 use super::symbols::Symbols;
 use crate::analyze::RpcSite;
 use crate::elf::Segment;
@@ -21,6 +21,8 @@ pub struct Lib {
     pub build_id: Option<Vec<u8>>,
     pub sites: Vec<RpcSite>,
     canonical: Option<PathBuf>,
+    /// The file's device and inode on this host.
+    file_id: Option<FileId>,
     pub symbols: Symbols,
 }
 
@@ -31,9 +33,18 @@ impl Lib {
         let sites = image.sites.clone();
         let build_id = image.info.build_id.as_deref().and_then(hex_decode);
         let symbols = Symbols::new(&image);
+        let file_id = std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                major: libc::major(m.dev()),
+                minor: libc::minor(m.dev()),
+                inode: m.ino(),
+            }
+        });
         Ok(Lib {
             name: name.to_string(),
             canonical: path.canonicalize().ok(),
+            file_id,
             image,
             build_id,
             sites,
@@ -144,6 +155,10 @@ pub struct AddressSpaces<'a> {
     pub matched_paths: Vec<Vec<String>>,
     /// Per library: files mapped under its name with another build-id.
     pub other_builds: Vec<Vec<String>>,
+    /// (library, file) mapped as that library on the file's name alone.
+    guessed: Vec<(usize, String)>,
+    /// (library, file, build-id) guessed, then shown another build.
+    refuted: Vec<(usize, String, String)>,
 }
 
 /// User-space addresses end below this (x86-64 canonical lower half).
@@ -161,6 +176,8 @@ impl<'a> AddressSpaces<'a> {
             dso_index: HashMap::new(),
             matched_paths: vec![Vec::new(); libs.len()],
             other_builds: vec![Vec::new(); libs.len()],
+            guessed: Vec::new(),
+            refuted: Vec::new(),
         };
         for (id, name) in build_ids {
             s.add_build_id(id.clone(), name.clone());
@@ -168,14 +185,13 @@ impl<'a> AddressSpaces<'a> {
         s
     }
 
-    pub fn add_build_id(&mut self, id: Vec<u8>, filename: String) {
-        self.build_ids.insert(filename, id);
-    }
-
-    /// The library a mapped file is, if any.
-    /// The library `m` matches; or, as `Err`, the library whose name it
-    /// has but whose build-id differs (another build of that file).
-    fn match_lib(&self, m: &Mmap) -> Result<usize, Option<usize>> {
+    /// The library `m` maps, and whether that is proven: by build-id
+    /// (the mapping's, or the profile's for its file name), or because it
+    /// is the library's own file (device and inode, at the library's path
+    /// or through a bind mount). A mapping that only has the library's
+    /// file name is a guess. `Err` for none, or for the library whose name
+    /// it has but whose build-id differs (another build of that file).
+    fn match_lib(&self, m: &Mmap) -> Result<(usize, bool), Option<usize>> {
         let id = m
             .build_id
             .as_ref()
@@ -186,26 +202,87 @@ impl<'a> AddressSpaces<'a> {
                 .iter()
                 .position(|l| l.build_id.as_ref() == Some(id))
             {
-                return Ok(i);
+                return Ok((i, true));
+            }
+        }
+        if id.is_none() {
+            if let Some(i) = m
+                .file_id
+                .and_then(|f| self.libs.iter().position(|l| l.file_id == Some(f)))
+            {
+                return Ok((i, true));
             }
         }
         let path = Path::new(&m.filename);
         let canonical = path.canonicalize().ok();
-        let by_path = self
+        let same_path = self
             .libs
             .iter()
-            .position(|l| canonical.is_some() && l.canonical == canonical)
+            .position(|l| canonical.is_some() && l.canonical == canonical);
+        let by_path = same_path
             .or_else(|| {
                 self.libs
                     .iter()
                     .position(|l| l.image.path.file_name() == path.file_name())
             })
             .ok_or(None)?;
+        let lib = &self.libs[by_path];
         // A known build-id that differs means another build of that file.
-        match (id, &self.libs[by_path].build_id) {
+        match (id, &lib.build_id) {
             (Some(a), Some(b)) if a != b => Err(Some(by_path)),
-            _ => Ok(by_path),
+            // The library's path, and no inode that says the file has been
+            // replaced since (inode only: how a device number shows in
+            // stat and in the kernel's record differs on some file systems).
+            _ => Ok((
+                by_path,
+                same_path.is_some()
+                    && m.file_id
+                        .map_or(true, |f| lib.file_id.map(|l| l.inode) == Some(f.inode)),
+            )),
         }
+    }
+
+    /// A build-id for `filename`: mappings of it taken for a library on
+    /// its name alone are proven now, or shown to be another build.
+    pub fn add_build_id(&mut self, id: Vec<u8>, filename: String) {
+        let libs = self.libs;
+        self.guessed.retain(|(lib, name)| {
+            if *name != filename {
+                return true;
+            }
+            if libs[*lib].build_id.as_ref() != Some(&id) {
+                self.refuted.push((*lib, name.clone(), hex(&id)));
+            }
+            false
+        });
+        self.build_ids.insert(filename, id);
+    }
+
+    /// The error of a profile some of whose samples were counted in a
+    /// library on a file name alone: a mapping without a build-id, of a
+    /// file other than the library's (a container's path, a copy, a file
+    /// since replaced), or one whose build-id came later and differs.
+    pub fn unproven(&self) -> Option<String> {
+        const HOW: &str = "record with `perf record --buildid-mmap` (build-ids in the mappings), or add them with `perf inject --buildid-all` where the recorded paths hold the libraries";
+        if let Some((lib, file, id)) = self.refuted.first() {
+            let l = &self.libs[*lib];
+            return Some(format!(
+                "{file} was read as {}'s library ({}) by its name, but the profile's build-id for it, {id}, is another build's; {HOW}",
+                l.name,
+                l.image.path.display()
+            ));
+        }
+        let (lib, file) = self.guessed.first()?;
+        let l = &self.libs[*lib];
+        let more = match self.guessed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Some(format!(
+            "{file}{more} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
+            l.name,
+            l.image.path.display()
+        ))
     }
 
     fn dso(&mut self, name: &str) -> usize {
@@ -225,7 +302,13 @@ impl<'a> AddressSpaces<'a> {
         }
         let end = m.addr.saturating_add(m.len);
         let lib = match self.match_lib(m) {
-            Ok(i) => Some(i),
+            Ok((i, proven)) => {
+                let key = (i, m.filename.clone());
+                if !proven && !self.guessed.contains(&key) {
+                    self.guessed.push(key);
+                }
+                Some(i)
+            }
             Err(other) => {
                 if let Some(i) = other {
                     if !self.other_builds[i].contains(&m.filename) {

@@ -139,6 +139,9 @@ pub fn ingest_perf_threads(
     if let Some(b) = bar {
         b.finish();
     }
+    if let Some(reason) = ing.spaces.unproven() {
+        return Err(crate::error::InputError::new(path, reason).into());
+    }
     let rs = &events.reader.stats;
     ing.counter.stats.records = rs.records;
     ing.counter.stats.bad_records += rs.bad_records;

@@ -211,6 +211,11 @@ impl Feed<'_, '_, '_> {
             self.round_max = self.max_time;
             return self.release(self.bound);
         }
+        if matches!(ev, Event::BuildId { .. }) {
+            // Holds for its file name whenever it comes: at once.
+            self.apply(ev);
+            return Ok(());
+        }
         let time = time.unwrap_or(self.max_time);
         self.max_time = self.max_time.max(time);
         self.seq += 1;

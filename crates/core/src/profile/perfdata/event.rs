@@ -14,7 +14,19 @@ pub struct Mmap {
     pub pgoff: u64,
     pub exec: bool,
     pub build_id: Option<Vec<u8>>,
+    /// The mapped file's device (major, minor) and inode, which an MMAP2
+    /// record without a build-id carries instead: the file itself on the
+    /// recording host, whatever path a container showed it under.
+    pub file_id: Option<FileId>,
     pub filename: String,
+}
+
+/// A file on one host: device (major, minor) and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,17 +116,29 @@ pub fn mmap(kind: u32, misc: u16, body: &[u8]) -> Decoded {
     let addr = c.u64().ok_or_else(short)?;
     let len = c.u64().ok_or_else(short)?;
     let pgoff = c.u64().ok_or_else(short)?;
-    let (exec, build_id) = if kind == PERF_RECORD_MMAP2 {
+    let (exec, build_id, file_id) = if kind == PERF_RECORD_MMAP2 {
         let id = c.bytes(24).ok_or_else(short)?;
         let prot = c.u32().ok_or_else(short)?;
         let _flags = c.u32().ok_or_else(short)?;
-        let build_id = (misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0).then(|| {
+        let word = |at: usize| u32::from_le_bytes([id[at], id[at + 1], id[at + 2], id[at + 3]]);
+        if misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0 {
             let n = (id[0] as usize).min(20);
-            id[4..4 + n].to_vec()
-        });
-        (prot & PROT_EXEC != 0, build_id)
+            (prot & PROT_EXEC != 0, Some(id[4..4 + n].to_vec()), None)
+        } else {
+            let file = FileId {
+                major: word(0),
+                minor: word(4),
+                inode: u64::from(word(8)) | u64::from(word(12)) << 32,
+            };
+            // Anonymous memory and [vdso] have inode 0.
+            (
+                prot & PROT_EXEC != 0,
+                None,
+                (file.inode != 0).then_some(file),
+            )
+        }
     } else {
-        (misc & PERF_RECORD_MISC_MMAP_DATA == 0, None)
+        (misc & PERF_RECORD_MISC_MMAP_DATA == 0, None, None)
     };
     Ok(Some(Event::Mmap(Mmap {
         pid,
@@ -124,6 +148,7 @@ pub fn mmap(kind: u32, misc: u16, body: &[u8]) -> Decoded {
         pgoff,
         exec,
         build_id,
+        file_id,
         filename: c_string(c.rest()),
     })))
 }

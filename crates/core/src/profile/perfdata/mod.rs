@@ -17,7 +17,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-pub use event::{Branch, Event, Mmap, Sample};
+pub use event::{Branch, Event, FileId, Mmap, Sample};
 pub use header::Header;
 pub use order::Ordered;
 pub use reader::{Reader, Stats};

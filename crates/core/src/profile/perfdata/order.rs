@@ -102,7 +102,11 @@ impl<R: Read> Ordered<R> {
                 self.round_max = self.max_time;
                 continue;
             }
-            if !self.reader.timed() && self.heap.is_empty() {
+            // A build-id holds for its file name whenever it comes (perf
+            // inject puts it before the mapping, untimed): at once.
+            if matches!(event, Event::BuildId { .. })
+                || !self.reader.timed() && self.heap.is_empty()
+            {
                 return Ok(Some(event));
             }
             // Untimed events (build-ids, records without sample_id_all) stay

@@ -1,0 +1,465 @@
+//! Profiles as a fleet records them (issue 28): the fan-out deployment
+//! served from a container's view of its libraries, recorded with `perf
+//! record --call-graph dwarf`, and profiled on the host over the
+//! libraries at another path.
+//!
+//! The "container" is a new mount namespace (`unshare -m`) in which a
+//! copy of the libraries (other files, with the same build-ids) is bind
+//! mounted at a path that holds nothing outside it. Only build-ids can
+//! tell that the mapped files are the libraries given to `faasfuse
+//! profile --lib`:
+//!
+//! - `perf record --buildid-mmap` puts them in the MMAP2 records, in a
+//!   perf.data file and in perf's pipe format (`perf record -o - | faasfuse
+//!   profile -`): every decision `plan` takes on the profile is the one
+//!   it takes on the platform's exact count of the calls it relayed;
+//! - without it, a pipe-mode recording has no build-id table, and a file
+//!   recorded while the container's paths are gone has none for them:
+//!   `faasfuse profile` refuses the profile in one line naming the file
+//!   and what to record instead, never counting samples on a name alone;
+//! - `perf inject --buildid-all`, run where the recorded paths hold the
+//!   libraries (in the container), adds them: to a pipe stream (build-id
+//!   records before the mappings) and to a perf.data file (its build-id
+//!   table); again every decision is the exact trace's.
+//!
+//! Every test records with perf and fails if perf cannot record (CI
+//! installs linux-perf); the namespace needs root or user namespaces.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    scratch_dir("containers")
+}
+
+const LIBS: [(&str, &str); 4] = [
+    ("Frontend", "libfrontend.so"),
+    ("Inventory", "libinventory.so"),
+    ("Pricing", "libpricing.so"),
+    ("Recommend", "librecommend.so"),
+];
+
+const ADVICE: &str = "perf record --buildid-mmap";
+
+/// The copies the container ships, once per test binary: other files than
+/// the fixtures (`--lib`), the same builds.
+fn image() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = dir().join("image");
+        std::fs::create_dir_all(&d).unwrap();
+        for (_, f) in LIBS {
+            std::fs::copy(fixtures().join("default").join(f), d.join(f)).unwrap();
+        }
+        d
+    })
+}
+
+/// Where the container sees its libraries: an empty directory outside it.
+fn mount_point() -> PathBuf {
+    let d = dir().join("srv");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `faasfuse profile --lib NAME=fixtures/default/LIB ...`: the libraries
+/// as the host has them.
+fn host_libs() -> Vec<String> {
+    LIBS.iter()
+        .flat_map(|(n, f)| {
+            [
+                "--lib".to_string(),
+                format!("{n}={}", fixtures().join("default").join(f).display()),
+            ]
+        })
+        .collect()
+}
+
+/// The fan-out deployment's `func_config.json` (Frontend the entry) over
+/// the host's libraries.
+fn config() -> PathBuf {
+    let entries: Vec<Value> = LIBS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, file))| {
+            serde_json::json!({
+                "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
+                "library": fixtures().join("default").join(file), "entry": *name == "Frontend",
+            })
+        })
+        .collect();
+    let p = dir().join("func_config.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    p
+}
+
+/// 199 requests without a recommendation and one with: the Recommend edge
+/// is cold (0.5% of Frontend's executions), the other two hot.
+fn inputs() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let w = workflow("fanout");
+        let mut inputs: Vec<String> = generate_inputs(&w, 400, 0xc0de)
+            .into_iter()
+            .filter(|i| !i.contains("rec"))
+            .take(199)
+            .collect();
+        inputs.push("rec please".into());
+        input_file("containers", &inputs)
+    })
+}
+
+/// `unshare -m sh -c 'mount --bind IMAGE SRV && exec CMD...'`: `cmd` run in
+/// a new mount namespace that sees the container's libraries at SRV.
+fn in_container(cmd: &[&std::ffi::OsStr]) -> Command {
+    let mut c = Command::new("unshare");
+    // root here; elsewhere a user namespace maps the caller to root.
+    if unsafe { libc::geteuid() } != 0 {
+        c.arg("--map-root-user");
+    }
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(image())
+        .arg(mount_point())
+        .args(cmd);
+    c
+}
+
+/// `faasfuse run` of the fan-out deployment as the container serves it:
+/// its libraries at the mount point.
+fn container_run(repeat: usize) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec![env!("CARGO_BIN_EXE_faasfuse").into(), "run".into()];
+    for (n, f) in LIBS {
+        a.push(format!("{n}={}", mount_point().join(f).display()).into());
+    }
+    a.push("--inputs".into());
+    a.push(inputs().into());
+    for s in ["--quiet", "--repeat", &repeat.to_string(), "--", "Frontend"] {
+        a.push(s.into());
+    }
+    a
+}
+
+/// `perf record -q -e cpu-clock:u --call-graph dwarf EXTRA -o OUT --
+/// <the container serving REPEAT rounds>`; `OUT` is `-` for perf's pipe
+/// format, written to stdout.
+fn perf_record(extra: &[&str], out: &str, repeat: usize) -> Command {
+    let run = container_run(repeat);
+    let run: Vec<&std::ffi::OsStr> = run.iter().map(|s| s.as_os_str()).collect();
+    let mut c = Command::new("perf");
+    c.args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
+        .args(extra)
+        .args(["-o", out, "--"])
+        .arg("unshare");
+    let inner = in_container(&run);
+    c.args(inner.get_args());
+    c
+}
+
+/// Enough rounds that the hot edges' sampled counts stand far above the
+/// cold threshold, and the rare one below it.
+const ROUNDS: usize = 1500;
+
+/// A recording into `TAG.data` (file mode, or pipe mode written to the
+/// file).
+fn record(tag: &str, extra: &[&str], pipe: bool, rounds: usize) -> PathBuf {
+    let data = dir().join(format!("{tag}.data"));
+    let mut cmd = if pipe {
+        let mut c = perf_record(extra, "-", rounds);
+        c.stdout(std::fs::File::create(&data).unwrap());
+        c
+    } else {
+        perf_record(extra, data.to_str().unwrap(), rounds)
+    };
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    data
+}
+
+/// `perf inject --buildid-all` of `data` into `TAG.data`, run in the
+/// container (where the recorded paths hold the libraries); pipe format
+/// through standard input and output, or file to file.
+fn inject(data: &Path, tag: &str, pipe: bool) -> PathBuf {
+    let out = dir().join(format!("{tag}.data"));
+    let mut cmd = if pipe {
+        let mut c = in_container(&["perf".as_ref(), "inject".as_ref(), "--buildid-all".as_ref()]);
+        c.stdin(std::fs::File::open(data).unwrap())
+            .stdout(std::fs::File::create(&out).unwrap());
+        c
+    } else {
+        in_container(&[
+            "perf".as_ref(),
+            "inject".as_ref(),
+            "--buildid-all".as_ref(),
+            "-i".as_ref(),
+            data.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+    };
+    run_ok(&mut cmd);
+    out
+}
+
+/// `faasfuse profile DATA --lib <host's libraries> -o TAG.json`.
+fn profile(tag: &str, data: &Path) -> Value {
+    let out = dir().join(format!("{tag}.json"));
+    run_ok(
+        faasfuse()
+            .arg("profile")
+            .arg(data)
+            .args(host_libs())
+            .arg("-o")
+            .arg(&out),
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// The profile is refused in one line that names `file` and says what
+/// to record instead.
+fn assert_refused(data: &Path, file: &str) {
+    let err = run_refused(faasfuse().arg("profile").arg(data).args(host_libs()));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for s in [
+        file,
+        "without a build-id",
+        ADVICE,
+        "perf inject --buildid-all",
+    ] {
+        assert!(err.contains(s), "missing {s:?}: {err}");
+    }
+    assert!(err.contains(&mount_point().display().to_string()), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `plan --json` of the deployment on `profile`.
+fn plan(profile: &Path) -> Value {
+    let o = run_ok(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(config())
+            .arg("--profile")
+            .arg(profile)
+            .arg("--json"),
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The plan on the platform's exact calls: `run --json` of the unfused
+/// deployment on the same requests, once per test binary.
+fn exact_plan() -> &'static Value {
+    static PLAN: OnceLock<Value> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let o = run_ok(
+            faasfuse()
+                .arg("run")
+                .arg("--config")
+                .arg(config())
+                .arg("--json")
+                .arg("--inputs")
+                .arg(inputs())
+                .args(["--", "Frontend"]),
+        );
+        let trace = dir().join("trace.json");
+        std::fs::write(&trace, &o.stdout).unwrap();
+        plan(&trace)
+    })
+}
+
+fn edges(plan: &Value) -> Vec<(String, String, Value)> {
+    plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["caller"].as_str().unwrap().to_string(),
+                e["callee"].as_str().unwrap().to_string(),
+                e.clone(),
+            )
+        })
+        .collect()
+}
+
+fn groups(plan: &Value) -> Vec<(Value, Value)> {
+    plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["root"].clone(), g["members"].clone()))
+        .collect()
+}
+
+/// Every decision on `data`'s profile is the exact trace's where the
+/// profile has evidence, "no evidence" with the recording advice where it
+/// has none; no edge the trace finds hot is called cold. DWARF chains see
+/// every edge: the plans are the same.
+fn assert_decides_as_the_trace(data: &Path) {
+    let p = plan(data);
+    let exact = exact_plan();
+    let (mine, theirs) = (edges(&p), edges(exact));
+    assert_eq!(
+        mine.len(),
+        theirs.len(),
+        "{}\n{}",
+        p["edges"],
+        exact["edges"]
+    );
+    for ((a, b, e), (_, _, t)) in mine.iter().zip(&theirs) {
+        if e["status"] == "no evidence" {
+            assert!(e["reason"].as_str().unwrap().contains("perf record"), "{e}");
+        } else {
+            assert_eq!(e["status"], t["status"], "{a} -> {b}: {e} vs {t}");
+        }
+        assert!(
+            !(e["status"] == "cold" && t["status"] == "fused"),
+            "{a} -> {b} hot, called cold: {e}"
+        );
+        assert_eq!(e["evidence"], "dwarf_chains", "{a} -> {b}: {e}");
+    }
+    assert_eq!(groups(&p), groups(exact), "{}", p["decisions"]);
+    // The trace's own decisions: the two hot callees fused, Recommend cold.
+    let status = |callee: &str| {
+        theirs
+            .iter()
+            .find(|(a, b, _)| a == "Frontend" && b == callee)
+            .map(|(_, _, e)| e["status"].clone())
+            .unwrap()
+    };
+    assert_eq!(status("Pricing"), "fused");
+    assert_eq!(status("Inventory"), "fused");
+    assert_eq!(status("Recommend"), "cold");
+}
+
+/// Samples in the libraries, mapped as the container saw them.
+fn assert_mapped_in_container(p: &Value) {
+    for (name, file) in LIBS.iter().take(3) {
+        let img = &p["images"][name];
+        assert!(img["samples"].as_u64().unwrap() > 0, "{name}: {img}");
+        let srv = mount_point().join(file).display().to_string();
+        assert_eq!(img["mapped_as"], serde_json::json!([srv]), "{name}");
+    }
+}
+
+#[test]
+fn buildid_mmap_file_at_another_path_decides_as_the_exact_trace() {
+    let data = record("buildid-mmap", &["--buildid-mmap"], false, ROUNDS);
+    assert_mapped_in_container(&profile("buildid-mmap", &data));
+    assert_decides_as_the_trace(&data);
+}
+
+#[test]
+fn buildid_mmap_piped_into_faasfuse_profile_decides_as_the_exact_trace() {
+    // perf record -o - ... | faasfuse profile - --lib ...
+    let out = dir().join("piped.json");
+    let mut perf = perf_record(&["--buildid-mmap"], "-", ROUNDS)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("perf is not installed (Debian linux-perf)");
+    let o = faasfuse()
+        .args(["profile", "-"])
+        .args(host_libs())
+        .arg("-o")
+        .arg(&out)
+        .stdin(perf.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(perf.wait().unwrap().success());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        p["sources"],
+        serde_json::json!(["<stdin>"]),
+        "{}",
+        p["sources"]
+    );
+    assert_mapped_in_container(&p);
+    assert_decides_as_the_trace(&out);
+}
+
+#[test]
+fn a_pipe_without_build_ids_is_refused_until_perf_inject_adds_them() {
+    let data = record("pipe-no-ids", &[], true, ROUNDS);
+    assert_refused(&data, "pipe-no-ids.data");
+    // The same from standard input names <stdin>.
+    let err = run_refused(
+        faasfuse()
+            .args(["profile", "-"])
+            .args(host_libs())
+            .stdin(std::fs::File::open(&data).unwrap()),
+    );
+    assert!(err.contains("<stdin>") && err.contains(ADVICE), "{err}");
+    // plan reads a perf.data as profile does: refused too.
+    let err = run_refused(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(config())
+            .arg("--profile")
+            .arg(&data),
+    );
+    assert!(err.contains(ADVICE), "{err}");
+
+    let injected = inject(&data, "pipe-injected", true);
+    assert_mapped_in_container(&profile("pipe-injected", &injected));
+    assert_decides_as_the_trace(&injected);
+}
+
+#[test]
+fn a_file_without_build_ids_is_refused_until_perf_inject_adds_them() {
+    // perf reads build-ids for its table after the run, when the
+    // container's paths are gone: the libraries have none.
+    let data = record("file-no-ids", &[], false, ROUNDS);
+    assert_refused(&data, "file-no-ids.data");
+
+    let injected = inject(&data, "file-injected", false);
+    assert_mapped_in_container(&profile("file-injected", &injected));
+    assert_decides_as_the_trace(&injected);
+}
+
+#[test]
+fn the_container_bind_mounting_the_hosts_own_files_needs_no_build_ids() {
+    // The same files through a bind mount: device and inode say so.
+    let d = dir().join("same-files");
+    let data = d.with_extension("data");
+    let run = container_run(300);
+    let mut c = Command::new("perf");
+    c.args([
+        "record",
+        "-q",
+        "-e",
+        "cpu-clock:u",
+        "--call-graph",
+        "dwarf",
+        "-o",
+    ])
+    .arg(&data)
+    .arg("--")
+    .arg("unshare");
+    if unsafe { libc::geteuid() } != 0 {
+        c.arg("--map-root-user");
+    }
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(fixtures().join("default"))
+        .arg(mount_point())
+        .args(&run);
+    run_ok(&mut c);
+    let p = profile("same-files", &data);
+    assert_mapped_in_container(&p);
+}
