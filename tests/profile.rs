@@ -676,3 +676,75 @@ fn lenient_skips_bad_fdata_lines_and_counts_them() {
     );
     assert_eq!(&got["images"]["Foo"]["branches"], branches);
 }
+
+/// Many hosts' profiles (issue 28): `profile merge` of per-host profile
+/// JSONs is `faasfuse profile` of all their perf.data files at once, byte
+/// for byte; and it is associative and commutative to the byte, so a
+/// fleet's profiles can be summed in any grouping and order.
+#[test]
+fn merge_of_host_profiles_equals_profiling_all_at_once_in_any_order() {
+    let w = workflow("chain");
+    let libs = lib_args(&w);
+    // Four hosts, each serving its own requests.
+    let hosts: Vec<PathBuf> = (0..4u64)
+        .map(|h| {
+            let data = dir().join(format!("host{h}.data"));
+            let inputs = input_file(&format!("host{h}"), &generate_inputs(&w, 20, 100 + h));
+            record_lbr_run(&data, 8, None, &w.deploy_args("default"), &w.root, &inputs);
+            data
+        })
+        .collect();
+    let jsons: Vec<PathBuf> = hosts
+        .iter()
+        .enumerate()
+        .map(|(h, data)| {
+            profile(&format!("host{h}"), &[data], &libs, &[]);
+            dir().join(format!("host{h}.json"))
+        })
+        .collect();
+    let merge = |tag: &str, inputs: &[&PathBuf]| -> Vec<u8> {
+        let out = dir().join(format!("{tag}.json"));
+        run_ok(
+            faasfuse()
+                .args(["profile", "merge"])
+                .args(inputs)
+                .arg("-o")
+                .arg(&out),
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let all: Vec<&Path> = hosts.iter().map(|p| p.as_path()).collect();
+    profile("all-hosts", &all, &libs, &[]);
+    let at_once = std::fs::read(dir().join("all-hosts.json")).unwrap();
+    let [a, b, c, d] = [&jsons[0], &jsons[1], &jsons[2], &jsons[3]];
+    assert_eq!(
+        String::from_utf8_lossy(&merge("m-abcd", &[a, b, c, d])),
+        String::from_utf8_lossy(&at_once),
+        "profile merge of the hosts' JSONs vs profile of their perf.data files"
+    );
+    // Any order.
+    for (i, order) in [[d, c, b, a], [b, d, a, c], [c, a, d, b]]
+        .iter()
+        .enumerate()
+    {
+        assert!(merge(&format!("m-order{i}"), order) == at_once, "order {i}");
+    }
+    // Any grouping: ((a, b), c) and (a, (b, c)), then with d.
+    merge("ab", &[a, b]);
+    merge("bc", &[b, c]);
+    let (ab, bc) = (dir().join("ab.json"), dir().join("bc.json"));
+    let left = merge("ab-c", &[&ab, c]);
+    let right = merge("a-bc", &[a, &bc]);
+    assert!(left == right, "merge((a,b),c) != merge(a,(b,c))");
+    let (abc, abc2) = (dir().join("ab-c.json"), dir().join("a-bc.json"));
+    assert!(merge("abc-d", &[&abc, d]) == at_once);
+    assert!(merge("d-abc", &[d, &abc2]) == at_once);
+    let m: Value = serde_json::from_slice(&at_once).unwrap();
+    assert_eq!(
+        m["sources"].as_array().unwrap().len(),
+        4,
+        "{}",
+        m["sources"]
+    );
+    assert!(calls(&m, "Parse", "Validate") > 0.0, "{}", m["calls"]);
+}

@@ -298,9 +298,22 @@ impl Profile {
         out
     }
 
-    /// Add `other` to this profile.
+    /// Add `other` to this profile. Associative and commutative, to the
+    /// byte: counts are sums, lists are kept sorted, and where the two
+    /// name an image differently (its path on two hosts) the smaller name
+    /// stays, so any grouping and order of many hosts' profiles gives the
+    /// same profile.
     pub fn merge(&mut self, other: Profile) -> Result<(), String> {
+        self.merge_counts(other)?;
+        self.derive();
+        Ok(())
+    }
+
+    /// [`Profile::merge`] without deriving `calls`, `cpu` and `evidence`
+    /// (call [`Profile::derive`] after the last): for summing many.
+    pub fn merge_counts(&mut self, other: Profile) -> Result<(), String> {
         self.sources.extend(other.sources);
+        self.sources.sort();
         self.stats.add(&other.stats);
         for (k, v) in other.unmatched {
             *self.unmatched.entry(k).or_default() += v;
@@ -328,13 +341,18 @@ impl Profile {
                 }
             }
         }
-        self.derive();
         Ok(())
     }
 }
 
 impl ImageProfile {
     fn merge(&mut self, o: ImageProfile) {
+        if o.path < self.path {
+            self.path = o.path.clone();
+        }
+        if self.build_id.is_none() {
+            self.build_id = o.build_id.clone();
+        }
         for m in o.mapped_as {
             if !self.mapped_as.contains(&m) {
                 self.mapped_as.push(m);
@@ -362,8 +380,8 @@ impl ImageProfile {
             .into_iter()
             .map(|(address, count)| AddressCount { address, count })
             .collect();
-        self.branches = sum_branches(self.branches.drain(..).chain(o.branches));
-        self.fallthroughs = sum_branches(self.fallthroughs.drain(..).chain(o.fallthroughs));
+        self.branches = sum_sorted_branches(&self.branches, &o.branches);
+        self.fallthroughs = sum_sorted_branches(&self.fallthroughs, &o.fallthroughs);
         let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
         for c in self.calls.drain(..).chain(o.calls) {
             *calls.entry((c.caller, c.callee)).or_default() += c.count;

@@ -79,17 +79,20 @@ pub fn read_input(path: &Path, libs: &[Lib], lenient: bool) -> Result<Profile> {
     }
 }
 
-/// Sum profile JSON files into `output`; print the summary.
+/// Sum profile JSON files into `output`; print the summary. One input is
+/// held at a time beside the sum (memory bounded by the distinct keys of
+/// all, not by their number); the sum is the same bytes in any order.
 pub fn merge_files(inputs: &[PathBuf], output: &Path, json: bool) -> Result<()> {
     let mut total: Option<Profile> = None;
     for p in inputs {
         let one = load_profile(p)?;
         match &mut total {
             None => total = Some(one),
-            Some(t) => t.merge(one).map_err(|r| InputError::new(p, r))?,
+            Some(t) => t.merge_counts(one).map_err(|r| InputError::new(p, r))?,
         }
     }
-    let total = total.unwrap_or_default();
+    let mut total = total.unwrap_or_default();
+    total.derive();
     save(&total, output)?;
     report(&total, json, &[output.display().to_string()])
 }
