@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <link.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,23 @@ struct ff_mpk_link {
     uint32_t deny;
     struct ff_mpk_link *next;
 };
-static struct ff_mpk_link **ff_links; /* the list's head, in the group key */
+/* The list, in the group key; workers are made and freed on any thread. */
+struct ff_mpk_links {
+    struct ff_mpk_link *head;
+    int lock;
+};
+static struct ff_mpk_links *ff_links;
+
+static void ff_links_lock(void)
+{
+    while (__atomic_test_and_set(&ff_links->lock, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+static void ff_links_unlock(void)
+{
+    __atomic_clear(&ff_links->lock, __ATOMIC_RELEASE);
+}
 
 int faasfuse_rt_dispatch(void *ctx, const char *name, const char *input, size_t len,
                          const char **output, size_t *output_len);
@@ -435,8 +452,10 @@ int ff_mpk_worker_new(struct ff_mpk_worker *m, struct ff_stack *s, size_t image,
     l->io = io;
     l->frame = frame;
     l->deny = m->deny;
-    l->next = *ff_links;
-    *ff_links = l;
+    ff_links_lock();
+    l->next = ff_links->head;
+    ff_links->head = l;
+    ff_links_unlock();
     m->io = io;
     return 0;
 }
@@ -445,13 +464,16 @@ void ff_mpk_worker_free(struct ff_mpk_worker *m)
 {
     if (!m->io)
         return;
-    for (struct ff_mpk_link **p = ff_links; *p; p = &(*p)->next)
+    struct ff_mpk_link *dead = NULL;
+    ff_links_lock();
+    for (struct ff_mpk_link **p = &ff_links->head; *p; p = &(*p)->next)
         if ((*p)->io == m->io) {
-            struct ff_mpk_link *dead = *p;
+            dead = *p;
             *p = dead->next;
-            ff_state_free(dead);
             break;
         }
+    ff_links_unlock();
+    ff_state_free(dead);
     munmap(m->io, FF_IO_MAP);
     m->io = NULL;
 }
@@ -471,19 +493,23 @@ static uint32_t ff_callee_pkru(const struct ff_mpk_worker *m)
  * Returns the rc in the lower half, the callee's PKRU in the upper. */
 uint64_t ff_mpk_nested(struct ff_mpk_io *io)
 {
-    struct ff_mpk_link *l = *ff_links;
+    ff_links_lock();
+    struct ff_mpk_link *l = ff_links->head;
     while (l && l->io != io)
         l = l->next;
-    if (!l) /* not a record of ours: no way back to a callee's PKRU */
+    void *frame = l ? l->frame : NULL;
+    uint32_t deny = l ? l->deny : 0;
+    ff_links_unlock();
+    if (!frame) /* not a record of ours: no way back to a callee's PKRU */
         abort();
-    uint32_t back = (ff_rdpkru() & 3u) | l->deny;
+    uint32_t back = (ff_rdpkru() & 3u) | deny;
     const char *out = NULL;
     size_t out_len = 0;
     int rc = -1;
     size_t name = io->req_name, len = io->req_len;
     if (name < FF_IO_REGION && len < FF_IO_REGION - name - 1) {
         io->req[name] = '\0';
-        rc = faasfuse_rt_dispatch(l->frame, io->req, io->req + name + 1, len, &out, &out_len);
+        rc = faasfuse_rt_dispatch(frame, io->req, io->req + name + 1, len, &out, &out_len);
     }
     io->res_out = NULL;
     io->res_out_len = 0;
