@@ -343,7 +343,8 @@ mod tests {
             .arg("a b")
             .env("FOO", "x'y")
             .current_dir("/");
-        let bb = Path::new("/bin/busybox");
+        // `env env -i -- ...` runs as `busybox env -i -- ...` does.
+        let bb = Path::new("/usr/bin/env");
         let s = String::from_utf8(script(&cmd, bb, Duration::from_secs(7)).unwrap()).unwrap();
         assert!(s.starts_with("# limit 7\ncd '/' || exit 127\n"), "{s}");
         assert!(s.contains(" 'FOO=x'\\''y' "), "{s}");
