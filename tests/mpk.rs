@@ -138,7 +138,7 @@ fn workflow_cases(dir: &Path, cases: &mut Vec<Case>) {
     for w in workflows() {
         let out = dir.join(format!("{}.so", w.name));
         let mut extra = vec!["--isolate".to_string(), "mpk".into()];
-        for (f, lib) in &w.functions[1..] {
+        for (f, lib) in w.functions.iter().filter(|(f, _)| *f != w.root) {
             if has_tls(&fixtures().join("default").join(lib)) {
                 let o = faasfuse()
                     .arg("merge")
@@ -233,7 +233,11 @@ fn mpk_isolates_callees_on_a_machine_with_protection_keys() {
     workflow_cases(&dir, &mut cases);
     let machine = Machine::get();
     eprintln!("protection keys: {}", machine.where_());
-    let o = machine.run(std::process::Command::new("sh").arg("-c").arg(script(&cases)));
+    let o = machine.run(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&cases)),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = split(&String::from_utf8_lossy(&o.stdout), cases.len());
     for (c, (stdout, status, stderr)) in cases.iter().zip(&got) {
