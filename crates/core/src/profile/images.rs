@@ -123,9 +123,19 @@ enum Target {
     Lib {
         lib: usize,
         bias: u64,
+        /// Index into [`AddressSpaces::guessed`] when only the file name
+        /// ties the mapping to the library; [`PROVEN`] else.
+        guess: u32,
     },
     Dso(usize),
 }
+
+/// [`Target::Lib::guess`] of a mapping proven to be its library.
+const PROVEN: u32 = u32::MAX;
+
+/// The guessed mappings some address was resolved in (a sample's or a
+/// frame's): shared by every snapshot and resolver.
+type Hits = Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>;
 
 /// One executable mapping of an image outside `--lib`, kept for unwinding.
 #[derive(Debug, Clone)]
@@ -157,8 +167,7 @@ pub struct AddressSpaces<'a> {
     pub other_builds: Vec<Vec<String>>,
     /// (library, file) mapped as that library on the file's name alone.
     guessed: Vec<(usize, String)>,
-    /// (library, file, build-id) guessed, then shown another build.
-    refuted: Vec<(usize, String, String)>,
+    hits: Hits,
 }
 
 /// User-space addresses end below this (x86-64 canonical lower half).
@@ -177,7 +186,7 @@ impl<'a> AddressSpaces<'a> {
             matched_paths: vec![Vec::new(); libs.len()],
             other_builds: vec![Vec::new(); libs.len()],
             guessed: Vec::new(),
-            refuted: Vec::new(),
+            hits: Hits::default(),
         };
         for (id, name) in build_ids {
             s.add_build_id(id.clone(), name.clone());
@@ -242,47 +251,40 @@ impl<'a> AddressSpaces<'a> {
         }
     }
 
-    /// A build-id for `filename`: mappings of it taken for a library on
-    /// its name alone are proven now, or shown to be another build.
+    /// A build-id for `filename` (it proves or refutes, at the end, the
+    /// mappings of it taken for a library on its name alone).
     pub fn add_build_id(&mut self, id: Vec<u8>, filename: String) {
-        let libs = self.libs;
-        self.guessed.retain(|(lib, name)| {
-            if *name != filename {
-                return true;
-            }
-            if libs[*lib].build_id.as_ref() != Some(&id) {
-                self.refuted.push((*lib, name.clone(), hex(&id)));
-            }
-            false
-        });
         self.build_ids.insert(filename, id);
     }
 
-    /// The error of a profile some of whose samples were counted in a
-    /// library on a file name alone: a mapping without a build-id, of a
-    /// file other than the library's (a container's path, a copy, a file
-    /// since replaced), or one whose build-id came later and differs.
+    /// The error of a profile some of whose samples or frames were counted
+    /// in a library on a file name alone: a mapping without a build-id, of
+    /// a file other than the library's (a container's path, a copy, a
+    /// file since replaced), or one whose build-id came later and is
+    /// another build's. Guessed mappings nothing was counted in (another
+    /// container's idle copy, in a system-wide profile) do not matter.
     pub fn unproven(&self) -> Option<String> {
         const HOW: &str = "record with `perf record --buildid-mmap` (build-ids in the mappings), or add them with `perf inject --buildid-all` where the recorded paths hold the libraries";
-        if let Some((lib, file, id)) = self.refuted.first() {
+        let hits = self.hits.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut bad = hits.iter().filter_map(|&i| {
+            let (lib, file) = &self.guessed[i as usize];
             let l = &self.libs[*lib];
-            return Some(format!(
-                "{file} was read as {}'s library ({}) by its name, but the profile's build-id for it, {id}, is another build's; {HOW}",
-                l.name,
-                l.image.path.display()
-            ));
-        }
-        let (lib, file) = self.guessed.first()?;
-        let l = &self.libs[*lib];
-        let more = match self.guessed.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        Some(format!(
-            "{file}{more} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
-            l.name,
-            l.image.path.display()
-        ))
+            match self.build_ids.get(file) {
+                Some(id) if l.build_id.as_ref() == Some(id) => None,
+                Some(id) => Some(format!(
+                    "{file} was read as {}'s library ({}) by its name, but the profile's build-id for it, {}, is another build's; {HOW}",
+                    l.name,
+                    l.image.path.display(),
+                    hex(id)
+                )),
+                None => Some(format!(
+                    "{file} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
+                    l.name,
+                    l.image.path.display()
+                )),
+            }
+        });
+        bad.next()
     }
 
     fn dso(&mut self, name: &str) -> usize {
@@ -301,11 +303,18 @@ impl<'a> AddressSpaces<'a> {
             return None;
         }
         let end = m.addr.saturating_add(m.len);
+        let mut guess = PROVEN;
         let lib = match self.match_lib(m) {
             Ok((i, proven)) => {
-                let key = (i, m.filename.clone());
-                if !proven && !self.guessed.contains(&key) {
-                    self.guessed.push(key);
+                if !proven {
+                    let key = (i, m.filename.clone());
+                    guess = match self.guessed.iter().position(|g| *g == key) {
+                        Some(g) => g as u32,
+                        None => {
+                            self.guessed.push(key);
+                            (self.guessed.len() - 1) as u32
+                        }
+                    };
                 }
                 Some(i)
             }
@@ -327,6 +336,7 @@ impl<'a> AddressSpaces<'a> {
                 Target::Lib {
                     lib: i,
                     bias: m.addr.wrapping_sub(va),
+                    guess,
                 }
             }
             None => {
@@ -373,6 +383,7 @@ impl<'a> AddressSpaces<'a> {
             .get_or_insert_with(|| {
                 Arc::new(Snapshot {
                     procs: self.procs.clone(),
+                    hits: self.hits.clone(),
                 })
             })
             .clone()
@@ -386,7 +397,7 @@ impl<'a> AddressSpaces<'a> {
         let Some(maps) = self.procs.get(&pid) else {
             return Loc::Unknown;
         };
-        lookup(maps, addr).map_or(Loc::Unknown, |(_, m)| m.loc(addr))
+        lookup(maps, addr).map_or(Loc::Unknown, |(_, m)| m.loc(addr, &self.hits))
     }
 
     /// A resolver for one process (saves the process lookup per address).
@@ -394,6 +405,7 @@ impl<'a> AddressSpaces<'a> {
         Process {
             maps: self.procs.get(&pid).map(|m| &m[..]),
             last: std::cell::Cell::new(None),
+            hits: &self.hits,
         }
     }
 }
@@ -412,6 +424,7 @@ fn lookup(maps: &[(u64, Mapping)], addr: u64) -> Option<(u64, Mapping)> {
 /// The mappings of every process at one point of a profile.
 pub struct Snapshot {
     procs: HashMap<u32, Arc<Maps>>,
+    hits: Hits,
 }
 
 impl Snapshot {
@@ -419,6 +432,7 @@ impl Snapshot {
         Process {
             maps: self.procs.get(&pid).map(|m| &m[..]),
             last: std::cell::Cell::new(None),
+            hits: &self.hits,
         }
     }
 }
@@ -427,6 +441,7 @@ pub struct Process<'s> {
     maps: Option<&'s [(u64, Mapping)]>,
     /// The mapping that answered last: branches cluster in few mappings.
     last: std::cell::Cell<Option<(u64, Mapping)>>,
+    hits: &'s Hits,
 }
 
 impl Process<'_> {
@@ -436,7 +451,7 @@ impl Process<'_> {
         }
         if let Some((start, m)) = self.last.get() {
             if addr >= start && addr < m.end {
-                return m.loc(addr);
+                return m.loc(addr, self.hits);
             }
         }
         let Some(maps) = self.maps else {
@@ -445,7 +460,7 @@ impl Process<'_> {
         match lookup(maps, addr) {
             Some((start, m)) => {
                 self.last.set(Some((start, m)));
-                m.loc(addr)
+                m.loc(addr, self.hits)
             }
             None => Loc::Unknown,
         }
@@ -454,12 +469,20 @@ impl Process<'_> {
 
 impl Mapping {
     #[inline]
-    fn loc(&self, addr: u64) -> Loc {
+    fn loc(&self, addr: u64, hits: &Hits) -> Loc {
         match self.target {
-            Target::Lib { lib, bias } => Loc::Lib {
-                lib,
-                vaddr: addr.wrapping_sub(bias),
-            },
+            Target::Lib { lib, bias, guess } => {
+                if guess != PROVEN {
+                    // Only profiles that will be refused get here.
+                    if let Ok(mut h) = hits.lock() {
+                        h.insert(guess);
+                    }
+                }
+                Loc::Lib {
+                    lib,
+                    vaddr: addr.wrapping_sub(bias),
+                }
+            }
             Target::Dso(d) => Loc::Dso(d),
         }
     }
