@@ -3,6 +3,7 @@
 //! scan cannot rule out is decoded ([`scan`]).
 
 mod cfg;
+pub mod gadgets;
 pub mod retpoline;
 pub mod rpc;
 pub mod scan;
