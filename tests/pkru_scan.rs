@@ -62,6 +62,7 @@ fn a_callee_holding_a_pkru_sequence_is_refused_mpk_and_accepted_under_stack() {
 
         // mpk: refused, one line naming the file, the address, the sequence.
         let out = dir.join("mpk.so");
+        let _ = std::fs::remove_file(&out);
         let err = run_refused(&mut merge_cmd(&pairs, "mpk", &out));
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         for part in [
@@ -116,6 +117,7 @@ fn a_root_holding_a_pkru_sequence_refuses_mpk_for_its_callee() {
     let seq = the_sequence(&root);
     let pairs = [("Guard", root.as_path()), ("Crasher", callee.as_path())];
     let out = dir.join("mpk.so");
+    let _ = std::fs::remove_file(&out);
     let err = run_refused(&mut merge_cmd(&pairs, "mpk", &out));
     for part in [
         root.display().to_string(),
