@@ -213,6 +213,33 @@ mod tests {
     }
 
     #[test]
+    fn the_rest_of_a_code_page_is_scanned_too() {
+        // Code at file 0x800..0x900, mapped at 0x1800: the page holds the
+        // file's bytes 0..0x1000, whatever lies there.
+        let mut data = vec![0u8; 0x2000];
+        data[0x10..0x13].copy_from_slice(&[0x0f, 0x01, 0xef]);
+        data[0x880..0x883].copy_from_slice(&[0x0f, 0xae, 0x2f]);
+        data[0xf00..0xf03].copy_from_slice(&[0x0f, 0xc7, 0x1f]);
+        data[0x1000..0x1003].copy_from_slice(&[0x0f, 0x01, 0xef]);
+        let seg = |memsz| Segment {
+            vaddr: 0x1800,
+            memsz,
+            offset: 0x800,
+            filesz: 0x100,
+            executable: true,
+        };
+        let runs = executable_runs(&data, &[seg(0x100)]);
+        let got: Vec<(u64, bool)> = scan(&runs)
+            .iter()
+            .map(|h| (h.address, h.in_segment))
+            .collect();
+        assert_eq!(got, [(0x1010, false), (0x1880, true), (0x1f00, false)]);
+        // With bss after its bytes, the loader zeroes the rest of the page.
+        let runs = executable_runs(&data, &[seg(0x200)]);
+        assert_eq!(scan(&runs).len(), 2);
+    }
+
+    #[test]
     fn every_offset_and_the_seam_of_runs_that_meet() {
         let a = [0x90, 0xb8, 0x0f, 0x01, 0xef, 0x00, 0x0f, 0x01];
         let b = [0xef, 0xc3];
