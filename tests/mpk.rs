@@ -289,25 +289,37 @@ fn without_protection_keys_an_mpk_image_refuses_to_start() {
 }
 
 #[test]
-fn merge_refuses_mpk_for_a_callee_with_thread_local_storage() {
-    let dir = scratch_dir("mpk-tls");
-    let (guard, tls) = (lib(&dir, "iso_guard.c"), lib(&dir, "mpk_tls.c"));
-    let o = faasfuse()
-        .arg("merge")
-        .arg(format!("Guard={}", guard.display()))
-        .arg(format!("Crasher={}", tls.display()))
-        .args(["--isolate", "mpk", "-o"])
-        .arg(dir.join("tls-mpk.so"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("has thread-local storage"), "{err}");
-    assert!(!dir.join("tls-mpk.so").exists());
-    // `stack` takes it.
-    merge(
-        &[("Guard", &guard), ("Crasher", &tls)],
-        &dir.join("tls-stack.so"),
-        "stack",
-    );
+fn merge_refuses_mpk_for_a_callee_with_tls_or_that_imports_pkey_functions() {
+    let dir = scratch_dir("mpk-refused");
+    let guard = lib(&dir, "iso_guard.c");
+    for (source, why) in [
+        ("mpk_tls.c", "has thread-local storage"),
+        ("mpk_pkey.c", "imports pkey_set"),
+    ] {
+        let callee = lib(&dir, source);
+        let out = dir.join(format!("{source}-mpk.so"));
+        let _ = std::fs::remove_file(&out);
+        let o = faasfuse()
+            .arg("merge")
+            .arg(format!("Guard={}", guard.display()))
+            .arg(format!("Crasher={}", callee.display()))
+            .args(["--isolate", "mpk", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{source}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(why) && err.contains(source.trim_end_matches(".c")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists());
+        // `stack` takes it.
+        merge(
+            &[("Guard", &guard), ("Crasher", &callee)],
+            &dir.join(format!("{source}-stack.so")),
+            "stack",
+        );
+    }
 }
