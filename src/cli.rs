@@ -264,10 +264,30 @@ pub struct MergeArgs {
     /// pointer, a stack overflow) fails its call with -1 as a crashed
     /// callee process would, the root serving on, and the host serves
     /// that callee from then on. Neither keeps a callee from the
-    /// caller's globals or the shared heap. Per function in
-    /// func_config.json: "isolate": "stack".
+    /// caller's globals or the shared heap. `mpk` (a CPU with protection
+    /// keys): as `stack`, and each callee's writable memory, stack and
+    /// I/O buffers carry a protection key of its own, PKRU switched on
+    /// call and return, so that while it runs it can touch neither its
+    /// callers' data nor the runtime's state (libc's heap stays shared).
+    /// Per function in func_config.json: "isolate": "stack" or "mpk".
     #[arg(long, value_enum, default_value_t = IsolateArg::None)]
     pub isolate: IsolateArg,
+    /// Isolate function NAME as MODE, whatever --isolate says
+    /// (repeatable, comma-separated): e.g. `--isolate mpk --isolate-fn
+    /// Pricing=stack` for a callee with thread-local storage, which `mpk`
+    /// refuses.
+    #[arg(long, value_name = "NAME=MODE", value_delimiter = ',', value_parser = parse_isolate_fn)]
+    pub isolate_fn: Vec<(String, IsolateArg)>,
+}
+
+fn parse_isolate_fn(s: &str) -> Result<(String, IsolateArg), String> {
+    use clap::ValueEnum;
+    let (name, mode) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=MODE (none, stack or mpk)"))?;
+    let mode = IsolateArg::from_str(mode, false)
+        .map_err(|_| format!("`{mode}`: the modes are none, stack and mpk"))?;
+    Ok((name.to_string(), mode))
 }
 
 #[derive(clap::Args)]
@@ -475,6 +495,9 @@ pub enum IsolateArg {
     None,
     /// On a stack of its own with a guard region; a fault fails the call.
     Stack,
+    /// As `stack`, and behind a protection key of its own: while it runs it
+    /// can touch neither its callers' data nor the runtime's state.
+    Mpk,
 }
 
 impl From<IsolateArg> for faasfuse_core::merge::Isolation {
@@ -482,6 +505,7 @@ impl From<IsolateArg> for faasfuse_core::merge::Isolation {
         match a {
             IsolateArg::None => Self::None,
             IsolateArg::Stack => Self::Stack,
+            IsolateArg::Mpk => Self::Mpk,
         }
     }
 }

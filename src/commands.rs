@@ -182,6 +182,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         lower,
         reentrant,
         isolate,
+        isolate_fn,
     } = a;
     let mut specs = faasfuse_host::resolve_specs(&libraries, None)?;
     if let Some(m) = &manifest {
@@ -198,7 +199,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         level: lower.into(),
         reentrant: reentrant.into_iter().collect(),
         isolate: isolate.into(),
-        isolate_fn: Default::default(),
+        isolate_fn: isolate_fn.into_iter().map(|(n, m)| (n, m.into())).collect(),
     };
     opts.check(&specs)?;
     let mut planned = None;

@@ -12,11 +12,13 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 7] = [
     "faasfuse_rt.c",
     "faasfuse_stack.c",
+    "faasfuse_mpk.c",
     "faasfuse_rt.h",
     "faasfuse_stack.h",
+    "faasfuse_mpk.h",
     "../../fixtures/include/faas_worker.h",
 ];
 
@@ -57,9 +59,12 @@ const LAYOUT: &[(&str, &str, &str)] = &[
     ("ENTRY_CALL", "offsetof(struct ff_image, call)", "Offset in an entry of `call`: the image's own `faas_func_call`."),
     ("ENTRY_RELRO_START", "offsetof(struct ff_image, relro_start)", "Offset in an entry of `relro_start`: start of the image's RELRO range, made read-only by the runtime's constructor (callees only; 0 = none)."),
     ("ENTRY_RELRO_END", "offsetof(struct ff_image, relro_end)", "Offset in an entry of `relro_end`: end (exclusive) of that range."),
-    ("ENTRY_FLAGS", "offsetof(struct ff_image, flags)", "Offset in an entry of `flags`: [`FLAG_REENTRANT`], [`FLAG_ISOLATE_STACK`]."),
+    ("ENTRY_SPAN_START", "offsetof(struct ff_image, span_start)", "Offset in an entry of `span_start`: the lowest address of the image's segments (the runtime finds each image's writable segments by its span)."),
+    ("ENTRY_SPAN_END", "offsetof(struct ff_image, span_end)", "Offset in an entry of `span_end`: end (exclusive) of the image's segments."),
+    ("ENTRY_FLAGS", "offsetof(struct ff_image, flags)", "Offset in an entry of `flags`: [`FLAG_REENTRANT`], [`FLAG_ISOLATE_STACK`], [`FLAG_ISOLATE_MPK`]."),
     ("FLAG_REENTRANT", "FF_IMAGE_REENTRANT", "`ff_image.flags`: the function may be re-entered in one process (an extra worker serves the inner call instead of the host)."),
     ("FLAG_ISOLATE_STACK", "FF_IMAGE_ISOLATE_STACK", "`ff_image.flags`: every call of the function runs on a stack of its worker's own, and a fault in it fails that call (`--isolate stack`)."),
+    ("FLAG_ISOLATE_MPK", "FF_IMAGE_ISOLATE_MPK", "`ff_image.flags`: with [`FLAG_ISOLATE_STACK`], the image's writable memory, stack and I/O buffers carry a protection key of its own, PKRU switched on call and return (`--isolate mpk`)."),
 ];
 
 /// Build and run the layout probe; returns the Rust source it prints.

@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "faasfuse_rt.h"
+#include "faasfuse_mpk.h"
 #include "faasfuse_stack.h"
 
 /* dlsym as glibc 2.2.5 has it (in libdl there): the default version of
@@ -124,6 +125,8 @@ struct ff_frame {
     struct ff_stack *stack;
     int (*image_call)(void *handle, const char *input, size_t len);
     void *image_handle;
+    /* FF_IMAGE_ISOLATE_MPK: its I/O record and key (io NULL otherwise). */
+    struct ff_mpk_worker mpk;
     int suspect; /* it faulted: never called or destroyed again */
     int in_host; /* its call waits for an RPC the host serves */
 };
@@ -182,6 +185,7 @@ __attribute__((constructor)) static void ff_protect_relro(void)
     const struct ff_table *t = ff_table();
     if (!t)
         return;
+    ff_mpk_setup(t);
     long ps = sysconf(_SC_PAGESIZE);
     uintptr_t mask = ~((uintptr_t)(ps > 0 ? ps : 4096) - 1);
     for (size_t i = 1; i < t->count; i++) {
@@ -239,7 +243,7 @@ static inline __attribute__((always_inline)) int ff_runs_here(const struct ff_fr
 
 static struct ff_chunk *ff_chunk_new(size_t cap)
 {
-    struct ff_chunk *c = malloc(sizeof *c + cap);
+    struct ff_chunk *c = ff_state_alloc(sizeof *c + cap);
     if (c) {
         c->next = NULL;
         c->cap = cap;
@@ -258,7 +262,7 @@ static __attribute__((noinline)) int ff_reset_arena(struct ff_frame *f, int rc)
         if (!keep && c->cap <= FF_CHUNK_REUSE)
             keep = c;
         else
-            free(c);
+            ff_state_free(c);
     }
     keep->next = NULL;
     f->chunks = keep;
@@ -272,10 +276,11 @@ static void ff_frame_free(struct ff_frame *f)
     ff_stack_free(f->stack);
     for (struct ff_chunk *c = f->chunks, *next; c; c = next) {
         next = c->next;
-        free(c);
+        ff_state_free(c);
     }
-    free(f->in);
-    free(f);
+    ff_state_free(f->in);
+    ff_mpk_worker_free(&f->mpk);
+    ff_state_free(f);
 }
 
 /* Room for `len` more bytes and the NUL of f's output: a new chunk heads
@@ -480,9 +485,25 @@ static int ff_call_isolated(void *handle, const char *input, size_t len)
         w->stack_thread = me;
     }
     size_t fast_count = w->fast_count;
-    int rc = ff_stack_call(f->stack, f->image_call, f->image_handle, input, len);
-    if (__builtin_expect(!f->stack->faulted, 1))
-        return rc;
+    int rc;
+    if (f->mpk.io) {
+        const char *out;
+        size_t out_len;
+        rc = ff_mpk_call(&f->mpk, f->stack, f->image_call, f->image_handle, input, len, &out,
+                         &out_len);
+        if (!f->stack->faulted) {
+            /* Its appends, kept in its own key, reach its caller now. */
+            if (rc == 0 && !out)
+                rc = -1;
+            else if (rc == 0 && out_len)
+                rt_append(f, out, out_len);
+            return rc;
+        }
+    } else {
+        rc = ff_stack_call(f->stack, f->image_call, f->image_handle, input, len);
+        if (__builtin_expect(!f->stack->faulted, 1))
+            return rc;
+    }
     f->stack->faulted = 0;
     w->fast_count = fast_count;
     ff_recover(f);
@@ -496,11 +517,11 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
     *rc = -1;
     if (!im->create || !im->call)
         return NULL;
-    struct ff_frame *f = calloc(1, sizeof *f);
+    struct ff_frame *f = ff_state_alloc(sizeof *f);
     if (!f)
         return NULL;
     f->chunks = ff_chunk_new(FF_CHUNK_MIN);
-    f->in = malloc(FF_INPUT_MIN);
+    f->in = ff_state_alloc(FF_INPUT_MIN);
     if (!f->chunks || !f->in) {
         ff_frame_free(f);
         return NULL;
@@ -520,9 +541,23 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
         }
         f->image_call = im->call;
         f->call = ff_call_isolated;
+        int keyed = 0;
+        if (im->flags & FF_IMAGE_ISOLATE_MPK) {
+            keyed = ff_mpk->active ? ff_mpk_worker_new(&f->mpk, f->stack, k, f) : -1;
+            f->stack->resume = ff_pkru_gate_recover;
+        } else if (ff_mpk->active) {
+            keyed = ff_mpk_key_stack(f->stack, ff_mpk->group_key);
+        }
+        if (keyed != 0) {
+            ff_frame_free(f);
+            return NULL;
+        }
     }
     void *h = NULL;
-    *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
+    if (f->mpk.io)
+        *rc = ff_mpk_create(&f->mpk, f->stack, im->create, &h);
+    else
+        *rc = im->create(f, faasfuse_rt_dispatch, rt_append, &h);
     if (*rc != 0) {
         ff_frame_free(f);
         return NULL;
@@ -587,10 +622,10 @@ static __attribute__((noinline)) char *ff_copy_input_slow(struct ff_frame *f, co
     if (len >= f->in_cap) {
         if (len > SIZE_MAX / 2)
             return NULL;
-        char *p = malloc(2 * len);
+        char *p = ff_state_alloc(2 * len);
         if (!p)
             return NULL;
-        free(f->in);
+        ff_state_free(f->in);
         f->in = p;
         f->in_cap = 2 * len;
     }
@@ -815,6 +850,14 @@ int faas_init(void)
     const struct ff_table *t = ff_table();
     if (!t || ff_relro_failed)
         return -1;
+    if (ff_mpk->failed) {
+        fprintf(stderr,
+                "faasfuse: a fused callee is isolated with mpk, but its protection keys could "
+                "not be set (%s): refusing to serve it unprotected\n",
+                strerror(ff_mpk->failed));
+        return -1;
+    }
+    ff_mpk_enter();
     /* Callees first (reverse table order), then the root. */
     for (size_t i = t->count; i-- > 0;) {
         if (!t->images[i].init)
@@ -866,7 +909,8 @@ int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append
     const struct ff_table *t = ff_table();
     if (!t || !handle)
         return -1;
-    struct ff_worker *w = calloc(1, sizeof *w + (size_t)t->count * sizeof(struct ff_frame *));
+    ff_mpk_enter();
+    struct ff_worker *w = ff_state_alloc(sizeof *w + (size_t)t->count * sizeof(struct ff_frame *));
     if (!w)
         return -1;
     w->host_ctx = caller_ctx;
@@ -881,7 +925,7 @@ int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append
         w->frames[k] = ff_frame_new(w, k, &rc);
         if (!w->frames[k]) {
             ff_destroy_frames(w, k + 1);
-            free(w);
+            ff_state_free(w);
             return rc ? rc : -1;
         }
     }
@@ -894,6 +938,7 @@ int faas_func_call(void *handle, const char *input, size_t input_len)
     struct ff_worker *w = handle;
     if (!w)
         return -1;
+    ff_mpk_enter();
     w->base_depth = w->host_depth ? w->host_depth(w->host_ctx) : 0;
     w->fast_count = w->count + w->base_depth <= FF_MAX_DEPTH ? w->count : 0;
     struct ff_frame *running __attribute__((cleanup(ff_end_root_call))) = w->frames[0];
@@ -909,12 +954,13 @@ int faas_destroy_func_worker(void *handle)
     struct ff_worker *w = handle;
     if (!w)
         return -1;
+    ff_mpk_enter();
     struct ff_frame *root = w->frames[0];
     int rc = w->table->images[0].destroy ? w->table->images[0].destroy(root->handle) : -1;
     /* Extra workers of a re-entrant root go with the callees'. */
     w->frames[0] = root->extra;
     ff_frame_free(root);
     ff_destroy_frames(w, 0);
-    free(w);
+    ff_state_free(w);
     return rc;
 }

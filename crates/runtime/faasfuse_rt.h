@@ -35,7 +35,14 @@
  * worker's own, and a fault in it fails that call (faasfuse_stack.h). */
 #define FF_IMAGE_ISOLATE_STACK UINT64_C(2)
 
-/* One fused image: its name and its own worker_v1 entry points. 64 bytes. */
+/* ff_image.flags, with FF_IMAGE_ISOLATE_STACK: the image's writable
+ * segments, its stacks and the buffers its input and output cross through
+ * carry a protection key of its own, and the runtime switches PKRU on call
+ * and return so that, while it runs, every other key the runtime gave out
+ * is denied (faasfuse_mpk.h). */
+#define FF_IMAGE_ISOLATE_MPK UINT64_C(4)
+
+/* One fused image: its name and its own worker_v1 entry points. 80 bytes. */
 struct ff_image {
     const char *name;  /* function name, NUL-terminated */
     int (*init)(void); /* the image's own faas_init */
@@ -47,6 +54,9 @@ struct ff_image {
      * (callees only; the root's PT_GNU_RELRO is handled by ld.so); 0,0 = none */
     uintptr_t relro_start;
     uintptr_t relro_end;
+    /* [span_start, span_end): where the image's segments lie. */
+    uintptr_t span_start;
+    uintptr_t span_end;
     uint64_t flags; /* FF_IMAGE_* */
 };
 

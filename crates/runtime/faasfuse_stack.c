@@ -24,6 +24,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "faasfuse_mpk.h"
 #include "faasfuse_stack.h"
 
 /* dladdr and dlopen as glibc 2.2.5 has them (in libdl there): the
@@ -32,8 +33,6 @@
 __asm__(".symver dladdr,dladdr@GLIBC_2.2.5");
 __asm__(".symver dlopen,dlopen@GLIBC_2.2.5");
 
-#define FF_STACK_SIZE ((size_t)8 << 20) /* a thread's default stack */
-#define FF_STACK_GUARD ((size_t)64 << 10)
 #define FF_ALTSTACK_SIZE ((size_t)64 << 10)
 #define FF_MAX_STACKS 4096
 #define FF_MAX_SYS_RANGES 32
@@ -209,6 +208,10 @@ static int ff_in_system_code(uintptr_t pc)
 static void ff_fault(int sig, siginfo_t *si, void *ucv)
 {
     ucontext_t *uc = ucv;
+    /* Handlers start with only key 0 open; the stack records are the
+     * runtime's (the thread's PKRU comes back from the signal frame). */
+    if (ff_mpk->active)
+        ff_pkru_gate_enable();
     /* si_code <= 0: sent by kill, raise, sigqueue, tgkill: not a fault. */
     struct ff_stack *s =
         si->si_code > 0 ? ff_stack_at((uintptr_t)uc->uc_mcontext.gregs[REG_RSP]) : NULL;
@@ -227,7 +230,8 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
     uintptr_t saved = (uintptr_t)s->saved_sp;
     uc->uc_mcontext.gregs[REG_RSP] = (greg_t)saved;
     uc->uc_mcontext.gregs[REG_RBP] = (greg_t)(saved + 48);
-    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)ff_stack_recover;
+    uc->uc_mcontext.gregs[REG_RIP] =
+        (greg_t)(uintptr_t)(s->resume ? s->resume : ff_stack_recover);
 }
 
 static int ff_note_system_library(struct dl_phdr_info *info, size_t size, void *data)
@@ -306,7 +310,7 @@ static size_t ff_take_slot(void)
         if (!__atomic_compare_exchange_n(&ff_slot_state[i], &expect, FF_SLOT_BUSY, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             continue;
-        if (!ff_stacks[i] && !(ff_stacks[i] = calloc(1, sizeof(struct ff_stack)))) {
+        if (!ff_stacks[i] && !(ff_stacks[i] = ff_state_alloc(sizeof(struct ff_stack)))) {
             __atomic_store_n(&ff_slot_state[i], FF_SLOT_FREE, __ATOMIC_RELEASE);
             return SIZE_MAX;
         }

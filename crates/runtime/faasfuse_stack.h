@@ -21,6 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define FF_STACK_SIZE ((size_t)8 << 20) /* a thread's default stack */
+#define FF_STACK_GUARD ((size_t)64 << 10)
+
 struct ff_stack {
     void *saved_sp;  /* set by ff_stack_call: where a fault resumes (offset 0) */
     char *top;       /* highest address + 1, 16-byte aligned (offset 8) */
@@ -29,6 +32,8 @@ struct ff_stack {
     volatile int faulted; /* set by the fault handler; cleared by the runtime */
     uintptr_t fault_addr;
     int fault_sig;
+    /* Where a faulted call resumes; NULL: ff_stack_call's recovery path. */
+    void *resume;
 };
 
 /* A new stack (guard region and handlers installed, the image pinned);

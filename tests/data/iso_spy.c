@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "example_worker.h"
 
@@ -14,13 +15,39 @@ EXAMPLE_WORKER_ENTRY_POINTS
 
 static const char needle[] = "FFSECRET:";
 
+/* Whether [lo, hi) holds the needle. The bytes are read through a pipe,
+ * page by page: a page this thread may not read (a protection key closed
+ * by its PKRU) makes write() fail with EFAULT instead of faulting, and
+ * counts as not found. */
 static int contains(uintptr_t lo, uintptr_t hi)
 {
     size_t n = sizeof needle - 1;
-    for (uintptr_t p = lo; p + n <= hi; p++)
-        if (*(const volatile char *)p == 'F' && memcmp((const void *)p, needle, n) == 0)
-            return 1;
-    return 0;
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    static char buf[4096 + sizeof needle];
+    size_t carry = 0;
+    int found = 0;
+    for (uintptr_t p = lo; p < hi && !found;) {
+        size_t chunk = 4096 - (p & 4095);
+        if (chunk > hi - p)
+            chunk = hi - p;
+        if (write(fd[1], (const void *)p, chunk) != (ssize_t)chunk ||
+            read(fd[0], buf + carry, chunk) != (ssize_t)chunk) {
+            carry = 0;
+            p += chunk;
+            continue;
+        }
+        size_t have = carry + chunk;
+        for (size_t i = 0; i + n <= have && !found; i++)
+            found = memcmp(buf + i, needle, n) == 0;
+        carry = have < n - 1 ? have : n - 1;
+        memmove(buf, buf + have - carry, carry);
+        p += chunk;
+    }
+    close(fd[0]);
+    close(fd[1]);
+    return found;
 }
 
 /* Scan what /proc/self/maps lists: the mapping holding `frame` from

@@ -136,7 +136,9 @@ fn fused_images(image: &Image) -> Result<Vec<FusedImage>> {
             Ok(FusedImage {
                 name: String::from_utf8_lossy(name).into_owned(),
                 reentrant: flags & FLAG_REENTRANT != 0,
-                isolation: if flags & FLAG_ISOLATE_STACK != 0 {
+                isolation: if flags & FLAG_ISOLATE_MPK != 0 {
+                    Isolation::Mpk
+                } else if flags & FLAG_ISOLATE_STACK != 0 {
                     Isolation::Stack
                 } else {
                     Isolation::None
@@ -322,6 +324,8 @@ impl InspectReport {
                     match im.isolation {
                         Isolation::None => "none",
                         Isolation::Stack => "stack (own stack, faults fail the call)",
+                        Isolation::Mpk =>
+                            "mpk (own stack and protection key, faults fail the call)",
                     },
                     if im.reentrant { ", re-entrant" } else { "" }
                 );

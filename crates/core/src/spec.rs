@@ -116,4 +116,17 @@ pub enum Isolation {
     /// pointer, a stack overflow) fails its call with -1 instead of killing
     /// the process; the host serves the function from then on.
     Stack,
+    /// As `Stack`, and the callee's writable memory, stack and the
+    /// buffers its input and output cross through carry a protection key
+    /// of its own; while it runs, the thread's PKRU denies every other key
+    /// faasfuse gave out (its callers' data, the runtime's state, the
+    /// other isolated callees'): it can neither read nor write them.
+    Mpk,
+}
+
+impl Isolation {
+    /// Runs on a stack of its own (`stack` and `mpk`).
+    pub fn own_stack(self) -> bool {
+        self != Isolation::None
+    }
 }

@@ -69,6 +69,8 @@ mod tests {
             ENTRY_CALL,
             ENTRY_RELRO_START,
             ENTRY_RELRO_END,
+            ENTRY_SPAN_START,
+            ENTRY_SPAN_END,
             ENTRY_FLAGS,
         ];
         offsets.sort_unstable();
@@ -82,5 +84,6 @@ mod tests {
         assert_eq!(&TABLE_MAGIC.to_le_bytes(), b"FFTABLE1");
         const { assert!(FLAG_REENTRANT != 0 && FLAG_ISOLATE_STACK != 0) };
         assert_eq!(FLAG_REENTRANT & FLAG_ISOLATE_STACK, 0);
+        assert_eq!((FLAG_REENTRANT | FLAG_ISOLATE_STACK) & FLAG_ISOLATE_MPK, 0);
     }
 }

@@ -758,6 +758,16 @@ fn read_symbols(file: &ElfFile64<LE>) -> Result<Vec<Symbol>> {
 
 /// Refuse what the transplant cannot carry.
 pub fn check_supported(part: &Part) -> Result<()> {
+    if part.fusion.isolation == super::Isolation::Mpk && part.tls.is_some() {
+        // Its thread-local storage lies in each thread's static TLS block,
+        // on pages it shares with libc's and its callers': no key of its
+        // own can cover it, and a key over those pages would lock libc out.
+        bail!(InputError::new(
+            &part.path,
+            "has thread-local storage, which --isolate mpk cannot key apart from its callers' \
+             (it shares their pages): isolate it with `stack` instead"
+        ));
+    }
     for r in &part.relocs {
         match r.r_type {
             elf::R_X86_64_RELATIVE

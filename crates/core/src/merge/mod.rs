@@ -126,18 +126,22 @@ impl MergeOptions {
 
     /// Every function declared re-entrant is one of `specs`.
     pub fn check(&self, specs: &[FunctionSpec]) -> Result<()> {
-        match self
-            .reentrant
-            .iter()
-            .find(|r| !specs.iter().any(|s| &s.name == *r))
-        {
-            Some(r) => Err(InputError::new(
+        let unknown = |r: &&String| !specs.iter().any(|s| &s.name == *r);
+        if let Some(r) = self.reentrant.iter().find(unknown) {
+            return Err(InputError::new(
                 r.as_str(),
                 "declared re-entrant but not among the libraries to fuse",
             )
-            .into()),
-            None => Ok(()),
+            .into());
         }
+        if let Some(r) = self.isolate_fn.keys().find(unknown) {
+            return Err(InputError::new(
+                r.as_str(),
+                "given an isolation but not among the libraries to fuse",
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
@@ -188,7 +192,7 @@ fn fuse(
     time.mark("load");
     let finding = loaded.find_debug_fields();
     let analyzed = pipeline::analyze(&loaded, opts)?;
-    let lowered = pipeline::lower(&loaded, &analyzed, opts.level);
+    let lowered = pipeline::lower(&loaded, &analyzed, opts);
     let parts = pipeline::read_parts(loaded, &analyzed, opts)?;
     time.mark("analyze");
     let inputs = emit::place_inputs(&parts.parts)?;
@@ -313,6 +317,7 @@ pub fn render(m: &Manifest) -> String {
             match i.isolation {
                 Isolation::None => "",
                 Isolation::Stack => "  (isolated: own stack)",
+                Isolation::Mpk => "  (isolated: own stack and protection key)",
             }
         ));
     }

@@ -178,8 +178,11 @@ pub(super) struct Lowered {
     pub(super) plans: Vec<Vec<SitePlan>>,
 }
 
-/// Plan how each input's RPC sites are lowered at `level`.
-pub(super) fn lower(loaded: &Loaded, analyzed: &Analyzed, level: Level) -> Lowered {
+/// Plan how each input's RPC sites are lowered at `opts.level`. The sites
+/// of a callee isolated with `mpk` stay indirect calls: while it runs, the
+/// runtime's state is out of its reach, and only the gate its worker was
+/// given as `invoke` lets it in.
+pub(super) fn lower(loaded: &Loaded, analyzed: &Analyzed, opts: &MergeOptions) -> Lowered {
     let table: Vec<String> = analyzed
         .order
         .iter()
@@ -188,9 +191,24 @@ pub(super) fn lower(loaded: &Loaded, analyzed: &Analyzed, level: Level) -> Lower
     let mut plans: Vec<Vec<SitePlan>> = analyzed
         .order
         .iter()
-        .map(|&i| {
-            let image = &loaded.inputs[i].image;
-            lower::plan(image, &image.sites, &table, level)
+        .enumerate()
+        .map(|(k, &i)| {
+            let Input { image, spec } = &loaded.inputs[i];
+            let level = if k > 0 && opts.isolation_of(&spec.name) == super::Isolation::Mpk {
+                Level::None
+            } else {
+                opts.level
+            };
+            let mut plans = lower::plan(image, &image.sites, &table, level);
+            if level != opts.level {
+                for p in &mut plans {
+                    p.reason =
+                        "not lowered: its function is isolated with mpk, and a call out of it \
+                                goes through the runtime's gate (an indirect call)"
+                            .into();
+                }
+            }
+            plans
         })
         .collect();
     plans.push(Vec::new());
@@ -243,6 +261,7 @@ pub(super) fn read_parts(
         input::check_supported(&part)?;
         parts.push(part);
     }
+    check_key_count(&parts)?;
     check_span(&parts)?;
     let runtime = Image::parse(Path::new("<fusion runtime>"), runtime::RUNTIME_SO.to_vec())?;
     parts.push(input::read_part(&runtime, RUNTIME_NAME, Role::Runtime)?);
@@ -393,4 +412,30 @@ fn mark_reentry(edges: &mut [Edge], root: &str, reentrant: &BTreeSet<String>) {
             ),
         };
     }
+}
+
+/// Protection keys a fused image's runtime allocates: one per callee
+/// isolated with `mpk`, one for the rest of the group. The CPU has 16, key
+/// 0 being everyone's.
+const MPK_KEYS: usize = 15;
+
+/// Refuse a group whose `mpk` callees need more keys than the CPU has
+/// (rather than letting two callees share one).
+fn check_key_count(parts: &[Part]) -> Result<()> {
+    let mpk = parts
+        .iter()
+        .filter(|p| p.fusion.isolation == super::Isolation::Mpk)
+        .count();
+    if mpk + 1 > MPK_KEYS {
+        return Err(crate::error::InputError::new(
+            &parts[0].path,
+            format!(
+                "{mpk} callees are isolated with mpk, and a group has keys for at most {}: isolate \
+                 the rest with `stack`, or split the group",
+                MPK_KEYS - 1
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -42,6 +42,7 @@ impl FusedTable {
             } | match p.fusion.isolation {
                 super::Isolation::None => 0,
                 super::Isolation::Stack => runtime::FLAG_ISOLATE_STACK,
+                super::Isolation::Mpk => runtime::FLAG_ISOLATE_STACK | runtime::FLAG_ISOLATE_MPK,
             };
             let f = (entry + runtime::ENTRY_FLAGS) as usize;
             table[f..f + 8].copy_from_slice(&flags.to_le_bytes());
@@ -60,6 +61,17 @@ impl FusedTable {
             {
                 pointers.push((entry + f, Target::Image(pl.out(InAddr(ep)))));
             }
+            // Where the image lies: the runtime finds each image's writable
+            // segments by it, to give them their protection key.
+            let (lo, hi) = p.span();
+            pointers.push((
+                entry + runtime::ENTRY_SPAN_START,
+                Target::Image(pl.out(InAddr(lo))),
+            ));
+            pointers.push((
+                entry + runtime::ENTRY_SPAN_END,
+                Target::Image(pl.out(InAddr(hi))),
+            ));
             if let (Role::Callee, Some((s, e))) = (p.role, p.relro) {
                 pointers.push((
                     entry + runtime::ENTRY_RELRO_START,
