@@ -11,8 +11,15 @@
 //! with the `/* rpc-site: ... */` markers in the sources), and the fused
 //! output is decoded with iced-x86 at those addresses, moved by each
 //! image's displacement as its `.symtab` shows it.
+//!
+//! Each workflow is also merged with `--isolate mpk` (`stack` for a callee
+//! with TLS), and the fused image's executable pages are scanned by this
+//! test's own code (tests/common/pkru.rs), not faasfuse's scanner: the only
+//! WRPKRU/XRSTOR/XRSTORS byte sequences are in the `faasfuse::ff_pkru_gate*`
+//! functions of its `.symtab`, as many WRPKRUs as the runtime's gates hold.
 
 mod common;
+use common::pkru;
 use common::*;
 
 use std::collections::BTreeMap;
@@ -168,7 +175,74 @@ struct Tally {
     constant_lowered: usize,
     dynamic: usize,
     dynamic_lowered: usize,
+    /// Input images merged with `--isolate mpk` and checked byte by byte.
+    pkru_images: usize,
     problems: Vec<String>,
+}
+
+/// WRPKRU sequences in the runtime's gates, counted in the runtime image
+/// itself (which holds none anywhere else).
+fn runtime_gate_wrpkrus() -> usize {
+    let rt = faasfuse_core::runtime::RUNTIME_SO;
+    let gates = pkru::symbol_ranges(rt, "ff_pkru_gate");
+    let found = pkru::sequences(rt);
+    let in_gate = |f: &pkru::Found| gates.iter().any(|g| f.address >= g.1 && f.address < g.2);
+    assert!(
+        found.iter().all(in_gate),
+        "runtime: {found:?} outside {gates:?}"
+    );
+    found.iter().filter(|f| f.kind == "wrpkru").count()
+}
+
+/// Whether the library has a PT_TLS segment (read here, not by faasfuse).
+fn has_tls(lib: &Path) -> bool {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let data = std::fs::read(lib).unwrap();
+    let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+    let e = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(e) == object::elf::PT_TLS)
+}
+
+/// Merge `w` with every callee isolated with `mpk` (`stack` for one with
+/// TLS, which `mpk` refuses) into `out`, and check its executable pages by
+/// this test's own scan: every WRPKRU/XRSTOR/XRSTORS sequence lies in a
+/// `faasfuse::ff_pkru_gate*` function of its `.symtab`, and those hold
+/// exactly the runtime's WRPKRUs. The input images it covered.
+fn check_pkru(w: &Workflow, dir: &Path, out: &Path) -> Result<usize, String> {
+    let mut cmd = faasfuse();
+    cmd.arg("merge")
+        .args(w.run_args_in(dir))
+        .args(["--isolate", "mpk"]);
+    for (f, lib) in &w.functions {
+        if *f != w.root && has_tls(&dir.join(lib)) {
+            cmd.arg(format!("--isolate-fn={f}=stack"));
+        }
+    }
+    let merged = cmd.arg("-o").arg(out).output().unwrap();
+    if !merged.status.success() {
+        return Err(format!(
+            "merge --isolate mpk failed: {}",
+            String::from_utf8_lossy(&merged.stderr)
+        ));
+    }
+    let data = std::fs::read(out).unwrap();
+    let gates = pkru::symbol_ranges(&data, "faasfuse::ff_pkru_gate");
+    let found = pkru::sequences(&data);
+    let outside: Vec<_> = found
+        .iter()
+        .filter(|f| !gates.iter().any(|g| f.address >= g.1 && f.address < g.2))
+        .collect();
+    let in_gates = found.len() - outside.len();
+    let want = runtime_gate_wrpkrus();
+    if !outside.is_empty() || in_gates != want || found.iter().any(|f| f.kind != "wrpkru") {
+        return Err(format!(
+            "{}: {outside:?} outside the gates {gates:?}; {in_gates} in them, the runtime's gates hold {want}",
+            out.display()
+        ));
+    }
+    Ok(w.functions.len())
 }
 
 /// Check that every site of `w`'s input libraries is a `call rel32` in the
@@ -321,6 +395,11 @@ fn every_compiler_and_flag_merges_answers_identically_and_lowers_every_site() {
                                 .problems
                                 .push(format!("{}: fused answers differ", w.name));
                         }
+                        let mpk_out = outs.join(format!("{}-{v}-mpk.so", w.name));
+                        match check_pkru(&w, &vdir, &mpk_out) {
+                            Ok(n) => total.pkru_images += n,
+                            Err(p) => total.problems.push(format!("{}: {p}", w.name)),
+                        }
                         let t = check_sites(&w, &vdir, &out, marks);
                         total.constant += t.constant;
                         total.constant_lowered += t.constant_lowered;
@@ -350,6 +429,12 @@ fn every_compiler_and_flag_merges_answers_identically_and_lowers_every_site() {
             t.dynamic
         );
     }
+    let pkru_images: usize = rows.iter().map(|r| r.3.pkru_images).sum();
+    eprintln!(
+        "--isolate mpk: {pkru_images} input images in {} fused images: PKRU writes only in the runtime's gates ({} WRPKRU)",
+        VARIANTS.len() * workflows().len(),
+        runtime_gate_wrpkrus()
+    );
     let problems: Vec<String> = rows
         .iter()
         .flat_map(|(v, _, _, t)| t.problems.iter().map(move |p| format!("{v}: {p}")))
@@ -376,5 +461,7 @@ fn every_compiler_and_flag_merges_answers_identically_and_lowers_every_site() {
             t.constant
         );
         assert_eq!(t.constant, t.constant_lowered, "{v}");
+        let images: usize = workflows().iter().map(|w| w.functions.len()).sum();
+        assert_eq!(t.pkru_images, images, "{v}: images checked under mpk");
     }
 }

@@ -33,6 +33,8 @@ struct Case {
     ipc: bool,
     /// The exact stdout expected.
     expect: String,
+    /// The exit status expected (the shell's: 128 + a signal).
+    status: u8,
     /// A line stderr must hold exactly once, if any.
     stderr_once: Option<String>,
 }
@@ -74,6 +76,7 @@ fn spy_cases(dir: &Path, cases: &mut Vec<Case>) {
                 ipc,
                 expect: format!("rc=0\t{expect}\n").repeat(2),
                 stderr_once: None,
+                status: 0,
             });
         }
     }
@@ -102,6 +105,7 @@ fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
                 ipc,
                 expect: "rc=0\trc=0 ok:a\nrc=0\trc=-1 \nrc=0\trc=0 ok:b\n".into(),
                 stderr_once: Some("Crasher faulted".into()),
+                status: 0,
             });
         }
     }
@@ -116,6 +120,25 @@ fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
         ipc: false,
         expect: "rc=0\trc=0 caught inside: bad:xyz\nrc=0\trc=0 caught inside: bad:again\n".into(),
         stderr_once: None,
+        status: 0,
+    });
+    // Escaping it: unwinding stops at the gate, and the process ends as an
+    // unfused worker's would (std::terminate: SIGABRT, exit status 134).
+    let (root, thrower) = (
+        build_test_lib("throwroot.cc", dir),
+        build_test_lib("thrower.cc", dir),
+    );
+    let fused = dir.join("throw-mpk.so");
+    merge(&[("Root", &root), ("Thrower", &thrower)], &fused, "mpk");
+    cases.push(Case {
+        what: "exception escaping the callee".into(),
+        deploy: vec![format!("Root={}", fused.display())],
+        root: "Root".into(),
+        inputs: input_file("mpk-throw", &["please throw".into()]),
+        ipc: false,
+        expect: String::new(),
+        stderr_once: Some("terminate called after throwing".into()),
+        status: 134,
     });
 }
 
@@ -173,6 +196,7 @@ fn workflow_cases(dir: &Path, cases: &mut Vec<Case>) {
                 ipc,
                 expect: unfused.clone(),
                 stderr_once: None,
+                status: 0,
             });
         }
     }
@@ -241,7 +265,12 @@ fn mpk_isolates_callees_on_a_machine_with_protection_keys() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = split(&String::from_utf8_lossy(&o.stdout), cases.len());
     for (c, (stdout, status, stderr)) in cases.iter().zip(&got) {
-        assert_eq!(status, "0", "{}: exit status; stderr:\n{stderr}", c.what);
+        assert_eq!(
+            status,
+            &c.status.to_string(),
+            "{}: exit status; stderr:\n{stderr}",
+            c.what
+        );
         assert_eq!(stdout, &c.expect, "{}; stderr:\n{stderr}", c.what);
         if let Some(line) = &c.stderr_once {
             assert_eq!(
@@ -289,25 +318,37 @@ fn without_protection_keys_an_mpk_image_refuses_to_start() {
 }
 
 #[test]
-fn merge_refuses_mpk_for_a_callee_with_thread_local_storage() {
-    let dir = scratch_dir("mpk-tls");
-    let (guard, tls) = (lib(&dir, "iso_guard.c"), lib(&dir, "mpk_tls.c"));
-    let o = faasfuse()
-        .arg("merge")
-        .arg(format!("Guard={}", guard.display()))
-        .arg(format!("Crasher={}", tls.display()))
-        .args(["--isolate", "mpk", "-o"])
-        .arg(dir.join("tls-mpk.so"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("has thread-local storage"), "{err}");
-    assert!(!dir.join("tls-mpk.so").exists());
-    // `stack` takes it.
-    merge(
-        &[("Guard", &guard), ("Crasher", &tls)],
-        &dir.join("tls-stack.so"),
-        "stack",
-    );
+fn merge_refuses_mpk_for_a_callee_with_tls_or_that_imports_pkey_functions() {
+    let dir = scratch_dir("mpk-refused");
+    let guard = lib(&dir, "iso_guard.c");
+    for (source, why) in [
+        ("mpk_tls.c", "has thread-local storage"),
+        ("mpk_pkey.c", "imports pkey_set"),
+    ] {
+        let callee = lib(&dir, source);
+        let out = dir.join(format!("{source}-mpk.so"));
+        let _ = std::fs::remove_file(&out);
+        let o = faasfuse()
+            .arg("merge")
+            .arg(format!("Guard={}", guard.display()))
+            .arg(format!("Crasher={}", callee.display()))
+            .args(["--isolate", "mpk", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{source}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(why) && err.contains(source.trim_end_matches(".c")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists());
+        // `stack` takes it.
+        merge(
+            &[("Guard", &guard), ("Crasher", &callee)],
+            &dir.join(format!("{source}-stack.so")),
+            "stack",
+        );
+    }
 }

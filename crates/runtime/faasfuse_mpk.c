@@ -98,7 +98,10 @@ static uint32_t ff_rdpkru(void)
 
 /*
  * The gates (the only WRPKRU sites; faasfuse_mpk.h). Each WRPKRU that
- * opens the keys is followed by a check of the value written.
+ * opens the keys opens only the runtime's (other keys of the process keep
+ * the thread's rights) and is followed by a check of the value written.
+ * Which keys are the runtime's they read from the settings page (key 0,
+ * read-only), whatever the thread's PKRU.
  *
  * long ff_pkru_gate_call(struct ff_gate *g): g->fn(a[0..3]) on stack
  * g->stack with PKRU g->pkru. Callee-saved registers are pushed on the
@@ -172,10 +175,12 @@ __asm__(".text\n"
         "    movq %rax, %r8\n"
         "    xorl %ecx, %ecx\n"
         "    rdpkru\n"
-        "    andl $3, %eax\n"
+        "    movl ff_mpk_page(%rip), %r9d\n"
+        "    notl %r9d\n"
+        "    andl %r9d, %eax\n"
         "    xorl %edx, %edx\n"
         "    wrpkru\n"
-        "    testl $-4, %eax\n"
+        "    testl %eax, ff_mpk_page(%rip)\n"
         "    jnz 9f\n"
         "    movq %r8, %rax\n"
         "    movq 8(%rsp), %r11\n"
@@ -201,10 +206,12 @@ __asm__(".text\n"
         "ff_pkru_gate_recover:\n"
         "    xorl %ecx, %ecx\n"
         "    rdpkru\n"
-        "    andl $3, %eax\n"
+        "    movl ff_mpk_page(%rip), %r9d\n"
+        "    notl %r9d\n"
+        "    andl %r9d, %eax\n"
         "    xorl %edx, %edx\n"
         "    wrpkru\n"
-        "    testl $-4, %eax\n"
+        "    testl %eax, ff_mpk_page(%rip)\n"
         "    jnz 9b\n"
         "    movq $-1, %rax\n"
         "    jmp 2b\n"
@@ -224,10 +231,12 @@ __asm__(".text\n"
         "    movq %rdi, %rbx\n"
         "    xorl %ecx, %ecx\n"
         "    rdpkru\n"
-        "    andl $3, %eax\n"
+        "    movl ff_mpk_page(%rip), %r9d\n"
+        "    notl %r9d\n"
+        "    andl %r9d, %eax\n"
         "    xorl %edx, %edx\n"
         "    wrpkru\n"
-        "    testl $-4, %eax\n"
+        "    testl %eax, ff_mpk_page(%rip)\n"
         "    jnz 9f\n"
         "    movq %rbx, %rdi\n"
         "    call ff_mpk_nested\n"
@@ -253,10 +262,12 @@ __asm__(".text\n"
         "    endbr64\n"
         "    xorl %ecx, %ecx\n"
         "    rdpkru\n"
-        "    andl $3, %eax\n"
+        "    movl ff_mpk_page(%rip), %r9d\n"
+        "    notl %r9d\n"
+        "    andl %r9d, %eax\n"
         "    xorl %edx, %edx\n"
         "    wrpkru\n"
-        "    testl $-4, %eax\n"
+        "    testl %eax, ff_mpk_page(%rip)\n"
         "    jnz 9f\n"
         "    ret\n"
         "9:\n"
@@ -356,6 +367,7 @@ static int ff_mpk_keys(const struct ff_table *t)
     struct ff_mpk_cfg *c = &ff_mpk_page.cfg;
     if ((c->group_key = ff_pkey_alloc()) < 0)
         return errno;
+    c->ours = 3u << (2 * c->group_key);
     for (size_t k = 1; k < t->count; k++) {
         if (!(t->images[k].flags & FF_IMAGE_ISOLATE_MPK))
             continue;
@@ -366,6 +378,7 @@ static int ff_mpk_keys(const struct ff_table *t)
             return errno;
         c->image[c->nkeys] = k;
         c->key[c->nkeys++] = key;
+        c->ours |= 3u << (2 * key);
     }
     struct ff_segments s = {t, (uintptr_t)t, 0, 0};
     dl_iterate_phdr(ff_key_segments, &s);
@@ -395,7 +408,7 @@ void ff_mpk_setup(const struct ff_table *t)
 
 void ff_mpk_enter(void)
 {
-    if (__builtin_expect(ff_mpk->active, 0) && (ff_rdpkru() & ~3u))
+    if (__builtin_expect(ff_mpk->active, 0) && (ff_rdpkru() & ff_mpk->ours))
         ff_pkru_gate_enable();
 }
 
@@ -434,7 +447,7 @@ void ff_state_free(void *p)
 int ff_mpk_worker_new(struct ff_mpk_worker *m, struct ff_stack *s, size_t image, void *frame)
 {
     m->key = ff_mpk_key_of(image);
-    m->deny = 0xfffffffcu & ~(3u << (2 * m->key));
+    m->deny = ff_mpk->ours & ~(3u << (2 * m->key));
     char *base = ff_keyed_map(FF_IO_MAP, m->key, 1);
     if (!base)
         return -1;
@@ -485,7 +498,7 @@ int ff_mpk_key_stack(struct ff_stack *s, int key)
 
 static uint32_t ff_callee_pkru(const struct ff_mpk_worker *m)
 {
-    return (ff_rdpkru() & 3u) | m->deny;
+    return (ff_rdpkru() & ~ff_mpk->ours) | m->deny;
 }
 
 /* The nested call of a callee, with the keys open (ff_pkru_gate_nested).
@@ -502,7 +515,7 @@ uint64_t ff_mpk_nested(struct ff_mpk_io *io)
     ff_links_unlock();
     if (!frame) /* not a record of ours: no way back to a callee's PKRU */
         abort();
-    uint32_t back = (ff_rdpkru() & 3u) | deny;
+    uint32_t back = (ff_rdpkru() & ~ff_mpk->ours) | deny;
     const char *out = NULL;
     size_t out_len = 0;
     int rc = -1;

@@ -38,6 +38,8 @@
 /* Settings fixed by the constructor, on a read-only page of their own so
  * that any thread may read them whatever its PKRU. */
 struct ff_mpk_cfg {
+    uint32_t ours;   /* PKRU's AD and WD bits of every key the runtime holds
+                        (first: the gates read it) */
     int active;      /* some image is isolated with mpk and keys are set */
     int failed;      /* ... but keys could not be set: errno */
     int group_key;   /* the rest of the group */

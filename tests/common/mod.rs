@@ -4,6 +4,7 @@
 
 pub mod damage;
 pub mod elf_bytes;
+pub mod pkru;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::analyze::gadgets::{self, Sequence};
 use crate::analyze::{find_rpc_sites, RpcSite};
 use crate::elf::{Image, ImageInfo};
 use crate::error::InputError;
@@ -31,6 +32,28 @@ pub struct InspectReport {
     /// Whether `merge` can carry the image's DWARF into a fused image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dwarf: Option<DwarfCheck>,
+    /// The byte sequences that write PKRU in its executable bytes.
+    pub pkru_sequences: PkruReport,
+}
+
+/// WRPKRU, XRSTOR and XRSTORS byte sequences at any offset of the bytes
+/// the image maps executable (`merge --isolate mpk` refuses code holding
+/// one outside the runtime's gates).
+#[derive(Debug, Serialize)]
+pub struct PkruReport {
+    /// In a fused image: the `WRPKRU` instructions of the runtime's gates.
+    pub vetted: usize,
+    pub unvetted: Vec<PkruFound>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PkruFound {
+    pub sequence: Sequence,
+    pub address: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Inside one instruction, across two, outside the code.
+    pub lies: String,
 }
 
 /// What `merge` would make of an image's DWARF.
@@ -88,6 +111,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         });
     let mut info = image.info.clone();
     info.endbr_functions = image.count_endbr_functions();
+    let pkru_sequences = pkru_sequences(&image, fused_images.is_some());
     Ok(InspectReport {
         path: path.display().to_string(),
         info,
@@ -95,7 +119,51 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         fused_sites,
         fused_images,
         dwarf,
+        pkru_sequences,
     })
+}
+
+/// The PKRU-writing sequences of `image`; in a `fused` one, the `WRPKRU`
+/// instructions of the runtime's gates (by its `.symtab`) are vetted.
+fn pkru_sequences(image: &Image, fused: bool) -> PkruReport {
+    let runs = gadgets::executable_runs(&image.data, image.loads());
+    let gate = format!(
+        "{}{}",
+        crate::merge::RUNTIME_SYMBOL_PREFIX,
+        crate::runtime::PKRU_GATE_PREFIX
+    );
+    let code = |f: &crate::elf::FunctionSymbol| image.read_vaddr(f.address, f.size as usize);
+    let gates: std::collections::BTreeSet<u64> = image
+        .info
+        .functions
+        .iter()
+        .filter(|f| fused && f.name.starts_with(&gate) && f.size > 0)
+        .filter_map(|f| Some(gadgets::wrpkru_instructions(code(f)?, f.address)))
+        .flatten()
+        .collect();
+    let mut report = PkruReport {
+        vetted: 0,
+        unvetted: Vec::new(),
+    };
+    for h in gadgets::scan(&runs) {
+        if h.sequence == Sequence::Wrpkru && h.in_segment && gates.contains(&h.address) {
+            report.vetted += 1;
+            continue;
+        }
+        let f = image.function_at(h.address).filter(|_| h.in_segment);
+        let lies = match f.and_then(|f| Some((f, code(f)?))) {
+            _ if !h.in_segment => "outside any code segment, on a page mapped executable".into(),
+            Some((f, bytes)) => gadgets::placement(bytes, f.address, h.address).to_string(),
+            None => "in no function symbol".into(),
+        };
+        report.unvetted.push(PkruFound {
+            sequence: h.sequence,
+            address: h.address,
+            function: f.map(|f| f.name.clone()),
+            lies,
+        });
+    }
+    report
 }
 
 /// The fused table of a fused image: the runtime reaches it through a
@@ -178,6 +246,27 @@ fn list(items: &[String]) -> String {
 }
 
 impl InspectReport {
+    /// The PKRU-writing sequences.
+    fn render_pkru(&self, s: &mut String) {
+        let p = &self.pkru_sequences;
+        let _ = writeln!(
+            s,
+            "  PKRU writes    {} in the runtime's gates, {} elsewhere (WRPKRU, XRSTOR, XRSTORS bytes at any offset)",
+            p.vetted,
+            p.unvetted.len()
+        );
+        for u in &p.unvetted {
+            let _ = writeln!(
+                s,
+                "    {:#010x}  {:<8} {} ({})",
+                u.address,
+                u.sequence.name(),
+                u.function.as_deref().unwrap_or("?"),
+                u.lies
+            );
+        }
+    }
+
     /// The human-readable report.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -331,6 +420,7 @@ impl InspectReport {
                 );
             }
         }
+        self.render_pkru(s);
         if let Some(sites) = &self.fused_sites {
             let _ = writeln!(s, "  fused RPC sites ({}):", sites.len());
             for r in sites {

@@ -19,6 +19,10 @@ pub const RUNTIME_SO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libfaasf
 /// The undefined symbol through which the runtime reads the fused table.
 pub const TABLE_SYMBOL: &str = "faasfuse_fused_table";
 
+/// Names of the runtime's functions that write PKRU (faasfuse_mpk.h): the
+/// only code of a fused image that may.
+pub const PKRU_GATE_PREFIX: &str = "ff_pkru_gate";
+
 // The table's sizes, offsets and constants, as the C compiler lays out
 // `struct ff_table` and `struct ff_image` (faasfuse_rt.h; build.rs).
 include!(concat!(env!("OUT_DIR"), "/layout.rs"));

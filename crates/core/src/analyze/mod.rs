@@ -1,8 +1,10 @@
 //! x86-64 analysis of function images: decoding with iced-x86, basic
-//! blocks, and the RPC call sites that fusion rewrites. Only code a byte
+//! blocks, the RPC call sites that fusion rewrites, and the byte sequences
+//! that write PKRU ([`gadgets`]). Only code a byte
 //! scan cannot rule out is decoded ([`scan`]).
 
 mod cfg;
+pub mod gadgets;
 pub mod retpoline;
 pub mod rpc;
 pub mod scan;

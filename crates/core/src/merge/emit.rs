@@ -21,7 +21,7 @@ use super::sections::{self, NonAlloc, OutSection};
 use super::segments::{self, Phdr, Segments, PHDR_SIZE};
 use super::symtab::symtab_bytes;
 use super::table::FusedTable;
-use super::text::{Code, NewCode};
+use super::text::{Code, CodeSymbol, NewCode};
 use super::unwind;
 use crate::error::InputError;
 use crate::lower::{SitePlan, SiteRecord};
@@ -39,6 +39,9 @@ pub struct Output {
     pub sites: Vec<SiteRecord>,
     /// What the debug info holds.
     pub debug: DebugSummary,
+    /// Where the new code (thunks, entry stubs) lies, and its functions.
+    pub text: Option<Slot>,
+    pub code_symbols: Vec<CodeSymbol>,
 }
 
 /// Every input and every new content of the fused image, sized and placed.
@@ -324,6 +327,8 @@ pub fn write(l: Layout) -> Result<(Output, FusedFile)> {
         imports,
         sites: code.records,
         debug: summary,
+        text: places.text,
+        code_symbols: code.symbols,
     };
     Ok((output, out))
 }

@@ -757,8 +757,16 @@ fn read_symbols(file: &ElfFile64<LE>) -> Result<Vec<Symbol>> {
 }
 
 /// Refuse what the transplant cannot carry.
-pub fn check_supported(part: &Part) -> Result<()> {
-    if part.fusion.isolation == super::Isolation::Mpk && part.tls.is_some() {
+/// libc's functions that change protection keys or the thread's rights
+/// to them: a callee that imports one could reopen its callers' keys.
+const PKEY_CHANGERS: [&str; 4] = ["pkey_set", "pkey_mprotect", "pkey_alloc", "pkey_free"];
+
+/// What `--isolate mpk` cannot key apart.
+fn check_mpk(part: &Part) -> Result<()> {
+    if part.fusion.isolation != super::Isolation::Mpk {
+        return Ok(());
+    }
+    if part.tls.is_some() {
         // Its thread-local storage lies in each thread's static TLS block,
         // on pages it shares with libc's and its callers': no key of its
         // own can cover it, and a key over those pages would lock libc out.
@@ -768,6 +776,25 @@ pub fn check_supported(part: &Part) -> Result<()> {
              (it shares their pages): isolate it with `stack` instead"
         ));
     }
+    if let Some(s) = part
+        .dynsyms
+        .iter()
+        .find(|s| !s.defined && PKEY_CHANGERS.contains(&s.name.as_str()))
+    {
+        bail!(InputError::new(
+            &part.path,
+            format!(
+                "imports {}, with which it could reopen the protection keys --isolate mpk \
+                 closes to it: isolate it with `stack` instead",
+                s.name
+            )
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_supported(part: &Part) -> Result<()> {
+    check_mpk(part)?;
     for r in &part.relocs {
         match r.r_type {
             elf::R_X86_64_RELATIVE

@@ -10,7 +10,8 @@
 //! sites) → analyze (reachability, re-entry) → lower (site plans) → read
 //! parts (what the transplant needs) → `emit::layout` (every input, new
 //! content, section and program header placed once) → `emit::write`
-//! (bytes) → verify (`merge_verified`). The output's parts are written by `dynamic`,
+//! (bytes) → `gadgets` (no code but the runtime's gates writes PKRU) →
+//! verify (`merge_verified`). The output's parts are written by `dynamic`,
 //! `dynsym`, `eh_frame`/`unwind`, `header`, `relocs`, `sections`,
 //! `segments`, `symtab`, `table` and `text`.
 
@@ -20,6 +21,7 @@ mod dynsym;
 pub mod eh_frame;
 mod emit;
 mod file;
+mod gadgets;
 mod header;
 mod input;
 mod layout;
@@ -168,7 +170,12 @@ pub struct Manifest {
     pub input_bytes: u64,
     pub dynamic_relocations: usize,
     pub imports: usize,
+    /// The byte sequences that write PKRU (WRPKRU, XRSTOR, XRSTORS) in the
+    /// executable bytes: the runtime's gates' and any other.
+    pub pkru_sequences: PkruScan,
 }
+
+pub use gadgets::{PkruScan, PkruSequence};
 
 /// Fuse `specs` (root first) into `output`.
 pub fn merge(specs: &[FunctionSpec], output: &Path, opts: &MergeOptions) -> Result<Manifest> {
@@ -214,7 +221,9 @@ fn fuse(
         time.mark("write");
         anyhow::Ok((out, written))
     })?;
-    let manifest = pipeline::manifest(&output, analyzed, &parts, &out);
+    let pkru = gadgets::check(&parts.parts, &out, &written)?;
+    time.mark("scan");
+    let manifest = pipeline::manifest(&output, analyzed, &parts, &out, pkru);
     Ok((manifest, written))
 }
 
@@ -347,6 +356,17 @@ pub fn render(m: &Manifest) -> String {
     }
     for n in &m.notes {
         s.push_str(&format!("  note: {n}\n"));
+    }
+    if let Some(first) = m.pkru_sequences.unvetted.first() {
+        s.push_str(&format!(
+            "  note: {} byte sequence{} that write{} PKRU outside the runtime's gates (the first: {} at {:#x}, {}'s): `--isolate mpk` refuses this group\n",
+            m.pkru_sequences.unvetted.len(),
+            if m.pkru_sequences.unvetted.len() == 1 { "" } else { "s" },
+            if m.pkru_sequences.unvetted.len() == 1 { "s" } else { "" },
+            first.sequence.name(),
+            first.address,
+            first.holder
+        ));
     }
     s.push_str(&format!(
         "  {} bytes from {} input bytes; {} dynamic relocations, {} imports\n",

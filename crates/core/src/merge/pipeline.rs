@@ -289,7 +289,13 @@ fn check_span(parts: &[Part]) -> Result<()> {
 }
 
 /// What the merge did, given the fused image `out` of `output`.
-pub(super) fn manifest(output: &Path, analyzed: Analyzed, parts: &Parts, out: &Output) -> Manifest {
+pub(super) fn manifest(
+    output: &Path,
+    analyzed: Analyzed,
+    parts: &Parts,
+    out: &Output,
+    pkru_sequences: super::PkruScan,
+) -> Manifest {
     let Parts { parts, input_bytes } = parts;
     Manifest {
         output: output.display().to_string(),
@@ -316,6 +322,7 @@ pub(super) fn manifest(output: &Path, analyzed: Analyzed, parts: &Parts, out: &O
         input_bytes: *input_bytes,
         dynamic_relocations: out.relocations,
         imports: out.imports,
+        pkru_sequences,
     }
 }
 

@@ -131,7 +131,8 @@ impl Local {
         for (i, &n) in nodes.iter().enumerate() {
             local[n.index()] = i;
         }
-        let mut edges = Vec::new();
+        let most = nodes.iter().map(|n| adj.out(n.index()).len()).sum();
+        let mut edges = Vec::with_capacity(most);
         for (u, &n) in nodes.iter().enumerate() {
             for k in adj.out(n.index()) {
                 let v = local[adj.to[k]];

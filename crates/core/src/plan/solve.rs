@@ -225,7 +225,7 @@ fn marginals_of(
     }
     // Members on a cycle of the group, or calling themselves in-process,
     // change which calls count when they leave: evaluated again.
-    let mut out = BTreeMap::new();
+    let mut out = Vec::with_capacity(ev.order.len());
     let mut again = Vec::new();
     for c in 0..comps {
         let (a, b) = (ev.starts[c], ev.starts[c + 1]);
@@ -240,15 +240,17 @@ fn marginals_of(
             .filter(|&&ei| ev.counts(local, &member, ei))
             .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
             .sum();
-        out.insert(local.nodes[u], inflow + ev.f[u] * k[u]);
+        out.push((local.nodes[u], inflow + ev.f[u] * k[u]));
     }
     again.sort_unstable();
     for u in again {
         member[u] = false;
-        out.insert(local.nodes[u], total - ev.value(local, &member));
+        out.push((local.nodes[u], total - ev.value(local, &member)));
         member[u] = true;
     }
-    out
+    // Each member once: sorted, the map is built in one pass.
+    out.sort_unstable_by_key(|x| x.0);
+    out.into_iter().collect()
 }
 
 /// Approximate size the fusion runtime adds to an image.
@@ -519,11 +521,22 @@ impl Usage {
         u
     }
     fn with(self, rg: &RpcGraph, local: &Local, i: usize) -> Usage {
+        self.plus(&Usage::own(rg, local, i))
+    }
+    /// What member `i` of `local` uses alone (no runtime).
+    fn own(rg: &RpcGraph, local: &Local, i: usize) -> Usage {
         let n = &rg.g[local.nodes[i]];
         Usage {
-            bytes: self.bytes + n.image_bytes,
-            cpu: self.cpu + n.cpu,
-            mem: self.mem + n.memory_bytes,
+            bytes: n.image_bytes,
+            cpu: n.cpu,
+            mem: n.memory_bytes,
+        }
+    }
+    fn plus(self, o: &Usage) -> Usage {
+        Usage {
+            bytes: self.bytes + o.bytes,
+            cpu: self.cpu + o.cpu,
+            mem: self.mem + o.mem,
         }
     }
     /// The first budget this usage breaks, if any.
@@ -684,7 +697,7 @@ fn search(rg: &RpcGraph, local: &Local, l: &Limits, s: &Search) -> (Vec<bool>, b
 /// A candidate's gain in the greedy queue, largest first; ties go to the
 /// lower local index (deterministic).
 #[derive(PartialEq)]
-struct Gain(f64, usize, u32);
+struct Gain(f64, u32, u32);
 
 impl Eq for Gain {}
 impl PartialOrd for Gain {
@@ -784,11 +797,12 @@ fn greedy(
                 return None;
             }
             version[v] += 1;
-            heap.push(Gain(g, v, version[v]));
+            heap.push(Gain(g, v as u32, version[v]));
         }
         let Some(Gain(_, c, ver)) = heap.pop() else {
             break;
         };
+        let c = c as usize;
         if ver != version[c] || member[c] {
             continue;
         }
@@ -803,7 +817,7 @@ fn greedy(
         if let Some(top) = heap.peek() {
             if g + 1e-9 < top.0 {
                 version[c] += 1;
-                heap.push(Gain(g, c, version[c]));
+                heap.push(Gain(g, c as u32, version[c]));
                 continue;
             }
         }
@@ -1019,7 +1033,6 @@ impl Order {
 /// shares; all shares and multipliers are recomputed when the group has
 /// doubled (see the module documentation).
 struct Grow<'a> {
-    rg: &'a RpcGraph,
     local: &'a Local,
     l: &'a Limits,
     /// The root has a budget.
@@ -1035,6 +1048,15 @@ struct Grow<'a> {
     /// Downstream multiplier of each member per execution of it (0 for
     /// the root): the calls removed beyond it per call into it.
     kx: Vec<f64>,
+    /// What a call into each function removes per unit of its caller's
+    /// share: `1 + kx` for members (the root only when re-entrant), 0
+    /// for the rest.
+    mult: Vec<f64>,
+    /// Hot calls into each function from members: it is reachable when
+    /// some.
+    hot_in: Vec<u32>,
+    /// What each candidate uses of the root's budgets.
+    own: Vec<Usage>,
     /// Each candidate's in-flow and out-flow when last scored (NaN before).
     fin: Vec<f64>,
     out: Vec<f64>,
@@ -1043,8 +1065,46 @@ struct Grow<'a> {
     refresh_at: usize,
     mark: Vec<u32>,
     stamp: u32,
-    fwd: Vec<usize>,
-    bwd: Vec<usize>,
+    fwd: Frontier,
+    bwd: Frontier,
+}
+
+/// Which way [`Grow::closes_cycle`] searches, and the bound of the labels
+/// it goes through.
+#[derive(Clone, Copy)]
+enum Side {
+    /// From the callees, forward, through labels up to `lb`.
+    Ahead { lb: u64 },
+    /// From the callers, backward, through labels down to `ub`.
+    Back { ub: u64 },
+}
+
+/// The members one side of [`Grow::closes_cycle`] reached, in order: at
+/// most every function once, appended without a branch (the slot past
+/// the end is written whether or not it is kept).
+struct Frontier {
+    buf: Vec<usize>,
+    len: usize,
+}
+
+impl Frontier {
+    fn new(n: usize) -> Frontier {
+        Frontier {
+            buf: vec![0; n + 1],
+            len: 0,
+        }
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+    #[inline]
+    fn push_if(&mut self, u: usize, keep: bool) {
+        self.buf[self.len] = u;
+        self.len += usize::from(keep);
+    }
+    fn items(&self) -> &[usize] {
+        &self.buf[..self.len]
+    }
 }
 
 impl<'a> Grow<'a> {
@@ -1054,8 +1114,15 @@ impl<'a> Grow<'a> {
         member[0] = true;
         let mut f = vec![0.0; n];
         f[0] = 1.0;
+        let mut mult = vec![0.0; n];
+        if local.reentrant(0) {
+            mult[0] = 1.0;
+        }
+        let mut hot_in = vec![0; n];
+        for (&w, &hot) in local.callees(0).iter().zip(local.hot_out(0)) {
+            hot_in[w as usize] += u32::from(hot);
+        }
         Grow {
-            rg,
             local,
             l,
             budgets: has_budget(l),
@@ -1068,6 +1135,9 @@ impl<'a> Grow<'a> {
             label: vec![NONE; n],
             f,
             kx: vec![0.0; n],
+            mult,
+            hot_in,
+            own: (0..n).map(|c| Usage::own(rg, local, c)).collect(),
             fin: vec![f64::NAN; n],
             out: vec![f64::NAN; n],
             blocked: vec![false; n],
@@ -1079,8 +1149,8 @@ impl<'a> Grow<'a> {
             refresh_at: 8,
             mark: vec![0; n],
             stamp: 0,
-            fwd: Vec::new(),
-            bwd: Vec::new(),
+            fwd: Frontier::new(n),
+            bwd: Frontier::new(n),
         }
     }
 
@@ -1112,24 +1182,14 @@ impl<'a> Grow<'a> {
     /// self-call.
     fn outflow(&self, c: usize) -> f64 {
         let local = self.local;
-        let root_counts = local.reentrant(0);
+        let own = if local.reentrant(c) { 1.0 } else { 0.0 };
         local
             .callees(c)
             .iter()
             .zip(local.calls_out(c))
             .map(|(&w, &n)| {
                 let w = w as usize;
-                if w == c {
-                    if local.reentrant(c) {
-                        n
-                    } else {
-                        0.0
-                    }
-                } else if self.member[w] && (w != 0 || root_counts) {
-                    n * (1.0 + self.kx[w])
-                } else {
-                    0.0
-                }
+                n * if w == c { own } else { self.mult[w] }
             })
             .sum()
     }
@@ -1177,66 +1237,62 @@ impl<'a> Grow<'a> {
         let (back, ahead) = (self.stamp - 1, self.stamp);
         work.spend(local.ins(c).len() + local.outs(c).len());
         // Seeds: callers reached backward, callees forward.
-        for &p in local.callers(c) {
-            let p = p as usize;
-            if self.label[p] != NONE && self.label[p] >= ub && self.mark[p] != back {
-                self.mark[p] = back;
-                self.bwd.push(p);
-            }
-        }
-        for &q in local.callees(c) {
-            let q = q as usize;
-            if self.label[q] <= lb && self.mark[q] != ahead {
-                if self.mark[q] == back {
-                    return true;
-                }
-                self.mark[q] = ahead;
-                self.fwd.push(q);
-            }
+        if self.reach(local.callers(c), Side::Back { ub }, back, ahead)
+            || self.reach(local.callees(c), Side::Ahead { lb }, ahead, back)
+        {
+            return true;
         }
         // `fwd[..f]` and `bwd[..b]` are expanded.
         let (mut f, mut b) = (0, 0);
         loop {
-            if f == self.fwd.len() {
+            if f == self.fwd.len {
                 self.bwd.clear();
                 return false;
             }
-            let u = self.fwd[f];
+            let u = self.fwd.buf[f];
             f += 1;
-            let next = local.callees(u);
-            work.spend(next.len());
-            for &w in next {
-                let w = w as usize;
-                if self.label[w] > lb || self.mark[w] == ahead {
-                    continue;
-                }
-                if self.mark[w] == back {
-                    return true;
-                }
-                self.mark[w] = ahead;
-                self.fwd.push(w);
+            work.spend(local.callees(u).len());
+            if self.reach(local.callees(u), Side::Ahead { lb }, ahead, back) {
+                return true;
             }
-            if b == self.bwd.len() {
+            if b == self.bwd.len {
                 self.fwd.clear();
                 return false;
             }
-            let u = self.bwd[b];
+            let u = self.bwd.buf[b];
             b += 1;
-            let prev = local.callers(u);
-            work.spend(prev.len());
-            for &q in prev {
-                let q = q as usize;
-                let lq = self.label[q];
-                if lq == NONE || lq < ub || self.mark[q] == back {
-                    continue;
-                }
-                if self.mark[q] == ahead {
-                    return true;
-                }
-                self.mark[q] = back;
-                self.bwd.push(q);
+            work.spend(local.callers(u).len());
+            if self.reach(local.callers(u), Side::Back { ub }, back, ahead) {
+                return true;
             }
         }
+    }
+
+    /// One step of [`Grow::closes_cycle`]: mark the members of `next` in
+    /// the side's label range (`mine`) and append them to its list;
+    /// true when one is marked by the other side (`theirs`): the two
+    /// met. Without a branch per function but the meeting one.
+    #[inline]
+    fn reach(&mut self, next: &[u32], side: Side, mine: u32, theirs: u32) -> bool {
+        let list = match side {
+            Side::Ahead { .. } => &mut self.fwd,
+            Side::Back { .. } => &mut self.bwd,
+        };
+        for &w in next {
+            let w = w as usize;
+            let (l, m) = (self.label[w], self.mark[w]);
+            let in_range = match side {
+                Side::Ahead { lb } => l <= lb,
+                Side::Back { ub } => (l != NONE) & (l >= ub),
+            };
+            let take = in_range & (m != mine);
+            if take & (m == theirs) {
+                return true;
+            }
+            self.mark[w] = if take { mine } else { m };
+            list.push_if(w, take);
+        }
+        false
     }
 
     /// Give `c` (about to join, [`Grow::closes_cycle`] just false) a place
@@ -1255,22 +1311,23 @@ impl<'a> Grow<'a> {
             self.fwd.clear();
             self.bwd.clear();
         }
-        self.fwd.sort_unstable_by_key(|&u| label[u]);
-        self.bwd.sort_unstable_by_key(|&u| label[u]);
-        work.spend(4 * (self.fwd.len() + self.bwd.len()));
-        self.order.unlink(&self.fwd, &self.slot);
-        self.order.unlink(&self.bwd, &self.slot);
+        let (nf, nb) = (self.fwd.len, self.bwd.len);
+        self.fwd.buf[..nf].sort_unstable_by_key(|&u| label[u]);
+        self.bwd.buf[..nb].sort_unstable_by_key(|&u| label[u]);
+        work.spend(4 * (nf + nb));
+        self.order.unlink(self.fwd.items(), &self.slot);
+        self.order.unlink(self.bwd.items(), &self.slot);
         let a = match (last, first) {
-            (Some(p), _) if self.bwd.is_empty() => self.slot[p],
+            (Some(p), _) if nb == 0 => self.slot[p],
             (_, Some(q)) => self.order.prev[self.slot[q]],
             (Some(p), None) => self.slot[p],
             (None, None) => self.order.prev[TAIL],
         };
         self.order.insert_after(
             a,
-            &self.bwd,
+            self.bwd.items(),
             c,
-            &self.fwd,
+            self.fwd.items(),
             &mut self.slot,
             &mut self.label,
             work,
@@ -1290,12 +1347,12 @@ impl<'a> Grow<'a> {
         for &u in order.iter().rev() {
             work.spend(self.local.outs(u).len());
             let exec = self.local.executions(u);
-            self.kx[u] = 0.0;
             self.kx[u] = if exec > 0.0 {
                 self.outflow(u) / exec
             } else {
                 0.0
             };
+            self.mult[u] = 1.0 + self.kx[u];
         }
     }
 
@@ -1315,7 +1372,7 @@ impl<'a> Grow<'a> {
         let own = fin + fc * out;
         let wc = self.weight[c];
         let mut best = own / wc;
-        let with_c = self.usage.with(self.rg, local, c);
+        let with_c = self.usage.plus(&self.own[c]);
         for (&d, (&hot, &calls)) in local
             .callees(c)
             .iter()
@@ -1326,7 +1383,7 @@ impl<'a> Grow<'a> {
                 || d == c
                 || self.member[d]
                 || self.blocked[d]
-                || (self.budgets && !with_c.with(self.rg, local, d).fits(self.l))
+                || (self.budgets && !with_c.plus(&self.own[d]).fits(self.l))
             {
                 continue;
             }
@@ -1350,7 +1407,11 @@ impl<'a> Grow<'a> {
         self.place(c, work);
         self.member[c] = true;
         self.f[c] = fc;
-        self.usage = self.usage.with(self.rg, local, c);
+        self.mult[c] = 1.0 + self.kx[c];
+        for (&w, &hot) in local.callees(c).iter().zip(local.hot_out(c)) {
+            self.hot_in[w as usize] += u32::from(hot);
+        }
+        self.usage = self.usage.plus(&self.own[c]);
         self.stamp += 1;
         let stamp = self.stamp;
         near.clear();
@@ -1379,7 +1440,7 @@ impl<'a> Grow<'a> {
             self.refresh(work);
             self.refresh_at = 2 * self.order.len + 8;
         }
-        near.retain(|&v| reachable(local, &self.member, v));
+        near.retain(|&v| self.hot_in[v] > 0);
         near.sort_unstable();
     }
 
@@ -1403,7 +1464,7 @@ impl<'a> Grow<'a> {
         loop {
             for &v in &near {
                 version[v] += 1;
-                heap.push(Gain(self.score(v, work), v, version[v]));
+                heap.push(Gain(self.score(v, work), v as u32, version[v]));
             }
             near.clear();
             if !work.left() {
@@ -1412,17 +1473,18 @@ impl<'a> Grow<'a> {
             let Some(Gain(_, c, ver)) = heap.pop() else {
                 break;
             };
+            let c = c as usize;
             if ver != version[c] || self.member[c] || self.blocked[c] {
                 continue;
             }
-            if !self.usage.with(self.rg, self.local, c).fits(self.l) {
+            if !self.usage.plus(&self.own[c]).fits(self.l) {
                 continue; // budgets only fill up: it never fits again
             }
             let g = self.score(c, work);
             if let Some(top) = heap.peek() {
                 if g + 1e-9 < top.0 {
                     version[c] += 1;
-                    heap.push(Gain(g, c, version[c]));
+                    heap.push(Gain(g, c as u32, version[c]));
                     continue;
                 }
             }
@@ -1433,9 +1495,9 @@ impl<'a> Grow<'a> {
                     break;
                 }
                 swept = true;
-                near.extend((1..n).filter(|&v| {
-                    !self.member[v] && !self.blocked[v] && reachable(self.local, &self.member, v)
-                }));
+                near.extend(
+                    (1..n).filter(|&v| !self.member[v] && !self.blocked[v] && self.hot_in[v] > 0),
+                );
                 work.spend(n);
                 continue;
             }
