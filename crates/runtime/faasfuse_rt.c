@@ -30,13 +30,16 @@
  * Semantics follow the platform: a failing callee gives -1 (*output NULL)
  * and its output is discarded; a nested output stays valid until the
  * caller's own call ends (it is kept in the caller's arena, reset then); a
- * nesting depth above FF_MAX_DEPTH fails.
+ * nesting depth above FF_MAX_DEPTH fails, counted from the depth at which
+ * faasfuse's host runs the root (ff_find_host), host RPCs included.
  *
  * A callee flagged FF_IMAGE_ISOLATE_STACK runs on a stack of its own: its
  * frame's `call` is ff_call_isolated, which switches stacks around the
  * image's own entry point (faasfuse_stack.h), so the hot path below is the
- * same for every image. A fault on that stack fails the call, and the
- * worker stays busy for good: the host serves the function from then on.
+ * same for every image. A fault on that stack fails the call; the worker
+ * whose code faulted stays busy for good (the host serves its function
+ * from then on) and the calls abandoned between it and the isolated one
+ * are idle again (ff_recover).
  *
  * The fused call is the hot path (issue #15): faasfuse_rt_call_image and
  * rt_append test what they must with one branch each, keep per-call state
@@ -45,8 +48,9 @@
  * refusals, failures) to noinline slow paths, so that gcc keeps the fast
  * path free of library calls and saved registers.
  */
-#define _DEFAULT_SOURCE 1
+#define _GNU_SOURCE 1
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +61,10 @@
 #include "faasfuse_rt.h"
 #include "faasfuse_mpk.h"
 #include "faasfuse_stack.h"
+
+/* dlsym as glibc 2.2.5 has it (in libdl there): the default version of
+ * glibc >= 2.34 would raise the glibc a fused image needs. */
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
 
 /* Arena chunk holding nested outputs; the newest chunk heads the list. */
 struct ff_chunk {
@@ -120,15 +128,26 @@ struct ff_frame {
     /* FF_IMAGE_ISOLATE_MPK: its I/O record and key (io NULL otherwise). */
     struct ff_mpk_worker mpk;
     int suspect; /* it faulted: never called or destroyed again */
+    int in_host; /* its call waits for an RPC the host serves */
 };
 
 /* What faas_create_func_worker returns: one worker per fused image. */
 struct ff_worker {
     /* Images k < fast_count are entered without counting the depth: all
-     * of them while no extra worker runs and count <= FF_MAX_DEPTH (each
-     * image then runs at most once, so the depth stays below count), none
-     * otherwise. */
+     * of them while no extra worker runs and base_depth + count <=
+     * FF_MAX_DEPTH (each image then runs at most once, so the depth stays
+     * below that), none otherwise. First: tests read it (iso_driver.c). */
     size_t fast_count;
+    /* Depth of the root's call as the host counts it (faasfuse's host
+     * tells; 0 elsewhere): fused calls nest below it, and an RPC to the
+     * host carries the depth of its caller, so one limit bounds chains
+     * that alternate host RPCs and fused calls. */
+    size_t base_depth;
+    /* faasfuse's host only (found by name in the process): the root call's
+     * depth, and invoke with the caller's depth. */
+    uint32_t (*host_depth)(void *host_ctx);
+    int (*host_invoke_at)(void *host_ctx, uint32_t depth, const char *name, const char *input,
+                          size_t len, const char **output, size_t *output_len);
     void *host_ctx;
     faas_invoke_fn host_invoke;
     faas_append_fn host_append;
@@ -139,6 +158,8 @@ struct ff_worker {
     void *stack_thread;      /* the thread made ready for isolated stacks */
     struct ff_frame *frames[]; /* [image]: its one worker */
 };
+
+_Static_assert(offsetof(struct ff_worker, fast_count) == 0, "tests read fast_count first");
 
 /* Set by the constructor only: a callee's RELRO range could not be made
  * read-only (ld.so would have refused to load such an image). */
@@ -252,6 +273,7 @@ static __attribute__((noinline)) int ff_reset_arena(struct ff_frame *f, int rc)
 
 static void ff_frame_free(struct ff_frame *f)
 {
+    ff_stack_free(f->stack);
     for (struct ff_chunk *c = f->chunks, *next; c; c = next) {
         next = c->next;
         ff_state_free(c);
@@ -382,10 +404,77 @@ static size_t ff_lookup(struct ff_worker *w, const char *name)
     return SIZE_MAX;
 }
 
+/* The fused call running in-process below g on this thread: the busy,
+ * unretired worker g called, or NULL. */
+static struct ff_frame *ff_callee_of(struct ff_worker *w, const struct ff_frame *g)
+{
+    for (size_t i = 0; i < w->count; i++)
+        for (struct ff_frame *h = w->frames[i]; h; h = h->extra)
+            if (h != g && h->caller == g && !h->suspect &&
+                __atomic_load_n(&h->owner, __ATOMIC_ACQUIRE))
+                return h;
+    return NULL;
+}
+
+static void ff_report_fault(const struct ff_frame *f, const struct ff_frame *inner, int in_host)
+{
+    const struct ff_image *im = f->w->table->images;
+    const char *name = im[f->image].name ? im[f->image].name : "?";
+    const char *who = im[inner->image].name ? im[inner->image].name : "?";
+    int sig = f->stack->fault_sig;
+    unsigned long at = (unsigned long)f->stack->fault_addr;
+    if (in_host)
+        fprintf(stderr,
+                "faasfuse: a function the host serves (called by %s) faulted (signal %d at %#lx) "
+                "on the isolated stack of %s: %s's call fails with -1; the host retires that "
+                "function's worker\n",
+                who, sig, at, name, name);
+    else if (inner == f)
+        fprintf(stderr,
+                "faasfuse: %s faulted (signal %d at %#lx) on its isolated stack: the call fails "
+                "with -1 and the host serves %s from now on\n",
+                name, sig, at, name);
+    else
+        fprintf(stderr,
+                "faasfuse: %s faulted (signal %d at %#lx) on the isolated stack of %s: %s's "
+                "call fails with -1 and the host serves %s from now on\n",
+                who, sig, at, name, name, who);
+}
+
+/* After a fault on f's stack. The fused calls running there form a chain
+ * f -> ... -> inner (in-process calls below f; an isolated callee would
+ * have faulted on its own stack). The one that faulted is the innermost
+ * code running: inner itself, which is retired (suspect: busy for good,
+ * the host serves its function from then on, never called or destroyed
+ * again), unless inner was waiting for an RPC the host serves: then the
+ * host's code faulted, the host retires its own worker (crates/host), and
+ * no fused worker is retired. Every other call of the chain was abandoned
+ * mid-way: it fails, its worker is idle again and its arena reset (the
+ * outputs of its nested calls gone); f's own call fails with -1
+ * (ff_finish_slow ends it, and leaves it busy for good if it is the one
+ * retired). */
+static void ff_recover(struct ff_frame *f)
+{
+    struct ff_frame *inner = f;
+    for (struct ff_frame *h; (h = ff_callee_of(f->w, inner));)
+        inner = h;
+    int in_host = inner->in_host;
+    ff_report_fault(f, inner, in_host);
+    for (struct ff_frame *g = inner; g != f; g = g->caller) {
+        int retire = g == inner && !in_host;
+        g->in_host = 0;
+        g->suspect = retire;
+        ff_reset_arena(g, 0);
+        __atomic_store_n(&g->owner, retire ? (void *)&ff_host : NULL, __ATOMIC_RELEASE);
+    }
+    f->in_host = 0;
+    f->suspect = inner == f && !in_host;
+}
+
 /* f's call on its own stack (f->call of an isolated image; its handle is
- * f). After a fault: the calls it had made were abandoned mid-way (their
- * workers are idle again, their outputs gone), and f is marked suspect:
- * ff_finish_slow leaves it busy for good. */
+ * f); ff_recover after a fault. The fast path's depth shortcut is as it
+ * was when the call began: ff_call_slow calls abandoned by the fault never
+ * ran their cleanup. */
 static int ff_call_isolated(void *handle, const char *input, size_t len)
 {
     struct ff_frame *f = handle;
@@ -395,6 +484,7 @@ static int ff_call_isolated(void *handle, const char *input, size_t len)
         ff_stack_thread_ready();
         w->stack_thread = me;
     }
+    size_t fast_count = w->fast_count;
     int rc;
     if (f->mpk.io) {
         const char *out;
@@ -414,26 +504,9 @@ static int ff_call_isolated(void *handle, const char *input, size_t len)
         if (__builtin_expect(!f->stack->faulted, 1))
             return rc;
     }
-    const char *name = w->table->images[f->image].name;
-    fprintf(stderr,
-            "faasfuse: %s faulted (signal %d at %#lx) on its isolated stack: the call fails "
-            "with -1 and the host serves %s from now on\n",
-            name ? name : "?", f->stack->fault_sig, (unsigned long)f->stack->fault_addr,
-            name ? name : "?");
     f->stack->faulted = 0;
-    for (size_t i = 0; i < w->count; i++)
-        for (struct ff_frame *g = w->frames[i]; g; g = g->extra) {
-            if (g == f || g->suspect || !g->owner)
-                continue;
-            const struct ff_frame *up = g->caller;
-            while (up != &ff_host && up != f)
-                up = up->caller;
-            if (up == f) {
-                __atomic_store_n(&g->owner, NULL, __ATOMIC_RELEASE);
-                ff_reset_arena(g, 0);
-            }
-        }
-    f->suspect = 1;
+    w->fast_count = fast_count;
+    ff_recover(f);
     return -1;
 }
 
@@ -498,10 +571,11 @@ static struct ff_frame *ff_frame_new(struct ff_worker *w, size_t k, int *rc)
     return f;
 }
 
-/* Nesting depth of f's call (0: the root's call from the host). */
+/* Nesting depth of f's call as the host counts it: the root's call runs at
+ * the worker's base_depth. */
 static size_t ff_depth(const struct ff_frame *f)
 {
-    size_t d = 0;
+    size_t d = f->w->base_depth;
     for (; f->caller != &ff_host; f = f->caller)
         d++;
     return d;
@@ -643,13 +717,22 @@ ff_run(struct ff_frame *caller, struct ff_frame *f, void *me, const char *input,
     return ff_commit(f);
 }
 
+/* An RPC the host serves; in_host tells a fault recovery that the code
+ * running below the caller is the host's, not a fused image's. */
 static int ff_host_invoke(struct ff_frame *caller, const char *name, const char *input,
                           size_t len, const char **output, size_t *output_len)
 {
     struct ff_worker *w = caller->w;
-    if (ff_depth(caller) + 1 > FF_MAX_DEPTH || !w->host_invoke)
+    size_t depth = ff_depth(caller);
+    if (depth + 1 > FF_MAX_DEPTH || !w->host_invoke)
         return ff_fail(output, output_len);
-    return w->host_invoke(w->host_ctx, name, input, len, output, output_len);
+    caller->in_host = 1;
+    int rc = w->host_invoke_at
+                 ? w->host_invoke_at(w->host_ctx, (uint32_t)depth, name, input, len, output,
+                                     output_len)
+                 : w->host_invoke(w->host_ctx, name, input, len, output, output_len);
+    caller->in_host = 0;
+    return rc;
 }
 
 struct ff_saved_fast_count {
@@ -802,6 +885,21 @@ static void ff_destroy_frames(struct ff_worker *w, size_t from)
     }
 }
 
+/* faasfuse's own host exports its invoke and two functions that carry the
+ * nesting depth across the boundary (the platform's ABI has no depth): use
+ * them when the invoke this worker got is that host's. */
+static void ff_find_host(struct ff_worker *w, faas_invoke_fn invoke)
+{
+    void *host_invoke = dlsym(RTLD_DEFAULT, "faasfuse_host_invoke");
+    void *depth = dlsym(RTLD_DEFAULT, "faasfuse_host_depth");
+    void *invoke_at = dlsym(RTLD_DEFAULT, "faasfuse_host_invoke_at");
+    if (!host_invoke || host_invoke != (void *)invoke || !depth || !invoke_at)
+        return;
+    w->host_depth = (uint32_t(*)(void *))depth;
+    w->host_invoke_at = (int (*)(void *, uint32_t, const char *, const char *, size_t,
+                                 const char **, size_t *))invoke_at;
+}
+
 /* One worker per fused image, created now, before any request, as each
  * function's process creates its one worker on the platform: callees first
  * (reverse table order), then the root's. */
@@ -821,6 +919,7 @@ int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append
     w->table = t;
     w->count = (size_t)t->count;
     w->fast_count = w->count <= FF_MAX_DEPTH ? w->count : 0;
+    ff_find_host(w, invoke);
     for (size_t k = w->count; k-- > 0;) {
         int rc;
         w->frames[k] = ff_frame_new(w, k, &rc);
@@ -840,6 +939,8 @@ int faas_func_call(void *handle, const char *input, size_t input_len)
     if (!w)
         return -1;
     ff_mpk_enter();
+    w->base_depth = w->host_depth ? w->host_depth(w->host_ctx) : 0;
+    w->fast_count = w->count + w->base_depth <= FF_MAX_DEPTH ? w->count : 0;
     struct ff_frame *running __attribute__((cleanup(ff_end_root_call))) = w->frames[0];
     __atomic_store_n(&running->owner, __builtin_thread_pointer(), __ATOMIC_RELEASE);
     return running->call(running->handle, input, input_len);

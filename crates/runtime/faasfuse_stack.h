@@ -7,7 +7,11 @@
  * up its stack finds nothing of theirs. The stack has a guard region below
  * it; a fault (SIGSEGV, SIGBUS) while the code runs on such a stack, a
  * guard hit included, ends that call with -1 and sets `faulted`, as a
- * crashed callee process fails its call on the platform. Unwinding crosses
+ * crashed callee process fails its call on the platform, unless the
+ * faulting instruction lies in a system library (libc, the dynamic loader,
+ * libstdc++, libgcc_s), which may hold a lock the abandoned frames would
+ * never release: that fault takes the action it would take without
+ * faasfuse (fail closed). Unwinding crosses
  * the switch (the switch has CFI), so exceptions and debugger backtraces
  * work as on one stack.
  */
@@ -32,10 +36,13 @@ struct ff_stack {
     void *resume;
 };
 
-/* A new stack (guard region and handlers installed); NULL if out of
- * memory or out of registry slots. Never freed: a worker lives as long as
- * its process. */
+/* A new stack (guard region and handlers installed, the image pinned);
+ * NULL if out of memory or out of registry slots. */
 struct ff_stack *ff_stack_new(void);
+
+/* Unmap s and give its registry slot back (its worker is destroyed; no call
+ * runs on it). NULL is ignored. */
+void ff_stack_free(struct ff_stack *s);
 
 /* fn(handle, input, len) on stack s. Returns fn's result, or -1 with
  * s->faulted set when the call faulted. */

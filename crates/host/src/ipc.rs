@@ -188,8 +188,15 @@ impl IpcEngine {
                 _ => return Err(self.lost(f, i)),
             };
             match msg {
-                Msg::Invoke { name, input } => {
-                    let r = if depth + 1 > MAX_DEPTH {
+                Msg::Invoke {
+                    depth: at,
+                    name,
+                    input,
+                } => {
+                    // A fused image's callee calls from deeper than its
+                    // process's call.
+                    let from = depth.max(at.max(0) as u32);
+                    let r = if from + 1 > MAX_DEPTH {
                         // Calls past the depth limit fail without being served.
                         CallResult::failed()
                     } else {
@@ -197,7 +204,7 @@ impl IpcEngine {
                         match self.pools.iter().position(|p| p.spec.name.as_bytes() == name) {
                             Some(t) => {
                                 let me = self.pools[f].spec.name.clone();
-                                self.serve(&me, t, depth + 1, input)?
+                                self.serve(&me, t, from + 1, input)?
                             }
                             None => CallResult::failed(),
                         }
@@ -331,9 +338,10 @@ struct IpcRouter {
 }
 
 impl Router for IpcRouter {
-    fn invoke(&self, _caller: &str, _depth: u32, name: &[u8], input: &[u8]) -> CallResult {
+    fn invoke(&self, _caller: &str, depth: u32, name: &[u8], input: &[u8]) -> CallResult {
         let mut c = self.conn.borrow_mut();
         let sent = c.send(&Msg::Invoke {
+            depth: depth.min(i32::MAX as u32) as i32,
             name: name.to_vec(),
             input: input.to_vec(),
         });

@@ -11,7 +11,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{bail, Result};
 
@@ -156,6 +156,7 @@ impl Library {
             call: self.call,
             handle: UnsafeCell::new(std::ptr::null_mut()),
             owner: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
             state: UnsafeCell::new(CallState::default()),
             router,
             times,
@@ -165,7 +166,7 @@ impl Library {
         // Created outside of any call: an invoke from inside
         // faas_create_func_worker fails (no call is running).
         // SAFETY: entry point of a loaded library; ctx stays valid forever.
-        let rc = unsafe { (self.create)(ctx, host_invoke, host_append, &mut handle) };
+        let rc = unsafe { (self.create)(ctx, faasfuse_host_invoke, host_append, &mut handle) };
         if rc != 0 {
             bail!(
                 "{}: faas_create_func_worker of {} returned {rc}",
@@ -185,6 +186,8 @@ pub type TimeLog = std::cell::RefCell<Vec<u64>>;
 #[derive(Default)]
 struct CallState {
     depth: u32,
+    /// Where this call's frame lies in this thread's [`ACTIVE`] stack.
+    slot: usize,
     output: Vec<u8>,
     /// Outputs of nested calls, kept alive until the current call ends.
     nested: Vec<Vec<u8>>,
@@ -199,10 +202,49 @@ pub struct Frame {
     /// `pthread_self()` of the thread running this worker's current call,
     /// 0 while it is idle. Only this is read by other threads.
     owner: AtomicU64,
+    /// Its code faulted on a fused image's isolated stack: never called
+    /// again (see [`abandon_above`]).
+    retired: AtomicBool,
     /// Touched only by the owner thread during a call.
     state: UnsafeCell<CallState>,
     router: *const dyn Router,
     times: *const TimeLog,
+}
+
+thread_local! {
+    /// The frames whose calls run on this thread, outermost first. A fused
+    /// image that recovers from a fault on an isolated stack
+    /// (`merge --isolate stack`) resumes its caller's code past the host's
+    /// frames of the calls it served in-process on that stack: they never
+    /// return, and stay here until [`abandon_above`] finds them.
+    static ACTIVE: std::cell::RefCell<Vec<*const Frame>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frames at `ACTIVE[len..]` belong to calls that were abandoned: a frame
+/// below them runs again (it invokes, or its call returned). The innermost
+/// ran when the fault happened: its worker is retired (later calls of it
+/// fail with -1), as the fused image retires a fused worker whose code
+/// faulted; the others' calls failed with the fault and their workers are
+/// idle again.
+fn abandon_above(len: usize) {
+    let stale = ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        let n = a.len().min(len);
+        a.split_off(n)
+    });
+    for (i, &f) in stale.iter().enumerate() {
+        // SAFETY: frames are leaked: they live as long as the process.
+        let f = unsafe { &*f };
+        if i + 1 == stale.len() {
+            f.retired.store(true, Ordering::Release);
+            eprintln!(
+                "faasfuse: {} faulted while the host ran it on a fused image's isolated stack: \
+                 its call failed, and its worker is retired (later calls of it fail with -1)",
+                f.name
+            );
+        }
+        f.owner.store(0, Ordering::Release);
+    }
 }
 
 fn this_thread() -> u64 {
@@ -221,6 +263,14 @@ impl Frame {
     /// the frame's router and time log outlive the call.
     pub fn call(&self, depth: u32, input: &[u8]) -> CallResult {
         debug_assert!(!self.busy());
+        if self.retired.load(Ordering::Acquire) {
+            return CallResult::failed();
+        }
+        let slot = ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            a.push(self as *const Frame);
+            a.len() - 1
+        });
         let mut copy = Vec::with_capacity(input.len() + 1);
         copy.extend_from_slice(input);
         copy.push(0);
@@ -230,6 +280,7 @@ impl Frame {
             {
                 let s = &mut *self.state.get();
                 s.depth = depth;
+                s.slot = slot;
                 s.output.clear();
                 s.nested.clear();
             }
@@ -240,6 +291,8 @@ impl Frame {
                 input.len(),
             );
             self.owner.store(0, Ordering::Release);
+            abandon_above(slot + 1);
+            ACTIVE.with(|a| a.borrow_mut().truncate(slot));
             let s = &mut *self.state.get();
             s.nested.clear();
             CallResult {
@@ -259,8 +312,65 @@ unsafe fn name_of(func_name: *const c_char) -> String {
     }
 }
 
-unsafe extern "C" fn host_invoke(
+/// The `invoke_fn` every worker gets. Exported by name from the
+/// `faasfuse` binary, with [`faasfuse_host_depth`] and
+/// [`faasfuse_host_invoke_at`]: the fusion runtime of a fused image checks
+/// that its invoke is this one before it uses them.
+///
+/// # Safety
+/// `ctx` is the `caller_ctx` of a worker this host created; the other
+/// pointers are as worker_v1's `invoke_fn` has them.
+#[no_mangle]
+pub unsafe extern "C" fn faasfuse_host_invoke(
     ctx: *mut c_void,
+    func_name: *const c_char,
+    input: *const c_char,
+    input_len: usize,
+    output: *mut *const c_char,
+    output_len: *mut usize,
+) -> c_int {
+    invoke_at(ctx, 0, func_name, input, input_len, output, output_len)
+}
+
+/// The depth of the call running on worker `ctx` (0 when none runs on
+/// this thread). A fused image reads it when its root's call begins: its
+/// fused calls nest below that depth.
+///
+/// # Safety
+/// `ctx` is the `caller_ctx` of a worker this host created.
+#[no_mangle]
+pub unsafe extern "C" fn faasfuse_host_depth(ctx: *mut c_void) -> u32 {
+    let frame = ctx as *const Frame;
+    if frame.is_null() || (*frame).owner.load(Ordering::Acquire) != this_thread() {
+        return 0;
+    }
+    (*(*frame).state.get()).depth
+}
+
+/// [`faasfuse_host_invoke`] from a call at `depth` (or deeper: the depth
+/// of the call running on `ctx`): a fused image's callee calling the host
+/// passes its own depth, so host RPCs and fused calls count against one
+/// [`MAX_DEPTH`]. The platform's ABI carries no depth; nightcore has no
+/// such limit (an INVOKE_FUNC message names only the parent call).
+///
+/// # Safety
+/// As [`faasfuse_host_invoke`].
+#[no_mangle]
+pub unsafe extern "C" fn faasfuse_host_invoke_at(
+    ctx: *mut c_void,
+    depth: u32,
+    func_name: *const c_char,
+    input: *const c_char,
+    input_len: usize,
+    output: *mut *const c_char,
+    output_len: *mut usize,
+) -> c_int {
+    invoke_at(ctx, depth, func_name, input, input_len, output, output_len)
+}
+
+unsafe fn invoke_at(
+    ctx: *mut c_void,
+    at: u32,
     func_name: *const c_char,
     input: *const c_char,
     input_len: usize,
@@ -295,7 +405,10 @@ unsafe extern "C" fn host_invoke(
     } else {
         std::slice::from_raw_parts(input as *const u8, input_len)
     };
-    let depth = (*frame.state.get()).depth;
+    // Calls this thread ran above this one and abandoned (a fault
+    // recovered on an isolated stack).
+    abandon_above((*frame.state.get()).slot + 1);
+    let depth = (*frame.state.get()).depth.max(at);
     let start = std::time::Instant::now();
     let result = (*frame.router).invoke(&frame.name, depth, name, input);
     (*frame.times)

@@ -23,8 +23,10 @@ pub enum Msg {
         rc: i32,
         output: Vec<u8>,
     },
-    /// worker → engine: nested call to `name`.
+    /// worker → engine: nested call to `name` from a call at `depth` (a
+    /// fused image's callee runs deeper than its process's call).
     Invoke {
+        depth: i32,
         name: Vec<u8>,
         input: Vec<u8>,
     },
@@ -63,7 +65,7 @@ impl Msg {
             Msg::Ready { error } => (1, 0, error.as_bytes(), &[]),
             Msg::Call { depth, input } => (2, *depth, &[], input),
             Msg::Result { rc, output } => (3, *rc, &[], output),
-            Msg::Invoke { name, input } => (4, 0, name, input),
+            Msg::Invoke { depth, name, input } => (4, *depth, name, input),
             Msg::Reply { rc, output } => (5, *rc, &[], output),
             Msg::Shutdown => (6, 0, &[], &[]),
             Msg::Stats { times } => (7, 0, &[], times),
@@ -119,6 +121,7 @@ impl Msg {
                 output: data,
             },
             4 => Msg::Invoke {
+                depth: num,
                 name: text,
                 input: data,
             },
@@ -152,6 +155,7 @@ mod tests {
                 output: vec![0, 1, 2],
             },
             Msg::Invoke {
+                depth: 2,
                 name: b"Bar".to_vec(),
                 input: vec![],
             },
