@@ -213,24 +213,37 @@ fn merge_with_a_perf_data_as_typed_in_the_readme() {
     // It has no build-id table: `--buildid-mmap` puts the build-ids in the
     // mappings, which match the copies in `d` (without them, a mapping
     // matching a library by name alone is refused: tests/containers.rs).
-    let pipe = std::fs::File::create(d.join("pipe.data")).unwrap();
+    record_pipe(&d.join("pipe.data"), &inputs, &["--buildid-mmap"]);
+    let (stdout, m) = merge_as_typed(&d, &["pipe.data"], "pipe.so");
+    assert_frontend_group(&m, &stdout, &d.join("pipe.so"));
+
+    // Without them a pipe has no build-id at all; the files at the
+    // recorded paths, here, are the same builds as the copies in `d`,
+    // which proves the mappings (as perf reads a build-id a profile lacks).
+    record_pipe(&d.join("bare.data"), &inputs, &[]);
+    let (stdout, m) = merge_as_typed(&d, &["bare.data"], "bare.so");
+    assert_frontend_group(&m, &stdout, &d.join("bare.so"));
+}
+
+/// `perf record -o - ... > data` of the fan-out deployment serving
+/// `inputs`, with `extra` flags.
+fn record_pipe(data: &Path, inputs: &Path, extra: &[&str]) {
+    let pipe = std::fs::File::create(data).unwrap();
     run_ok(
         std::process::Command::new("perf")
             .args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
-            .arg("--buildid-mmap")
+            .args(extra)
             .args(["-o", "-", "--"])
             .arg(env!("CARGO_BIN_EXE_faasfuse"))
             .arg("run")
             .args(fanout().deploy_args("default"))
             .arg("--inputs")
-            .arg(&inputs)
+            .arg(inputs)
             // As many rounds as above: with fewer, a stray sample on
             // Recommend can reach the cold threshold on a loaded machine.
             .args(["--quiet", "--repeat", "200", "--", "Frontend"])
             .stdout(pipe),
     );
-    let (stdout, m) = merge_as_typed(&d, &["pipe.data"], "pipe.so");
-    assert_frontend_group(&m, &stdout, &d.join("pipe.so"));
 }
 
 #[test]

@@ -271,6 +271,11 @@ impl<'a> AddressSpaces<'a> {
             let l = &self.libs[*lib];
             match self.build_ids.get(file) {
                 Some(id) if l.build_id.as_ref() == Some(id) => None,
+                // The file at the recorded path, here, is that build (as
+                // perf itself reads a build-id the profile lacks).
+                None if l.build_id.is_some() && file_build_id(Path::new(file)) == l.build_id => {
+                    None
+                }
                 Some(id) => Some(format!(
                     "{file} was read as {}'s library ({}) by its name, but the profile's build-id for it, {}, is another build's; {HOW}",
                     l.name,
@@ -486,4 +491,13 @@ impl Mapping {
             Target::Dso(d) => Loc::Dso(d),
         }
     }
+}
+
+/// The GNU build-id of the ELF file at `path` on this machine, if there is
+/// one.
+fn file_build_id(path: &Path) -> Option<Vec<u8>> {
+    use object::Object;
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.build_id().ok()?.map(<[u8]>::to_vec)
 }
