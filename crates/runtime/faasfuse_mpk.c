@@ -44,22 +44,30 @@ static union {
 } ff_mpk_page __attribute__((aligned(FF_PAGE)));
 const struct ff_mpk_cfg *const ff_mpk = &ff_mpk_page.cfg;
 
-/* An mpk worker's I/O record, in its key: the callee reads and writes it. */
+/* An mpk worker's I/O record, in its key: the callee reads and writes it.
+ * It holds lengths, never pointers the runtime follows: each region lies
+ * at a fixed place after the record (ff_region), which the runtime finds
+ * from its own pointer to the record. */
 struct ff_mpk_io {
     void *handle;    /* the image's worker handle, written by its create */
-    char *in;        /* this call's input, NUL-terminated */
-    char *out;       /* what the call appended ... */
-    size_t out_len;  /* ... and how much */
+    size_t out_len;  /* what the call appended (FF_OUT) */
     int out_failed;  /* an append did not fit */
-    char *req;       /* a nested call's name and input, copied by the callee */
-    size_t req_name; /* length of the name (the input follows its NUL) */
+    size_t req_name; /* FF_REQ: length of the name (the input follows its NUL) */
     size_t req_len;  /* length of the input */
-    char *res;       /* nested outputs of this call, in order */
-    size_t res_used;
+    size_t res_used; /* FF_RES: nested outputs of this call, in order */
     const char *res_out; /* the last nested call's output and rc */
     size_t res_out_len;
     int res_rc;
 };
+
+/* The regions after an I/O record: this call's input (NUL-terminated),
+ * its output, a nested call's request, the nested calls' outputs. */
+enum { FF_IN, FF_OUT, FF_REQ, FF_RES };
+
+static char *ff_region(struct ff_mpk_io *io, int k)
+{
+    return (char *)io + FF_PAGE + (size_t)k * FF_IO_REGION;
+}
 
 /* Which runtime frame each I/O record belongs to (group key). */
 struct ff_mpk_link {
@@ -73,7 +81,9 @@ struct ff_mpk_links {
     struct ff_mpk_link *head;
     int lock;
 };
-static struct ff_mpk_links *ff_links;
+/* The list's address lives in the settings (read-only once set), so that
+ * no callee can point the runtime at a list of its own. */
+#define ff_links (ff_mpk_page.cfg.links)
 
 static void ff_links_lock(void)
 {
@@ -106,9 +116,11 @@ static uint32_t ff_rdpkru(void)
  * long ff_pkru_gate_call(struct ff_gate *g): g->fn(a[0..3]) on stack
  * g->stack with PKRU g->pkru. Callee-saved registers are pushed on the
  * caller's stack, whose address is left only in the stack record (group
- * key): no register the callee gets points at it. The record's address
- * sits at the callee stack's top, for the way back. Unwinding stops at the
- * gate: an exception cannot cross it.
+ * key): no register the callee gets points at it. The way back finds the
+ * record in the runtime's registry by the stack the callee returned on
+ * (its top - 16, in a call) and resumes from the saved stack pointer
+ * there, never from anything in the callee's memory. Unwinding stops at
+ * the gate: an exception cannot cross it.
  */
 struct ff_gate {
     struct ff_stack *stack;
@@ -146,8 +158,7 @@ __asm__(".text\n"
         "    movq 0(%rdi), %r11\n"
         "    movq %rsp, 0(%r11)\n"
         "    movq 8(%r11), %rsp\n"
-        "    pushq %r11\n"
-        "    pushq $0\n"
+        "    subq $16, %rsp\n"
         "    movq 8(%rdi), %r10\n"
         "    movl 48(%rdi), %eax\n"
         "    movq 32(%rdi), %r8\n"
@@ -182,9 +193,14 @@ __asm__(".text\n"
         "    wrpkru\n"
         "    testl %eax, ff_mpk_page(%rip)\n"
         "    jnz 9f\n"
-        "    movq %r8, %rax\n"
-        "    movq 8(%rsp), %r11\n"
-        "    movq 0(%r11), %rsp\n"
+        "    movq %r8, %rbx\n"
+        "    movq %rsp, %rdi\n"
+        "    call ff_stack_returning\n"
+        "    testq %rax, %rax\n"
+        "    jz 9f\n"
+        "    movq 0(%rax), %rsp\n"
+        "    movq $0, 0(%rax)\n"
+        "    movq %rbx, %rax\n"
         "    leaq 48(%rsp), %rbp\n"
         "    .cfi_restore_state\n"
         "2:\n"
@@ -386,8 +402,8 @@ static int ff_mpk_keys(const struct ff_table *t)
         return s.err;
     if (!s.found)
         return ENOENT;
-    ff_links = ff_keyed_map(FF_PAGE, c->group_key, 0);
-    return ff_links ? 0 : errno;
+    c->links = ff_keyed_map(FF_PAGE, c->group_key, 0);
+    return c->links ? 0 : errno;
 }
 
 void ff_mpk_setup(const struct ff_table *t)
@@ -403,7 +419,11 @@ void ff_mpk_setup(const struct ff_table *t)
         c->failed = err;
     else
         c->active = 1;
-    mprotect(&ff_mpk_page, sizeof ff_mpk_page, PROT_READ);
+    if (mprotect(&ff_mpk_page, sizeof ff_mpk_page, PROT_READ) != 0 && c->active) {
+        /* Settings a callee could rewrite are no protection. */
+        c->active = 0;
+        c->failed = errno;
+    }
 }
 
 void ff_mpk_enter(void)
@@ -452,10 +472,6 @@ int ff_mpk_worker_new(struct ff_mpk_worker *m, struct ff_stack *s, size_t image,
     if (!base)
         return -1;
     struct ff_mpk_io *io = (struct ff_mpk_io *)base;
-    io->in = base + FF_PAGE;
-    io->out = io->in + FF_IO_REGION;
-    io->req = io->out + FF_IO_REGION;
-    io->res = io->req + FF_IO_REGION;
     struct ff_mpk_link *l = ff_state_alloc(sizeof *l);
     if (!l || ff_mpk_key_stack(s, m->key) != 0) {
         ff_state_free(l);
@@ -521,15 +537,16 @@ uint64_t ff_mpk_nested(struct ff_mpk_io *io)
     int rc = -1;
     size_t name = io->req_name, len = io->req_len;
     if (name < FF_IO_REGION && len < FF_IO_REGION - name - 1) {
-        io->req[name] = '\0';
-        rc = faasfuse_rt_dispatch(frame, io->req, io->req + name + 1, len, &out, &out_len);
+        char *req = ff_region(io, FF_REQ);
+        req[name] = '\0';
+        rc = faasfuse_rt_dispatch(frame, req, req + name + 1, len, &out, &out_len);
     }
     io->res_out = NULL;
     io->res_out_len = 0;
     if (rc == 0) {
         size_t used = io->res_used;
         if (used <= FF_IO_REGION && out_len < FF_IO_REGION - used) {
-            char *dst = io->res + used;
+            char *dst = ff_region(io, FF_RES) + used;
             memcpy(dst, out, out_len);
             dst[out_len] = '\0';
             io->res_used = used + out_len + 1;
@@ -558,9 +575,10 @@ static int ff_mpk_invoke(void *ctx, const char *name, const char *input, size_t 
         *output_len = 0;
         return -1;
     }
-    memcpy(io->req, name, n);
+    char *req = ff_region(io, FF_REQ);
+    memcpy(req, name, n);
     if (len)
-        memcpy(io->req + n + 1, input, len);
+        memcpy(req + n + 1, input, len);
     io->req_name = n;
     io->req_len = len;
     int rc = (int)ff_pkru_gate_nested(io);
@@ -579,7 +597,7 @@ static void ff_mpk_append(void *ctx, const char *data, size_t len)
         io->out_failed = 1;
         return;
     }
-    memcpy(io->out + io->out_len, data, len);
+    memcpy(ff_region(io, FF_OUT) + io->out_len, data, len);
     io->out_len += len;
 }
 
@@ -612,21 +630,26 @@ int ff_mpk_call(struct ff_mpk_worker *m, struct ff_stack *s,
         len = 0;
     if (len >= FF_IO_REGION)
         return -1;
+    /* The last call's output has been copied out by now. */
+    size_t last = io->out_len;
+    ff_trim(ff_region(io, FF_OUT), last > FF_IO_REGION ? FF_IO_REGION : last);
+    char *in = ff_region(io, FF_IN);
     if (len)
-        memcpy(io->in, input, len);
-    io->in[len] = '\0';
+        memcpy(in, input, len);
+    in[len] = '\0';
     io->out_len = 0;
     io->out_failed = 0;
     io->res_used = 0;
     struct ff_gate g = {s,
                         (void *)fn,
-                        {(uintptr_t)handle, (uintptr_t)io->in, len, 0},
+                        {(uintptr_t)handle, (uintptr_t)in, len, 0},
                         ff_callee_pkru(m)};
     int rc = (int)ff_pkru_gate_call(&g);
     size_t n = io->out_len;
-    *out = io->out_failed || n > FF_IO_REGION ? NULL : io->out;
+    *out = io->out_failed || n > FF_IO_REGION ? NULL : ff_region(io, FF_OUT);
     *out_len = *out ? n : 0;
-    ff_trim(io->in, len + 1);
-    ff_trim(io->res, io->res_used);
+    ff_trim(in, len + 1);
+    size_t used = io->res_used;
+    ff_trim(ff_region(io, FF_RES), used > FF_IO_REGION ? FF_IO_REGION : used);
     return rc;
 }

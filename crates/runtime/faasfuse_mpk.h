@@ -35,6 +35,8 @@
 #include "faasfuse_rt.h"
 #include "faasfuse_stack.h"
 
+struct ff_mpk_links;
+
 /* Settings fixed by the constructor, on a read-only page of their own so
  * that any thread may read them whatever its PKRU. */
 struct ff_mpk_cfg {
@@ -46,6 +48,7 @@ struct ff_mpk_cfg {
     size_t nkeys;    /* mpk images */
     size_t image[15];
     int key[15];
+    struct ff_mpk_links *links; /* which frame each I/O record is (group key) */
 };
 extern const struct ff_mpk_cfg *const ff_mpk;
 

@@ -197,6 +197,16 @@ static struct ff_stack *ff_stack_at(uintptr_t sp)
     return NULL;
 }
 
+/* The stack record a gate returns through: the live stack whose top the
+ * callee's stack pointer came back to (top - 16, as the gate left it) and
+ * that is in a call. Found in the runtime's registry, never through what
+ * the callee's memory says; NULL if none. */
+struct ff_stack *ff_stack_returning(uintptr_t sp)
+{
+    struct ff_stack *s = ff_stack_at(sp);
+    return s && (uintptr_t)s->top - 16 == sp && s->saved_sp ? s : NULL;
+}
+
 static int ff_in_system_code(uintptr_t pc)
 {
     for (size_t i = 0; i < ff_nsys; i++)
@@ -228,6 +238,8 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
     s->fault_sig = sig;
     s->fault_addr = (uintptr_t)si->si_addr;
     uintptr_t saved = (uintptr_t)s->saved_sp;
+    if (s->resume) /* an mpk gate's: no longer in a call (ff_stack_returning) */
+        s->saved_sp = NULL;
     uc->uc_mcontext.gregs[REG_RSP] = (greg_t)saved;
     uc->uc_mcontext.gregs[REG_RBP] = (greg_t)(saved + 48);
     uc->uc_mcontext.gregs[REG_RIP] =

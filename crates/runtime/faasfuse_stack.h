@@ -49,6 +49,9 @@ void ff_stack_free(struct ff_stack *s);
 int ff_stack_call(struct ff_stack *s, int (*fn)(void *, const char *, size_t), void *handle,
                   const char *input, size_t len);
 
+/* The stack record a gate returns through (faasfuse_stack.c). */
+struct ff_stack *ff_stack_returning(uintptr_t sp);
+
 /* Make sure the calling thread can take a fault on an exhausted stack (an
  * alternate signal stack): once per thread, cheap after that. */
 void ff_stack_thread_ready(void);
