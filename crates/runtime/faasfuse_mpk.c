@@ -37,12 +37,9 @@
 /* A region's pages beyond this are given back after a call used them. */
 #define FF_IO_KEEP ((size_t)1 << 20)
 
-/* The settings, on a page of their own made read-only once set. */
-static union {
-    struct ff_mpk_cfg cfg;
-    char page[FF_PAGE];
-} ff_mpk_page __attribute__((aligned(FF_PAGE)));
-const struct ff_mpk_cfg *const ff_mpk = &ff_mpk_page.cfg;
+/* The settings, on a page of their own made read-only once set (key 0:
+ * every thread reads them, whatever its PKRU). */
+union ff_mpk_page ff_mpk_page __attribute__((aligned(FF_PAGE)));
 
 /* An mpk worker's I/O record, in its key: the callee reads and writes it.
  * It holds lengths, never pointers the runtime follows: each region lies
@@ -357,15 +354,27 @@ static int ff_key_segments(struct dl_phdr_info *info, size_t size, void *data)
     if (!ours)
         return 0;
     s->found = 1;
+    uintptr_t page = (uintptr_t)&ff_mpk_page;
     for (int i = 0; i < info->dlpi_phnum && !s->err; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
         size_t k;
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W) || !ff_image_at(s->t, lo, &k))
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
             continue;
         uintptr_t a = lo & ~(uintptr_t)(FF_PAGE - 1), b = (hi + FF_PAGE - 1) & ~(uintptr_t)(FF_PAGE - 1);
-        if (ff_pkey_mprotect((void *)a, b - a, PROT_READ | PROT_WRITE, ff_mpk_key_of(k)) != 0)
-            s->err = errno;
+        if (ff_image_at(s->t, lo, &k)) {
+            if (ff_pkey_mprotect((void *)a, b - a, PROT_READ | PROT_WRITE, ff_mpk_key_of(k)) != 0)
+                s->err = errno;
+        } else if (page >= a && page < b) {
+            /* The runtime's own: its globals and GOT behind the group key,
+             * all but the settings page. */
+            int key = ff_mpk_page.cfg.group_key;
+            if ((page > a && ff_pkey_mprotect((void *)a, page - a, PROT_READ | PROT_WRITE, key)) ||
+                (b > page + FF_PAGE && ff_pkey_mprotect((void *)(page + FF_PAGE),
+                                                        b - page - FF_PAGE,
+                                                        PROT_READ | PROT_WRITE, key)))
+                s->err = errno;
+        }
     }
     for (int i = 0; i < info->dlpi_phnum && !s->err; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
@@ -560,6 +569,21 @@ uint64_t ff_mpk_nested(struct ff_mpk_io *io)
     return (uint64_t)back << 32 | (uint32_t)rc;
 }
 
+/* Copies for the code that runs with a callee's PKRU: no library call,
+ * since the runtime's GOT is behind the group key. */
+static inline void ff_move(char *d, const char *s, size_t n)
+{
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+}
+
+static inline size_t ff_name_len(const char *s, size_t max)
+{
+    size_t n = 0;
+    while (n < max && ((const volatile char *)s)[n])
+        n++;
+    return n;
+}
+
 /* invoke_fn of an mpk callee's worker: runs with the callee's PKRU. */
 static int ff_mpk_invoke(void *ctx, const char *name, const char *input, size_t len,
                          const char **output, size_t *output_len)
@@ -567,7 +591,7 @@ static int ff_mpk_invoke(void *ctx, const char *name, const char *input, size_t 
     struct ff_mpk_io *io = ctx;
     if (!io || !name || !output || !output_len)
         return -1;
-    size_t n = strnlen(name, 4096);
+    size_t n = ff_name_len(name, 4096);
     if (!input)
         len = 0;
     if (n == 4096 || len >= FF_IO_REGION - n - 1) {
@@ -576,9 +600,9 @@ static int ff_mpk_invoke(void *ctx, const char *name, const char *input, size_t 
         return -1;
     }
     char *req = ff_region(io, FF_REQ);
-    memcpy(req, name, n);
+    ff_move(req, name, n);
     if (len)
-        memcpy(req + n + 1, input, len);
+        ff_move(req + n + 1, input, len);
     io->req_name = n;
     io->req_len = len;
     int rc = (int)ff_pkru_gate_nested(io);
@@ -597,7 +621,7 @@ static void ff_mpk_append(void *ctx, const char *data, size_t len)
         io->out_failed = 1;
         return;
     }
-    memcpy(ff_region(io, FF_OUT) + io->out_len, data, len);
+    ff_move(ff_region(io, FF_OUT) + io->out_len, data, len);
     io->out_len += len;
 }
 

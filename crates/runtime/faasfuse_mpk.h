@@ -24,7 +24,9 @@
  * reads or writes memory on the callee's say-so.
  *
  * What stays shared: key 0 (libc's heap and state, the thread's own stack
- * and TLS, system libraries), system calls, and the runtime's few globals.
+ * and TLS, system libraries) and system calls. The runtime's own writable
+ * segment (its globals, its GOT) is behind the group key but for the
+ * settings page.
  */
 #ifndef FAASFUSE_MPK_H
 #define FAASFUSE_MPK_H
@@ -50,7 +52,13 @@ struct ff_mpk_cfg {
     int key[15];
     struct ff_mpk_links *links; /* which frame each I/O record is (group key) */
 };
-extern const struct ff_mpk_cfg *const ff_mpk;
+union ff_mpk_page {
+    struct ff_mpk_cfg cfg;
+    char page[4096];
+};
+/* Read directly (hidden: no GOT, which is behind the group key). */
+extern union ff_mpk_page ff_mpk_page __attribute__((visibility("hidden")));
+#define ff_mpk ((const struct ff_mpk_cfg *)&ff_mpk_page.cfg)
 
 /* The constructor's part: allocate the keys and give every writable
  * segment of the fused object its image's key. */

@@ -847,6 +847,7 @@ __attribute__((nocf_check)) int faasfuse_rt_call_image(void *ctx, size_t k, cons
 
 int faas_init(void)
 {
+    ff_mpk_enter();
     const struct ff_table *t = ff_table();
     if (!t || ff_relro_failed)
         return -1;
@@ -857,7 +858,6 @@ int faas_init(void)
                 strerror(ff_mpk->failed));
         return -1;
     }
-    ff_mpk_enter();
     /* Callees first (reverse table order), then the root. */
     for (size_t i = t->count; i-- > 0;) {
         if (!t->images[i].init)
@@ -906,10 +906,10 @@ static void ff_find_host(struct ff_worker *w, faas_invoke_fn invoke)
 int faas_create_func_worker(void *caller_ctx, faas_invoke_fn invoke, faas_append_fn append,
                             void **handle)
 {
+    ff_mpk_enter();
     const struct ff_table *t = ff_table();
     if (!t || !handle)
         return -1;
-    ff_mpk_enter();
     struct ff_worker *w = ff_state_alloc(sizeof *w + (size_t)t->count * sizeof(struct ff_frame *));
     if (!w)
         return -1;
