@@ -3,8 +3,9 @@
 //! images, inputs, the unfused answers); the fused images are then served
 //! on a machine with protection keys: this one when its CPU has them,
 //! else one emulated machine booted once for all of them. A spying callee
-//! finds neither its caller's stack nor its data, a crashing callee fails
-//! only its call, exceptions inside a callee work, and every workflow
+//! finds neither its caller's stack nor its data, a callee that forges its
+//! I/O record or its way back gets nothing, a crashing callee fails only
+//! its call, exceptions inside a callee work, and every workflow
 //! answers as unfused with every callee isolated. Where the CPU has no
 //! protection keys, an mpk image refuses to start.
 
@@ -80,6 +81,28 @@ fn spy_cases(dir: &Path, cases: &mut Vec<Case>) {
             });
         }
     }
+}
+
+/// A callee that tries the runtime's own paths to reach the group's memory
+/// (tests/data/mpk_forger.c): its I/O record pointing at a closed page,
+/// and a forged way back from its call. Neither gives it anything: the
+/// first call fails (its output is out of bounds), the second returns as
+/// any call.
+fn forger_cases(dir: &Path, cases: &mut Vec<Case>) {
+    let (vault, forger) = (lib(dir, "iso_vault.c"), lib(dir, "mpk_forger.c"));
+    let out = dir.join("vault-forger-mpk.so");
+    merge(&[("Vault", &vault), ("Spy", &forger)], &out, "mpk");
+    let inputs = ["record".into(), "return".into(), "plain".into()];
+    cases.push(Case {
+        what: "a callee forging its record and its way back".into(),
+        deploy: vec![format!("Vault={}", out.display())],
+        root: "Vault".into(),
+        inputs: input_file("mpk-forger", &inputs),
+        ipc: false,
+        expect: "rc=-1\t\nrc=0\ttried\nrc=0\ttried\n".into(),
+        stderr_once: None,
+        status: 0,
+    });
 }
 
 /// A callee that faults (a bad pointer, a stack overflow) and one that
@@ -253,6 +276,7 @@ fn mpk_isolates_callees_on_a_machine_with_protection_keys() {
     let dir = scratch_dir("mpk");
     let mut cases = Vec::new();
     spy_cases(&dir, &mut cases);
+    forger_cases(&dir, &mut cases);
     crash_cases(&dir, &mut cases);
     workflow_cases(&dir, &mut cases);
     let machine = Machine::get();
