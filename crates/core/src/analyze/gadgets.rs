@@ -112,6 +112,13 @@ pub struct Hit {
 /// Every sequence at every byte offset of `runs` (sorted by address),
 /// those spanning two runs that meet in memory included.
 pub fn scan(runs: &[Run]) -> Vec<Hit> {
+    scan_with(runs, None).expect("no file to read")
+}
+
+/// [`scan`], reading each run's bytes from `file` (at its file offsets) a
+/// window at a time when one is given: a large image's code is then read
+/// once without staying resident in this process.
+pub fn scan_with(runs: &[Run], file: Option<&std::fs::File>) -> std::io::Result<Vec<Hit>> {
     let mut hits = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let mut push = |at: usize, sequence| {
@@ -123,11 +130,9 @@ pub fn scan(runs: &[Run]) -> Vec<Hit> {
                 in_segment: address >= r.segment.0 && address < r.segment.1,
             })
         };
-        // Candidates by their first byte, then matched whole.
-        for at in memchr_all(r.bytes, 0x0f) {
-            if let Some(s) = sequence_at(&r.bytes[at..]) {
-                push(at, s);
-            }
+        match file {
+            Some(f) => each_in_file(f, r.offset, r.bytes.len(), &mut push)?,
+            None => each_in(r.bytes, r.bytes.len(), 0, &mut push),
         }
         // Where the next run starts right after this one's last byte.
         let Some(next) = runs.get(i + 1) else {
@@ -144,16 +149,51 @@ pub fn scan(runs: &[Run]) -> Vec<Hit> {
             }
         }
     }
-    hits
+    Ok(hits)
 }
 
-/// Offsets of every `b` in `bytes`.
-fn memchr_all(bytes: &[u8], b: u8) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter(move |(_, &x)| x == b)
-        .map(|(i, _)| i)
+/// Each sequence starting before `limit` in `bytes` (whole, within
+/// `bytes`), reported at its index plus `base`. Candidates by their first
+/// byte (SIMD), then matched whole.
+fn each_in(bytes: &[u8], limit: usize, base: usize, push: &mut impl FnMut(usize, Sequence)) {
+    for at in memchr::memchr_iter(0x0f, bytes) {
+        if at >= limit {
+            break;
+        }
+        if let Some(s) = sequence_at(&bytes[at..]) {
+            push(base + at, s);
+        }
+    }
+}
+
+/// [`each_in`] over `len` bytes of `file` from `offset`, read a window at
+/// a time; a window's last two bytes start the next one, so no sequence
+/// is missed or found twice.
+fn each_in_file(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    push: &mut impl FnMut(usize, Sequence),
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const WINDOW: usize = 4 << 20;
+    let keep = SEQUENCE_LEN - 1;
+    let mut buf = vec![0u8; WINDOW + keep];
+    let (mut done, mut carry) = (0usize, 0usize);
+    while done + carry < len {
+        let want = (len - done - carry).min(WINDOW);
+        file.read_exact_at(
+            &mut buf[carry..carry + want],
+            offset + (done + carry) as u64,
+        )?;
+        let n = carry + want;
+        let limit = if done + n == len { n } else { n - keep };
+        each_in(&buf[..n], limit, done, push);
+        buf.copy_within(limit..n, 0);
+        carry = n - limit;
+        done += limit;
+    }
+    Ok(())
 }
 
 /// The address of the `0F 01 EF` bytes of every `WRPKRU` instruction of
@@ -210,6 +250,37 @@ mod tests {
         assert_eq!(sequence_at(&[0x0f, 0xc7, 0x1f]), Some(Sequence::Xrstors));
         assert_eq!(sequence_at(&[0x0f, 0xc7, 0x0f]), None); // cmpxchg8b
         assert_eq!(sequence_at(&[0x0f, 0x01]), None);
+    }
+
+    #[test]
+    fn reading_a_file_by_windows_finds_what_the_bytes_hold() {
+        // 9 MiB of code with sequences across both 4 MiB window seams, at
+        // the very start and at the very end; a file read back by windows
+        // gives the same hits as the bytes in memory.
+        let len = 9 << 20;
+        let mut data = vec![0x90u8; len];
+        let at = [0, (4 << 20) - 2, (4 << 20) + 7, 5 << 20, (8 << 20) - 1, len - 3];
+        for &a in &at {
+            data[a..a + 3].copy_from_slice(&[0x0f, 0x01, 0xef]);
+        }
+        data[(8 << 20) - 9..(8 << 20) - 6].copy_from_slice(&[0x0f, 0xae, 0x2f]);
+        let run = Run {
+            vaddr: 0x1000,
+            offset: 0,
+            bytes: &data,
+            segment: (0x1000, 0x1000 + len as u64),
+        };
+        let path = std::env::temp_dir().join(format!("ff-gadgets-{}", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let by_file = scan_with(&[run], Some(&file)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let in_memory = scan(&[run]);
+        assert_eq!(by_file, in_memory);
+        assert_eq!(by_file.len(), at.len() + 1, "{by_file:?}");
+        for a in [(4 << 20) - 2, (8 << 20) - 1, len - 3] {
+            assert!(by_file.iter().any(|h| h.offset == a as u64), "{a:#x}: {by_file:?}");
+        }
     }
 
     #[test]

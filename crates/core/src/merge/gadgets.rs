@@ -51,16 +51,24 @@ pub struct PkruSequence {
 }
 
 /// Scan the fused image `written` of `parts` (root first, runtime last)
-/// laid out as `out`; refuse it when an image is isolated with `mpk` and a
+/// laid out as `out`, its code read back from `written_file` (so that it
+/// does not stay resident); refuse it when an image is isolated with `mpk` and a
 /// sequence lies outside the gates.
-pub(super) fn check(parts: &[Part], out: &Output, written: &[u8]) -> Result<PkruScan> {
+pub(super) fn check(
+    parts: &[Part],
+    out: &Output,
+    written: &[u8],
+    written_file: &std::fs::File,
+) -> Result<PkruScan> {
     let file = ElfFile64::<object::LittleEndian>::parse(written)
         .context("internal error: the fused image does not parse")?;
     let loads = crate::elf::load_segments(&file);
     let runs = gadgets::executable_runs(written, &loads);
     let gates = gate_wrpkrus(parts, &out.placements, &runs);
     let mut scan = PkruScan::default();
-    for h in gadgets::scan(&runs) {
+    let hits =
+        gadgets::scan_with(&runs, Some(written_file)).context("reading the fused image back")?;
+    for h in hits {
         if h.sequence == Sequence::Wrpkru && h.in_segment && gates.contains(&h.address) {
             scan.vetted += 1;
         } else {

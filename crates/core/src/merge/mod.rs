@@ -221,7 +221,7 @@ fn fuse(
         time.mark("write");
         anyhow::Ok((out, written))
     })?;
-    let pkru = gadgets::check(&parts.parts, &out, &written)?;
+    let pkru = gadgets::check(&parts.parts, &out, &written, out_file)?;
     time.mark("scan");
     let manifest = pipeline::manifest(&output, analyzed, &parts, &out, pkru);
     Ok((manifest, written))
