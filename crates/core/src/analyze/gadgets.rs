@@ -259,7 +259,14 @@ mod tests {
         // gives the same hits as the bytes in memory.
         let len = 9 << 20;
         let mut data = vec![0x90u8; len];
-        let at = [0, (4 << 20) - 2, (4 << 20) + 7, 5 << 20, (8 << 20) - 1, len - 3];
+        let at = [
+            0,
+            (4 << 20) - 2,
+            (4 << 20) + 7,
+            5 << 20,
+            (8 << 20) - 1,
+            len - 3,
+        ];
         for &a in &at {
             data[a..a + 3].copy_from_slice(&[0x0f, 0x01, 0xef]);
         }
@@ -279,7 +286,10 @@ mod tests {
         assert_eq!(by_file, in_memory);
         assert_eq!(by_file.len(), at.len() + 1, "{by_file:?}");
         for a in [(4 << 20) - 2, (8 << 20) - 1, len - 3] {
-            assert!(by_file.iter().any(|h| h.offset == a as u64), "{a:#x}: {by_file:?}");
+            assert!(
+                by_file.iter().any(|h| h.offset == a as u64),
+                "{a:#x}: {by_file:?}"
+            );
         }
     }
 
