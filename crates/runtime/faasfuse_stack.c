@@ -76,24 +76,7 @@ __asm__(".text\n"
         ".hidden ff_stack_call\n"
         ".type ff_stack_call, @function\n"
         "ff_stack_call:\n"
-        "    .cfi_startproc\n"
-        "    endbr64\n"
-        "    pushq %rbp\n"
-        "    .cfi_def_cfa_offset 16\n"
-        "    .cfi_offset %rbp, -16\n"
-        "    movq %rsp, %rbp\n"
-        "    .cfi_def_cfa_register %rbp\n"
-        "    pushq %rbx\n"
-        "    .cfi_offset %rbx, -24\n"
-        "    pushq %r12\n"
-        "    .cfi_offset %r12, -32\n"
-        "    pushq %r13\n"
-        "    .cfi_offset %r13, -40\n"
-        "    pushq %r14\n"
-        "    .cfi_offset %r14, -48\n"
-        "    pushq %r15\n"
-        "    .cfi_offset %r15, -56\n"
-        "    subq $8, %rsp\n"
+        FF_SWITCH_PROLOGUE
         "    movq %rsp, 0(%rdi)\n"
         "    movq 8(%rdi), %rsp\n"
         "    movq %rsi, %rax\n"
@@ -102,17 +85,7 @@ __asm__(".text\n"
         "    movq %r8, %rdx\n"
         "    call *%rax\n"
         "1:\n"
-        "    .cfi_remember_state\n"
-        "    leaq -40(%rbp), %rsp\n"
-        "    popq %r15\n"
-        "    popq %r14\n"
-        "    popq %r13\n"
-        "    popq %r12\n"
-        "    popq %rbx\n"
-        "    popq %rbp\n"
-        "    .cfi_def_cfa %rsp, 8\n"
-        "    ret\n"
-        "    .cfi_restore_state\n"
+        FF_SWITCH_EPILOGUE
         ".globl ff_stack_recover\n"
         ".hidden ff_stack_recover\n"
         "ff_stack_recover:\n"
@@ -241,7 +214,7 @@ static void ff_fault(int sig, siginfo_t *si, void *ucv)
     if (s->resume) /* an mpk gate's: no longer in a call (ff_stack_returning) */
         s->saved_sp = NULL;
     uc->uc_mcontext.gregs[REG_RSP] = (greg_t)saved;
-    uc->uc_mcontext.gregs[REG_RBP] = (greg_t)(saved + 48);
+    uc->uc_mcontext.gregs[REG_RBP] = (greg_t)(saved + FF_SWITCH_FRAME);
     uc->uc_mcontext.gregs[REG_RIP] =
         (greg_t)(uintptr_t)(s->resume ? s->resume : ff_stack_recover);
 }

@@ -36,6 +36,49 @@ struct ff_stack {
     void *resume;
 };
 
+/*
+ * The two stack-switching calls (ff_stack_call, and ff_pkru_gate_call of
+ * faasfuse_mpk.c) frame themselves alike, so that one fault handler can
+ * resume either: rbp and the callee-saved registers pushed on the
+ * caller's stack, with CFI (CFA = rbp + 16 on either stack), then 8 bytes
+ * of padding; that stack pointer (saved_sp) lies FF_SWITCH_FRAME bytes
+ * below rbp. FF_SWITCH_EPILOGUE pops them back from rbp and returns, its
+ * CFI state kept for the code after it.
+ */
+#define FF_SWITCH_PROLOGUE                                                                      \
+    "    .cfi_startproc\n"                                                                      \
+    "    endbr64\n"                                                                             \
+    "    pushq %rbp\n"                                                                          \
+    "    .cfi_def_cfa_offset 16\n"                                                              \
+    "    .cfi_offset %rbp, -16\n"                                                               \
+    "    movq %rsp, %rbp\n"                                                                     \
+    "    .cfi_def_cfa_register %rbp\n"                                                          \
+    "    pushq %rbx\n"                                                                          \
+    "    .cfi_offset %rbx, -24\n"                                                               \
+    "    pushq %r12\n"                                                                          \
+    "    .cfi_offset %r12, -32\n"                                                               \
+    "    pushq %r13\n"                                                                          \
+    "    .cfi_offset %r13, -40\n"                                                               \
+    "    pushq %r14\n"                                                                          \
+    "    .cfi_offset %r14, -48\n"                                                               \
+    "    pushq %r15\n"                                                                          \
+    "    .cfi_offset %r15, -56\n"                                                               \
+    "    subq $8, %rsp\n"
+#define FF_SWITCH_EPILOGUE                                                                      \
+    "    .cfi_remember_state\n"                                                                 \
+    "    leaq -40(%rbp), %rsp\n"                                                                \
+    "    popq %r15\n"                                                                           \
+    "    popq %r14\n"                                                                           \
+    "    popq %r13\n"                                                                           \
+    "    popq %r12\n"                                                                           \
+    "    popq %rbx\n"                                                                           \
+    "    popq %rbp\n"                                                                           \
+    "    .cfi_def_cfa %rsp, 8\n"                                                                \
+    "    ret\n"                                                                                 \
+    "    .cfi_restore_state\n"
+/* rbp of a switched call, above its saved_sp. */
+#define FF_SWITCH_FRAME 48
+
 /* A new stack (guard region and handlers installed, the image pinned);
  * NULL if out of memory or out of registry slots. */
 struct ff_stack *ff_stack_new(void);
