@@ -194,17 +194,6 @@ fn runtime_gate_wrpkrus() -> usize {
     found.iter().filter(|f| f.kind == "wrpkru").count()
 }
 
-/// Whether the library has a PT_TLS segment (read here, not by faasfuse).
-fn has_tls(lib: &Path) -> bool {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    let data = std::fs::read(lib).unwrap();
-    let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
-    let e = elf.endian();
-    elf.elf_program_headers()
-        .iter()
-        .any(|ph| ph.p_type(e) == object::elf::PT_TLS)
-}
-
 /// Merge `w` with every callee isolated with `mpk` (`stack` for one with
 /// TLS, which `mpk` refuses) into `out`, and check its executable pages by
 /// this test's own scan: every WRPKRU/XRSTOR/XRSTORS sequence lies in a

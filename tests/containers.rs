@@ -81,38 +81,16 @@ fn host_libs() -> Vec<String> {
         .collect()
 }
 
-/// The fan-out deployment's `func_config.json` (Frontend the entry) over
-/// the host's libraries.
+/// The fan-out deployment's `func_config.json` over the host's libraries.
 fn config() -> PathBuf {
-    let entries: Vec<Value> = LIBS
-        .iter()
-        .enumerate()
-        .map(|(i, (name, file))| {
-            serde_json::json!({
-                "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
-                "library": fixtures().join("default").join(file), "entry": *name == "Frontend",
-            })
-        })
-        .collect();
-    let p = dir().join("func_config.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
-    p
+    fanout_config(&dir())
 }
 
 /// 199 requests without a recommendation and one with: the Recommend edge
 /// is cold (0.5% of Frontend's executions), the other two hot.
 fn inputs() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let w = workflow("fanout");
-        let mut inputs: Vec<String> = generate_inputs(&w, 400, 0xc0de)
-            .into_iter()
-            .filter(|i| !i.contains("rec"))
-            .take(199)
-            .collect();
-        inputs.push("rec please".into());
-        input_file("containers", &inputs)
-    })
+    FILE.get_or_init(|| fanout_one_rare(0xc0de, "containers"))
 }
 
 /// `unshare -m sh -c 'mount --bind IMAGE SRV && exec CMD...'`: `cmd` run in

@@ -30,28 +30,9 @@ fn dir() -> PathBuf {
 
 const ADVICE: &str = "perf record --call-graph dwarf";
 
-/// The fan-out deployment's `func_config.json` (Frontend the entry),
-/// libraries of the default build.
+/// The fan-out deployment's `func_config.json`.
 fn config() -> PathBuf {
-    let lib = fixtures().join("default");
-    let entries: Vec<Value> = [
-        ("Frontend", "libfrontend.so"),
-        ("Inventory", "libinventory.so"),
-        ("Pricing", "libpricing.so"),
-        ("Recommend", "librecommend.so"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (name, file))| {
-        serde_json::json!({
-            "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
-            "library": lib.join(file), "entry": *name == "Frontend",
-        })
-    })
-    .collect();
-    let p = dir().join("func_config.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
-    p
+    fanout_config(&dir())
 }
 
 /// Requests of the fan-out workflow, of which 1 in 200 asks for a
@@ -59,17 +40,7 @@ fn config() -> PathBuf {
 /// executions), the other two are hot.
 fn inputs() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let w = workflow("fanout");
-        let mut inputs: Vec<String> = generate_inputs(&w, 400, 0xe71d)
-            .into_iter()
-            .filter(|i| !i.contains("rec"))
-            .take(199)
-            .collect();
-        assert_eq!(inputs.len(), 199);
-        inputs.push("rec please".into());
-        input_file("evidence", &inputs)
-    })
+    FILE.get_or_init(|| fanout_one_rare(0xe71d, "evidence"))
 }
 
 /// `perf record <how> -- faasfuse run <fan-out deployment>` into

@@ -9,15 +9,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn merge(pairs: &[(&str, &Path)], out: &Path, isolate: &str) {
-    let mut cmd = faasfuse();
-    cmd.arg("merge");
-    for (name, lib) in pairs {
-        cmd.arg(format!("{name}={}", lib.display()));
-    }
-    run_ok(cmd.args(["--isolate", isolate, "-o"]).arg(out));
-}
-
 fn run(deploy: &[String], root: &str, inputs: &Path, ipc: bool) -> std::process::Output {
     let mut cmd = faasfuse();
     cmd.arg("run").args(deploy).arg("--inputs").arg(inputs);
@@ -84,7 +75,7 @@ fn a_spying_callee_finds_nothing_of_its_callers_stack() {
         ("stack", "stack:none global:found"),
     ] {
         let out = l.dir.join(format!("vault-{mode}.so"));
-        merge(&[("Vault", &vault), ("Spy", &spy)], &out, mode);
+        merge_isolated(&[("Vault", &vault), ("Spy", &spy)], &out, mode);
         assert_eq!(
             isolation(&out),
             [
@@ -108,7 +99,7 @@ fn a_fault_in_an_isolated_callee_fails_its_call_and_the_root_serves_on() {
     let l = Libs::new("isolate-crash");
     let (guard, crasher) = (l.lib("iso_guard.c"), l.lib("iso_crasher.c"));
     let isolated = l.dir.join("guard-stack.so");
-    merge(
+    merge_isolated(
         &[("Guard", &guard), ("Crasher", &crasher)],
         &isolated,
         "stack",
@@ -139,7 +130,7 @@ fn a_fault_in_an_isolated_callee_fails_its_call_and_the_root_serves_on() {
     }
     // Without isolation the same fault takes the process down.
     let plain = l.dir.join("guard-none.so");
-    merge(&[("Guard", &guard), ("Crasher", &crasher)], &plain, "none");
+    merge_isolated(&[("Guard", &guard), ("Crasher", &crasher)], &plain, "none");
     let file = input_file("isolate-none-segv", &["a".into(), "segv".into()]);
     let o = run(
         &[format!("Guard={}", plain.display())],
@@ -159,7 +150,7 @@ fn exceptions_inside_and_out_of_an_isolated_cpp_callee() {
     // Thrown and caught inside the callee, on its own stack.
     let (guard, catcher) = (l.lib("iso_guard.c"), l.lib("iso_catcher.cc"));
     let out = l.dir.join("catch-stack.so");
-    merge(&[("Guard", &guard), ("Crasher", &catcher)], &out, "stack");
+    merge_isolated(&[("Guard", &guard), ("Crasher", &catcher)], &out, "stack");
     let file = input_file("isolate-catch", &["xyz".into(), "again".into()]);
     assert_eq!(
         serve(&[format!("Guard={}", out.display())], "Guard", &file, false),
@@ -169,7 +160,7 @@ fn exceptions_inside_and_out_of_an_isolated_cpp_callee() {
     // stack and into its catch.
     let (root, thrower) = (l.lib("throwroot.cc"), l.lib("thrower.cc"));
     let out = l.dir.join("throw-stack.so");
-    merge(&[("Root", &root), ("Thrower", &thrower)], &out, "stack");
+    merge_isolated(&[("Root", &root), ("Thrower", &thrower)], &out, "stack");
     let file = input_file(
         "isolate-throw",
         &["hello".into(), "please throw".into(), "again".into()],
@@ -186,7 +177,7 @@ fn gdb_backtrace_from_an_isolated_callee_reaches_the_host() {
     let l = Libs::new("isolate-gdb");
     let (vault, spy) = (l.lib("iso_vault.c"), l.lib("iso_spy.c"));
     let out = l.dir.join("vault-stack.so");
-    merge(&[("Vault", &vault), ("Spy", &spy)], &out, "stack");
+    merge_isolated(&[("Vault", &vault), ("Spy", &spy)], &out, "stack");
     let o = Command::new("gdb")
         .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
         .args(["-ex", "break Spy::scan", "-ex", "run", "-ex", "bt"])
@@ -389,7 +380,7 @@ fn a_fault_abandoning_a_reentered_call_keeps_the_fast_path() {
 fn stack_image(l: &Libs) -> PathBuf {
     let libs = steps(l, &["Root", "Leaf"]);
     let out = l.dir.join("root-stack.so");
-    merge(&[("Root", &libs[0]), ("Leaf", &libs[1])], &out, "stack");
+    merge_isolated(&[("Root", &libs[0]), ("Leaf", &libs[1])], &out, "stack");
     out
 }
 
@@ -469,7 +460,7 @@ fn nesting_depth_counts_host_rpcs_and_fused_calls_alike() {
     let l = Libs::new("isolate-depth");
     let libs = steps(&l, &["Even", "Odd"]);
     let fused = l.dir.join("even.so");
-    merge(&[("Even", &libs[0]), ("Odd", &libs[1])], &fused, "stack");
+    merge_isolated(&[("Even", &libs[0]), ("Odd", &libs[1])], &fused, "stack");
     // Odd calls Even, busy in its image: the host serves it, and that
     // image's Odd is fused again: host RPCs and fused calls alternate.
     let inputs: Vec<String> = [63, 64, 65, 70].map(chain).to_vec();

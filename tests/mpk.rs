@@ -16,15 +16,6 @@ use faasfuse_testkit::pku::{host_has_pku, Machine};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn merge(pairs: &[(&str, &Path)], out: &Path, isolate: &str) {
-    let mut cmd = faasfuse();
-    cmd.arg("merge");
-    for (name, lib) in pairs {
-        cmd.arg(format!("{name}={}", lib.display()));
-    }
-    run_ok(cmd.args(["--isolate", isolate, "-o"]).arg(out));
-}
-
 /// One `faasfuse run` to make on the machine with protection keys.
 struct Case {
     what: String,
@@ -67,7 +58,7 @@ fn spy_cases(dir: &Path, cases: &mut Vec<Case>) {
         ("mpk", "stack:none global:none"),
     ] {
         let out = dir.join(format!("vault-{mode}.so"));
-        merge(&[("Vault", &vault), ("Spy", &spy)], &out, mode);
+        merge_isolated(&[("Vault", &vault), ("Spy", &spy)], &out, mode);
         for ipc in [false, true] {
             cases.push(Case {
                 what: format!("spy under {mode}, ipc={ipc}"),
@@ -91,7 +82,7 @@ fn spy_cases(dir: &Path, cases: &mut Vec<Case>) {
 fn forger_cases(dir: &Path, cases: &mut Vec<Case>) {
     let (vault, forger) = (lib(dir, "iso_vault.c"), lib(dir, "mpk_forger.c"));
     let out = dir.join("vault-forger-mpk.so");
-    merge(&[("Vault", &vault), ("Spy", &forger)], &out, "mpk");
+    merge_isolated(&[("Vault", &vault), ("Spy", &forger)], &out, "mpk");
     let inputs = ["record".into(), "return".into(), "plain".into()];
     cases.push(Case {
         what: "a callee forging its record and its way back".into(),
@@ -110,7 +101,7 @@ fn forger_cases(dir: &Path, cases: &mut Vec<Case>) {
 fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
     let (guard, crasher) = (lib(dir, "iso_guard.c"), lib(dir, "iso_crasher.c"));
     let fused = dir.join("guard-mpk.so");
-    merge(&[("Guard", &guard), ("Crasher", &crasher)], &fused, "mpk");
+    merge_isolated(&[("Guard", &guard), ("Crasher", &crasher)], &fused, "mpk");
     for what in ["segv", "overflow"] {
         let file = input_file(
             &format!("mpk-{what}"),
@@ -134,7 +125,7 @@ fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
     }
     let catcher = build_test_lib("iso_catcher.cc", dir);
     let fused = dir.join("catch-mpk.so");
-    merge(&[("Guard", &guard), ("Crasher", &catcher)], &fused, "mpk");
+    merge_isolated(&[("Guard", &guard), ("Crasher", &catcher)], &fused, "mpk");
     cases.push(Case {
         what: "exception caught inside the callee".into(),
         deploy: vec![format!("Guard={}", fused.display())],
@@ -152,7 +143,7 @@ fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
         build_test_lib("thrower.cc", dir),
     );
     let fused = dir.join("throw-mpk.so");
-    merge(&[("Root", &root), ("Thrower", &thrower)], &fused, "mpk");
+    merge_isolated(&[("Root", &root), ("Thrower", &thrower)], &fused, "mpk");
     cases.push(Case {
         what: "exception escaping the callee".into(),
         deploy: vec![format!("Root={}", fused.display())],
@@ -163,17 +154,6 @@ fn crash_cases(dir: &Path, cases: &mut Vec<Case>) {
         stderr_once: Some("terminate called after throwing".into()),
         status: 134,
     });
-}
-
-/// Whether the library has a PT_TLS segment (read here, not by faasfuse).
-fn has_tls(lib: &Path) -> bool {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    let data = std::fs::read(lib).unwrap();
-    let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
-    let e = elf.endian();
-    elf.elf_program_headers()
-        .iter()
-        .any(|ph| ph.p_type(e) == object::elf::PT_TLS)
 }
 
 /// Every workflow with every callee isolated (with `mpk`, or `stack` for a
@@ -313,7 +293,7 @@ fn without_protection_keys_an_mpk_image_refuses_to_start() {
     let dir = scratch_dir("mpk-refuse");
     let (vault, spy) = (lib(&dir, "iso_vault.c"), lib(&dir, "iso_spy.c"));
     let out = dir.join("vault-mpk.so");
-    merge(&[("Vault", &vault), ("Spy", &spy)], &out, "mpk");
+    merge_isolated(&[("Vault", &vault), ("Spy", &spy)], &out, "mpk");
     let file = input_file("mpk-refuse", &["abc".into()]);
     let o = faasfuse()
         .arg("run")
@@ -369,7 +349,7 @@ fn merge_refuses_mpk_for_a_callee_with_tls_or_that_imports_pkey_functions() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!out.exists());
         // `stack` takes it.
-        merge(
+        merge_isolated(
             &[("Guard", &guard), ("Crasher", &callee)],
             &dir.join(format!("{source}-stack.so")),
             "stack",

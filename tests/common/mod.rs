@@ -707,3 +707,63 @@ pub fn record_lbr_run(
         .arg(root);
     run_ok(&mut cmd);
 }
+
+/// `faasfuse merge NAME=LIB... --isolate MODE -o OUT`, which must succeed.
+pub fn merge_isolated(pairs: &[(&str, &Path)], out: &Path, isolate: &str) {
+    let mut cmd = faasfuse();
+    cmd.arg("merge");
+    for (name, lib) in pairs {
+        cmd.arg(format!("{name}={}", lib.display()));
+    }
+    run_ok(cmd.args(["--isolate", isolate, "-o"]).arg(out));
+}
+
+/// Whether the library has a PT_TLS segment (read here, not by faasfuse).
+pub fn has_tls(lib: &Path) -> bool {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let data = std::fs::read(lib).unwrap();
+    let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+    let e = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(e) == object::elf::PT_TLS)
+}
+
+/// The fan-out deployment's `func_config.json` (Frontend the entry) over
+/// the libraries of the default build, written into `dir`.
+pub fn fanout_config(dir: &Path) -> PathBuf {
+    let lib = fixtures().join("default");
+    let entries: Vec<serde_json::Value> = [
+        ("Frontend", "libfrontend.so"),
+        ("Inventory", "libinventory.so"),
+        ("Pricing", "libpricing.so"),
+        ("Recommend", "librecommend.so"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, file))| {
+        serde_json::json!({
+            "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
+            "library": lib.join(file), "entry": *name == "Frontend",
+        })
+    })
+    .collect();
+    let p = dir.join("func_config.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    p
+}
+
+/// 199 fan-out requests without a recommendation (drawn with `seed`) and
+/// one with: the Recommend edge is cold (0.5% of Frontend's executions),
+/// the other two hot. Written as the input file `tag`.
+pub fn fanout_one_rare(seed: u64, tag: &str) -> PathBuf {
+    let w = workflow("fanout");
+    let mut inputs: Vec<String> = generate_inputs(&w, 400, seed)
+        .into_iter()
+        .filter(|i| !i.contains("rec"))
+        .take(199)
+        .collect();
+    assert_eq!(inputs.len(), 199);
+    inputs.push("rec please".into());
+    input_file(tag, &inputs)
+}
