@@ -123,10 +123,3 @@ pub enum Isolation {
     /// other isolated callees'): it can neither read nor write them.
     Mpk,
 }
-
-impl Isolation {
-    /// Runs on a stack of its own (`stack` and `mpk`).
-    pub fn own_stack(self) -> bool {
-        self != Isolation::None
-    }
-}
