@@ -108,6 +108,8 @@ impl Layout {
 enum Item {
     Event(Timed),
     Attr(Attr),
+    /// An event's name (pipe output): the event with this sample id.
+    Name(u64, String),
     Compressed,
     /// Skip this many bytes of payload that follow the record.
     Skip(u64),
@@ -400,6 +402,15 @@ impl<R: Read> Reader<R> {
                 self.layout = Layout::new(attrs);
                 Ok(None)
             }
+            Item::Name(id, name) => {
+                for a in self.layout.attrs.iter_mut() {
+                    if a.ids.contains(&id) {
+                        a.name = Some(name.clone());
+                    }
+                }
+                self.header.attrs = self.layout.attrs.clone();
+                Ok(None)
+            }
             Item::Skip(n) => {
                 let mut left = n;
                 while left > 0 {
@@ -537,6 +548,16 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
                 .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
                 .collect();
             Ok(Item::Attr(attr))
+        }
+        PERF_RECORD_EVENT_UPDATE => {
+            // type, id, then (for a name) the name, NUL-terminated.
+            match (u64_at(body, 0), u64_at(body, 8)) {
+                (Some(PERF_EVENT_UPDATE_NAME), Some(id)) => Ok(Item::Name(
+                    id,
+                    super::cursor::c_string(body.get(16..).unwrap_or_default()),
+                )),
+                _ => Ok(Item::Nothing),
+            }
         }
         PERF_RECORD_HEADER_BUILD_ID => {
             let (build_id, filename) = event::build_id(misc, body)?;
