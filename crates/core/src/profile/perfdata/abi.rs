@@ -20,14 +20,18 @@ pub const PERF_RECORD_HEADER_BUILD_ID: u32 = 67;
 /// perf_record_event_update`).
 pub const PERF_RECORD_EVENT_UPDATE: u32 = 78;
 /// `perf_record_event_update.type` of a name.
-pub const PERF_EVENT_UPDATE_NAME: u64 = 1;
+pub const PERF_EVENT_UPDATE_NAME: u64 = 2;
 pub const PERF_RECORD_FINISHED_ROUND: u32 = 68;
 pub const PERF_RECORD_AUXTRACE: u32 = 71;
+/// Tracepoint formats in a pipe (tracepoint events): `size` bytes of
+/// payload (a multiple of 8) follow the record.
+pub const PERF_RECORD_HEADER_TRACING_DATA: u32 = 66;
 pub const PERF_RECORD_COMPRESSED: u32 = 81;
 pub const PERF_RECORD_COMPRESSED2: u32 = 83;
 
 // ---- struct perf_event_header.misc ----
 pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
+pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
 pub const PERF_RECORD_MISC_USER: u16 = 2;
 /// MMAP: a data (non-executable) mapping (`PERF_RECORD_MISC_MMAP_DATA`).
 /// COMM: the process exec'd (`PERF_RECORD_MISC_COMM_EXEC`). One bit, two

@@ -415,7 +415,10 @@ impl<R: Read> Reader<R> {
                 let mut left = n;
                 while left > 0 {
                     if !self.fill(1)? {
-                        return self.cut::<Next>(offset, "auxtrace payload is cut off".into());
+                        return self.cut::<Next>(
+                            offset,
+                            "payload (auxtrace or tracing data) is cut off".into(),
+                        );
                     }
                     let take = left.min((self.hi - self.lo) as u64) as usize;
                     self.lo += take;
@@ -563,6 +566,11 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
             let (build_id, filename) = event::build_id(misc, body)?;
             Ok(timed(Event::BuildId { build_id, filename }, None))
         }
+        PERF_RECORD_HEADER_TRACING_DATA => Ok(Item::Skip(u64::from(
+            body.get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or("truncated TRACING_DATA record")?,
+        ))),
         PERF_RECORD_AUXTRACE => Ok(Item::Skip(
             u64_at(body, 0).ok_or("truncated AUXTRACE record")?,
         )),

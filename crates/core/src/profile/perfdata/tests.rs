@@ -450,3 +450,47 @@ fn sched_switch_raw_data_tells_a_blocked_thread_from_a_preempted_one() {
     other.tid = 43;
     assert!(crate::profile::counter::blocked(&other));
 }
+
+#[test]
+fn a_pipe_names_its_events_and_its_tracing_data_is_skipped() {
+    use super::attr::EventClass;
+    const TP: u64 = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_RAW;
+    let mut f = PERF_MAGIC.to_vec();
+    f.extend_from_slice(&u64s(&[PERF_PIPE_HEADER_SIZE]));
+    // The attr with its sample id, then its name by that id.
+    let mut a = typed(PERF_TYPE_TRACEPOINT, 0x174, TP);
+    a.extend_from_slice(&u64s(&[7879]));
+    f.extend(record(PERF_RECORD_HEADER_ATTR, 0, &a));
+    let mut name = u64s(&[PERF_EVENT_UPDATE_NAME, 7879]);
+    name.extend_from_slice(b"sched:sched_switch\0");
+    f.extend(record(PERF_RECORD_EVENT_UPDATE, 0, &name));
+    // Tracepoint formats: a record giving the size of the payload after it.
+    f.extend(record(
+        PERF_RECORD_HEADER_TRACING_DATA,
+        0,
+        &24u32.to_le_bytes(),
+    ));
+    f.extend_from_slice(&[0xee; 24]);
+    let mut s = u64s(&[0xffff_ffff_8100_0000]);
+    s.extend_from_slice(&42u32.to_le_bytes());
+    s.extend_from_slice(&42u32.to_le_bytes());
+    s.extend_from_slice(&4u32.to_le_bytes());
+    s.extend_from_slice(&[1, 2, 3, 4]);
+    f.extend(record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_KERNEL, &s));
+    let (h, events, _) = read_all(&f, false).unwrap();
+    assert!(h.pipe);
+    assert_eq!(h.attrs[0].name.as_deref(), Some("sched:sched_switch"));
+    assert_eq!(h.attrs[0].class(), EventClass::OffCpu);
+    let samples: Vec<&Sample> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(
+        (samples[0].tid, &samples[0].raw[..]),
+        (42, &[1, 2, 3, 4][..])
+    );
+}
