@@ -235,18 +235,27 @@ pub fn event_desc(raw: &[u8]) -> Vec<(String, Vec<u64>)> {
     out
 }
 
-/// Give each attr its name from `desc`: the entry that shares a sample id
-/// with it, else (attrs without ids) the entry at its position when the
-/// two lists are as long.
+/// Give each attr its name from `desc`: the first entry that shares a
+/// sample id with it, else (attrs without ids) the entry at its position
+/// when the two lists are as long. Linear in the ids of both.
 pub fn name_events(attrs: &mut [Attr], desc: &[(String, Vec<u64>)]) {
+    let mut by_id: std::collections::HashMap<u64, usize> = Default::default();
+    for (i, a) in attrs.iter().enumerate() {
+        for &id in &a.ids {
+            by_id.entry(id).or_insert(i);
+        }
+    }
+    let mut named: Vec<Option<usize>> = vec![None; attrs.len()];
+    for (j, (_, ids)) in desc.iter().enumerate() {
+        if let Some(&i) = ids.iter().find_map(|id| by_id.get(id)) {
+            named[i].get_or_insert(j);
+        }
+    }
     let same_len = attrs.len() == desc.len();
     for (i, a) in attrs.iter_mut().enumerate() {
-        let by_id = desc
-            .iter()
-            .find(|(_, ids)| ids.iter().any(|id| a.ids.contains(id)));
-        let by_pos = (same_len && a.ids.is_empty()).then(|| &desc[i]);
-        if let Some((name, _)) = by_id.or(by_pos) {
-            a.name = Some(name.clone());
+        let j = named[i].or((same_len && a.ids.is_empty()).then_some(i));
+        if let Some(j) = j {
+            a.name = Some(desc[j].0.clone());
         }
     }
 }

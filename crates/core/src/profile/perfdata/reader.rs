@@ -403,12 +403,12 @@ impl<R: Read> Reader<R> {
                 Ok(None)
             }
             Item::Name(id, name) => {
-                for a in self.layout.attrs.iter_mut() {
-                    if a.ids.contains(&id) {
-                        a.name = Some(name.clone());
+                if let Some(&i) = self.layout.by_id.get(&id) {
+                    if let Some(h) = self.header.attrs.get_mut(i) {
+                        h.name = Some(name.clone());
                     }
+                    self.layout.attrs[i].name = Some(name);
                 }
-                self.header.attrs = self.layout.attrs.clone();
                 Ok(None)
             }
             Item::Skip(n) => {
