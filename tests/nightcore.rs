@@ -700,3 +700,159 @@ fn unique_statics_keep_a_copy_per_function_as_on_nightcore() {
     assert_eq!(unfused[3], Answer::Ok(b"tally=4 count=4".to_vec()));
     assert_eq!(serve("unique-fused", &fused), unfused);
 }
+
+/// The fan-out deployment on nightcore, recorded system-wide with off-CPU
+/// stacks (`perf record -a -e sched:sched_switch --call-graph dwarf`)
+/// while a client sends its requests (199 without a recommendation, one
+/// with) over and over: Frontend's worker blocks in each nested call until
+/// the engine brings the answer, and `plan` on those blockings decides as
+/// on the platform's exact count of the same requests' calls (`faasfuse
+/// run --json`): Inventory and Pricing fused, Recommend cold, every edge
+/// seen by off-CPU chains.
+#[test]
+fn off_cpu_stacks_of_nightcores_workers_decide_as_the_exact_trace() {
+    let dir = scratch_dir("nightcore-offcpu");
+    let config = fanout_config(&dir);
+    let inputs = fanout_one_rare(0x0ffc, "nightcore-offcpu");
+    let requests: Vec<Vec<u8>> = std::fs::read_to_string(&inputs)
+        .unwrap()
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    let functions: Vec<Function> = ["Frontend", "Inventory", "Pricing", "Recommend"]
+        .iter()
+        .zip(["libfrontend", "libinventory", "libpricing", "librecommend"])
+        .enumerate()
+        .map(|(i, (name, lib))| {
+            let lib = fixtures().join("default").join(format!("{lib}.so"));
+            Function::new(name, i as u32 + 1, (1, 8), &lib)
+        })
+        .collect();
+    let stack = start("offcpu", &functions, &Launch::Libraries);
+    let data = dir.join("nightcore.data");
+    let _ = std::fs::remove_file(&data);
+    let log = dir.join("perf.log");
+    let child = std::process::Command::new("perf")
+        .args(["record", "-q", "-a", "-e", "sched:sched_switch"])
+        .args(["--call-graph", "dwarf", "-o"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
+    /// The recording: stopped (SIGINT, as ^C stops it) when the test
+    /// is done with it, killed if the test fails first (every switch-out
+    /// of the machine goes to its file).
+    struct Recording(std::process::Child);
+    impl Recording {
+        fn stop(mut self) -> std::process::ExitStatus {
+            // SAFETY: a signal to the child this test started.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            self.0.wait().unwrap()
+        }
+    }
+    impl Drop for Recording {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let perf = Recording(child);
+    // perf starts recording some time after it starts: serve the requests
+    // over and over for a while, whatever part of it perf sees.
+    let mut client = stack.client();
+    let t0 = std::time::Instant::now();
+    let mut served = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        for r in &requests {
+            let a = client.call("Frontend", r).expect("request");
+            // Some requests fail by design (a sold-out item): 500.
+            assert!(
+                a != Answer::NoAnswer,
+                "{}: no answer",
+                String::from_utf8_lossy(r)
+            );
+        }
+        served += 1;
+    }
+    let status = perf.stop();
+    stack.stop().unwrap();
+    // perf ends as the signal that stopped it, once its file is written.
+    let stopped = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+    assert!(
+        (status.success() || stopped) && data.exists(),
+        "perf record failed: {status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let w = workflow("fanout");
+    let out = dir.join("nightcore.json");
+    let text = run_stdout(
+        faasfuse()
+            .arg("profile")
+            .arg(&data)
+            .args(lib_args(&w))
+            .arg("-o")
+            .arg(&out),
+    );
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    eprintln!("{served} passes over the requests (perf saw part of them); the profile:\n{text}");
+    assert_eq!(p["stats"]["samples"], 0, "{}", p["stats"]);
+    for c in ["Inventory", "Pricing", "Recommend"] {
+        assert_eq!(p["evidence"]["Frontend"][c], "off_cpu_chains", "{text}");
+    }
+
+    let plan = |profile: &Path| -> serde_json::Value {
+        let o = run_ok(
+            faasfuse()
+                .arg("plan")
+                .arg("--config")
+                .arg(&config)
+                .arg("--json")
+                .arg("--profile")
+                .arg(profile),
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let trace = dir.join("trace.json");
+    let o = run_ok(
+        faasfuse()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--json")
+            .arg("--inputs")
+            .arg(&inputs)
+            .args(["--", "Frontend"]),
+    );
+    std::fs::write(&trace, &o.stdout).unwrap();
+    let decided = |plan: &serde_json::Value| -> (String, Vec<String>) {
+        let status: Vec<String> = plan["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["caller"] == "Frontend")
+            .map(|e| format!("{} {}", e["callee"], e["status"]))
+            .collect();
+        let group = plan["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["root"] == "Frontend")
+            .unwrap()["members"]
+            .to_string();
+        (group, status)
+    };
+    let (on_nightcore, exact) = (plan(&data), plan(&trace));
+    assert_eq!(
+        decided(&on_nightcore),
+        decided(&exact),
+        "{}",
+        on_nightcore["edges"]
+    );
+    assert_eq!(decided(&exact).0, r#"["Frontend","Inventory","Pricing"]"#);
+}
