@@ -855,4 +855,7 @@ fn off_cpu_stacks_of_nightcores_workers_decide_as_the_exact_trace() {
         on_nightcore["edges"]
     );
     assert_eq!(decided(&exact).0, r#"["Frontend","Inventory","Pricing"]"#);
+    // Hundreds of MB of every switch-out on the machine: kept only when
+    // the test fails.
+    let _ = std::fs::remove_file(&data);
 }
