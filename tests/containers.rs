@@ -20,7 +20,11 @@
 //! - `perf inject --buildid-all`, run where the recorded paths hold the
 //!   libraries (in the container), adds them: to a pipe stream (build-id
 //!   records before the mappings) and to a perf.data file (its build-id
-//!   table); again every decision is the exact trace's.
+//!   table); again every decision is the exact trace's;
+//! - a frame-pointer (`-g`) perf.data file is counted on several threads
+//!   (DWARF stacks and pipes are read on one): with `--buildid-mmap` it
+//!   gives the same profile on four threads as on one, matched in the
+//!   container; without build-ids it is refused on that path too.
 //!
 //! Every test records with perf and fails if perf cannot record (CI
 //! installs linux-perf); the namespace needs root or user namespaces.
@@ -125,17 +129,21 @@ fn container_run(repeat: usize) -> Vec<std::ffi::OsString> {
     a
 }
 
-/// `perf record -q -e cpu-clock:u --call-graph dwarf EXTRA -o OUT --
-/// <the container serving REPEAT rounds>`; `OUT` is `-` for perf's pipe
-/// format, written to stdout.
+/// `perf record -q -e cpu-clock:u EXTRA -o OUT -- <the container serving
+/// REPEAT rounds>`, with `--call-graph dwarf` unless EXTRA names a call
+/// graph; `OUT` is `-` for perf's pipe format, written to stdout.
 fn perf_record(extra: &[&str], out: &str, repeat: usize) -> Command {
     let run = container_run(repeat);
     let run: Vec<&std::ffi::OsStr> = run.iter().map(|s| s.as_os_str()).collect();
     let mut c = Command::new("perf");
-    c.args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
-        .args(extra)
-        .args(["-o", out, "--"])
-        .arg("unshare");
+    c.args(["record", "-q", "-e", "cpu-clock:u"]);
+    if !extra
+        .iter()
+        .any(|a| *a == "-g" || a.starts_with("--call-graph"))
+    {
+        c.args(["--call-graph", "dwarf"]);
+    }
+    c.args(extra).args(["-o", out, "--"]).arg("unshare");
     let inner = in_container(&run);
     c.args(inner.get_args());
     c
@@ -440,4 +448,51 @@ fn the_container_bind_mounting_the_hosts_own_files_needs_no_build_ids() {
     run_ok(&mut c);
     let p = profile("same-files", &data);
     assert_mapped_in_container(&p);
+}
+
+#[test]
+fn frame_pointer_profiles_are_matched_by_build_id_on_every_reading_thread() {
+    // Neither DWARF stacks nor a pipe: a perf.data that the samples of are
+    // counted on several threads, each resolving the container's mappings.
+    let data = record("fp-buildid-mmap", &["-g", "--buildid-mmap"], false, ROUNDS);
+    let read = |threads: &str, tag: &str| -> String {
+        let out = dir().join(format!("{tag}.json"));
+        run_ok(
+            faasfuse()
+                .env("FAASFUSE_THREADS", threads)
+                .arg("profile")
+                .arg(&data)
+                .args(host_libs())
+                .arg("-o")
+                .arg(&out),
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let (many, one) = (read("4", "fp-threads-4"), read("1", "fp-threads-1"));
+    assert_eq!(many, one, "four reading threads and one disagree");
+    let p: Value = serde_json::from_str(&many).unwrap();
+    assert_mapped_in_container(&p);
+    assert_eq!(p["stats"]["dwarf_samples"], 0, "{}", p["stats"]);
+    assert!(p["stats"]["callchain_samples"].as_u64().unwrap() > 0);
+    // Chains that stop at code without frame pointers: every edge is "no
+    // evidence", none is called cold.
+    for (a, b, e) in edges(&plan(&data)) {
+        assert_eq!(e["status"], "no evidence", "{a} -> {b}: {e}");
+    }
+    // The same recording without build-ids is refused on that path too.
+    let bare = record("fp-no-ids", &["-g"], false, ROUNDS);
+    for threads in ["4", "1"] {
+        let err = run_refused(
+            faasfuse()
+                .env("FAASFUSE_THREADS", threads)
+                .arg("profile")
+                .arg(&bare)
+                .args(host_libs()),
+        );
+        assert!(
+            err.contains("fp-no-ids.data") && err.contains(ADVICE),
+            "{err}"
+        );
+    }
+    assert_refused(&bare, "fp-no-ids.data");
 }
