@@ -227,6 +227,20 @@ fn perf_script_stitches_the_stacks_into_chains_through_the_rpc_sites() {
     let p = profile();
     let chains = perf_chains(call_stacks());
     assert_eq!(chains.len() as u64, p["stats"]["samples"].as_u64().unwrap());
+    // A worker is never re-entered while busy: a chain holds at most one
+    // call made by each library's faas_func_call (two would be a call that
+    // returned, unseen, left on the stack). `+0x0` is an entry, not a call.
+    for c in &chains {
+        let mut calls: Vec<&str> = c
+            .iter()
+            .filter(|f| f.contains(" faas_func_call+0x") && !f.contains("+0x0 "))
+            .map(|f| f.rsplit(' ').next().unwrap())
+            .collect();
+        let n = calls.len();
+        calls.sort();
+        calls.dedup();
+        assert_eq!(calls.len(), n, "{c:#?}");
+    }
     let frontend = fixtures().join("default/libfrontend.so");
     let base = symbol_address(&frontend, "faas_func_call");
     for (callee, lib) in [
