@@ -42,6 +42,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.samples += o.samples;
         self.lbr_samples += o.lbr_samples;
+        self.lbr_callstack_samples += o.lbr_callstack_samples;
         self.callchain_samples += o.callchain_samples;
         self.dwarf_samples += o.dwarf_samples;
         self.branches += o.branches;
@@ -56,9 +57,14 @@ impl Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub samples: u64,
-    /// Samples with a branch stack.
+    /// Samples with a branch stack of taken branches.
     pub lbr_samples: u64,
-    /// Samples with a call chain (frame pointers or a DWARF-unwound stack).
+    /// Samples of an LBR call-stack event (`--call-graph lbr`): their
+    /// branch stacks are open calls, counted as call chains, not branches.
+    #[serde(default)]
+    pub lbr_callstack_samples: u64,
+    /// Samples with a call chain (frame pointers, a DWARF-unwound stack
+    /// or an LBR call stack).
     pub callchain_samples: u64,
     /// Samples with a copied user stack (`--call-graph dwarf`), unwound
     /// with the images' `.eh_frame`.
@@ -186,6 +192,9 @@ pub enum Evidence {
     FramePointerChains,
     /// Call chains unwound from copied user stacks (`--call-graph dwarf`).
     DwarfChains,
+    /// LBR call stacks (`--call-graph lbr`): the hardware's record of the
+    /// open calls, with or without frame pointers.
+    LbrCallStacks,
     /// Branch stacks (LBR): each execution of a site is a branch.
     BranchStacks,
 }
@@ -203,6 +212,7 @@ impl Evidence {
             Evidence::SamplesOnly => "samples only",
             Evidence::FramePointerChains => "frame-pointer chains",
             Evidence::DwarfChains => "DWARF chains",
+            Evidence::LbrCallStacks => "LBR call stacks",
             Evidence::BranchStacks => "branch stacks",
         }
     }
@@ -210,7 +220,7 @@ impl Evidence {
 
 /// How to record a profile that shows RPC edges, for reasons that say an
 /// edge has no evidence.
-pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with branch stacks (`perf record --call-graph lbr` or `-b`) where the CPU has LBR, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites";
+pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with LBR (`perf record --call-graph lbr` call stacks or `-b` branch stacks) where the CPU has it, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites";
 
 impl Profile {
     pub fn new(sources: Vec<String>) -> Profile {
@@ -263,14 +273,17 @@ impl Profile {
     }
 
     /// What this profile can show about each RPC edge with a constant
-    /// callee name: branch stacks or DWARF chains see every edge (of every
-    /// image, as they follow code built with or without frame pointers);
+    /// callee name: branch stacks, LBR call stacks or DWARF chains see
+    /// every edge (of every image, as they follow code built with or
+    /// without frame pointers);
     /// frame-pointer chains see the edges of a caller when some chain
     /// holds the return address of one of its RPC sites. Else the edge is
     /// seen by nothing, or by its callee's samples only.
     fn edge_evidence(&self) -> BTreeMap<String, BTreeMap<String, Evidence>> {
         let all = if self.by_branches() || self.stats.branches > 0 {
             Some(Evidence::BranchStacks)
+        } else if self.stats.lbr_callstack_samples > 0 {
+            Some(Evidence::LbrCallStacks)
         } else if self.stats.dwarf_samples > 0 {
             Some(Evidence::DwarfChains)
         } else {
@@ -532,6 +545,47 @@ mod tests {
         let p = profile(lbr, 0, 9, 0);
         assert_eq!(of(&p, "Recommend"), Evidence::BranchStacks);
         assert_eq!(p.calls["Frontend"]["Inventory"], 9.0);
+    }
+
+    #[test]
+    fn lbr_call_stacks_see_every_edge_by_samples_not_branches() {
+        // Call-stack samples: Frontend's site to Inventory on 7 stacks,
+        // none to Recommend, in no branch count.
+        let stacks = Stats {
+            samples: 100,
+            callchain_samples: 80,
+            lbr_callstack_samples: 100,
+            ..Stats::default()
+        };
+        let p = profile(stacks.clone(), 7, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::LbrCallStacks);
+        assert_eq!(of(&p, "Recommend"), Evidence::LbrCallStacks);
+        assert!(of(&p, "Recommend").sees());
+        assert_eq!(p.calls["Frontend"]["Inventory"], 7.0);
+        assert!(!p.calls["Frontend"].contains_key("Recommend"));
+        assert_eq!(Evidence::LbrCallStacks.describe(), "LBR call stacks");
+        assert_eq!(
+            serde_json::to_value(Evidence::LbrCallStacks).unwrap(),
+            "lbr_call_stacks"
+        );
+        // Even with no site on any stack: every edge is seen, as zero.
+        let p = profile(stacks.clone(), 0, 0, 0);
+        assert_eq!(of(&p, "Inventory"), Evidence::LbrCallStacks);
+        // With DWARF chains of another host, the call stacks name it.
+        let mut both = profile(stacks, 7, 0, 5);
+        let dwarf = Stats {
+            samples: 10,
+            dwarf_samples: 10,
+            ..Stats::default()
+        };
+        both.merge(profile(dwarf, 1, 0, 1)).unwrap();
+        assert_eq!(of(&both, "Recommend"), Evidence::LbrCallStacks);
+        assert_eq!(both.calls["Frontend"]["Inventory"], 8.0);
+        // A profile written before the counter existed still reads.
+        let old = r#"{"samples":1,"lbr_samples":0,"callchain_samples":0,"branches":0,
+            "matched_samples":0,"lost_samples":0,"records":0,"bad_records":0,"unwind_failures":0}"#;
+        let st: Stats = serde_json::from_str(old).unwrap();
+        assert_eq!(st.lbr_callstack_samples, 0);
     }
 
     #[test]

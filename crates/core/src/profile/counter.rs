@@ -42,6 +42,9 @@ pub(crate) struct Counter<'l> {
     chain: Vec<u64>,
     seen: Vec<(usize, u64)>,
     locs: Vec<(Loc, Loc)>,
+    /// LBR call stacks: the return address of the call at (image,
+    /// address), decoded once.
+    call_returns: FastMap<(usize, u64), Option<u64>>,
 }
 
 impl<'l> Counter<'l> {
@@ -56,6 +59,7 @@ impl<'l> Counter<'l> {
             chain: Vec::new(),
             seen: Vec::new(),
             locs: Vec::new(),
+            call_returns: FastMap::default(),
         }
     }
 
@@ -87,13 +91,22 @@ impl<'l> Counter<'l> {
         unwound: Option<&[u64]>,
     ) {
         self.stats.samples += 1;
-        if !s.branches.is_empty() {
+        // LBR call stacks: the entries are the open calls, newest first, a
+        // call chain of call instructions (not taken branches).
+        let call_stack = attr.is_some_and(|a| a.call_stack());
+        if call_stack {
+            self.stats.lbr_callstack_samples += 1;
+        } else if !s.branches.is_empty() {
             self.stats.lbr_samples += 1;
             self.branches(s, attr, proc);
         }
-        // The frames: the sampled address, then return addresses.
+        // The frames: the sampled address, then return addresses (call
+        // addresses for a call stack).
         self.chain.clear();
-        if let Some(unwound) = unwound {
+        if call_stack {
+            self.chain.push(s.ip);
+            self.chain.extend(s.branches.iter().map(|b| b.from));
+        } else if let Some(unwound) = unwound {
             self.stats.dwarf_samples += 1;
             self.chain.push(s.ip);
             self.chain.extend_from_slice(unwound);
@@ -135,10 +148,24 @@ impl<'l> Counter<'l> {
         let mut prev: Option<(usize, u64)> = None;
         for (i, &addr) in self.chain.iter().enumerate() {
             let loc = if i == 0 { ip } else { proc.resolve(addr) };
-            let Loc::Lib { lib, vaddr } = loc else {
+            let Loc::Lib { lib, mut vaddr } = loc else {
                 prev = None;
                 continue;
             };
+            if i > 0 && call_stack {
+                // A call stack holds the call itself: its return address
+                // is the frame (not a call: no frame).
+                let libs = self.libs;
+                let ret = *self
+                    .call_returns
+                    .entry((lib, vaddr))
+                    .or_insert_with(|| call_return(&libs[lib], vaddr));
+                let Some(ret) = ret else {
+                    prev = None;
+                    continue;
+                };
+                vaddr = ret;
+            }
             // A return address lies after its call: look up the call.
             let at = if i == 0 { vaddr } else { vaddr.wrapping_sub(1) };
             if !attributed {
@@ -262,6 +289,23 @@ impl<'l> Counter<'l> {
         self.outside = outside;
         self.locs = locs;
     }
+}
+
+/// The return address of the call instruction at `vaddr` of `lib`; None
+/// when no call is there.
+fn call_return(lib: &Lib, vaddr: u64) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    let bytes = lib
+        .image
+        .read_vaddr(vaddr, 15)
+        .or_else(|| (1..15).rev().find_map(|n| lib.image.read_vaddr(vaddr, n)))?;
+    let ins = Decoder::with_ip(64, bytes, vaddr, DecoderOptions::NONE).decode();
+    let call = !ins.is_invalid()
+        && matches!(
+            ins.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        );
+    call.then(|| ins.next_ip())
 }
 
 impl Acc {
