@@ -115,6 +115,23 @@ fn build_worker(tag: &str, flags: &[&str]) -> PathBuf {
     exe
 }
 
+/// Whether `function` of the executable `exe` begins by setting up an
+/// rbp frame (`push %rbp; mov %rsp,%rbp`, after an `endbr64` if any):
+/// what the build flags asked for, read from the code.
+fn sets_up_frame(exe: &Path, function: &str) -> bool {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(exe).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let sym = file
+        .symbols()
+        .find(|s| s.name() == Ok(function))
+        .unwrap_or_else(|| panic!("{function} is not in {}", exe.display()));
+    let text = file.section_by_name(".text").unwrap();
+    let code = text.data_range(sym.address(), 8).unwrap().unwrap();
+    let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);
+    code.starts_with(&[0x55, 0x48, 0x89, 0xe5])
+}
+
 fn worker_fp() -> &'static Path {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| build_worker("fp", FRAME_POINTERS))
@@ -123,6 +140,16 @@ fn worker_fp() -> &'static Path {
 fn worker_nofp() -> &'static Path {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| build_worker("nofp", NO_FRAME_POINTERS))
+}
+
+/// The worker with frame pointers except in its invoke callback.
+fn worker_bare_callback() -> &'static Path {
+    static W: OnceLock<PathBuf> = OnceLock::new();
+    W.get_or_init(|| {
+        let mut flags = FRAME_POINTERS.to_vec();
+        flags.push("-DBARE_CALLBACK");
+        build_worker("bare-callback", &flags)
+    })
 }
 
 /// 999 fan-out requests without a recommendation and one with: the
@@ -155,8 +182,17 @@ struct Recording {
     weights: PathBuf,
 }
 
+/// Held while a worker runs: a system-wide profile holds every process,
+/// and one worker's chains must not land in another's recording (nor
+/// frames in the same files of other builds, mapped without build-ids).
+fn one_worker_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `perf record -a -g -- WORKER ...` into `TAG.data`.
 fn record(tag: &str, worker: &Path, b: &Build) -> Recording {
+    let _one = one_worker_at_a_time();
     let data = dir().join(format!("{tag}.data"));
     let weights = dir().join(format!("{tag}.weights.json"));
     perf_record(
@@ -177,6 +213,13 @@ fn fp_everywhere() -> &'static Recording {
 fn fp_functions_only() -> &'static Recording {
     static R: OnceLock<Recording> = OnceLock::new();
     R.get_or_init(|| record("fp-nofp", worker_nofp(), functions_fp()))
+}
+
+/// Functions and worker with frame pointers, except the worker's invoke
+/// callback.
+fn fp_but_the_callback() -> &'static Recording {
+    static R: OnceLock<Recording> = OnceLock::new();
+    R.get_or_init(|| record("fp-bare", worker_bare_callback(), functions_fp()))
 }
 
 /// The worker with frame pointers, the functions without.
@@ -281,11 +324,24 @@ fn exact_plan(tag: &str, b: &Build) -> Value {
 }
 
 #[test]
+fn the_workers_keep_the_frames_their_flags_ask_for() {
+    for f in ["invoke", "serve"] {
+        assert!(sets_up_frame(worker_fp(), f), "{f}");
+        assert!(!sets_up_frame(worker_nofp(), f), "{f}");
+    }
+    assert!(!sets_up_frame(worker_bare_callback(), "invoke"));
+    assert!(sets_up_frame(worker_bare_callback(), "serve"));
+}
+
+#[test]
 fn the_worker_serves_as_faasfuse_run_does_and_counts_every_call() {
     let b = functions_fp();
     let weights = dir().join("once.weights.json");
     let args = worker_args(worker_fp(), b, 3, &weights);
-    let o = run_ok(Command::new(&args[0]).args(&args[1..]));
+    let o = {
+        let _one = one_worker_at_a_time();
+        run_ok(Command::new(&args[0]).args(&args[1..]))
+    };
     let first_pass = String::from_utf8(o.stdout).unwrap();
     let served = serve(&b.deploy(), "Frontend", inputs(), false);
     assert_eq!(first_pass, served);
@@ -358,12 +414,10 @@ fn plan_on_frame_pointer_chains_decides_as_the_exact_counts_do() {
     }
 }
 
-#[test]
-fn without_frame_pointers_in_the_worker_no_chain_reaches_a_site() {
-    // The same functions, with frame pointers, under the same worker
-    // built without: the callback's frame is gone, and with it the sites.
-    let b = functions_fp();
-    let (text, p) = profile("fp-nofp", &fp_functions_only().data, b);
+/// Neither `faasfuse profile` nor `plan` sees an edge in `rec`, a
+/// recording of `b`: no calls, samples only, "no evidence", nothing fused.
+fn assert_no_edge_seen(tag: &str, rec: &Recording, b: &Build) {
+    let (text, p) = profile(tag, &rec.data, b);
     assert!(text.contains("cannot see"), "{text}");
     assert_eq!(p["calls"], serde_json::json!({}), "{}", p["calls"]);
     assert!(p["images"]["Pricing"]["samples"].as_u64().unwrap() > 0);
@@ -374,11 +428,27 @@ fn without_frame_pointers_in_the_worker_no_chain_reaches_a_site() {
             .unwrap_or_default();
         assert!(e == "samples_only" || e == "nothing", "{callee}: {e}");
     }
-    let plan = plan_json(&b.config, &fp_functions_only().data);
+    let plan = plan_json(&b.config, &rec.data);
     for callee in CALLEES {
-        assert_eq!(edge(&plan, callee)["status"], "no evidence");
+        assert_eq!(edge(&plan, callee)["status"], "no evidence", "{tag}");
     }
-    assert_eq!(members(&plan), ["Frontend"]);
+    assert_eq!(members(&plan), ["Frontend"], "{tag}");
+}
+
+#[test]
+fn without_frame_pointers_in_the_worker_no_chain_reaches_a_site() {
+    // The same functions, with frame pointers, under the same worker
+    // built without: the callback's frame is gone, and with it the sites.
+    assert_no_edge_seen("fp-nofp", fp_functions_only(), functions_fp());
+}
+
+#[test]
+fn the_invoke_callback_s_own_frame_is_what_holds_the_site() {
+    // Everything keeps frame pointers but the invoke callback: the walk
+    // goes from the frame that called the callee to the rbp the callback
+    // was entered with (the caller's frame), over the site's return
+    // address.
+    assert_no_edge_seen("fp-bare", fp_but_the_callback(), functions_fp());
 }
 
 #[test]

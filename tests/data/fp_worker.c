@@ -80,8 +80,17 @@ static int serve(struct func *f, const char *in, size_t len)
     return rc;
 }
 
+/* Built with -DBARE_CALLBACK, the invoke callback alone keeps no frame
+ * (the rest of the worker keeps theirs): the RPC site's return address
+ * is then on no frame-pointer chain. */
+#ifdef BARE_CALLBACK
+#define CALLBACK_FRAME __attribute__((optimize("omit-frame-pointer")))
+#else
+#define CALLBACK_FRAME
+#endif
+
 /* The invoke callback: a nested call, served in-process. */
-static int invoke(void *ctx, const char *name, const char *in, size_t len, const char **out,
+CALLBACK_FRAME static int invoke(void *ctx, const char *name, const char *in, size_t len, const char **out,
                   size_t *out_len)
 {
     struct func *caller = ctx;
