@@ -13,11 +13,12 @@
 //! edge by frame-pointer chains and `plan --profile` decides exactly as
 //! the exact counts do (the worker's own, and a `faasfuse run --json`
 //! trace): Inventory and Pricing fused, Recommend cold. The same
-//! functions under the same worker built without frame pointers show no
-//! edge ("no evidence"), so the worker's frames are what make the
-//! difference; the functions' own frame pointers are not needed (built
-//! without, the chains still reach the sites through the worker's
-//! frames).
+//! functions under the same worker built without frame pointers, or with
+//! them everywhere but in its invoke callback, or served by `faasfuse
+//! run` (whose host keeps none), show no edge ("no evidence"): the
+//! worker's frames are what make the difference. The functions' own frame
+//! pointers are not needed: built without, the chains still reach the
+//! sites through the worker's frames.
 //!
 //! Every test records with perf and fails if perf cannot record (CI
 //! installs linux-perf): none passes without its profile.
@@ -222,6 +223,27 @@ fn fp_but_the_callback() -> &'static Recording {
     R.get_or_init(|| record("fp-bare", worker_bare_callback(), functions_fp()))
 }
 
+/// Functions with frame pointers served by `faasfuse run`, whose host
+/// keeps none.
+fn fp_functions_under_faasfuse_run() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let _one = one_worker_at_a_time();
+        let data = dir().join("fp-run.data");
+        let deploy = functions_fp().deploy();
+        perf_record_run(
+            &data,
+            &["-a", "-g"],
+            &deploy,
+            "Frontend",
+            inputs(),
+            300,
+            false,
+        );
+        data
+    })
+}
+
 /// The worker with frame pointers, the functions without.
 fn fp_worker_only() -> &'static Recording {
     static R: OnceLock<Recording> = OnceLock::new();
@@ -414,10 +436,10 @@ fn plan_on_frame_pointer_chains_decides_as_the_exact_counts_do() {
     }
 }
 
-/// Neither `faasfuse profile` nor `plan` sees an edge in `rec`, a
+/// Neither `faasfuse profile` nor `plan` sees an edge in `data`, a
 /// recording of `b`: no calls, samples only, "no evidence", nothing fused.
-fn assert_no_edge_seen(tag: &str, rec: &Recording, b: &Build) {
-    let (text, p) = profile(tag, &rec.data, b);
+fn assert_no_edge_seen(tag: &str, data: &Path, b: &Build) {
+    let (text, p) = profile(tag, data, b);
     assert!(text.contains("cannot see"), "{text}");
     assert_eq!(p["calls"], serde_json::json!({}), "{}", p["calls"]);
     assert!(p["images"]["Pricing"]["samples"].as_u64().unwrap() > 0);
@@ -428,7 +450,7 @@ fn assert_no_edge_seen(tag: &str, rec: &Recording, b: &Build) {
             .unwrap_or_default();
         assert!(e == "samples_only" || e == "nothing", "{callee}: {e}");
     }
-    let plan = plan_json(&b.config, &rec.data);
+    let plan = plan_json(&b.config, data);
     for callee in CALLEES {
         assert_eq!(edge(&plan, callee)["status"], "no evidence", "{tag}");
     }
@@ -439,7 +461,14 @@ fn assert_no_edge_seen(tag: &str, rec: &Recording, b: &Build) {
 fn without_frame_pointers_in_the_worker_no_chain_reaches_a_site() {
     // The same functions, with frame pointers, under the same worker
     // built without: the callback's frame is gone, and with it the sites.
-    assert_no_edge_seen("fp-nofp", fp_functions_only(), functions_fp());
+    assert_no_edge_seen("fp-nofp", &fp_functions_only().data, functions_fp());
+}
+
+#[test]
+fn faasfuse_run_shows_no_edge_of_functions_with_frame_pointers() {
+    // faasfuse's host keeps no frame pointers: the functions' own are not
+    // enough.
+    assert_no_edge_seen("fp-run", fp_functions_under_faasfuse_run(), functions_fp());
 }
 
 #[test]
@@ -448,7 +477,7 @@ fn the_invoke_callback_s_own_frame_is_what_holds_the_site() {
     // goes from the frame that called the callee to the rbp the callback
     // was entered with (the caller's frame), over the site's return
     // address.
-    assert_no_edge_seen("fp-bare", fp_but_the_callback(), functions_fp());
+    assert_no_edge_seen("fp-bare", &fp_but_the_callback().data, functions_fp());
 }
 
 #[test]
