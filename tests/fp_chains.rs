@@ -1,10 +1,10 @@
 //! Frame-pointer call chains where the code keeps frame pointers: real
-//! `perf record -a -g` profiles of the fan-out deployment (Frontend calls
-//! Inventory once and Pricing once per word on every request, Recommend
-//! on 1 request in 1000) served by a platform worker built with
-//! `-fno-omit-frame-pointer` (tests/data/fp_worker.c: it loads the
-//! libraries by the function ABI, serves nested calls in-process on the
-//! same stack, and counts every call it serves).
+//! `perf record -a -g` profiles (with `--buildid-mmap`) of the fan-out
+//! deployment (Frontend calls Inventory once and Pricing once per word on
+//! every request, Recommend on 1 request in 1000) served by a platform
+//! worker built with `-fno-omit-frame-pointer` (tests/data/fp_worker.c:
+//! it loads the libraries by the function ABI, serves nested calls
+//! in-process on the same stack, and counts every call it serves).
 //!
 //! An RPC site is a call from the caller's library into the worker's
 //! invoke callback; its return address is on a frame-pointer chain only
@@ -45,6 +45,11 @@ const CALLEES: [&str; 3] = ["Inventory", "Pricing", "Recommend"];
 const FRAME_POINTERS: &[&str] = &["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer"];
 /// As `-O2` builds without asking (said outright).
 const NO_FRAME_POINTERS: &[&str] = &["-fomit-frame-pointer"];
+
+/// How every recording is made: system-wide frame-pointer chains, and
+/// build-ids in the mappings (as the fleet guide advises), so that files
+/// of the same names in other processes on the machine are told apart.
+const HOW: &[&str] = &["-a", "-g", "--buildid-mmap"];
 
 /// Passes over the inputs per recording: about two seconds of serving.
 const REPEAT: usize = 4000;
@@ -191,16 +196,12 @@ fn one_worker_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `perf record -a -g -- WORKER ...` into `TAG.data`.
+/// `perf record -a -g --buildid-mmap -- WORKER ...` into `TAG.data`.
 fn record(tag: &str, worker: &Path, b: &Build) -> Recording {
     let _one = one_worker_at_a_time();
     let data = dir().join(format!("{tag}.data"));
     let weights = dir().join(format!("{tag}.weights.json"));
-    perf_record(
-        &data,
-        &["-a", "-g"],
-        &worker_args(worker, b, REPEAT, &weights),
-    );
+    perf_record(&data, HOW, &worker_args(worker, b, REPEAT, &weights));
     Recording { data, weights }
 }
 
@@ -231,15 +232,7 @@ fn fp_functions_under_faasfuse_run() -> &'static Path {
         let _one = one_worker_at_a_time();
         let data = dir().join("fp-run.data");
         let deploy = functions_fp().deploy();
-        perf_record_run(
-            &data,
-            &["-a", "-g"],
-            &deploy,
-            "Frontend",
-            inputs(),
-            300,
-            false,
-        );
+        perf_record_run(&data, HOW, &deploy, "Frontend", inputs(), 300, false);
         data
     })
 }
