@@ -51,11 +51,20 @@ impl Stats {
         self.records += o.records;
         self.bad_records += o.bad_records;
         self.unwind_failures += o.unwind_failures;
+        self.offcpu_samples += o.offcpu_samples;
+        self.offcpu_blocked += o.offcpu_blocked;
+        self.other_samples += o.other_samples;
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
+    /// Samples of CPU time (of on-CPU events: hardware events,
+    /// `cpu-clock`, `task-clock`, ...): what CPU shares are shares of.
     pub samples: u64,
     /// Samples with a branch stack of taken branches.
     pub lbr_samples: u64,
@@ -80,6 +89,18 @@ pub struct Stats {
     pub bad_records: u64,
     /// DWARF stacks that could not be walked past their first frame.
     pub unwind_failures: u64,
+    /// Off-CPU samples (`sched:sched_switch`: a thread leaving its CPU),
+    /// not counted in `samples` or anywhere CPU time is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offcpu_samples: u64,
+    /// Of `offcpu_samples`, those of a thread that blocked (sleeping, S or
+    /// D) rather than was preempted: what RPC sites' `offcpu_count` count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offcpu_blocked: u64,
+    /// Samples of other events that measure no CPU time (other
+    /// tracepoints and software events): counted here only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_samples: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,6 +188,11 @@ pub struct SiteCount {
     pub branch_count: u64,
     /// Samples whose call chain passes through the call.
     pub sample_count: u64,
+    /// Off-CPU samples (`sched:sched_switch`) of a thread blocked with the
+    /// call on its stack: each one blocking of one execution, a count of
+    /// calls when the callee runs elsewhere (another process).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offcpu_count: u64,
 }
 
 impl SiteCount {
@@ -176,7 +202,7 @@ impl SiteCount {
 }
 
 /// What a profile can show about an RPC edge `Caller -> Callee`, weakest
-/// first. Only the last three see the edge: its count, zero included, is
+/// first. Only the last four see the edge: its count, zero included, is
 /// a measurement; the first two are no evidence either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +221,10 @@ pub enum Evidence {
     /// LBR call stacks (`--call-graph lbr`): the hardware's record of the
     /// open calls, with or without frame pointers.
     LbrCallStacks,
+    /// Off-CPU stacks (`-e sched:sched_switch` with call chains) of the
+    /// caller blocked in its RPC sites: its calls run elsewhere (another
+    /// process) and each blocking counts one.
+    OffCpuChains,
     /// Branch stacks (LBR): each execution of a site is a branch.
     BranchStacks,
 }
@@ -213,6 +243,7 @@ impl Evidence {
             Evidence::FramePointerChains => "frame-pointer chains",
             Evidence::DwarfChains => "DWARF chains",
             Evidence::LbrCallStacks => "LBR call stacks",
+            Evidence::OffCpuChains => "off-CPU chains",
             Evidence::BranchStacks => "branch stacks",
         }
     }
@@ -220,7 +251,7 @@ impl Evidence {
 
 /// How to record a profile that shows RPC edges, for reasons that say an
 /// edge has no evidence.
-pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with LBR (`perf record --call-graph lbr` call stacks or `-b` branch stacks) where the CPU has it, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites";
+pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with LBR (`perf record --call-graph lbr` call stacks or `-b` branch stacks) where the CPU has it, or build the platform's worker (its invoke callback and its path to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites; where callers block while their callees run in other processes (nightcore, `faasfuse run --ipc`), record their off-CPU stacks with `perf record -a -e sched:sched_switch --call-graph dwarf`";
 
 impl Profile {
     pub fn new(sources: Vec<String>) -> Profile {
@@ -241,15 +272,28 @@ impl Profile {
                 .any(|i| i.rpc_sites.iter().any(|s| s.branch_count > 0))
     }
 
-    /// Recompute `calls` and `cpu` from the per-image counts.
+    /// Whether `img` blocks in its RPC sites: some off-CPU stack of a
+    /// blocked thread holds the return address of one of them. Its calls
+    /// then run in another process (a callee in the caller's own thread
+    /// never makes it block there), so the blockings count its calls.
+    fn blocks_in_calls(img: &ImageProfile) -> bool {
+        img.rpc_sites.iter().any(|s| s.offcpu_count > 0)
+    }
+
+    /// Recompute `calls` and `cpu` from the per-image counts: per caller
+    /// its sites' branch counts when the profile has branch stacks, else
+    /// their blockings when it blocks in its calls, else their samples.
     pub fn derive(&mut self) {
         let by_branches = self.by_branches();
         self.calls.clear();
         self.cpu.clear();
         for (name, img) in &self.images {
+            let off_cpu = !by_branches && Self::blocks_in_calls(img);
             for s in img.rpc_sites.iter().filter(|s| !s.is_dynamic()) {
                 let n = if by_branches {
                     s.branch_count
+                } else if off_cpu {
+                    s.offcpu_count
                 } else {
                     s.sample_count
                 };
@@ -273,12 +317,18 @@ impl Profile {
     }
 
     /// What this profile can show about each RPC edge with a constant
-    /// callee name: branch stacks, LBR call stacks or DWARF chains see
-    /// every edge (of every image, as they follow code built with or
-    /// without frame pointers);
-    /// frame-pointer chains see the edges of a caller when some chain
-    /// holds the return address of one of its RPC sites. Else the edge is
-    /// seen by nothing, or by its callee's samples only.
+    /// callee name: branch stacks see every edge; off-CPU chains see the
+    /// edges of a caller that blocks in its RPC sites (some off-CPU stack
+    /// of a blocked thread holds one of their return addresses: its
+    /// callees run elsewhere, and every call blocks it); LBR call stacks
+    /// and DWARF chains see every other edge (of every image, as they
+    /// follow code built with or without frame pointers); frame-pointer
+    /// chains see the edges of a caller when some chain holds the return
+    /// address of one of its RPC sites. Else the edge is seen by nothing,
+    /// or by its callee's samples only. Off-CPU samples of a caller that
+    /// never blocks in its calls show nothing of them (a callee in the
+    /// caller's thread does not make it block), so such a caller falls to
+    /// the other rules.
     fn edge_evidence(&self) -> BTreeMap<String, BTreeMap<String, Evidence>> {
         let all = if self.by_branches() || self.stats.branches > 0 {
             Some(Evidence::BranchStacks)
@@ -292,6 +342,11 @@ impl Profile {
         let mut out: BTreeMap<String, BTreeMap<String, Evidence>> = BTreeMap::new();
         for (name, img) in &self.images {
             let reached = img.rpc_sites.iter().any(|s| s.sample_count > 0);
+            let all = match all {
+                Some(Evidence::BranchStacks) => all,
+                _ if Self::blocks_in_calls(img) => Some(Evidence::OffCpuChains),
+                _ => all,
+            };
             for s in img.rpc_sites.iter().filter(|s| !s.is_dynamic()) {
                 let e = all.unwrap_or(if reached {
                     Evidence::FramePointerChains
@@ -406,6 +461,7 @@ impl ImageProfile {
                 Some(m) => {
                     m.branch_count += s.branch_count;
                     m.sample_count += s.sample_count;
+                    m.offcpu_count += s.offcpu_count;
                 }
                 None => {
                     sites.insert(s.address, s);
@@ -476,6 +532,7 @@ mod tests {
             callee: callee.into(),
             branch_count,
             sample_count,
+            offcpu_count: 0,
         }
     }
 
@@ -545,6 +602,100 @@ mod tests {
         let p = profile(lbr, 0, 9, 0);
         assert_eq!(of(&p, "Recommend"), Evidence::BranchStacks);
         assert_eq!(p.calls["Frontend"]["Inventory"], 9.0);
+    }
+
+    /// [`profile`] with Frontend's sites blocked in `offcpu` times (to
+    /// Inventory, Recommend, dynamic).
+    fn blocking(stats: Stats, inv: u64, br: u64, offcpu: [u64; 3]) -> Profile {
+        let mut p = profile(stats, inv, br, 5);
+        let img = p.images.get_mut("Frontend").unwrap();
+        for (s, n) in img.rpc_sites.iter_mut().zip(offcpu) {
+            s.offcpu_count = n;
+        }
+        p.derive();
+        p
+    }
+
+    #[test]
+    fn off_cpu_chains_count_the_calls_of_a_caller_that_blocks_in_them() {
+        let offcpu = Stats {
+            offcpu_samples: 900,
+            offcpu_blocked: 600,
+            ..Stats::default()
+        };
+        // Blocked at its Inventory site: every edge of Frontend is seen,
+        // counted by blockings, the one never blocked in as zero (cold).
+        let p = blocking(offcpu.clone(), 0, 0, [40, 0, 7]);
+        assert_eq!(of(&p, "Inventory"), Evidence::OffCpuChains);
+        assert_eq!(of(&p, "Recommend"), Evidence::OffCpuChains);
+        assert!(of(&p, "Recommend").sees());
+        assert_eq!(p.calls["Frontend"]["Inventory"], 40.0);
+        assert!(!p.calls["Frontend"].contains_key("Recommend"));
+        assert!(!p.calls["Frontend"].contains_key("dynamic"));
+        // Off-CPU samples are no CPU time: shares are of on-CPU samples.
+        assert_eq!(p.cpu["Frontend"], 0.0);
+        // Blockings count the calls of a blocking caller, not its on-CPU
+        // samples (which, of a caller whose callee runs elsewhere, are its
+        // time in the call's own code), DWARF chains or not.
+        let dwarf = Stats {
+            samples: 100,
+            callchain_samples: 60,
+            dwarf_samples: 60,
+            ..offcpu.clone()
+        };
+        let p = blocking(dwarf.clone(), 3, 0, [40, 0, 0]);
+        assert_eq!(of(&p, "Inventory"), Evidence::OffCpuChains);
+        assert_eq!(p.calls["Frontend"]["Inventory"], 40.0);
+        assert_eq!(p.cpu["Frontend"], 0.1);
+        // A caller never blocked in its sites gets nothing from off-CPU
+        // samples (an in-process callee never blocks its caller, so their
+        // zero means nothing): the other rules decide, and without on-CPU
+        // chains nothing sees its edges, none is cold.
+        let p = blocking(offcpu.clone(), 0, 0, [0, 0, 0]);
+        assert_eq!(of(&p, "Inventory"), Evidence::SamplesOnly);
+        assert_eq!(of(&p, "Recommend"), Evidence::Nothing);
+        assert!(p.calls.is_empty());
+        let p = blocking(dwarf, 3, 0, [0, 0, 0]);
+        assert_eq!(of(&p, "Recommend"), Evidence::DwarfChains);
+        assert_eq!(p.calls["Frontend"]["Inventory"], 3.0);
+        // Branch stacks count every execution: they win.
+        let lbr = Stats {
+            samples: 100,
+            lbr_samples: 100,
+            branches: 3200,
+            ..offcpu
+        };
+        let p = blocking(lbr, 0, 9, [40, 0, 0]);
+        assert_eq!(of(&p, "Inventory"), Evidence::BranchStacks);
+        assert_eq!(p.calls["Frontend"]["Inventory"], 9.0);
+    }
+
+    #[test]
+    fn off_cpu_counts_merge_by_summing_and_old_profiles_keep_their_bytes() {
+        let offcpu = Stats {
+            offcpu_samples: 10,
+            offcpu_blocked: 8,
+            ..Stats::default()
+        };
+        let mut a = blocking(offcpu.clone(), 0, 0, [4, 0, 0]);
+        let b = blocking(offcpu.clone(), 0, 0, [6, 1, 0]);
+        a.merge(b).unwrap();
+        assert_eq!(a.stats.offcpu_samples, 20);
+        assert_eq!(a.stats.offcpu_blocked, 16);
+        assert_eq!(a.calls["Frontend"]["Inventory"], 10.0);
+        assert_eq!(a.calls["Frontend"]["Recommend"], 1.0);
+        // A profile without off-CPU samples writes none of the new fields,
+        // and reads back equal.
+        let p = profile(Stats::default(), 3, 0, 5);
+        let text = serde_json::to_string(&p).unwrap();
+        for field in ["offcpu", "other_samples", "off_cpu"] {
+            assert!(!text.contains(field), "{field} in {text}");
+        }
+        let back: Profile = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(text.contains("\"offcpu_count\":10"), "{text}");
+        assert!(text.contains("\"off_cpu_chains\""), "{text}");
     }
 
     #[test]

@@ -326,6 +326,20 @@ pub fn render(s: &Summary) -> String {
             st.lbr_callstack_samples
         );
     }
+    if st.offcpu_samples > 0 {
+        let _ = writeln!(
+            o,
+            "{} off-CPU samples (sched:sched_switch, not CPU time), {} of them of blocked threads",
+            st.offcpu_samples, st.offcpu_blocked
+        );
+    }
+    if st.other_samples > 0 {
+        let _ = writeln!(
+            o,
+            "{} samples of other events (not CPU time) not read",
+            st.other_samples
+        );
+    }
     if st.lost_samples > 0 || st.bad_records > 0 || st.unwind_failures > 0 {
         let _ = writeln!(
             o,
@@ -339,8 +353,15 @@ pub fn render(s: &Summary) -> String {
         .flat_map(|(a, m)| m.iter().map(move |(b, n)| (a, b, *n)))
         .collect();
     edges.sort_by(|x, y| y.2.total_cmp(&x.2).then(x.0.cmp(y.0)).then(x.1.cmp(y.1)));
+    let blocking = s
+        .evidence
+        .values()
+        .flat_map(|m| m.values())
+        .any(|e| *e == super::aggregate::Evidence::OffCpuChains);
     let unit = if st.lbr_samples > 0 {
         "calls"
+    } else if blocking {
+        "samples; of callers that block in their calls, blockings"
     } else {
         "samples"
     };
@@ -394,9 +415,14 @@ pub fn render(s: &Summary) -> String {
             } else {
                 site.sample_count
             };
+            let off = if st.offcpu_samples > 0 {
+                format!(", blocked {} times (off-CPU)", site.offcpu_count)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 o,
-                "    RPC site {:#x} in {} -> {}: {n}",
+                "    RPC site {:#x} in {} -> {}: {n}{off}",
                 site.address,
                 site.function.as_deref().unwrap_or("?"),
                 site.callee

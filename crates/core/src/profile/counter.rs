@@ -8,6 +8,7 @@ use super::images::{Lib, Loc, Process};
 use super::perfdata::abi::{
     PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_MISC_USER, PERF_SAMPLE_PERIOD,
 };
+use super::perfdata::attr::EventClass;
 use super::perfdata::{attr, Sample};
 use super::traces::began_outside;
 
@@ -27,6 +28,9 @@ pub(crate) struct Acc {
     pub(crate) frames: FastMap<(u64, u64), u64>,
     /// Samples whose chain holds this return address.
     pub(crate) returns: FastMap<u64, u64>,
+    /// Off-CPU samples of blocked threads whose chain holds this return
+    /// address (RPC sites only).
+    pub(crate) offcpu: FastMap<u64, u64>,
 }
 
 /// What one thread counts from samples: per image accumulators and
@@ -90,6 +94,14 @@ impl<'l> Counter<'l> {
         proc: &Process,
         unwound: Option<&[u64]>,
     ) {
+        match attr.map_or(EventClass::Cpu, attr::Attr::class) {
+            EventClass::Cpu => {}
+            EventClass::OffCpu => return self.off_cpu(s, proc, unwound),
+            EventClass::Other => {
+                self.stats.other_samples += 1;
+                return;
+            }
+        }
         self.stats.samples += 1;
         // LBR call stacks: the entries are the open calls, newest first, a
         // call chain of call instructions (not taken branches).
@@ -100,32 +112,9 @@ impl<'l> Counter<'l> {
             self.stats.lbr_samples += 1;
             self.branches(s, attr, proc);
         }
-        // The frames: the sampled address, then return addresses (call
-        // addresses for a call stack).
-        self.chain.clear();
-        if call_stack {
-            self.chain.push(s.ip);
-            self.chain.extend(s.branches.iter().map(|b| b.from));
-        } else if let Some(unwound) = unwound {
+        self.collect_frames(s, call_stack, unwound);
+        if unwound.is_some() && !call_stack {
             self.stats.dwarf_samples += 1;
-            self.chain.push(s.ip);
-            self.chain.extend_from_slice(unwound);
-        } else if !s.callchain.is_empty() {
-            let mut user = false;
-            for &ip in &s.callchain {
-                if ip >= PERF_CONTEXT_MAX {
-                    user = ip == PERF_CONTEXT_USER;
-                    continue;
-                }
-                if user {
-                    self.chain.push(ip);
-                }
-            }
-            if self.chain.is_empty() {
-                self.chain.push(s.ip);
-            }
-        } else {
-            self.chain.push(s.ip);
         }
         if self.chain.len() > 1 {
             self.stats.callchain_samples += 1;
@@ -184,6 +173,60 @@ impl<'l> Counter<'l> {
                 }
             }
             prev = Some((lib, at));
+        }
+    }
+
+    /// The frames of `s` into `self.chain`: the sampled address, then
+    /// return addresses (of its unwound user stack, or of the user part of
+    /// its call chain), or for an LBR call stack the calls' own addresses.
+    fn collect_frames(&mut self, s: &Sample, call_stack: bool, unwound: Option<&[u64]>) {
+        self.chain.clear();
+        if call_stack {
+            self.chain.push(s.ip);
+            self.chain.extend(s.branches.iter().map(|b| b.from));
+        } else if let Some(unwound) = unwound {
+            self.chain.push(s.ip);
+            self.chain.extend_from_slice(unwound);
+        } else if !s.callchain.is_empty() {
+            let mut user = false;
+            for &ip in &s.callchain {
+                if ip >= PERF_CONTEXT_MAX {
+                    user = ip == PERF_CONTEXT_USER;
+                    continue;
+                }
+                if user {
+                    self.chain.push(ip);
+                }
+            }
+            if self.chain.is_empty() {
+                self.chain.push(s.ip);
+            }
+        } else {
+            self.chain.push(s.ip);
+        }
+    }
+
+    /// Count an off-CPU sample (a thread leaving its CPU): not CPU time.
+    /// When the thread blocked (rather than was preempted), each RPC site
+    /// whose return address its stack holds counts one blocking there.
+    fn off_cpu(&mut self, s: &Sample, proc: &Process, unwound: Option<&[u64]>) {
+        self.stats.offcpu_samples += 1;
+        if !blocked(s) {
+            return;
+        }
+        self.stats.offcpu_blocked += 1;
+        self.collect_frames(s, false, unwound);
+        self.seen.clear();
+        // The first frame is where the thread stopped (the kernel's switch,
+        // or the user address of a frame-pointer chain): no return address.
+        for &addr in self.chain.iter().skip(1) {
+            let Loc::Lib { lib, vaddr } = proc.resolve(addr) else {
+                continue;
+            };
+            if self.site_returns[lib].contains(&vaddr) && !self.seen.contains(&(lib, vaddr)) {
+                self.seen.push((lib, vaddr));
+                *self.acc[lib].offcpu.entry(vaddr).or_default() += 1;
+            }
         }
     }
 
@@ -325,6 +368,7 @@ impl Acc {
             (&mut self.ips, o.ips),
             (&mut self.attributed, o.attributed),
             (&mut self.returns, o.returns),
+            (&mut self.offcpu, o.offcpu),
         ] {
             for (k, v) in theirs {
                 *mine.entry(k).or_default() += v;
@@ -333,5 +377,25 @@ impl Acc {
         for (k, v) in o.frames {
             *self.frames.entry(k).or_default() += v;
         }
+    }
+}
+
+/// Whether the thread a `sched:sched_switch` sample switched out was
+/// blocked (its `prev_state` has S or D, the two sleeping states) rather
+/// than preempted while runnable. The record's layout (eight bytes of
+/// common fields, `prev_comm[16]`, `prev_pid`, `prev_prio`, then the
+/// `long prev_state`) is checked by its `prev_pid`, which must be the
+/// sample's thread; a record that does not match counts as blocked.
+pub(crate) fn blocked(s: &Sample) -> bool {
+    const PREV_PID: usize = 24;
+    const PREV_STATE: usize = 32;
+    let word = |at: usize, n: usize| s.raw.get(at..at + n);
+    match (word(PREV_PID, 4), word(PREV_STATE, 8)) {
+        (Some(pid), Some(state))
+            if u32::from_le_bytes(pid.try_into().unwrap_or_default()) == s.tid =>
+        {
+            u64::from_le_bytes(state.try_into().unwrap_or_default()) & 3 != 0
+        }
+        _ => true,
     }
 }

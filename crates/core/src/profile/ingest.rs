@@ -180,7 +180,9 @@ impl Ingest<'_> {
         match ev {
             Event::Sample(s) => {
                 let attr = attrs.get(s.attr);
-                let unwound = if !s.regs.is_empty() && !s.stack.is_empty() {
+                // Samples of events that are not read need no unwinding.
+                let read = attr.map_or(true, |a| a.class() != attr::EventClass::Other);
+                let unwound = if read && !s.regs.is_empty() && !s.stack.is_empty() {
                     if let Some(u) = &mut self.unwinders {
                         u.unwind(&s, &mut self.unwound);
                     }
@@ -432,6 +434,11 @@ pub(crate) fn image_profile(lib: &Lib, mut acc: Acc) -> ImageProfile {
             branch_count: outgoing.get(&s.address).copied().unwrap_or(0),
             sample_count: acc
                 .returns
+                .get(&(s.address + s.length as u64))
+                .copied()
+                .unwrap_or(0),
+            offcpu_count: acc
+                .offcpu
                 .get(&(s.address + s.length as u64))
                 .copied()
                 .unwrap_or(0),

@@ -16,13 +16,22 @@ pub const PERF_RECORD_LOST_SAMPLES: u32 = 13;
 // perf's own user record types (enum perf_user_event_type).
 pub const PERF_RECORD_HEADER_ATTR: u32 = 64;
 pub const PERF_RECORD_HEADER_BUILD_ID: u32 = 67;
+/// An event's name, unit, scale, ... for pipe output (`struct
+/// perf_record_event_update`).
+pub const PERF_RECORD_EVENT_UPDATE: u32 = 78;
+/// `perf_record_event_update.type` of a name.
+pub const PERF_EVENT_UPDATE_NAME: u64 = 2;
 pub const PERF_RECORD_FINISHED_ROUND: u32 = 68;
 pub const PERF_RECORD_AUXTRACE: u32 = 71;
+/// Tracepoint formats in a pipe (tracepoint events): `size` bytes of
+/// payload (a multiple of 8) follow the record.
+pub const PERF_RECORD_HEADER_TRACING_DATA: u32 = 66;
 pub const PERF_RECORD_COMPRESSED: u32 = 81;
 pub const PERF_RECORD_COMPRESSED2: u32 = 83;
 
 // ---- struct perf_event_header.misc ----
 pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
+pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
 pub const PERF_RECORD_MISC_USER: u16 = 2;
 /// MMAP: a data (non-executable) mapping (`PERF_RECORD_MISC_MMAP_DATA`).
 /// COMM: the process exec'd (`PERF_RECORD_MISC_COMM_EXEC`). One bit, two
@@ -87,6 +96,13 @@ pub const PERF_BRANCH_CYCLES_SHIFT: u32 = 4;
 
 // ---- perf_event_attr: type, config and the flag bitfield ----
 pub const PERF_TYPE_HARDWARE: u32 = 0;
+pub const PERF_TYPE_SOFTWARE: u32 = 1;
+pub const PERF_TYPE_TRACEPOINT: u32 = 2;
+pub const PERF_TYPE_HW_CACHE: u32 = 3;
+pub const PERF_TYPE_RAW: u32 = 4;
+pub const PERF_TYPE_BREAKPOINT: u32 = 5;
+pub const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+pub const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 pub const PERF_COUNT_HW_CPU_CYCLES: u64 = 0;
 /// Bits of the u64 that holds `disabled:1, inherit:1, …` (offset 40).
 pub const ATTR_FLAG_DISABLED: u64 = 1 << 0;

@@ -19,7 +19,27 @@ pub struct Attr {
     pub sample_stack_user: u32,
     /// Sample ids the kernel gave this event (one per CPU or thread).
     pub ids: Vec<u64>,
+    /// The event's name as perf gave it (`sched:sched_switch`), from the
+    /// HEADER_EVENT_DESC feature or, in a pipe, an EVENT_UPDATE record.
+    pub name: Option<String>,
 }
+
+/// What an event's samples measure, for counting them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    /// Time or work on a CPU (hardware events, `cpu-clock`, `task-clock`,
+    /// raw and cache events, other PMUs' events): samples of CPU time.
+    Cpu,
+    /// `sched:sched_switch`: one sample each time a thread leaves a CPU,
+    /// with the stack of the thread that leaves.
+    OffCpu,
+    /// Anything else (other tracepoints and software events, breakpoints,
+    /// perf's `--off-cpu` BPF output): not CPU time, not read.
+    Other,
+}
+
+/// The tracepoint whose samples are off-CPU stacks.
+pub const SCHED_SWITCH: &str = "sched:sched_switch";
 
 impl Attr {
     /// Parse an attr; `bytes` holds at least `attr.size` bytes. Fields past
@@ -50,6 +70,7 @@ impl Attr {
             sample_regs_user: field(80),
             sample_stack_user: field(88) as u32,
             ids: Vec::new(),
+            name: None,
         };
         attr.check_call_stack()?;
         Ok(attr)
@@ -79,6 +100,25 @@ impl Attr {
             ));
         }
         Ok(())
+    }
+
+    /// What this event's samples measure. A tracepoint is known by its
+    /// name only: without one (a perf.data without HEADER_EVENT_DESC) it
+    /// is [`EventClass::Other`].
+    pub fn class(&self) -> EventClass {
+        match self.kind {
+            PERF_TYPE_HARDWARE | PERF_TYPE_HW_CACHE | PERF_TYPE_RAW => EventClass::Cpu,
+            PERF_TYPE_SOFTWARE => match self.config {
+                PERF_COUNT_SW_CPU_CLOCK | PERF_COUNT_SW_TASK_CLOCK => EventClass::Cpu,
+                _ => EventClass::Other,
+            },
+            PERF_TYPE_TRACEPOINT if self.name.as_deref() == Some(SCHED_SWITCH) => {
+                EventClass::OffCpu
+            }
+            PERF_TYPE_TRACEPOINT | PERF_TYPE_BREAKPOINT => EventClass::Other,
+            // Dynamic PMUs (cpu_core, cpu_atom on hybrid CPUs, ...).
+            _ => EventClass::Cpu,
+        }
     }
 
     pub fn attr_size(bytes: &[u8]) -> Option<usize> {

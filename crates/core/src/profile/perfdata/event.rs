@@ -63,6 +63,8 @@ pub struct Sample {
     pub regs_mask: u64,
     /// The copied user stack, starting at the sampled stack pointer.
     pub stack: Vec<u8>,
+    /// PERF_SAMPLE_RAW data (a tracepoint's record), empty when none.
+    pub raw: Vec<u8>,
 }
 
 impl Sample {
@@ -219,10 +221,12 @@ pub fn sample_into(
     let mut branches = std::mem::take(&mut s.branches);
     let mut regs = std::mem::take(&mut s.regs);
     let mut stack = std::mem::take(&mut s.stack);
+    let mut raw = std::mem::take(&mut s.raw);
     callchain.clear();
     branches.clear();
     regs.clear();
     stack.clear();
+    raw.clear();
     *s = Sample {
         attr: index,
         cpumode: misc & PERF_RECORD_MISC_CPUMODE_MASK,
@@ -230,6 +234,7 @@ pub fn sample_into(
         branches,
         regs,
         stack,
+        raw,
         ..Sample::default()
     };
     let short = |what: &str| format!("sample ends inside its {what}");
@@ -273,7 +278,8 @@ pub fn sample_into(
     }
     if attr.has(PERF_SAMPLE_RAW) {
         let size = c.u32().ok_or_else(|| short("raw data"))?;
-        c.skip(size as usize).ok_or_else(|| short("raw data"))?;
+        let data = c.bytes(size as usize).ok_or_else(|| short("raw data"))?;
+        s.raw.extend_from_slice(data);
     }
     if attr.has(PERF_SAMPLE_BRANCH_STACK) {
         let nr = c.u64().ok_or_else(|| short("branch stack"))?;

@@ -4,7 +4,8 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use super::abi::{
-    HEADER_BUILD_ID, PERF_ATTR_SIZE_VER0, PERF_FILE_HEADER_SIZE, PERF_MAGIC, PERF_PIPE_HEADER_SIZE,
+    HEADER_BUILD_ID, HEADER_EVENT_DESC, PERF_ATTR_SIZE_VER0, PERF_FILE_HEADER_SIZE, PERF_MAGIC,
+    PERF_PIPE_HEADER_SIZE,
 };
 use super::attr::Attr;
 use super::cursor::Cursor;
@@ -192,8 +193,71 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
             let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
             header.build_ids = build_id_table(&raw, off)?;
         }
+        if bit == HEADER_EVENT_DESC as usize {
+            let raw = read_exact_at(f, off, size, file_len, "event description table")?;
+            name_events(&mut header.attrs, &event_desc(&raw));
+        }
     }
     Ok(header)
+}
+
+/// The HEADER_EVENT_DESC feature, as (name, sample ids) per event: a
+/// count and an attr size, then per event its attr, its number of ids,
+/// its name (a u32 length and that many bytes, NUL-padded) and its ids.
+/// A table that does not parse names nothing (names only classify
+/// events; the attrs themselves come from the attr table).
+pub fn event_desc(raw: &[u8]) -> Vec<(String, Vec<u64>)> {
+    let mut c = Cursor::new(raw);
+    let mut out = Vec::new();
+    let (Some(nr), Some(attr_size)) = (c.u32(), c.u32()) else {
+        return out;
+    };
+    for _ in 0..nr {
+        let Some(()) = c.skip(attr_size as usize) else {
+            break;
+        };
+        let (Some(nr_ids), Some(len)) = (c.u32(), c.u32()) else {
+            break;
+        };
+        let Some(name) = c.bytes(len as usize) else {
+            break;
+        };
+        let Some(ids) = (nr_ids as usize).checked_mul(8).and_then(|n| c.bytes(n)) else {
+            break;
+        };
+        let name = super::cursor::c_string(name);
+        let ids = ids
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+            .collect();
+        out.push((name, ids));
+    }
+    out
+}
+
+/// Give each attr its name from `desc`: the first entry that shares a
+/// sample id with it, else (attrs without ids) the entry at its position
+/// when the two lists are as long. Linear in the ids of both.
+pub fn name_events(attrs: &mut [Attr], desc: &[(String, Vec<u64>)]) {
+    let mut by_id: std::collections::HashMap<u64, usize> = Default::default();
+    for (i, a) in attrs.iter().enumerate() {
+        for &id in &a.ids {
+            by_id.entry(id).or_insert(i);
+        }
+    }
+    let mut named: Vec<Option<usize>> = vec![None; attrs.len()];
+    for (j, (_, ids)) in desc.iter().enumerate() {
+        if let Some(&i) = ids.iter().find_map(|id| by_id.get(id)) {
+            named[i].get_or_insert(j);
+        }
+    }
+    let same_len = attrs.len() == desc.len();
+    for (i, a) in attrs.iter_mut().enumerate() {
+        let j = named[i].or((same_len && a.ids.is_empty()).then_some(i));
+        if let Some(j) = j {
+            a.name = Some(desc[j].0.clone());
+        }
+    }
 }
 
 /// The HEADER_BUILD_ID feature: a run of build-id records.

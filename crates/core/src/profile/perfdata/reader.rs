@@ -108,6 +108,8 @@ impl Layout {
 enum Item {
     Event(Timed),
     Attr(Attr),
+    /// An event's name (pipe output): the event with this sample id.
+    Name(u64, String),
     Compressed,
     /// Skip this many bytes of payload that follow the record.
     Skip(u64),
@@ -400,11 +402,23 @@ impl<R: Read> Reader<R> {
                 self.layout = Layout::new(attrs);
                 Ok(None)
             }
+            Item::Name(id, name) => {
+                if let Some(&i) = self.layout.by_id.get(&id) {
+                    if let Some(h) = self.header.attrs.get_mut(i) {
+                        h.name = Some(name.clone());
+                    }
+                    self.layout.attrs[i].name = Some(name);
+                }
+                Ok(None)
+            }
             Item::Skip(n) => {
                 let mut left = n;
                 while left > 0 {
                     if !self.fill(1)? {
-                        return self.cut::<Next>(offset, "auxtrace payload is cut off".into());
+                        return self.cut::<Next>(
+                            offset,
+                            "payload (auxtrace or tracing data) is cut off".into(),
+                        );
                     }
                     let take = left.min((self.hi - self.lo) as u64) as usize;
                     self.lo += take;
@@ -538,10 +552,25 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
                 .collect();
             Ok(Item::Attr(attr))
         }
+        PERF_RECORD_EVENT_UPDATE => {
+            // type, id, then (for a name) the name, NUL-terminated.
+            match (u64_at(body, 0), u64_at(body, 8)) {
+                (Some(PERF_EVENT_UPDATE_NAME), Some(id)) => Ok(Item::Name(
+                    id,
+                    super::cursor::c_string(body.get(16..).unwrap_or_default()),
+                )),
+                _ => Ok(Item::Nothing),
+            }
+        }
         PERF_RECORD_HEADER_BUILD_ID => {
             let (build_id, filename) = event::build_id(misc, body)?;
             Ok(timed(Event::BuildId { build_id, filename }, None))
         }
+        PERF_RECORD_HEADER_TRACING_DATA => Ok(Item::Skip(u64::from(
+            body.get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or("truncated TRACING_DATA record")?,
+        ))),
         PERF_RECORD_AUXTRACE => Ok(Item::Skip(
             u64_at(body, 0).ok_or("truncated AUXTRACE record")?,
         )),

@@ -379,3 +379,187 @@ proptest! {
         let _ = read_all(&f[..keep], lenient);
     }
 }
+
+/// A perf.data with `attrs` (no sample ids), no records, and the
+/// HEADER_EVENT_DESC feature naming them `names`.
+fn named_file(attrs: &[Vec<u8>], names: &[&str]) -> Vec<u8> {
+    let attr_size = (ATTR_SIZE + 16) as u64;
+    let attrs_off = PERF_FILE_HEADER_SIZE;
+    let data_off = attrs_off + attr_size * attrs.len() as u64;
+    let mut f = Vec::new();
+    f.extend_from_slice(&PERF_MAGIC);
+    f.extend_from_slice(&u64s(&[
+        PERF_FILE_HEADER_SIZE,
+        attr_size,
+        attrs_off,
+        attr_size * attrs.len() as u64,
+        data_off,
+        0,
+        0,
+        0,
+    ]));
+    f.extend_from_slice(&u64s(&[1 << HEADER_EVENT_DESC, 0, 0, 0]));
+    for a in attrs {
+        f.extend_from_slice(a);
+        f.extend_from_slice(&u64s(&[0, 0]));
+    }
+    // The table: count, attr size, then per event attr, ids, name, ids.
+    let mut desc = Vec::new();
+    desc.extend_from_slice(&(attrs.len() as u32).to_le_bytes());
+    desc.extend_from_slice(&(ATTR_SIZE as u32).to_le_bytes());
+    for (a, name) in attrs.iter().zip(names) {
+        desc.extend_from_slice(a);
+        desc.extend_from_slice(&1u32.to_le_bytes());
+        let mut n = name.as_bytes().to_vec();
+        n.push(0);
+        while n.len() % 8 != 0 {
+            n.push(0);
+        }
+        desc.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        desc.extend_from_slice(&n);
+        desc.extend_from_slice(&u64s(&[77]));
+    }
+    let sec = f.len() as u64 + 16;
+    f.extend_from_slice(&u64s(&[sec, desc.len() as u64]));
+    f.extend_from_slice(&desc);
+    f
+}
+
+fn typed(kind: u32, config: u64, sample_type: u64) -> Vec<u8> {
+    let mut a = attr(sample_type, 0, 0, 0);
+    a[0..4].copy_from_slice(&kind.to_le_bytes());
+    a[8..16].copy_from_slice(&config.to_le_bytes());
+    a
+}
+
+#[test]
+fn events_are_classed_by_type_and_by_the_names_perf_gives_them() {
+    use super::attr::EventClass;
+    const TP: u64 = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_RAW;
+    let attrs = [
+        typed(PERF_TYPE_TRACEPOINT, 0x174, TP),
+        typed(PERF_TYPE_TRACEPOINT, 0x175, TP),
+        typed(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, TP),
+        typed(PERF_TYPE_SOFTWARE, 9, TP),
+        typed(PERF_TYPE_HARDWARE, 0, TP),
+    ];
+    let names = [
+        "sched:sched_switch",
+        "sched:sched_wakeup",
+        "cpu-clock",
+        "dummy:HG",
+        "cycles",
+    ];
+    let (h, _, _) = read_all(&named_file(&attrs, &names), false).unwrap();
+    let got: Vec<(Option<&str>, EventClass)> = h
+        .attrs
+        .iter()
+        .map(|a| (a.name.as_deref(), a.class()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("sched:sched_switch"), EventClass::OffCpu),
+            (Some("sched:sched_wakeup"), EventClass::Other),
+            (Some("cpu-clock"), EventClass::Cpu),
+            (Some("dummy:HG"), EventClass::Other),
+            (Some("cycles"), EventClass::Cpu),
+        ]
+    );
+    // Without the feature a tracepoint is not known: not CPU time either.
+    let a = super::attr::Attr::parse(&attrs[0]).unwrap();
+    assert_eq!(a.class(), EventClass::Other);
+    // Named by a shared sample id when attrs have ids.
+    let mut by_id = [a.clone(), a];
+    by_id[0].ids = vec![5, 6];
+    by_id[1].ids = vec![7];
+    let desc = vec![
+        ("sched:sched_wakeup".to_string(), vec![7]),
+        ("sched:sched_switch".to_string(), vec![6]),
+    ];
+    header::name_events(&mut by_id, &desc);
+    assert_eq!(by_id[0].class(), EventClass::OffCpu);
+    assert_eq!(by_id[1].name.as_deref(), Some("sched:sched_wakeup"));
+    // A table cut short names what it holds and stops.
+    let full = named_file(&attrs, &names);
+    assert!(header::event_desc(&full[full.len() - 40..]).len() <= 1);
+}
+
+#[test]
+fn sched_switch_raw_data_tells_a_blocked_thread_from_a_preempted_one() {
+    const TP: u64 = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_RAW;
+    let a = super::attr::Attr::parse(&typed(PERF_TYPE_TRACEPOINT, 0x174, TP)).unwrap();
+    // The record: common fields, prev_comm, prev_pid, prev_prio,
+    // prev_state, next_comm, next_pid, next_prio (64 bytes, then 4 pad).
+    let body = |tid: u32, state: u64| {
+        let mut raw = vec![0u8; 68];
+        raw[8..16].copy_from_slice(b"Frontend");
+        raw[24..28].copy_from_slice(&tid.to_le_bytes());
+        raw[28..32].copy_from_slice(&120u32.to_le_bytes());
+        raw[32..40].copy_from_slice(&state.to_le_bytes());
+        let mut b = u64s(&[0xffff_ffff_8100_0000]);
+        b.extend_from_slice(&tid.to_le_bytes());
+        b.extend_from_slice(&tid.to_le_bytes());
+        b.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        b.extend_from_slice(&raw);
+        b
+    };
+    let blocked = |tid: u32, state: u64| {
+        let s = sample(&a, 0, 0, &body(tid, state)).unwrap();
+        assert_eq!(s.raw.len(), 68);
+        crate::profile::counter::blocked(&s)
+    };
+    assert!(blocked(42, 1), "S: sleeping");
+    assert!(blocked(42, 2), "D: uninterruptible");
+    assert!(!blocked(42, 0), "R: runnable, switched out");
+    assert!(!blocked(42, 0x100), "R+: preempted");
+    // A record of another layout (its prev_pid is not the sample's thread)
+    // counts as blocked.
+    let mut other = sample(&a, 0, 0, &body(42, 0)).unwrap();
+    other.tid = 43;
+    assert!(crate::profile::counter::blocked(&other));
+}
+
+#[test]
+fn a_pipe_names_its_events_and_its_tracing_data_is_skipped() {
+    use super::attr::EventClass;
+    const TP: u64 = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_RAW;
+    let mut f = PERF_MAGIC.to_vec();
+    f.extend_from_slice(&u64s(&[PERF_PIPE_HEADER_SIZE]));
+    // The attr with its sample id, then its name by that id.
+    let mut a = typed(PERF_TYPE_TRACEPOINT, 0x174, TP);
+    a.extend_from_slice(&u64s(&[7879]));
+    f.extend(record(PERF_RECORD_HEADER_ATTR, 0, &a));
+    let mut name = u64s(&[PERF_EVENT_UPDATE_NAME, 7879]);
+    name.extend_from_slice(b"sched:sched_switch\0");
+    f.extend(record(PERF_RECORD_EVENT_UPDATE, 0, &name));
+    // Tracepoint formats: a record giving the size of the payload after it.
+    f.extend(record(
+        PERF_RECORD_HEADER_TRACING_DATA,
+        0,
+        &24u32.to_le_bytes(),
+    ));
+    f.extend_from_slice(&[0xee; 24]);
+    let mut s = u64s(&[0xffff_ffff_8100_0000]);
+    s.extend_from_slice(&42u32.to_le_bytes());
+    s.extend_from_slice(&42u32.to_le_bytes());
+    s.extend_from_slice(&4u32.to_le_bytes());
+    s.extend_from_slice(&[1, 2, 3, 4]);
+    f.extend(record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_KERNEL, &s));
+    let (h, events, _) = read_all(&f, false).unwrap();
+    assert!(h.pipe);
+    assert_eq!(h.attrs[0].name.as_deref(), Some("sched:sched_switch"));
+    assert_eq!(h.attrs[0].class(), EventClass::OffCpu);
+    let samples: Vec<&Sample> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(
+        (samples[0].tid, &samples[0].raw[..]),
+        (42, &[1, 2, 3, 4][..])
+    );
+}

@@ -1,0 +1,431 @@
+//! Off-CPU stacks as evidence, on real perf profiles of the fan-out
+//! deployment (Frontend calls Inventory once and Pricing once per word on
+//! every request, Recommend on 1 request in 200), built as users ship it:
+//! `-O2`, without frame pointers.
+//!
+//! Served by `faasfuse run --ipc` (a worker process per function, nested
+//! calls over IPC, as on nightcore), a caller blocks while its callee runs
+//! in another process: on-CPU samples of the callee never hold the
+//! caller's RPC site, but the caller's own stack, each time it is switched
+//! out blocked in the call, does. Recorded with `perf record -a -e
+//! sched:sched_switch --call-graph dwarf`, those stacks count the calls of
+//! each edge, and `plan` decides as on the platform's exact trace (the two
+//! hot edges fused, Recommend cold). With `-g`, the frame-pointer chains
+//! of the same switch-outs stop in libc and the worker: every edge has no
+//! evidence, none is called cold, nothing is fused. Served in one process
+//! and recorded with an on-CPU event beside the switches, the on-CPU
+//! chains decide, and the switch-outs are no CPU time: the profile's CPU
+//! samples are exactly the on-CPU event's.
+//!
+//! Every test records with perf and fails if perf cannot record (CI
+//! installs linux-perf; tracepoints need root or perf_event_paranoid -1
+//! and tracefs): none passes without its profile.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    scratch_dir("offcpu")
+}
+
+const CALLEES: [&str; 3] = ["Inventory", "Pricing", "Recommend"];
+
+/// The fan-out deployment's `func_config.json`.
+fn config() -> PathBuf {
+    fanout_config(&dir())
+}
+
+/// 199 requests without a recommendation and one with: Recommend cold.
+fn inputs() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| fanout_one_rare(0x0ffc, "offcpu"))
+}
+
+/// `perf record <how> -- faasfuse run [--ipc] <fan-out deployment>` into
+/// `TAG.data`, one recording at a time: each records every process, and
+/// the worker processes of one would block at Frontend's sites in
+/// another's profile.
+fn record(tag: &str, how: &[&str], repeat: usize, ipc: bool) -> PathBuf {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let data = dir().join(format!("{tag}.data"));
+    // perf keeps an existing file as .old: hundreds of MB each.
+    let _ = std::fs::remove_file(&data);
+    let _ = std::fs::remove_file(data.with_extension("data.old"));
+    let w = workflow("fanout");
+    perf_record_run(
+        &data,
+        how,
+        &w.deploy_args("default"),
+        &w.root,
+        inputs(),
+        repeat,
+        ipc,
+    );
+    data
+}
+
+/// Worker processes, off-CPU stacks unwound with DWARF, system-wide.
+/// Every switch-out is a sample with 8 KiB of stack: a few passes over
+/// the requests are enough.
+fn ipc_dwarf_profile() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        record(
+            "ipc-dwarf",
+            &["-a", "-e", "sched:sched_switch", "--call-graph", "dwarf"],
+            5,
+            true,
+        )
+    })
+}
+
+/// Worker processes, off-CPU stacks as frame-pointer chains.
+fn ipc_fp_profile() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| record("ipc-fp", &["-a", "-e", "sched:sched_switch", "-g"], 5, true))
+}
+
+/// One process: CPU time (`cpu-clock`: `cycles` needs a PMU this VM may
+/// lack), switch-outs and wake-ups (a tracepoint that is neither), all
+/// with DWARF stacks.
+fn in_process_profile() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        record(
+            "inproc",
+            &[
+                "-a",
+                "-e",
+                "cpu-clock",
+                "-e",
+                "sched:sched_switch",
+                "-e",
+                "sched:sched_wakeup",
+                "--call-graph",
+                "dwarf",
+            ],
+            1500,
+            false,
+        )
+    })
+}
+
+fn plan_json(profile: &Path) -> Value {
+    let o = run_ok(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(config())
+            .arg("--json")
+            .arg("--profile")
+            .arg(profile),
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn plan_table(profile: &Path) -> String {
+    run_stdout(
+        faasfuse()
+            .arg("plan")
+            .arg("--config")
+            .arg(config())
+            .arg("--profile")
+            .arg(profile),
+    )
+}
+
+/// The plan on the platform's exact count of the same requests' calls
+/// (`faasfuse run --json`).
+fn trace_plan() -> &'static Value {
+    static PLAN: OnceLock<Value> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let o = run_ok(
+            faasfuse()
+                .arg("run")
+                .arg("--config")
+                .arg(config())
+                .arg("--json")
+                .arg("--inputs")
+                .arg(inputs())
+                .args(["--", "Frontend"]),
+        );
+        let trace = dir().join("trace.json");
+        std::fs::write(&trace, &o.stdout).unwrap();
+        plan_json(&trace)
+    })
+}
+
+/// Exact calls per callee of Frontend for one pass over the requests.
+fn exact_calls() -> BTreeMap<String, f64> {
+    trace_plan();
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("trace.json")).unwrap()).unwrap();
+    t["calls"]["Frontend"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .collect()
+}
+
+fn edge<'a>(plan: &'a Value, callee: &str) -> &'a Value {
+    plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
+        .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))
+}
+
+fn members(plan: &Value, root: &str) -> Vec<String> {
+    let g = plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["root"] == root)
+        .unwrap();
+    g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Frontend's group and each edge's status: what a plan decided.
+fn decisions(plan: &Value) -> (Vec<String>, Vec<(String, String)>) {
+    let statuses = CALLEES
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                edge(plan, c)["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (members(plan, "Frontend"), statuses)
+}
+
+/// `faasfuse profile DATA --lib ... -o TAG.json`: the printed summary and
+/// the profile.
+fn profile(tag: &str, data: &Path) -> (String, Value) {
+    let w = workflow("fanout");
+    let out = dir().join(format!("{tag}.json"));
+    let text = run_stdout(
+        faasfuse()
+            .arg("profile")
+            .arg(data)
+            .args(lib_args(&w))
+            .arg("-o")
+            .arg(&out),
+    );
+    let p = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (text, p)
+}
+
+/// Frontend's RPC sites: (callee, on-CPU samples, blockings).
+fn sites(p: &Value) -> Vec<(String, u64, u64)> {
+    p["images"]["Frontend"]["rpc_sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["callee"].as_str().unwrap().to_string(),
+                s["sample_count"].as_u64().unwrap(),
+                s["offcpu_count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Samples per event name in DATA, as perf itself counts them.
+fn perf_samples_by_event(data: &Path) -> BTreeMap<String, u64> {
+    let o = Command::new("perf")
+        .args(["script", "-F", "event", "-i"])
+        .arg(data)
+        .output()
+        .expect("perf script");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut n = BTreeMap::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let e = l.trim().trim_end_matches(':');
+        if !e.is_empty() {
+            *n.entry(e.to_string()).or_default() += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn off_cpu_dwarf_stacks_of_worker_processes_decide_as_the_exact_trace() {
+    let data = ipc_dwarf_profile();
+    let (text, p) = profile("ipc-dwarf", data);
+    let st = &p["stats"];
+    // Only switch-outs: no CPU time at all, and none counted as such.
+    assert_eq!(st["samples"], 0, "{st}");
+    assert_eq!(st["dwarf_samples"], 0, "{st}");
+    assert!(st["offcpu_samples"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["offcpu_blocked"].as_u64().unwrap() > 0, "{st}");
+    for (name, img) in p["images"].as_object().unwrap() {
+        assert_eq!(img["samples"], 0, "{name}");
+        assert_eq!(img["attributed_samples"], 0, "{name}");
+        assert_eq!(img["addresses"], serde_json::json!([]), "{name}");
+        assert_eq!(p["cpu"][name], 0.0, "{name}");
+    }
+    // Frontend blocked in its calls: the hot sites many times, on-CPU
+    // chains never (there are none).
+    let s = sites(&p);
+    let exact = exact_calls();
+    eprintln!("Frontend's sites (callee, on-CPU samples, blockings) over 5 passes: {s:?}; exact calls per pass: {exact:?}");
+    for (callee, samples, blocked) in &s {
+        assert_eq!(*samples, 0, "{callee}");
+        if callee != "Recommend" {
+            assert!(*blocked > 0, "{callee}: {s:?}");
+        }
+    }
+    for c in CALLEES {
+        assert_eq!(p["evidence"]["Frontend"][c], "off_cpu_chains", "{c}");
+    }
+    assert!(text.contains("off-CPU samples"), "{text}");
+    assert!(!text.contains("cannot see"), "{text}");
+
+    let plan = plan_json(data);
+    assert_eq!(
+        decisions(&plan),
+        decisions(trace_plan()),
+        "{}",
+        plan["edges"]
+    );
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
+    for c in CALLEES {
+        let e = edge(&plan, c);
+        assert_eq!(e["evidence"], "off_cpu_chains", "{e}");
+        assert!(e.get("reason").is_none(), "{e}");
+    }
+    assert_eq!(edge(&plan, "Recommend")["status"], "cold");
+    let table = plan_table(data);
+    assert!(
+        table.contains("(off-CPU chains)") && !table.contains("no evidence"),
+        "{table}"
+    );
+}
+
+#[test]
+fn off_cpu_frame_pointer_chains_show_no_edge_and_call_none_cold() {
+    let data = ipc_fp_profile();
+    let (text, p) = profile("ipc-fp", data);
+    let st = &p["stats"];
+    assert_eq!(st["samples"], 0, "{st}");
+    assert!(st["offcpu_blocked"].as_u64().unwrap() > 0, "{st}");
+    // The chains stop in libc and the worker, before Frontend's sites.
+    for (callee, samples, blocked) in sites(&p) {
+        assert_eq!((samples, blocked), (0, 0), "{callee}");
+    }
+    assert_eq!(p["calls"], serde_json::json!({}), "{}", p["calls"]);
+    for c in CALLEES {
+        assert!(
+            !p["evidence"]["Frontend"][c]
+                .as_str()
+                .unwrap()
+                .contains("chains"),
+            "{c}: {}",
+            p["evidence"]
+        );
+    }
+    assert!(text.contains("cannot see"), "{text}");
+    assert!(
+        text.contains("sched:sched_switch --call-graph dwarf"),
+        "{text}"
+    );
+
+    let plan = plan_json(data);
+    assert_eq!(members(&plan, "Frontend"), ["Frontend"]);
+    for c in CALLEES {
+        let e = edge(&plan, c);
+        assert_eq!(e["status"], "no evidence", "{e}");
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("perf record -a -e sched:sched_switch --call-graph dwarf"),
+            "{e}"
+        );
+    }
+    for d in plan["decisions"].as_array().unwrap() {
+        assert_eq!(d["fused"], false, "{d}");
+        assert!(!d["reason"].as_str().unwrap().contains("cold"), "{d}");
+    }
+    let table = plan_table(data);
+    assert!(!table.contains("cold"), "{table}");
+}
+
+#[test]
+fn in_one_process_on_cpu_chains_decide_and_switch_outs_are_no_cpu_time() {
+    let data = in_process_profile();
+    let (_, p) = profile("inproc", data);
+    let st = &p["stats"];
+    // CPU samples are exactly the on-CPU event's; the switch-outs and the
+    // wake-ups are counted apart.
+    let by_event = perf_samples_by_event(data);
+    eprintln!("samples by event: {by_event:?}; stats: {st}");
+    assert_eq!(st["samples"], by_event["cpu-clock"], "{by_event:?} {st}");
+    assert_eq!(
+        st["offcpu_samples"], by_event["sched:sched_switch"],
+        "{by_event:?} {st}"
+    );
+    assert_eq!(
+        st["other_samples"], by_event["sched:sched_wakeup"],
+        "{by_event:?} {st}"
+    );
+    assert!(st["offcpu_samples"].as_u64().unwrap() > 0, "{st}");
+    // Per image, self and attributed samples sum within the CPU samples,
+    // and each share is of them.
+    let total = st["samples"].as_f64().unwrap();
+    let (mut own, mut attributed) = (0, 0);
+    for (name, img) in p["images"].as_object().unwrap() {
+        own += img["samples"].as_u64().unwrap();
+        attributed += img["attributed_samples"].as_u64().unwrap();
+        let share = img["attributed_samples"].as_f64().unwrap() / total;
+        assert!((p["cpu"][name].as_f64().unwrap() - share).abs() < 1e-12);
+        let addressed: u64 = img["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(addressed, img["samples"].as_u64().unwrap(), "{name}");
+    }
+    assert_eq!(own, st["matched_samples"].as_u64().unwrap());
+    assert!(attributed as f64 <= total);
+    // A callee in the caller's thread never blocks it: no blocking at
+    // Frontend's sites, and the on-CPU chains see every edge.
+    for (callee, _, blocked) in sites(&p) {
+        assert_eq!(blocked, 0, "{callee}");
+    }
+    for c in CALLEES {
+        assert_eq!(p["evidence"]["Frontend"][c], "dwarf_chains", "{c}");
+    }
+
+    let plan = plan_json(data);
+    assert_eq!(
+        decisions(&plan),
+        decisions(trace_plan()),
+        "{}",
+        plan["edges"]
+    );
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
+    assert_eq!(edge(&plan, "Recommend")["status"], "cold");
+}
