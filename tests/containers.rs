@@ -417,37 +417,123 @@ fn a_file_without_build_ids_is_refused_until_perf_inject_adds_them() {
     assert_decides_as_the_trace(&injected);
 }
 
+/// A recording of the container bind-mounting the host's own fixture
+/// files (no copies) at its path, without build-ids, once per test binary.
+fn same_files_recording() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let data = dir().join("same-files.data");
+        let run = container_run(300);
+        let mut c = Command::new("perf");
+        c.args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock:u",
+            "--call-graph",
+            "dwarf",
+            "-o",
+        ])
+        .arg(&data)
+        .arg("--")
+        .arg("unshare");
+        if unsafe { libc::geteuid() } != 0 {
+            c.arg("--map-root-user");
+        }
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(fixtures().join("default"))
+            .arg(mount_point())
+            .args(&run);
+        run_ok(&mut c);
+        data
+    })
+}
+
 #[test]
 fn the_container_bind_mounting_the_hosts_own_files_needs_no_build_ids() {
     // The same files through a bind mount: device and inode say so.
-    let d = dir().join("same-files");
-    let data = d.with_extension("data");
-    let run = container_run(300);
-    let mut c = Command::new("perf");
-    c.args([
-        "record",
-        "-q",
-        "-e",
-        "cpu-clock:u",
-        "--call-graph",
-        "dwarf",
-        "-o",
-    ])
-    .arg(&data)
-    .arg("--")
-    .arg("unshare");
-    if unsafe { libc::geteuid() } != 0 {
-        c.arg("--map-root-user");
-    }
-    c.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
-        .arg("sh")
-        .arg(fixtures().join("default"))
-        .arg(mount_point())
-        .args(&run);
-    run_ok(&mut c);
-    let p = profile("same-files", &data);
+    let p = profile("same-files", same_files_recording());
     assert_mapped_in_container(&p);
+}
+
+/// This machine's host name, as perf records it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `data` as if recorded on another host: a copy into `TAG.data` whose
+/// host name (HEADER_HOSTNAME: a u32 length, the name NUL-padded to a
+/// multiple of 64 bytes; the same bytes in a pipe's feature record) is
+/// rewritten to as many `x`s, found exactly once.
+fn as_if_from_another_host(data: &Path, tag: &str) -> (PathBuf, String) {
+    let mut bytes = std::fs::read(data).unwrap();
+    let name = hostname();
+    let padded = (name.len() + 1).next_multiple_of(64);
+    let mut pattern = (padded as u32).to_le_bytes().to_vec();
+    pattern.extend_from_slice(name.as_bytes());
+    pattern.push(0);
+    let at: Vec<usize> = bytes
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "host name {name:?} found at {at:?} in {data:?}"
+    );
+    let other = "x".repeat(name.len());
+    bytes[at[0] + 4..at[0] + 4 + name.len()].copy_from_slice(other.as_bytes());
+    let out = dir().join(format!("{tag}.data"));
+    std::fs::write(&out, bytes).unwrap();
+    (out, other)
+}
+
+#[test]
+fn this_machines_files_prove_nothing_of_a_profile_from_another_host() {
+    // Device and inode of the host's own files: proof here, none for a
+    // recording of another machine, whose same numbers name other files.
+    let (moved, other) = as_if_from_another_host(same_files_recording(), "same-files-elsewhere");
+    let err = run_refused(faasfuse().arg("profile").arg(&moved).args(host_libs()));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for s in [
+        "same-files-elsewhere.data",
+        "without a build-id",
+        &format!("recorded on host {other}"),
+        ADVICE,
+    ] {
+        assert!(err.contains(s), "missing {s:?}: {err}");
+    }
+    // A file at the recorded path that is the library's build (a copy,
+    // mapped by its own path, piped without build-ids) proves it here, and
+    // nothing of another host's recording.
+    let data = dir().join("copies-pipe.data");
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-e", "cpu-clock:u", "-o", "-", "--"])
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run");
+    for (n, f) in LIBS {
+        cmd.arg(format!("{n}={}", image().join(f).display()));
+    }
+    cmd.arg("--inputs")
+        .arg(inputs())
+        .args(["--quiet", "--repeat", "100", "--", "Frontend"])
+        .stdout(std::fs::File::create(&data).unwrap());
+    run_ok(&mut cmd);
+    let p = profile("copies-pipe", &data);
+    assert!(p["images"]["Frontend"]["samples"].as_u64().unwrap() > 0);
+    let (moved, other) = as_if_from_another_host(&data, "copies-pipe-elsewhere");
+    let err = run_refused(faasfuse().arg("profile").arg(&moved).args(host_libs()));
+    assert!(
+        err.contains(&format!("recorded on host {other}")) && err.contains(ADVICE),
+        "{err}"
+    );
 }
 
 #[test]

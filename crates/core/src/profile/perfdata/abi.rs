@@ -22,6 +22,9 @@ pub const PERF_RECORD_EVENT_UPDATE: u32 = 78;
 /// `perf_record_event_update.type` of a name.
 pub const PERF_EVENT_UPDATE_NAME: u64 = 2;
 pub const PERF_RECORD_FINISHED_ROUND: u32 = 68;
+/// A header feature in a pipe (`struct perf_record_header_feature`: the
+/// feature id, then the section's bytes).
+pub const PERF_RECORD_HEADER_FEATURE: u32 = 80;
 pub const PERF_RECORD_AUXTRACE: u32 = 71;
 /// Tracepoint formats in a pipe (tracepoint events): `size` bytes of
 /// payload (a multiple of 8) follow the record.
