@@ -8,6 +8,8 @@
 #   gcc-lto        -O2 -flto
 #   gcc-noplt      -O2 -fno-plt
 #   gcc-retpoline  -O2 -mindirect-branch=thunk -mfunction-return=thunk
+#   gcc-fp         -O2 -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer
+#                  (distributions that build everything with frame pointers)
 #   gcc-pgo-gen    -O2 -fprofile-generate=PGO_DIR/<lib>  (training build)
 #   gcc-pgo        -O2 -fprofile-use=PGO_DIR/<lib>       (after training)
 #   clang-O0 clang-O2 clang-O3   clang-16 linked with lld-16
@@ -43,6 +45,7 @@ flags_of() { # variant -> "cc cxx flags"
     gcc-lto) echo "gcc g++ -O2 -flto=1" ;;
     gcc-noplt) echo "gcc g++ -O2 -fno-plt" ;;
     gcc-retpoline) echo "gcc g++ -O2 -mindirect-branch=thunk -mfunction-return=thunk" ;;
+    gcc-fp) echo "gcc g++ -O2 -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer" ;;
     gcc-pgo-gen) echo "gcc g++ -O2 -fprofile-update=atomic -fprofile-generate=@PGO@" ;;
     gcc-pgo) echo "gcc g++ -O2 -Wno-missing-profile -fprofile-use=@PGO@ -fprofile-partial-training" ;;
     clang-O0|clang-O2|clang-O3) echo "$CLANG $CLANGXX -${1#clang-} -fuse-ld=lld --ld-path=$(command -v $LLD || echo $LLD)" ;;

@@ -102,10 +102,11 @@ search with one-call lookahead, then local search. With \
 --previous, a root keeps its previous group unless the new one removes more than \
 --hysteresis more cost.\n\n\
 PROFILE is any profile faasfuse reads, recognised by its content, not its name:\n\
-- a perf.data (file or pipe format; LBR branch stacks or call chains, `-g` or \
-`--call-graph dwarf`, and off-CPU stacks of `-e sched:sched_switch`, which count the calls \
-of callers that block while their callees run in other processes), read over the \
-deployment's libraries matched by build-id (as `faasfuse profile --lib` does); a perf.data that maps none of them is an error;\n\
+- a perf.data (file or pipe format; LBR branch stacks, or call chains: `-g`, \
+`--call-graph dwarf` or LBR call stacks `--call-graph lbr`, and off-CPU stacks of \
+`-e sched:sched_switch`, which count the calls of callers that block while their callees run \
+in other processes), read over the deployment's libraries matched by build-id (as \
+`faasfuse profile --lib` does); a perf.data that maps none of them is an error;\n\
 - a BOLT .fdata (perf2bolt's or `faasfuse profile --fdata-dir`'s): it names no image, so \
 it belongs to the library its file stem names (Foo.fdata, libfoo.so.fdata), else to the \
 only library whose code has an instruction at every location it names; give NAME=FILE \
@@ -408,8 +409,9 @@ counts per library, as JSON and BOLT .fdata",
 (the sites `faasfuse inspect` lists). The RPC edge Caller -> Callee weighs the executions of \
 the caller's sites that name the callee as a constant; a function's CPU share is the share of \
 all on-CPU samples whose innermost frame in a library lies in its library.\n\n\
-INPUT is a perf.data (`perf record` with branch stacks `-b`/`-j`, or call chains `-g` or \
-`--call-graph dwarf`; all processes in one pass, e.g. every worker of `faasfuse run --ipc`; \
+INPUT is a perf.data (`perf record` with branch stacks `-b`/`-j`, or call chains `-g`, \
+`--call-graph dwarf` or `--call-graph lbr`, whose LBR call stacks count as call chains, not \
+branches; all processes in one pass, e.g. every worker of `faasfuse run --ipc`; \
 off-CPU stacks of `-e sched:sched_switch` with call chains count the calls of a caller that \
 blocks in them, and are not CPU time; samples of other tracepoints and software events are \
 not read), \

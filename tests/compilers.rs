@@ -1,10 +1,11 @@
 //! The compiler matrix: the example workflows built with every compiler and
 //! flag combination of scripts/build-matrix.sh (gcc at each -O level,
-//! distro-hardened flags, LTO, -fno-plt, PGO, retpolines; clang-16 with
-//! lld-16) merge, answer exactly as their unfused deployment, and every RPC
-//! site becomes a direct `call rel32` ending where the original call ended
-//! and calling into the new code (`.text.faasfuse.rpc`), constant-name
-//! sites reaching their callee's entry stub.
+//! distro-hardened flags, LTO, -fno-plt, PGO, retpolines, frame pointers;
+//! clang-16 with lld-16) merge, answer exactly as their unfused
+//! deployment, and every RPC site becomes a direct `call rel32` ending
+//! where the original call ended and calling into the new code
+//! (`.text.faasfuse.rpc`), constant-name sites reaching their callee's
+//! entry stub.
 //!
 //! Lowering is checked from the bytes, not from faasfuse's manifest: sites
 //! come from `faasfuse inspect` of the *input* libraries (which must agree
@@ -41,6 +42,7 @@ const VARIANTS: &[&str] = &[
     "gcc-noplt",
     "gcc-pgo",
     "gcc-retpoline",
+    "gcc-fp",
     "clang-O0",
     "clang-O2",
     "clang-O3",

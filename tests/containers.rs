@@ -20,7 +20,11 @@
 //! - `perf inject --buildid-all`, run where the recorded paths hold the
 //!   libraries (in the container), adds them: to a pipe stream (build-id
 //!   records before the mappings) and to a perf.data file (its build-id
-//!   table); again every decision is the exact trace's.
+//!   table); again every decision is the exact trace's;
+//! - a frame-pointer (`-g`) perf.data file is counted on several threads
+//!   (DWARF stacks and pipes are read on one): with `--buildid-mmap` it
+//!   gives the same profile on four threads as on one, matched in the
+//!   container; without build-ids it is refused on that path too.
 //!
 //! Every test records with perf and fails if perf cannot record (CI
 //! installs linux-perf); the namespace needs root or user namespaces.
@@ -125,17 +129,21 @@ fn container_run(repeat: usize) -> Vec<std::ffi::OsString> {
     a
 }
 
-/// `perf record -q -e cpu-clock:u --call-graph dwarf EXTRA -o OUT --
-/// <the container serving REPEAT rounds>`; `OUT` is `-` for perf's pipe
-/// format, written to stdout.
+/// `perf record -q -e cpu-clock:u EXTRA -o OUT -- <the container serving
+/// REPEAT rounds>`, with `--call-graph dwarf` unless EXTRA names a call
+/// graph; `OUT` is `-` for perf's pipe format, written to stdout.
 fn perf_record(extra: &[&str], out: &str, repeat: usize) -> Command {
     let run = container_run(repeat);
     let run: Vec<&std::ffi::OsStr> = run.iter().map(|s| s.as_os_str()).collect();
     let mut c = Command::new("perf");
-    c.args(["record", "-q", "-e", "cpu-clock:u", "--call-graph", "dwarf"])
-        .args(extra)
-        .args(["-o", out, "--"])
-        .arg("unshare");
+    c.args(["record", "-q", "-e", "cpu-clock:u"]);
+    if !extra
+        .iter()
+        .any(|a| *a == "-g" || a.starts_with("--call-graph"))
+    {
+        c.args(["--call-graph", "dwarf"]);
+    }
+    c.args(extra).args(["-o", out, "--"]).arg("unshare");
     let inner = in_container(&run);
     c.args(inner.get_args());
     c
@@ -409,35 +417,168 @@ fn a_file_without_build_ids_is_refused_until_perf_inject_adds_them() {
     assert_decides_as_the_trace(&injected);
 }
 
+/// A recording of the container bind-mounting the host's own fixture
+/// files (no copies) at its path, without build-ids, once per test binary.
+fn same_files_recording() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let data = dir().join("same-files.data");
+        let run = container_run(300);
+        let mut c = Command::new("perf");
+        c.args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock:u",
+            "--call-graph",
+            "dwarf",
+            "-o",
+        ])
+        .arg(&data)
+        .arg("--")
+        .arg("unshare");
+        if unsafe { libc::geteuid() } != 0 {
+            c.arg("--map-root-user");
+        }
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(fixtures().join("default"))
+            .arg(mount_point())
+            .args(&run);
+        run_ok(&mut c);
+        data
+    })
+}
+
 #[test]
 fn the_container_bind_mounting_the_hosts_own_files_needs_no_build_ids() {
     // The same files through a bind mount: device and inode say so.
-    let d = dir().join("same-files");
-    let data = d.with_extension("data");
-    let run = container_run(300);
-    let mut c = Command::new("perf");
-    c.args([
-        "record",
-        "-q",
-        "-e",
-        "cpu-clock:u",
-        "--call-graph",
-        "dwarf",
-        "-o",
-    ])
-    .arg(&data)
-    .arg("--")
-    .arg("unshare");
-    if unsafe { libc::geteuid() } != 0 {
-        c.arg("--map-root-user");
-    }
-    c.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
-        .arg("sh")
-        .arg(fixtures().join("default"))
-        .arg(mount_point())
-        .args(&run);
-    run_ok(&mut c);
-    let p = profile("same-files", &data);
+    let p = profile("same-files", same_files_recording());
     assert_mapped_in_container(&p);
+}
+
+/// This machine's host name, as perf records it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `data` as if recorded on another host: a copy into `TAG.data` whose
+/// host name (HEADER_HOSTNAME: a u32 length, the name NUL-padded to a
+/// multiple of 64 bytes; the same bytes in a pipe's feature record) is
+/// rewritten to as many `x`s, found exactly once.
+fn as_if_from_another_host(data: &Path, tag: &str) -> (PathBuf, String) {
+    let mut bytes = std::fs::read(data).unwrap();
+    let name = hostname();
+    let padded = (name.len() + 1).next_multiple_of(64);
+    let mut pattern = (padded as u32).to_le_bytes().to_vec();
+    pattern.extend_from_slice(name.as_bytes());
+    pattern.push(0);
+    let at: Vec<usize> = bytes
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "host name {name:?} found at {at:?} in {data:?}"
+    );
+    let other = "x".repeat(name.len());
+    bytes[at[0] + 4..at[0] + 4 + name.len()].copy_from_slice(other.as_bytes());
+    let out = dir().join(format!("{tag}.data"));
+    std::fs::write(&out, bytes).unwrap();
+    (out, other)
+}
+
+#[test]
+fn this_machines_files_prove_nothing_of_a_profile_from_another_host() {
+    // Device and inode of the host's own files: proof here, none for a
+    // recording of another machine, whose same numbers name other files.
+    let (moved, other) = as_if_from_another_host(same_files_recording(), "same-files-elsewhere");
+    let err = run_refused(faasfuse().arg("profile").arg(&moved).args(host_libs()));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for s in [
+        "same-files-elsewhere.data",
+        "without a build-id",
+        &format!("recorded on host {other}"),
+        ADVICE,
+    ] {
+        assert!(err.contains(s), "missing {s:?}: {err}");
+    }
+    // A file at the recorded path that is the library's build (a copy,
+    // mapped by its own path, piped without build-ids) proves it here, and
+    // nothing of another host's recording.
+    let data = dir().join("copies-pipe.data");
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-e", "cpu-clock:u", "-o", "-", "--"])
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run");
+    for (n, f) in LIBS {
+        cmd.arg(format!("{n}={}", image().join(f).display()));
+    }
+    cmd.arg("--inputs")
+        .arg(inputs())
+        .args(["--quiet", "--repeat", "100", "--", "Frontend"])
+        .stdout(std::fs::File::create(&data).unwrap());
+    run_ok(&mut cmd);
+    let p = profile("copies-pipe", &data);
+    assert!(p["images"]["Frontend"]["samples"].as_u64().unwrap() > 0);
+    let (moved, other) = as_if_from_another_host(&data, "copies-pipe-elsewhere");
+    let err = run_refused(faasfuse().arg("profile").arg(&moved).args(host_libs()));
+    assert!(
+        err.contains(&format!("recorded on host {other}")) && err.contains(ADVICE),
+        "{err}"
+    );
+}
+
+#[test]
+fn frame_pointer_profiles_are_matched_by_build_id_on_every_reading_thread() {
+    // Neither DWARF stacks nor a pipe: a perf.data that the samples of are
+    // counted on several threads, each resolving the container's mappings.
+    let data = record("fp-buildid-mmap", &["-g", "--buildid-mmap"], false, ROUNDS);
+    let read = |threads: &str, tag: &str| -> String {
+        let out = dir().join(format!("{tag}.json"));
+        run_ok(
+            faasfuse()
+                .env("FAASFUSE_THREADS", threads)
+                .arg("profile")
+                .arg(&data)
+                .args(host_libs())
+                .arg("-o")
+                .arg(&out),
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let (many, one) = (read("4", "fp-threads-4"), read("1", "fp-threads-1"));
+    assert_eq!(many, one, "four reading threads and one disagree");
+    let p: Value = serde_json::from_str(&many).unwrap();
+    assert_mapped_in_container(&p);
+    assert_eq!(p["stats"]["dwarf_samples"], 0, "{}", p["stats"]);
+    assert!(p["stats"]["callchain_samples"].as_u64().unwrap() > 0);
+    // Chains that stop at code without frame pointers: every edge is "no
+    // evidence", none is called cold.
+    for (a, b, e) in edges(&plan(&data)) {
+        assert_eq!(e["status"], "no evidence", "{a} -> {b}: {e}");
+    }
+    // The same recording without build-ids is refused on that path too.
+    let bare = record("fp-no-ids", &["-g"], false, ROUNDS);
+    for threads in ["4", "1"] {
+        let err = run_refused(
+            faasfuse()
+                .env("FAASFUSE_THREADS", threads)
+                .arg("profile")
+                .arg(&bare)
+                .args(host_libs()),
+        );
+        assert!(
+            err.contains("fp-no-ids.data") && err.contains(ADVICE),
+            "{err}"
+        );
+    }
+    assert_refused(&bare, "fp-no-ids.data");
 }

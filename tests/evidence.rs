@@ -4,8 +4,10 @@
 //! it: `-O2`, without frame pointers.
 //!
 //! Recorded system-wide with frame-pointer call chains (`perf record -a
-//! -g`), the chains stop at the first frame without a frame pointer, so
-//! no chain reaches an RPC site: `faasfuse profile`, `plan`, `build` and
+//! -g`), no chain reaches an RPC site: the site's return address is in
+//! the frame of the host's invoke callback, and `faasfuse run`'s host
+//! keeps no frame pointers (tests/fp_chains.rs records a platform worker
+//! that does): `faasfuse profile`, `plan`, `build` and
 //! `merge --profile` report every edge as "no evidence" with the advice
 //! how to record a profile that shows it, never as cold, and fuse nothing
 //! on that profile alone. Recorded with `perf record -a --call-graph

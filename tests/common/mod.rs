@@ -652,22 +652,32 @@ pub fn perf_record_run(
     repeat: usize,
     ipc: bool,
 ) {
+    let mut run: Vec<std::ffi::OsString> =
+        vec![env!("CARGO_BIN_EXE_faasfuse").into(), "run".into()];
+    run.extend(deploy.iter().map(Into::into));
+    run.extend([
+        "--inputs".into(),
+        inputs.into(),
+        "--quiet".into(),
+        "--repeat".into(),
+    ]);
+    run.push(repeat.to_string().into());
+    if ipc {
+        run.push("--ipc".into());
+    }
+    run.extend(["--".into(), root.into()]);
+    perf_record(data, how, &run);
+}
+
+/// `perf record -q -o DATA HOW -- PROGRAM...`. Panics when perf cannot
+/// record (CI installs linux-perf) or the program fails.
+pub fn perf_record(data: &Path, how: &[&str], program: &[std::ffi::OsString]) {
     let mut cmd = Command::new("perf");
     cmd.args(["record", "-q", "-o"])
         .arg(data)
         .args(how)
-        .arg("--");
-    cmd.arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run")
-        .args(deploy);
-    cmd.arg("--inputs")
-        .arg(inputs)
-        .args(["--quiet", "--repeat"])
-        .arg(repeat.to_string());
-    if ipc {
-        cmd.arg("--ipc");
-    }
-    cmd.arg("--").arg(root);
+        .arg("--")
+        .args(program);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
@@ -732,7 +742,12 @@ pub fn has_tls(lib: &Path) -> bool {
 /// The fan-out deployment's `func_config.json` (Frontend the entry) over
 /// the libraries of the default build, written into `dir`.
 pub fn fanout_config(dir: &Path) -> PathBuf {
-    let lib = fixtures().join("default");
+    fanout_config_for(dir, &fixtures().join("default"))
+}
+
+/// [`fanout_config`] over the fan-out libraries in `lib` (as
+/// [`build_example`] writes them).
+pub fn fanout_config_for(dir: &Path, lib: &Path) -> PathBuf {
     let entries: Vec<serde_json::Value> = [
         ("Frontend", "libfrontend.so"),
         ("Inventory", "libinventory.so"),
@@ -757,13 +772,19 @@ pub fn fanout_config(dir: &Path) -> PathBuf {
 /// one with: the Recommend edge is cold (0.5% of Frontend's executions),
 /// the other two hot. Written as the input file `tag`.
 pub fn fanout_one_rare(seed: u64, tag: &str) -> PathBuf {
+    fanout_one_in(200, seed, tag)
+}
+
+/// `n - 1` fan-out requests without a recommendation (drawn with `seed`)
+/// and one with, written as the input file `tag`.
+pub fn fanout_one_in(n: usize, seed: u64, tag: &str) -> PathBuf {
     let w = workflow("fanout");
-    let mut inputs: Vec<String> = generate_inputs(&w, 400, seed)
+    let mut inputs: Vec<String> = generate_inputs(&w, 2 * n, seed)
         .into_iter()
         .filter(|i| !i.contains("rec"))
-        .take(199)
+        .take(n - 1)
         .collect();
-    assert_eq!(inputs.len(), 199);
+    assert_eq!(inputs.len(), n - 1);
     inputs.push("rec please".into());
     input_file(tag, &inputs)
 }

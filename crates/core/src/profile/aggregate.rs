@@ -42,6 +42,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.samples += o.samples;
         self.lbr_samples += o.lbr_samples;
+        self.lbr_callstack_samples += o.lbr_callstack_samples;
         self.callchain_samples += o.callchain_samples;
         self.dwarf_samples += o.dwarf_samples;
         self.branches += o.branches;
@@ -65,9 +66,14 @@ pub struct Stats {
     /// Samples of CPU time (of on-CPU events: hardware events,
     /// `cpu-clock`, `task-clock`, ...): what CPU shares are shares of.
     pub samples: u64,
-    /// Samples with a branch stack.
+    /// Samples with a branch stack of taken branches.
     pub lbr_samples: u64,
-    /// Samples with a call chain (frame pointers or a DWARF-unwound stack).
+    /// Samples of an LBR call-stack event (`--call-graph lbr`): their
+    /// branch stacks are open calls, counted as call chains, not branches.
+    #[serde(default)]
+    pub lbr_callstack_samples: u64,
+    /// Samples with a call chain (frame pointers, a DWARF-unwound stack
+    /// or an LBR call stack).
     pub callchain_samples: u64,
     /// Samples with a copied user stack (`--call-graph dwarf`), unwound
     /// with the images' `.eh_frame`.
@@ -212,6 +218,9 @@ pub enum Evidence {
     FramePointerChains,
     /// Call chains unwound from copied user stacks (`--call-graph dwarf`).
     DwarfChains,
+    /// LBR call stacks (`--call-graph lbr`): the hardware's record of the
+    /// open calls, with or without frame pointers.
+    LbrCallStacks,
     /// Off-CPU stacks (`-e sched:sched_switch` with call chains) of the
     /// caller blocked in its RPC sites: its calls run elsewhere (another
     /// process) and each blocking counts one.
@@ -233,6 +242,7 @@ impl Evidence {
             Evidence::SamplesOnly => "samples only",
             Evidence::FramePointerChains => "frame-pointer chains",
             Evidence::DwarfChains => "DWARF chains",
+            Evidence::LbrCallStacks => "LBR call stacks",
             Evidence::OffCpuChains => "off-CPU chains",
             Evidence::BranchStacks => "branch stacks",
         }
@@ -241,7 +251,7 @@ impl Evidence {
 
 /// How to record a profile that shows RPC edges, for reasons that say an
 /// edge has no evidence.
-pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with branch stacks (`perf record --call-graph lbr` or `-b`) where the CPU has LBR, or build the functions and the platform's worker (the path from its invoke callback to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites; where callers block while their callees run in other processes (nightcore, `faasfuse run --ipc`), record their off-CPU stacks with `perf record -a -e sched:sched_switch --call-graph dwarf`";
+pub const RECORDING_ADVICE: &str = "record the profile with `perf record --call-graph dwarf` (DWARF-unwound user stacks), or with LBR (`perf record --call-graph lbr` call stacks or `-b` branch stacks) where the CPU has it, or build the platform's worker (its invoke callback and its path to the callee) with -fno-omit-frame-pointer so that `perf record -g` chains pass through the RPC sites; where callers block while their callees run in other processes (nightcore, `faasfuse run --ipc`), record their off-CPU stacks with `perf record -a -e sched:sched_switch --call-graph dwarf`";
 
 impl Profile {
     pub fn new(sources: Vec<String>) -> Profile {
@@ -310,17 +320,20 @@ impl Profile {
     /// callee name: branch stacks see every edge; off-CPU chains see the
     /// edges of a caller that blocks in its RPC sites (some off-CPU stack
     /// of a blocked thread holds one of their return addresses: its
-    /// callees run elsewhere, and every call blocks it); DWARF chains see
-    /// every other edge (of every image, as they follow code built with or
-    /// without frame pointers); frame-pointer chains see the edges of a
-    /// caller when some chain holds the return address of one of its RPC
-    /// sites. Else the edge is seen by nothing, or by its callee's samples
-    /// only. Off-CPU samples of a caller that never blocks in its calls
-    /// show nothing of them (a callee in the caller's thread does not make
-    /// it block), so such a caller falls to the other rules.
+    /// callees run elsewhere, and every call blocks it); LBR call stacks
+    /// and DWARF chains see every other edge (of every image, as they
+    /// follow code built with or without frame pointers); frame-pointer
+    /// chains see the edges of a caller when some chain holds the return
+    /// address of one of its RPC sites. Else the edge is seen by nothing,
+    /// or by its callee's samples only. Off-CPU samples of a caller that
+    /// never blocks in its calls show nothing of them (a callee in the
+    /// caller's thread does not make it block), so such a caller falls to
+    /// the other rules.
     fn edge_evidence(&self) -> BTreeMap<String, BTreeMap<String, Evidence>> {
         let all = if self.by_branches() || self.stats.branches > 0 {
             Some(Evidence::BranchStacks)
+        } else if self.stats.lbr_callstack_samples > 0 {
+            Some(Evidence::LbrCallStacks)
         } else if self.stats.dwarf_samples > 0 {
             Some(Evidence::DwarfChains)
         } else {
@@ -683,6 +696,47 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         assert!(text.contains("\"offcpu_count\":10"), "{text}");
         assert!(text.contains("\"off_cpu_chains\""), "{text}");
+    }
+
+    #[test]
+    fn lbr_call_stacks_see_every_edge_by_samples_not_branches() {
+        // Call-stack samples: Frontend's site to Inventory on 7 stacks,
+        // none to Recommend, in no branch count.
+        let stacks = Stats {
+            samples: 100,
+            callchain_samples: 80,
+            lbr_callstack_samples: 100,
+            ..Stats::default()
+        };
+        let p = profile(stacks.clone(), 7, 0, 5);
+        assert_eq!(of(&p, "Inventory"), Evidence::LbrCallStacks);
+        assert_eq!(of(&p, "Recommend"), Evidence::LbrCallStacks);
+        assert!(of(&p, "Recommend").sees());
+        assert_eq!(p.calls["Frontend"]["Inventory"], 7.0);
+        assert!(!p.calls["Frontend"].contains_key("Recommend"));
+        assert_eq!(Evidence::LbrCallStacks.describe(), "LBR call stacks");
+        assert_eq!(
+            serde_json::to_value(Evidence::LbrCallStacks).unwrap(),
+            "lbr_call_stacks"
+        );
+        // Even with no site on any stack: every edge is seen, as zero.
+        let p = profile(stacks.clone(), 0, 0, 0);
+        assert_eq!(of(&p, "Inventory"), Evidence::LbrCallStacks);
+        // With DWARF chains of another host, the call stacks name it.
+        let mut both = profile(stacks, 7, 0, 5);
+        let dwarf = Stats {
+            samples: 10,
+            dwarf_samples: 10,
+            ..Stats::default()
+        };
+        both.merge(profile(dwarf, 1, 0, 1)).unwrap();
+        assert_eq!(of(&both, "Recommend"), Evidence::LbrCallStacks);
+        assert_eq!(both.calls["Frontend"]["Inventory"], 8.0);
+        // A profile written before the counter existed still reads.
+        let old = r#"{"samples":1,"lbr_samples":0,"callchain_samples":0,"branches":0,
+            "matched_samples":0,"lost_samples":0,"records":0,"bad_records":0,"unwind_failures":0}"#;
+        let st: Stats = serde_json::from_str(old).unwrap();
+        assert_eq!(st.lbr_callstack_samples, 0);
     }
 
     #[test]

@@ -319,6 +319,13 @@ pub fn render(s: &Summary) -> String {
         pct(st.matched_samples, st.samples),
         st.branches
     );
+    if st.lbr_callstack_samples > 0 {
+        let _ = writeln!(
+            o,
+            "{} samples with LBR call stacks (`--call-graph lbr`): read as call chains, not as branches",
+            st.lbr_callstack_samples
+        );
+    }
     if st.offcpu_samples > 0 {
         let _ = writeln!(
             o,

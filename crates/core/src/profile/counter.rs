@@ -46,6 +46,9 @@ pub(crate) struct Counter<'l> {
     chain: Vec<u64>,
     seen: Vec<(usize, u64)>,
     locs: Vec<(Loc, Loc)>,
+    /// LBR call stacks: the return address of the call at (image,
+    /// address), decoded once.
+    call_returns: FastMap<(usize, u64), Option<u64>>,
 }
 
 impl<'l> Counter<'l> {
@@ -60,6 +63,7 @@ impl<'l> Counter<'l> {
             chain: Vec::new(),
             seen: Vec::new(),
             locs: Vec::new(),
+            call_returns: FastMap::default(),
         }
     }
 
@@ -99,12 +103,17 @@ impl<'l> Counter<'l> {
             }
         }
         self.stats.samples += 1;
-        if !s.branches.is_empty() {
+        // LBR call stacks: the entries are the open calls, newest first, a
+        // call chain of call instructions (not taken branches).
+        let call_stack = attr.is_some_and(|a| a.call_stack());
+        if call_stack {
+            self.stats.lbr_callstack_samples += 1;
+        } else if !s.branches.is_empty() {
             self.stats.lbr_samples += 1;
             self.branches(s, attr, proc);
         }
-        self.collect_frames(s, unwound);
-        if unwound.is_some() {
+        self.collect_frames(s, call_stack, unwound);
+        if unwound.is_some() && !call_stack {
             self.stats.dwarf_samples += 1;
         }
         if self.chain.len() > 1 {
@@ -128,10 +137,24 @@ impl<'l> Counter<'l> {
         let mut prev: Option<(usize, u64)> = None;
         for (i, &addr) in self.chain.iter().enumerate() {
             let loc = if i == 0 { ip } else { proc.resolve(addr) };
-            let Loc::Lib { lib, vaddr } = loc else {
+            let Loc::Lib { lib, mut vaddr } = loc else {
                 prev = None;
                 continue;
             };
+            if i > 0 && call_stack {
+                // A call stack holds the call itself: its return address
+                // is the frame (not a call: no frame).
+                let libs = self.libs;
+                let ret = *self
+                    .call_returns
+                    .entry((lib, vaddr))
+                    .or_insert_with(|| call_return(&libs[lib], vaddr));
+                let Some(ret) = ret else {
+                    prev = None;
+                    continue;
+                };
+                vaddr = ret;
+            }
             // A return address lies after its call: look up the call.
             let at = if i == 0 { vaddr } else { vaddr.wrapping_sub(1) };
             if !attributed {
@@ -155,10 +178,13 @@ impl<'l> Counter<'l> {
 
     /// The frames of `s` into `self.chain`: the sampled address, then
     /// return addresses (of its unwound user stack, or of the user part of
-    /// its call chain).
-    fn collect_frames(&mut self, s: &Sample, unwound: Option<&[u64]>) {
+    /// its call chain), or for an LBR call stack the calls' own addresses.
+    fn collect_frames(&mut self, s: &Sample, call_stack: bool, unwound: Option<&[u64]>) {
         self.chain.clear();
-        if let Some(unwound) = unwound {
+        if call_stack {
+            self.chain.push(s.ip);
+            self.chain.extend(s.branches.iter().map(|b| b.from));
+        } else if let Some(unwound) = unwound {
             self.chain.push(s.ip);
             self.chain.extend_from_slice(unwound);
         } else if !s.callchain.is_empty() {
@@ -189,7 +215,7 @@ impl<'l> Counter<'l> {
             return;
         }
         self.stats.offcpu_blocked += 1;
-        self.collect_frames(s, unwound);
+        self.collect_frames(s, false, unwound);
         self.seen.clear();
         // The first frame is where the thread stopped (the kernel's switch,
         // or the user address of a frame-pointer chain): no return address.
@@ -306,6 +332,23 @@ impl<'l> Counter<'l> {
         self.outside = outside;
         self.locs = locs;
     }
+}
+
+/// The return address of the call instruction at `vaddr` of `lib`; None
+/// when no call is there.
+fn call_return(lib: &Lib, vaddr: u64) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    let bytes = lib
+        .image
+        .read_vaddr(vaddr, 15)
+        .or_else(|| (1..15).rev().find_map(|n| lib.image.read_vaddr(vaddr, n)))?;
+    let ins = Decoder::with_ip(64, bytes, vaddr, DecoderOptions::NONE).decode();
+    let call = !ins.is_invalid()
+        && matches!(
+            ins.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        );
+    call.then(|| ins.next_ip())
 }
 
 impl Acc {

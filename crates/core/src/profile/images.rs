@@ -133,6 +133,17 @@ enum Target {
 /// [`Target::Lib::guess`] of a mapping proven to be its library.
 const PROVEN: u32 = u32::MAX;
 
+/// What ties a mapping to its library, short of a build-id: proven at the
+/// end of the profile, or the profile is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tie {
+    /// The library's own file on this machine (its device and inode, or
+    /// its path and inode): proof only of a profile recorded here.
+    ThisMachinesFile,
+    /// The file name alone.
+    Name,
+}
+
 /// The guessed mappings some address was resolved in (a sample's or a
 /// frame's): shared by every snapshot and resolver.
 type Hits = Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>;
@@ -165,8 +176,8 @@ pub struct AddressSpaces<'a> {
     pub matched_paths: Vec<Vec<String>>,
     /// Per library: files mapped under its name with another build-id.
     pub other_builds: Vec<Vec<String>>,
-    /// (library, file) mapped as that library on the file's name alone.
-    guessed: Vec<(usize, String)>,
+    /// (library, file, tie) mapped as that library without a build-id.
+    guessed: Vec<(usize, String, Tie)>,
     hits: Hits,
 }
 
@@ -194,13 +205,13 @@ impl<'a> AddressSpaces<'a> {
         s
     }
 
-    /// The library `m` maps, and whether that is proven: by build-id
-    /// (the mapping's, or the profile's for its file name), or because it
-    /// is the library's own file (device and inode, at the library's path
-    /// or through a bind mount). A mapping that only has the library's
-    /// file name is a guess. `Err` for none, or for the library whose name
-    /// it has but whose build-id differs (another build of that file).
-    fn match_lib(&self, m: &Mmap) -> Result<(usize, bool), Option<usize>> {
+    /// The library `m` maps, and what ties it there when no build-id
+    /// proves it (the mapping's, or the profile's for its file name): the
+    /// library's own file on this machine (device and inode, at the
+    /// library's path or through a bind mount), or its file name alone.
+    /// `Err` for none, or for the library whose name it has but whose
+    /// build-id differs (another build of that file).
+    fn match_lib(&self, m: &Mmap) -> Result<(usize, Option<Tie>), Option<usize>> {
         let id = m
             .build_id
             .as_ref()
@@ -211,7 +222,7 @@ impl<'a> AddressSpaces<'a> {
                 .iter()
                 .position(|l| l.build_id.as_ref() == Some(id))
             {
-                return Ok((i, true));
+                return Ok((i, None));
             }
         }
         if id.is_none() {
@@ -219,7 +230,7 @@ impl<'a> AddressSpaces<'a> {
                 .file_id
                 .and_then(|f| self.libs.iter().position(|l| l.file_id == Some(f)))
             {
-                return Ok((i, true));
+                return Ok((i, Some(Tie::ThisMachinesFile)));
             }
         }
         let path = Path::new(&m.filename);
@@ -242,12 +253,19 @@ impl<'a> AddressSpaces<'a> {
             // The library's path, and no inode that says the file has been
             // replaced since (inode only: how a device number shows in
             // stat and in the kernel's record differs on some file systems).
-            _ => Ok((
-                by_path,
-                same_path.is_some()
+            _ => {
+                let own = same_path.is_some()
                     && m.file_id
-                        .map_or(true, |f| lib.file_id.map(|l| l.inode) == Some(f.inode)),
-            )),
+                        .map_or(true, |f| lib.file_id.map(|l| l.inode) == Some(f.inode));
+                Ok((
+                    by_path,
+                    Some(if own {
+                        Tie::ThisMachinesFile
+                    } else {
+                        Tie::Name
+                    }),
+                ))
+            }
         }
     }
 
@@ -258,31 +276,58 @@ impl<'a> AddressSpaces<'a> {
     }
 
     /// The error of a profile some of whose samples or frames were counted
-    /// in a library on a file name alone: a mapping without a build-id, of
-    /// a file other than the library's (a container's path, a copy, a
-    /// file since replaced), or one whose build-id came later and is
-    /// another build's. Guessed mappings nothing was counted in (another
+    /// in a library without a build-id that proves it: a mapping of a file
+    /// other than the library's (a container's path, a copy, a file since
+    /// replaced) tied by its name alone, one whose build-id came later and
+    /// is another build's, or one tied by a file of this machine (device
+    /// and inode, or the file at the recorded path) in a profile that
+    /// `recorded_on` (its HEADER_HOSTNAME) says comes from another host, or
+    /// does not say where it comes from: there, this machine's files prove
+    /// nothing. Unproven mappings nothing was counted in (another
     /// container's idle copy, in a system-wide profile) do not matter.
-    pub fn unproven(&self) -> Option<String> {
+    pub fn unproven(&self, recorded_on: Option<&str>) -> Option<String> {
         const HOW: &str = "record with `perf record --buildid-mmap` (build-ids in the mappings), or add them with `perf inject --buildid-all` where the recorded paths hold the libraries";
+        let here = this_host();
+        let local = recorded_on.is_some() && recorded_on == here.as_deref();
+        let elsewhere = || match recorded_on {
+            Some(h) => format!(
+                "the profile was recorded on host {h}, not on this one ({})",
+                here.as_deref().unwrap_or("unnamed")
+            ),
+            None => "the profile does not say which host it was recorded on".to_string(),
+        };
         let hits = self.hits.lock().map(|h| h.clone()).unwrap_or_default();
         let mut bad = hits.iter().filter_map(|&i| {
-            let (lib, file) = &self.guessed[i as usize];
+            let (lib, file, tie) = &self.guessed[i as usize];
             let l = &self.libs[*lib];
-            match self.build_ids.get(file) {
-                Some(id) if l.build_id.as_ref() == Some(id) => None,
-                // The file at the recorded path, here, is that build (as
-                // perf itself reads a build-id the profile lacks).
-                None if l.build_id.is_some() && file_build_id(Path::new(file)) == l.build_id => {
-                    None
-                }
-                Some(id) => Some(format!(
+            let is_local_build =
+                || l.build_id.is_some() && file_build_id(Path::new(file)) == l.build_id;
+            match (self.build_ids.get(file), tie) {
+                (Some(id), _) if l.build_id.as_ref() == Some(id) => None,
+                (Some(id), _) => Some(format!(
                     "{file} was read as {}'s library ({}) by its name, but the profile's build-id for it, {}, is another build's; {HOW}",
                     l.name,
                     l.image.path.display(),
                     hex(id)
                 )),
-                None => Some(format!(
+                // This machine's file, or the file at the recorded path
+                // here being that build (as perf itself reads a build-id
+                // the profile lacks): proof for a profile recorded here.
+                (None, Tie::ThisMachinesFile) if local => None,
+                (None, Tie::Name) if local && is_local_build() => None,
+                (None, Tie::ThisMachinesFile) => Some(format!(
+                    "{file} is mapped without a build-id; it is {}'s library ({}) on this machine, but {}, so this machine's files cannot tell which build it mapped; {HOW}",
+                    l.name,
+                    l.image.path.display(),
+                    elsewhere()
+                )),
+                (None, Tie::Name) if is_local_build() => Some(format!(
+                    "{file} is mapped without a build-id; the file at that path here is {}'s library ({}), but {}, so it cannot tell which build that host mapped; {HOW}",
+                    l.name,
+                    l.image.path.display(),
+                    elsewhere()
+                )),
+                (None, Tie::Name) => Some(format!(
                     "{file} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
                     l.name,
                     l.image.path.display()
@@ -310,9 +355,9 @@ impl<'a> AddressSpaces<'a> {
         let end = m.addr.saturating_add(m.len);
         let mut guess = PROVEN;
         let lib = match self.match_lib(m) {
-            Ok((i, proven)) => {
-                if !proven {
-                    let key = (i, m.filename.clone());
+            Ok((i, tie)) => {
+                if let Some(tie) = tie {
+                    let key = (i, m.filename.clone(), tie);
                     guess = match self.guessed.iter().position(|g| *g == key) {
                         Some(g) => g as u32,
                         None => {
@@ -495,6 +540,14 @@ impl Mapping {
 
 /// The GNU build-id of the ELF file at `path` on this machine, if there is
 /// one.
+/// This machine's host name, as perf records it (`uname -n`, of this
+/// process's UTS namespace).
+fn this_host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 fn file_build_id(path: &Path) -> Option<Vec<u8>> {
     use object::Object;
     let data = std::fs::read(path).ok()?;

@@ -139,7 +139,10 @@ pub fn ingest_perf_threads(
     if let Some(b) = bar {
         b.finish();
     }
-    if let Some(reason) = ing.spaces.unproven() {
+    if let Some(reason) = ing
+        .spaces
+        .unproven(events.reader.header.hostname.as_deref())
+    {
         return Err(crate::error::InputError::new(path, reason).into());
     }
     let rs = &events.reader.stats;

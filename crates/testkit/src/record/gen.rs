@@ -206,6 +206,7 @@ pub fn gen_main(a: GenArgs) -> Result<()> {
             sample_period: MAX_BRANCHES as u64,
             hw_index: true,
             cmdline,
+            call_stack: false,
         },
     )?;
     let mut time = 1_000_000_000u64;

@@ -32,6 +32,15 @@
 //! branches not yet sampled. The rule also holds for real `perf record -b`
 //! data, whose period (cycles) is far above 32: count every entry.
 //!
+//! # LBR call stacks (`--call-stack`)
+//!
+//! `record-lbr --call-stack` writes what `perf record --call-graph lbr`
+//! does instead: each sample's stack holds the thread's open calls, newest
+//! first, at most 32 (`from` the call instruction, `to` the callee), in an
+//! event perf reads as LBR call stacks (see [`writer`] and [`ptrace`]);
+//! samples still come every `--every K` taken branches, and the truth file
+//! still counts every taken branch.
+//!
 //! The truth file ([`Truth`]) lists, per process, every mapped image and
 //! every taken branch with its exact count and how many times the
 //! recorder's predictor model mispredicted it (the entries' `mispred`
@@ -163,6 +172,11 @@ pub struct RecordArgs {
     /// Leave PERF_SAMPLE_BRANCH_HW_INDEX out of the branch sample type.
     #[arg(long)]
     pub no_hw_index: bool,
+    /// Write LBR call stacks, as `perf record --call-graph lbr` does: each
+    /// sample carries the thread's open calls (newest first, at most 32),
+    /// not its latest taken branches.
+    #[arg(long)]
+    pub call_stack: bool,
     /// The commands, run at once; separate several commands with `:::`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -182,6 +196,7 @@ pub fn record_main(a: RecordArgs) -> Result<()> {
         sample_period: a.every.max(1),
         hw_index: !a.no_hw_index,
         cmdline,
+        call_stack: a.call_stack,
     };
     let mut w = writer::PerfDataWriter::create(&a.output, opts)?;
     let ropts = ptrace::RecordOptions {
@@ -193,6 +208,7 @@ pub fn record_main(a: RecordArgs) -> Result<()> {
         },
         pin_cpu: !a.no_pin,
         single_step: a.single_step,
+        call_stack: a.call_stack,
     };
     let truth = ptrace::record(&commands, &ropts, &mut w);
     let size = w.finish()?;

@@ -36,6 +36,25 @@
 //! are followed; each process is armed by its own stop, so `run --ipc`
 //! records every worker process.
 //!
+//! # Call stacks (`--call-stack`)
+//!
+//! With [`RecordOptions::call_stack`] the samples are what `perf record
+//! --call-graph lbr` gives: each one carries the thread's open calls,
+//! newest first, at most 32 (from the call instruction to the callee), as
+//! an LBR in call-stack mode keeps them, instead of its latest taken
+//! branches; samples still come every `--every` taken branches. A shadow
+//! stack per thread follows the calls: a call pushes the call, its target
+//! and the stack slot its return address went to; at every branch the
+//! recorder sees, the calls whose slot lies below the stack pointer have
+//! returned and are popped. The stack pointer, not the returns, closes
+//! calls, so returns made in untraced code (the host returning to an RPC
+//! site, libc to a PLT call), `longjmp` and unwinding close them too; a
+//! tail call (a jump) opens nothing, and the function it enters returns
+//! from the caller's open call, as the hardware has it. Only calls the
+//! recorder sees are on the stack (from the traced images; with
+//! `--single-step`, into them too), as if the LBR were limited to the
+//! images' code; a thread switching to another stack is not followed.
+//!
 //! Limits: breakpoints are process-wide, so while one thread single-steps
 //! over a non-emulated instruction another thread could pass it unseen
 //! (gcc never emits those in hot code); processes with CET shadow stacks
@@ -105,6 +124,9 @@ pub struct RecordOptions {
     /// branches: also records branches from untraced code into the images
     /// (returns from libc, calls from the host), at a trap per instruction.
     pub single_step: bool,
+    /// Samples carry the open calls (LBR call stacks), not the latest
+    /// taken branches (see the module docs).
+    pub call_stack: bool,
 }
 
 impl Default for RecordOptions {
@@ -114,6 +136,7 @@ impl Default for RecordOptions {
             images: ImageFilter::Default,
             pin_cpu: true,
             single_step: false,
+            call_stack: false,
         }
     }
 }
@@ -136,10 +159,28 @@ struct Proc {
     comm: String,
 }
 
+/// A call that has not returned yet (call-stack mode).
+#[derive(Debug, Clone, Copy)]
+struct OpenCall {
+    from: u64,
+    to: u64,
+    /// Where its return address is on the stack: open while the stack
+    /// pointer is at or below it.
+    slot: u64,
+}
+
+/// Most open calls kept per thread (the deepest are the newest; samples
+/// carry the newest [`MAX_BRANCHES`]).
+const MAX_OPEN_CALLS: usize = 1 << 16;
+
 struct Thread {
     tgid: u32,
     /// Newest first.
     ring: VecDeque<BranchEntry>,
+    /// Call-stack mode: open calls, oldest first.
+    calls: Vec<OpenCall>,
+    /// Where the thread is after its latest recorded branch.
+    ip: u64,
     /// Taken branches since the last sample.
     pending: u64,
     /// Single-stepping over the site at this address.
@@ -161,6 +202,8 @@ impl Thread {
         Thread {
             tgid,
             ring: VecDeque::with_capacity(MAX_BRANCHES),
+            calls: Vec::new(),
+            ip: 0,
             pending: 0,
             stepping: None,
             step_all: false,
@@ -200,6 +243,31 @@ impl Thread {
             // counts as predicted, as the hardware's return stack has it.
             FlowControl::Return => self.returns.pop().is_some_and(|t| t != target),
             _ => false,
+        }
+    }
+
+    /// Call-stack mode: the thread took `insn` to `target` and its stack
+    /// pointer is now `sp`: close the calls that returned, open a call.
+    fn follow_calls(&mut self, insn: &Instruction, target: u64, sp: u64) {
+        let call = matches!(
+            insn.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        );
+        // Closed before the branch: a call's stack pointer was 8 higher
+        // (its return address may go where a returned call's was).
+        let live = if call { sp.wrapping_add(8) } else { sp };
+        while self.calls.last().is_some_and(|c| c.slot < live) {
+            self.calls.pop();
+        }
+        if call {
+            if self.calls.len() == MAX_OPEN_CALLS {
+                self.calls.remove(0);
+            }
+            self.calls.push(OpenCall {
+                from: insn.ip(),
+                to: target,
+                slot: sp,
+            });
         }
     }
 
@@ -609,11 +677,17 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// Record one taken branch of thread `tid`.
-    fn record(&mut self, tid: u32, insn: &Instruction, target: u64) -> Result<()> {
+    /// Record one taken branch of thread `tid`, after which its stack
+    /// pointer is `sp`.
+    fn record(&mut self, tid: u32, insn: &Instruction, target: u64, sp: u64) -> Result<()> {
         let every = self.opts.every;
+        let call_stack = self.opts.call_stack;
         let t = self.thread(tid);
         let tgid = t.tgid;
+        if call_stack {
+            t.follow_calls(insn, target, sp);
+        }
+        t.ip = target;
         let mispred = t.mispredicted(insn, true, target);
         if t.ring.len() == MAX_BRANCHES {
             t.ring.pop_back();
@@ -641,6 +715,31 @@ impl Recorder<'_> {
             return Ok(());
         };
         if t.pending == 0 {
+            return Ok(());
+        }
+        if self.opts.call_stack {
+            // A sample every `every` branches; what is left at the end
+            // is not sampled (nor would it be by a period).
+            if t.pending < self.opts.every {
+                t.pending = 0;
+                return Ok(());
+            }
+            let stack: Vec<BranchEntry> = t
+                .calls
+                .iter()
+                .rev()
+                .take(MAX_BRANCHES)
+                .map(|c| BranchEntry {
+                    from: c.from,
+                    to: c.to,
+                    mispred: false,
+                    cycles: 0,
+                })
+                .collect();
+            let (period, tgid, ip) = (t.pending, t.tgid, t.ip);
+            t.pending = 0;
+            self.writer
+                .sample(tgid, tid, ip, now_ns(), period, &stack)?;
             return Ok(());
         }
         let n = (t.pending as usize).min(MAX_BRANCHES);
@@ -677,7 +776,7 @@ impl Recorder<'_> {
             Some(target) => {
                 set_regs(tid, &regs)?;
                 if target != site.insn.next_ip() {
-                    self.record(tid, &site.insn, target)?;
+                    self.record(tid, &site.insn, target, regs.rsp)?;
                 } else {
                     // Not taken: the predictor still learns.
                     self.thread(tid).mispredicted(&site.insn, false, target);
@@ -705,7 +804,7 @@ impl Recorder<'_> {
         p.mem.write_all_at(&[0xcc], at)?;
         let site = p.sites.get(&at).cloned().expect("stepped over a site");
         if regs.rip != site.insn.next_ip() {
-            self.record(tid, &site.insn, regs.rip)?;
+            self.record(tid, &site.insn, regs.rip, regs.rsp)?;
         }
         cont(tid, 0);
         Ok(())
@@ -752,7 +851,7 @@ impl Recorder<'_> {
         };
         if is_branch(&insn) {
             if regs.rip != insn.next_ip() {
-                self.record(tid, &insn, regs.rip)?;
+                self.record(tid, &insn, regs.rip, regs.rsp)?;
             } else {
                 self.thread(tid).mispredicted(&insn, false, regs.rip);
             }
@@ -1041,4 +1140,48 @@ fn is_branch(insn: &iced_x86::Instruction) -> bool {
             | FlowControl::Call
             | FlowControl::IndirectCall
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The instruction `bytes` at `ip`.
+    fn insn(ip: u64, bytes: &[u8]) -> Instruction {
+        Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE).decode()
+    }
+
+    fn open(t: &Thread) -> Vec<(u64, u64)> {
+        t.calls.iter().rev().map(|c| (c.from, c.to)).collect()
+    }
+
+    const CALL: [u8; 5] = [0xe8, 0, 0, 0, 0];
+    const JMP: [u8; 5] = [0xe9, 0, 0, 0, 0];
+    const RET: [u8; 1] = [0xc3];
+
+    #[test]
+    fn the_shadow_stack_follows_calls_by_the_stack_pointer() {
+        let mut t = Thread::new(1);
+        // f calls g (return address at 0x7f00), g calls the host through
+        // an RPC site (at 0x7ef0); newest first.
+        t.follow_calls(&insn(0x1000, &CALL), 0x2000, 0x7f00);
+        t.follow_calls(&insn(0x2010, &[0xff, 0xd0]), 0x9000, 0x7ef0);
+        assert_eq!(open(&t), [(0x2010, 0x9000), (0x1000, 0x2000)]);
+        // The host returns to g unseen; g's next branch closes the RPC
+        // call, and a call g makes next reuses its slot.
+        t.follow_calls(&insn(0x2020, &CALL), 0x3000, 0x7ef0);
+        assert_eq!(open(&t), [(0x2020, 0x3000), (0x1000, 0x2000)]);
+        // A tail call from there (a jump) opens nothing; the function it
+        // enters returns from the call to 0x3000.
+        t.follow_calls(&insn(0x3008, &JMP), 0x4000, 0x7ef0);
+        assert_eq!(open(&t), [(0x2020, 0x3000), (0x1000, 0x2000)]);
+        t.follow_calls(&insn(0x4010, &RET), 0x2025, 0x7ef8);
+        assert_eq!(open(&t), [(0x1000, 0x2000)]);
+        // A jump within g, deeper in its frame: still open.
+        t.follow_calls(&insn(0x2030, &JMP), 0x2040, 0x7ee0);
+        assert_eq!(open(&t), [(0x1000, 0x2000)]);
+        // longjmp back above f's frame: every call is closed.
+        t.follow_calls(&insn(0x5000, &[0xff, 0xe2]), 0x1100, 0x7f40);
+        assert!(open(&t).is_empty());
+    }
 }

@@ -17,6 +17,14 @@
 //! `sample_type = IP | TID | TIME | PERIOD | BRANCH_STACK`,
 //! `branch_sample_type = ANY | USER` (plus `HW_INDEX` unless disabled) and
 //! `sample_id_all`, so every non-sample record ends with `pid, tid, time`.
+//!
+//! With [`WriterOptions::call_stack`] the event is what `perf record
+//! --call-graph lbr` opens instead: `sample_type` adds `CALLCHAIN` (each
+//! sample's chain is `PERF_CONTEXT_USER, ip`: perf replaces what follows
+//! the marker with the LBR entries), `branch_sample_type = USER |
+//! CALL_STACK | NO_CYCLES | NO_FLAGS` (plus `HW_INDEX`), as perf 6.1's
+//! `evsel__config_callchain` sets it, and `sample_max_stack` 127; each
+//! stack holds the thread's open calls, newest first, with zero flags.
 //! Records are written as they come (bounded memory: only the build-id
 //! table is kept); [`PerfDataWriter::finish`] appends the feature sections
 //! and rewrites the header. Timestamps must not decrease: the writer clamps
@@ -86,6 +94,8 @@ pub struct WriterOptions {
     pub hw_index: bool,
     /// HEADER_CMDLINE.
     pub cmdline: Vec<String>,
+    /// LBR call stacks (`--call-graph lbr`): stacks are open calls.
+    pub call_stack: bool,
 }
 
 impl Default for WriterOptions {
@@ -94,6 +104,7 @@ impl Default for WriterOptions {
             sample_period: 1,
             hw_index: true,
             cmdline: vec!["faasfuse".into()],
+            call_stack: false,
         }
     }
 }
@@ -183,7 +194,14 @@ impl<W: Write + Seek> PerfDataWriter<W> {
     }
 
     fn branch_sample_type(&self) -> u64 {
-        let mut t = PERF_SAMPLE_BRANCH_ANY | PERF_SAMPLE_BRANCH_USER;
+        let mut t = if self.opts.call_stack {
+            PERF_SAMPLE_BRANCH_USER
+                | PERF_SAMPLE_BRANCH_CALL_STACK
+                | PERF_SAMPLE_BRANCH_NO_CYCLES
+                | PERF_SAMPLE_BRANCH_NO_FLAGS
+        } else {
+            PERF_SAMPLE_BRANCH_ANY | PERF_SAMPLE_BRANCH_USER
+        };
         if self.opts.hw_index {
             t |= PERF_SAMPLE_BRANCH_HW_INDEX;
         }
@@ -197,14 +215,7 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         u32s(&mut a, PERF_ATTR_SIZE_VER7 as u32);
         u64s(&mut a, PERF_COUNT_HW_CPU_CYCLES);
         u64s(&mut a, self.opts.sample_period);
-        u64s(
-            &mut a,
-            PERF_SAMPLE_IP
-                | PERF_SAMPLE_TID
-                | PERF_SAMPLE_TIME
-                | PERF_SAMPLE_PERIOD
-                | PERF_SAMPLE_BRANCH_STACK,
-        );
+        u64s(&mut a, self.sample_type());
         u64s(&mut a, 0); // read_format
         u64s(
             &mut a,
@@ -226,7 +237,25 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         u64s(&mut a, 0); // config2
         u64s(&mut a, self.branch_sample_type());
         a.resize(PERF_ATTR_SIZE_VER7, 0);
+        if self.opts.call_stack {
+            // sample_max_stack: perf's default (kernel.perf_event_max_stack).
+            a[108..110].copy_from_slice(&127u16.to_le_bytes());
+        }
         a
+    }
+
+    fn sample_type(&self) -> u64 {
+        let chain = if self.opts.call_stack {
+            PERF_SAMPLE_CALLCHAIN
+        } else {
+            0
+        };
+        PERF_SAMPLE_IP
+            | PERF_SAMPLE_TID
+            | PERF_SAMPLE_TIME
+            | PERF_SAMPLE_PERIOD
+            | chain
+            | PERF_SAMPLE_BRANCH_STACK
     }
 
     /// Append the record in `self.buf` (header included) to the data section.
@@ -323,7 +352,10 @@ impl<W: Write + Seek> PerfDataWriter<W> {
     }
 
     /// `PERF_RECORD_SAMPLE` at `ip` with a branch stack, newest entry first.
-    /// `period` is the number of taken branches this sample stands for.
+    /// `period` is the number of taken branches this sample stands for. A
+    /// call-stack writer gives the sample the chain `PERF_CONTEXT_USER, ip`
+    /// and its entries (open calls: `from` the call, `to` the callee) zero
+    /// flags.
     pub fn sample(
         &mut self,
         pid: u32,
@@ -346,6 +378,11 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         u32s(&mut self.buf, tid);
         u64s(&mut self.buf, time);
         u64s(&mut self.buf, period);
+        if self.opts.call_stack {
+            u64s(&mut self.buf, 2);
+            u64s(&mut self.buf, PERF_CONTEXT_USER);
+            u64s(&mut self.buf, ip);
+        }
         u64s(&mut self.buf, stack.len() as u64);
         if self.opts.hw_index {
             // hw_idx -1: the stack is not a snapshot of a hardware ring
@@ -355,7 +392,10 @@ impl<W: Write + Seek> PerfDataWriter<W> {
         for b in stack {
             u64s(&mut self.buf, b.from);
             u64s(&mut self.buf, b.to);
-            u64s(&mut self.buf, b.flags());
+            u64s(
+                &mut self.buf,
+                if self.opts.call_stack { 0 } else { b.flags() },
+            );
         }
         self.first_sample_time.get_or_insert(time);
         self.last_sample_time = time;
@@ -626,6 +666,45 @@ mod tests {
         let first = u64_at(&b, index) as usize;
         assert_eq!(&b[first + 12..first + 32], &[0xab; 20]);
         assert!(b[first + 36..].starts_with(b"/lib/libx.so\0"));
+    }
+
+    #[test]
+    fn call_stack_attr_and_samples_are_perfs_lbr_call_graph() {
+        let opts = WriterOptions {
+            call_stack: true,
+            ..WriterOptions::default()
+        };
+        let mut w = PerfDataWriter::new(Cursor::new(Vec::new()), opts).unwrap();
+        let e = BranchEntry {
+            from: 0x7000_0010,
+            to: 0x7000_0100,
+            mispred: true,
+            cycles: 3,
+        };
+        w.sample(7, 7, 0x7000_0123, 1, 4, &[e]).unwrap();
+        let (_, out) = w.finish_into().unwrap();
+        let b = out.into_inner();
+        let a = PERF_FILE_HEADER_SIZE as usize;
+        // IP | TID | TIME | CALLCHAIN | PERIOD | BRANCH_STACK.
+        assert_eq!(u64_at(&b, a + 24), 0x927);
+        // USER | CALL_STACK | NO_FLAGS | NO_CYCLES | HW_INDEX.
+        assert_eq!(
+            u64_at(&b, a + 72),
+            1 | 1 << 11 | 1 << 14 | 1 << 15 | 1 << 17
+        );
+        assert_eq!(u16::from_le_bytes([b[a + 108], b[a + 109]]), 127);
+        // ip, pid/tid, time, period, chain (2: user marker, ip), nr,
+        // hw_idx, the entry with zero flags.
+        let at = u64_at(&b, 40) as usize + 8;
+        assert_eq!(u64_at(&b, at + 24), 4);
+        assert_eq!(u64_at(&b, at + 32), 2);
+        assert_eq!(u64_at(&b, at + 40), PERF_CONTEXT_USER);
+        assert_eq!(u64_at(&b, at + 48), 0x7000_0123);
+        assert_eq!(u64_at(&b, at + 56), 1);
+        assert_eq!(u64_at(&b, at + 64), u64::MAX);
+        assert_eq!(u64_at(&b, at + 72), 0x7000_0010);
+        assert_eq!(u64_at(&b, at + 80), 0x7000_0100);
+        assert_eq!(u64_at(&b, at + 88), 0);
     }
 
     #[test]

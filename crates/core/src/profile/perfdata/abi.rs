@@ -22,6 +22,9 @@ pub const PERF_RECORD_EVENT_UPDATE: u32 = 78;
 /// `perf_record_event_update.type` of a name.
 pub const PERF_EVENT_UPDATE_NAME: u64 = 2;
 pub const PERF_RECORD_FINISHED_ROUND: u32 = 68;
+/// A header feature in a pipe (`struct perf_record_header_feature`: the
+/// feature id, then the section's bytes).
+pub const PERF_RECORD_HEADER_FEATURE: u32 = 80;
 pub const PERF_RECORD_AUXTRACE: u32 = 71;
 /// Tracepoint formats in a pipe (tracepoint events): `size` bytes of
 /// payload (a multiple of 8) follow the record.
@@ -69,9 +72,22 @@ pub const PERF_FORMAT_LOST: u64 = 1 << 4;
 
 // ---- perf_event_attr.branch_sample_type (enum perf_branch_sample_type) ----
 pub const PERF_SAMPLE_BRANCH_USER: u64 = 1 << 0;
+pub const PERF_SAMPLE_BRANCH_KERNEL: u64 = 1 << 1;
+pub const PERF_SAMPLE_BRANCH_HV: u64 = 1 << 2;
 pub const PERF_SAMPLE_BRANCH_ANY: u64 = 1 << 3;
+/// The branch stack is the thread's open calls (LBR call-stack mode,
+/// `perf record --call-graph lbr`), not its latest taken branches.
+pub const PERF_SAMPLE_BRANCH_CALL_STACK: u64 = 1 << 11;
+/// Entries carry no flags (mispredict, type...): the word is zero.
+pub const PERF_SAMPLE_BRANCH_NO_FLAGS: u64 = 1 << 14;
+/// Entries carry no cycle counts.
+pub const PERF_SAMPLE_BRANCH_NO_CYCLES: u64 = 1 << 15;
+/// Entries carry the branch type in their flags word.
+pub const PERF_SAMPLE_BRANCH_TYPE_SAVE: u64 = 1 << 16;
 /// Each branch stack starts with a `hw_idx` word.
 pub const PERF_SAMPLE_BRANCH_HW_INDEX: u64 = 1 << 17;
+/// Entries carry the privilege level in their flags word.
+pub const PERF_SAMPLE_BRANCH_PRIV_SAVE: u64 = 1 << 18;
 /// Each branch stack ends with one counters word per entry.
 pub const PERF_SAMPLE_BRANCH_COUNTERS: u64 = 1 << 19;
 

@@ -59,7 +59,7 @@ impl Attr {
         }
         let own = &bytes[..size];
         let field = |at: usize| u64_at(own, at).unwrap_or(0);
-        Ok(Attr {
+        let attr = Attr {
             kind,
             config: field(8),
             sample_period: field(16),
@@ -71,7 +71,35 @@ impl Attr {
             sample_stack_user: field(88) as u32,
             ids: Vec::new(),
             name: None,
-        })
+        };
+        attr.check_call_stack()?;
+        Ok(attr)
+    }
+
+    /// Its branch stacks are LBR call stacks (`perf record --call-graph
+    /// lbr`): each sample's entries are the thread's open calls, newest
+    /// first (`from` the call instruction, `to` the callee), not taken
+    /// branches.
+    pub fn call_stack(&self) -> bool {
+        self.has(PERF_SAMPLE_BRANCH_STACK)
+            && self.branch_sample_type & PERF_SAMPLE_BRANCH_CALL_STACK != 0
+    }
+
+    /// Fail closed: call stacks asked for together with branch filter bits
+    /// whose meaning with them is not known here are refused, not read
+    /// as call stacks (or as taken branches).
+    fn check_call_stack(&self) -> Result<(), String> {
+        if !self.call_stack() {
+            return Ok(());
+        }
+        let unknown = self.branch_sample_type & !CALL_STACK_UNDERSTOOD;
+        if unknown != 0 {
+            return Err(format!(
+                "event attribute asks for LBR call stacks with branch sample type {:#x}, whose bits {unknown:#x} faasfuse does not understand with call stacks",
+                self.branch_sample_type
+            ));
+        }
+        Ok(())
     }
 
     /// What this event's samples measure. A tracepoint is known by its
@@ -165,6 +193,19 @@ impl Attr {
         self.sample_regs_user.count_ones() as usize
     }
 }
+
+/// The branch sample bits a call-stack attribute may carry: the privilege
+/// filters, the call-stack mode, and what perf's `--call-graph lbr` adds
+/// (no flags, no cycles, `hw_idx`), or the flag words it may fill.
+const CALL_STACK_UNDERSTOOD: u64 = PERF_SAMPLE_BRANCH_USER
+    | PERF_SAMPLE_BRANCH_KERNEL
+    | PERF_SAMPLE_BRANCH_HV
+    | PERF_SAMPLE_BRANCH_CALL_STACK
+    | PERF_SAMPLE_BRANCH_NO_FLAGS
+    | PERF_SAMPLE_BRANCH_NO_CYCLES
+    | PERF_SAMPLE_BRANCH_TYPE_SAVE
+    | PERF_SAMPLE_BRANCH_HW_INDEX
+    | PERF_SAMPLE_BRANCH_PRIV_SAVE;
 
 /// Where the sample_id fields sit at the end of a non-sample record.
 #[derive(Debug, Clone, Copy, Default)]

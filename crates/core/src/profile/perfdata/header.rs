@@ -4,8 +4,8 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use super::abi::{
-    HEADER_BUILD_ID, HEADER_EVENT_DESC, PERF_ATTR_SIZE_VER0, PERF_FILE_HEADER_SIZE, PERF_MAGIC,
-    PERF_PIPE_HEADER_SIZE,
+    HEADER_BUILD_ID, HEADER_EVENT_DESC, HEADER_HOSTNAME, PERF_ATTR_SIZE_VER0,
+    PERF_FILE_HEADER_SIZE, PERF_MAGIC, PERF_PIPE_HEADER_SIZE,
 };
 use super::attr::Attr;
 use super::cursor::Cursor;
@@ -32,6 +32,9 @@ pub struct Header {
     pub build_ids: Vec<(Vec<u8>, String)>,
     /// Feature bits set in the header.
     pub features: Vec<usize>,
+    /// The host the profile was recorded on (HEADER_HOSTNAME, or in a
+    /// pipe its feature record), if the file says.
+    pub hostname: Option<String>,
 }
 
 fn err(offset: u64, reason: impl Into<String>) -> FormatError {
@@ -171,6 +174,7 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
         data_end,
         build_ids: Vec::new(),
         features: features.clone(),
+        hostname: None,
     };
     // Every feature section must lie in the file: a cut-off file shows here.
     let table = read_exact_at(
@@ -193,12 +197,25 @@ pub fn read<R: Read + Seek>(f: &mut R, file_len: u64) -> Result<Header, FormatEr
             let raw = read_exact_at(f, off, size, file_len, "build-id table")?;
             header.build_ids = build_id_table(&raw, off)?;
         }
+        if bit == HEADER_HOSTNAME as usize {
+            let raw = read_exact_at(f, off, size, file_len, "host name")?;
+            header.hostname = perf_string(&raw);
+        }
         if bit == HEADER_EVENT_DESC as usize {
             let raw = read_exact_at(f, off, size, file_len, "event description table")?;
             name_events(&mut header.attrs, &event_desc(&raw));
         }
     }
     Ok(header)
+}
+
+/// A string feature (HEADER_HOSTNAME, ...): a u32 length, then that many
+/// bytes, NUL-padded. `None` when it does not parse or is empty.
+pub fn perf_string(raw: &[u8]) -> Option<String> {
+    let mut c = Cursor::new(raw);
+    let len = c.u32()? as usize;
+    let s = super::cursor::c_string(c.bytes(len)?);
+    (!s.is_empty()).then_some(s)
 }
 
 /// The HEADER_EVENT_DESC feature, as (name, sample ids) per event: a

@@ -110,6 +110,8 @@ enum Item {
     Attr(Attr),
     /// An event's name (pipe output): the event with this sample id.
     Name(u64, String),
+    /// The host the profile was recorded on (a pipe's HEADER_HOSTNAME).
+    Hostname(String),
     Compressed,
     /// Skip this many bytes of payload that follow the record.
     Skip(u64),
@@ -411,6 +413,10 @@ impl<R: Read> Reader<R> {
                 }
                 Ok(None)
             }
+            Item::Hostname(h) => {
+                self.header.hostname = Some(h);
+                Ok(None)
+            }
             Item::Skip(n) => {
                 let mut left = n;
                 while left > 0 {
@@ -566,6 +572,13 @@ fn decode(layout: &Layout, kind: u32, misc: u16, body: &[u8], offset: u64) -> Re
             let (build_id, filename) = event::build_id(misc, body)?;
             Ok(timed(Event::BuildId { build_id, filename }, None))
         }
+        PERF_RECORD_HEADER_FEATURE => match u64_at(body, 0) {
+            Some(id) if id == u64::from(HEADER_HOSTNAME) => Ok(body
+                .get(8..)
+                .and_then(super::header::perf_string)
+                .map_or(Item::Nothing, Item::Hostname)),
+            _ => Ok(Item::Nothing),
+        },
         PERF_RECORD_HEADER_TRACING_DATA => Ok(Item::Skip(u64::from(
             body.get(..4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))

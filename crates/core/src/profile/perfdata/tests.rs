@@ -207,6 +207,75 @@ fn decodes_branch_stacks_with_and_without_hw_index() {
     }
 }
 
+/// What `perf record --call-graph lbr` (perf 6.1) asks for.
+const PERF_LBR_CALL_STACK: u64 = PERF_SAMPLE_BRANCH_USER
+    | PERF_SAMPLE_BRANCH_CALL_STACK
+    | PERF_SAMPLE_BRANCH_NO_CYCLES
+    | PERF_SAMPLE_BRANCH_NO_FLAGS
+    | PERF_SAMPLE_BRANCH_HW_INDEX;
+
+#[test]
+fn lbr_call_stack_attributes_are_told_apart_and_strange_ones_refused() {
+    let with_chain = LBR | PERF_SAMPLE_CALLCHAIN;
+    let a = attr::Attr::parse(&attr(with_chain, PERF_LBR_CALL_STACK, 0, 0)).unwrap();
+    assert!(a.call_stack());
+    // Taken branches (`-b`, `-j any,u`), and the bit without branch stacks.
+    for (st, bst) in [
+        (LBR, PERF_SAMPLE_BRANCH_ANY | PERF_SAMPLE_BRANCH_USER),
+        (LBR, PERF_SAMPLE_BRANCH_HW_INDEX | 1),
+        (PERF_SAMPLE_IP, PERF_SAMPLE_BRANCH_CALL_STACK | 1 << 3),
+    ] {
+        assert!(!attr::Attr::parse(&attr(st, bst, 0, 0))
+            .unwrap()
+            .call_stack());
+    }
+    // Samples of a call-stack file decode as any branch stack does.
+    let mut body = u64s(&[0x7000_0050]);
+    body.extend_from_slice(&7u32.to_le_bytes());
+    body.extend_from_slice(&7u32.to_le_bytes());
+    body.extend_from_slice(&u64s(&[20, 5]));
+    body.extend_from_slice(&u64s(&[2, PERF_CONTEXT_USER, 0x7000_0050]));
+    body.extend_from_slice(&u64s(&[2, u64::MAX]));
+    body.extend_from_slice(&u64s(&[0x7000_0010, 0x7000_0040, 0]));
+    body.extend_from_slice(&u64s(&[0x7000_0030, 0x7000_0000, 0]));
+    let data = record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_USER, &body);
+    let f = file(&attr(with_chain, PERF_LBR_CALL_STACK, 0, 0), &data, &[]);
+    let (h, events, _) = read_all(&f, false).unwrap();
+    assert!(h.attrs[0].call_stack());
+    let Event::Sample(s) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(s.callchain, [PERF_CONTEXT_USER, 0x7000_0050]);
+    assert_eq!(
+        s.branches
+            .iter()
+            .map(|b| (b.from, b.to))
+            .collect::<Vec<_>>(),
+        [(0x7000_0010, 0x7000_0040), (0x7000_0030, 0x7000_0000)]
+    );
+    // Call stacks filtered by branch kind, with per-entry counters, or
+    // with bits of later kernels: refused, at the attribute.
+    for extra in [
+        PERF_SAMPLE_BRANCH_ANY,
+        1 << 13, // PERF_SAMPLE_BRANCH_CALL
+        PERF_SAMPLE_BRANCH_COUNTERS,
+        1 << 40,
+    ] {
+        let f = file(
+            &attr(with_chain, PERF_LBR_CALL_STACK | extra, 0, 0),
+            &[],
+            &[],
+        );
+        let e = read_all(&f, false).unwrap_err();
+        assert_eq!(e.offset, PERF_FILE_HEADER_SIZE, "{e:?}");
+        assert!(
+            e.reason.contains("LBR call stacks") && e.reason.contains(&format!("{extra:#x}")),
+            "{e:?}"
+        );
+        assert!(!e.reason.contains('\n'));
+    }
+}
+
 #[test]
 fn orders_events_by_time_within_rounds() {
     // The sample is written before the MMAP it needs (another CPU's buffer).
