@@ -258,6 +258,7 @@ fn maps_none(p: &Profile, others: &[ingest::OtherImage], libs: &[Lib]) -> String
         } else {
             shown.join(", ")
         },
-        p.stats.samples
+        // Every sample read: on-CPU, off-CPU and of other events.
+        p.stats.samples + p.stats.offcpu_samples + p.stats.other_samples
     )
 }
