@@ -15,7 +15,9 @@
 //! evidence, none is called cold, nothing is fused. Served in one process
 //! and recorded with an on-CPU event beside the switches, the on-CPU
 //! chains decide, and the switch-outs are no CPU time: the profile's CPU
-//! samples are exactly the on-CPU event's.
+//! samples are exactly the on-CPU event's. Worker processes recorded with
+//! both, as the fleet guide advises, count calls by the blockings and CPU
+//! time by the on-CPU event.
 //!
 //! Every test records with perf and fails if perf cannot record (CI
 //! installs linux-perf; tracepoints need root or perf_event_paranoid -1
@@ -91,6 +93,28 @@ fn ipc_dwarf_profile() -> &'static Path {
 fn ipc_fp_profile() -> &'static Path {
     static DATA: OnceLock<PathBuf> = OnceLock::new();
     DATA.get_or_init(|| record("ipc-fp", &["-a", "-e", "sched:sched_switch", "-g"], 5, true))
+}
+
+/// Worker processes, CPU time and switch-outs together, as the fleet
+/// guide records them.
+fn ipc_both_profile() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        record(
+            "ipc-both",
+            &[
+                "-a",
+                "-e",
+                "cpu-clock",
+                "-e",
+                "sched:sched_switch",
+                "--call-graph",
+                "dwarf",
+            ],
+            5,
+            true,
+        )
+    })
 }
 
 /// One process: CPU time (`cpu-clock`: `cycles` needs a PMU this VM may
@@ -428,4 +452,33 @@ fn in_one_process_on_cpu_chains_decide_and_switch_outs_are_no_cpu_time() {
         ["Frontend", "Inventory", "Pricing"]
     );
     assert_eq!(edge(&plan, "Recommend")["status"], "cold");
+}
+
+#[test]
+fn worker_processes_recorded_on_and_off_cpu_count_blockings_and_cpu_time_apart() {
+    let data = ipc_both_profile();
+    let (_, p) = profile("ipc-both", data);
+    let st = &p["stats"];
+    let by_event = perf_samples_by_event(data);
+    assert_eq!(st["samples"], by_event["cpu-clock"], "{by_event:?} {st}");
+    assert_eq!(
+        st["offcpu_samples"], by_event["sched:sched_switch"],
+        "{by_event:?} {st}"
+    );
+    // The DWARF chains of the callers' own time in their calls do not
+    // count their calls: their blockings do.
+    for c in CALLEES {
+        assert_eq!(p["evidence"]["Frontend"][c], "off_cpu_chains", "{c}");
+    }
+    for (callee, _, blocked) in sites(&p) {
+        let calls = p["calls"]["Frontend"][&callee].as_f64().unwrap_or(0.0);
+        assert_eq!(calls, blocked as f64, "{callee}");
+    }
+    let plan = plan_json(data);
+    assert_eq!(
+        decisions(&plan),
+        decisions(trace_plan()),
+        "{}",
+        plan["edges"]
+    );
 }
