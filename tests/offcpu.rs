@@ -50,12 +50,14 @@ fn inputs() -> &'static Path {
     FILE.get_or_init(|| fanout_one_rare(0x0ffc, "offcpu"))
 }
 
+/// Held while a test records: a system-wide recording sees every process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// `perf record <how> -- faasfuse run [--ipc] <fan-out deployment>` into
 /// `TAG.data`, one recording at a time: each records every process, and
 /// the worker processes of one would block at Frontend's sites in
 /// another's profile.
 fn record(tag: &str, how: &[&str], repeat: usize, ipc: bool) -> PathBuf {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let data = dir().join(format!("{tag}.data"));
     // perf keeps an existing file as .old: hundreds of MB each.
@@ -481,4 +483,79 @@ fn worker_processes_recorded_on_and_off_cpu_count_blockings_and_cpu_time_apart()
         "{}",
         plan["edges"]
     );
+}
+
+#[test]
+fn a_callee_blocking_in_its_callers_thread_does_not_make_the_caller_look_remote() {
+    // Root calls Sleeper (a 200 µs sleep in its own code) and Spinner
+    // (CPU only) on every request, both in Root's thread. Root's thread
+    // blocks with Root's Sleeper site on its stack, but under Sleeper's
+    // frames: it waits for a sleep, not an RPC. Were that counted, Root
+    // would look like a caller whose callees run elsewhere, and its
+    // Spinner edge, never blocked in, would be measured zero: cold.
+    let d = dir().join("in-thread");
+    std::fs::create_dir_all(&d).unwrap();
+    let libs: Vec<(&str, PathBuf)> = [
+        ("Root", "oc_root.c"),
+        ("Sleeper", "oc_sleeper.c"),
+        ("Spinner", "oc_spinner.c"),
+    ]
+    .into_iter()
+    .map(|(n, src)| (n, build_test_lib(src, &d)))
+    .collect();
+    let data = d.join("sleeper.data");
+    let _ = std::fs::remove_file(&data);
+    {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cmd = Command::new("perf");
+        cmd.args([
+            "record",
+            "-q",
+            "-e",
+            "sched:sched_switch",
+            "--call-graph",
+            "dwarf",
+            "-o",
+        ])
+        .arg(&data)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_faasfuse"))
+        .arg("run");
+        for (n, lib) in &libs {
+            cmd.arg(format!("{n}={}", lib.display()));
+        }
+        cmd.args(["--quiet", "--repeat", "300", "--", "Root", "abc"]);
+        let o = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
+        assert!(
+            o.status.success(),
+            "perf record failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let out = d.join("sleeper.json");
+    let mut cmd = faasfuse();
+    cmd.arg("profile").arg(&data);
+    for (n, lib) in &libs {
+        cmd.arg("--lib").arg(format!("{n}={}", lib.display()));
+    }
+    run_ok(cmd.arg("-o").arg(&out));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // The sleeps were recorded: a blocked switch-out per request at least.
+    assert!(
+        p["stats"]["offcpu_blocked"].as_u64().unwrap() >= 300,
+        "{}",
+        p["stats"]
+    );
+    // No blocking is counted at Root's sites, so its edges are not seen by
+    // off-CPU stacks: neither is cold, both have no evidence.
+    for s in p["images"]["Root"]["rpc_sites"].as_array().unwrap() {
+        assert!(s.get("offcpu_count").is_none(), "{s}");
+    }
+    for callee in ["Sleeper", "Spinner"] {
+        let e = &p["evidence"]["Root"][callee];
+        assert!(e == "samples_only" || e == "nothing", "{callee}: {e}");
+    }
+    assert_eq!(p["calls"], serde_json::json!({}), "{}", p["calls"]);
 }

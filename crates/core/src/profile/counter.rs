@@ -207,8 +207,15 @@ impl<'l> Counter<'l> {
     }
 
     /// Count an off-CPU sample (a thread leaving its CPU): not CPU time.
-    /// When the thread blocked (rather than was preempted), each RPC site
-    /// whose return address its stack holds counts one blocking there.
+    /// When the thread blocked (rather than was preempted) waiting in an
+    /// RPC, the RPC site whose return address its stack holds counts one
+    /// blocking there. That site must be the innermost frame of any
+    /// library on the stack: a thread that blocked inside a library's own
+    /// code (a callee served in the caller's thread sleeping or reading a
+    /// file, or the caller itself) is not waiting for an RPC, so none of
+    /// the sites further out count (else a caller whose in-process callee
+    /// blocks would look like one whose callees run elsewhere, and its
+    /// other, never-blocking edges would read as cold).
     fn off_cpu(&mut self, s: &Sample, proc: &Process, unwound: Option<&[u64]>) {
         self.stats.offcpu_samples += 1;
         if !blocked(s) {
@@ -216,17 +223,16 @@ impl<'l> Counter<'l> {
         }
         self.stats.offcpu_blocked += 1;
         self.collect_frames(s, false, unwound);
-        self.seen.clear();
         // The first frame is where the thread stopped (the kernel's switch,
         // or the user address of a frame-pointer chain): no return address.
-        for &addr in self.chain.iter().skip(1) {
+        for (i, &addr) in self.chain.iter().enumerate() {
             let Loc::Lib { lib, vaddr } = proc.resolve(addr) else {
                 continue;
             };
-            if self.site_returns[lib].contains(&vaddr) && !self.seen.contains(&(lib, vaddr)) {
-                self.seen.push((lib, vaddr));
+            if i > 0 && self.site_returns[lib].contains(&vaddr) {
                 *self.acc[lib].offcpu.entry(vaddr).or_default() += 1;
             }
+            break;
         }
     }
 
