@@ -304,11 +304,9 @@ fn unseen_edges(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "  to see them, {}", super::aggregate::RECORDING_ADVICE);
 }
 
-/// The text summary.
-pub fn render(s: &Summary) -> String {
+/// The summary's first lines: what the samples were and what was read.
+fn sample_lines(o: &mut String, st: &super::aggregate::Stats) {
     use std::fmt::Write as _;
-    let st = s.stats;
-    let mut o = String::new();
     let _ = writeln!(
         o,
         "{} samples ({} with branch stacks, {} with call chains), {} in the libraries ({}); {} branches counted",
@@ -347,6 +345,14 @@ pub fn render(s: &Summary) -> String {
             st.lost_samples, st.bad_records, st.unwind_failures
         );
     }
+}
+
+/// The text summary.
+pub fn render(s: &Summary) -> String {
+    use std::fmt::Write as _;
+    let st = s.stats;
+    let mut o = String::new();
+    sample_lines(&mut o, st);
     let mut edges: Vec<(&String, &String, f64)> = s
         .calls
         .iter()

@@ -218,7 +218,7 @@ impl<'l> Counter<'l> {
     /// other, never-blocking edges would read as cold).
     fn off_cpu(&mut self, s: &Sample, proc: &Process, unwound: Option<&[u64]>) {
         self.stats.offcpu_samples += 1;
-        if !blocked(s) {
+        if !s.blocked() {
             return;
         }
         self.stats.offcpu_blocked += 1;
@@ -383,25 +383,5 @@ impl Acc {
         for (k, v) in o.frames {
             *self.frames.entry(k).or_default() += v;
         }
-    }
-}
-
-/// Whether the thread a `sched:sched_switch` sample switched out was
-/// blocked (its `prev_state` has S or D, the two sleeping states) rather
-/// than preempted while runnable. The record's layout (eight bytes of
-/// common fields, `prev_comm[16]`, `prev_pid`, `prev_prio`, then the
-/// `long prev_state`) is checked by its `prev_pid`, which must be the
-/// sample's thread; a record that does not match counts as blocked.
-pub(crate) fn blocked(s: &Sample) -> bool {
-    const PREV_PID: usize = 24;
-    const PREV_STATE: usize = 32;
-    let word = |at: usize, n: usize| s.raw.get(at..at + n);
-    match (word(PREV_PID, 4), word(PREV_STATE, 8)) {
-        (Some(pid), Some(state))
-            if u32::from_le_bytes(pid.try_into().unwrap_or_default()) == s.tid =>
-        {
-            u64::from_le_bytes(state.try_into().unwrap_or_default()) & 3 != 0
-        }
-        _ => true,
     }
 }

@@ -68,6 +68,26 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Of a `sched:sched_switch` sample: whether the thread it switched out was
+    /// blocked (its `prev_state` has S or D, the two sleeping states) rather
+    /// than preempted while runnable. The record's layout (eight bytes of
+    /// common fields, `prev_comm[16]`, `prev_pid`, `prev_prio`, then the
+    /// `long prev_state`) is checked by its `prev_pid`, which must be the
+    /// sample's thread; a record that does not match counts as blocked.
+    pub fn blocked(&self) -> bool {
+        const PREV_PID: usize = 24;
+        const PREV_STATE: usize = 32;
+        let word = |at: usize, n: usize| self.raw.get(at..at + n);
+        match (word(PREV_PID, 4), word(PREV_STATE, 8)) {
+            (Some(pid), Some(state))
+                if u32::from_le_bytes(pid.try_into().unwrap_or_default()) == self.tid =>
+            {
+                u64::from_le_bytes(state.try_into().unwrap_or_default()) & 3 != 0
+            }
+            _ => true,
+        }
+    }
+
     /// Value of the user register with perf's x86 index `reg` (0 = AX,
     /// 6 = BP, 7 = SP, 8 = IP).
     pub fn reg(&self, reg: u32) -> Option<u64> {

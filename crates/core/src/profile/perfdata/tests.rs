@@ -507,7 +507,7 @@ fn sched_switch_raw_data_tells_a_blocked_thread_from_a_preempted_one() {
     let blocked = |tid: u32, state: u64| {
         let s = sample(&a, 0, 0, &body(tid, state)).unwrap();
         assert_eq!(s.raw.len(), 68);
-        crate::profile::counter::blocked(&s)
+        s.blocked()
     };
     assert!(blocked(42, 1), "S: sleeping");
     assert!(blocked(42, 2), "D: uninterruptible");
@@ -517,7 +517,7 @@ fn sched_switch_raw_data_tells_a_blocked_thread_from_a_preempted_one() {
     // counts as blocked.
     let mut other = sample(&a, 0, 0, &body(42, 0)).unwrap();
     other.tid = 43;
-    assert!(crate::profile::counter::blocked(&other));
+    assert!(other.blocked());
 }
 
 #[test]
