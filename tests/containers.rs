@@ -30,6 +30,7 @@
 //! installs linux-perf); the namespace needs root or user namespaces.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
@@ -75,14 +76,11 @@ fn mount_point() -> PathBuf {
 /// `faasfuse profile --lib NAME=fixtures/default/LIB ...`: the libraries
 /// as the host has them.
 fn host_libs() -> Vec<String> {
-    LIBS.iter()
-        .flat_map(|(n, f)| {
-            [
-                "--lib".to_string(),
-                format!("{n}={}", fixtures().join("default").join(f).display()),
-            ]
-        })
-        .collect()
+    let deploy: Vec<String> = LIBS
+        .iter()
+        .map(|(n, f)| spec(n, &fixtures().join("default").join(f)))
+        .collect();
+    lib_args_for(&deploy)
 }
 
 /// The fan-out deployment's `func_config.json` over the host's libraries.
@@ -164,14 +162,7 @@ fn record(tag: &str, extra: &[&str], pipe: bool, rounds: usize) -> PathBuf {
     } else {
         perf_record(extra, data.to_str().unwrap(), rounds)
     };
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    run_perf(&mut cmd);
     data
 }
 
@@ -202,16 +193,7 @@ fn inject(data: &Path, tag: &str, pipe: bool) -> PathBuf {
 
 /// `faasfuse profile DATA --lib <host's libraries> -o TAG.json`.
 fn profile(tag: &str, data: &Path) -> Value {
-    let out = dir().join(format!("{tag}.json"));
-    run_ok(
-        faasfuse()
-            .arg("profile")
-            .arg(data)
-            .args(host_libs())
-            .arg("-o")
-            .arg(&out),
-    );
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    run_profile(data, host_libs(), &dir().join(format!("{tag}.json"))).1
 }
 
 /// The profile is refused in one line that names `file` and says what
@@ -231,63 +213,11 @@ fn assert_refused(data: &Path, file: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `plan --json` of the deployment on `profile`.
-fn plan(profile: &Path) -> Value {
-    let o = run_ok(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config())
-            .arg("--profile")
-            .arg(profile)
-            .arg("--json"),
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// The plan on the platform's exact calls: `run --json` of the unfused
 /// deployment on the same requests, once per test binary.
 fn exact_plan() -> &'static Value {
     static PLAN: OnceLock<Value> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        let o = run_ok(
-            faasfuse()
-                .arg("run")
-                .arg("--config")
-                .arg(config())
-                .arg("--json")
-                .arg("--inputs")
-                .arg(inputs())
-                .args(["--", "Frontend"]),
-        );
-        let trace = dir().join("trace.json");
-        std::fs::write(&trace, &o.stdout).unwrap();
-        plan(&trace)
-    })
-}
-
-fn edges(plan: &Value) -> Vec<(String, String, Value)> {
-    plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["caller"].as_str().unwrap().to_string(),
-                e["callee"].as_str().unwrap().to_string(),
-                e.clone(),
-            )
-        })
-        .collect()
-}
-
-fn groups(plan: &Value) -> Vec<(Value, Value)> {
-    plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| (g["root"].clone(), g["members"].clone()))
-        .collect()
+    PLAN.get_or_init(|| exact_trace_plan(&config(), inputs(), &dir().join("trace.json")))
 }
 
 /// Every decision on `data`'s profile is the exact trace's where the
@@ -295,9 +225,9 @@ fn groups(plan: &Value) -> Vec<(Value, Value)> {
 /// has none; no edge the trace finds hot is called cold. DWARF chains see
 /// every edge: the plans are the same.
 fn assert_decides_as_the_trace(data: &Path) {
-    let p = plan(data);
+    let p = plan_json(&config(), &[data]);
     let exact = exact_plan();
-    let (mine, theirs) = (edges(&p), edges(exact));
+    let (mine, theirs) = (plan_edges(&p), plan_edges(exact));
     assert_eq!(
         mine.len(),
         theirs.len(),
@@ -317,18 +247,11 @@ fn assert_decides_as_the_trace(data: &Path) {
         );
         assert_eq!(e["evidence"], "dwarf_chains", "{a} -> {b}: {e}");
     }
-    assert_eq!(groups(&p), groups(exact), "{}", p["decisions"]);
+    assert_eq!(plan_groups(&p), plan_groups(exact), "{}", p["decisions"]);
     // The trace's own decisions: the two hot callees fused, Recommend cold.
-    let status = |callee: &str| {
-        theirs
-            .iter()
-            .find(|(a, b, _)| a == "Frontend" && b == callee)
-            .map(|(_, _, e)| e["status"].clone())
-            .unwrap()
-    };
-    assert_eq!(status("Pricing"), "fused");
-    assert_eq!(status("Inventory"), "fused");
-    assert_eq!(status("Recommend"), "cold");
+    assert_eq!(edge(exact, "Pricing")["status"], "fused");
+    assert_eq!(edge(exact, "Inventory")["status"], "fused");
+    assert_eq!(edge(exact, "Recommend")["status"], "cold");
 }
 
 /// Samples in the libraries, mapped as the container saw them.
@@ -366,7 +289,7 @@ fn buildid_mmap_piped_into_faasfuse_profile_decides_as_the_exact_trace() {
         .unwrap();
     assert!(perf.wait().unwrap().success());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let p = read_json(&out);
     assert_eq!(
         p["sources"],
         serde_json::json!(["<stdin>"]),
@@ -562,7 +485,7 @@ fn frame_pointer_profiles_are_matched_by_build_id_on_every_reading_thread() {
     assert!(p["stats"]["callchain_samples"].as_u64().unwrap() > 0);
     // Chains that stop at code without frame pointers: every edge is "no
     // evidence", none is called cold.
-    for (a, b, e) in edges(&plan(&data)) {
+    for (a, b, e) in plan_edges(&plan_json(&config(), &[&data])) {
         assert_eq!(e["status"], "no evidence", "{a} -> {b}: {e}");
     }
     // The same recording without build-ids is refused on that path too.

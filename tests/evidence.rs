@@ -19,6 +19,7 @@
 //! installs linux-perf): none passes without its profile.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
@@ -74,50 +75,6 @@ fn dwarf_profile() -> &'static Path {
     DATA.get_or_init(|| record("dwarf", &["-a", "--call-graph", "dwarf"]))
 }
 
-fn plan_json(profiles: &[&Path]) -> Value {
-    let mut cmd = faasfuse();
-    cmd.arg("plan").arg("--config").arg(config()).arg("--json");
-    for p in profiles {
-        cmd.arg("--profile").arg(p);
-    }
-    serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap()
-}
-
-fn plan_table(profile: &Path) -> String {
-    run_stdout(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config())
-            .arg("--profile")
-            .arg(profile),
-    )
-}
-
-fn edge<'a>(plan: &'a Value, callee: &str) -> &'a Value {
-    plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
-        .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))
-}
-
-fn members(plan: &Value, root: &str) -> Vec<String> {
-    let g = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["root"] == root)
-        .unwrap();
-    g["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect()
-}
-
 /// `merge --profile PROFILE` of the deployment (Frontend the root): the
 /// report as JSON.
 fn merge_report(tag: &str, profile: &Path) -> Value {
@@ -150,32 +107,24 @@ fn build(out: &str, profile: &Path) -> (Value, Value, String) {
     let out = dir().join(out);
     let _ = std::fs::remove_dir_all(&out);
     build_deployment(&config(), profile, &out);
-    let read = |f: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
-    };
     let dot = std::fs::read_to_string(out.join("graph.dot")).unwrap();
-    (read("plan.json"), read("func_config.json"), dot)
+    (
+        read_json(&out.join("plan.json")),
+        read_json(&out.join("func_config.json")),
+        dot,
+    )
 }
 
 #[test]
 fn frame_pointer_chains_show_no_rpc_edge_and_the_profile_says_so() {
     let data = frame_pointer_profile();
     let w = workflow("fanout");
-    let out = dir().join("fp.json");
-    let text = run_stdout(
-        faasfuse()
-            .arg("profile")
-            .arg(data)
-            .args(lib_args(&w))
-            .arg("-o")
-            .arg(&out),
-    );
+    let (text, p) = run_profile(data, lib_args(&w), &dir().join("fp.json"));
     assert!(
         text.contains("cannot see") && text.contains("Frontend -> Pricing (samples only)"),
         "{text}"
     );
     assert!(text.contains(ADVICE), "{text}");
-    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     // A frame-pointer profile with samples in the callees, not a DWARF one.
     let st = &p["stats"];
     assert!(st["callchain_samples"].as_u64().unwrap() > 0, "{st}");
@@ -194,7 +143,7 @@ fn frame_pointer_chains_show_no_rpc_edge_and_the_profile_says_so() {
 #[test]
 fn plan_reports_edges_a_frame_pointer_profile_cannot_see_as_no_evidence_never_cold() {
     let data = frame_pointer_profile();
-    let plan = plan_json(&[data]);
+    let plan = plan_json(&config(), &[data]);
     for callee in ["Inventory", "Pricing", "Recommend"] {
         let e = edge(&plan, callee);
         assert_eq!(e["status"], "no evidence", "{e}");
@@ -214,7 +163,7 @@ fn plan_reports_edges_a_frame_pointer_profile_cannot_see_as_no_evidence_never_co
         assert!(!reason.contains("cold"), "{d}");
     }
     // The table says it too, and calls nothing cold.
-    let table = plan_table(data);
+    let table = plan_table(&config(), data);
     assert!(table.contains("no evidence (samples only)"), "{table}");
     assert!(table.contains(ADVICE), "{table}");
     assert!(!table.contains("cold"), "{table}");
@@ -260,7 +209,7 @@ fn build_and_merge_fuse_nothing_on_a_frame_pointer_profile_alone() {
 #[test]
 fn dwarf_chains_decide_as_before_hot_edges_fused_and_the_cold_one_cold() {
     let data = dwarf_profile();
-    let plan = plan_json(&[data]);
+    let plan = plan_json(&config(), &[data]);
     assert_eq!(
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"],
@@ -276,7 +225,7 @@ fn dwarf_chains_decide_as_before_hot_edges_fused_and_the_cold_one_cold() {
     let rec = edge(&plan, "Recommend");
     assert_eq!(rec["status"], "cold", "{rec}");
     assert_eq!(rec["evidence"], "dwarf_chains", "{rec}");
-    let table = plan_table(data);
+    let table = plan_table(&config(), data);
     assert!(!table.contains("no evidence"), "{table}");
 
     let (built, deployed, dot) = build("dwarf-build", data);
@@ -304,19 +253,9 @@ fn dwarf_chains_decide_as_before_hot_edges_fused_and_the_cold_one_cold() {
 #[test]
 fn a_platform_trace_gives_the_counts_a_frame_pointer_profile_lacks() {
     let data = frame_pointer_profile();
-    let o = run_ok(
-        faasfuse()
-            .arg("run")
-            .arg("--config")
-            .arg(config())
-            .arg("--json")
-            .arg("--inputs")
-            .arg(inputs())
-            .args(["--", "Frontend"]),
-    );
     let trace = dir().join("trace.json");
-    std::fs::write(&trace, &o.stdout).unwrap();
-    let plan = plan_json(&[data, &trace]);
+    write_trace(&config(), inputs(), "Frontend", &trace);
+    let plan = plan_json(&config(), &[data, &trace]);
     assert_eq!(
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]

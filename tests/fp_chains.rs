@@ -24,6 +24,7 @@
 //! installs linux-perf): none passes without its profile.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::ffi::OsString;
@@ -75,10 +76,7 @@ impl Build {
     }
     /// `--lib NAME=PATH` for `faasfuse profile`.
     fn lib_args(&self) -> Vec<String> {
-        self.deploy()
-            .into_iter()
-            .flat_map(|a| ["--lib".to_string(), a])
-            .collect()
+        lib_args_for(&self.deploy())
     }
 }
 
@@ -243,62 +241,10 @@ fn fp_worker_only() -> &'static Recording {
     R.get_or_init(|| record("nofp-fp", worker_fp(), functions_nofp()))
 }
 
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 /// `faasfuse profile DATA --lib ...`: its text and the JSON profile.
 fn profile(tag: &str, data: &Path, b: &Build) -> (String, Value) {
     let out = dir().join(format!("{tag}.profile.json"));
-    let text = run_stdout(
-        faasfuse()
-            .arg("profile")
-            .arg(data)
-            .args(b.lib_args())
-            .arg("-o")
-            .arg(&out),
-    );
-    (text, read_json(&out))
-}
-
-fn plan_json(config: &Path, profile: &Path) -> Value {
-    serde_json::from_slice(
-        &run_ok(
-            faasfuse()
-                .arg("plan")
-                .arg("--config")
-                .arg(config)
-                .arg("--json")
-                .arg("--profile")
-                .arg(profile),
-        )
-        .stdout,
-    )
-    .unwrap()
-}
-
-fn edge<'a>(plan: &'a Value, callee: &str) -> &'a Value {
-    plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
-        .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))
-}
-
-fn members(plan: &Value) -> Vec<String> {
-    let g = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["root"] == "Frontend")
-        .unwrap();
-    g["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect()
+    run_profile(data, b.lib_args(), &out)
 }
 
 /// Each edge's status, and each decision's verdict, of a plan.
@@ -335,7 +281,7 @@ fn run_trace(b: &Build) -> Value {
 fn exact_plan(tag: &str, b: &Build) -> Value {
     let trace = dir().join(format!("{tag}.trace.json"));
     std::fs::write(&trace, run_trace(b).to_string()).unwrap();
-    plan_json(&b.config, &trace)
+    plan_json(&b.config, &[&trace])
 }
 
 #[test]
@@ -401,9 +347,9 @@ fn frame_pointer_chains_through_the_worker_see_every_edge() {
 fn plan_on_frame_pointer_chains_decides_as_the_exact_counts_do() {
     let b = functions_fp();
     let rec = fp_everywhere();
-    let plan = plan_json(&b.config, &rec.data);
+    let plan = plan_json(&b.config, &[&rec.data]);
     assert_eq!(
-        members(&plan),
+        members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"],
         "{}",
         plan["edges"]
@@ -421,10 +367,10 @@ fn plan_on_frame_pointer_chains_decides_as_the_exact_counts_do() {
 
     // The exact counts decide the same: the worker's own, of this very
     // run, and a trace of faasfuse's host.
-    let by_worker = plan_json(&b.config, &rec.weights);
+    let by_worker = plan_json(&b.config, &[&rec.weights]);
     let by_trace = exact_plan("fp", b);
     for exact in [&by_worker, &by_trace] {
-        assert_eq!(members(exact), members(&plan));
+        assert_eq!(members(exact, "Frontend"), members(&plan, "Frontend"));
         assert_eq!(decisions(exact), decisions(&plan), "{}", exact["edges"]);
     }
 }
@@ -443,11 +389,11 @@ fn assert_no_edge_seen(tag: &str, data: &Path, b: &Build) {
             .unwrap_or_default();
         assert!(e == "samples_only" || e == "nothing", "{callee}: {e}");
     }
-    let plan = plan_json(&b.config, data);
+    let plan = plan_json(&b.config, &[data]);
     for callee in CALLEES {
         assert_eq!(edge(&plan, callee)["status"], "no evidence", "{tag}");
     }
-    assert_eq!(members(&plan), ["Frontend"], "{tag}");
+    assert_eq!(members(&plan, "Frontend"), ["Frontend"], "{tag}");
 }
 
 #[test]
@@ -488,9 +434,12 @@ fn the_functions_need_no_frame_pointers_of_their_own() {
             p["evidence"]
         );
     }
-    let plan = plan_json(&b.config, &rec.data);
-    assert_eq!(members(&plan), ["Frontend", "Inventory", "Pricing"]);
+    let plan = plan_json(&b.config, &[&rec.data]);
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
     assert_eq!(edge(&plan, "Recommend")["status"], "cold");
-    let exact = plan_json(&b.config, &rec.weights);
+    let exact = plan_json(&b.config, &[&rec.weights]);
     assert_eq!(decisions(&exact), decisions(&plan), "{}", plan["edges"]);
 }

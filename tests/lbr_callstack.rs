@@ -15,9 +15,11 @@
 //! does not know is refused.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -71,59 +73,24 @@ fn profile() -> &'static Value {
     static P: OnceLock<Value> = OnceLock::new();
     P.get_or_init(|| {
         let w = workflow("fanout");
-        let out = dir().join("callstack.json");
-        run_ok(
-            faasfuse()
-                .arg("profile")
-                .arg(call_stacks())
-                .args(lib_args(&w))
-                .arg("-o")
-                .arg(&out)
-                .arg("--fdata-dir")
-                .arg(dir().join("fdata")),
-        );
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+        let mut args: Vec<OsString> = lib_args(&w).into_iter().map(Into::into).collect();
+        args.extend(["--fdata-dir".into(), dir().join("fdata").into()]);
+        run_profile(call_stacks(), args, &dir().join("callstack.json")).1
     })
 }
 
-fn plan_json(profile: &Path) -> Value {
-    let o = run_ok(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config())
-            .arg("--json")
-            .arg("--profile")
-            .arg(profile),
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// What a plan decides: each edge's status and each group's members.
-fn decisions(plan: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Value>) {
-    let edges = plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
+fn decisions(plan: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+    let edges = plan_edges(plan)
+        .into_iter()
+        .map(|(caller, callee, e)| {
             (
-                format!("{} -> {}", e["caller"], e["callee"]),
+                format!("{caller} -> {callee}"),
                 e["status"].as_str().unwrap().to_string(),
             )
         })
         .collect();
-    let groups = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                g["root"].as_str().unwrap().to_string(),
-                g["members"].clone(),
-            )
-        })
-        .collect();
-    (edges, groups)
+    (edges, plan_groups(plan).into_iter().collect())
 }
 
 /// The RPC site of Frontend calling `callee`, from the profile.
@@ -183,15 +150,10 @@ fn call_stacks_are_read_as_call_chains_not_as_branches() {
 
 /// The samples `perf script` prints, each as its call-chain lines.
 fn perf_chains(data: &Path) -> Vec<Vec<String>> {
-    let out = std::process::Command::new("perf")
-        .args(["script", "-F", "tid,ip,sym,symoff,dso", "-i"])
-        .arg(data)
-        .output()
-        .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
-    assert!(
-        out.status.success(),
-        "perf script: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_perf(
+        std::process::Command::new("perf")
+            .args(["script", "-F", "tid,ip,sym,symoff,dso", "-i"])
+            .arg(data),
     );
     let mut chains: Vec<Vec<String>> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -282,33 +244,24 @@ fn perf_script_stitches_the_stacks_into_chains_through_the_rpc_sites() {
 #[test]
 fn plan_on_call_stacks_decides_as_on_the_exact_trace() {
     profile();
-    let plan = plan_json(&dir().join("callstack.json"));
-    let o = run_ok(
-        faasfuse()
-            .arg("run")
-            .arg("--config")
-            .arg(config())
-            .arg("--json")
-            .arg("--inputs")
-            .arg(inputs())
-            .args(["--", "Frontend"]),
-    );
-    let trace = dir().join("trace.json");
-    std::fs::write(&trace, &o.stdout).unwrap();
-    let exact = plan_json(&trace);
+    let plan = plan_json(&config(), &[&dir().join("callstack.json")]);
+    let exact = exact_trace_plan(&config(), inputs(), &dir().join("trace.json"));
     assert_eq!(decisions(&plan), decisions(&exact));
     let (edges, groups) = decisions(&plan);
     assert_eq!(
         groups["Frontend"],
-        serde_json::json!(["Frontend", "Inventory", "Pricing"]),
+        ["Frontend", "Inventory", "Pricing"],
         "{edges:?}"
     );
-    assert_eq!(edges["\"Frontend\" -> \"Recommend\""], "cold", "{edges:?}");
+    assert_eq!(edges["Frontend -> Recommend"], "cold", "{edges:?}");
     for e in plan["edges"].as_array().unwrap() {
         assert_eq!(e["evidence"], "lbr_call_stacks", "{e}");
     }
     // The perf.data itself, read by plan, decides the same.
-    assert_eq!(decisions(&plan_json(call_stacks())), decisions(&exact));
+    assert_eq!(
+        decisions(&plan_json(&config(), &[call_stacks()])),
+        decisions(&exact)
+    );
 }
 
 #[test]

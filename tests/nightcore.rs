@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::plans::*;
 use common::*;
 use faasfuse_testkit::nightcore::{self, Answer, Function, Launch, Options, Stack};
 
@@ -789,72 +790,30 @@ fn off_cpu_stacks_of_nightcores_workers_decide_as_the_exact_trace() {
     );
 
     let w = workflow("fanout");
-    let out = dir.join("nightcore.json");
-    let text = run_stdout(
-        faasfuse()
-            .arg("profile")
-            .arg(&data)
-            .args(lib_args(&w))
-            .arg("-o")
-            .arg(&out),
-    );
-    let p: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (text, p) = run_profile(&data, lib_args(&w), &dir.join("nightcore.json"));
     eprintln!("{served} passes over the requests (perf saw part of them); the profile:\n{text}");
     assert_eq!(p["stats"]["samples"], 0, "{}", p["stats"]);
     for c in ["Inventory", "Pricing", "Recommend"] {
         assert_eq!(p["evidence"]["Frontend"][c], "off_cpu_chains", "{text}");
     }
 
-    let plan = |profile: &Path| -> serde_json::Value {
-        let o = run_ok(
-            faasfuse()
-                .arg("plan")
-                .arg("--config")
-                .arg(&config)
-                .arg("--json")
-                .arg("--profile")
-                .arg(profile),
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let trace = dir.join("trace.json");
-    let o = run_ok(
-        faasfuse()
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--json")
-            .arg("--inputs")
-            .arg(&inputs)
-            .args(["--", "Frontend"]),
-    );
-    std::fs::write(&trace, &o.stdout).unwrap();
-    let decided = |plan: &serde_json::Value| -> (String, Vec<String>) {
-        let status: Vec<String> = plan["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["caller"] == "Frontend")
-            .map(|e| format!("{} {}", e["callee"], e["status"]))
+    let decided = |plan: &serde_json::Value| -> (Vec<String>, Vec<String>) {
+        let status: Vec<String> = plan_edges(plan)
+            .into_iter()
+            .filter(|(caller, _, _)| caller == "Frontend")
+            .map(|(_, callee, e)| format!("{callee} {}", e["status"]))
             .collect();
-        let group = plan["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["root"] == "Frontend")
-            .unwrap()["members"]
-            .to_string();
-        (group, status)
+        (members(plan, "Frontend"), status)
     };
-    let (on_nightcore, exact) = (plan(&data), plan(&trace));
+    let on_nightcore = plan_json(&config, &[&data]);
+    let exact = exact_trace_plan(&config, &inputs, &dir.join("trace.json"));
     assert_eq!(
         decided(&on_nightcore),
         decided(&exact),
         "{}",
         on_nightcore["edges"]
     );
-    assert_eq!(decided(&exact).0, r#"["Frontend","Inventory","Pricing"]"#);
+    assert_eq!(decided(&exact).0, ["Frontend", "Inventory", "Pricing"]);
     // Hundreds of MB of every switch-out on the machine: kept only when
     // the test fails.
     let _ = std::fs::remove_file(&data);

@@ -24,9 +24,11 @@
 //! and tracefs): none passes without its profile.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -144,85 +146,22 @@ fn in_process_profile() -> &'static Path {
     })
 }
 
-fn plan_json(profile: &Path) -> Value {
-    let o = run_ok(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config())
-            .arg("--json")
-            .arg("--profile")
-            .arg(profile),
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn plan_table(profile: &Path) -> String {
-    run_stdout(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config())
-            .arg("--profile")
-            .arg(profile),
-    )
-}
-
 /// The plan on the platform's exact count of the same requests' calls
 /// (`faasfuse run --json`).
 fn trace_plan() -> &'static Value {
     static PLAN: OnceLock<Value> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        let o = run_ok(
-            faasfuse()
-                .arg("run")
-                .arg("--config")
-                .arg(config())
-                .arg("--json")
-                .arg("--inputs")
-                .arg(inputs())
-                .args(["--", "Frontend"]),
-        );
-        let trace = dir().join("trace.json");
-        std::fs::write(&trace, &o.stdout).unwrap();
-        plan_json(&trace)
-    })
+    PLAN.get_or_init(|| exact_trace_plan(&config(), inputs(), &dir().join("trace.json")))
 }
 
 /// Exact calls per callee of Frontend for one pass over the requests.
 fn exact_calls() -> BTreeMap<String, f64> {
     trace_plan();
-    let t: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("trace.json")).unwrap()).unwrap();
+    let t = read_json(&dir().join("trace.json"));
     t["calls"]["Frontend"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
-        .collect()
-}
-
-fn edge<'a>(plan: &'a Value, callee: &str) -> &'a Value {
-    plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
-        .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))
-}
-
-fn members(plan: &Value, root: &str) -> Vec<String> {
-    let g = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["root"] == root)
-        .unwrap();
-    g["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
         .collect()
 }
 
@@ -240,21 +179,29 @@ fn decisions(plan: &Value) -> (Vec<String>, Vec<(String, String)>) {
     (members(plan, "Frontend"), statuses)
 }
 
+/// `plan` on `data` decides as on the exact trace: Inventory and Pricing
+/// fused into Frontend's group, Recommend cold. The plan.
+fn assert_decides_as_the_trace(data: &Path) -> Value {
+    let plan = plan_json(&config(), &[data]);
+    assert_eq!(
+        decisions(&plan),
+        decisions(trace_plan()),
+        "{}",
+        plan["edges"]
+    );
+    assert_eq!(
+        members(&plan, "Frontend"),
+        ["Frontend", "Inventory", "Pricing"]
+    );
+    assert_eq!(edge(&plan, "Recommend")["status"], "cold");
+    plan
+}
+
 /// `faasfuse profile DATA --lib ... -o TAG.json`: the printed summary and
 /// the profile.
 fn profile(tag: &str, data: &Path) -> (String, Value) {
     let w = workflow("fanout");
-    let out = dir().join(format!("{tag}.json"));
-    let text = run_stdout(
-        faasfuse()
-            .arg("profile")
-            .arg(data)
-            .args(lib_args(&w))
-            .arg("-o")
-            .arg(&out),
-    );
-    let p = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    (text, p)
+    run_profile(data, lib_args(&w), &dir().join(format!("{tag}.json")))
 }
 
 /// Frontend's RPC sites: (callee, on-CPU samples, blockings).
@@ -275,12 +222,11 @@ fn sites(p: &Value) -> Vec<(String, u64, u64)> {
 
 /// Samples per event name in DATA, as perf itself counts them.
 fn perf_samples_by_event(data: &Path) -> BTreeMap<String, u64> {
-    let o = Command::new("perf")
-        .args(["script", "-F", "event", "-i"])
-        .arg(data)
-        .output()
-        .expect("perf script");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_perf(
+        Command::new("perf")
+            .args(["script", "-F", "event", "-i"])
+            .arg(data),
+    );
     let mut n = BTreeMap::new();
     for l in String::from_utf8_lossy(&o.stdout).lines() {
         let e = l.trim().trim_end_matches(':');
@@ -289,6 +235,19 @@ fn perf_samples_by_event(data: &Path) -> BTreeMap<String, u64> {
         }
     }
     n
+}
+
+/// A profile's CPU samples (`st`, its stats) are exactly the `cpu-clock`
+/// ones perf counts in `data`, its off-CPU samples exactly the
+/// `sched:sched_switch` ones. perf's counts by event.
+fn assert_samples_are_perfs(data: &Path, st: &Value) -> BTreeMap<String, u64> {
+    let by_event = perf_samples_by_event(data);
+    assert_eq!(st["samples"], by_event["cpu-clock"], "{by_event:?} {st}");
+    assert_eq!(
+        st["offcpu_samples"], by_event["sched:sched_switch"],
+        "{by_event:?} {st}"
+    );
+    by_event
 }
 
 #[test]
@@ -324,24 +283,13 @@ fn off_cpu_dwarf_stacks_of_worker_processes_decide_as_the_exact_trace() {
     assert!(text.contains("off-CPU samples"), "{text}");
     assert!(!text.contains("cannot see"), "{text}");
 
-    let plan = plan_json(data);
-    assert_eq!(
-        decisions(&plan),
-        decisions(trace_plan()),
-        "{}",
-        plan["edges"]
-    );
-    assert_eq!(
-        members(&plan, "Frontend"),
-        ["Frontend", "Inventory", "Pricing"]
-    );
+    let plan = assert_decides_as_the_trace(data);
     for c in CALLEES {
         let e = edge(&plan, c);
         assert_eq!(e["evidence"], "off_cpu_chains", "{e}");
         assert!(e.get("reason").is_none(), "{e}");
     }
-    assert_eq!(edge(&plan, "Recommend")["status"], "cold");
-    let table = plan_table(data);
+    let table = plan_table(&config(), data);
     assert!(
         table.contains("(off-CPU chains)") && !table.contains("no evidence"),
         "{table}"
@@ -376,7 +324,7 @@ fn off_cpu_frame_pointer_chains_show_no_edge_and_call_none_cold() {
         "{text}"
     );
 
-    let plan = plan_json(data);
+    let plan = plan_json(&config(), &[data]);
     assert_eq!(members(&plan, "Frontend"), ["Frontend"]);
     for c in CALLEES {
         let e = edge(&plan, c);
@@ -391,7 +339,7 @@ fn off_cpu_frame_pointer_chains_show_no_edge_and_call_none_cold() {
         assert_eq!(d["fused"], false, "{d}");
         assert!(!d["reason"].as_str().unwrap().contains("cold"), "{d}");
     }
-    let table = plan_table(data);
+    let table = plan_table(&config(), data);
     assert!(!table.contains("cold"), "{table}");
 }
 
@@ -402,13 +350,8 @@ fn in_one_process_on_cpu_chains_decide_and_switch_outs_are_no_cpu_time() {
     let st = &p["stats"];
     // CPU samples are exactly the on-CPU event's; the switch-outs and the
     // wake-ups are counted apart.
-    let by_event = perf_samples_by_event(data);
+    let by_event = assert_samples_are_perfs(data, st);
     eprintln!("samples by event: {by_event:?}; stats: {st}");
-    assert_eq!(st["samples"], by_event["cpu-clock"], "{by_event:?} {st}");
-    assert_eq!(
-        st["offcpu_samples"], by_event["sched:sched_switch"],
-        "{by_event:?} {st}"
-    );
     assert_eq!(
         st["other_samples"], by_event["sched:sched_wakeup"],
         "{by_event:?} {st}"
@@ -442,18 +385,7 @@ fn in_one_process_on_cpu_chains_decide_and_switch_outs_are_no_cpu_time() {
         assert_eq!(p["evidence"]["Frontend"][c], "dwarf_chains", "{c}");
     }
 
-    let plan = plan_json(data);
-    assert_eq!(
-        decisions(&plan),
-        decisions(trace_plan()),
-        "{}",
-        plan["edges"]
-    );
-    assert_eq!(
-        members(&plan, "Frontend"),
-        ["Frontend", "Inventory", "Pricing"]
-    );
-    assert_eq!(edge(&plan, "Recommend")["status"], "cold");
+    assert_decides_as_the_trace(data);
 }
 
 #[test]
@@ -461,12 +393,7 @@ fn worker_processes_recorded_on_and_off_cpu_count_blockings_and_cpu_time_apart()
     let data = ipc_both_profile();
     let (_, p) = profile("ipc-both", data);
     let st = &p["stats"];
-    let by_event = perf_samples_by_event(data);
-    assert_eq!(st["samples"], by_event["cpu-clock"], "{by_event:?} {st}");
-    assert_eq!(
-        st["offcpu_samples"], by_event["sched:sched_switch"],
-        "{by_event:?} {st}"
-    );
+    assert_samples_are_perfs(data, st);
     // The DWARF chains of the callers' own time in their calls do not
     // count their calls: their blockings do.
     for c in CALLEES {
@@ -476,7 +403,7 @@ fn worker_processes_recorded_on_and_off_cpu_count_blockings_and_cpu_time_apart()
         let calls = p["calls"]["Frontend"][&callee].as_f64().unwrap_or(0.0);
         assert_eq!(calls, blocked as f64, "{callee}");
     }
-    let plan = plan_json(data);
+    let plan = plan_json(&config(), &[data]);
     assert_eq!(
         decisions(&plan),
         decisions(trace_plan()),
@@ -503,45 +430,21 @@ fn a_callee_blocking_in_its_callers_thread_does_not_make_the_caller_look_remote(
     .into_iter()
     .map(|(n, src)| (n, build_test_lib(src, &d)))
     .collect();
+    let deploy: Vec<String> = libs.iter().map(|(n, lib)| spec(n, lib)).collect();
     let data = d.join("sleeper.data");
     let _ = std::fs::remove_file(&data);
     {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cmd = Command::new("perf");
-        cmd.args([
-            "record",
-            "-q",
-            "-e",
-            "sched:sched_switch",
-            "--call-graph",
-            "dwarf",
-            "-o",
-        ])
-        .arg(&data)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faasfuse"))
-        .arg("run");
-        for (n, lib) in &libs {
-            cmd.arg(format!("{n}={}", lib.display()));
-        }
-        cmd.args(["--quiet", "--repeat", "300", "--", "Root", "abc"]);
-        let o = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
-        assert!(
-            o.status.success(),
-            "perf record failed: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let mut run: Vec<OsString> = vec![env!("CARGO_BIN_EXE_faasfuse").into(), "run".into()];
+        run.extend(deploy.iter().map(Into::into));
+        run.extend(["--quiet", "--repeat", "300", "--", "Root", "abc"].map(Into::into));
+        perf_record(
+            &data,
+            &["-e", "sched:sched_switch", "--call-graph", "dwarf"],
+            &run,
         );
     }
-    let out = d.join("sleeper.json");
-    let mut cmd = faasfuse();
-    cmd.arg("profile").arg(&data);
-    for (n, lib) in &libs {
-        cmd.arg("--lib").arg(format!("{n}={}", lib.display()));
-    }
-    run_ok(cmd.arg("-o").arg(&out));
-    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (_, p) = run_profile(&data, lib_args_for(&deploy), &d.join("sleeper.json"));
     // The sleeps were recorded: a blocked switch-out per request at least.
     assert!(
         p["stats"]["offcpu_blocked"].as_u64().unwrap() >= 300,

@@ -4,6 +4,7 @@
 //! against a previous plan, and clear errors for bad configurations.
 
 mod common;
+use common::plans::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
@@ -55,44 +56,6 @@ fn write_weights(dir: &Path, name: &str, pricing: f64, recommend: f64) -> PathBu
     p
 }
 
-fn plan_json(config: &Path, profile: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = run_ok(
-        faasfuse()
-            .arg("plan")
-            .arg("--config")
-            .arg(config)
-            .arg("--profile")
-            .arg(profile)
-            .arg("--json")
-            .args(extra),
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-/// The plan's edge into `callee`.
-fn edge_to<'a>(plan: &'a serde_json::Value, callee: &str) -> &'a serde_json::Value {
-    plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["callee"] == callee)
-        .unwrap()
-}
-
-fn members(plan: &serde_json::Value, root: &str) -> Vec<String> {
-    plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["root"] == root)
-        .unwrap()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     let dir = scratch_dir("plan-build");
@@ -104,22 +67,19 @@ fn build_fuses_hot_edges_and_the_cold_callee_still_serves_through_the_host() {
     let o = build_deployment(&config, &profile, &out);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("cold"), "{text}");
-    let plan: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let plan = read_json(&out.join("plan.json"));
     assert_eq!(
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
     );
-    let cold = edge_to(&plan, "Recommend");
+    let cold = edge(&plan, "Recommend");
     assert_eq!(cold["status"], "cold");
     assert!(out.join("graph.dot").is_file());
     let dot = std::fs::read_to_string(out.join("graph.dot")).unwrap();
     assert!(dot.contains("style=dashed") && dot.contains("cluster_"));
 
     // The new deployment: Frontend's fused image, the rest unchanged.
-    let deployed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("func_config.json")).unwrap())
-            .unwrap();
+    let deployed = read_json(&out.join("func_config.json"));
     assert_eq!(deployed[0]["library"], "libfrontend.fused.so");
     assert_eq!(deployed[0]["queue"], "keep-me", "unknown fields are kept");
 
@@ -155,7 +115,7 @@ fn trust_domains_are_never_crossed() {
         &[("Pricing", serde_json::json!({"domain": "tenant-b"}))],
     );
     let profile = write_weights(&dir, "profile.json", 1e9, 5000.0);
-    let plan = plan_json(&config, &profile, &[]);
+    let plan = plan_json(&config, &[&profile]);
     let m = members(&plan, "Frontend");
     assert!(!m.contains(&"Pricing".to_string()), "{m:?}");
     let d = plan["decisions"]
@@ -195,7 +155,7 @@ fn a_size_budget_smaller_than_a_callee_keeps_it_out_with_the_reason() {
         text.contains("over budget") && text.contains("maxImageBytes"),
         "{text}"
     );
-    let plan = plan_json(&config, &profile, &[]);
+    let plan = plan_json(&config, &[&profile]);
     assert_eq!(members(&plan, "Frontend"), ["Frontend", "Inventory"]);
 }
 
@@ -212,7 +172,7 @@ fn previous_plan_holds_against_small_changes_and_yields_to_large_ones() {
         &[("Frontend", serde_json::json!({"maxImageBytes": budget}))],
     );
     let first = write_weights(&dir, "p1.json", 20000.0, 15000.0);
-    let plan1 = plan_json(&config, &first, &[]);
+    let plan1 = plan_json(&config, &[&first]);
     assert_eq!(
         members(&plan1, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
@@ -222,12 +182,12 @@ fn previous_plan_holds_against_small_changes_and_yields_to_large_ones() {
 
     // Recommend now slightly hotter than Pricing: keep the previous group.
     let small = write_weights(&dir, "p2.json", 20000.0, 21000.0);
-    let without = plan_json(&config, &small, &[]);
+    let without = plan_json(&config, &[&small]);
     assert_eq!(
         members(&without, "Frontend"),
         ["Frontend", "Inventory", "Recommend"]
     );
-    let with = plan_json(&config, &small, &["--previous", prev.to_str().unwrap()]);
+    let with = plan_json_with(&config, &[&small], &["--previous", prev.to_str().unwrap()]);
     assert_eq!(
         members(&with, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
@@ -236,7 +196,7 @@ fn previous_plan_holds_against_small_changes_and_yields_to_large_ones() {
 
     // A large shift changes it.
     let large = write_weights(&dir, "p3.json", 20000.0, 60000.0);
-    let moved = plan_json(&config, &large, &["--previous", prev.to_str().unwrap()]);
+    let moved = plan_json_with(&config, &[&large], &["--previous", prev.to_str().unwrap()]);
     assert_eq!(
         members(&moved, "Frontend"),
         ["Frontend", "Inventory", "Recommend"]
@@ -291,7 +251,7 @@ fn cycles_are_fused_safely() {
     });
     let profile = dir.join("cycle.json");
     std::fs::write(&profile, w.to_string()).unwrap();
-    let plan = plan_json(&config, &profile, &[]);
+    let plan = plan_json(&config, &[&profile]);
     assert!(members(&plan, "Frontend").contains(&"Inventory".to_string()));
     let out = dir.join("fused");
     build_deployment(&config, &profile, &out);
@@ -357,12 +317,12 @@ fn a_run_report_is_a_profile_too() {
     );
     let trace = dir.join("trace.json");
     std::fs::write(&trace, &o.stdout).unwrap();
-    let plan = plan_json(&config, &trace, &[]);
+    let plan = plan_json(&config, &[&trace]);
     assert_eq!(
         members(&plan, "Frontend"),
         ["Frontend", "Inventory", "Pricing"]
     );
-    let rec = edge_to(&plan, "Recommend");
+    let rec = edge(&plan, "Recommend");
     assert_eq!(rec["status"], "cold", "{rec}");
     assert_eq!(rec["calls"], 1.0);
 }
@@ -387,26 +347,15 @@ fn a_trace_names_the_callees_of_a_transport_function() {
     std::fs::write(&config, serde_json::to_string(&entries).unwrap()).unwrap();
     let inputs = generate_inputs(&w, 100, 0x50c1);
     let file = input_file("plan-social", &inputs);
-    let o = run_ok(
-        faasfuse()
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--json")
-            .arg("--inputs")
-            .arg(&file)
-            .arg("--")
-            .arg(&w.root),
-    );
     let trace = dir.join("trace.json");
-    std::fs::write(&trace, &o.stdout).unwrap();
+    write_trace(&config, &file, &w.root, &trace);
     let cpu = dir.join("cpu.json");
     std::fs::write(
         &cpu,
         r#"{"calls": {}, "cpu": {"ComposePost": 0.4, "Text": 0.2}}"#,
     )
     .unwrap();
-    let plan = plan_json(&config, &cpu, &["--profile", trace.to_str().unwrap()]);
+    let plan = plan_json(&config, &[&cpu, &trace]);
     let mut m = members(&plan, "ComposePost");
     m.sort();
     assert_eq!(m, ["ComposePost", "Text", "UniqueId", "UserTimeline"]);
@@ -438,14 +387,14 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
             .as_f64()
             .unwrap()
     };
-    let plan = plan_json(&config, &profile, &[]);
+    let plan = plan_json(&config, &[&profile]);
     assert_eq!(removed(&plan), 1700.0, "{plan:#}");
     // Declared re-entrant, the back edge runs in-process too.
     let config = write_config(
         &dir,
         &[("Frontend", serde_json::json!({"reentrant": true}))],
     );
-    let plan = plan_json(&config, &profile, &[]);
+    let plan = plan_json(&config, &[&profile]);
     assert_eq!(removed(&plan), 2200.0, "{plan:#}");
 
     // A function that only calls itself: nothing to fuse unless declared
@@ -465,7 +414,7 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
         }
         let c = dir.join(format!("loop-{reentrant}.json"));
         std::fs::write(&c, serde_json::json!([e]).to_string()).unwrap();
-        let plan = plan_json(&c, &weights, &[]);
+        let plan = plan_json(&c, &[&weights]);
         assert_eq!(
             plan["groups"][0]["removed_calls"].as_f64(),
             Some(want),
@@ -473,9 +422,7 @@ fn reentering_edges_stay_rpcs_unless_the_callee_is_declared_reentrant() {
         );
         let out = dir.join(format!("loop-{reentrant}"));
         build_deployment(&c, &weights, &out);
-        let built: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("func_config.json")).unwrap())
-                .unwrap();
+        let built = read_json(&out.join("func_config.json"));
         let library = built[0]["library"].as_str().unwrap();
         assert_eq!(library.ends_with(".fused.so"), reentrant, "{built:#}");
     }
@@ -630,17 +577,8 @@ fn a_trace_adds_only_edges_no_sample_names() {
     )
     .unwrap();
     for (first, second) in [(&sampled, &trace), (&trace, &sampled)] {
-        let plan = plan_json(&config, first, &["--profile", second.to_str().unwrap()]);
-        let calls = |callee: &str| {
-            plan["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["caller"] == "Frontend" && e["callee"] == callee)
-                .unwrap_or_else(|| panic!("no edge to {callee}: {}", plan["edges"]))["calls"]
-                .as_f64()
-                .unwrap()
-        };
+        let plan = plan_json(&config, &[first, second]);
+        let calls = |callee: &str| edge(&plan, callee)["calls"].as_f64().unwrap();
         assert_eq!(calls("Inventory"), 100.0, "sampled count kept");
         assert_eq!(calls("Pricing"), 300.0, "sampled count kept");
         assert_eq!(calls("Recommend"), 40.0, "trace-only edge, scaled");
@@ -654,13 +592,8 @@ fn a_trace_adds_only_edges_no_sample_names() {
         assert_eq!(frontend["cpu"], 0.2, "{frontend}");
     }
     // A trace alone keeps its exact counts.
-    let plan = plan_json(&config, &trace, &[]);
-    let inv = plan["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["callee"] == "Inventory")
-        .unwrap();
+    let plan = plan_json(&config, &[&trace]);
+    let inv = edge(&plan, "Inventory");
     assert_eq!(inv["calls"], 50.0, "{inv}");
 }
 

@@ -5,6 +5,7 @@
 pub mod damage;
 pub mod elf_bytes;
 pub mod pkru;
+pub mod plans;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -98,9 +99,15 @@ pub fn workflow(name: &str) -> Workflow {
 
 /// `--lib NAME=PATH` for each function of `w`'s default build.
 pub fn lib_args(w: &Workflow) -> Vec<String> {
-    w.deploy_args("default")
-        .into_iter()
-        .flat_map(|a| ["--lib".to_string(), a])
+    lib_args_for(&w.deploy_args("default"))
+}
+
+/// `--lib NAME=PATH` (for `faasfuse profile`) for each `NAME=PATH` of
+/// `deploy`, in order.
+pub fn lib_args_for(deploy: &[String]) -> Vec<String> {
+    deploy
+        .iter()
+        .flat_map(|a| ["--lib".to_string(), a.clone()])
         .collect()
 }
 
@@ -239,6 +246,30 @@ pub fn run_refused(cmd: &mut Command) -> String {
 /// [`run_ok`], and its standard output as text.
 pub fn run_stdout(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
+}
+
+/// The JSON file at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `faasfuse profile DATA ARGS... -o OUT` (ARGS: the `--lib NAME=PATH`
+/// and other options), which must succeed: the summary it prints and the
+/// profile it writes.
+pub fn run_profile(
+    data: &Path,
+    args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    out: &Path,
+) -> (String, serde_json::Value) {
+    let text = run_stdout(
+        faasfuse()
+            .arg("profile")
+            .arg(data)
+            .args(args)
+            .arg("-o")
+            .arg(out),
+    );
+    (text, read_json(out))
 }
 
 /// Write inputs one per line into a file in the test temp dir.
@@ -672,20 +703,29 @@ pub fn perf_record_run(
 /// `perf record -q -o DATA HOW -- PROGRAM...`. Panics when perf cannot
 /// record (CI installs linux-perf) or the program fails.
 pub fn perf_record(data: &Path, how: &[&str], program: &[std::ffi::OsString]) {
-    let mut cmd = Command::new("perf");
-    cmd.args(["record", "-q", "-o"])
-        .arg(data)
-        .args(how)
-        .arg("--")
-        .args(program);
+    run_perf(
+        Command::new("perf")
+            .args(["record", "-q", "-o"])
+            .arg(data)
+            .args(how)
+            .arg("--")
+            .args(program),
+    );
+}
+
+/// Run `cmd`, a perf command, which must succeed: its output. Panics when
+/// perf is not installed (CI installs linux-perf) and, with its standard
+/// error, when the command fails.
+pub fn run_perf(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("perf is not installed (Debian linux-perf): {e}"));
     assert!(
         out.status.success(),
-        "perf record failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// `faasfuse-testkit record-lbr -o DATA --every K [--truth FILE] -- faasfuse run
