@@ -201,18 +201,19 @@ fn marginals_of(
             let mut changed = false;
             for &u in &ev.order[ev.starts[c]..ev.starts[c + 1]] {
                 let v: f64 = local
-                    .outs(u)
+                    .callees(u)
                     .iter()
-                    .filter(|&&ei| ev.counts(local, &member, ei))
-                    .map(|&ei| {
-                        let w = local.edges[ei].to;
+                    .zip(local.calls_out(u))
+                    .filter(|&(&w, _)| ev.counts_call(local, &member, u, w as usize))
+                    .map(|(&w, &calls)| {
+                        let w = w as usize;
                         let exec = local.executions(w);
                         let beyond = if w != 0 && exec > 0.0 {
                             k[w] / exec
                         } else {
                             0.0
                         };
-                        local.edges[ei].calls * (1.0 + beyond)
+                        calls * (1.0 + beyond)
                     })
                     .sum();
                 changed |= (v - k[u]).abs() > 1e-12 * v.abs().max(1.0);
@@ -235,10 +236,11 @@ fn marginals_of(
         }
         let u = ev.order[a];
         let inflow: f64 = local
-            .ins(u)
+            .callers(u)
             .iter()
-            .filter(|&&ei| ev.counts(local, &member, ei))
-            .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
+            .zip(local.calls_in(u))
+            .filter(|&(&p, _)| ev.counts_call(local, &member, p as usize, u))
+            .map(|(&p, &calls)| calls * ev.f[p as usize])
             .sum();
         out.push((local.nodes[u], inflow + ev.f[u] * k[u]));
     }
@@ -277,7 +279,7 @@ fn candidates(
             if seen[v] {
                 continue;
             }
-            if g[NodeIndex::new(v)].domain != g[root].domain {
+            if adj.domain[v] != adj.domain[root.index()] {
                 verdicts[v].get_or_insert(Verdict::OtherDomain);
                 continue;
             }
@@ -396,8 +398,10 @@ impl<'a> Planner<'a> {
 fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
     let n = local.len();
     let mut only = vec![false; n];
-    // (non-member, the components of its callers that need a path)
-    let mut asks: Vec<(usize, Vec<usize>)> = Vec::new();
+    // (non-member, where the components of its callers that need a path
+    // start in `needs`), and whether each has one.
+    let mut asks: Vec<(usize, usize)> = Vec::new();
+    let mut needs = Vec::new();
     let mut need = Vec::new();
     for i in (1..n).filter(|&i| !member[i]) {
         let mut into = local
@@ -436,19 +440,26 @@ fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
         if latest.is_some_and(|l| need.iter().all(|&c| c <= l)) {
             need.sort_unstable();
             need.dedup();
-            asks.push((i, need.clone()));
+            asks.push((i, needs.len()));
+            needs.extend_from_slice(&need);
         }
     }
     if asks.is_empty() {
         return only;
     }
     let comps = ev.starts.len() - 1;
-    let mut targets: Vec<usize> = asks.iter().flat_map(|a| a.1.iter().copied()).collect();
+    let mut targets = needs.clone();
     targets.sort_unstable();
     targets.dedup();
     const WORDS: usize = 8;
     let mut slot = vec![usize::MAX; comps];
-    let mut met: Vec<Vec<bool>> = asks.iter().map(|a| vec![false; a.1.len()]).collect();
+    let mut met = vec![false; needs.len()];
+    let ends: Vec<usize> = asks
+        .iter()
+        .skip(1)
+        .map(|a| a.1)
+        .chain([needs.len()])
+        .collect();
     let mut bits = vec![0u64; comps * WORDS];
     // Words of a component's bits in use: a component reaches only
     // components completed before it (or itself), so the bits of targets
@@ -485,21 +496,21 @@ fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
                 }
             }
         }
-        for ((i, need), met) in asks.iter().zip(&mut met) {
-            for (t, m) in need.iter().zip(met.iter_mut()) {
+        for (&(i, start), &end) in asks.iter().zip(&ends) {
+            for (t, m) in needs[start..end].iter().zip(&mut met[start..end]) {
                 if *m || slot[*t] == usize::MAX {
                     continue;
                 }
                 let (word, bit) = (slot[*t] / 64, 1u64 << (slot[*t] % 64));
-                *m = local.outs(*i).iter().any(|&ei| {
-                    let s = local.edges[ei].to;
-                    s != 0 && s != *i && member[s] && bits[ev.comp[s] * WORDS + word] & bit != 0
+                *m = local.callees(i).iter().any(|&s| {
+                    let s = s as usize;
+                    s != 0 && s != i && member[s] && bits[ev.comp[s] * WORDS + word] & bit != 0
                 });
             }
         }
     }
-    for ((i, _), met) in asks.iter().zip(&met) {
-        only[*i] = met.iter().all(|&m| m);
+    for (&(i, start), &end) in asks.iter().zip(&ends) {
+        only[i] = met[start..end].iter().all(|&m| m);
     }
     only
 }
