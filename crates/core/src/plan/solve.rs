@@ -1473,6 +1473,11 @@ impl<'a> Grow<'a> {
         let n = self.local.len();
         let mut version = vec![0u32; n];
         let mut heap = BinaryHeap::new();
+        // Candidates whose latest entry is in the queue, and how many:
+        // once none is, the queue holds stale entries only, and popping
+        // them all would end the search.
+        let mut queued = vec![false; n];
+        let mut live = 0usize;
         let mut near: Vec<usize> = self
             .local
             .outs(0)
@@ -1488,15 +1493,21 @@ impl<'a> Grow<'a> {
             for &v in &near {
                 version[v] += 1;
                 heap.push(Gain(self.score(v, work), v as u32, version[v]));
+                live += usize::from(!queued[v]);
+                queued[v] = true;
             }
             near.clear();
-            if !work.left() {
+            if !work.left() || live == 0 {
                 break;
             }
             let Some(Gain(_, c, ver)) = heap.pop() else {
                 break;
             };
             let c = c as usize;
+            if ver == version[c] {
+                queued[c] = false;
+                live -= 1;
+            }
             if ver != version[c] || self.member[c] || self.blocked[c] {
                 continue;
             }
@@ -1508,6 +1519,8 @@ impl<'a> Grow<'a> {
                 if g + 1e-9 < top.0 {
                     version[c] += 1;
                     heap.push(Gain(g, c as u32, version[c]));
+                    live += 1;
+                    queued[c] = true;
                     continue;
                 }
             }
