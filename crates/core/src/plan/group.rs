@@ -19,6 +19,11 @@ pub struct Adjacency {
     pub share: Vec<f64>,
     /// What the profile can show about each edge (see [`super::graph::Edge`]).
     pub evidence: Vec<Option<crate::profile::aggregate::Evidence>>,
+    /// Each node's trust domain, numbered (equal numbers, equal domains).
+    pub domain: Vec<u32>,
+    /// Each node's executions and whether it is re-entrant.
+    executions: Vec<f64>,
+    reentrant: Vec<bool>,
 }
 
 impl Adjacency {
@@ -30,7 +35,16 @@ impl Adjacency {
             calls: Vec::with_capacity(rg.g.edge_count()),
             share: Vec::with_capacity(rg.g.edge_count()),
             evidence: Vec::with_capacity(rg.g.edge_count()),
+            domain: Vec::with_capacity(n),
+            executions: rg.g.node_weights().map(|x| x.executions).collect(),
+            reentrant: rg.g.node_weights().map(|x| x.reentrant).collect(),
         };
+        let mut domains = std::collections::BTreeMap::new();
+        for u in rg.g.node_indices() {
+            let next = domains.len() as u32;
+            adj.domain
+                .push(*domains.entry(rg.g[u].domain.as_deref()).or_insert(next));
+        }
         let mut out = Vec::new();
         for u in rg.g.node_indices() {
             adj.start.push(adj.to.len());
@@ -146,8 +160,8 @@ impl Local {
                 }
             }
         }
-        let executions = nodes.iter().map(|&n| rg.g[n].executions).collect();
-        let reentrant = nodes.iter().map(|&n| rg.g[n].reentrant).collect();
+        let executions = nodes.iter().map(|n| adj.executions[n.index()]).collect();
+        let reentrant = nodes.iter().map(|n| adj.reentrant[n.index()]).collect();
         Local::assemble(nodes, edges, executions, reentrant)
     }
 
@@ -369,9 +383,9 @@ impl Eval {
             self.stack.push(s);
             self.on_stack[s] = true;
             while let Some(&mut (v, ref mut pos)) = self.work.last_mut() {
-                if let Some(&ei) = local.outs(v).get(*pos) {
+                if let Some(&w) = local.callees(v).get(*pos) {
                     *pos += 1;
-                    let w = local.edges[ei].to;
+                    let w = w as usize;
                     if !inside(w) {
                         continue;
                     }
@@ -420,7 +434,15 @@ impl Eval {
     /// Edge `ei` removes calls: between members and not staying.
     pub fn counts(&self, local: &Local, member: &[bool], ei: usize) -> bool {
         let e = &local.edges[ei];
-        member[e.from] && member[e.to] && !self.stays(local, member, ei)
+        self.counts_call(local, member, e.from, e.to)
+    }
+
+    /// [`Eval::counts`] of an edge from `from` to `to`.
+    #[inline]
+    pub fn counts_call(&self, local: &Local, member: &[bool], from: usize, to: usize) -> bool {
+        member[from]
+            && member[to]
+            && (local.reentrant[to] || !(to == 0 || from == to || self.comp[from] == self.comp[to]))
     }
 
     /// Whether component `c` has a counting edge inside it (a re-entrant
@@ -457,10 +479,11 @@ impl Eval {
                         continue;
                     }
                     let calls_in: f64 = local
-                        .ins(u)
+                        .callers(u)
                         .iter()
-                        .filter(|&&ei| self.counts(local, member, ei))
-                        .map(|&ei| local.edges[ei].calls * self.f[local.edges[ei].from])
+                        .zip(local.calls_in(u))
+                        .filter(|&(&p, _)| self.counts_call(local, member, p as usize, u))
+                        .map(|(&p, &calls)| calls * self.f[p as usize])
                         .sum();
                     let v = (calls_in / exec).min(1.0);
                     if (v - self.f[u]).abs() > 1e-12 {

@@ -487,10 +487,10 @@ impl RootPlanner<'_> {
     fn plan(&self, root: NodeIndex) -> PlannedRoot {
         let g = &self.rg.g;
         let root_name = &g[root].name;
-        let solved = self
+        let mut solved = self
             .planner
             .solve(root, &self.limits[root.index()], &self.search);
-        let chosen = self.keep_previous(root, &solved);
+        let chosen = self.keep_previous(root, &mut solved);
         let mut names: Vec<String> = chosen
             .members
             .iter()
@@ -525,20 +525,21 @@ impl RootPlanner<'_> {
 
     /// The root's previous group instead of the solved one, when it is
     /// still valid (one trust domain, the root in it) and the new one
-    /// removes at most the hysteresis more.
-    fn keep_previous(&self, root: NodeIndex, solved: &solve::Solved) -> Chosen {
+    /// removes at most the hysteresis more. The solved group's members
+    /// move to the choice when it is chosen.
+    fn keep_previous(&self, root: NodeIndex, solved: &mut solve::Solved) -> Chosen {
         let (rg, g) = (self.rg, &self.rg.g);
-        let solved_choice = Chosen {
-            members: solved.members.clone(),
+        let solved_choice = |solved: &mut solve::Solved| Chosen {
+            members: std::mem::take(&mut solved.members),
             removed: solved.removed_calls,
             kept: false,
         };
         let Some(p) = self.previous.get(g[root].name.as_str()) else {
-            return solved_choice;
+            return solved_choice(solved);
         };
         let old: Option<BTreeSet<_>> = p.members.iter().map(|m| rg.index.get(m).copied()).collect();
         let Some(old) = old else {
-            return solved_choice;
+            return solved_choice(solved);
         };
         let same_domain = old.iter().all(|&m| g[m].domain == g[root].domain);
         let old_removed = solve::removed_calls(rg, root, &old);
@@ -553,7 +554,7 @@ impl RootPlanner<'_> {
                 kept: true,
             }
         } else {
-            solved_choice
+            solved_choice(solved)
         }
     }
 
@@ -569,8 +570,15 @@ impl RootPlanner<'_> {
             &solved.marginal
         };
         let mut decisions = Vec::with_capacity(solved.verdicts.len());
+        // The marginals are by member, in order: read alongside.
+        let mut marginals = marginal.iter().peekable();
         for (&c, v) in &solved.verdicts {
-            let fused = chosen.members.contains(&c);
+            // The solved group's members are its candidates fused.
+            let fused = if chosen.kept {
+                chosen.members.contains(&c)
+            } else {
+                matches!(v, Verdict::Fused)
+            };
             let reason = if chosen.kept && (fused != (*v == Verdict::Fused)) {
                 format!(
                     "kept as in the previous plan: the new grouping would remove at most {:.0}% more RPC cost (hysteresis {:.0}%)",
@@ -579,10 +587,14 @@ impl RootPlanner<'_> {
                 )
             } else {
                 match v {
-                    Verdict::Fused => format!(
-                        "fused: removes RPCs worth {:.0} us per profile window in this group",
-                        marginal.get(&c).copied().unwrap_or(0.0).max(0.0) * options.rpc_cost_us
-                    ),
+                    Verdict::Fused => {
+                        while marginals.next_if(|m| *m.0 < c).is_some() {}
+                        let m = marginals.next_if(|m| *m.0 == c).map_or(0.0, |m| *m.1);
+                        format!(
+                            "fused: removes RPCs worth {} us per profile window in this group",
+                            Whole(m.max(0.0) * options.rpc_cost_us)
+                        )
+                    }
                     Verdict::Cold { share } => format!(
                         "not fused: the edge to it is cold ({:.2}% of its caller's executions < {:.2}%)",
                         100.0 * share,
@@ -610,6 +622,21 @@ impl RootPlanner<'_> {
             });
         }
         decisions
+    }
+}
+
+/// A number as `{:.0}` writes it (rounded half to even), through the
+/// integer formatter where that is exact.
+struct Whole(f64);
+
+impl std::fmt::Display for Whole {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let x = self.0;
+        if x.is_sign_positive() && x < 9.0e15 {
+            write!(f, "{}", x.round_ties_even() as u64)
+        } else {
+            write!(f, "{x:.0}")
+        }
     }
 }
 

@@ -201,18 +201,19 @@ fn marginals_of(
             let mut changed = false;
             for &u in &ev.order[ev.starts[c]..ev.starts[c + 1]] {
                 let v: f64 = local
-                    .outs(u)
+                    .callees(u)
                     .iter()
-                    .filter(|&&ei| ev.counts(local, &member, ei))
-                    .map(|&ei| {
-                        let w = local.edges[ei].to;
+                    .zip(local.calls_out(u))
+                    .filter(|&(&w, _)| ev.counts_call(local, &member, u, w as usize))
+                    .map(|(&w, &calls)| {
+                        let w = w as usize;
                         let exec = local.executions(w);
                         let beyond = if w != 0 && exec > 0.0 {
                             k[w] / exec
                         } else {
                             0.0
                         };
-                        local.edges[ei].calls * (1.0 + beyond)
+                        calls * (1.0 + beyond)
                     })
                     .sum();
                 changed |= (v - k[u]).abs() > 1e-12 * v.abs().max(1.0);
@@ -235,10 +236,11 @@ fn marginals_of(
         }
         let u = ev.order[a];
         let inflow: f64 = local
-            .ins(u)
+            .callers(u)
             .iter()
-            .filter(|&&ei| ev.counts(local, &member, ei))
-            .map(|&ei| local.edges[ei].calls * ev.f[local.edges[ei].from])
+            .zip(local.calls_in(u))
+            .filter(|&(&p, _)| ev.counts_call(local, &member, p as usize, u))
+            .map(|(&p, &calls)| calls * ev.f[p as usize])
             .sum();
         out.push((local.nodes[u], inflow + ev.f[u] * k[u]));
     }
@@ -277,7 +279,7 @@ fn candidates(
             if seen[v] {
                 continue;
             }
-            if g[NodeIndex::new(v)].domain != g[root].domain {
+            if adj.domain[v] != adj.domain[root.index()] {
                 verdicts[v].get_or_insert(Verdict::OtherDomain);
                 continue;
             }
@@ -396,8 +398,10 @@ impl<'a> Planner<'a> {
 fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
     let n = local.len();
     let mut only = vec![false; n];
-    // (non-member, the components of its callers that need a path)
-    let mut asks: Vec<(usize, Vec<usize>)> = Vec::new();
+    // (non-member, where the components of its callers that need a path
+    // start in `needs`), and whether each has one.
+    let mut asks: Vec<(usize, usize)> = Vec::new();
+    let mut needs = Vec::new();
     let mut need = Vec::new();
     for i in (1..n).filter(|&i| !member[i]) {
         let mut into = local
@@ -436,59 +440,77 @@ fn reentry_only(local: &Local, member: &[bool], ev: &Eval) -> Vec<bool> {
         if latest.is_some_and(|l| need.iter().all(|&c| c <= l)) {
             need.sort_unstable();
             need.dedup();
-            asks.push((i, need.clone()));
+            asks.push((i, needs.len()));
+            needs.extend_from_slice(&need);
         }
     }
     if asks.is_empty() {
         return only;
     }
     let comps = ev.starts.len() - 1;
-    let mut targets: Vec<usize> = asks.iter().flat_map(|a| a.1.iter().copied()).collect();
+    let mut targets = needs.clone();
     targets.sort_unstable();
     targets.dedup();
     const WORDS: usize = 8;
     let mut slot = vec![usize::MAX; comps];
-    let mut met: Vec<Vec<bool>> = asks.iter().map(|a| vec![false; a.1.len()]).collect();
+    let mut met = vec![false; needs.len()];
+    let ends: Vec<usize> = asks
+        .iter()
+        .skip(1)
+        .map(|a| a.1)
+        .chain([needs.len()])
+        .collect();
     let mut bits = vec![0u64; comps * WORDS];
+    // Words of a component's bits in use: a component reaches only
+    // components completed before it (or itself), so the bits of targets
+    // completed after it are 0, and so are its words whose first target
+    // comes after it.
+    let mut used = vec![0u8; comps];
     for chunk in targets.chunks(64 * WORDS) {
         slot.iter_mut().for_each(|s| *s = usize::MAX);
         for (k, &t) in chunk.iter().enumerate() {
             slot[t] = k;
         }
         bits.iter_mut().for_each(|b| *b = 0);
+        used.iter_mut().for_each(|u| *u = 0);
+        let mut words = 0;
         // A component completes after every component it reaches.
-        for c in 0..comps {
+        for c in chunk[0]..comps {
+            while words < WORDS && chunk.get(64 * words).is_some_and(|&t| t <= c) {
+                words += 1;
+            }
+            used[c] = words as u8;
             if slot[c] != usize::MAX {
                 bits[c * WORDS + slot[c] / 64] |= 1 << (slot[c] % 64);
             }
             for &u in &ev.order[ev.starts[c]..ev.starts[c + 1]] {
-                for &ei in local.outs(u) {
-                    let w = local.edges[ei].to;
+                for &w in local.callees(u) {
+                    let w = w as usize;
                     if w == 0 || !member[w] || ev.comp[w] == c {
                         continue;
                     }
                     let d = ev.comp[w];
-                    for k in 0..WORDS {
+                    for k in 0..usize::from(used[d]) {
                         bits[c * WORDS + k] |= bits[d * WORDS + k];
                     }
                 }
             }
         }
-        for ((i, need), met) in asks.iter().zip(&mut met) {
-            for (t, m) in need.iter().zip(met.iter_mut()) {
+        for (&(i, start), &end) in asks.iter().zip(&ends) {
+            for (t, m) in needs[start..end].iter().zip(&mut met[start..end]) {
                 if *m || slot[*t] == usize::MAX {
                     continue;
                 }
                 let (word, bit) = (slot[*t] / 64, 1u64 << (slot[*t] % 64));
-                *m = local.outs(*i).iter().any(|&ei| {
-                    let s = local.edges[ei].to;
-                    s != 0 && s != *i && member[s] && bits[ev.comp[s] * WORDS + word] & bit != 0
+                *m = local.callees(i).iter().any(|&s| {
+                    let s = s as usize;
+                    s != 0 && s != i && member[s] && bits[ev.comp[s] * WORDS + word] & bit != 0
                 });
             }
         }
     }
-    for ((i, _), met) in asks.iter().zip(&met) {
-        only[*i] = met.iter().all(|&m| m);
+    for (&(i, start), &end) in asks.iter().zip(&ends) {
+        only[i] = met[start..end].iter().all(|&m| m);
     }
     only
 }
@@ -1069,6 +1091,10 @@ struct Grow<'a> {
     bwd: Frontier,
 }
 
+/// A candidate's member caller labelled last and member callee labelled
+/// first ([`Grow::bounds`]).
+type Bounds = (Option<usize>, Option<usize>);
+
 /// Which way [`Grow::closes_cycle`] searches, and the bound of the labels
 /// it goes through.
 #[derive(Clone, Copy)]
@@ -1196,7 +1222,7 @@ impl<'a> Grow<'a> {
 
     /// The member caller of `c` labelled last and the member callee
     /// labelled first (the root and `c` aside: their label is `NONE`).
-    fn bounds(&self, c: usize) -> (Option<usize>, Option<usize>) {
+    fn bounds(&self, c: usize) -> Bounds {
         let (mut last, mut lb) = (None, 0);
         for &p in self.local.callers(c) {
             let lp = self.label[p as usize];
@@ -1221,12 +1247,12 @@ impl<'a> Grow<'a> {
     /// callee) in turn, and stops when the two meet (a cycle) or either
     /// side has nothing left: that side's members are then in `fwd` or
     /// `bwd` (the other empty), for [`Grow::place`]. The work is about
-    /// twice the smaller side.
-    fn closes_cycle(&mut self, c: usize, work: &mut Work) -> bool {
+    /// twice the smaller side. `bounds` are `c`'s [`Grow::bounds`].
+    fn closes_cycle(&mut self, c: usize, bounds: Bounds, work: &mut Work) -> bool {
         let local = self.local;
         self.fwd.clear();
         self.bwd.clear();
-        let (Some(last), Some(first)) = self.bounds(c) else {
+        let (Some(last), Some(first)) = bounds else {
             return false;
         };
         let (lb, ub) = (self.label[last], self.label[first]);
@@ -1303,8 +1329,7 @@ impl<'a> Grow<'a> {
     /// callers down to that callee (`bwd`) move to right before it with
     /// `c` after them: every other call into or out of the moved members
     /// keeps its direction.
-    fn place(&mut self, c: usize, work: &mut Work) {
-        let (last, first) = self.bounds(c);
+    fn place(&mut self, c: usize, (last, first): Bounds, work: &mut Work) {
         let label = &self.label;
         let conflict = matches!((last, first), (Some(p), Some(q)) if label[p] >= label[q]);
         if !conflict {
@@ -1400,11 +1425,11 @@ impl<'a> Grow<'a> {
 
     /// Add `c`, push the shares downstream, and leave in `near` the
     /// non-members whose gain changed enough to score again.
-    fn add(&mut self, c: usize, work: &mut Work, near: &mut Vec<usize>) {
+    fn add(&mut self, c: usize, bounds: Bounds, work: &mut Work, near: &mut Vec<usize>) {
         let local = self.local;
         let fin = self.inflow(c);
         let fc = self.share_of(c, fin);
-        self.place(c, work);
+        self.place(c, bounds, work);
         self.member[c] = true;
         self.f[c] = fc;
         self.mult[c] = 1.0 + self.kx[c];
@@ -1416,9 +1441,8 @@ impl<'a> Grow<'a> {
         let stamp = self.stamp;
         near.clear();
         // Its callers gain a member callee; its callees a member caller.
-        for &ei in local.ins(c).iter().chain(local.outs(c)) {
-            let e = &local.edges[ei];
-            let v = if e.to == c { e.from } else { e.to };
+        for &v in local.callers(c).iter().chain(local.callees(c)) {
+            let v = v as usize;
             if !self.member[v] && !self.blocked[v] && self.mark[v] != stamp {
                 self.mark[v] = stamp;
                 near.push(v);
@@ -1428,12 +1452,11 @@ impl<'a> Grow<'a> {
         // are brought up to date when the group has doubled (measured: as
         // good as pushing every change through, at a fraction of the work).
         work.spend(local.outs(c).len());
-        for &ei in local.outs(c) {
-            let e = &local.edges[ei];
-            let w = e.to;
+        for (&w, &calls) in local.callees(c).iter().zip(local.calls_out(c)) {
+            let w = w as usize;
             let exec = local.executions(w);
             if w != 0 && w != c && self.member[w] && exec > 0.0 {
-                self.f[w] = (self.f[w] + e.calls * fc / exec).min(1.0);
+                self.f[w] = (self.f[w] + calls * fc / exec).min(1.0);
             }
         }
         if self.order.len >= self.refresh_at {
@@ -1450,6 +1473,11 @@ impl<'a> Grow<'a> {
         let n = self.local.len();
         let mut version = vec![0u32; n];
         let mut heap = BinaryHeap::new();
+        // Candidates whose latest entry is in the queue, and how many:
+        // once none is, the queue holds stale entries only, and popping
+        // them all would end the search.
+        let mut queued = vec![false; n];
+        let mut live = 0usize;
         let mut near: Vec<usize> = self
             .local
             .outs(0)
@@ -1465,15 +1493,21 @@ impl<'a> Grow<'a> {
             for &v in &near {
                 version[v] += 1;
                 heap.push(Gain(self.score(v, work), v as u32, version[v]));
+                live += usize::from(!queued[v]);
+                queued[v] = true;
             }
             near.clear();
-            if !work.left() {
+            if !work.left() || live == 0 {
                 break;
             }
             let Some(Gain(_, c, ver)) = heap.pop() else {
                 break;
             };
             let c = c as usize;
+            if ver == version[c] {
+                queued[c] = false;
+                live -= 1;
+            }
             if ver != version[c] || self.member[c] || self.blocked[c] {
                 continue;
             }
@@ -1485,6 +1519,8 @@ impl<'a> Grow<'a> {
                 if g + 1e-9 < top.0 {
                     version[c] += 1;
                     heap.push(Gain(g, c as u32, version[c]));
+                    live += 1;
+                    queued[c] = true;
                     continue;
                 }
             }
@@ -1501,11 +1537,12 @@ impl<'a> Grow<'a> {
                 work.spend(n);
                 continue;
             }
-            if self.closes_cycle(c, work) {
+            let bounds = self.bounds(c);
+            if self.closes_cycle(c, bounds, work) {
                 self.blocked[c] = true;
                 continue;
             }
-            self.add(c, work, &mut near);
+            self.add(c, bounds, work, &mut near);
             swept = false;
         }
         self.member
