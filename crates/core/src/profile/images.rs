@@ -300,8 +300,6 @@ impl<'a> AddressSpaces<'a> {
         let mut bad = hits.iter().filter_map(|&i| {
             let (lib, file, tie) = &self.guessed[i as usize];
             let l = &self.libs[*lib];
-            let is_local_build =
-                || l.build_id.is_some() && file_build_id(Path::new(file)) == l.build_id;
             match (self.build_ids.get(file), tie) {
                 (Some(id), _) if l.build_id.as_ref() == Some(id) => None,
                 (Some(id), _) => Some(format!(
@@ -310,28 +308,35 @@ impl<'a> AddressSpaces<'a> {
                     l.image.path.display(),
                     hex(id)
                 )),
-                // This machine's file, or the file at the recorded path
-                // here being that build (as perf itself reads a build-id
-                // the profile lacks): proof for a profile recorded here.
+                // This machine's file: proof for a profile recorded here.
                 (None, Tie::ThisMachinesFile) if local => None,
-                (None, Tie::Name) if local && is_local_build() => None,
                 (None, Tie::ThisMachinesFile) => Some(format!(
                     "{file} is mapped without a build-id; it is {}'s library ({}) on this machine, but {}, so this machine's files cannot tell which build it mapped; {HOW}",
                     l.name,
                     l.image.path.display(),
                     elsewhere()
                 )),
-                (None, Tie::Name) if is_local_build() => Some(format!(
-                    "{file} is mapped without a build-id; the file at that path here is {}'s library ({}), but {}, so it cannot tell which build that host mapped; {HOW}",
-                    l.name,
-                    l.image.path.display(),
-                    elsewhere()
-                )),
-                (None, Tie::Name) => Some(format!(
-                    "{file} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
-                    l.name,
-                    l.image.path.display()
-                )),
+                // The file at the recorded path here being that build (as
+                // perf itself reads a build-id the profile lacks): proof
+                // for a profile recorded here. Read once.
+                (None, Tie::Name) => {
+                    let build_here =
+                        l.build_id.is_some() && file_build_id(Path::new(file)) == l.build_id;
+                    match (build_here, local) {
+                        (true, true) => None,
+                        (true, false) => Some(format!(
+                            "{file} is mapped without a build-id; the file at that path here is {}'s library ({}), but {}, so it cannot tell which build that host mapped; {HOW}",
+                            l.name,
+                            l.image.path.display(),
+                            elsewhere()
+                        )),
+                        (false, _) => Some(format!(
+                            "{file} is mapped without a build-id and is not the file given as {}'s library ({}): only its name matches, so its samples cannot be told to be that build's; {HOW}",
+                            l.name,
+                            l.image.path.display()
+                        )),
+                    }
+                }
             }
         });
         bad.next()
