@@ -98,6 +98,11 @@ fn inputs() -> &'static Path {
 /// `unshare -m sh -c 'mount --bind IMAGE SRV && exec CMD...'`: `cmd` run in
 /// a new mount namespace that sees the container's libraries at SRV.
 fn in_container(cmd: &[&std::ffi::OsStr]) -> Command {
+    in_container_of(image(), cmd)
+}
+
+/// [`in_container`] with the files of `src` bind-mounted at SRV.
+fn in_container_of(src: &Path, cmd: &[&std::ffi::OsStr]) -> Command {
     let mut c = Command::new("unshare");
     // root here; elsewhere a user namespace maps the caller to root.
     if unsafe { libc::geteuid() } != 0 {
@@ -106,7 +111,7 @@ fn in_container(cmd: &[&std::ffi::OsStr]) -> Command {
     c.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
         .arg("sh")
-        .arg(image())
+        .arg(src)
         .arg(mount_point())
         .args(cmd);
     c
@@ -131,6 +136,11 @@ fn container_run(repeat: usize) -> Vec<std::ffi::OsString> {
 /// REPEAT rounds>`, with `--call-graph dwarf` unless EXTRA names a call
 /// graph; `OUT` is `-` for perf's pipe format, written to stdout.
 fn perf_record(extra: &[&str], out: &str, repeat: usize) -> Command {
+    perf_record_of(image(), extra, out, repeat)
+}
+
+/// [`perf_record`] of the container serving the files of `src`.
+fn perf_record_of(src: &Path, extra: &[&str], out: &str, repeat: usize) -> Command {
     let run = container_run(repeat);
     let run: Vec<&std::ffi::OsStr> = run.iter().map(|s| s.as_os_str()).collect();
     let mut c = Command::new("perf");
@@ -142,7 +152,7 @@ fn perf_record(extra: &[&str], out: &str, repeat: usize) -> Command {
         c.args(["--call-graph", "dwarf"]);
     }
     c.args(extra).args(["-o", out, "--"]).arg("unshare");
-    let inner = in_container(&run);
+    let inner = in_container_of(src, &run);
     c.args(inner.get_args());
     c
 }
@@ -346,30 +356,13 @@ fn same_files_recording() -> &'static Path {
     static DATA: OnceLock<PathBuf> = OnceLock::new();
     DATA.get_or_init(|| {
         let data = dir().join("same-files.data");
-        let run = container_run(300);
-        let mut c = Command::new("perf");
-        c.args([
-            "record",
-            "-q",
-            "-e",
-            "cpu-clock:u",
-            "--call-graph",
-            "dwarf",
-            "-o",
-        ])
-        .arg(&data)
-        .arg("--")
-        .arg("unshare");
-        if unsafe { libc::geteuid() } != 0 {
-            c.arg("--map-root-user");
-        }
-        c.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
-            .arg("sh")
-            .arg(fixtures().join("default"))
-            .arg(mount_point())
-            .args(&run);
-        run_ok(&mut c);
+        let out = data.to_str().unwrap();
+        run_perf(&mut perf_record_of(
+            &fixtures().join("default"),
+            &[],
+            out,
+            300,
+        ));
         data
     })
 }
@@ -448,7 +441,7 @@ fn this_machines_files_prove_nothing_of_a_profile_from_another_host() {
         .arg(inputs())
         .args(["--quiet", "--repeat", "100", "--", "Frontend"])
         .stdout(std::fs::File::create(&data).unwrap());
-    run_ok(&mut cmd);
+    run_perf(&mut cmd);
     let p = profile("copies-pipe", &data);
     assert!(p["images"]["Frontend"]["samples"].as_u64().unwrap() > 0);
     let (moved, other) = as_if_from_another_host(&data, "copies-pipe-elsewhere");
