@@ -43,12 +43,7 @@ fn dir() -> PathBuf {
     scratch_dir("containers")
 }
 
-const LIBS: [(&str, &str); 4] = [
-    ("Frontend", "libfrontend.so"),
-    ("Inventory", "libinventory.so"),
-    ("Pricing", "libpricing.so"),
-    ("Recommend", "librecommend.so"),
-];
+const LIBS: [(&str, &str); 4] = FANOUT_LIBS;
 
 const ADVICE: &str = "perf record --buildid-mmap";
 

@@ -14,15 +14,7 @@ use std::path::{Path, PathBuf};
 fn write_config(dir: &Path, extra: &[(&str, serde_json::Value)]) -> PathBuf {
     let lib = fixtures().join("default");
     let mut entries = Vec::new();
-    for (i, (name, file)) in [
-        ("Frontend", "libfrontend.so"),
-        ("Inventory", "libinventory.so"),
-        ("Pricing", "libpricing.so"),
-        ("Recommend", "librecommend.so"),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, (name, file)) in FANOUT_LIBS.iter().enumerate() {
         let mut e = serde_json::json!({
             "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
             "library": lib.join(file), "queue": "keep-me",

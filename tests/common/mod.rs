@@ -785,24 +785,28 @@ pub fn fanout_config(dir: &Path) -> PathBuf {
     fanout_config_for(dir, &fixtures().join("default"))
 }
 
+/// The fan-out deployment's functions and their library files, root
+/// first.
+pub const FANOUT_LIBS: [(&str, &str); 4] = [
+    ("Frontend", "libfrontend.so"),
+    ("Inventory", "libinventory.so"),
+    ("Pricing", "libpricing.so"),
+    ("Recommend", "librecommend.so"),
+];
+
 /// [`fanout_config`] over the fan-out libraries in `lib` (as
 /// [`build_example`] writes them).
 pub fn fanout_config_for(dir: &Path, lib: &Path) -> PathBuf {
-    let entries: Vec<serde_json::Value> = [
-        ("Frontend", "libfrontend.so"),
-        ("Inventory", "libinventory.so"),
-        ("Pricing", "libpricing.so"),
-        ("Recommend", "librecommend.so"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (name, file))| {
-        serde_json::json!({
-            "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
-            "library": lib.join(file), "entry": *name == "Frontend",
+    let entries: Vec<serde_json::Value> = FANOUT_LIBS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, file))| {
+            serde_json::json!({
+                "funcName": name, "funcId": i + 1, "minWorkers": 1, "maxWorkers": 8,
+                "library": lib.join(file), "entry": *name == "Frontend",
+            })
         })
-    })
-    .collect();
+        .collect();
     let p = dir.join("func_config.json");
     std::fs::write(&p, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
     p
